@@ -1,0 +1,35 @@
+# Two commands set everything up on a fresh machine:
+#   make train   - creates .venv on first use, then trains the default RetinaNet on embedded data
+#   make test    - creates .venv on first use, then runs ruff and the default test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ghostdet-installed
+
+.PHONY: venv train test test-all lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+train: venv
+	$(PY) tools/train_det.py --detector retinanet $(ARGS)
+
+lint: venv
+	$(PY) -m ruff check .
+
+test: lint
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+test-all: lint
+	$(PY) -m pytest $(ARGS)
+
+bench: venv
+	$(PY) benchmarks/bench_cpu.py $(ARGS)
+
+clean:
+	rm -rf runs build *.egg-info .pytest_cache

@@ -1,0 +1,317 @@
+"""GhostNet-FPN backbones and torchvision Faster R-CNN / RetinaNet builders."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from os import PathLike
+from typing import Any
+
+from torch import Tensor, nn
+from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import (
+    ExtraFPNBlock,
+    FeaturePyramidNetwork,
+    LastLevelMaxPool,
+    LastLevelP6P7,
+)
+
+from ghostdet.models.ghostnet import GHOSTNET_CFG, STAGE_BLOCKS, STAGE_STRIDES, GhostNet
+from ghostdet.models.weights import load_ghostnet_weights, load_state_dict_file, load_strict, resolve_weights
+
+__all__ = [
+    "GhostNetFPN",
+    "GhostNetFeatures",
+    "fasterrcnn_ghostnet_320_fpn",
+    "fasterrcnn_ghostnet_fpn",
+    "ghostnet_fpn_backbone",
+    "retinanet_ghostnet_fpn",
+]
+
+NUM_STAGES = len(STAGE_BLOCKS)
+DEFAULT_RETURNED_LAYERS = (3, 4, 5)
+
+
+class GhostNetFeatures(nn.Module):
+    """The GhostNet trunk without its classification head, returning stage-end feature maps.
+
+    Each tap is the output of the LAST block of a stage (one stage per output stride), not the
+    first block at a new stride. ``blocks.9`` (the 1x1 conv to 960 channels), ``conv_head`` and
+    ``classifier`` only feed classification and are not kept. Parameter names are the
+    checkpoint's (``conv_stem``, ``bn1``, ``blocks.S.B...``).
+
+    Args:
+        net: a GhostNet whose stem and blocks 0-8 are taken over (not copied).
+        returned_layers: stages to return, 1-5 for strides 2, 4, 8, 16, 32.
+    """
+
+    def __init__(self, net: GhostNet, returned_layers: Sequence[int] = DEFAULT_RETURNED_LAYERS) -> None:
+        super().__init__()
+        returned_layers = sorted(set(returned_layers))
+        self.conv_stem = net.conv_stem
+        self.bn1 = net.bn1
+        self.act1 = net.act1
+        last_stage = returned_layers[-1]
+        last_block = STAGE_BLOCKS[last_stage][-1]
+        self.blocks = net.blocks[: last_block + 1]
+        self.returned_layers = returned_layers
+        self._taps = {STAGE_BLOCKS[s][-1]: str(i) for i, s in enumerate(returned_layers)}
+        self.out_channels_list = [net.stage_channels[STAGE_BLOCKS[s][-1]] for s in returned_layers]
+        self.strides = [STAGE_STRIDES[s] for s in returned_layers]
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        x = self.act1(self.bn1(self.conv_stem(x)))
+        out: OrderedDict[str, Tensor] = OrderedDict()
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            name = self._taps.get(i)
+            if name is not None:
+                out[name] = x
+        return out
+
+
+class GhostNetFPN(nn.Module):
+    """GhostNet trunk + torchvision FeaturePyramidNetwork (``body``/``fpn`` like torchvision).
+
+    Args:
+        body: the feature extractor.
+        out_channels: FPN channels.
+        extra_blocks: extra FPN levels (default: a max-pooled level, as Faster R-CNN expects).
+    """
+
+    def __init__(
+        self, body: GhostNetFeatures, out_channels: int = 256, extra_blocks: ExtraFPNBlock | None = None
+    ) -> None:
+        super().__init__()
+        self.body = body
+        self.fpn = FeaturePyramidNetwork(
+            body.out_channels_list, out_channels, extra_blocks=extra_blocks or LastLevelMaxPool()
+        )
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        return self.fpn(self.body(x))
+
+
+def _to_frozen_bn(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d in ``module`` by a FrozenBatchNorm2d with the same statistics."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen.weight.copy_(child.weight.detach())
+            frozen.bias.copy_(child.bias.detach())
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            _to_frozen_bn(child)
+    return module
+
+
+def ghostnet_fpn_backbone(
+    width: float = 1.0,
+    weights: str | PathLike | None = None,
+    trainable_layers: int | None = None,
+    returned_layers: Sequence[int] | None = None,
+    extra_blocks: ExtraFPNBlock | None = None,
+    norm_layer: Callable[..., nn.Module] | None = None,
+    progress: bool = True,
+    out_channels: int = 256,
+) -> GhostNetFPN:
+    """GhostNet + FPN backbone for torchvision detectors.
+
+    Args:
+        width: GhostNet width multiplier.
+        weights: ImageNet weights for the trunk: ``"imagenet"``, a URL or a local file. The
+            classifier head is not loaded (and not built into the backbone).
+        trainable_layers: number of stages (1-5, counted from the top, stage 1 includes the
+            stem) left trainable. Defaults to 3 with ``weights`` and 5 (all) without.
+        returned_layers: stages feeding the FPN, from 1-5 (strides 2, 4, 8, 16, 32).
+            Default ``[3, 4, 5]``: strides 8/16/32 (40/112/160 channels at width 1.0).
+        extra_blocks: extra FPN levels; default ``LastLevelMaxPool``.
+        norm_layer: normalisation of the trunk: ``nn.BatchNorm2d`` or ``FrozenBatchNorm2d``.
+            Defaults to FrozenBatchNorm2d with ``weights`` and BatchNorm2d without.
+        progress: show a download progress bar.
+        out_channels: FPN output channels.
+    """
+    if returned_layers is None:
+        returned_layers = DEFAULT_RETURNED_LAYERS
+    returned_layers = list(returned_layers)
+    if not returned_layers or any(s not in STAGE_BLOCKS for s in returned_layers):
+        raise ValueError(
+            f"returned_layers must be a non-empty subset of 1..{NUM_STAGES}, got {returned_layers}"
+        )
+    if trainable_layers is None:
+        trainable_layers = 3 if weights is not None else NUM_STAGES
+    if not 0 <= trainable_layers <= NUM_STAGES:
+        raise ValueError(f"trainable_layers must be in [0, {NUM_STAGES}], got {trainable_layers}")
+    if norm_layer is None:
+        norm_layer = FrozenBatchNorm2d if weights is not None else nn.BatchNorm2d
+    if norm_layer not in (nn.BatchNorm2d, FrozenBatchNorm2d):
+        raise ValueError(f"norm_layer must be nn.BatchNorm2d or FrozenBatchNorm2d, got {norm_layer}")
+
+    net = GhostNet(GHOSTNET_CFG, width=width)
+    if weights is not None:
+        load_ghostnet_weights(net, weights, width=width, progress=progress, skip_classifier=True)
+    body = GhostNetFeatures(net, returned_layers)
+    if norm_layer is FrozenBatchNorm2d:
+        _to_frozen_bn(body)
+
+    trainable_stages = set(range(NUM_STAGES, NUM_STAGES - trainable_layers, -1))
+    for stage, block_ids in STAGE_BLOCKS.items():
+        train = stage in trainable_stages
+        mods: list[nn.Module] = [body.blocks[i] for i in block_ids if i < len(body.blocks)]
+        if stage == 1:
+            mods += [body.conv_stem, body.bn1]
+        for m in mods:
+            m.requires_grad_(train)
+    return GhostNetFPN(body, out_channels=out_channels, extra_blocks=extra_blocks)
+
+
+def _load_detector_weights(
+    weights: str | PathLike, progress: bool, num_classes: int | None, class_key: str, per_anchor: int
+) -> tuple[dict[str, Tensor], int]:
+    if str(weights).lower() == "imagenet":
+        raise ValueError(
+            "there are no published GhostNet detector weights; use weights_backbone='imagenet' for an "
+            "ImageNet-pretrained trunk, or weights=<checkpoint written by tools/train_det.py>"
+        )
+    state = load_state_dict_file(resolve_weights(weights, width=0.0, progress=progress))
+    if class_key not in state:
+        raise ValueError(f"{weights} is not a checkpoint of this detector (no '{class_key}' entry)")
+    found = state[class_key].shape[0] // per_anchor
+    if num_classes is not None and num_classes != found:
+        raise ValueError(f"num_classes={num_classes} but the checkpoint {weights} has {found} classes")
+    return state, found
+
+
+def _frcnn_anchors(n_levels: int) -> AnchorGenerator:
+    sizes = tuple((32 * 2**i, 64 * 2**i) for i in range(n_levels))
+    return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * n_levels)
+
+
+def fasterrcnn_ghostnet_fpn(
+    *,
+    weights: str | PathLike | None = None,
+    progress: bool = True,
+    num_classes: int | None = None,
+    weights_backbone: str | PathLike | None = None,
+    trainable_backbone_layers: int | None = None,
+    width: float = 1.0,
+    returned_layers: Sequence[int] | None = None,
+    **kwargs: Any,
+) -> FasterRCNN:
+    """Faster R-CNN with a GhostNet-FPN backbone (the paper's detection setup uses width 1.1).
+
+    Args:
+        weights: a full detector checkpoint (local file or URL), loaded strictly.
+        progress: show download progress bars.
+        num_classes: number of classes including background (default 91, torchvision's COCO
+            convention; inferred from ``weights`` when given).
+        weights_backbone: ImageNet weights for the GhostNet trunk (``"imagenet"``, URL, file).
+        trainable_backbone_layers: trainable trunk stages counted from the top (0-5).
+        width: GhostNet width multiplier.
+        returned_layers: trunk stages feeding the FPN (default strides 8/16/32 + a pooled level).
+        **kwargs: passed to :class:`torchvision.models.detection.FasterRCNN`.
+    """
+    state = None
+    if weights is not None:
+        state, num_classes = _load_detector_weights(
+            weights, progress, num_classes, "roi_heads.box_predictor.cls_score.weight", 1
+        )
+        weights_backbone = None
+    if num_classes is None:
+        num_classes = 91
+    backbone = ghostnet_fpn_backbone(
+        width,
+        weights_backbone,
+        trainable_backbone_layers,
+        returned_layers,
+        progress=progress,
+    )
+    n_maps = len(backbone.body.returned_layers)
+    kwargs.setdefault("rpn_anchor_generator", _frcnn_anchors(n_maps + 1))
+    kwargs.setdefault(
+        "box_roi_pool",
+        MultiScaleRoIAlign([str(i) for i in range(n_maps)], output_size=7, sampling_ratio=2),
+    )
+    model = FasterRCNN(backbone, num_classes=num_classes, **kwargs)
+    if state is not None:
+        load_strict(model, state)
+    return model
+
+
+def fasterrcnn_ghostnet_320_fpn(**kwargs: Any) -> FasterRCNN:
+    """Low-resolution Faster R-CNN preset (like torchvision's ``*_320_fpn``).
+
+    ``min_size=320``, ``max_size=640``, 150 RPN proposals per image at test time (pre and
+    post NMS) and ``box_score_thresh=0.05``. Every argument of :func:`fasterrcnn_ghostnet_fpn`
+    is accepted and overrides these defaults.
+
+    Args:
+        **kwargs: as for :func:`fasterrcnn_ghostnet_fpn`.
+    """
+    defaults = {
+        "min_size": 320,
+        "max_size": 640,
+        "rpn_pre_nms_top_n_test": 150,
+        "rpn_post_nms_top_n_test": 150,
+        "rpn_score_thresh": 0.05,
+        "box_score_thresh": 0.05,
+    }
+    return fasterrcnn_ghostnet_fpn(**{**defaults, **kwargs})
+
+
+def retinanet_ghostnet_fpn(
+    *,
+    weights: str | PathLike | None = None,
+    progress: bool = True,
+    num_classes: int | None = None,
+    weights_backbone: str | PathLike | None = None,
+    trainable_backbone_layers: int | None = None,
+    width: float = 1.0,
+    **kwargs: Any,
+) -> RetinaNet:
+    """RetinaNet with a GhostNet-FPN backbone: P3-P5 from the trunk, P6/P7 from P5.
+
+    Anchors: sizes 32-512 (one per level) x 3 octave scales x 3 aspect ratios.
+
+    Args:
+        weights: a full detector checkpoint (local file or URL), loaded strictly.
+        progress: show download progress bars.
+        num_classes: number of classes (default 91; inferred from ``weights`` when given).
+        weights_backbone: ImageNet weights for the GhostNet trunk.
+        trainable_backbone_layers: trainable trunk stages counted from the top (0-5).
+        width: GhostNet width multiplier.
+        **kwargs: passed to :class:`torchvision.models.detection.RetinaNet`.
+    """
+    anchor_sizes = tuple((x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in (32, 64, 128, 256, 512))
+    anchor_gen = AnchorGenerator(anchor_sizes, ((0.5, 1.0, 2.0),) * len(anchor_sizes))
+    state = None
+    if weights is not None:
+        state, num_classes = _load_detector_weights(
+            weights,
+            progress,
+            num_classes,
+            "head.classification_head.cls_logits.weight",
+            anchor_gen.num_anchors_per_location()[0],
+        )
+        weights_backbone = None
+    if num_classes is None:
+        num_classes = 91
+    backbone = ghostnet_fpn_backbone(
+        width,
+        weights_backbone,
+        trainable_backbone_layers,
+        returned_layers=(3, 4, 5),
+        extra_blocks=LastLevelP6P7(256, 256),
+        progress=progress,
+    )
+    kwargs.setdefault("anchor_generator", anchor_gen)
+    model = RetinaNet(backbone, num_classes=num_classes, **kwargs)
+    if state is not None:
+        load_strict(model, state)
+    return model
+

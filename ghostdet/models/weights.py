@@ -1,0 +1,213 @@
+"""Loading pretrained GhostNet weights: local files, URLs and the authors' ImageNet checkpoint.
+
+Loading is always strict and safe: files are read with ``weights_only=True`` (or safetensors),
+and any missing, unexpected or shape-mismatched key raises one :class:`WeightsMismatchError`
+that lists all of them. There is no silent partial load.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from collections.abc import Iterable, Mapping
+from os import PathLike
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "IMAGENET_URLS",
+    "WeightsMismatchError",
+    "clean_state_dict",
+    "download_weights",
+    "load_ghostnet_weights",
+    "load_state_dict_file",
+    "load_strict",
+    "resolve_weights",
+]
+
+# The authors' published ImageNet checkpoints, keyed by width (top-1 73.98% at 1.0x).
+IMAGENET_URLS: dict[float, str] = {
+    1.0: "https://github.com/huawei-noah/CV-backbones/releases/download/ghostnet_pth/ghostnet_1x.pth",
+}
+_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+_WRAPPER_KEYS = ("state_dict_ema", "state_dict", "model")
+_THOP_SUFFIXES = ("total_ops", "total_params")
+
+
+class WeightsMismatchError(RuntimeError):
+    """A checkpoint does not match the model it is loaded into."""
+
+
+def _is_url(s: str) -> bool:
+    return urlparse(s).scheme in ("http", "https")
+
+
+def download_weights(url: str, progress: bool = True) -> Path:
+    """Download ``url`` into the torch hub cache (``$TORCH_HOME/hub/checkpoints``) once.
+
+    Args:
+        url: http(s) address of a checkpoint.
+        progress: show a download progress bar.
+
+    Raises:
+        RuntimeError: when the download fails, naming the URL and how to use a local file.
+    """
+    cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    filename = os.path.basename(urlparse(url).path) or "weights.pth"
+    dst = cache_dir / filename
+    if dst.is_file():
+        return dst
+    try:
+        torch.hub.download_url_to_file(url, str(dst), progress=progress)
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        raise RuntimeError(
+            f"could not download weights from {url} ({e}). If this machine is offline, download "
+            f"the file elsewhere and pass its local path instead (e.g. weights='/path/{filename}'), "
+            f"or place it at {dst}."
+        ) from e
+    return dst
+
+
+def load_state_dict_file(path: str | PathLike) -> dict[str, Tensor]:
+    """Read a checkpoint file without executing pickled code, and return a clean state dict.
+
+    Accepts ``.safetensors`` and torch files (``weights_only=True``); unwraps ``state_dict``,
+    ``state_dict_ema`` and ``model`` wrappers, strips a ``module.`` prefix and drops thop's
+    ``total_ops``/``total_params`` entries.
+
+    Args:
+        path: path of a ``.pth``/``.pt``/``.bin``/``.ckpt``/``.safetensors`` file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        obj: object = load_file(str(path), device="cpu")
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise RuntimeError(
+                f"could not read {path} as a weights-only torch checkpoint ({e}). Files that need "
+                "arbitrary pickled objects are refused; save a plain state_dict instead."
+            ) from e
+    return clean_state_dict(obj)
+
+
+def clean_state_dict(obj: object) -> dict[str, Tensor]:
+    """Unwrap common checkpoint containers and normalise key names.
+
+    Args:
+        obj: a state dict, or a dict holding one under ``state_dict_ema``, ``state_dict`` or
+            ``model`` (first one found, in that order).
+    """
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"checkpoint holds a {type(obj).__name__}, expected a dict of tensors")
+    for key in _WRAPPER_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor) for v in inner.values()):
+            obj = inner
+            break
+    out: dict[str, Tensor] = {}
+    for k, v in obj.items():
+        if not isinstance(v, Tensor):
+            continue
+        if k.rsplit(".", 1)[-1] in _THOP_SUFFIXES:
+            continue
+        if k.startswith("module."):
+            k = k[len("module.") :]
+        out[k] = v
+    if not out:
+        raise ValueError("checkpoint contains no tensors")
+    return out
+
+
+def resolve_weights(weights: str | PathLike, width: float, progress: bool = True) -> Path:
+    """Turn a ``weights`` argument into a local file path, downloading if needed.
+
+    Args:
+        weights: ``"imagenet"``, an http(s) URL or a local file path.
+        width: the model's width multiplier (``"imagenet"`` exists only for published widths).
+        progress: show a download progress bar.
+    """
+    s = os.fspath(weights)
+    if s.lower() == "imagenet":
+        url = IMAGENET_URLS.get(float(width))
+        if url is None:
+            published = ", ".join(f"{w:g}" for w in IMAGENET_URLS)
+            raise ValueError(
+                f"no published ImageNet weights for GhostNet width {width:g} (published: {published}). "
+                "Pass weights=None to train from scratch, or a local checkpoint file."
+            )
+        return download_weights(url, progress=progress)
+    if _is_url(s):
+        return download_weights(s, progress=progress)
+    path = Path(s).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights file not found: {path}. Expected 'imagenet', an http(s) URL or a local "
+            f"file ({', '.join(_SUFFIXES)})."
+        )
+    return path
+
+
+def load_strict(model: nn.Module, state_dict: Mapping[str, Tensor], skip: Iterable[str] = ()) -> None:
+    """Load ``state_dict`` into ``model`` and fail loudly on any difference.
+
+    Args:
+        model: target module.
+        state_dict: cleaned state dict.
+        skip: key prefixes to leave out on both sides (e.g. ``("classifier.",)``).
+
+    Raises:
+        WeightsMismatchError: listing every missing, unexpected and shape-mismatched key.
+    """
+    skip = tuple(skip)
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
+    given = {k: v for k, v in state_dict.items() if not k.startswith(skip)}
+    missing = sorted(set(own) - set(given))
+    unexpected = sorted(set(given) - set(own))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(given)
+        if own[k].shape != given[k].shape
+    )
+    if missing or unexpected or shapes:
+        parts = [f"checkpoint does not match {type(model).__name__} "
+                 f"({len(given)} checkpoint keys, {len(own)} model keys)"]
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+            if keys:
+                parts.append(f"{title} ({len(keys)}): " + ", ".join(keys))
+        raise WeightsMismatchError("\n  ".join(parts))
+    model.load_state_dict(given, strict=False)
+
+
+def load_ghostnet_weights(
+    model: nn.Module,
+    weights: str | PathLike,
+    width: float,
+    progress: bool = True,
+    skip_classifier: bool | None = None,
+) -> None:
+    """Load GhostNet weights into a :class:`~ghostdet.models.ghostnet.GhostNet`, strictly.
+
+    Args:
+        model: the GhostNet.
+        weights: ``"imagenet"``, URL or local file.
+        width: the model's width (for ``"imagenet"``).
+        progress: show a download progress bar.
+        skip_classifier: leave ``classifier.*`` out of loading. ``None`` skips it only when the
+            checkpoint's classifier has a different number of classes than the model.
+    """
+    state_dict = load_state_dict_file(resolve_weights(weights, width, progress=progress))
+    if skip_classifier is None:
+        ck = state_dict.get("classifier.weight")
+        own = model.state_dict().get("classifier.weight")
+        skip_classifier = ck is not None and own is not None and ck.shape[0] != own.shape[0]
+    load_strict(model, state_dict, skip=("classifier.",) if skip_classifier else ())
