@@ -226,21 +226,15 @@ def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _render_image(
-    rng: np.random.Generator,
-    h: int,
-    w: int,
-    categories: Sequence[tuple[int, str]],
-    object_size: tuple[int, int],
-    max_objects: int,
-    empty_prob: float,
-    max_overlap_iou: float,
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def _render_image(rng: np.random.Generator, params: dict[str, Any]) -> tuple[np.ndarray, list[dict]]:
+    """One image (H, W, 3 uint8) and its objects, drawn from ``rng`` with resolved ``params``."""
+    h, w = params["image_size"]
+    categories = SHAPE_CATEGORIES[: params["num_categories"]]
     img = _background(rng, h, w)
     mean_bg = img.reshape(-1, 3).mean(0)
-    n = 0 if rng.random() < empty_prob else int(rng.integers(1, max_objects + 1))
-    lo = min(object_size[0], h, w)
-    hi = min(object_size[1], h, w)
+    n = 0 if rng.random() < params["empty_prob"] else int(rng.integers(1, params["max_objects"] + 1))
+    lo = min(params["object_size"][0], h, w)
+    hi = min(params["object_size"][1], h, w)
     objects: list[dict[str, Any]] = []
     for _ in range(n):
         for _attempt in range(20):
@@ -258,7 +252,7 @@ def _render_image(
                 float(xs.max() - xs.min() + 1),
                 float(ys.max() - ys.min() + 1),
             ]
-            if any(_box_iou(bbox, o["bbox"]) > max_overlap_iou for o in objects):
+            if any(_box_iou(bbox, o["bbox"]) > params["max_overlap_iou"] for o in objects):
                 continue
             local_bg = img[y0 : y0 + size, x0 : x0 + size][mask].mean(0)
             colour = np.array(_vivid_colour(rng, 0.5 * (local_bg + mean_bg)), dtype=np.float32)
@@ -273,21 +267,12 @@ def _render_image(
     return np.clip(img + 0.5, 0, 255).astype(np.uint8), objects
 
 
-def _write_split(
-    root: Path,
-    split: str,
-    num_images: int,
-    hw: tuple[int, int],
-    seed: int,
-    categories: Sequence[tuple[int, str]],
-    object_size: tuple[int, int],
-    max_objects: int,
-    empty_prob: float,
-    max_overlap_iou: float,
-    jpeg_quality: int,
-) -> dict[str, Any]:
-    rng = np.random.default_rng((seed, 0 if split == "train" else 1))
-    h, w = hw
+def _write_split(root: Path, split: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Write the JPEGs of one split and return its COCO dict."""
+    rng = np.random.default_rng((params["seed"], 0 if split == "train" else 1))
+    h, w = params["image_size"]
+    categories = SHAPE_CATEGORIES[: params["num_categories"]]
+    num_images = params[f"num_{split}"]
     img_dir = root / split
     img_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
@@ -295,10 +280,9 @@ def _write_split(
     for i in range(num_images):
         image_id = _SPLIT_ID_BASE[split] + i
         file_name = f"{image_id:012d}.jpg"
-        pixels, objects = _render_image(
-            rng, h, w, categories, object_size, max_objects, empty_prob, max_overlap_iou
-        )
-        Image.fromarray(pixels, "RGB").save(img_dir / file_name, format="JPEG", quality=jpeg_quality)
+        pixels, objects = _render_image(rng, params)
+        quality = params["jpeg_quality"]
+        Image.fromarray(pixels, "RGB").save(img_dir / file_name, format="JPEG", quality=quality)
         images.append({"id": image_id, "file_name": file_name, "width": w, "height": h, "license": 1})
         for obj in objects:
             annotations.append({"id": ann_id, "image_id": image_id, "iscrowd": 0, **obj})
@@ -402,13 +386,9 @@ def make_synthetic_coco(
     manifest = Path(paths["manifest"])
     if manifest.exists():  # invalidate first: an interrupted run must not look complete
         manifest.unlink()
-    categories = SHAPE_CATEGORIES[:num_categories]
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", num_train), ("val", num_val)):
-        data = _write_split(
-            root, split, n, tuple(params["image_size"]), seed, categories, tuple(params["object_size"]),
-            max_objects, empty_prob, max_overlap_iou, jpeg_quality,
-        )  # fmt: skip
+    for split in ("train", "val"):
+        data = _write_split(root, split, params)
         _atomic_write_json(Path(paths[f"{split}_ann"]), data)
     _atomic_write_json(manifest, params)
     return paths
