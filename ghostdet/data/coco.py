@@ -1,0 +1,437 @@
+"""COCO-format detection dataset read with pycocotools.
+
+:class:`CocoDetection` turns a folder of images plus a COCO ``instances`` JSON into torchvision
+detection samples ``(image, target)``:
+
+* ``image``: float32 tensor ``(3, H, W)`` in ``[0, 1]``, RGB. Grayscale, RGBA, palette, CMYK and
+  16-bit images are converted to 8-bit RGB (alpha is dropped).
+* ``target``: ``boxes`` float32 ``(N, 4)`` absolute ``x1, y1, x2, y2`` pixels; ``labels`` int64
+  contiguous ``1..K`` (0 is background); ``image_id`` (int, the COCO image id); ``area`` float32
+  (the annotation's ``area``, scaled by how much augmentation changed the box); ``iscrowd`` int64
+  (all 0).
+
+Box filtering (the same rule is used for ``drop_empty`` and in :func:`count_valid_boxes`):
+``[x, y, w, h]`` becomes ``[x, y, x + w, y + h]``, is clipped to the image, and is kept only when
+it is not a crowd annotation (``iscrowd`` 0 or absent) and both sides of the clipped box are at
+least ``min_box_size`` pixels (default 1.0). Images left without a box are kept as negatives
+unless ``drop_empty=True``.
+
+Labels: category ids sorted ascending map to ``1..K`` (``cat_id_to_label`` / ``label_to_cat_id``);
+``category_names`` maps label -> name. Evaluation converts back with ``label_to_cat_id`` so
+results carry the dataset's real category ids.
+
+EXIF orientation: the EXIF orientation tag is applied (``ImageOps.exif_transpose``), as image
+viewers and detectron2 do. COCO's own JSON ``width``/``height`` however describe the *stored*
+pixels (pycocotools and torchvision never rotate). So when the rotated image no longer matches
+the JSON size but the stored one does (a 90/270 degree tag on an image annotated unrotated), the
+stored pixels are used and a warning names the file. Tags that keep the size (180 degrees,
+mirrors) cannot be detected this way and are applied.
+
+Unreadable images: a missing, truncated or non-image file never stops training.
+``__getitem__`` warns (:class:`BadImageWarning`, naming the file), increments the dataset's
+process-local ``skipped`` counter and returns ``None``. PIL's global ``LOAD_TRUNCATED_IMAGES`` is
+never touched. The collate functions drop ``None`` items and report how many they dropped, which
+is the reliable count when the DataLoader uses worker processes (each worker has its own copy
+of the dataset, so ``dataset.skipped`` in the main process stays 0 there):
+
+* :func:`collate_fn` returns a :class:`Batch`, a ``tuple`` ``(images, targets)`` (so
+  ``images, targets = batch`` works) with an extra ``.skipped`` attribute. Note that
+  ``DataLoader(pin_memory=True)`` rebuilds tuples as lists and loses the attribute;
+* :func:`collate_with_skips` returns a plain ``(images, targets, n_skipped)`` triple that
+  survives pinning; this is the one a trainer should sum over an epoch.
+
+If every item of a batch was unreadable both return empty ``images``/``targets`` tuples; skip
+such a batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from pycocotools.coco import COCO
+from torch import Tensor
+
+__all__ = [
+    "COCO_LAYOUT_HINT",
+    "BadImageWarning",
+    "Batch",
+    "CocoDetection",
+    "build_coco_datasets",
+    "collate_fn",
+    "collate_with_skips",
+    "count_valid_boxes",
+    "load_rgb_image",
+    "resolve_coco_paths",
+]
+
+COCO_LAYOUT_HINT = (
+    "for a COCO 2017 root use --data-path with train2017/, val2017/ and "
+    "annotations/instances_{train,val}2017.json; for any other COCO-format set pass "
+    "--train-images/--train-ann/--val-images/--val-ann"
+)
+
+# transforms(image HWC uint8, boxes (N,4) float32 xyxy, labels (N,) int64, indices (N,) int64)
+#   -> (image CHW float tensor, boxes, labels, indices)  -- see ghostdet.data.transforms
+TransformFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[Any, Any, Any, Any]]
+
+
+class BadImageWarning(UserWarning):
+    """An image could not be read and its sample was skipped."""
+
+
+class Batch(tuple):
+    """``(images, targets)`` tuple with the number of dropped unreadable items in ``.skipped``."""
+
+    skipped: int
+
+    def __new__(cls, images: tuple, targets: tuple, skipped: int = 0) -> Batch:
+        obj = super().__new__(cls, (images, targets))
+        obj.skipped = int(skipped)
+        return obj
+
+    def __reduce__(self) -> tuple:  # keep .skipped across DataLoader worker pickling
+        return (Batch, (self[0], self[1], self.skipped))
+
+
+def collate_with_skips(batch: Sequence[Any]) -> tuple[tuple, tuple, int]:
+    """Collate detection samples: ``(images, targets, n_skipped)``, dropping ``None`` items."""
+    kept = [item for item in batch if item is not None]
+    skipped = len(batch) - len(kept)
+    if not kept:
+        return (), (), skipped
+    images, targets = zip(*kept)
+    return tuple(images), tuple(targets), skipped
+
+
+def collate_fn(batch: Sequence[Any]) -> Batch:
+    """Collate detection samples into ``(images, targets)`` (a :class:`Batch` with ``.skipped``)."""
+    images, targets, skipped = collate_with_skips(batch)
+    return Batch(images, targets, skipped)
+
+
+def _missing(kind: str, path: Path, expected: str) -> FileNotFoundError:
+    return FileNotFoundError(f"{kind} not found: {path} (expected {expected}; {COCO_LAYOUT_HINT})")
+
+
+def _load_coco_quietly(ann_file: Path) -> COCO:
+    """pycocotools ``COCO`` without its prints, with clear errors for non-COCO JSON."""
+    try:
+        with open(ann_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"annotation file is not valid JSON: {ann_file} ({e})") from None
+    if not isinstance(data, dict) or not {"images", "categories"} <= set(data):
+        raise ValueError(
+            f"annotation file is not a COCO instances JSON (needs 'images', 'annotations' and "
+            f"'categories'): {ann_file}"
+        )
+    data.setdefault("annotations", [])
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    return img.convert("RGB")
+
+
+def load_rgb_image(path: str | PathLike, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an image file to an ``(H, W, 3)`` uint8 RGB array with EXIF orientation applied.
+
+    Args:
+        path: image file.
+        expected_size: ``(width, height)`` from the annotation JSON. When the EXIF-rotated image
+            does not match it but the stored pixels do, the stored pixels are returned (with a
+            warning), because the annotations were made on them.
+
+    Raises:
+        OSError: the file is missing, truncated or not an image (PIL's errors).
+    """
+    with Image.open(path) as raw:
+        raw.load()  # decode fully now: truncated files raise here, not later
+        img = ImageOps.exif_transpose(raw)
+        expected = None if expected_size is None else tuple(expected_size)
+        if expected is not None and img.size != raw.size and img.size != expected and raw.size == expected:
+            warnings.warn(
+                f"{path}: EXIF orientation would rotate the image to {img.size}, but the "
+                f"annotations give its stored size {raw.size}; using the stored pixels",
+                stacklevel=2,
+            )
+            img = raw
+        return np.array(_to_rgb(img), dtype=np.uint8)
+
+
+def _json_targets(
+    anns: Sequence[dict], width: float, height: float, cat_id_to_label: dict[int, int], min_box_size: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Filtered ``boxes`` (xyxy, clipped), ``labels`` and ``area`` of one image's annotations."""
+    boxes, labels, areas = [], [], []
+    for ann in anns:
+        if ann.get("iscrowd", 0):
+            continue
+        bbox = ann.get("bbox")
+        if bbox is None or len(bbox) != 4 or ann.get("category_id") not in cat_id_to_label:
+            continue
+        x, y, w, h = (float(v) for v in bbox)
+        if not all(math.isfinite(v) for v in (x, y, w, h)):
+            continue
+        x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
+        x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
+        if x2 - x1 < min_box_size or y2 - y1 < min_box_size:
+            continue
+        boxes.append((x1, y1, x2, y2))
+        labels.append(cat_id_to_label[ann["category_id"]])
+        areas.append(float(ann.get("area", w * h)))
+    return (
+        np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        np.asarray(labels, dtype=np.int64),
+        np.asarray(areas, dtype=np.float32),
+    )
+
+
+def count_valid_boxes(dataset: CocoDetection) -> int:
+    """Number of boxes the dataset yields before augmentation (JSON only, no decoding)."""
+    return sum(len(dataset.json_target(i)[0]) for i in dataset.ids)
+
+
+class CocoDetection(torch.utils.data.Dataset):
+    """COCO-format detection dataset (see the module docstring for the exact conventions).
+
+    Args:
+        images_dir: folder holding the images (``file_name`` in the JSON is relative to it).
+        ann_file: COCO instances JSON.
+        transforms: ``None`` (image converted to a tensor, nothing else) or a callable
+            ``(image, boxes, labels, indices) -> (image_tensor, boxes, labels, indices)`` such as
+            :func:`ghostdet.data.transforms.build_transforms` returns; ``indices`` identify which
+            input boxes survived augmentation.
+        drop_empty: drop images without any valid box (decided from the JSON).
+        min_box_size: smallest width/height in pixels, after clipping, of a kept box.
+
+    Raises:
+        FileNotFoundError: ``ann_file`` or ``images_dir`` is missing (message names the layout).
+        ValueError: ``ann_file`` is not a COCO instances JSON.
+    """
+
+    def __init__(
+        self,
+        images_dir: str | PathLike,
+        ann_file: str | PathLike,
+        transforms: TransformFn | None = None,
+        drop_empty: bool = False,
+        min_box_size: float = 1.0,
+    ):
+        self.images_dir = Path(images_dir)
+        self.ann_file = Path(ann_file)
+        if not self.ann_file.is_file():
+            raise _missing("annotation file", self.ann_file, "a COCO-format instances JSON")
+        if not self.images_dir.is_dir():
+            raise _missing("image folder", self.images_dir, "a folder with the JSON's file_name images")
+        self.coco = _load_coco_quietly(self.ann_file)
+        self.transforms = transforms
+        self.drop_empty = drop_empty
+        self.min_box_size = float(min_box_size)
+        self.skipped = 0
+
+        cat_ids = sorted(self.coco.cats)
+        self.cat_id_to_label: dict[int, int] = {c: i + 1 for i, c in enumerate(cat_ids)}
+        self.label_to_cat_id: dict[int, int] = {i + 1: c for i, c in enumerate(cat_ids)}
+        self.category_names: dict[int, str] = {
+            i + 1: str(self.coco.cats[c]["name"]) for i, c in enumerate(cat_ids)
+        }
+        self.num_classes = len(cat_ids) + 1
+
+        ids = sorted(self.coco.imgs)
+        if drop_empty:
+            ids = [i for i in ids if len(self.json_target(i)[0]) > 0]
+        self.ids: list[int] = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def json_target(self, image_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(boxes, labels, area)`` of an image from the JSON after filtering (no decoding)."""
+        info = self.coco.imgs[image_id]
+        return _json_targets(
+            self.coco.imgToAnns.get(image_id, []),
+            float(info["width"]),
+            float(info["height"]),
+            self.cat_id_to_label,
+            self.min_box_size,
+        )
+
+    def aspect_ratios(self) -> list[float]:
+        """Width / height of every image in ``ids`` order, from the JSON sizes."""
+        return [float(self.coco.imgs[i]["width"]) / float(self.coco.imgs[i]["height"]) for i in self.ids]
+
+    def image_path(self, index: int) -> Path:
+        """Path of the image at ``index``."""
+        return self.images_dir / self.coco.imgs[self.ids[index]]["file_name"]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]] | None:
+        image_id = self.ids[index]
+        info = self.coco.imgs[image_id]
+        path = self.image_path(index)
+        try:
+            image = load_rgb_image(path, (int(info["width"]), int(info["height"])))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            self.skipped += 1
+            warnings.warn(f"skipping unreadable image {path}: {e}", BadImageWarning, stacklevel=2)
+            return None
+
+        anns = self.coco.imgToAnns.get(image_id, [])
+        h, w = image.shape[:2]
+        boxes, labels, area = _json_targets(anns, float(w), float(h), self.cat_id_to_label, self.min_box_size)
+        indices = np.arange(len(boxes), dtype=np.int64)
+        if self.transforms is not None:
+            image_t, new_boxes, labels, indices = self.transforms(image, boxes, labels, indices)
+            new_boxes = np.asarray(new_boxes, dtype=np.float32).reshape(-1, 4)
+            indices = np.asarray(indices, dtype=np.int64)
+            old = boxes[indices]
+            old_wh = np.maximum((old[:, 2] - old[:, 0]) * (old[:, 3] - old[:, 1]), 1e-6)
+            new_wh = (new_boxes[:, 2] - new_boxes[:, 0]) * (new_boxes[:, 3] - new_boxes[:, 1])
+            area = area[indices] * (new_wh / old_wh)
+            boxes = new_boxes
+        else:
+            image_t = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
+        target = {
+            "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.as_tensor(np.asarray(labels), dtype=torch.int64).reshape(-1),
+            "image_id": int(image_id),
+            "area": torch.as_tensor(np.asarray(area), dtype=torch.float32).reshape(-1),
+            "iscrowd": torch.zeros(len(boxes), dtype=torch.int64),
+        }
+        return image_t, target
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(images={len(self)}, classes={self.num_classes - 1}, "
+            f"images_dir={str(self.images_dir)!r}, ann_file={str(self.ann_file)!r})"
+        )
+
+
+def resolve_coco_paths(
+    data_path: str | PathLike | None = None,
+    train_images: str | PathLike | None = None,
+    train_ann: str | PathLike | None = None,
+    val_images: str | PathLike | None = None,
+    val_ann: str | PathLike | None = None,
+) -> dict[str, Path]:
+    """Resolve the four dataset paths and check that they exist.
+
+    ``data_path`` may be a COCO 2017 root (``train2017/``, ``val2017/``,
+    ``annotations/instances_{train,val}2017.json``) or a root in the synthetic layout
+    (``train/``, ``val/``, ``annotations/instances_{train,val}.json``); explicit paths override
+    the ones derived from it.
+
+    Raises:
+        ValueError: nothing given, or a path is missing and cannot be derived.
+        FileNotFoundError: a resolved path does not exist (message names the expected layout).
+    """
+    derived: dict[str, Path] = {}
+    if data_path is not None:
+        root = Path(data_path)
+        if not root.is_dir():
+            raise _missing("dataset root", root, "a folder")
+        coco_style = {
+            "train_images": root / "train2017",
+            "train_ann": root / "annotations" / "instances_train2017.json",
+            "val_images": root / "val2017",
+            "val_ann": root / "annotations" / "instances_val2017.json",
+        }
+        plain_style = {
+            "train_images": root / "train",
+            "train_ann": root / "annotations" / "instances_train.json",
+            "val_images": root / "val",
+            "val_ann": root / "annotations" / "instances_val.json",
+        }
+        use_plain = not coco_style["train_ann"].exists() and plain_style["train_ann"].exists()
+        derived = plain_style if use_plain else coco_style
+    given = {
+        "train_images": train_images,
+        "train_ann": train_ann,
+        "val_images": val_images,
+        "val_ann": val_ann,
+    }
+    paths: dict[str, Path] = {}
+    for key, value in given.items():
+        if value is not None:
+            paths[key] = Path(value)
+        elif key in derived:
+            paths[key] = derived[key]
+        else:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(
+                f"no {key.replace('_', ' ')} given: pass {flag} or --data-path ({COCO_LAYOUT_HINT})"
+            )
+    for split in ("train", "val"):
+        if not paths[f"{split}_ann"].is_file():
+            raise _missing(f"{split} annotation file", paths[f"{split}_ann"], "a COCO-format instances JSON")
+        if not paths[f"{split}_images"].is_dir():
+            raise _missing(f"{split} image folder", paths[f"{split}_images"], "a folder of images")
+    return paths
+
+
+def build_coco_datasets(
+    data_path: str | PathLike | None = None,
+    train_images: str | PathLike | None = None,
+    train_ann: str | PathLike | None = None,
+    val_images: str | PathLike | None = None,
+    val_ann: str | PathLike | None = None,
+    train_transforms: TransformFn | None = None,
+    val_transforms: TransformFn | None = None,
+    drop_empty_train: bool = False,
+    min_box_size: float = 1.0,
+) -> tuple[CocoDetection, CocoDetection]:
+    """Build the train and val datasets from a dataset root and/or explicit paths.
+
+    All four paths are checked before anything is loaded (see :func:`resolve_coco_paths`), and
+    the two splits must have the same categories so they share one label mapping.
+
+    Args:
+        data_path: COCO 2017 root or synthetic-layout root.
+        train_images, train_ann, val_images, val_ann: explicit paths (override ``data_path``).
+        train_transforms, val_transforms: dataset transforms of each split.
+        drop_empty_train: drop train images without boxes (val keeps every image).
+        min_box_size: see :class:`CocoDetection`.
+
+    Returns:
+        ``(train_dataset, val_dataset)``.
+    """
+    p = resolve_coco_paths(data_path, train_images, train_ann, val_images, val_ann)
+    train = CocoDetection(
+        p["train_images"],
+        p["train_ann"],
+        train_transforms,
+        drop_empty=drop_empty_train,
+        min_box_size=min_box_size,
+    )
+    val = CocoDetection(
+        p["val_images"], p["val_ann"], val_transforms, drop_empty=False, min_box_size=min_box_size
+    )
+    if train.label_to_cat_id != val.label_to_cat_id:
+        raise ValueError(
+            f"train and val annotation files have different categories "
+            f"({sorted(train.cat_id_to_label)} vs {sorted(val.cat_id_to_label)}): "
+            f"{p['train_ann']}, {p['val_ann']}"
+        )
+    return train, val
