@@ -1,0 +1,404 @@
+"""Standalone COCO evaluation of a detector (the library behind ``tools/eval_det.py``).
+
+Runs a checkpoint over a COCO-format set, optionally across ``torchrun`` processes (the image
+list is sharded, detections are gathered on every rank, rank 0 scores and writes), prints the
+pycocotools table, per-category AP (worst first) and images/s, and writes ``metrics.json`` plus
+the COCO results JSON. With ``results_only`` no annotations are needed: only detections are
+written (e.g. for COCO test-dev).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ghostdet.evaluation.coco_eval import (
+    COCO_STAT_NAMES,
+    CocoEvaluator,
+    format_stats_table,
+    load_coco,
+    per_category_ap,
+    run_cocoeval,
+    run_inference,
+)
+from ghostdet.inference import (
+    IMAGE_EXTENSIONS,
+    LoadedDetector,
+    ToolError,
+    configure_postprocess,
+    load_detector,
+    read_image,
+    resolve_device,
+)
+
+__all__ = [
+    "CocoImageList",
+    "format_per_category",
+    "image_list_collate",
+    "resolve_eval_data",
+    "evaluate_detector",
+    "rescore_results",
+    "run_eval",
+]
+
+RESULTS_NAME = "detections.json"
+METRICS_NAME = "metrics.json"
+
+
+class CocoImageList(Dataset):
+    """Images of a COCO-format set, decoded for inference (no targets, no resizing).
+
+    Items are ``(image, {"image_id": int, "file_name": str})`` with ``image`` a float32 RGB
+    tensor (C, H, W) in [0, 1], EXIF orientation applied; an unreadable image gives ``None``
+    with a warning (:func:`image_list_collate` drops it and ``skipped`` counts it).
+
+    Args:
+        images_dir: folder of the image files.
+        entries: ``(image_id, file_name)`` pairs.
+    """
+
+    def __init__(self, images_dir: str | PathLike, entries: Sequence[tuple[int, str]]) -> None:
+        self.images_dir = Path(images_dir)
+        self.entries = list(entries)
+        self.skipped = 0
+
+    @classmethod
+    def from_coco(cls, images_dir: str | PathLike, coco: Any) -> CocoImageList:
+        """All images listed in a pycocotools COCO object, in file order."""
+        return cls(images_dir, [(int(im["id"]), im["file_name"]) for im in coco.dataset.get("images", [])])
+
+    @classmethod
+    def from_folder(cls, images_dir: str | PathLike) -> CocoImageList:
+        """The image files of a folder, sorted; ids are the numeric file stems (COCO naming),
+        or 1..N in sorted order when any stem is not a number."""
+        folder = Path(images_dir)
+        files = sorted(f.name for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise ToolError(f"no image files in {folder}")
+        stems = [Path(f).stem for f in files]
+        if all(s.isdigit() for s in stems) and len(set(map(int, stems))) == len(stems):
+            return cls(folder, [(int(s), f) for s, f in zip(stems, files)])
+        return cls(folder, list(enumerate(files, start=1)))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, dict[str, Any]] | None:
+        img_id, name = self.entries[idx]
+        try:
+            image = read_image(self.images_dir / name)
+        except OSError as e:
+            warnings.warn(f"skipping unreadable image (id {img_id}): {e}", stacklevel=2)
+            self.skipped += 1
+            return None
+        return image, {"image_id": img_id, "file_name": name}
+
+
+def image_list_collate(batch: Sequence[Any]) -> tuple[tuple, tuple]:
+    """Collate ``(image, target)`` items into ``(images, targets)``, dropping ``None`` items."""
+    items = [b for b in batch if b is not None]
+    if not items:
+        return (), ()
+    return tuple(zip(*items))  # type: ignore[return-value]
+
+
+def resolve_eval_data(
+    data_path: str | PathLike | None,
+    val_images: str | PathLike | None,
+    val_ann: str | PathLike | None,
+    results_only: bool = False,
+) -> tuple[Path, Path | None]:
+    """Work out the image folder and annotation file of the evaluation set.
+
+    ``data_path`` is a COCO 2017 root (``val2017/`` + ``annotations/instances_val2017.json``);
+    explicit ``val_images``/``val_ann`` override its parts. With ``results_only`` the annotation
+    file is optional (an image-info JSON such as ``image_info_test-dev2017.json`` fixes ids).
+
+    Raises:
+        ToolError: a folder or file is missing, naming the expected layout.
+    """
+    root = Path(data_path).expanduser() if data_path is not None else None
+    if root is not None and not root.is_dir():
+        raise ToolError(f"--data-path {root} is not a folder (expected val2017/ and annotations/ inside)")
+    images = Path(val_images).expanduser() if val_images else (root / "val2017" if root else None)
+    ann = Path(val_ann).expanduser() if val_ann else None
+    if ann is None and root is not None and not results_only:
+        ann = root / "annotations" / "instances_val2017.json"
+    if images is None:
+        raise ToolError("no evaluation images: give --data-path ROOT (with val2017/) or --val-images DIR")
+    if not images.is_dir():
+        raise ToolError(f"image folder not found: {images} (expected ROOT/val2017 or --val-images DIR)")
+    if ann is None and not results_only:
+        raise ToolError("no annotation file: give --val-ann FILE, --data-path ROOT, or --results-only")
+    if ann is not None and not ann.is_file():
+        raise ToolError(
+            f"annotation file not found: {ann} (expected ROOT/annotations/instances_val2017.json)"
+        )
+    return images, ann
+
+
+def _init_distributed(device: torch.device) -> bool:
+    """Join the torchrun process group when WORLD_SIZE > 1; returns True if this call created it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not torch.distributed.is_available():
+        return False
+    if torch.distributed.is_initialized():
+        return False
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    torch.distributed.init_process_group(backend=backend)
+    return True
+
+
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _label_mapping(detector: LoadedDetector, coco: Any, log: Callable[[str], None]) -> dict[int, int] | None:
+    """The detector's label -> category id mapping, or a guess when the detector carries none."""
+    num_classes = detector.meta.get("num_classes")
+    if detector.label_to_cat_id is not None:
+        if coco is not None:
+            unknown = sorted(set(detector.label_to_cat_id.values()) - set(coco.getCatIds()))
+            if unknown:
+                log(f"warning: checkpoint category ids not in the annotations: {unknown[:10]}")
+        return detector.label_to_cat_id
+    if coco is not None and num_classes == len(coco.getCatIds()) + 1 and num_classes != 91:
+        log(f"no category mapping in the weights: labels 1..{num_classes - 1} -> sorted dataset category ids")
+        return {i + 1: c for i, c in enumerate(sorted(coco.getCatIds()))}
+    return None
+
+
+def format_per_category(rows: Sequence[tuple[int, str, float]]) -> str:
+    """Per-category AP table, worst first (categories without ground truth last, as n/a)."""
+    ordered = sorted(rows, key=lambda r: (math.isnan(r[2]), r[2] if not math.isnan(r[2]) else 0.0))
+    width = max([len(r[1]) for r in rows] + [8])
+    lines = [f"{'category':<{width}}  {'id':>4}  {'AP':>6}"]
+    for cat_id, name, ap in ordered:
+        lines.append(f"{name:<{width}}  {cat_id:>4}  {'n/a' if math.isnan(ap) else f'{ap:6.3f}':>6}")
+    return "\n".join(lines)
+
+
+def _json_safe(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+def evaluate_detector(
+    detector: LoadedDetector,
+    images_dir: str | PathLike,
+    ann_file: str | PathLike | None,
+    output_dir: str | PathLike,
+    device: torch.device | str = "cpu",
+    batch_size: int = 2,
+    workers: int = 2,
+    score_threshold: float = 0.05,
+    max_dets: int = 100,
+    limit: int | None = None,
+    results_only: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Evaluate a loaded detector on a COCO-format set (sharded across torch.distributed ranks).
+
+    Args:
+        detector: from :func:`ghostdet.inference.load_detector`.
+        images_dir: image folder.
+        ann_file: COCO instances JSON (or, with ``results_only``, an image-info JSON or ``None``
+            to take every image file of the folder, ids from numeric file names).
+        output_dir: where ``metrics.json`` and ``detections.json`` go (rank 0).
+        device: inference device.
+        batch_size: images per forward pass.
+        workers: DataLoader worker processes.
+        score_threshold: drop detections scoring below this (also set as the model's own cut).
+        max_dets: detections kept per image (also the model's cap); COCOeval counts 100.
+        limit: evaluate only the first ``limit`` images.
+        results_only: write detections without scoring.
+        progress: progress bar (rank 0).
+        log: printer for the report (called on rank 0 only).
+
+    Returns:
+        The metrics dict written to ``metrics.json`` (on every rank; only rank 0 writes files).
+    """
+    rank, world = _rank_world()
+    say = log if rank == 0 else (lambda _msg: None)
+    device = torch.device(device)
+    coco = load_coco(ann_file) if ann_file is not None else None
+    if results_only and coco is None:
+        dataset = CocoImageList.from_folder(images_dir)
+    else:
+        dataset = CocoImageList.from_coco(images_dir, coco)
+        if not dataset.entries:
+            raise ToolError(f"{ann_file} lists no images")
+    if limit is not None:
+        dataset.entries = dataset.entries[:limit]
+    n_total = len(dataset)
+    dataset.entries = dataset.entries[rank::world]
+    has_gt = coco is not None and "annotations" in coco.dataset and not results_only
+    mapping = _label_mapping(detector, coco, say)
+    configure_postprocess(detector.model, score_threshold, max_dets)
+    evaluator = CocoEvaluator(
+        coco if has_gt else None, mapping, score_threshold=score_threshold, max_dets=max_dets
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=image_list_collate,
+        pin_memory=device.type == "cuda",
+    )
+    say(f"evaluating {detector.name} from {detector.source} on {n_total} images of {images_dir}"
+        + (f" ({world} processes)" if world > 1 else ""))  # fmt: skip
+    start = time.perf_counter()
+    run_inference(detector.model.to(device), loader, device, evaluator, progress=progress and rank == 0)
+    evaluator.synchronize()
+    seconds = time.perf_counter() - start
+    n_done = len(evaluator.img_ids)
+    skipped = n_total - n_done
+    metrics: dict[str, Any] = {
+        "detector": detector.name,
+        "source": detector.source,
+        "images_dir": str(images_dir),
+        "ann_file": None if ann_file is None else str(ann_file),
+        "images": n_done,
+        "skipped_images": skipped,
+        "detections": len(evaluator.results),
+        "dropped_unknown_labels": evaluator.dropped,
+        "score_threshold": score_threshold,
+        "max_dets": max_dets,
+        "processes": world,
+        "seconds": seconds,
+        "images_per_s": n_done / seconds if seconds > 0 else 0.0,
+    }
+    out_dir = Path(output_dir)
+    if has_gt:
+        stats, coco_eval, table = run_cocoeval(coco, evaluator.results, evaluator.img_ids)
+        per_cat = per_category_ap(coco_eval)
+        metrics["stats"] = stats
+        metrics.update({k: stats[k] for k in COCO_STAT_NAMES})
+        metrics["per_category_ap"] = [{"id": c, "name": n, "AP": _json_safe(ap)} for c, n, ap in per_cat]
+        if not evaluator.results:
+            say("no detections (untrained model or score threshold too high): every metric is 0.0")
+        say(table if coco_eval is not None else format_stats_table(stats))
+        if per_cat:
+            say("per-category AP@[.50:.95], worst first:\n" + format_per_category(per_cat))
+    if skipped:
+        say(f"skipped {skipped} unreadable image(s)")
+    say(f"{n_done} images in {seconds:.1f} s: {metrics['images_per_s']:.2f} images/s on {device}"
+        + (f" x {world} processes" if world > 1 else ""))  # fmt: skip
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        results_path = evaluator.write_results(out_dir / RESULTS_NAME)
+        metrics["results_file"] = str(results_path)
+        (out_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
+        say(f"wrote {results_path} ({len(evaluator.results)} detections) and {out_dir / METRICS_NAME}")
+    return metrics
+
+
+def rescore_results(
+    results_file: str | PathLike, ann_file: str | PathLike, output_dir: str | PathLike | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:  # fmt: skip
+    """Score an existing COCO results JSON (no model): print the table and per-category AP.
+
+    Scoring covers every image of ``ann_file`` (as pycocotools does by default).
+
+    Args:
+        results_file: a COCO results JSON (list of image_id/category_id/bbox/score).
+        ann_file: the ground truth.
+        output_dir: if given, ``metrics.json`` is written there.
+        log: printer.
+    """
+    path = Path(results_file)
+    if not path.is_file():
+        raise ToolError(f"results file not found: {path}")
+    coco = load_coco(ann_file)
+    try:
+        stats, coco_eval, table = run_cocoeval(coco, path)
+    except (ValueError, KeyError, AssertionError, json.JSONDecodeError) as e:
+        raise ToolError(f"{path} is not a COCO results file for {ann_file}: {e!r}"[:400]) from None
+    per_cat = per_category_ap(coco_eval)
+    log(table)
+    if per_cat:
+        log("per-category AP@[.50:.95], worst first:\n" + format_per_category(per_cat))
+    metrics: dict[str, Any] = {"results_file": str(path), "ann_file": str(ann_file), "stats": stats, **stats}
+    metrics["per_category_ap"] = [{"id": c, "name": n, "AP": _json_safe(ap)} for c, n, ap in per_cat]
+    if output_dir is not None:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def run_eval(
+    *,
+    checkpoint: str | PathLike | None = None,
+    model: str | None = None,
+    weights: str | PathLike | None = None,
+    width: float | None = None,
+    num_classes: int | None = None,
+    data_path: str | PathLike | None = None,
+    val_images: str | PathLike | None = None,
+    val_ann: str | PathLike | None = None,
+    results: str | PathLike | None = None,
+    output_dir: str | PathLike = "runs/eval",
+    device: str | None = None,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    threads: int | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Everything ``tools/eval_det.py`` does: resolve data, join torchrun, load, evaluate, write.
+
+    Args:
+        checkpoint: ``tools/train_det.py`` checkpoint; or ``model`` + ``weights``.
+        model: builder name or alias (``fasterrcnn``, ``fasterrcnn_320``, ``retinanet``).
+        weights: weights file for ``model``.
+        width: GhostNet width for ``model``.
+        num_classes: classes incl. background for ``model``.
+        data_path: COCO 2017 root; ``val_images``/``val_ann`` override its parts.
+        val_images: image folder.
+        val_ann: annotation JSON.
+        results: score this existing results JSON instead of running a model.
+        output_dir: output folder.
+        device: ``cpu``, ``cuda``, ``cuda:1``... (default: cuda if available).
+        min_size: override the detector's resize min size.
+        max_size: override the detector's resize max size.
+        threads: ``torch.set_num_threads`` for this process (``None`` keeps torch's default).
+        **kwargs: passed to :func:`evaluate_detector` (batch_size, workers, score_threshold,
+            max_dets, limit, results_only, progress, log).
+    """
+    results_only = bool(kwargs.get("results_only", False))
+    if results is not None:
+        if val_ann is None and data_path is None:
+            raise ToolError("scoring --results needs --val-ann FILE or --data-path ROOT")
+        ann = Path(val_ann) if val_ann else Path(data_path) / "annotations" / "instances_val2017.json"
+        if not ann.is_file():
+            raise ToolError(f"annotation file not found: {ann}")
+        return rescore_results(results, ann, output_dir, log=kwargs.get("log", print))
+    images_dir, ann_file = resolve_eval_data(data_path, val_images, val_ann, results_only)
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    created = _init_distributed(dev)
+    try:
+        if dev.type == "cuda" and created:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        detector = load_detector(
+            checkpoint, model, weights, width, num_classes, min_size, max_size, device=dev
+        )
+        return evaluate_detector(detector, images_dir, ann_file, output_dir, device=dev, **kwargs)
+    finally:
+        if created:
+            torch.distributed.destroy_process_group()

@@ -1,0 +1,435 @@
+"""Loading trained detectors and running them on image files.
+
+:func:`load_detector` builds a detector from a checkpoint written by ``tools/train_det.py``
+(which records the builder name, width, number of classes and category mapping) or from a
+builder name plus a weights file. :func:`predict_images` runs it over images, folders or globs,
+saves copies with the detections drawn and writes the detections as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor, nn
+
+from ghostdet.models import get_model, list_models
+from ghostdet.models.weights import WeightsMismatchError, clean_state_dict, load_strict
+
+__all__ = [
+    "DETECTOR_ALIASES",
+    "IMAGE_EXTENSIONS",
+    "LoadedDetector",
+    "ToolArgumentParser",
+    "ToolError",
+    "collect_images",
+    "configure_postprocess",
+    "draw_detections",
+    "load_detector",
+    "model_num_classes",
+    "one_line",
+    "predict_images",
+    "read_image",
+    "resolve_detector_name",
+    "resolve_device",
+]
+
+DETECTOR_ALIASES: dict[str, str] = {
+    "fasterrcnn": "fasterrcnn_ghostnet_fpn",
+    "fasterrcnn_320": "fasterrcnn_ghostnet_320_fpn",
+    "retinanet": "retinanet_ghostnet_fpn",
+}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+class ToolError(Exception):
+    """A user-facing error (bad path, wrong checkpoint, bad flag): the tools print it as one line."""
+
+
+class ToolArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (``prog: error: message (see --help)``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def one_line(err: BaseException) -> str:
+    """A single-line, bounded description of ``err`` for tool error messages."""
+    text = "; ".join(s.strip() for s in str(err).splitlines() if s.strip()) or type(err).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def resolve_detector_name(name: str) -> str:
+    """Builder name of a CLI alias (``fasterrcnn``, ``fasterrcnn_320``, ``retinanet``) or builder name."""
+    full = DETECTOR_ALIASES.get(name, name)
+    detectors = [m for m in list_models() if "_fpn" in m]
+    if full not in detectors:
+        raise ToolError(
+            f"unknown detector {name!r}; choose from {', '.join([*DETECTOR_ALIASES, *detectors])}"
+        )
+    return full
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None``/``"auto"`` -> cuda if available else cpu; otherwise checked ``torch.device(device)``."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ToolError(f"bad --device {device!r}: {one_line(e)}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ToolError(f"--device {device} requested but CUDA is not available")
+    return dev
+
+
+@dataclass
+class LoadedDetector:
+    """A detector ready for inference and what is known about its classes.
+
+    Attributes:
+        model: the torchvision detector (eval mode).
+        name: builder name.
+        label_to_cat_id: model label -> dataset category id; ``None`` when the labels are the
+            category ids (torchvision's 91-class COCO convention) or unknown.
+        category_names: model label -> class name (may be empty).
+        source: the file the weights came from.
+        meta: other checkpoint entries worth reporting (epoch, width, num_classes).
+    """
+
+    model: nn.Module
+    name: str
+    label_to_cat_id: dict[int, int] | None
+    category_names: dict[int, str]
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def label_name(self, label: int) -> str:
+        """Class name of a model label (the label number when unknown)."""
+        return self.category_names.get(int(label), str(int(label)))
+
+
+def _read_checkpoint(path: Path) -> Any:
+    if not path.is_file():
+        raise ToolError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ToolError(f"could not read {path} as a torch checkpoint: {one_line(e)}") from None
+
+
+def _int_keys(d: Mapping[Any, Any] | None, value: type) -> dict[int, Any] | None:
+    if not isinstance(d, Mapping):
+        return None
+    return {int(k): value(v) for k, v in d.items()}
+
+
+def _config_value(ckpt: Mapping[str, Any], key: str) -> Any:
+    cfg = ckpt.get("config")
+    if isinstance(cfg, Mapping) and cfg.get(key) is not None:
+        return cfg[key]
+    return ckpt.get(key)
+
+
+def configure_postprocess(model: nn.Module, score_threshold: float | None, max_dets: int | None) -> None:
+    """Set a torchvision detector's own score threshold and detections-per-image cap.
+
+    Args:
+        model: FasterRCNN (``roi_heads.score_thresh``/``detections_per_img``) or RetinaNet
+            (``score_thresh``/``detections_per_img``).
+        score_threshold: new score threshold (``None`` keeps the model's).
+        max_dets: new per-image cap (``None`` keeps the model's).
+    """
+    target = getattr(model, "roi_heads", model)
+    if score_threshold is not None and hasattr(target, "score_thresh"):
+        target.score_thresh = float(score_threshold)
+    if max_dets is not None and hasattr(target, "detections_per_img"):
+        target.detections_per_img = int(max_dets)
+
+
+def load_detector(
+    checkpoint: str | PathLike | None = None,
+    model_name: str | None = None,
+    weights: str | PathLike | None = None,
+    width: float | None = None,
+    num_classes: int | None = None,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    device: torch.device | str = "cpu",
+) -> LoadedDetector:
+    """Build a detector from a ``tools/train_det.py`` checkpoint or a builder name + weights file.
+
+    Args:
+        checkpoint: checkpoint written by ``tools/train_det.py`` (holds ``model``, ``detector``,
+            ``width``, ``num_classes``, ``label_to_cat_id``, ``category_names``).
+        model_name: builder name or alias. With ``checkpoint`` it must match the checkpoint's
+            detector; without, ``weights`` is required.
+        weights: weights file for ``model_name`` (a state dict, or any dict holding it under
+            ``model``); if it also carries ``label_to_cat_id``/``category_names`` they are used.
+        width: GhostNet width (builder path; default 1.0; with a checkpoint it must match).
+        num_classes: classes incl. background (builder path; default: inferred from weights).
+        min_size: override the detector's resize ``min_size`` (default: checkpoint config or builder).
+        max_size: override ``max_size`` likewise.
+        device: where to put the model.
+
+    Raises:
+        ToolError: missing file, unreadable checkpoint, or a checkpoint that does not match the model.
+    """
+    if checkpoint is None and (model_name is None or weights is None):
+        raise ToolError("give --checkpoint FILE, or --model NAME together with --weights FILE")
+    path = Path(checkpoint if checkpoint is not None else weights).expanduser()
+    ckpt = _read_checkpoint(path)
+    if not isinstance(ckpt, Mapping):
+        raise ToolError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    kwargs: dict[str, Any] = {}
+    if checkpoint is not None:
+        if "model" not in ckpt or "detector" not in ckpt:
+            raise ToolError(
+                f"{path} is not a tools/train_det.py checkpoint (needs 'model' and 'detector' entries); "
+                "for a plain state dict use --model NAME --weights FILE"
+            )
+        name = resolve_detector_name(str(ckpt["detector"]))
+        if model_name is not None and resolve_detector_name(model_name) != name:
+            raise ToolError(
+                f"checkpoint {path} holds a {name}, not the requested {resolve_detector_name(model_name)}"
+            )
+        ck_width = float(_config_value(ckpt, "width") or 1.0)
+        if width is not None and not math.isclose(width, ck_width):
+            raise ToolError(f"checkpoint {path} has width {ck_width:g}, not the requested {width:g}")
+        ck_classes = int(ckpt.get("num_classes") or _config_value(ckpt, "num_classes") or 91)
+        if num_classes is not None and num_classes != ck_classes:
+            raise ToolError(f"checkpoint {path} has {ck_classes} classes, not the requested {num_classes}")
+        kwargs.update(width=ck_width, num_classes=ck_classes)
+        for key, val in (("min_size", min_size), ("max_size", max_size)):
+            val = val if val is not None else _config_value(ckpt, key)
+            if val is not None:
+                kwargs[key] = int(val)
+        model = get_model(name, **kwargs)
+        try:
+            load_strict(model, clean_state_dict(ckpt["model"]))
+        except (WeightsMismatchError, TypeError, ValueError) as e:
+            raise ToolError(f"checkpoint {path} does not match {name}: {one_line(e)}") from None
+    else:
+        name = resolve_detector_name(str(model_name))
+        kwargs["width"] = 1.0 if width is None else float(width)
+        if num_classes is not None:
+            kwargs["num_classes"] = num_classes
+        if min_size is not None:
+            kwargs["min_size"] = int(min_size)
+        if max_size is not None:
+            kwargs["max_size"] = int(max_size)
+        try:
+            model = get_model(name, weights=path, progress=False, **kwargs)
+        except (WeightsMismatchError, ValueError, TypeError, RuntimeError) as e:
+            raise ToolError(
+                f"weights {path} do not match {name} (width {kwargs['width']:g}): {one_line(e)}"
+            ) from None
+    label_to_cat_id = _int_keys(ckpt.get("label_to_cat_id"), int)
+    names = _int_keys(ckpt.get("category_names"), str) or {}
+    meta = {k: ckpt[k] for k in ("epoch", "width") if isinstance(ckpt.get(k), (int, float))}
+    meta["num_classes"] = model_num_classes(model)
+    if not names and label_to_cat_id is None and meta["num_classes"] == 91:
+        names = _torchvision_coco_names()
+    model.eval().to(device)
+    return LoadedDetector(model, name, label_to_cat_id, names, str(path), meta)
+
+
+def model_num_classes(model: nn.Module) -> int | None:
+    """Number of classes (incl. background) of a torchvision Faster R-CNN or RetinaNet."""
+    predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+    if predictor is not None:
+        return int(predictor.cls_score.out_features)
+    head = getattr(getattr(model, "head", None), "classification_head", None)
+    return int(head.num_classes) if head is not None else None
+
+
+def _torchvision_coco_names() -> dict[int, str]:
+    """torchvision's 91-label COCO names (label == COCO category id), without the N/A slots."""
+    from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
+
+    cats = FasterRCNN_ResNet50_FPN_Weights.DEFAULT.meta["categories"]
+    return {i: n for i, n in enumerate(cats) if i > 0 and n != "N/A"}
+
+
+def read_image(path: str | PathLike) -> Tensor:
+    """Decode an image file to a float32 RGB tensor (C, H, W) in [0, 1], EXIF orientation applied.
+
+    Raises:
+        OSError: the file is missing, not an image, or truncated.
+    """
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            im.load()
+            rgb = im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise OSError(f"cannot read image {path}: {one_line(e)}") from None
+    t = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(rgb.height, rgb.width, 3)
+    return t.permute(2, 0, 1).float().div_(255.0)
+
+
+def collect_images(inputs: Iterable[str | PathLike]) -> list[Path]:
+    """Expand image files, folders (their image files, sorted, not recursive) and glob patterns.
+
+    Files named explicitly are kept whatever their extension (so unreadable ones get reported);
+    folder and glob matches are filtered by :data:`IMAGE_EXTENSIONS`. Duplicates are dropped.
+
+    Raises:
+        ToolError: an input matches nothing.
+    """
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        elif p.is_file():
+            found = [p]
+        elif glob.has_magic(str(item)):
+            found = sorted(
+                Path(f) for f in glob.glob(os.path.expanduser(str(item)), recursive=True)
+                if Path(f).is_file() and Path(f).suffix.lower() in IMAGE_EXTENSIONS
+            )  # fmt: skip
+        else:
+            raise ToolError(f"input not found: {item}")
+        if not found:
+            raise ToolError(f"no image files in {item}")
+        out.extend(found)
+    return list(dict.fromkeys(out))
+
+
+def _font_path() -> str | None:
+    try:
+        from matplotlib import font_manager
+
+        return font_manager.findfont("DejaVu Sans", fallback_to_default=False)
+    except Exception:
+        return None
+
+
+_PALETTE = [
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40),
+]  # fmt: skip
+
+
+def draw_detections(image: Tensor, boxes: Tensor, labels: Sequence[int], scores: Sequence[float],
+                    names: Mapping[int, str] | None = None) -> Tensor:  # fmt: skip
+    """Draw boxes with ``name score`` captions (torchvision's ``draw_bounding_boxes``).
+
+    Args:
+        image: float image (C, H, W) in [0, 1] or uint8.
+        boxes: (N, 4) xyxy pixels.
+        labels: model label of each box (its colour and, via ``names``, its caption).
+        scores: score of each box.
+        names: label -> class name.
+
+    Returns:
+        uint8 image tensor (3, H, W).
+    """
+    from torchvision.utils import draw_bounding_boxes
+
+    img = image if image.dtype == torch.uint8 else (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    if len(boxes) == 0:
+        return img
+    names = names or {}
+    captions = [f"{names.get(int(lbl), str(int(lbl)))} {float(s):.2f}" for lbl, s in zip(labels, scores)]
+    colors = [_PALETTE[int(lbl) % len(_PALETTE)] for lbl in labels]
+    font = _font_path()
+    line = max(2, round(min(img.shape[1:]) / 250))
+    font_size = max(10, round(min(img.shape[1:]) / 30))
+    return draw_bounding_boxes(
+        img, boxes.float(), labels=captions, colors=colors, width=line, font=font,
+        font_size=font_size if font else None, label_colors="white", label_background_colors=colors,
+        fill_labels=True,
+    )  # fmt: skip
+
+
+def _unique_stem(path: Path, used: set[str]) -> str:
+    stem, i = path.stem, 1
+    while stem in used:
+        stem = f"{path.stem}_{i}"
+        i += 1
+    used.add(stem)
+    return stem
+
+
+@torch.no_grad()
+def predict_images(
+    detector: LoadedDetector,
+    paths: Sequence[Path],
+    output_dir: str | PathLike,
+    device: torch.device | str = "cpu",
+    score_threshold: float = 0.5,
+    draw: bool = True,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Run ``detector`` on image files; save drawn copies and JSON detections in ``output_dir``.
+
+    For each readable image ``name.ext``: ``name.jpg`` (or ``.png`` for PNG inputs) with the
+    boxes drawn, and ``name.json``; plus ``detections.json`` with every image's entry.
+    Unreadable files are reported through ``log`` and skipped.
+
+    Args:
+        detector: from :func:`load_detector`.
+        paths: image files (see :func:`collect_images`).
+        output_dir: created if needed.
+        device: device of the model.
+        score_threshold: keep detections with ``score >= score_threshold``.
+        draw: save the drawn copies.
+        log: called with one line per skipped file.
+
+    Returns:
+        ``{"images": [...entries], "skipped": [paths], "output_dir": str}``; each entry holds
+        ``file``, ``width``, ``height`` and ``detections`` (``label``, ``category_id``, ``name``,
+        ``score``, ``box`` xyxy pixels).
+    """
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    model = detector.model.eval()
+    # The model's own score cut becomes the requested one (also when it is below the default 0.05).
+    configure_postprocess(model, score_threshold, None)
+    entries: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    used: set[str] = set()
+    for path in paths:
+        try:
+            image = read_image(path)
+        except OSError as e:
+            log(f"skipping {path}: {one_line(e)}")
+            skipped.append(str(path))
+            continue
+        out = model([image.to(device)])[0]
+        keep = out["scores"] >= score_threshold
+        boxes, scores, labels = (out[k][keep].cpu() for k in ("boxes", "scores", "labels"))
+        dets = []
+        for box, s, lbl in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
+            cat = detector.label_to_cat_id.get(lbl) if detector.label_to_cat_id else lbl
+            dets.append(
+                {"label": lbl, "category_id": cat, "name": detector.label_name(lbl), "score": s, "box": box}
+            )
+        entry = {"file": str(path), "width": image.shape[2], "height": image.shape[1], "detections": dets}
+        stem = _unique_stem(path, used)
+        if draw:
+            drawn = draw_detections(image, boxes, labels.tolist(), scores.tolist(), detector.category_names)
+            suffix = ".png" if path.suffix.lower() == ".png" else ".jpg"
+            Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out_dir / f"{stem}{suffix}", quality=92)
+            entry["drawn"] = str(out_dir / f"{stem}{suffix}")
+        (out_dir / f"{stem}.json").write_text(json.dumps(entry, indent=1))
+        entries.append(entry)
+    (out_dir / "detections.json").write_text(json.dumps(entries, indent=1))
+    return {"images": entries, "skipped": skipped, "output_dir": str(out_dir)}
