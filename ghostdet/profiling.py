@@ -422,7 +422,9 @@ class ComparisonRow:
 
     ``macs_224``/``thop_macs_224`` are for the full model at ``cls_size``; ``det_macs`` and
     ``det_latency_ms`` are keyed by ``"HxW"`` and measure the trunk (see
-    :meth:`BackboneSpec.trunk`). Latencies are medians in milliseconds (``None`` if skipped).
+    :meth:`BackboneSpec.trunk`); for detection backbones ``det_body_macs`` holds the part of
+    ``det_macs`` spent in the body (the rest is the FPN). Latencies are medians in
+    milliseconds (``None`` if skipped).
     """
 
     name: str
@@ -432,6 +434,7 @@ class ComparisonRow:
     macs_224: int
     thop_macs_224: int
     det_macs: dict[str, int] = field(default_factory=dict)
+    det_body_macs: dict[str, int] = field(default_factory=dict)
     latency_224_ms: float | None = None
     det_latency_ms: dict[str, float] = field(default_factory=dict)
     paper_params_m: float | None = None
@@ -485,6 +488,13 @@ def compare_backbones(
         models[name] = model
         trunk = spec.trunk(model)
         prof = profile(model, cls_size)
+        det_macs, body_macs = {}, {}
+        for hw in det_sizes:
+            if spec.detection:
+                split = split_macs(trunk, hw)
+                det_macs[_size_key(hw)], body_macs[_size_key(hw)] = split["total"], split["body"]
+            else:
+                det_macs[_size_key(hw)] = count_macs(trunk, hw)
         rows.append(
             ComparisonRow(
                 name=name,
@@ -493,7 +503,8 @@ def compare_backbones(
                 params=prof.params,
                 macs_224=prof.macs,
                 thop_macs_224=prof.thop_macs or 0,
-                det_macs={_size_key(hw): count_macs(trunk, hw) for hw in det_sizes},
+                det_macs=det_macs,
+                det_body_macs=body_macs,
                 paper_params_m=spec.paper_params_m,
                 paper_macs_m=spec.paper_macs_m,
             )
@@ -533,11 +544,20 @@ def _columns(
     ]
     for key in det_keys:
         cols.append((f"trunk MACs@{key} (G)", lambda r, k=key: _m(r.det_macs.get(k), 1e9, 2)))
+    if det_keys and any(r.det_body_macs for r in rows):
+        key = det_keys[0]
+        cols.append((f"of which FPN@{key} (G)", lambda r, k=key: _fpn_part(r, k)))
     if any(r.latency_224_ms is not None for r in rows):
         cols.append((f"latency@{cls_size} (ms)", lambda r: _m(r.latency_224_ms, 1, 1)))
         for key in det_keys:
             cols.append((f"trunk latency@{key} (ms)", lambda r, k=key: _m(r.det_latency_ms.get(k), 1, 1)))
     return cols
+
+
+def _fpn_part(row: ComparisonRow, key: str) -> str:
+    if key not in row.det_body_macs:
+        return "-"
+    return _m(row.det_macs[key] - row.det_body_macs[key], 1e9, 2)
 
 
 def format_markdown(rows: Sequence[ComparisonRow], cls_size: int = 224) -> str:
@@ -553,7 +573,8 @@ def write_csv(rows: Sequence[ComparisonRow], path: str | PathLike) -> None:
     """Write rows as CSV with raw integers (params, MACs) and milliseconds."""
     det_keys = list(rows[0].det_macs) if rows else []
     header = ["name", "label", "detection", "params", "macs_224", "thop_macs_224"]
-    header += [f"trunk_macs_{k}" for k in det_keys] + ["latency_224_ms"]
+    header += [f"trunk_macs_{k}" for k in det_keys] + [f"body_macs_{k}" for k in det_keys]
+    header += ["latency_224_ms"]
     header += [f"trunk_latency_{k}_ms" for k in det_keys] + ["paper_params_m", "paper_macs_m"]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -562,6 +583,7 @@ def write_csv(rows: Sequence[ComparisonRow], path: str | PathLike) -> None:
             w.writerow(
                 [r.name, r.label, int(r.detection), r.params, r.macs_224, r.thop_macs_224]
                 + [r.det_macs[k] for k in det_keys]
+                + [r.det_body_macs.get(k, "") for k in det_keys]
                 + [_blank(r.latency_224_ms)]
                 + [_blank(r.det_latency_ms.get(k)) for k in det_keys]
                 + [_blank(r.paper_params_m), _blank(r.paper_macs_m)]
