@@ -13,6 +13,7 @@ import glob
 import json
 import math
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
@@ -33,7 +34,9 @@ __all__ = [
     "ToolArgumentParser",
     "ToolError",
     "collect_images",
+    "add_detector_args",
     "configure_postprocess",
+    "detector_kwargs",
     "draw_detections",
     "load_detector",
     "model_num_classes",
@@ -42,6 +45,7 @@ __all__ = [
     "read_image",
     "resolve_detector_name",
     "resolve_device",
+    "run_infer",
 ]
 
 DETECTOR_ALIASES: dict[str, str] = {
@@ -61,6 +65,66 @@ class ToolArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+DETECTOR_ARG_NAMES = (
+    "checkpoint",
+    "model",
+    "weights",
+    "width",
+    "num_classes",
+    "min_size",
+    "max_size",
+    "device",
+    "threads",
+)
+
+
+def add_detector_args(parser: argparse.ArgumentParser | Any) -> None:
+    """Add the flags that choose and place a detector (shared by the eval and infer tools).
+
+    ``--checkpoint``, ``--model``, ``--weights``, ``--width``, ``--num-classes``, ``--min-size``,
+    ``--max-size``, ``--device``, ``--threads``; :func:`detector_kwargs` turns them into keyword
+    arguments for :func:`load_detector`-based entry points.
+    """
+    parser.add_argument(
+        "--checkpoint",
+        help="checkpoint written by tools/train_det.py (carries detector, width, num_classes, class names "
+        "and category mapping)",
+    )
+    parser.add_argument(
+        "--model",
+        help="detector builder for --weights: fasterrcnn, fasterrcnn_320, retinanet or a full name "
+        "(fasterrcnn_ghostnet_fpn, ...); with --checkpoint it must match the checkpoint",
+    )
+    parser.add_argument(
+        "--weights", help="weights file for --model (state dict, or a dict with it under 'model')"
+    )
+    parser.add_argument("--width", type=float, default=None, help="GhostNet width of --model (default 1.0)")
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="classes incl. background of --model (default: from weights)",
+    )
+    parser.add_argument("--min-size", type=int, default=None, help="override the detector's resize min size")
+    parser.add_argument("--max-size", type=int, default=None, help="override the detector's resize max size")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="cpu, cuda, cuda:N or auto = cuda when available (default %(default)s)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads per process; 0 keeps torch's default (default %(default)s; 1 suits a busy machine)",
+    )
+
+
+def detector_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The :func:`add_detector_args` values of ``args`` as keyword arguments."""
+    return {k: getattr(args, k) for k in DETECTOR_ARG_NAMES}
 
 
 def one_line(err: BaseException) -> str:
@@ -375,13 +439,13 @@ def predict_images(
     device: torch.device | str = "cpu",
     score_threshold: float = 0.5,
     draw: bool = True,
-    log: Any = print,
+    warn: Any = print,
 ) -> dict[str, Any]:
     """Run ``detector`` on image files; save drawn copies and JSON detections in ``output_dir``.
 
     For each readable image ``name.ext``: ``name.jpg`` (or ``.png`` for PNG inputs) with the
     boxes drawn, and ``name.json``; plus ``detections.json`` with every image's entry.
-    Unreadable files are reported through ``log`` and skipped.
+    Unreadable files are reported through ``warn`` and skipped.
 
     Args:
         detector: from :func:`load_detector`.
@@ -390,7 +454,7 @@ def predict_images(
         device: device of the model.
         score_threshold: keep detections with ``score >= score_threshold``.
         draw: save the drawn copies.
-        log: called with one line per skipped file.
+        warn: called with one line per skipped file.
 
     Returns:
         ``{"images": [...entries], "skipped": [paths], "output_dir": str}``; each entry holds
@@ -410,7 +474,7 @@ def predict_images(
         try:
             image = read_image(path)
         except OSError as e:
-            log(f"skipping {path}: {one_line(e)}")
+            warn(f"skipping: {one_line(e)}")
             skipped.append(str(path))
             continue
         out = model([image.to(device)])[0]
@@ -433,3 +497,70 @@ def predict_images(
         entries.append(entry)
     (out_dir / "detections.json").write_text(json.dumps(entries, indent=1))
     return {"images": entries, "skipped": skipped, "output_dir": str(out_dir)}
+
+
+def run_infer(
+    inputs: Sequence[str | PathLike],
+    *,
+    checkpoint: str | PathLike | None = None,
+    model: str | None = None,
+    weights: str | PathLike | None = None,
+    width: float | None = None,
+    num_classes: int | None = None,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    score_threshold: float = 0.5,
+    device: str | None = None,
+    output_dir: str | PathLike = "runs/infer",
+    threads: int | None = None,
+    draw: bool = True,
+    log: Any = print,
+    warn: Any = None,
+) -> dict[str, Any]:
+    """Everything ``tools/infer.py`` does: load a detector, expand inputs, predict, save, report.
+
+    Args:
+        inputs: image files, folders or glob patterns.
+        checkpoint: ``tools/train_det.py`` checkpoint; or ``model`` + ``weights``.
+        model: builder name or alias.
+        weights: weights file for ``model``.
+        width: GhostNet width for ``model``.
+        num_classes: classes incl. background for ``model``.
+        min_size: override the detector's resize min size.
+        max_size: override the detector's resize max size.
+        score_threshold: keep detections scoring at least this.
+        device: ``cpu``, ``cuda``... (default: cuda if available).
+        output_dir: where drawn images and JSON go.
+        threads: ``torch.set_num_threads`` (``None``/0 keeps torch's default).
+        draw: save drawn copies.
+        log: printer of the per-image lines and the summary.
+        warn: printer of skipped-file lines (default: stderr).
+
+    Raises:
+        ToolError: bad inputs or checkpoint, or no image could be read.
+    """
+    if warn is None:
+
+        def warn(msg: str) -> None:
+            print(msg, file=sys.stderr)
+
+    paths = collect_images(inputs)
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    detector = load_detector(checkpoint, model, weights, width, num_classes, min_size, max_size, device=dev)
+    summary = predict_images(detector, paths, output_dir, dev, score_threshold, draw=draw, warn=warn)
+    if not summary["images"]:
+        raise ToolError(f"none of the {len(paths)} input file(s) could be read as an image")
+    n_det = sum(len(e["detections"]) for e in summary["images"])
+    for e in summary["images"]:
+        top = ", ".join(f"{d['name']} {d['score']:.2f}" for d in e["detections"][:5])
+        more = f" (+{len(e['detections']) - 5} more)" if len(e["detections"]) > 5 else ""
+        log(f"{e['file']}: {len(e['detections'])} detection(s){': ' + top + more if top else ''}")
+    skipped = len(summary["skipped"])
+    note = f", {skipped} unreadable file(s) skipped" if skipped else ""
+    log(
+        f"{len(summary['images'])} image(s), {n_det} detection(s) >= {score_threshold:g}{note}; "
+        f"wrote {summary['output_dir']}"
+    )
+    return summary

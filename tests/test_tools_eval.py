@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
@@ -349,3 +350,108 @@ def test_torchrun_two_processes_match_single(tiny_set, tmp_path):
     for k in COCO_STAT_NAMES:
         assert two[k] == pytest.approx(one[k], abs=1e-9)
     assert multi.stdout.count("Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all") == 1  # rank 0 only
+
+
+# ---------------------------------------------------------------- tools/infer.py
+
+
+@pytest.fixture(scope="module")
+def infer_tool():
+    return _load_tool("infer")
+
+
+def test_infer_folder_glob_and_bad_file(infer_tool, tiny_set, tmp_path, capsys):
+    from ghostdet.inference import read_image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    names = [f"{i:012d}.jpg" for i in tiny_set["good_ids"][:2]]
+    for n in names:
+        (src / n).write_bytes((tiny_set["images"] / n).read_bytes())
+    Image.open(src / names[0]).save(src / "third.png")
+    (src / "broken.jpg").write_bytes(b"not an image")
+    out_dir = tmp_path / "out"
+    argv = _args(
+        "--checkpoint {c} {g} {b} --score-threshold 0.2 --output-dir {o} --device cpu",
+        c=tiny_set["ckpt"],
+        g=src / "0*.jpg",
+        b=src / "broken.jpg",
+        o=out_dir,
+    )
+    code, out, err = _run(infer_tool, capsys, *argv, str(src / "third.png"))
+    assert code == 0
+    assert "broken.jpg" in err and "skipping" in err
+    assert "3 image(s)" in out and "1 unreadable file(s) skipped" in out
+    entries = json.loads((out_dir / "detections.json").read_text())
+    assert [Path(e["file"]).name for e in entries] == [*names, "third.png"]
+
+    # Independent run of the same weights on the same decoded image.
+    ckpt = torch.load(tiny_set["ckpt"], weights_only=True)
+    model = get_model("fasterrcnn_ghostnet_320_fpn", num_classes=3, width=0.5, min_size=96, max_size=128)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    with torch.no_grad():
+        ref = model([read_image(src / names[0])])[0]
+    keep = ref["scores"] >= 0.2
+    dets = entries[0]["detections"]
+    assert len(dets) == int(keep.sum()) > 0
+    assert torch.allclose(torch.tensor([d["box"] for d in dets]), ref["boxes"][keep], atol=1e-4)
+    assert [d["name"] for d in dets] == [{1: "square", 2: "disc"}[int(lbl)] for lbl in ref["labels"][keep]]
+    assert {d["category_id"] for d in dets} <= {5, 9}
+    assert all(d["score"] >= 0.2 for e in entries for d in e["detections"])
+
+    # Drawn copies keep the image size; per-image JSON equals the combined entry.
+    for e, stem, suffix in zip(entries, [Path(n).stem for n in names] + ["third"], [".jpg", ".jpg", ".png"]):
+        drawn = Image.open(out_dir / f"{stem}{suffix}")
+        assert drawn.size == (e["width"], e["height"]) == (96, 80)
+        assert json.loads((out_dir / f"{stem}.json").read_text()) == e
+
+
+def test_infer_draws_boxes_only_where_detections_are(infer_tool, tiny_set, tmp_path, capsys):
+    src = tmp_path / "img.png"
+    Image.open(tiny_set["images"] / f"{tiny_set['good_ids'][0]:012d}.jpg").save(src)
+    original = torch.from_numpy(np.asarray(Image.open(src).convert("RGB")).copy())
+    for thr, changed in (("1.0", False), ("0.0", True)):
+        out_dir = tmp_path / f"out{thr}"
+        argv = _args(
+            "{c} {s} --score-threshold {t} --output-dir {o}", c=tiny_set["ckpt"], s=src, t=thr, o=out_dir
+        )
+        assert _run(infer_tool, capsys, *argv)[0] == 0
+        drawn = torch.from_numpy(np.asarray(Image.open(out_dir / "img.png").convert("RGB")).copy())
+        assert drawn.shape == original.shape
+        assert bool((drawn != original).any()) is changed
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ("--checkpoint {c} {b}", "none of the 1 input file(s) could be read"),
+        ("--checkpoint {c} {m}", "input not found"),
+        ("--checkpoint {c} {e}", "no image files in"),
+        ("--checkpoint {p} {b}", "is not a tools/train_det.py checkpoint"),
+    ],
+)
+def test_infer_errors_one_line(infer_tool, tiny_set, tmp_path, capsys, flags, message):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    (tmp_path / "empty").mkdir()
+    argv = _args(
+        flags,
+        c=tiny_set["ckpt"],
+        p=tiny_set["plain"],
+        b=bad,
+        m=tmp_path / "missing.jpg",
+        e=tmp_path / "empty",
+    )
+    code, _, err = _run(infer_tool, capsys, *argv, "--output-dir", str(tmp_path / "o"))
+    assert code == 2
+    assert message in err.splitlines()[-1] and err.splitlines()[-1].startswith("infer: error:")
+    assert "Traceback" not in err
+
+
+def test_infer_flag_errors(infer_tool, tiny_set, capsys):
+    for bad in ("--model retinanet x.jpg", "--checkpoint {c} x.jpg --score-threshold 2", "{c}"):
+        with pytest.raises(SystemExit) as e:
+            infer_tool.main(_args(bad, c=tiny_set["ckpt"]))
+        assert e.value.code == 2
+        assert capsys.readouterr().err.count("\n") == 1

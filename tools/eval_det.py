@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ghostdet.inference import ToolArgumentParser, ToolError
+from ghostdet.evaluation.evaluate import run_eval
+from ghostdet.inference import ToolArgumentParser, ToolError, add_detector_args, detector_kwargs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,28 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     m = p.add_argument_group("model (a train_det checkpoint, or --model with --weights)")
-    m.add_argument(
-        "--checkpoint",
-        help="checkpoint written by tools/train_det.py (carries detector, width, "
-        "num_classes and category mapping)",
-    )
-    m.add_argument(
-        "--model",
-        help="detector builder: fasterrcnn, fasterrcnn_320, retinanet or a full name "
-        "(fasterrcnn_ghostnet_fpn, ...); with --checkpoint it must match the checkpoint",
-    )
-    m.add_argument(
-        "--weights", help="weights file for --model (state dict, or a dict holding it under 'model')"
-    )
-    m.add_argument("--width", type=float, default=None, help="GhostNet width of --model (default 1.0)")
-    m.add_argument(
-        "--num-classes",
-        type=int,
-        default=None,
-        help="classes incl. background of --model (default: from the weights)",
-    )
-    m.add_argument("--min-size", type=int, default=None, help="override the detector's resize min size")
-    m.add_argument("--max-size", type=int, default=None, help="override the detector's resize max size")
+    add_detector_args(m)
     d = p.add_argument_group("data")
     d.add_argument("--data-path", help="COCO 2017 root with val2017/ and annotations/instances_val2017.json")
     d.add_argument("--val-images", help="image folder (overrides ROOT/val2017)")
@@ -101,17 +81,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="DataLoader worker processes, per process (default %(default)s)",
     )
     r.add_argument(
-        "--device",
-        default="auto",
-        help="cpu, cuda, cuda:N or auto = cuda when available (default %(default)s)",
-    )
-    r.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="CPU threads per process; 0 keeps torch's default (default %(default)s; 1 suits a busy machine)",
-    )
-    r.add_argument(
         "--output-dir",
         default="runs/eval",
         help="where metrics.json and detections.json go (default %(default)s)",
@@ -131,24 +100,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ghostdet.evaluation.evaluate import run_eval
-
     try:
         run_eval(
-            checkpoint=args.checkpoint,
-            model=args.model,
-            weights=args.weights,
-            width=args.width,
-            num_classes=args.num_classes,
+            **detector_kwargs(args),
             data_path=args.data_path,
             val_images=args.val_images,
             val_ann=args.val_ann,
             results=args.results,
             output_dir=args.output_dir,
-            device=args.device,
-            min_size=args.min_size,
-            max_size=args.max_size,
-            threads=args.threads,
             batch_size=args.batch_size,
             workers=args.workers,
             score_threshold=args.score_threshold,
