@@ -45,14 +45,18 @@ __all__ = [
     "DETECTION_BACKBONES",
     "BackboneSpec",
     "ComparisonRow",
+    "PaperRow",
     "Profile",
     "compare_backbones",
     "count_macs",
     "count_params",
+    "fc_as_conv",
     "format_markdown",
+    "format_paper_tables",
     "input_shape",
     "layer_macs",
     "measure_latency",
+    "paper_tables",
     "plot_macs_latency",
     "profile",
     "split_macs",
@@ -639,3 +643,215 @@ def plot_macs_latency(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper's tables
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One measured model next to the paper's figures.
+
+    Attributes:
+        table: which table/ablation the row belongs to.
+        model: display name.
+        params: measured parameters.
+        macs: measured paper-convention MACs.
+        input_size: ``(N, C, H, W)`` the MACs are for.
+        paper_params_m: the paper's params in millions (``None``: not given).
+        paper_macs_m: the paper's MACs in millions (``None``: not given).
+        note: how the model was built / why it is listed (what-if rows explain deviations).
+    """
+
+    table: str
+    model: str
+    params: int
+    macs: int
+    input_size: tuple[int, int, int, int]
+    paper_params_m: float | None = None
+    paper_macs_m: float | None = None
+    note: str = ""
+
+    @property
+    def params_dev(self) -> float | None:
+        """Relative deviation of the measured params from the paper (0.013 = +1.3%)."""
+        return None if self.paper_params_m is None else self.params / (self.paper_params_m * 1e6) - 1
+
+    @property
+    def macs_dev(self) -> float | None:
+        """Relative deviation of the measured MACs from the paper."""
+        return None if self.paper_macs_m is None else self.macs / (self.paper_macs_m * 1e6) - 1
+
+
+def fc_as_conv(linear: nn.Linear) -> nn.Sequential:
+    """A ``Linear`` rewritten as an equivalent 1x1 conv on a 1x1 map (same weights/bias).
+
+    Used by the "what-if" rows of :func:`paper_tables` to let :func:`ghostdet.ghostify` convert a
+    classifier too.
+    """
+    conv = nn.Conv2d(linear.in_features, linear.out_features, 1, bias=linear.bias is not None)
+    with torch.no_grad():
+        conv.weight.copy_(linear.weight[:, :, None, None])
+        if linear.bias is not None:
+            conv.bias.copy_(linear.bias)
+    return nn.Sequential(nn.Unflatten(1, (linear.in_features, 1, 1)), conv, nn.Flatten(1))
+
+
+def paper_tables(resnet50: bool = True, mobilenets: bool = True, what_if: bool = True) -> list[PaperRow]:
+    """Count params/MACs of the models in the GhostNet paper's tables, next to its figures.
+
+    Ghost models are built with :func:`ghostdet.ghostify` with everything replaced (the paper
+    says it replaces all convolutional layers) and the paper's defaults ``s=2, d=3`` unless the
+    row says otherwise. ``what_if`` rows are not the paper's models: they show which build
+    choice would reproduce a figure that the faithful conversion does not.
+
+    Args:
+        resnet50: include ImageNet ResNet-50 and Ghost-ResNet-50 (a few seconds of CPU).
+        mobilenets: include GhostNet 0.5/1.0/1.1/1.3 vs MobileNetV2/V3 at 224x224.
+        what_if: include the explanatory variants.
+    """
+    from ghostdet.ghostify import ghostify
+    from ghostdet.models.cifar import resnet56_cifar, vgg16_cifar
+
+    rows: list[PaperRow] = []
+
+    def add(
+        table: str,
+        name: str,
+        model: nn.Module,
+        size: InputSize,
+        paper: tuple[float | None, float | None],
+        note: str = "",
+    ) -> None:
+        shape = input_shape(size)
+        macs = count_macs(model, shape)
+        rows.append(PaperRow(table, name, count_params(model), macs, shape, paper[0], paper[1], note))
+
+    def ghost(model: nn.Module, **kw: Any) -> tuple[nn.Module, str]:
+        converted, summary = ghostify(model, **kw)
+        kept = f", {len(summary.skipped)} kept dense" if summary.skipped else ""
+        return converted, f"{summary.num_replaced} convs replaced{kept}"
+
+    t = "CIFAR-10 VGG-16 (32x32)"
+    vgg = vgg16_cifar()
+    add(t, "VGG-16", vgg, 32, (15, 313), "13 convs + Linear-BN-ReLU-Linear")
+    m, note = ghost(vgg)
+    add(t, "Ghost-VGG-16 (s=2, d=3)", m, 32, (7.7, 158), note)
+    t = "Ghost-VGG-16, ratio s (d=3)"
+    for s, pp, pm in ((2, 7.7, 158), (3, 5.2, 107), (4, 4.0, 80), (5, 3.3, 65)):
+        add(t, f"Ghost-VGG-16 s={s}", ghost(vgg, ratio=s)[0], 32, (pp, pm))
+    t = "Ghost-VGG-16, kernel d (s=2)"
+    for d, pm in ((1, 157), (3, 158), (5, 160), (7, 163)):
+        add(t, f"Ghost-VGG-16 d={d}", ghost(vgg, dw_size=d)[0], 32, (None, pm))
+
+    t = "CIFAR-10 ResNet-56 (32x32)"
+    r56 = resnet56_cifar()
+    add(t, "ResNet-56", r56, 32, (0.85, 125), "option A (parameter-free) shortcuts")
+    m, note = ghost(r56)
+    add(t, "Ghost-ResNet-56 (s=2, d=3)", m, 32, (0.43, 63), note)
+    if what_if:
+        m, note = ghost(r56, dw_size=1)
+        add(t, "what-if: Ghost-ResNet-56 d=1", m, 32, (0.43, 63), note + "; 1x1 cheap ops")
+
+    if resnet50:
+        import torchvision
+
+        t = "ImageNet ResNet-50 (224x224)"
+        r50 = torchvision.models.resnet50(weights=None)
+        add(t, "ResNet-50", r50, 224, (25.6, 4100), "torchvision model")
+        for s, pp, pm in ((2, 13.0, 2200), (4, 6.5, 1200)):
+            m, note = ghost(r50, ratio=s)
+            add(t, f"Ghost-ResNet-50 (s={s})", m, 224, (pp, pm), note + ", fc dense")
+        if what_if:
+            r50_fc = copy.deepcopy(r50)
+            r50_fc.fc = fc_as_conv(r50.fc)
+            for s, pp, pm in ((2, 13.0, 2200), (4, 6.5, 1200)):
+                m, note = ghost(r50_fc, ratio=s, skip="conv1")
+                name = f"what-if: Ghost-ResNet-50 (s={s}), stem dense, fc ghosted"
+                add(t, name, m, 224, (pp, pm), note + "; 7x7 stem dense, fc as a Ghost 1x1 conv")
+
+    if mobilenets:
+        t = "ImageNet GhostNet vs MobileNets (224x224)"
+        notes = {
+            "ghostnet_110": "full classifier; the paper's 164M is from its COCO table",
+            "mobilenet_v2": "torchvision model",
+            "mobilenet_v3_large": "torchvision model",
+            "mobilenet_v3_small": "torchvision model; paper figures from the MobileNetV3 paper",
+        }
+        for name, spec in BACKBONES.items():
+            model = spec.build()
+            paper = (spec.paper_params_m, spec.paper_macs_m)
+            add(t, spec.label, model, 224, paper, notes.get(name, ""))
+            if what_if and name == "ghostnet_110":
+                from ghostdet.models.detection import ghostnet_fpn_backbone
+
+                headless = copy.deepcopy(model)
+                del headless.conv_head, headless.classifier
+                add(
+                    t,
+                    "what-if: GhostNet 1.1x without conv_head/classifier",
+                    spec.trunk(headless),
+                    224,
+                    (None, spec.paper_macs_m),
+                    "stem + blocks 0-9 (up to the 1x1 conv to 1056 channels)",
+                )
+                add(
+                    t,
+                    "what-if: GhostNet 1.1x detector body (no FPN)",
+                    ghostnet_fpn_backbone(width=1.1).body,
+                    224,
+                    (None, spec.paper_macs_m),
+                    "stem + blocks 0-8, what ghostdet's detectors run",
+                )
+    return rows
+
+
+def _dev(v: float | None) -> str:
+    return "" if v is None else f" ({v * 100:+.1f}%)"
+
+
+def _paper_cells(r: PaperRow) -> tuple[str, str, str, str]:
+    big = r.macs >= 1e9
+    macs = f"{r.macs / 1e9:.2f}G" if big else f"{r.macs / 1e6:.1f}M"
+    if r.paper_macs_m is None:
+        paper_macs = "-"
+    else:
+        paper_macs = f"{r.paper_macs_m / 1e3:g}G" if big else f"{r.paper_macs_m:g}M"
+    paper_params = "-" if r.paper_params_m is None else f"{r.paper_params_m:g}M"
+    return (
+        f"{r.params / 1e6:.3f}M{_dev(r.params_dev)}",
+        paper_params,
+        f"{macs}{_dev(r.macs_dev)}",
+        paper_macs,
+    )
+
+
+def format_paper_tables(rows: Sequence[PaperRow], markdown: bool = True) -> str:
+    """Render :func:`paper_tables` rows grouped by table, with each cell's deviation from the paper.
+
+    Args:
+        rows: the rows.
+        markdown: GitHub markdown tables (otherwise aligned plain text).
+    """
+    header = ("model", "params", "paper params", "MACs", "paper MACs", "note")
+    out: list[str] = []
+    tables: dict[str, list[PaperRow]] = {}
+    for r in rows:
+        tables.setdefault(r.table, []).append(r)
+    for title, group in tables.items():
+        body = [(r.model, *_paper_cells(r), r.note) for r in group]
+        if markdown:
+            out.append(f"### {title}\n")
+            out.append("| " + " | ".join(header) + " |")
+            out.append("|" + "|".join(["---"] + ["---:"] * 4 + ["---"]) + "|")
+            out += ["| " + " | ".join(cells) + " |" for cells in body]
+        else:
+            widths = [max(len(str(c[i])) for c in [header, *body]) for i in range(len(header))]
+            out.append(title)
+            out += [
+                "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+                for cells in [header, *body]
+            ]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
