@@ -259,7 +259,6 @@ def load_detector(
     ckpt = _read_checkpoint(path)
     if not isinstance(ckpt, Mapping):
         raise ToolError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
-    kwargs: dict[str, Any] = {}
     if checkpoint is not None:
         if "model" not in ckpt or "detector" not in ckpt:
             raise ToolError(
@@ -277,31 +276,30 @@ def load_detector(
         ck_classes = int(ckpt.get("num_classes") or _config_value(ckpt, "num_classes") or 91)
         if num_classes is not None and num_classes != ck_classes:
             raise ToolError(f"checkpoint {path} has {ck_classes} classes, not the requested {num_classes}")
-        kwargs.update(width=ck_width, num_classes=ck_classes)
-        for key, val in (("min_size", min_size), ("max_size", max_size)):
-            val = val if val is not None else _config_value(ckpt, key)
-            if val is not None:
-                kwargs[key] = int(val)
-        model = get_model(name, **kwargs)
-        try:
-            load_strict(model, clean_state_dict(ckpt["model"]))
-        except (WeightsMismatchError, TypeError, ValueError) as e:
-            raise ToolError(f"checkpoint {path} does not match {name}: {one_line(e)}") from None
+        width, num_classes = ck_width, ck_classes
+        what = f"checkpoint {path} does not match {name}"
     else:
         name = resolve_detector_name(str(model_name))
-        kwargs["width"] = 1.0 if width is None else float(width)
-        if num_classes is not None:
-            kwargs["num_classes"] = num_classes
-        if min_size is not None:
-            kwargs["min_size"] = int(min_size)
-        if max_size is not None:
-            kwargs["max_size"] = int(max_size)
-        try:
-            model = get_model(name, weights=path, progress=False, **kwargs)
-        except (WeightsMismatchError, ValueError, TypeError, RuntimeError) as e:
-            raise ToolError(
-                f"weights {path} do not match {name} (width {kwargs['width']:g}): {one_line(e)}"
-            ) from None
+        width = 1.0 if width is None else float(width)
+        what = f"weights {path} do not match {name} (width {width:g})"
+    try:
+        state = clean_state_dict(ckpt)
+    except (TypeError, ValueError) as e:
+        raise ToolError(f"{what}: {one_line(e)}") from None
+    # A train_det checkpoint's config carries the builder's extra arguments and input sizes.
+    cfg = ckpt.get("config")
+    kwargs: dict[str, Any] = dict(cfg.get("model_kwargs") or {}) if isinstance(cfg, Mapping) else {}
+    for key, val in (("min_size", min_size), ("max_size", max_size)):
+        val = val if val is not None else _config_value(ckpt, key)
+        if val is not None:
+            kwargs[key] = int(val)
+    try:
+        if num_classes is None:
+            num_classes = _num_classes_from_state(name, state, width, kwargs)
+        model = get_model(name, width=width, num_classes=num_classes, **kwargs)
+        load_strict(model, _fill_frozen_bn_keys(model, state))
+    except (WeightsMismatchError, TypeError, ValueError, KeyError) as e:
+        raise ToolError(f"{what}: {one_line(e)}") from None
     label_to_cat_id = _int_keys(ckpt.get("label_to_cat_id"), int)
     names = _int_keys(ckpt.get("category_names"), str) or {}
     meta = {k: ckpt[k] for k in ("epoch", "width") if isinstance(ckpt.get(k), (int, float))}
@@ -310,6 +308,35 @@ def load_detector(
         names = _torchvision_coco_names()
     model.eval().to(device)
     return LoadedDetector(model, name, label_to_cat_id, names, str(path), meta)
+
+
+_CLASS_KEYS = ("roi_heads.box_predictor.cls_score.weight", "head.classification_head.cls_logits.weight")
+
+
+def _num_classes_from_state(
+    name: str, state: Mapping[str, Tensor], width: float, kwargs: dict[str, Any]
+) -> int:
+    """Classes (incl. background) of a detector state dict, from its classification layer."""
+    probe = get_model(name, width=width, **kwargs)
+    key = next((k for k in _CLASS_KEYS if k in probe.state_dict()), None)
+    if key is None or key not in state:
+        raise KeyError(f"no '{key}' entry: not a checkpoint of this detector")
+    anchors = probe.anchor_generator.num_anchors_per_location()[0] if key.startswith("head.") else 1
+    return int(state[key].shape[0]) // anchors
+
+
+def _fill_frozen_bn_keys(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Add ``num_batches_tracked`` entries a checkpoint lacks because it was trained with
+    FrozenBatchNorm2d (pretrained trunk); in eval mode BatchNorm2d computes the same thing."""
+    out = dict(state)
+    for k, v in model.state_dict().items():
+        if (
+            k.endswith(".num_batches_tracked")
+            and k not in out
+            and k.rsplit(".", 1)[0] + ".running_var" in out
+        ):
+            out[k] = v.clone()
+    return out
 
 
 def model_num_classes(model: nn.Module) -> int | None:

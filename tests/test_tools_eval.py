@@ -455,3 +455,50 @@ def test_infer_flag_errors(infer_tool, tiny_set, capsys):
             infer_tool.main(_args(bad, c=tiny_set["ckpt"]))
         assert e.value.code == 2
         assert capsys.readouterr().err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- load_detector details
+
+
+def test_load_detector_frozen_bn_checkpoint_and_model_kwargs(tmp_path):
+    from ghostdet.inference import load_detector
+    from ghostdet.models.detection import _to_frozen_bn
+
+    torch.manual_seed(0)
+    trained = get_model("fasterrcnn_ghostnet_320_fpn", num_classes=4, width=0.5, box_detections_per_img=7)
+    _to_frozen_bn(trained.backbone.body)  # what a run with an ImageNet-pretrained trunk saves
+    trained.eval()
+    sd = trained.state_dict()
+    assert not any(k.startswith("backbone.body") and k.endswith("num_batches_tracked") for k in sd)
+    cfg = {
+        "detector": "fasterrcnn_320",
+        "width": 0.5,
+        "min_size": 96,
+        "max_size": 128,
+        "model_kwargs": {"box_detections_per_img": 7},
+    }
+    torch.save(
+        {
+            "model": sd,
+            "detector": "fasterrcnn_ghostnet_320_fpn",
+            "width": 0.5,
+            "num_classes": 4,
+            "config": cfg,
+        },
+        tmp_path / "frozen.pth",
+    )
+    det = load_detector(tmp_path / "frozen.pth")
+    assert det.model.roi_heads.detections_per_img == 7
+    assert det.model.transform.min_size == (96,) and det.model.transform.max_size == 128
+    assert det.meta["num_classes"] == 4
+    trained.transform.min_size, trained.transform.max_size = (96,), 128
+    x = [torch.rand(3, 80, 96)]
+    with torch.no_grad():
+        ref, got = trained(x)[0], det.model(x)[0]
+    torch.testing.assert_close(got["boxes"], ref["boxes"])
+    torch.testing.assert_close(got["scores"], ref["scores"])
+    # The builder path infers the class count from the weights (RetinaNet: per-anchor logits).
+    retina = get_model("retinanet_ghostnet_fpn", num_classes=5, width=0.5)
+    torch.save(retina.state_dict(), tmp_path / "retina.pth")
+    det = load_detector(model_name="retinanet", weights=tmp_path / "retina.pth", width=0.5)
+    assert det.meta["num_classes"] == 5 and det.label_to_cat_id is None
