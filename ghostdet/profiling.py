@@ -216,14 +216,14 @@ def thop_macs(model: nn.Module, input_size: InputSize = (1, 3, 224, 224)) -> int
         model: the network (not modified).
         input_size: see :func:`input_shape`.
     """
-    try:
-        import thop
-    except ImportError as e:  # pragma: no cover - thop is a hard dependency
-        raise ImportError("thop is required for thop_macs: pip install thop") from e
     shadow = copy.deepcopy(model)
     x = _make_input(shadow, input_size)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # thop's own distutils deprecation warnings
+        try:
+            import thop
+        except ImportError as e:  # pragma: no cover - thop is a hard dependency
+            raise ImportError("thop is required for thop_macs: pip install thop") from e
         macs, _ = thop.profile(shadow, inputs=(x,), verbose=False)
     return round(float(macs))
 
