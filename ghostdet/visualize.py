@@ -189,7 +189,12 @@ def _colourise(maps: Tensor) -> Tensor:
 
 
 def save_ghost_grid(
-    maps: GhostMaps, path: str | PathLike, num_maps: int = 16, columns: int = 4, cell: int = 72
+    maps: GhostMaps,
+    path: str | PathLike,
+    num_maps: int = 16,
+    columns: int = 4,
+    cell: int | None = None,
+    note: str = "",
 ) -> Path:
     """Save a PNG grid: each tile is an intrinsic map followed by the ghost map(s) made from it.
 
@@ -201,12 +206,16 @@ def save_ghost_grid(
         path: output PNG.
         num_maps: intrinsic maps shown (the first ones).
         columns: tiles per row.
-        cell: pixel size of one map (nearest-neighbour upscaling).
+        cell: pixel height of one map (nearest-neighbour resampling); default: the map's own
+            height clamped to [72, 128].
+        note: extra text for the header (e.g. which weights).
     """
     from torchvision.utils import make_grid
 
     s = maps.ratio
     m = maps.intrinsic.shape[1]
+    if cell is None:
+        cell = min(max(int(maps.intrinsic.shape[-2]), 72), 128)
     k = max(1, min(num_maps, m))
     sims = maps.cosine()
     src = ghost_source_index(maps.ghost.shape[1], s)
@@ -240,7 +249,7 @@ def save_ghost_grid(
     )
     draw.text(
         (6, 18),
-        f"mean cosine(ghost, source) = {sims.mean():.3f}; per ghost map above each tile",
+        f"mean cosine(ghost, source) = {nanmean(sims):.3f}; per ghost map above each tile. {note}",
         fill=(0, 0, 0),
     )
     tile_h, tile_w = tiles[0].shape[1], width
@@ -348,6 +357,10 @@ def run_visualize(
         log(f"{n:<{width_col}}  {maps_txt:>9}  {hw:>9}  {c:.3f}")
     valid = [v for v in cos.values() if not math.isnan(v)]
     log(f"mean over {len(valid)} GhostModules: {sum(valid) / len(valid):.3f}")
-    path = save_ghost_grid(captured[target], output, num_maps=num_maps, columns=columns)
+    if checkpoint is not None:
+        note = f"weights: {Path(checkpoint).name}"
+    else:
+        note = f"{model}, " + (f"weights: {weights}" if weights else f"random init (seed {seed})")
+    path = save_ghost_grid(captured[target], output, num_maps=num_maps, columns=columns, note=note)
     log(f"wrote {path} ({target})")
     return {"modules": names, "cosine": cos, "output": str(path), "module": target}
