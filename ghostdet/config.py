@@ -1,0 +1,415 @@
+"""Training configuration: YAML recipe -> typed :class:`TrainConfig` -> command-line overrides.
+
+A recipe is a flat YAML mapping whose keys are the fields of :class:`TrainConfig`, plus two
+nested mappings: ``synthetic`` (fields of :class:`SyntheticConfig`, the embedded default data)
+and ``augment`` (fields of :class:`ghostdet.data.AugConfig`). Keys left out keep their defaults;
+an unknown key is an error that names it. ``tools/train_det.py`` loads the recipe, then applies
+only the flags the user actually passed, and the trainer saves the resolved result as
+``config.yaml`` in the output directory (and inside every checkpoint), so a run can always be
+reproduced with ``--config OUTPUT_DIR/config.yaml``.
+
+Example::
+
+    cfg = load_config("configs/retinanet_ghostnet_synthetic.yaml", overrides={"epochs": 2})
+    ghostdet.engine.train(cfg)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+__all__ = [
+    "CONFIG_DIR",
+    "DETECTORS",
+    "ConfigError",
+    "SyntheticConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "default_config_path",
+    "load_config",
+    "save_config",
+]
+
+#: The recipes shipped with the repository.
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+#: ``--detector`` choices -> torchvision-style builder names in :mod:`ghostdet.models`.
+DETECTORS: dict[str, str] = {
+    "fasterrcnn": "fasterrcnn_ghostnet_fpn",
+    "fasterrcnn_320": "fasterrcnn_ghostnet_320_fpn",
+    "retinanet": "retinanet_ghostnet_fpn",
+}
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULERS = ("multistep", "cosine")
+
+
+class ConfigError(ValueError):
+    """A recipe or override is invalid (unknown key, wrong type, value out of range)."""
+
+
+@dataclass
+class SyntheticConfig:
+    """The embedded synthetic dataset, generated under ``root`` on first use.
+
+    Used when no data path is configured. The remaining fields are passed to
+    :func:`ghostdet.data.synthetic.ensure_synthetic_coco`; ``None`` keeps the generator's default.
+
+    Args:
+        root: dataset folder (relative paths are relative to the working directory).
+        num_train: train images.
+        num_val: val images.
+        image_size: side of the square images in pixels.
+        seed: generator seed.
+        num_categories: shape classes (1-6).
+        object_size: ``[min, max]`` side of a shape in pixels.
+        max_objects: at most this many shapes per image.
+        empty_prob: fraction of images without shapes.
+        max_overlap_iou: largest IoU between two shapes of an image.
+        jpeg_quality: JPEG quality.
+    """
+
+    root: str = "data/synthetic"
+    num_train: int = 480
+    num_val: int = 80
+    image_size: int = 192
+    seed: int = 0
+    num_categories: Optional[int] = None
+    object_size: Optional[list[int]] = None
+    max_objects: Optional[int] = None
+    empty_prob: Optional[float] = None
+    max_overlap_iou: Optional[float] = None
+    jpeg_quality: Optional[int] = None
+
+    def generator_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``ensure_synthetic_coco`` (without ``root``; ``None`` left out)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "root"}
+        out = {k: v for k, v in out.items() if v is not None}
+        if "object_size" in out:
+            out["object_size"] = tuple(out["object_size"])
+        return out
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (one flat recipe; see the module docstring).
+
+    Model:
+        detector: ``fasterrcnn``, ``fasterrcnn_320`` or ``retinanet``.
+        width: GhostNet width multiplier (the paper's detectors use 1.1).
+        weights_backbone: ImageNet weights of the trunk: ``imagenet``, a URL, a file or ``None``
+            (random init, BatchNorm trained).
+        trainable_backbone_layers: trunk stages trained, counted from the top (0-5; ``None``:
+            3 with pretrained weights, 5 without).
+        min_size: the detector's resize target for the shorter side (``None``: builder default).
+        max_size: cap of the longer side (``None``: builder default).
+        model_kwargs: more builder keyword arguments with plain values (e.g. ``score_thresh``,
+            ``detections_per_img``, ``box_detections_per_img``, ``fg_iou_thresh``).
+
+    Data:
+        data_path: COCO 2017 root (train2017/, val2017/, annotations/) or a synthetic-layout root.
+        train_images, train_ann, val_images, val_ann: explicit COCO-format paths (override
+            ``data_path``). With none of the data fields set, the synthetic dataset is used.
+        synthetic: the embedded dataset (:class:`SyntheticConfig`).
+        drop_empty: drop train images without boxes.
+        augment: training augmentation, fields of :class:`ghostdet.data.AugConfig`.
+        aspect_ratio_group_factor: aspect-ratio groups per side of 1 for batching (0: no grouping).
+        workers: DataLoader worker processes per training process.
+
+    Solver:
+        epochs: training epochs.
+        batch_size: images per iteration PER PROCESS (the effective batch is
+            ``batch_size * world_size``; ``lr`` is meant for the effective batch).
+        lr: peak learning rate.
+        opt: ``sgd`` (momentum, weight decay) or ``adamw``.
+        momentum: SGD momentum.
+        weight_decay: weight decay (not applied to norm layers and biases).
+        lr_scheduler: ``multistep`` (x ``lr_gamma`` after each epoch in ``lr_steps``) or
+            ``cosine`` (to ``lr * min_lr_ratio`` at the end); both per iteration.
+        lr_steps: epochs after which the multistep schedule decays.
+        lr_gamma: multistep decay factor.
+        min_lr_ratio: final lr / lr of the cosine schedule.
+        warmup_iters: linear warm-up iterations (0: none).
+        warmup_factor: lr factor at iteration 0 of the warm-up.
+        clip_grad_norm: clip the gradient norm to this value (``None``: no clipping).
+
+    Runtime:
+        device: ``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:N``.
+        amp: mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU.
+        output_dir: where checkpoints, metrics, config and TensorBoard events go.
+        resume: checkpoint to resume from, or ``auto`` (OUTPUT_DIR/checkpoint.pth if present).
+        eval_every: evaluate every N epochs (the last epoch is always evaluated; 0: only the last).
+        seed: random seed (runs on CPU are reproducible).
+        print_freq: iterations between log lines (when stdout is not a terminal) and
+            TensorBoard loss points.
+        threads: torch intra-op threads per process (``None``: torch's default).
+        vis_images: validation images drawn with their predicted boxes into TensorBoard.
+        vis_score_thresh: score threshold of the drawn boxes.
+    """
+
+    # model
+    detector: str = "retinanet"
+    width: float = 1.0
+    weights_backbone: Optional[str] = None
+    trainable_backbone_layers: Optional[int] = None
+    min_size: Optional[int] = None
+    max_size: Optional[int] = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # data
+    data_path: Optional[str] = None
+    train_images: Optional[str] = None
+    train_ann: Optional[str] = None
+    val_images: Optional[str] = None
+    val_ann: Optional[str] = None
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    drop_empty: bool = False
+    augment: dict[str, Any] = field(default_factory=dict)
+    aspect_ratio_group_factor: int = 3
+    workers: int = 2
+    # solver
+    epochs: int = 12
+    batch_size: int = 2
+    lr: float = 0.02
+    opt: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_scheduler: str = "multistep"
+    lr_steps: list[int] = field(default_factory=lambda: [8, 11])
+    lr_gamma: float = 0.1
+    min_lr_ratio: float = 0.0
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.001
+    clip_grad_norm: Optional[float] = None
+    # runtime
+    device: str = "auto"
+    amp: bool = False
+    output_dir: str = "runs/train"
+    resume: Optional[str] = None
+    eval_every: int = 1
+    seed: int = 0
+    print_freq: int = 20
+    threads: Optional[int] = None
+    vis_images: int = 4
+    vis_score_thresh: float = 0.3
+
+    @property
+    def builder(self) -> str:
+        """Builder name in :mod:`ghostdet.models` of ``detector``."""
+        return DETECTORS[self.detector]
+
+    def uses_synthetic(self) -> bool:
+        """True when no data path is configured (the embedded synthetic data is used)."""
+        return all(
+            getattr(self, k) is None
+            for k in ("data_path", "train_images", "train_ann", "val_images", "val_ann")
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON/``torch.load(weights_only=True)`` safe)."""
+        return dataclasses.asdict(self)
+
+    def validate(self) -> TrainConfig:
+        """Check choices and ranges; raises :class:`ConfigError` naming the key. Returns self."""
+        _choice("detector", self.detector, tuple(DETECTORS))
+        _choice("opt", self.opt, OPTIMIZERS)
+        _choice("lr_scheduler", self.lr_scheduler, SCHEDULERS)
+        for key in ("width", "lr"):
+            _check(key, getattr(self, key) > 0, "must be > 0")
+        for key in ("epochs", "batch_size", "print_freq"):
+            _check(key, getattr(self, key) >= 1, "must be >= 1")
+        for key in ("workers", "warmup_iters", "eval_every", "vis_images", "aspect_ratio_group_factor"):
+            _check(key, getattr(self, key) >= 0, "must be >= 0")
+        for key in ("momentum", "weight_decay", "lr_gamma", "min_lr_ratio", "warmup_factor"):
+            _check(key, math.isfinite(getattr(self, key)) and getattr(self, key) >= 0, "must be >= 0")
+        _check("warmup_factor", self.warmup_factor <= 1, "must be in [0, 1]")
+        if self.trainable_backbone_layers is not None:
+            _check("trainable_backbone_layers", 0 <= self.trainable_backbone_layers <= 5, "must be in 0..5")
+        for key in ("min_size", "max_size", "threads"):
+            v = getattr(self, key)
+            _check(key, v is None or v >= 1, "must be >= 1")
+        if self.clip_grad_norm is not None:
+            _check("clip_grad_norm", self.clip_grad_norm > 0, "must be > 0")
+        _check("lr_steps", list(self.lr_steps) == sorted(self.lr_steps), "must be increasing")
+        _check("device", bool(self.device), "must not be empty")
+        reserved = {"weights", "num_classes", "width", "weights_backbone", "trainable_backbone_layers"}
+        bad = sorted(reserved & set(self.model_kwargs))
+        _check("model_kwargs", not bad, f"must not set {', '.join(bad)} (use the top-level keys)")
+        from ghostdet.data import AugConfig
+
+        try:
+            AugConfig.from_dict(self.augment)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"augment: {e}") from None
+        return self
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _check(key: str, ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if origin is Union or (hasattr(types, "UnionType") and isinstance(tp, types.UnionType)):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return True, args[0]
+    return False, tp
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp`` (ints are accepted for floats)."""
+    optional, tp = _is_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key}: must not be null")
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _from_mapping(tp, value, prefix=f"{key}.")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, PathLike)):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "", source: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    where = f" in {source}" if source else ""
+    for key in data:
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key {(prefix + key)!r}{where} (known keys: {', '.join(names)})"
+            )
+    kwargs = {k: _coerce(f"{prefix}{k}", v, hints[k]) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(
+    data: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None, source: str = ""
+) -> TrainConfig:
+    """Build and validate a :class:`TrainConfig` from a plain mapping plus overrides.
+
+    Args:
+        data: recipe mapping (e.g. parsed YAML); ``None`` gives the defaults.
+        overrides: top-level keys replacing the recipe's; ``synthetic``/``augment`` may be given
+            as mappings (merged into the recipe's) and ``"synthetic.root"``-style dotted keys
+            set one nested field.
+        source: file name used in error messages.
+
+    Raises:
+        ConfigError: unknown key, wrong type or invalid value (the message names the key).
+    """
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"the config{' ' + source if source else ''} must be a YAML mapping of keys")
+    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in (data or {}).items()}
+    for key, value in (overrides or {}).items():
+        if "." in key:
+            head, sub = key.split(".", 1)
+            merged.setdefault(head, {})
+            if not isinstance(merged[head], dict):
+                raise ConfigError(f"{head}: expected a mapping")
+            merged[head][sub] = value
+        elif key in ("synthetic", "augment", "model_kwargs") and isinstance(value, Mapping):
+            merged[key] = {**merged.get(key, {}), **value}
+        else:
+            merged[key] = value
+    cfg = _from_mapping(TrainConfig, merged, source=source)
+    return cfg.validate()
+
+
+def load_config(path: str | PathLike | None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Load a YAML recipe, apply ``overrides`` and validate.
+
+    Args:
+        path: YAML file (``None``: the built-in defaults).
+        overrides: see :func:`config_from_dict`.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ConfigError: bad YAML, unknown key, wrong type or invalid value.
+    """
+    data = None
+    source = ""
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        source = str(p)
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p} is not valid YAML: {' '.join(str(e).split())}") from None
+    return config_from_dict(data, overrides, source=source)
+
+
+def save_config(cfg: TrainConfig, path: str | PathLike) -> Path:
+    """Write the resolved config as YAML (loadable with :func:`load_config`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None))
+    return path
+
+
+def default_config_path(detector: str, real_data: bool = False) -> Path:
+    """The recipe ``tools/train_det.py`` uses when no ``--config`` is given.
+
+    Args:
+        detector: ``fasterrcnn``, ``fasterrcnn_320`` or ``retinanet``.
+        real_data: a data path was given: the COCO 1x recipe instead of the synthetic one.
+    """
+    _choice("detector", detector, tuple(DETECTORS))
+    if real_data:
+        name = {
+            "fasterrcnn": "faster_rcnn_ghostnet110_coco_1x",
+            "fasterrcnn_320": "faster_rcnn_320_ghostnet110_coco_1x",
+            "retinanet": "retinanet_ghostnet110_coco_1x",
+        }[detector]
+    else:
+        name = f"{detector}_ghostnet_synthetic"
+    return CONFIG_DIR / f"{name}.yaml"
