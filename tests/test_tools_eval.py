@@ -286,6 +286,8 @@ def test_results_only_without_annotations(eval_tool, tiny_set, tmp_path, capsys)
     assert all(len(r["bbox"]) == 4 and r["bbox"][2] >= 0 and r["bbox"][3] >= 0 for r in results)
     assert "Average Precision" not in out
     assert "stats" not in json.loads((tmp_path / "out" / "metrics.json").read_text())
+    images = json.loads((tmp_path / "out" / "images.json").read_text())
+    assert images == [{"id": i, "file_name": f"{i:012d}.jpg"} for i in tiny_set["good_ids"][:3]]
 
 
 @pytest.mark.skipif(not COCO128.is_dir(), reason="../shared/data/coco128 not present")
@@ -502,3 +504,47 @@ def test_load_detector_frozen_bn_checkpoint_and_model_kwargs(tmp_path):
     torch.save(retina.state_dict(), tmp_path / "retina.pth")
     det = load_detector(model_name="retinanet", weights=tmp_path / "retina.pth", width=0.5)
     assert det.meta["num_classes"] == 5 and det.label_to_cat_id is None
+
+
+def test_data_path_root_layout(eval_tool, tiny_set, tmp_path, capsys):
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "val2017").symlink_to(tiny_set["images"], target_is_directory=True)
+    (root / "annotations" / "instances_val2017.json").write_text(tiny_set["ann"].read_text())
+    argv = _args(
+        "--checkpoint {c} --data-path {r} --limit 3 --score-threshold 0 --output-dir {o} --workers 0 "
+        "--no-progress",
+        c=tiny_set["ckpt"],
+        r=root,
+        o=tmp_path / "out",
+    )
+    code, out, _ = _run(eval_tool, capsys, *argv)
+    assert code == 0 and "on 3 images of" in out
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["images"] == 3
+
+
+def test_results_only_with_image_info_json(eval_tool, tiny_set, tmp_path, capsys):
+    gt = json.loads(tiny_set["ann"].read_text())
+    info = {"images": gt["images"][1:3], "categories": gt["categories"]}  # test-dev style: no annotations
+    (tmp_path / "info.json").write_text(json.dumps(info))
+    argv = _args(
+        "--checkpoint {c} --val-images {i} --val-ann {a} --results-only --score-threshold 0 "
+        "--output-dir {o} --workers 0 --no-progress",
+        c=tiny_set["ckpt"],
+        i=tiny_set["images"],
+        a=tmp_path / "info.json",
+        o=tmp_path / "out",
+    )
+    code, out, _ = _run(eval_tool, capsys, *argv)
+    assert code == 0 and "Average Precision" not in out
+    results = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert {r["image_id"] for r in results} == {im["id"] for im in info["images"]}
+
+
+def test_folder_with_non_numeric_names_gets_sequential_ids(tmp_path):
+    from ghostdet.evaluation.evaluate import CocoImageList
+
+    for name in ("b.png", "a.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    ds = CocoImageList.from_folder(tmp_path)
+    assert ds.entries == [(1, "a.jpg"), (2, "b.png")]

@@ -50,8 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument(
         "--results-only",
         action="store_true",
-        help="no scoring: write detections for a set without annotations (without --val-ann, "
-        "every image of --val-images, ids from numeric file names)",
+        help="no scoring: write detections (and images.json: id -> file name) for a set without "
+        "annotations; without --val-ann every image of --val-images, ids from numeric file names (else 1..N)",
     )
     d.add_argument(
         "--results",

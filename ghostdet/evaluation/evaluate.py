@@ -53,6 +53,7 @@ __all__ = [
 
 RESULTS_NAME = "detections.json"
 METRICS_NAME = "metrics.json"
+IMAGES_NAME = "images.json"
 
 
 class CocoImageList(Dataset):
@@ -217,7 +218,8 @@ def evaluate_detector(
         images_dir: image folder.
         ann_file: COCO instances JSON (or, with ``results_only``, an image-info JSON or ``None``
             to take every image file of the folder, ids from numeric file names).
-        output_dir: where ``metrics.json`` and ``detections.json`` go (rank 0).
+        output_dir: where ``metrics.json`` and ``detections.json`` go (rank 0); with
+            ``results_only`` also ``images.json`` (``id``, ``file_name`` of every image).
         device: inference device.
         batch_size: images per forward pass.
         workers: DataLoader worker processes.
@@ -244,6 +246,7 @@ def evaluate_detector(
     if limit is not None:
         dataset.entries = dataset.entries[:limit]
     n_total = len(dataset)
+    all_entries = list(dataset.entries)
     dataset.entries = dataset.entries[rank::world]
     has_gt = coco is not None and "annotations" in coco.dataset and not results_only
     mapping = _label_mapping(detector, coco, say)
@@ -302,6 +305,10 @@ def evaluate_detector(
         out_dir.mkdir(parents=True, exist_ok=True)
         results_path = evaluator.write_results(out_dir / RESULTS_NAME)
         metrics["results_file"] = str(results_path)
+        if results_only:  # which image each id stands for (ids may be sequential for a plain folder)
+            images = [{"id": i, "file_name": f} for i, f in all_entries]
+            (out_dir / IMAGES_NAME).write_text(json.dumps(images))
+            metrics["images_file"] = str(out_dir / IMAGES_NAME)
         (out_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
         say(f"wrote {results_path} ({len(evaluator.results)} detections) and {out_dir / METRICS_NAME}")
     return metrics
