@@ -244,6 +244,28 @@ def test_mismatching_checkpoint_one_line_exit_2(eval_tool, tiny_set, tmp_path, c
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json", "is not a COCO-format JSON file"),
+        ("[1, 2]", "is not a COCO-format JSON file"),
+        ('{"images": [], "annotations": [], "categories": []}', "lists no images"),
+        ('{"images": [{"id": 1, "file_name": "a.jpg"}], "categories": []}', "add --results-only"),
+    ],
+)
+def test_bad_annotation_files(eval_tool, tiny_set, tmp_path, capsys, content, message):
+    (tmp_path / "ann.json").write_text(content)
+    argv = _args(
+        "--checkpoint {c} --val-images {i} --val-ann {a} --output-dir {o}",
+        c=tiny_set["ckpt"],
+        i=tiny_set["images"],
+        a=tmp_path / "ann.json",
+        o=tmp_path,
+    )
+    code, _, err = _run(eval_tool, capsys, *argv)
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
 def test_bad_data_paths_and_flags(eval_tool, tiny_set, tmp_path, capsys):
     code, _, err = _run(
         eval_tool, capsys, *_args("--checkpoint {c} --data-path {d}", c=tiny_set["ckpt"], d=tmp_path)

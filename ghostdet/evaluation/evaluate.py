@@ -192,6 +192,13 @@ def format_per_category(rows: Sequence[tuple[int, str, float]]) -> str:
     return "\n".join(lines)
 
 
+def _read_annotations(ann_file: str | PathLike) -> Any:
+    try:
+        return load_coco(ann_file)
+    except (ValueError, KeyError, TypeError, AssertionError) as e:
+        raise ToolError(f"{ann_file} is not a COCO-format JSON file: {e!r}"[:400]) from None
+
+
 def _json_safe(x: float) -> float | None:
     return None if math.isnan(x) else x
 
@@ -236,7 +243,11 @@ def evaluate_detector(
     rank, world = _rank_world()
     say = log if rank == 0 else (lambda _msg: None)
     device = torch.device(device)
-    coco = load_coco(ann_file) if ann_file is not None else None
+    coco = _read_annotations(ann_file) if ann_file is not None else None
+    if coco is not None and not results_only and "annotations" not in coco.dataset:
+        raise ToolError(
+            f"{ann_file} has no 'annotations' (an image list?); add --results-only to write detections"
+        )
     if results_only and coco is None:
         dataset = CocoImageList.from_folder(images_dir)
     else:
@@ -331,7 +342,7 @@ def rescore_results(
     path = Path(results_file)
     if not path.is_file():
         raise ToolError(f"results file not found: {path}")
-    coco = load_coco(ann_file)
+    coco = _read_annotations(ann_file)
     try:
         stats, coco_eval, table = run_cocoeval(coco, path)
     except (ValueError, KeyError, AssertionError, json.JSONDecodeError) as e:
