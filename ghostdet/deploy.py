@@ -1,0 +1,486 @@
+"""Deploy (inference) mode for GhostNet classifiers, backbones and detectors.
+
+:func:`fuse` turns an eval-mode model into an inference-only copy that computes the same function
+with fewer and cheaper operations on CPU:
+
+* every BatchNorm (``BatchNorm2d`` and ``FrozenBatchNorm2d``) is folded into the convolution
+  before it: GhostModule primary and cheap convs, the strided depthwise conv, both shortcut
+  convs, the stem and the final 1x1 ``ConvBnAct``;
+* each convolution runs as ONE oneDNN primitive with its ReLU (and, for the shortcut's 1x1 conv,
+  the residual addition) fused in, on weights that are reordered into oneDNN's blocked layout once
+  instead of on every call (``torch.ops.mkldnn._convolution_pointwise``, the kernel PyTorch's own
+  compiler emits); activations stay ``channels_last`` so depthwise convs need no layout change;
+* the squeeze-excite block runs its two 1x1 convs on the pooled vector as matrix products, and
+  its hard-sigmoid's ``+3`` and ``/6`` are folded into the expand weights (one clamp remains);
+* the Ghost module's ``[:, :oup]`` slice is skipped when it is a no-op, and the residual is added
+  in place into the freshly concatenated output instead of allocating another tensor;
+* for torchvision detectors, the remaining convolutions (FPN, RPN / RetinaNet heads) get the
+  same prepacked fused treatment; everything else (transform, anchors, RoI heads) is untouched.
+
+When oneDNN cannot be used (another device or dtype, autograd recording, ``torch.jit`` tracing,
+ONNX export, ``torch.compile``), every fused convolution falls back to plain ``F.conv2d`` (+ add,
++ ReLU), so deploy models also export to ONNX and run under ``torch.compile``.
+
+Example::
+
+    model = ghostdet.get_model("fasterrcnn_ghostnet_320_fpn").eval()
+    fast = ghostdet.deploy.fuse(model)   # new model; ``model`` itself is unchanged
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from ghostdet.models.detection import GhostNetFeatures
+from ghostdet.models.ghostnet import ConvBnAct, GhostBottleneck, GhostModule, GhostNet, SqueezeExcite
+
+__all__ = [
+    "DeployBottleneck",
+    "DeployGhostModule",
+    "DeployGhostNet",
+    "DeployGhostNetFeatures",
+    "DeploySqueezeExcite",
+    "FusedConv2d",
+    "fold_bn",
+    "fuse",
+    "is_fused",
+]
+
+_BN_TYPES = (nn.BatchNorm2d, FrozenBatchNorm2d)
+
+
+def fold_bn(conv: nn.Conv2d, bn: nn.Module | None) -> tuple[Tensor, Tensor]:
+    """Return ``(weight, bias)`` of a convolution equal to ``bn(conv(x))`` in eval mode.
+
+    Args:
+        conv: the convolution (with or without bias).
+        bn: a ``BatchNorm2d`` (using its running statistics) or ``FrozenBatchNorm2d``; ``None``
+            returns the convolution's own weight and bias (zeros when it has none).
+    """
+    w = conv.weight.detach()
+    b = conv.bias.detach() if conv.bias is not None else w.new_zeros(w.shape[0])
+    if bn is None:
+        return w.clone(), b.clone()
+    if not isinstance(bn, _BN_TYPES):
+        raise TypeError(f"cannot fold {type(bn).__name__} into a convolution")
+    mean, var = bn.running_mean.detach(), bn.running_var.detach()
+    gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(mean)
+    beta = bn.bias.detach() if bn.bias is not None else torch.zeros_like(mean)
+    # Compute in float64 so the fold itself adds no measurable error.
+    scale = gamma.double() * torch.rsqrt(var.double() + bn.eps)
+    weight = (w.double() * scale.reshape(-1, 1, 1, 1)).to(w.dtype)
+    bias = ((b.double() - mean.double()) * scale + beta.double()).to(w.dtype)
+    return weight, bias
+
+
+def _mkldnn_ok(x: Tensor) -> bool:
+    """Whether the fused oneDNN kernels may run for this input."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.dim() == 4
+        and not (torch.is_grad_enabled() and x.requires_grad)
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and not torch.jit.is_tracing()
+        and not torch.jit.is_scripting()
+        and not torch.onnx.is_in_onnx_export()
+        and not torch.compiler.is_compiling()
+    )
+
+
+class FusedConv2d(nn.Module):
+    """Inference-only Conv2d with a folded bias, optional fused ReLU and optional fused residual add.
+
+    ``forward(x, other=None)`` returns ``relu?(conv(x) + bias [+ other])``. On CPU float32 it
+    runs one oneDNN primitive on a weight prepacked on first use (the cache is rebuilt when the
+    weight changes and never saved in the state dict).
+
+    Args:
+        weight: convolution weight ``(out, in/groups, kh, kw)``.
+        bias: bias ``(out,)``.
+        stride, padding, dilation, groups: as for ``nn.Conv2d`` (zero padding only).
+        relu: apply ReLU to the result.
+    """
+
+    def __init__(
+        self,
+        weight: Tensor,
+        bias: Tensor,
+        stride: tuple[int, int] = (1, 1),
+        padding: tuple[int, int] = (0, 0),
+        dilation: tuple[int, int] = (1, 1),
+        groups: int = 1,
+        relu: bool = False,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+        self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self.stride = list(_pair(stride))
+        self.padding = list(_pair(padding))
+        self.dilation = list(_pair(dilation))
+        self.groups = groups
+        self.relu = relu
+        self.use_mkldnn = True
+        self._packed: tuple[tuple, Tensor] | None = None
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, bn: nn.Module | None = None, relu: bool = False) -> FusedConv2d:
+        """Build from an ``nn.Conv2d`` and the BatchNorm that follows it (if any)."""
+        if not isinstance(conv.padding, tuple) or conv.padding_mode != "zeros":
+            raise ValueError(f"only explicit zero padding can be fused, got {conv}")
+        weight, bias = fold_bn(conv, bn)
+        return cls(weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups, relu)
+
+    def extra_repr(self) -> str:
+        o, i, kh, kw = self.weight.shape
+        return (
+            f"{i * self.groups}, {o}, kernel_size=({kh}, {kw}), stride={tuple(self.stride)}, "
+            f"padding={tuple(self.padding)}, groups={self.groups}, relu={self.relu}"
+        )
+
+    def __getstate__(self) -> dict:
+        # oneDNN tensors cannot be copied or pickled; the cache is rebuilt on demand.
+        state = self.__dict__.copy()
+        state["_packed"] = None
+        return state
+
+    def __deepcopy__(self, memo: dict) -> FusedConv2d:
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            new.__dict__[key] = None if key == "_packed" else copy.deepcopy(value, memo)
+        return new
+
+    def _packed_weight(self, x: Tensor) -> Tensor:
+        w = self.weight
+        key = (w.data_ptr(), w._version, w.dtype, w.shape)
+        if self._packed is None or self._packed[0] != key:
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
+                w.detach(), self.padding, self.stride, self.dilation, self.groups, list(x.shape)
+            )
+            self._packed = (key, packed)
+        return self._packed[1]
+
+    def forward(self, x: Tensor, other: Tensor | None = None) -> Tensor:
+        if self.use_mkldnn and _mkldnn_ok(x) and (other is None or _mkldnn_ok(other)):
+            w = self._packed_weight(x)
+            act = "relu" if self.relu else "none"
+            if other is None:
+                return torch.ops.mkldnn._convolution_pointwise(
+                    x, w, self.bias, self.padding, self.stride, self.dilation, self.groups, act, [], ""
+                )
+            return torch.ops.mkldnn._convolution_pointwise.binary(
+                x,
+                other.contiguous(memory_format=torch.channels_last),
+                w,
+                self.bias,
+                self.padding,
+                self.stride,
+                self.dilation,
+                self.groups,
+                "add",
+                None,
+                act if self.relu else None,
+                [],
+                "",
+            )
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if other is not None:
+            y = y + other
+        return F.relu(y) if self.relu else y
+
+
+def _pair(v: int | tuple[int, ...] | list[int]) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    return (int(v[0]), int(v[1]))
+
+
+def _has_relu(seq: nn.Sequential) -> bool:
+    return any(isinstance(m, nn.ReLU) for m in seq)
+
+
+class DeployGhostModule(nn.Module):
+    """A :class:`GhostModule` with folded BatchNorms and fused ReLUs.
+
+    ``forward(x, residual=None)`` returns ``cat(p, cheap(p))[:, :oup] (+ residual)`` where the
+    slice is skipped when it keeps every channel, and the residual is added in place into the
+    freshly concatenated tensor (no extra allocation).
+
+    Args:
+        module: the eval-mode GhostModule to convert.
+    """
+
+    def __init__(self, module: GhostModule) -> None:
+        super().__init__()
+        relu = _has_relu(module.primary_conv)
+        self.primary_conv = FusedConv2d.from_conv(module.primary_conv[0], module.primary_conv[1], relu)
+        self.cheap_operation = FusedConv2d.from_conv(
+            module.cheap_operation[0], module.cheap_operation[1], _has_relu(module.cheap_operation)
+        )
+        self.oup = module.oup
+        total = self.primary_conv.weight.shape[0] + self.cheap_operation.weight.shape[0]
+        self.needs_slice = total != self.oup
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        x1 = self.primary_conv(x)
+        x2 = self.cheap_operation(x1)
+        out = torch.cat([x1, x2], dim=1)
+        if self.needs_slice:
+            out = out[:, : self.oup]
+            return out if residual is None else out + residual
+        if residual is not None:
+            out.add_(residual)
+        return out
+
+
+class DeploySqueezeExcite(nn.Module):
+    """:class:`SqueezeExcite` on the pooled vector: two matrix products and one clamp.
+
+    ``hard_sigmoid(z) = clamp(z + 3, 0, 6) / 6 = clamp(z / 6 + 1 / 2, 0, 1)``, so the expand
+    weights are divided by 6 and ``1/2`` is added to the bias.
+
+    Args:
+        module: the SqueezeExcite to convert.
+    """
+
+    def __init__(self, module: SqueezeExcite) -> None:
+        super().__init__()
+        red, exp = module.conv_reduce, module.conv_expand
+        w1, b1 = fold_bn(red, None)
+        w2, b2 = fold_bn(exp, None)
+        self.reduce_weight = nn.Parameter(w1.flatten(1), requires_grad=False)
+        self.reduce_bias = nn.Parameter(b1, requires_grad=False)
+        self.expand_weight = nn.Parameter(w2.flatten(1) / 6.0, requires_grad=False)
+        self.expand_bias = nn.Parameter(b2 / 6.0 + 0.5, requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = x.mean((2, 3))
+        s = F.relu(F.linear(s, self.reduce_weight, self.reduce_bias))
+        g = torch.clamp(F.linear(s, self.expand_weight, self.expand_bias), 0.0, 1.0)
+        return x * g[:, :, None, None]
+
+
+class DeployBottleneck(nn.Module):
+    """A :class:`GhostBottleneck` in deploy form.
+
+    The identity residual is added in place after ghost2's concatenation; a conv shortcut adds
+    ghost2's output inside its 1x1 convolution (one fused oneDNN op).
+
+    Args:
+        block: the eval-mode GhostBottleneck to convert.
+    """
+
+    def __init__(self, block: GhostBottleneck) -> None:
+        super().__init__()
+        self.ghost1 = DeployGhostModule(block.ghost1)
+        self.conv_dw = FusedConv2d.from_conv(block.conv_dw, block.bn_dw) if block.stride > 1 else None
+        self.se = DeploySqueezeExcite(block.se) if block.se is not None else None
+        self.ghost2 = DeployGhostModule(block.ghost2)
+        if len(block.shortcut) == 0:
+            self.shortcut_dw = self.shortcut_pw = None
+        else:
+            sc = block.shortcut
+            self.shortcut_dw = FusedConv2d.from_conv(sc[0], sc[1])
+            self.shortcut_pw = FusedConv2d.from_conv(sc[2], sc[3])
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.ghost1(x)
+        if self.conv_dw is not None:
+            y = self.conv_dw(y)
+        if self.se is not None:
+            y = self.se(y)
+        if self.shortcut_pw is None:
+            return self.ghost2(y, residual=x)
+        return self.shortcut_pw(self.shortcut_dw(x), other=self.ghost2(y))
+
+
+def _convert_stage(stage: nn.Module) -> nn.Module:
+    layers = []
+    for block in stage:
+        if isinstance(block, GhostBottleneck):
+            layers.append(DeployBottleneck(block))
+        elif isinstance(block, ConvBnAct):
+            layers.append(FusedConv2d.from_conv(block.conv, block.bn1, relu=True))
+        else:
+            raise TypeError(f"unexpected GhostNet block {type(block).__name__}")
+    return nn.Sequential(*layers)
+
+
+def _to_channels_last(x: Tensor) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+class DeployGhostNet(nn.Module):
+    """A :class:`GhostNet` classifier in deploy form (same outputs as the eval-mode model).
+
+    ``forward_features`` returns the ``channels_last`` 960-channel map; the head runs
+    ``conv_head`` on the pooled vector as a matrix product. Dropout is gone (eval mode).
+
+    Args:
+        net: the eval-mode GhostNet to convert.
+    """
+
+    def __init__(self, net: GhostNet) -> None:
+        super().__init__()
+        self.width = net.width
+        self.num_features = net.num_features
+        self.stem = FusedConv2d.from_conv(net.conv_stem, net.bn1, relu=True)
+        self.blocks = nn.Sequential(*[_convert_stage(s) for s in net.blocks])
+        w, b = fold_bn(net.conv_head, None)
+        self.head_weight = nn.Parameter(w.flatten(1), requires_grad=False)
+        self.head_bias = nn.Parameter(b, requires_grad=False)
+        self.classifier = copy.deepcopy(net.classifier).requires_grad_(False)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.blocks(self.stem(_to_channels_last(x)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.forward_features(x).mean((2, 3))
+        x = F.relu(F.linear(x, self.head_weight, self.head_bias))
+        return self.classifier(x)
+
+
+class DeployGhostNetFeatures(nn.Module):
+    """A :class:`GhostNetFeatures` trunk in deploy form; returns the same OrderedDict of maps.
+
+    Args:
+        body: the eval-mode feature extractor to convert.
+    """
+
+    def __init__(self, body: GhostNetFeatures) -> None:
+        super().__init__()
+        self.stem = FusedConv2d.from_conv(body.conv_stem, body.bn1, relu=True)
+        self.blocks = nn.Sequential(*[_convert_stage(s) for s in body.blocks])
+        self.returned_layers = list(body.returned_layers)
+        self._taps = dict(body._taps)
+        self.out_channels_list = list(body.out_channels_list)
+        self.strides = list(body.strides)
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        x = self.stem(_to_channels_last(x))
+        out: OrderedDict[str, Tensor] = OrderedDict()
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            name = self._taps.get(i)
+            if name is not None:
+                out[name] = x
+        return out
+
+
+def _fuse_generic(module: nn.Module) -> None:
+    """Fuse Conv2d(+BN)(+ReLU) runs inside Sequentials and wrap lone Conv2d layers, in place."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.Sequential):
+            _fuse_sequential(child)
+        elif isinstance(child, nn.Conv2d) and _fusable_conv(child):
+            setattr(module, name, FusedConv2d.from_conv(child))
+        elif isinstance(child, _BN_TYPES):
+            continue  # a BatchNorm not preceded by a conv in a Sequential: left as is
+        else:
+            _fuse_generic(child)
+
+
+def _fusable_conv(conv: nn.Conv2d) -> bool:
+    return type(conv) is nn.Conv2d and isinstance(conv.padding, tuple) and conv.padding_mode == "zeros"
+
+
+def _fuse_sequential(seq: nn.Sequential) -> None:
+    keys = list(seq._modules.keys())
+    i = 0
+    while i < len(keys):
+        m = seq._modules[keys[i]]
+        if isinstance(m, nn.Conv2d) and _fusable_conv(m):
+            j = i + 1
+            bn = None
+            if j < len(keys) and isinstance(seq._modules[keys[j]], _BN_TYPES):
+                bn = seq._modules[keys[j]]
+                j += 1
+            relu = j < len(keys) and isinstance(seq._modules[keys[j]], nn.ReLU)
+            if relu:
+                j += 1
+            seq._modules[keys[i]] = FusedConv2d.from_conv(m, bn, relu)
+            # Keep the indices (and so the module names) of the original Sequential.
+            for k in keys[i + 1 : j]:
+                seq._modules[k] = nn.Identity()
+            i = j
+        else:
+            if isinstance(m, nn.Sequential):
+                _fuse_sequential(m)
+            elif not isinstance(m, _BN_TYPES):
+                _fuse_generic(m)
+            i += 1
+
+
+def _convert(module: nn.Module) -> nn.Module:
+    if isinstance(module, GhostNet):
+        return DeployGhostNet(module)
+    if isinstance(module, GhostNetFeatures):
+        return DeployGhostNetFeatures(module)
+    if isinstance(module, GhostBottleneck):
+        return DeployBottleneck(module)
+    for name, child in list(module.named_children()):
+        new = _convert(child)
+        if new is not child:
+            setattr(module, name, new)
+    return module
+
+
+def is_fused(model: nn.Module) -> bool:
+    """True when ``model`` (or one of its submodules) was produced by :func:`fuse`."""
+    return any(isinstance(m, (FusedConv2d, DeployGhostNet, DeployGhostNetFeatures)) for m in model.modules())
+
+
+def fuse(model: nn.Module, inplace: bool = False, fuse_other_convs: bool = True) -> nn.Module:
+    """Return a deploy-mode (inference-only) version of a GhostNet model.
+
+    Works on a :class:`~ghostdet.models.GhostNet` classifier, a ``GhostNetFPN`` backbone (or its
+    ``GhostNetFeatures`` body), a ``GhostBottleneck``, or any model containing them such as the
+    torchvision Faster R-CNN / RetinaNet built by ``ghostdet``. See the module docstring for what
+    changes. The result has no BatchNorm left in the GhostNet parts, its parameters do not
+    require gradients and it is meant for ``torch.inference_mode()`` / ``torch.no_grad()``.
+
+    Args:
+        model: the model, in eval mode (``model.eval()``) — fusing uses BatchNorm running
+            statistics, which only describe eval-mode behaviour, so a model (or any submodule)
+            in training mode is rejected.
+        inplace: by default a deep copy is converted and ``model`` is left untouched (it still
+            trains exactly as before). With ``inplace=True`` the model's own submodules are
+            replaced (cheaper on memory; the object can no longer be trained as before).
+        fuse_other_convs: also fuse the non-GhostNet convolutions (FPN, RPN / RetinaNet heads,
+            Conv-BN-ReLU runs in Sequentials) into prepacked oneDNN convs.
+
+    Returns:
+        The deploy model, in eval mode.
+
+    Raises:
+        RuntimeError: if ``model`` or one of its submodules is in training mode.
+    """
+    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
+    if training:
+        raise RuntimeError(
+            f"fuse() needs an eval-mode model, but {training[0]!r} is in training mode: call model.eval() "
+            "first (BatchNorm folding uses running statistics, which only describe eval mode)"
+        )
+    if is_fused(model):
+        raise RuntimeError("this model is already fused")
+    if not inplace:
+        model = copy.deepcopy(model)
+    model = _convert(model)
+    if fuse_other_convs and not isinstance(model, (DeployGhostNet, DeployGhostNetFeatures)):
+        if isinstance(model, nn.Sequential):
+            _fuse_sequential(model)
+        elif isinstance(model, nn.Conv2d):
+            model = FusedConv2d.from_conv(model)
+        else:
+            _fuse_generic(model)
+    model.eval()
+    model.requires_grad_(False)
+    return model

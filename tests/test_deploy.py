@@ -1,0 +1,203 @@
+"""ghostdet.deploy.fuse: same outputs as the eval-mode model, training untouched, clear errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from ghostdet.deploy import FusedConv2d, fold_bn, fuse
+from ghostdet.models import (
+    fasterrcnn_ghostnet_320_fpn,
+    ghostnet,
+    ghostnet_fpn_backbone,
+    retinanet_ghostnet_fpn,
+)
+
+
+def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine parameters, so folding is exercised."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+    return model
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item()
+
+
+def test_fold_bn_matches_batchnorm():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 8, 3, padding=1, bias=True)
+    bn = _randomise_bn(nn.Sequential(nn.BatchNorm2d(8)))[0].eval()
+    w, b = fold_bn(conv, bn)
+    x = torch.randn(2, 6, 9, 9)
+    ref = bn(conv(x))
+    got = torch.nn.functional.conv2d(x, w, b, padding=1)
+    assert _rel_err(ref, got) < 1e-5
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("with_other", [False, True])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_fused_conv_matches_reference(relu, with_other, groups):
+    torch.manual_seed(1)
+    conv = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=groups, bias=False)
+    bn = _randomise_bn(nn.Sequential(nn.BatchNorm2d(8)))[0].eval()
+    fused = FusedConv2d.from_conv(conv, bn, relu=relu)
+    for shape in [(1, 8, 16, 16), (2, 8, 11, 7)]:  # a second size reuses the prepacked weight
+        x = torch.randn(shape)
+        other = torch.randn(shape[0], 8, (shape[2] + 1) // 2, (shape[3] + 1) // 2) if with_other else None
+        ref = bn(conv(x))
+        if other is not None:
+            ref = ref + other
+        if relu:
+            ref = ref.relu()
+        with torch.inference_mode():
+            got = fused(x, other)
+        assert got.shape == ref.shape
+        assert _rel_err(ref, got) < 1e-5
+
+
+def _trained_bn_classifier() -> nn.Module:
+    torch.manual_seed(0)
+    model = ghostnet(1.0, num_classes=10)
+    # A few train-mode passes give the BatchNorms real running statistics.
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(4, 3, 64, 64) * 2 + 0.5)
+    _randomise_bn(model, seed=3)  # and non-trivial affine parameters
+    return model.eval()
+
+
+def test_classifier_equivalence_and_no_bn_left():
+    model = _trained_bn_classifier()
+    fused = fuse(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert all(not p.requires_grad for p in fused.parameters())
+    for size in (224, 97):
+        x = torch.randn(2, 3, size, size)
+        with torch.inference_mode():
+            ref = model(x)
+            got = fused(x)
+        assert _rel_err(ref, got) < 1e-4
+        assert torch.equal(ref.argmax(1), got.argmax(1))
+    # also without oneDNN (the fallback used for export / other devices)
+    with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
+        got = fused(x)
+    assert _rel_err(ref, got) < 1e-4
+
+
+def test_fpn_backbone_equivalence():
+    torch.manual_seed(0)
+    bb = _randomise_bn(ghostnet_fpn_backbone(1.0, returned_layers=[2, 3, 4, 5])).eval()
+    fused = fuse(bb)
+    x = torch.randn(1, 3, 160, 224)
+    with torch.inference_mode():
+        ref = bb(x)
+        got = fused(x)
+    assert list(ref) == list(got)
+    for k in ref:
+        assert ref[k].shape == got[k].shape
+        assert _rel_err(ref[k], got[k]) < 1e-4
+
+
+def test_fuse_rejects_training_mode_and_double_fuse():
+    model = ghostnet(1.0, num_classes=5)
+    with pytest.raises(RuntimeError, match=r"eval-mode model.*model\.eval\(\)"):
+        fuse(model)
+    model.eval()
+    model.blocks[3].train()  # one submodule still training is also an error
+    with pytest.raises(RuntimeError, match=r"blocks\.3"):
+        fuse(model)
+    model.eval()
+    with pytest.raises(RuntimeError, match="already fused"):
+        fuse(fuse(model))
+
+
+def test_original_model_still_trains_identically():
+    torch.manual_seed(0)
+    model = ghostnet(0.5, num_classes=4)
+    twin = copy.deepcopy(model)
+    model.eval()
+    fuse(model)  # default: a copy is fused, model is untouched
+    model.train()
+    x = torch.randn(4, 3, 32, 32)
+    y = torch.tensor([0, 1, 2, 3])
+    losses = []
+    for m in (model, twin):
+        torch.manual_seed(1)
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(2):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(m(x), y)
+            loss.backward()
+            opt.step()
+        losses.append(loss.item())
+    assert losses[0] == losses[1]
+    for (n, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        assert torch.equal(a, b), n
+
+
+def test_inplace_fuse_converts_the_object():
+    model = ghostnet(1.0, num_classes=3).eval()
+    backbone_ref = model.blocks
+    out = fuse(model, inplace=False)
+    assert model.blocks is backbone_ref
+    det = fasterrcnn_ghostnet_320_fpn(num_classes=3).eval()
+    out = fuse(det, inplace=True)
+    assert out is det
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in det.backbone.modules())
+
+
+def _check_detections(ref: list[dict], got: list[dict]) -> None:
+    """Same detections up to the order of (near-)tied scores: every reference detection has a
+    partner with the same label, a score within 1e-4 and a box within 1e-4 (relative)."""
+    for r, g in zip(ref, got):
+        assert r["boxes"].shape[0] > 0, "the test needs some detections to compare"
+        assert r["boxes"].shape == g["boxes"].shape
+        scale = r["boxes"].abs().max()
+        box_close = (r["boxes"][:, None] - g["boxes"][None]).abs().amax(-1) <= 1e-4 * scale
+        score_close = (r["scores"][:, None] - g["scores"][None]).abs() <= 1e-4 * r["scores"].max()
+        same_label = r["labels"][:, None] == g["labels"][None]
+        match = box_close & score_close & same_label
+        assert match.any(1).all() and match.any(0).all()
+        # and the ranking agrees wherever scores are not (near-)tied
+        assert torch.equal(r["labels"][:5], g["labels"][:5]) or (r["scores"][:6].diff().abs() < 1e-4).any()
+
+
+def _low_thresh_detector(builder, **kw) -> nn.Module:
+    torch.manual_seed(0)
+    model = builder(num_classes=5, **kw)
+    _randomise_bn(model, seed=1)
+    return model.eval()
+
+
+def test_fasterrcnn_320_equivalence():
+    model = _low_thresh_detector(fasterrcnn_ghostnet_320_fpn, box_score_thresh=0.0)
+    fused = fuse(model)
+    imgs = [torch.rand(3, 240, 320), torch.rand(3, 100, 90)]
+    with torch.inference_mode():
+        ref = model(imgs)
+        got = fused(imgs)
+    _check_detections(ref, got)
+
+
+def test_retinanet_equivalence():
+    model = _low_thresh_detector(retinanet_ghostnet_fpn, score_thresh=0.0, min_size=256, max_size=320)
+    fused = fuse(model)
+    imgs = [torch.rand(3, 240, 320)]
+    with torch.inference_mode():
+        ref = model(imgs)
+        got = fused(imgs)
+    _check_detections(ref, got)
