@@ -228,7 +228,8 @@ def test_amp_on_cpu_uses_bfloat16(tiny_data, tmp_path):
 
 def _tool_args(data, out, *extra):
     return [
-        str(TOOL), "--detector", "retinanet", "--width", "0.5", "--min-size", "96", "--max-size", "96",
+        str(TOOL), "--config", str(REPO / "configs" / "retinanet_ghostnet_synthetic.yaml"),
+        "--width", "0.5", "--min-size", "96", "--max-size", "96",
         "--train-images", data["train_images"], "--train-ann", data["train_ann"],
         "--val-images", data["val_images"], "--val-ann", data["val_ann"],
         "--batch-size", "2", "--opt", "adamw", "--lr", "0.002", "--warmup-iters", "0", "--workers", "0",
