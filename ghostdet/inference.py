@@ -391,9 +391,10 @@ def collect_images(inputs: Iterable[str | PathLike]) -> list[Path]:
             found = [p]
         elif glob.has_magic(str(item)):
             found = sorted(
-                Path(f) for f in glob.glob(os.path.expanduser(str(item)), recursive=True)
+                Path(f)
+                for f in glob.glob(os.path.expanduser(str(item)), recursive=True)
                 if Path(f).is_file() and Path(f).suffix.lower() in IMAGE_EXTENSIONS
-            )  # fmt: skip
+            )
         else:
             raise ToolError(f"input not found: {item}")
         if not found:
@@ -417,8 +418,13 @@ _PALETTE = [
 ]  # fmt: skip
 
 
-def draw_detections(image: Tensor, boxes: Tensor, labels: Sequence[int], scores: Sequence[float],
-                    names: Mapping[int, str] | None = None) -> Tensor:  # fmt: skip
+def draw_detections(
+    image: Tensor,
+    boxes: Tensor,
+    labels: Sequence[int],
+    scores: Sequence[float],
+    names: Mapping[int, str] | None = None,
+) -> Tensor:
     """Draw boxes with ``name score`` captions (torchvision's ``draw_bounding_boxes``).
 
     Args:
@@ -443,10 +449,17 @@ def draw_detections(image: Tensor, boxes: Tensor, labels: Sequence[int], scores:
     line = max(2, round(min(img.shape[1:]) / 250))
     font_size = max(10, round(min(img.shape[1:]) / 30))
     return draw_bounding_boxes(
-        img, boxes.float(), labels=captions, colors=colors, width=line, font=font,
-        font_size=font_size if font else None, label_colors="white", label_background_colors=colors,
+        img,
+        boxes.float(),
+        labels=captions,
+        colors=colors,
+        width=line,
+        font=font,
+        font_size=font_size if font else None,
+        label_colors="white",
+        label_background_colors=colors,
         fill_labels=True,
-    )  # fmt: skip
+    )
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
@@ -496,7 +509,7 @@ def predict_images(
     configure_postprocess(model, score_threshold, None)
     entries: list[dict[str, Any]] = []
     skipped: list[str] = []
-    used: set[str] = set()
+    used: set[str] = {"detections"}  # the combined file's name
     for path in paths:
         try:
             image = read_image(path)

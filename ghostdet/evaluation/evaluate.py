@@ -273,8 +273,10 @@ def evaluate_detector(
         collate_fn=image_list_collate,
         pin_memory=device.type == "cuda",
     )
-    say(f"evaluating {detector.name} from {detector.source} on {n_total} images of {images_dir}"
-        + (f" ({world} processes)" if world > 1 else ""))  # fmt: skip
+    say(
+        f"evaluating {detector.name} from {detector.source} on {n_total} images of {images_dir}"
+        + (f" ({world} processes)" if world > 1 else "")
+    )
     start = time.perf_counter()
     run_inference(detector.model.to(device), loader, device, evaluator, progress=progress and rank == 0)
     evaluator.synchronize()
@@ -310,8 +312,10 @@ def evaluate_detector(
             say("per-category AP@[.50:.95], worst first:\n" + format_per_category(per_cat))
     if skipped:
         say(f"skipped {skipped} unreadable image(s)")
-    say(f"{n_done} images in {seconds:.1f} s: {metrics['images_per_s']:.2f} images/s on {device}"
-        + (f" x {world} processes" if world > 1 else ""))  # fmt: skip
+    say(
+        f"{n_done} images in {seconds:.1f} s: {metrics['images_per_s']:.2f} images/s on {device}"
+        + (f" x {world} processes" if world > 1 else "")
+    )
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         results_path = evaluator.write_results(out_dir / RESULTS_NAME)
@@ -326,9 +330,11 @@ def evaluate_detector(
 
 
 def rescore_results(
-    results_file: str | PathLike, ann_file: str | PathLike, output_dir: str | PathLike | None = None,
+    results_file: str | PathLike,
+    ann_file: str | PathLike,
+    output_dir: str | PathLike | None = None,
     log: Callable[[str], None] = print,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Score an existing COCO results JSON (no model): print the table and per-category AP.
 
     Scoring covers every image of ``ann_file`` (as pycocotools does by default).
