@@ -261,24 +261,34 @@ class DeploySqueezeExcite(nn.Module):
         self.expand_weight = nn.Parameter(w2.flatten(1) / 6.0, requires_grad=False)
         self.expand_bias = nn.Parameter(b2 / 6.0 + 0.5, requires_grad=False)
 
+    def gate(self, pooled: Tensor) -> Tensor:
+        """The ``(N, C)`` gate from the ``(N, C)`` spatial means."""
+        s = F.relu(F.linear(pooled, self.reduce_weight, self.reduce_bias))
+        return torch.clamp(F.linear(s, self.expand_weight, self.expand_bias), 0.0, 1.0)
+
     def forward(self, x: Tensor) -> Tensor:
-        s = x.mean((2, 3))
-        s = F.relu(F.linear(s, self.reduce_weight, self.reduce_bias))
-        g = torch.clamp(F.linear(s, self.expand_weight, self.expand_bias), 0.0, 1.0)
-        return x * g[:, :, None, None]
+        return x * self.gate(x.mean((2, 3)))[:, :, None, None]
 
 
 class DeployBottleneck(nn.Module):
     """A :class:`GhostBottleneck` in deploy form.
 
+    On large feature maps, ghost1's output is never concatenated: its two halves ``a`` (primary)
+    and ``b`` (cheap) go separately through the strided depthwise conv (per-channel, so it splits
+    exactly) and SE (the gate is computed from both halves' means), and ghost2's 1x1 primary conv
+    is split by input channels, ``W @ cat(a, b) = W[:, :m] @ a + W[:, m:] @ b``, with the sum
+    done inside the second convolution. This saves a full copy of the widest tensor of the block
+    for one extra convolution call, so it is used only when ghost1's output has at least
+    ``split_min_numel`` elements per image (small maps are dominated by per-call overhead).
     The identity residual is added in place after ghost2's concatenation; a conv shortcut adds
-    ghost2's output inside its 1x1 convolution (one fused oneDNN op).
+    ghost2's output inside its 1x1 convolution.
 
     Args:
         block: the eval-mode GhostBottleneck to convert.
+        split_min_numel: threshold for the split path (``0`` always, a huge number never).
     """
 
-    def __init__(self, block: GhostBottleneck) -> None:
+    def __init__(self, block: GhostBottleneck, split_min_numel: int = 200_000) -> None:
         super().__init__()
         self.ghost1 = DeployGhostModule(block.ghost1)
         self.conv_dw = FusedConv2d.from_conv(block.conv_dw, block.bn_dw) if block.stride > 1 else None
@@ -290,16 +300,49 @@ class DeployBottleneck(nn.Module):
             sc = block.shortcut
             self.shortcut_dw = FusedConv2d.from_conv(sc[0], sc[1])
             self.shortcut_pw = FusedConv2d.from_conv(sc[2], sc[3])
+        self.split_min_numel = split_min_numel
+        self.m = self.ghost1.primary_conv.weight.shape[0]
+        self.can_split = not self.ghost1.needs_slice and self.ghost2.primary_conv.weight.shape[-1] == 1
+        if self.can_split:
+            m, p2 = self.m, self.ghost2.primary_conv
+            self.primary2_a = FusedConv2d(p2.weight[:, :m], p2.bias, p2.stride, p2.padding, p2.dilation)
+            self.primary2_b = FusedConv2d(
+                p2.weight[:, m:], torch.zeros_like(p2.bias), p2.stride, p2.padding, p2.dilation
+            )
+            if self.conv_dw is not None:
+                dw = self.conv_dw
+                geom = (dw.stride, dw.padding, dw.dilation, m)
+                self.conv_dw_a = FusedConv2d(dw.weight[:m], dw.bias[:m], *geom)
+                self.conv_dw_b = FusedConv2d(dw.weight[m:], dw.bias[m:], *geom)
+
+    def _main_split(self, a: Tensor) -> Tensor:
+        b = self.ghost1.cheap_operation(a)
+        if self.conv_dw is not None:
+            a, b = self.conv_dw_a(a), self.conv_dw_b(b)
+        if self.se is not None:
+            g = self.se.gate(torch.cat([a.mean((2, 3)), b.mean((2, 3))], dim=1))[:, :, None, None]
+            a, b = a * g[:, : self.m], b * g[:, self.m :]
+        return self.primary2_b(b, other=self.primary2_a(a))
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.ghost1(x)
-        if self.conv_dw is not None:
-            y = self.conv_dw(y)
-        if self.se is not None:
-            y = self.se(y)
+        a = self.ghost1.primary_conv(x)
+        if self.can_split and 2 * a[0].numel() >= self.split_min_numel:
+            p = self._main_split(a)
+            out = torch.cat([p, self.ghost2.cheap_operation(p)], dim=1)
+            if self.ghost2.needs_slice:
+                out = out[:, : self.ghost2.oup]
+        else:
+            y = torch.cat([a, self.ghost1.cheap_operation(a)], dim=1)
+            if self.ghost1.needs_slice:
+                y = y[:, : self.ghost1.oup]
+            if self.conv_dw is not None:
+                y = self.conv_dw(y)
+            if self.se is not None:
+                y = self.se(y)
+            out = self.ghost2(y)
         if self.shortcut_pw is None:
-            return self.ghost2(y, residual=x)
-        return self.shortcut_pw(self.shortcut_dw(x), other=self.ghost2(y))
+            return out.add_(x) if not self.ghost2.needs_slice else out + x
+        return self.shortcut_pw(self.shortcut_dw(x), other=out)
 
 
 def _convert_stage(stage: nn.Module) -> nn.Module:

@@ -98,6 +98,22 @@ def test_classifier_equivalence_and_no_bn_left():
     assert _rel_err(ref, got) < 1e-4
 
 
+@pytest.mark.parametrize("split_min_numel", [0, 10**12])
+def test_split_and_concat_paths_both_match(split_min_numel):
+    """The no-concat (split) path and the concat path of DeployBottleneck give the same output."""
+    from ghostdet.deploy import DeployBottleneck
+
+    model = _trained_bn_classifier()
+    fused = fuse(model)
+    blocks = [m for m in fused.modules() if isinstance(m, DeployBottleneck)]
+    assert blocks and all(b.can_split for b in blocks)
+    for b in blocks:
+        b.split_min_numel = split_min_numel
+    x = torch.randn(1, 3, 128, 96)
+    with torch.inference_mode():
+        assert _rel_err(model(x), fused(x)) < 1e-4
+
+
 def test_fpn_backbone_equivalence():
     torch.manual_seed(0)
     bb = _randomise_bn(ghostnet_fpn_backbone(1.0, returned_layers=[2, 3, 4, 5])).eval()
