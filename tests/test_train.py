@@ -213,6 +213,26 @@ def test_unreadable_images_are_skipped_and_counted(tiny_data, tmp_path):
     assert "skipped 1 unreadable image(s)" in (tmp_path / "bad" / "log.txt").read_text()
 
 
+def test_synthetic_data_is_generated_from_the_recipe(tmp_path):
+    root = tmp_path / "gen"
+    cfg = config_from_dict(
+        {"synthetic": {"root": str(root), "num_train": 6, "num_val": 2, "image_size": 64, "seed": 5,
+                       "object_size": [16, 32], "num_categories": 3}}
+    )  # fmt: skip
+    assert cfg.uses_synthetic()
+    train_ds, val_ds = train_module.build_datasets(cfg)
+    assert (len(train_ds), len(val_ds)) == (6, 2)
+    assert train_ds.num_classes == 4 and train_ds.label_to_cat_id == {1: 1, 2: 3, 3: 5}
+    manifest = json.loads((root / "ghostdet_synthetic.json").read_text())
+    assert manifest["object_size"] == [16, 32] and manifest["image_size"] == [64, 64]
+    assert manifest["seed"] == 5
+    image, _ = val_ds[0]
+    assert image.shape == (3, 64, 64)
+    before = (root / "annotations" / "instances_train.json").stat().st_mtime_ns
+    train_module.build_datasets(cfg)  # second use: not regenerated
+    assert (root / "annotations" / "instances_train.json").stat().st_mtime_ns == before
+
+
 def test_missing_data_is_a_clear_error_before_training(tiny_data, tmp_path):
     cfg = tiny_cfg(tiny_data, tmp_path / "x", train_ann=str(tmp_path / "nope.json"))
     with pytest.raises(FileNotFoundError, match=r"nope\.json"):

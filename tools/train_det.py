@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. a weights download without network, a full disk
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted (resume with --resume auto)", file=sys.stderr)
         return 130
