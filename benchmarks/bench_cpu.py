@@ -1,0 +1,413 @@
+"""Side-by-side CPU benchmark: ghostdet GhostNet-1.0 (deploy mode) vs torchvision MobileNetV3-Large.
+
+Everything runs in ONE process (memory: one fresh subprocess per model), with the models of a
+comparison measured in turn inside each repetition (interleaved), and the MEDIAN of the
+repetitions reported after warm-up. Ratios are ghostdet / MobileNetV3 (< 1 means ghostdet is
+faster). Treatments:
+
+* ``plain``   - ``model.eval()`` as built.
+* ``generic`` - eval, BatchNorm folded with ``torch.fx.experimental.optimization.fuse``,
+  ``channels_last`` weights and input (the treatment the issue uses for both networks).
+* ``deploy``  - ``ghostdet.deploy.fuse(model)`` (ghostdet only; see ghostdet/deploy.py).
+* ``compile`` - ``torch.compile`` of the deploy / generic model (section ``compile``).
+
+Sections (``--sections``, comma separated):
+
+* ``backbone`` - GhostNet-1.0 ``forward_features`` vs ``mobilenet_v3_large().features`` (both end
+  in a 960-channel stride-32 map), batch 1, at 224x224 and 640x640.
+* ``detector`` - ``fasterrcnn_ghostnet_320_fpn`` vs ``fasterrcnn_mobilenet_v3_large_320_fpn``
+  (random weights, 91 classes, both presets' own defaults: min_size 320, max_size 640, 150
+  test proposals) on one 480x640 image. ghostdet is also shown with ``returned_layers=[4, 5]``
+  (FPN on strides 16/32 + pool, the levels torchvision's MobileNetV3 320 preset uses).
+* ``train``    - one SGD step (forward + backward + step), batch 2 of 480x640 images with 3 boxes
+  each, same two detectors in train mode (normal, non-fused models, trainable BatchNorm, all
+  layers trainable for both).
+* ``memory``   - peak resident memory (``ru_maxrss``) of a fresh subprocess per model that builds
+  the model and runs the workload; also the growth over the RSS right after building it.
+* ``compile``  - ``torch.compile`` (inductor) backbone timings at 224x224 for both, if it works.
+
+Usage::
+
+    python benchmarks/bench_cpu.py                 # everything, 2 threads (this machine's cores)
+    python benchmarks/bench_cpu.py --quick         # few repetitions, for a smoke test
+    python benchmarks/bench_cpu.py --sections backbone,detector --threads 1 --reps 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SECTIONS = ("backbone", "detector", "train", "memory", "compile")
+Row = tuple[str, float]
+
+
+# --------------------------------------------------------------------------------------------
+# models
+
+
+class _Features(torch.nn.Module):
+    """Wrap a GhostNet (plain or deploy) so that calling it runs ``forward_features``."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_features(x)
+
+
+def _generic(model: torch.nn.Module) -> torch.nn.Module:
+    """The issue's generic treatment: eval, fx BatchNorm folding, channels_last."""
+    from torch.fx.experimental.optimization import fuse as fx_fuse
+
+    return fx_fuse(model.eval()).to(memory_format=torch.channels_last)
+
+
+def backbone_models() -> dict[str, torch.nn.Module]:
+    from torchvision.models import mobilenet_v3_large
+
+    from ghostdet.deploy import fuse
+    from ghostdet.models import ghostnet
+
+    torch.manual_seed(0)
+    g = ghostnet(1.0).eval()
+    m = mobilenet_v3_large().eval()
+    return {
+        "ghost_plain": _Features(g),
+        "ghost_generic": _generic(_Features(g)),
+        "ghost_deploy": _Features(fuse(g)),
+        "mnv3_plain": m.features,
+        "mnv3_generic": _generic(m.features),
+    }
+
+
+def detector_models(train: bool) -> dict[str, torch.nn.Module]:
+    """The two 320 detectors (random weights); ``train`` keeps them trainable and unfused."""
+    from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
+
+    from ghostdet.deploy import fuse
+    from ghostdet.models import fasterrcnn_ghostnet_320_fpn
+
+    torch.manual_seed(0)
+    g = fasterrcnn_ghostnet_320_fpn(num_classes=91)
+    g45 = fasterrcnn_ghostnet_320_fpn(num_classes=91, returned_layers=[4, 5])
+    m = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=91)
+    if train:
+        return {"ghost": g.train(), "ghost_l45": g45.train(), "mnv3": m.train()}
+    g.eval()
+    g45.eval()
+    m.eval()
+    m_generic = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=91)
+    m_generic.load_state_dict(m.state_dict())
+    m_generic.eval()
+    m_generic.backbone.body = _generic(m_generic.backbone.body)
+    m_generic.to(memory_format=torch.channels_last)
+    return {
+        "ghost_plain": g,
+        "ghost_deploy": fuse(g),
+        "ghost_l45_deploy": fuse(g45),
+        "mnv3_plain": m,
+        "mnv3_generic": m_generic,
+    }
+
+
+def _train_batch(seed: int = 0) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    gen = torch.Generator().manual_seed(seed)
+    images = [torch.rand(3, 480, 640, generator=gen) for _ in range(2)]
+    targets = []
+    for _ in range(2):
+        xy = torch.rand(3, 2, generator=gen) * torch.tensor([400.0, 300.0])
+        wh = 40 + torch.rand(3, 2, generator=gen) * 200
+        boxes = torch.cat([xy, xy + wh], 1).clamp(max=torch.tensor([639.0, 479.0, 639.0, 479.0]))
+        targets.append({"boxes": boxes, "labels": torch.randint(1, 91, (3,), generator=gen)})
+    return images, targets
+
+
+def _train_step_fn(model: torch.nn.Module) -> Callable[[], None]:
+    images, targets = _train_batch()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        losses = model(images, targets)
+        sum(losses.values()).backward()
+        opt.step()
+
+    return step
+
+
+# --------------------------------------------------------------------------------------------
+# timing
+
+
+def interleaved(
+    fns: dict[str, Callable[[], object]], reps: int, warmup: int, grad: bool = False
+) -> dict[str, float]:
+    """Median wall time (ms) of each callable; every repetition runs all of them in turn."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    ctx = torch.enable_grad if grad else torch.inference_mode
+    with ctx():
+        for _ in range(warmup):
+            for f in fns.values():
+                f()
+        for _ in range(reps):
+            for k, f in fns.items():
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
+    return {k: 1000 * statistics.median(v) for k, v in times.items()}
+
+
+def _print_times(title: str, med: dict[str, float], ratios: list[tuple[str, str, str]]) -> dict:
+    print(f"\n## {title}")
+    for k, v in med.items():
+        print(f"  {k:24s} {v:9.2f} ms")
+    out = {"ms": med, "ratios": {}}
+    for label, a, b in ratios:
+        if a in med and b in med:
+            r = med[a] / med[b]
+            out["ratios"][label] = r
+            print(f"  ratio {label:42s} {r:6.3f}")
+    return out
+
+
+def section_backbone(args: argparse.Namespace) -> dict:
+    models = backbone_models()
+    results = {}
+    for size, reps in ((224, args.reps), (640, max(5, args.reps // 4))):
+        x = torch.randn(1, 3, size, size)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        inputs = {k: x_cl if "generic" in k or "deploy" in k else x for k in models}
+        fns = {k: (lambda m=m, t=inputs[k]: m(t)) for k, m in models.items()}
+        med = interleaved(fns, reps, args.warmup)
+        results[size] = _print_times(
+            f"backbone {size}x{size}, batch 1 (reps={reps})",
+            med,
+            [
+                ("ghost deploy / mnv3 generic  [target]", "ghost_deploy", "mnv3_generic"),
+                ("ghost generic / mnv3 generic", "ghost_generic", "mnv3_generic"),
+                ("ghost plain / mnv3 plain", "ghost_plain", "mnv3_plain"),
+                ("ghost deploy / mnv3 plain", "ghost_deploy", "mnv3_plain"),
+                ("ghost deploy / ghost generic", "ghost_deploy", "ghost_generic"),
+            ],
+        )
+    return results
+
+
+def section_detector(args: argparse.Namespace) -> dict:
+    models = detector_models(train=False)
+    img = [torch.rand(3, 480, 640, generator=torch.Generator().manual_seed(0))]
+    fns = {k: (lambda m=m: m(img)) for k, m in models.items()}
+    reps = max(5, args.reps // 2)
+    med = interleaved(fns, reps, args.warmup)
+    return _print_times(
+        f"detector inference, one 480x640 image (reps={reps})",
+        med,
+        [
+            ("ghost deploy / mnv3 generic  [target]", "ghost_deploy", "mnv3_generic"),
+            ("ghost L45 deploy / mnv3 generic", "ghost_l45_deploy", "mnv3_generic"),
+            ("ghost plain / mnv3 plain", "ghost_plain", "mnv3_plain"),
+        ],
+    )
+
+
+def section_train(args: argparse.Namespace) -> dict:
+    models = detector_models(train=True)
+    fns = {k: _train_step_fn(m) for k, m in models.items()}
+    reps = max(4, args.reps // 5)
+    med = interleaved(fns, reps, max(1, args.warmup // 2), grad=True)
+    return _print_times(
+        f"one training step, batch 2 of 480x640 (reps={reps})",
+        med,
+        [
+            ("ghost / mnv3  [target]", "ghost", "mnv3"),
+            ("ghost L45 / mnv3", "ghost_l45", "mnv3"),
+        ],
+    )
+
+
+def section_compile(args: argparse.Namespace) -> dict:
+    models = backbone_models()
+    x = torch.randn(1, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+    fns = {}
+    errors = {}
+    for k in ("ghost_deploy", "mnv3_generic"):
+        try:
+            compiled = torch.compile(models[k])
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                compiled(x)
+                print(f"  compiled {k} in {time.perf_counter() - t0:.1f} s")
+            fns[k + "_compiled"] = lambda c=compiled: c(x)
+            fns[k] = lambda m=models[k]: m(x)
+        except Exception as e:  # report, do not fail the whole benchmark
+            errors[k] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            print(f"  torch.compile failed for {k}: {errors[k]}")
+    if not fns:
+        return {"errors": errors}
+    med = interleaved(fns, args.reps, args.warmup)
+    out = _print_times(
+        f"torch.compile backbone 224x224 (reps={args.reps})",
+        med,
+        [
+            ("compiled ghost deploy / compiled mnv3", "ghost_deploy_compiled", "mnv3_generic_compiled"),
+            ("ghost deploy: compiled / eager", "ghost_deploy_compiled", "ghost_deploy"),
+            ("mnv3 generic: compiled / eager", "mnv3_generic_compiled", "mnv3_generic"),
+        ],
+    )
+    out["errors"] = errors
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# memory (one subprocess per model)
+
+MEMORY_CASES = {
+    "backbone640/ghost_deploy": ("backbone", "ghost_deploy"),
+    "backbone640/ghost_generic": ("backbone", "ghost_generic"),
+    "backbone640/mnv3_generic": ("backbone", "mnv3_generic"),
+    "detector/ghost_deploy": ("detector", "ghost_deploy"),
+    "detector/ghost_l45_deploy": ("detector", "ghost_l45_deploy"),
+    "detector/mnv3_generic": ("detector", "mnv3_generic"),
+    "train/ghost": ("train", "ghost"),
+    "train/ghost_l45": ("train", "ghost_l45"),
+    "train/mnv3": ("train", "mnv3"),
+}
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def memory_child(case: str, threads: int) -> None:
+    """Run in a fresh interpreter: build one model, run its workload 3x, print RSS as JSON."""
+    torch.set_num_threads(threads)
+    kind, name = MEMORY_CASES[case]
+    if kind == "backbone":
+        model = backbone_models()[name]
+        x = torch.randn(1, 3, 640, 640).contiguous(memory_format=torch.channels_last)
+
+        def run() -> object:
+            with torch.inference_mode():
+                return model(x)
+    elif kind == "detector":
+        model = detector_models(train=False)[name]
+        img = [torch.rand(3, 480, 640)]
+
+        def run() -> object:
+            with torch.inference_mode():
+                return model(img)
+    else:
+        run = _train_step_fn(detector_models(train=True)[name])
+    # Other models built by the helpers are dropped before the baseline is taken.
+    import gc
+
+    gc.collect()
+    base = _maxrss_mb()
+    for _ in range(3):
+        run()
+    print(json.dumps({"peak_rss_mb": _maxrss_mb(), "after_build_mb": base}))
+
+
+def section_memory(args: argparse.Namespace) -> dict:
+    print("\n## peak resident memory (ru_maxrss of a fresh subprocess per model)")
+    print("  'peak' includes the Python + torch runtime (~300-400 MB); 'growth' = peak - RSS after building")
+    print("  (the builder constructs all models of its section, so 'growth' is the fair comparison)")
+    out = {}
+    for case in MEMORY_CASES:
+        cmd = [sys.executable, __file__, "--_memory-child", case, "--threads", str(args.threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            msg = (proc.stderr.strip().splitlines() or ["?"])[-1]
+            print(f"  {case:28s} failed: {msg}")
+            continue
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        growth = res["peak_rss_mb"] - res["after_build_mb"]
+        out[case] = {**res, "growth_mb": growth}
+        print(f"  {case:28s} peak {res['peak_rss_mb']:8.1f} MB   growth {growth:8.1f} MB")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="CPU benchmark: ghostdet GhostNet-1.0 deploy mode vs torchvision MobileNetV3-Large "
+        "(interleaved, medians, ratios ghostdet / MobileNetV3)."
+    )
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                   help="torch intra-op threads for every measurement (default: torch's, %(default)s)")
+    p.add_argument("--reps", type=int, default=40,
+                   help="timed repetitions of the 224x224 backbone; the 640x640 backbone uses reps/4, the "
+                   "detector reps/2 and the training step reps/5 (each at least 4-5) (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up repetitions (default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help="smoke test: --reps 8 --warmup 2, no compile section")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
+    p.add_argument("--json", type=Path, default=None, help="also write all results to this JSON file")
+    p.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.threads < 1:
+        p.error("--threads must be >= 1")
+    if args.reps < 1 or args.warmup < 0:
+        p.error("--reps must be >= 1 and --warmup >= 0")
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad or not sections:
+        p.error(f"unknown section(s) {bad}; choose from {','.join(SECTIONS)}")
+    if args.quick:
+        args.reps, args.warmup = 8, 2
+        if args.sections == ",".join(SECTIONS):
+            sections = [s for s in sections if s != "compile"]
+    args.section_list = sections
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.memory_child:
+        memory_child(args.memory_child, args.threads)
+        return 0
+    torch.set_num_threads(args.threads)
+    import torchvision
+
+    info = {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} logical CPUs".strip(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "threads": torch.get_num_threads(),
+        "load_avg_start": os.getloadavg(),
+    }
+    print("# ghostdet CPU benchmark")
+    for k, v in info.items():
+        print(f"  {k}: {v}")
+    results: dict = {"info": info}
+    for name in args.section_list:
+        results[name] = globals()[f"section_{name}"](args)
+    info["load_avg_end"] = os.getloadavg()
+    print(f"\n  load average at end: {info['load_avg_end']}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
