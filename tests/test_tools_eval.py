@@ -570,3 +570,61 @@ def test_folder_with_non_numeric_names_gets_sequential_ids(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     ds = CocoImageList.from_folder(tmp_path)
     assert ds.entries == [(1, "a.jpg"), (2, "b.png")]
+
+
+@pytest.mark.slow
+def test_eval_det_reproduces_train_det_evaluation(tmp_path):
+    """A train_det checkpoint scored by eval_det gives the training loop's AP and detections."""
+    if not (ROOT / "tools/train_det.py").is_file():
+        pytest.skip("tools/train_det.py not present")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    train = [
+        sys.executable,
+        str(ROOT / "tools/train_det.py"),
+        "--detector",
+        "fasterrcnn_320",
+        "--width",
+        "0.5",
+        "--synthetic-root",
+        str(tmp_path / "syn"),
+        "--synthetic-num-train",
+        "8",
+        "--synthetic-num-val",
+        "6",
+        "--synthetic-image-size",
+        "128",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--threads",
+        "1",
+        "--workers",
+        "0",
+        "--output-dir",
+        str(tmp_path / "train"),
+    ]
+    proc = subprocess.run(train, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    val_ann = tmp_path / "syn" / "annotations" / "instances_val.json"
+    argv = _args(
+        "--checkpoint {c} --val-images {i} --val-ann {a} --workers 0 --no-progress --threads 1",
+        c=tmp_path / "train" / "checkpoint.pth",
+        i=tmp_path / "syn" / "val",
+        a=val_ann,
+    )
+    proc = _script(*argv, out_dir=tmp_path / "eval")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trained = json.loads((tmp_path / "train" / "metrics.json").read_text())["evaluations"][-1]
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for k in COCO_STAT_NAMES:
+        assert evaluated[k] == pytest.approx(trained[k], abs=1e-9), k
+    ours = json.loads((tmp_path / "eval" / "detections.json").read_text())
+    theirs = json.loads((tmp_path / "train" / "detections.json").read_text())
+    assert len(ours) == len(theirs)
+    key = lambda r: (r["image_id"], -r["score"], r["category_id"])  # noqa: E731
+    for a, b in zip(sorted(ours, key=key), sorted(theirs, key=key)):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-3) and a["score"] == pytest.approx(
+            b["score"], abs=1e-5
+        )
