@@ -408,7 +408,7 @@ def evaluate(
 
 @torch.no_grad()
 def _log_val_images(
-    model: nn.Module, val_ds: Any, cfg: TrainConfig, info: DistInfo, writer: Any, epoch: int
+    model: nn.Module, val_ds: Any, cfg: TrainConfig, info: DistInfo, writer: Any, step: int
 ) -> None:
     """Draw the first ``cfg.vis_images`` val images with their predicted boxes into TensorBoard."""
     model.eval()
@@ -425,7 +425,7 @@ def _log_val_images(
             f"{val_ds.category_names.get(int(lab), str(int(lab)))} {float(s):.2f}"
             for lab, s in zip(out["labels"][keep], out["scores"][keep])
         ]
-        writer.add_image_with_boxes(f"val/image_{i}", image, boxes, epoch, labels=labels)
+        writer.add_image_with_boxes(f"val/image_{i}", image, boxes, step, labels=labels)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -597,8 +597,8 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
                 f"skipped {skipped} unreadable image(s)"
             )
             if writer is not None:
-                writer.add_scalar("train/epoch_loss", stats["loss"], epoch)
-                writer.add_scalar("train/images_per_s", stats["images_per_s"], epoch)
+                writer.add_scalar("train/epoch_loss", stats["loss"], global_step)
+                writer.add_scalar("train/images_per_s", stats["images_per_s"], global_step)
 
             do_eval = epoch == cfg.epochs or (cfg.eval_every > 0 and epoch % cfg.eval_every == 0)
             improved = False
@@ -631,9 +631,9 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
                     evaluator.write_results(out_dir / "detections.json")
                     if writer is not None:
                         for k, v in metrics.items():
-                            writer.add_scalar(f"val/{k}", v, epoch)
+                            writer.add_scalar(f"val/{k}", v, global_step)
                         if cfg.vis_images:
-                            _log_val_images(_unwrap(model), val_ds, cfg, info, writer, epoch)
+                            _log_val_images(_unwrap(model), val_ds, cfg, info, writer, global_step)
                         writer.flush()
 
             if info.is_main:
