@@ -1,0 +1,414 @@
+"""ONNX export of GhostNet classifiers / backbones and GhostNet detectors, verified with onnxruntime.
+
+Models are exported in deploy mode (:func:`ghostdet.deploy.fuse`: BatchNorm folded; during export
+the fused convolutions trace as plain ``Conv`` nodes) with the TorchScript-based exporter
+(``torch.onnx.export(..., dynamo=False)``), which handles torchvision's detection post-processing.
+Height and width are dynamic axes for every model (and batch for the classifier/backbone);
+torchvision detectors take ONE image per call in ONNX.
+
+Needs the optional extra ``pip install 'ghostdet[export]'`` (onnx, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ghostdet.deploy import fuse, is_fused
+
+__all__ = [
+    "ExportError",
+    "export_onnx",
+    "load_image",
+    "match_detections",
+    "matched_fraction",
+    "calibrate_bn",
+    "randomize_heads",
+    "require_onnx",
+    "run_onnx",
+]
+
+EXTRA_MESSAGE = "ONNX export needs the optional extra: pip install 'ghostdet[export]' (onnx, onnxruntime)"
+
+
+class ExportError(RuntimeError):
+    """Export or verification failed (missing extra, mismatching outputs, ...)."""
+
+
+def require_onnx() -> tuple[Any, Any]:
+    """Import and return ``(onnx, onnxruntime)``, or raise :class:`ExportError` with a one-line hint."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise ExportError(EXTRA_MESSAGE) from None
+    return onnx, onnxruntime
+
+
+def _kind(model: nn.Module) -> str:
+    from torchvision.models.detection import FasterRCNN, RetinaNet
+
+    if isinstance(model, (FasterRCNN, RetinaNet)):
+        return "detector"
+    if hasattr(model, "forward_features"):
+        return "classifier"
+    return "backbone"
+
+
+def load_image(path: str | PathLike | None, size: tuple[int, int] = (480, 640)) -> Tensor:
+    """An RGB image as a float CHW tensor in [0, 1]: read from ``path``, or a smooth generated one.
+
+    Args:
+        path: an image file, or ``None`` for a deterministic synthetic image of ``size``.
+        size: ``(height, width)`` of the generated image.
+    """
+    if path is not None:
+        from torchvision.io import ImageReadMode, decode_image
+
+        return decode_image(str(path), mode=ImageReadMode.RGB).float() / 255.0
+    h, w = size
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    img = torch.stack([xx, yy, (xx * 6).sin() * 0.5 + 0.5])
+    img[:, h // 4 : h // 2, w // 4 : w // 2] = torch.tensor([0.9, 0.2, 0.1])[:, None, None]
+    return img
+
+
+def randomize_heads(model: nn.Module, std: float = 2.0, seed: int = 0) -> nn.Module:
+    """Re-draw the last classification/regression layers of an UNTRAINED detector, in place.
+
+    A randomly initialised torchvision detector gives every box nearly the same score (RetinaNet
+    starts at the 0.01 prior), so which of the tied boxes survive top-k/NMS is arbitrary and
+    PyTorch vs onnxruntime comparisons are meaningless. With spread-out logits the detections are
+    distinct. Only for verifying exports of models without trained weights.
+
+    Args:
+        model: a torchvision FasterRCNN or RetinaNet.
+        std: standard deviation of the new weights and biases.
+        seed: random seed.
+    """
+    g = torch.Generator().manual_seed(seed)
+    names = ("cls_logits", "cls_score", "bbox_pred", "bbox_reg", "box_predictor")
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and any(n in name for n in names):
+                # RetinaNet's per-anchor sigmoid saturates (ties at ~1) with large logits
+                s = std / 4 if isinstance(m, nn.Conv2d) else std
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * s / m.weight[0].numel() ** 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * s)
+    return model
+
+
+def run_onnx(path: str | PathLike, inputs: Sequence[Tensor]) -> list[Tensor]:
+    """Run an exported model with onnxruntime (CPU) and return its outputs as tensors."""
+    _, ort = require_onnx()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {i.name: t.detach().contiguous().numpy() for i, t in zip(sess.get_inputs(), inputs)}
+    return [torch.from_numpy(o) for o in sess.run(None, feed)]
+
+
+def match_detections(
+    ref: dict[str, Tensor],
+    got: dict[str, Tensor],
+    box_tol: float = 1e-3,
+    score_tol: float = 1e-3,
+    box_atol: float = 1e-5,
+) -> bool:
+    """True when both hold the same detections, up to the order and the cut-off of tied scores.
+
+    Same count; every detection scoring above the lowest kept score (+ ``score_tol``) has a
+    partner in the other set with the same label, box coordinates within
+    ``box_atol + box_tol * (largest |coordinate| of the box)`` and a score
+    within ``score_tol``. Detections tied with the cut-off score may be swapped for other tied
+    ones (top-k among equal scores is arbitrary).
+    """
+    if ref["boxes"].shape != got["boxes"].shape:
+        return False
+    if ref["boxes"].numel() == 0:
+        return True
+    match = (
+        (
+            (ref["boxes"][:, None] - got["boxes"][None]).abs()
+            <= box_atol + box_tol * ref["boxes"].abs().amax(-1, keepdim=True)[:, None]
+        ).all(-1)
+        & (ref["labels"][:, None] == got["labels"][None])
+        & ((ref["scores"][:, None] - got["scores"][None]).abs() <= score_tol)
+    )
+    cut = min(ref["scores"].min().item(), got["scores"].min().item()) + score_tol
+    must_ref = ref["scores"] > cut
+    must_got = got["scores"] > cut
+    return bool(match.any(1)[must_ref].all() and match.any(0)[must_got].all())
+
+
+def matched_fraction(ref: dict[str, Tensor], got: dict[str, Tensor], box_tol: float = 1e-3) -> float:
+    """Fraction of reference detections with a same-label partner whose box is within ``box_tol``
+    (relative to the box's largest coordinate, plus 1e-5 px)."""
+    if ref["boxes"].numel() == 0:
+        return 1.0 if got["boxes"].numel() == 0 else 0.0
+    if got["boxes"].numel() == 0:
+        return 0.0
+    tol = 1e-5 + box_tol * ref["boxes"].abs().amax(-1, keepdim=True)
+    close = ((ref["boxes"][:, None] - got["boxes"][None]).abs() <= tol[:, None]).all(-1)
+    return (close & (ref["labels"][:, None] == got["labels"][None])).any(1).float().mean().item()
+
+
+def _matched_box_err(ref: dict[str, Tensor], got: dict[str, Tensor]) -> float:
+    """Largest distance from a reference box (above the cut-off score) to its closest same-label box."""
+    if ref["boxes"].numel() == 0 or got["boxes"].numel() == 0:
+        return 0.0 if ref["boxes"].numel() == got["boxes"].numel() else float("inf")
+    d = (ref["boxes"][:, None] - got["boxes"][None]).abs().amax(-1)
+    d = d.masked_fill(ref["labels"][:, None] != got["labels"][None], float("inf"))
+    # detections tied with the cut-off score may legitimately be swapped (see match_detections)
+    keep = ref["scores"] > min(ref["scores"].min().item(), got["scores"].min().item()) + 1e-4
+    return d.amin(1)[keep].max().item() if keep.any() else 0.0
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | PathLike,
+    image: Tensor | None = None,
+    opset: int = 17,
+    verify: bool = True,
+    rtol: float = 1e-4,
+    box_tol: float = 1e-3,
+    min_matched: float = 0.98,
+) -> dict[str, Any]:
+    """Export an eval-mode GhostNet classifier, GhostNetFPN backbone or detector to ONNX.
+
+    Args:
+        model: the model in eval mode; it is fused (a copy) unless it already is.
+        path: output ``.onnx`` file (parent folders are created).
+        image: CHW float image used for tracing and verification (default: a generated
+            480x640 image; classifiers use a 224x224 crop of it).
+        opset: ONNX opset (>= 11 for detectors).
+        verify: compare onnxruntime's outputs with PyTorch's on ``image`` and on a second input
+            size (which checks the dynamic axes).
+        rtol: classifier/backbone tolerance, max abs difference relative to the max abs output.
+        box_tol: detector tolerance on box coordinates, relative (plus 1e-5 px absolute); labels
+            must be identical.
+        min_matched: detector check passes when the counts are equal and at least this fraction
+            of PyTorch's detections has an ONNX partner (same label, box within ``box_tol``).
+            Float differences of ~1e-6 can flip a top-k or NMS decision between nearly tied
+            boxes, which replaces a detection by another one; that is not an export error.
+
+    Returns:
+        A report dict: ``path``, ``kind``, ``opset``, and per verified input size the measured
+        error (``max_rel_err`` or ``max_box_err``, ``num_detections``).
+
+    Raises:
+        ExportError: missing extra, or outputs that do not match within tolerance.
+    """
+    onnx, _ = require_onnx()
+    if any(m.training for m in model.modules()):
+        raise ExportError("export_onnx needs an eval-mode model: call model.eval() first")
+    kind = _kind(model)
+    if kind == "detector" and opset < 11:
+        raise ExportError(f"detectors need opset >= 11, got {opset}")
+    fused = model if is_fused(model) else fuse(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if image is None:
+        image = load_image(None)
+    if kind == "detector":
+        args: tuple = ([image],)
+        input_names = ["image"]
+        with torch.inference_mode():
+            output_names = list(fused([image])[0])  # FasterRCNN: boxes, labels, scores; RetinaNet: ...
+        dynamic_axes = {"image": {1: "height", 2: "width"}, **{n: {0: "n"} for n in output_names}}
+    else:
+        x = image[:, :224, :224].unsqueeze(0)
+        args = (x,)
+        input_names = ["input"]
+        with torch.inference_mode():
+            out = fused(x)
+        output_names = ["logits"] if kind == "classifier" else [f"feat_{k}" for k in out]
+        dynamic_axes = {"input": {0: "batch", 2: "height", 3: "width"}}
+        dynamic_axes.update(
+            {n: {0: "batch", 2: "h", 3: "w"} if kind == "backbone" else {0: "batch"} for n in output_names}
+        )
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            fused,
+            args,
+            str(path),
+            opset_version=opset,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    onnx.checker.check_model(str(path))
+    report: dict[str, Any] = {"path": str(path), "kind": kind, "opset": opset, "checks": []}
+    if not verify:
+        return report
+    if kind == "detector":
+        h, w = image.shape[-2:]
+        second = torch.nn.functional.interpolate(image[None], size=(h * 3 // 4, w), mode="bilinear")[0]
+        for img in (image, second):
+            with torch.inference_mode():
+                ref = fused([img])[0]
+            got = dict(zip(output_names, run_onnx(path, [img])))
+            boxes = got["boxes"]
+            err = _matched_box_err(ref, got)
+            frac = matched_fraction(ref, got, box_tol)
+            check = {
+                "matched": frac,
+                "size": list(img.shape[-2:]),
+                "num_detections": int(ref["boxes"].shape[0]),
+                "onnx_detections": int(boxes.shape[0]),
+                "max_box_err": err,
+            }
+            report["checks"].append(check)
+            if boxes.shape != ref["boxes"].shape or frac < min_matched:
+                raise ExportError(
+                    f"onnxruntime detections differ from PyTorch's at size {check['size']}: {check}"
+                )
+    else:
+        x = args[0]
+        x2 = torch.cat([x, x.flip(-1)])[:, :, :160, :192]  # another batch and size (dynamic axes)
+        for inp in (x, x2):
+            with torch.inference_mode():
+                ref = fused(inp)
+            refs = [ref] if kind == "classifier" else list(ref.values())
+            outs = run_onnx(path, [inp])
+            err = max(
+                ((r - o).abs().max() / r.abs().max().clamp_min(1e-12)).item() for r, o in zip(refs, outs)
+            )
+            report["checks"].append({"size": list(inp.shape), "max_rel_err": err})
+            if err > rtol:
+                raise ExportError(
+                    f"onnxruntime output differs from PyTorch's by {err:.2e} (relative) > {rtol}"
+                )
+    return report
+
+
+def _default_image() -> Path | None:
+    root = Path(__file__).resolve().parents[2] / "shared/data/coco128/train2017"
+    images = sorted(root.glob("*.jpg")) if root.is_dir() else []
+    return images[0] if images else None
+
+
+def calibrate_bn(model: nn.Module, image: Tensor, steps: int = 3) -> nn.Module:
+    """Set the BatchNorm running statistics of an UNTRAINED model from ``image`` (in place).
+
+    With default statistics (mean 0, var 1) a randomly initialised deep network's eval-mode
+    activations collapse to nearly constant maps, so every detection looks the same. A few
+    train-mode passes (no gradients) give realistic statistics. Returns the model in eval mode.
+
+    Args:
+        model: classifier, backbone or torchvision detector.
+        image: CHW float image.
+        steps: forward passes.
+    """
+    from torchvision.models.detection import FasterRCNN, RetinaNet
+
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the passes
+            m.reset_running_stats()
+    with torch.no_grad():
+        if isinstance(model, (FasterRCNN, RetinaNet)):
+            model.eval()
+            batch = model.transform([image])[0].tensors
+            net: nn.Module = model.backbone
+        else:
+            batch, net = image[None], model
+        net.train()
+        for i in range(steps):
+            net(batch.flip(-1) if i % 2 else batch)
+    return model.eval()
+
+
+def build_for_export(name: str, weights: str | None, width: float, num_classes: int | None) -> nn.Module:
+    """Build ``classifier``, ``backbone``, ``fasterrcnn_320``, ``fasterrcnn`` or ``retinanet`` (eval mode).
+
+    Detectors without ``weights`` get :func:`randomize_heads` so that verification is meaningful.
+    """
+    model = _build(name, weights, width, num_classes)
+    return model if weights is not None else randomize_heads(model)
+
+
+def _build(name: str, weights: str | None, width: float, num_classes: int | None) -> nn.Module:
+    from ghostdet.models import (
+        fasterrcnn_ghostnet_320_fpn,
+        fasterrcnn_ghostnet_fpn,
+        ghostnet,
+        ghostnet_fpn_backbone,
+        retinanet_ghostnet_fpn,
+    )
+
+    if name == "classifier":
+        return ghostnet(width, num_classes=num_classes or 1000, weights=weights).eval()
+    if name == "backbone":
+        return ghostnet_fpn_backbone(width, weights=weights).eval()
+    builders = {
+        "fasterrcnn_320": fasterrcnn_ghostnet_320_fpn,
+        "fasterrcnn": fasterrcnn_ghostnet_fpn,
+        "retinanet": retinanet_ghostnet_fpn,
+    }
+    if name not in builders:
+        raise ValueError(f"unknown model {name!r}; choose from classifier, backbone, {', '.join(builders)}")
+    kw: dict[str, Any] = {"weights": weights, "num_classes": num_classes}
+    if weights is None:
+        kw["width"] = width
+    return builders[name](**kw).eval()
+
+
+def export_models(
+    models: Sequence[str],
+    out: str | PathLike | None = None,
+    out_dir: str | PathLike = "exports",
+    weights: str | None = None,
+    width: float = 1.0,
+    num_classes: int | None = None,
+    image: str | PathLike | None = None,
+    opset: int = 17,
+    verify: bool = True,
+):
+    """Export several models (see :func:`build_for_export`), yielding one report line per model.
+
+    Args:
+        models: model names.
+        out: output file (one model only); otherwise ``out_dir/<name>.onnx``.
+        out_dir: output folder.
+        weights: weights passed to the builder (``None``: random weights).
+        width: GhostNet width multiplier.
+        num_classes: number of classes (``None``: builder default / checkpoint).
+        image: image for tracing and verification (default: first coco128 image, else generated).
+        opset: ONNX opset.
+        verify: compare with onnxruntime.
+    """
+    require_onnx()
+    img_path = Path(image) if image is not None else _default_image()
+    img = load_image(img_path)
+    source = str(img_path) if img_path is not None else "generated 480x640 image"
+    for name in models:
+        torch.manual_seed(0)  # reproducible random weights
+        model = build_for_export(name, weights, width, num_classes)
+        if weights is None:
+            calibrate_bn(model, img)
+        path = Path(out) if out is not None else Path(out_dir) / f"{name}.onnx"
+        rep = export_onnx(model, path, image=img, opset=opset, verify=verify)
+        if not verify:
+            yield f"{name}: wrote {path} (opset {opset}, not verified)"
+            continue
+        if rep["kind"] == "detector":
+            checks = "; ".join(
+                f"{c['size'][0]}x{c['size'][1]}: {c['num_detections']} detections, "
+                f"{100 * c['matched']:.0f}% matched (label + box within 1e-3), max box diff "
+                f"{c['max_box_err']:.1e} px"
+                for c in rep["checks"]
+            )
+        else:
+            checks = "; ".join(
+                f"input {tuple(c['size'])}: max rel diff {c['max_rel_err']:.1e}" for c in rep["checks"]
+            )
+        yield f"{name}: wrote {path} (opset {opset}); onnxruntime matches PyTorch on {source}: {checks}"

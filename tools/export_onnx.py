@@ -1,0 +1,94 @@
+"""Export GhostNet models (deploy mode) to ONNX and check them against PyTorch with onnxruntime.
+
+Examples::
+
+    python tools/export_onnx.py --model all --out-dir exports
+    python tools/export_onnx.py --model fasterrcnn_320 --weights runs/exp/checkpoint.pth --out model.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MODELS = ("classifier", "backbone", "fasterrcnn_320", "fasterrcnn", "retinanet")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--model",
+        default="all",
+        choices=(*MODELS, "all"),
+        help="what to export: GhostNet classifier, GhostNet-FPN backbone, one of the detectors, "
+        "or all of them (default: %(default)s)",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="weights to load: a classifier checkpoint / 'imagenet' for classifier and backbone, "
+        "a tools/train_det.py checkpoint for a detector (default: random weights)",
+    )
+    p.add_argument(
+        "--width", type=float, default=1.0, help="GhostNet width multiplier (default: %(default)s)"
+    )
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="classes (detectors: incl. background); default 1000 / 91 or the checkpoint's",
+    )
+    p.add_argument("--out", type=Path, default=None, help="output file (single --model only)")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("exports"),
+        help="output folder, files named <model>.onnx (default: %(default)s)",
+    )
+    p.add_argument(
+        "--image",
+        type=Path,
+        default=None,
+        help="image used to trace and verify; default: the first image of ../shared/data/coco128 "
+        "next to the repository if present, else a generated 480x640 image",
+    )
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 11 (default: %(default)s)")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison")
+    args = p.parse_args(argv)
+    if args.out is not None and args.model == "all":
+        p.error("--out needs a single --model (use --out-dir with --model all)")
+    if args.image is not None and not args.image.is_file():
+        p.error(f"--image {args.image} does not exist")
+    if args.opset < 11:
+        p.error("--opset must be >= 11")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from ghostdet.export import ExportError, export_models
+
+    try:
+        for line in export_models(
+            models=MODELS if args.model == "all" else (args.model,),
+            out=args.out,
+            out_dir=args.out_dir,
+            weights=args.weights,
+            width=args.width,
+            num_classes=args.num_classes,
+            image=args.image,
+            opset=args.opset,
+            verify=not args.no_verify,
+        ):
+            print(line)
+    except (ExportError, ValueError, FileNotFoundError, OSError) as e:
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
