@@ -418,6 +418,12 @@ _PALETTE = [
 ]  # fmt: skip
 
 
+def _text_colour(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black on light label backgrounds, white on dark ones."""
+    luma = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    return (0, 0, 0) if luma > 140 else (255, 255, 255)
+
+
 def draw_detections(
     image: Tensor,
     boxes: Tensor,
@@ -456,7 +462,7 @@ def draw_detections(
         width=line,
         font=font,
         font_size=font_size if font else None,
-        label_colors="white",
+        label_colors=[_text_colour(c) for c in colors],
         label_background_colors=colors,
         fill_labels=True,
     )
