@@ -18,12 +18,13 @@ Sections (``--sections``, comma separated):
 * ``detector`` - ``fasterrcnn_ghostnet_320_fpn`` vs ``fasterrcnn_mobilenet_v3_large_320_fpn``
   (random weights, 91 classes, both presets' own defaults: min_size 320, max_size 640, 150
   test proposals) on one 480x640 image. ghostdet is also shown with ``returned_layers=[4, 5]``
-  (FPN on strides 16/32 + pool, the levels torchvision's MobileNetV3 320 preset uses).
+  (``L45``: FPN on strides 16/32 + pool, the levels torchvision's MobileNetV3 320 preset uses) and
+  with ``FAST_PRESET`` (L45, 100 test proposals, 256 sampled RoIs per training image).
 * ``train``    - one SGD step (forward + backward + step), batch 2 of 480x640 images with 3 boxes
   each, same two detectors in train mode (normal, non-fused models, trainable BatchNorm, all
   layers trainable for both).
-* ``memory``   - peak resident memory (``ru_maxrss``) of a fresh subprocess per model that builds
-  the model and runs the workload; also the growth over the RSS right after building it.
+* ``memory``   - peak resident memory (Linux ``VmHWM``, reset after building) of a fresh
+  subprocess per model running its workload 3x; and the growth over the RSS before running.
 * ``compile``  - ``torch.compile`` (inductor) backbone timings at 224x224 for both, if it works.
 
 Usage::
@@ -106,11 +107,13 @@ def detector_models(train: bool) -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     g = fasterrcnn_ghostnet_320_fpn(num_classes=91)
     g45 = fasterrcnn_ghostnet_320_fpn(num_classes=91, returned_layers=[4, 5])
+    gfast = fasterrcnn_ghostnet_320_fpn(num_classes=91, **FAST_PRESET)
     m = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=91)
     if train:
-        return {"ghost": g.train(), "ghost_l45": g45.train(), "mnv3": m.train()}
+        return {"ghost": g.train(), "ghost_l45": g45.train(), "ghost_fast": gfast.train(), "mnv3": m.train()}
     g.eval()
     g45.eval()
+    gfast.eval()
     m.eval()
     m_generic = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=91)
     m_generic.load_state_dict(m.state_dict())
@@ -121,9 +124,21 @@ def detector_models(train: bool) -> dict[str, torch.nn.Module]:
         "ghost_plain": g,
         "ghost_deploy": fuse(g),
         "ghost_l45_deploy": fuse(g45),
+        "ghost_fast_deploy": fuse(gfast),
         "mnv3_plain": m,
         "mnv3_generic": m_generic,
     }
+
+
+# ghostdet settings proposed for a faster low-resolution preset (all standard torchvision kwargs):
+# FPN on strides 16/32 + pool like torchvision's MobileNetV3 320 preset, 100 RPN proposals at test
+# time (100 detections max anyway) and 256 sampled RoIs per training image (Fast R-CNN used 128).
+FAST_PRESET = {
+    "returned_layers": [4, 5],
+    "rpn_pre_nms_top_n_test": 150,
+    "rpn_post_nms_top_n_test": 100,
+    "box_batch_size_per_image": 256,
+}
 
 
 def _train_batch(seed: int = 0) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
@@ -222,6 +237,7 @@ def section_detector(args: argparse.Namespace) -> dict:
         [
             ("ghost deploy / mnv3 generic  [target]", "ghost_deploy", "mnv3_generic"),
             ("ghost L45 deploy / mnv3 generic", "ghost_l45_deploy", "mnv3_generic"),
+            ("ghost fast-preset deploy / mnv3 generic", "ghost_fast_deploy", "mnv3_generic"),
             ("ghost plain / mnv3 plain", "ghost_plain", "mnv3_plain"),
         ],
     )
@@ -238,6 +254,7 @@ def section_train(args: argparse.Namespace) -> dict:
         [
             ("ghost / mnv3  [target]", "ghost", "mnv3"),
             ("ghost L45 / mnv3", "ghost_l45", "mnv3"),
+            ("ghost fast-preset / mnv3", "ghost_fast", "mnv3"),
         ],
     )
 
@@ -284,15 +301,38 @@ MEMORY_CASES = {
     "backbone640/mnv3_generic": ("backbone", "mnv3_generic"),
     "detector/ghost_deploy": ("detector", "ghost_deploy"),
     "detector/ghost_l45_deploy": ("detector", "ghost_l45_deploy"),
+    "detector/ghost_fast_deploy": ("detector", "ghost_fast_deploy"),
     "detector/mnv3_generic": ("detector", "mnv3_generic"),
     "train/ghost": ("train", "ghost"),
     "train/ghost_l45": ("train", "ghost_l45"),
+    "train/ghost_fast": ("train", "ghost_fast"),
     "train/mnv3": ("train", "mnv3"),
 }
 
 
-def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+def _proc_status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS counter (VmHWM) to the current RSS (Linux >= 4.0)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_mb() -> float:
+    hwm = _proc_status_mb("VmHWM")
+    # ru_maxrss as fallback (note: on Linux it can carry the parent's value over fork/exec)
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def memory_child(case: str, threads: int) -> None:
@@ -319,16 +359,18 @@ def memory_child(case: str, threads: int) -> None:
     import gc
 
     gc.collect()
-    base = _maxrss_mb()
+    base = _proc_status_mb("VmRSS") or _peak_mb()
+    reset = _reset_peak()
     for _ in range(3):
         run()
-    print(json.dumps({"peak_rss_mb": _maxrss_mb(), "after_build_mb": base}))
+    print(json.dumps({"peak_rss_mb": _peak_mb(), "after_build_mb": base, "peak_reset": reset}))
 
 
 def section_memory(args: argparse.Namespace) -> dict:
-    print("\n## peak resident memory (ru_maxrss of a fresh subprocess per model)")
-    print("  'peak' includes the Python + torch runtime (~300-400 MB); 'growth' = peak - RSS after building")
-    print("  (the builder constructs all models of its section, so 'growth' is the fair comparison)")
+    print("\n## peak resident memory (Linux VmHWM of a fresh subprocess per model)")
+    print("  after building, the peak counter is reset (/proc/self/clear_refs) and the workload runs 3x;")
+    print("  'peak' = max RSS while running (incl. Python, torch, all models of the section built by")
+    print("  the helper); 'growth' = peak - RSS before running: the workload's own activations/grads")
     out = {}
     for case in MEMORY_CASES:
         cmd = [sys.executable, __file__, "--_memory-child", case, "--threads", str(args.threads)]
@@ -352,15 +394,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="CPU benchmark: ghostdet GhostNet-1.0 deploy mode vs torchvision MobileNetV3-Large "
         "(interleaved, medians, ratios ghostdet / MobileNetV3)."
     )
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                   help="torch intra-op threads for every measurement (default: torch's, %(default)s)")
-    p.add_argument("--reps", type=int, default=40,
-                   help="timed repetitions of the 224x224 backbone; the 640x640 backbone uses reps/4, the "
-                   "detector reps/2 and the training step reps/5 (each at least 4-5) (default: %(default)s)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="torch intra-op threads for every measurement (default: torch's, %(default)s)",
+    )
+    p.add_argument(
+        "--reps",
+        type=int,
+        default=40,
+        help="timed repetitions of the 224x224 backbone; the 640x640 backbone uses reps/4, the "
+        "detector reps/2 and the training step reps/5 (each at least 4-5) (default: %(default)s)",
+    )
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up repetitions (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="smoke test: --reps 8 --warmup 2, no compile section")
-    p.add_argument("--sections", default=",".join(SECTIONS),
-                   help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write all results to this JSON file")
     p.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
