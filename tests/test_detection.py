@@ -190,3 +190,12 @@ def test_detector_weights_roundtrip(tmp_path: Path) -> None:
         get_model("retinanet_ghostnet_fpn", weights=tmp_path / "det.pth", width=0.5, num_classes=9)
     with pytest.raises(ValueError, match="not a checkpoint of this detector"):
         get_model("fasterrcnn_ghostnet_fpn", weights=tmp_path / "det.pth", width=0.5)
+
+
+def test_fpn_channels_option() -> None:
+    r = retinanet_ghostnet_fpn(num_classes=3, width=0.5, fpn_channels=128)
+    feats = r.backbone(torch.randn(1, 3, 128, 128))
+    assert [f.shape[1] for f in feats.values()] == [128] * 5
+    assert r.head.classification_head.conv[0][0].in_channels == 128
+    f = fasterrcnn_ghostnet_fpn(num_classes=3, width=0.5, fpn_channels=64)
+    assert f.backbone.out_channels == 64 and f.rpn.head.conv[0][0].in_channels == 64
