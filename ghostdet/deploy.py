@@ -169,32 +169,41 @@ class FusedConv2d(nn.Module):
         return self._packed[1]
 
     def forward(self, x: Tensor, other: Tensor | None = None) -> Tensor:
-        if self.use_mkldnn and _mkldnn_ok(x) and (other is None or _mkldnn_ok(other)):
-            w = self._packed_weight(x)
-            act = "relu" if self.relu else "none"
-            if other is None:
-                return torch.ops.mkldnn._convolution_pointwise(
-                    x, w, self.bias, self.padding, self.stride, self.dilation, self.groups, act, [], ""
-                )
-            return torch.ops.mkldnn._convolution_pointwise.binary(
-                x,
-                other.contiguous(memory_format=torch.channels_last),
-                w,
-                self.bias,
-                self.padding,
-                self.stride,
-                self.dilation,
-                self.groups,
-                "add",
-                None,
-                act if self.relu else None,
-                [],
-                "",
+        fast = _mkldnn_ok(x) and (other is None or _mkldnn_ok(other))
+        return self.apply_conv(x, fast, other)
+
+    def apply_conv(self, x: Tensor, fast: bool, other: Tensor | None = None) -> Tensor:
+        """``forward`` with the oneDNN eligibility decided by the caller (checked once per model
+        call by the deploy modules instead of once per convolution)."""
+        if not (fast and self.use_mkldnn):
+            y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            if other is not None:
+                y = y + other
+            return F.relu(y) if self.relu else y
+        w = self._packed_weight(x)
+        if other is None:
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, w, self.bias, self.padding, self.stride, self.dilation, self.groups, self._act, [], ""
             )
-        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        if other is not None:
-            y = y + other
-        return F.relu(y) if self.relu else y
+        return torch.ops.mkldnn._convolution_pointwise.binary(
+            x,
+            other.contiguous(memory_format=torch.channels_last),
+            w,
+            self.bias,
+            self.padding,
+            self.stride,
+            self.dilation,
+            self.groups,
+            "add",
+            None,
+            self._act if self.relu else None,
+            [],
+            "",
+        )
+
+    @property
+    def _act(self) -> str:
+        return "relu" if self.relu else "none"
 
 
 def _pair(v: int | tuple[int, ...] | list[int]) -> tuple[int, int]:
@@ -230,8 +239,12 @@ class DeployGhostModule(nn.Module):
         self.needs_slice = total != self.oup
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        x1 = self.primary_conv(x)
-        x2 = self.cheap_operation(x1)
+        return self.run(x, _mkldnn_ok(x), residual)
+
+    def run(self, x: Tensor, fast: bool, residual: Tensor | None = None) -> Tensor:
+        """``forward`` with oneDNN eligibility decided by the caller."""
+        x1 = self.primary_conv.apply_conv(x, fast)
+        x2 = self.cheap_operation.apply_conv(x1, fast)
         out = torch.cat([x1, x2], dim=1)
         if self.needs_slice:
             out = out[:, : self.oup]
@@ -263,6 +276,10 @@ class DeploySqueezeExcite(nn.Module):
 
     def gate(self, pooled: Tensor) -> Tensor:
         """The ``(N, C)`` gate from the ``(N, C)`` spatial means."""
+        if pooled.shape[0] == 1 and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+            # One image: matrix-vector products, measurably cheaper than 1-row matmuls on CPU.
+            s = torch.addmv(self.reduce_bias, self.reduce_weight, pooled[0]).relu_()
+            return torch.addmv(self.expand_bias, self.expand_weight, s).clamp_(0.0, 1.0)[None]
         s = F.relu(F.linear(pooled, self.reduce_weight, self.reduce_bias))
         return torch.clamp(F.linear(s, self.expand_weight, self.expand_bias), 0.0, 1.0)
 
@@ -315,34 +332,38 @@ class DeployBottleneck(nn.Module):
                 self.conv_dw_a = FusedConv2d(dw.weight[:m], dw.bias[:m], *geom)
                 self.conv_dw_b = FusedConv2d(dw.weight[m:], dw.bias[m:], *geom)
 
-    def _main_split(self, a: Tensor) -> Tensor:
-        b = self.ghost1.cheap_operation(a)
+    def _main_split(self, a: Tensor, fast: bool) -> Tensor:
+        b = self.ghost1.cheap_operation.apply_conv(a, fast)
         if self.conv_dw is not None:
-            a, b = self.conv_dw_a(a), self.conv_dw_b(b)
+            a, b = self.conv_dw_a.apply_conv(a, fast), self.conv_dw_b.apply_conv(b, fast)
         if self.se is not None:
             g = self.se.gate(torch.cat([a.mean((2, 3)), b.mean((2, 3))], dim=1))[:, :, None, None]
             a, b = a * g[:, : self.m], b * g[:, self.m :]
-        return self.primary2_b(b, other=self.primary2_a(a))
+        return self.primary2_b.apply_conv(b, fast, other=self.primary2_a.apply_conv(a, fast))
 
     def forward(self, x: Tensor) -> Tensor:
-        a = self.ghost1.primary_conv(x)
+        return self.run(x, _mkldnn_ok(x))
+
+    def run(self, x: Tensor, fast: bool) -> Tensor:
+        """``forward`` with oneDNN eligibility decided by the caller."""
+        a = self.ghost1.primary_conv.apply_conv(x, fast)
         if self.can_split and 2 * a[0].numel() >= self.split_min_numel:
-            p = self._main_split(a)
-            out = torch.cat([p, self.ghost2.cheap_operation(p)], dim=1)
+            p = self._main_split(a, fast)
+            out = torch.cat([p, self.ghost2.cheap_operation.apply_conv(p, fast)], dim=1)
             if self.ghost2.needs_slice:
                 out = out[:, : self.ghost2.oup]
         else:
-            y = torch.cat([a, self.ghost1.cheap_operation(a)], dim=1)
+            y = torch.cat([a, self.ghost1.cheap_operation.apply_conv(a, fast)], dim=1)
             if self.ghost1.needs_slice:
                 y = y[:, : self.ghost1.oup]
             if self.conv_dw is not None:
-                y = self.conv_dw(y)
+                y = self.conv_dw.apply_conv(y, fast)
             if self.se is not None:
                 y = self.se(y)
-            out = self.ghost2(y)
+            out = self.ghost2.run(y, fast)
         if self.shortcut_pw is None:
             return out.add_(x) if not self.ghost2.needs_slice else out + x
-        return self.shortcut_pw(self.shortcut_dw(x), other=out)
+        return self.shortcut_pw.apply_conv(self.shortcut_dw.apply_conv(x, fast), fast, other=out)
 
 
 def _convert_stage(stage: nn.Module) -> nn.Module:
@@ -359,6 +380,20 @@ def _convert_stage(stage: nn.Module) -> nn.Module:
 
 def _to_channels_last(x: Tensor) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def _run_trunk(stem: FusedConv2d, blocks: nn.Sequential, x: Tensor, taps: dict[int, str] | None = None):
+    """Stem + blocks with oneDNN eligibility checked once; returns the last map and the tapped ones."""
+    x = _to_channels_last(x)
+    fast = _mkldnn_ok(x)
+    x = stem.apply_conv(x, fast)
+    out: OrderedDict[str, Tensor] = OrderedDict()
+    for i, stage in enumerate(blocks):
+        for block in stage:
+            x = block.run(x, fast) if isinstance(block, DeployBottleneck) else block.apply_conv(x, fast)
+        if taps is not None and i in taps:
+            out[taps[i]] = x
+    return x, out
 
 
 class DeployGhostNet(nn.Module):
@@ -383,7 +418,7 @@ class DeployGhostNet(nn.Module):
         self.classifier = copy.deepcopy(net.classifier).requires_grad_(False)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        return self.blocks(self.stem(_to_channels_last(x)))
+        return _run_trunk(self.stem, self.blocks, x)[0]
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.forward_features(x).mean((2, 3))
@@ -408,14 +443,7 @@ class DeployGhostNetFeatures(nn.Module):
         self.strides = list(body.strides)
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
-        x = self.stem(_to_channels_last(x))
-        out: OrderedDict[str, Tensor] = OrderedDict()
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            name = self._taps.get(i)
-            if name is not None:
-                out[name] = x
-        return out
+        return _run_trunk(self.stem, self.blocks, x, self._taps)[1]
 
 
 def _fuse_generic(module: nn.Module) -> None:

@@ -168,6 +168,15 @@ def test_presets_and_kwargs_reach_torchvision() -> None:
     assert m.transform.min_size == (320,) and m.transform.max_size == 640
     assert m.rpn._pre_nms_top_n["testing"] == 150 and m.rpn._post_nms_top_n["testing"] == 150
     assert m.roi_heads.score_thresh == 0.05
+    # light pyramid: stage ends at strides 16/32 + the pooled level, 128 channels, 32-512 px anchors
+    assert m.backbone.body.strides == [16, 32] and m.backbone.out_channels == 128
+    feats = m.backbone(torch.randn(1, 3, 320, 448))
+    assert [tuple(f.shape[1:]) for f in feats.values()] == [(128, 20, 28), (128, 10, 14), (128, 5, 7)]
+    assert m.rpn.anchor_generator.sizes == ((32, 64), (96, 192), (256, 512))
+    assert m.roi_heads.box_head.fc6.in_features == 128 * 7 * 7
+    full = fasterrcnn_ghostnet_320_fpn(num_classes=5, width=0.5, returned_layers=[3, 4, 5], fpn_channels=256)
+    assert full.backbone.body.strides == [8, 16, 32] and full.backbone.out_channels == 256
+    assert len(full.rpn.anchor_generator.sizes) == 4
     m2 = fasterrcnn_ghostnet_320_fpn(num_classes=5, width=0.5, min_size=256, box_detections_per_img=7)
     assert m2.transform.min_size == (256,) and m2.roi_heads.detections_per_img == 7
     assert m2.roi_heads.box_predictor.cls_score.out_features == 5

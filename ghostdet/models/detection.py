@@ -246,24 +246,41 @@ def fasterrcnn_ghostnet_fpn(
     return model
 
 
+# Anchor sizes of the low-resolution preset's three levels (strides 16, 32 and the pooled 64):
+# two sizes x three ratios per level, covering 32-512 px like torchvision's 320 preset.
+LOWRES_ANCHOR_SIZES = ((32, 64), (96, 192), (256, 512))
+
+
 def fasterrcnn_ghostnet_320_fpn(**kwargs: Any) -> FasterRCNN:
-    """Low-resolution Faster R-CNN preset (like torchvision's ``*_320_fpn``).
+    """Low-resolution Faster R-CNN preset (like torchvision's ``*_320_fpn``), built for CPU speed.
 
     ``min_size=320``, ``max_size=640``, 150 RPN proposals per image at test time (pre and
-    post NMS) and ``box_score_thresh=0.05``. Every argument of :func:`fasterrcnn_ghostnet_fpn`
-    is accepted and overrides these defaults.
+    post NMS), ``box_score_thresh=0.05``, and a light FPN: stage ends at strides 16 and 32
+    (``returned_layers=[4, 5]``, plus the pooled stride-64 level) with 128 channels
+    (``fpn_channels=128``), anchors of 32-512 px (:data:`LOWRES_ANCHOR_SIZES`). At 320 px a
+    stride-8 level and 256 channels cost more than the whole trunk: the 3x3 FPN/RPN convs scale
+    with channels squared and the box head's first layer with the channels. Pass
+    ``returned_layers=[3, 4, 5], fpn_channels=256`` for the full pyramid. Every argument of
+    :func:`fasterrcnn_ghostnet_fpn` is accepted and overrides these defaults.
 
     Args:
         **kwargs: as for :func:`fasterrcnn_ghostnet_fpn`.
     """
-    defaults = {
+    defaults: dict[str, Any] = {
         "min_size": 320,
         "max_size": 640,
         "rpn_pre_nms_top_n_test": 150,
         "rpn_post_nms_top_n_test": 150,
         "rpn_score_thresh": 0.05,
         "box_score_thresh": 0.05,
+        "fpn_channels": 128,
     }
+    if "returned_layers" not in kwargs:
+        defaults["returned_layers"] = [4, 5]
+        if "rpn_anchor_generator" not in kwargs:
+            defaults["rpn_anchor_generator"] = AnchorGenerator(
+                LOWRES_ANCHOR_SIZES, ((0.5, 1.0, 2.0),) * len(LOWRES_ANCHOR_SIZES)
+            )
     return fasterrcnn_ghostnet_fpn(**{**defaults, **kwargs})
 
 
