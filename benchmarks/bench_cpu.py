@@ -17,9 +17,9 @@ Sections (``--sections``, comma separated):
   in a 960-channel stride-32 map), batch 1, at 224x224 and 640x640.
 * ``detector`` - ``fasterrcnn_ghostnet_320_fpn`` vs ``fasterrcnn_mobilenet_v3_large_320_fpn``
   (random weights, 91 classes, both presets' own defaults: min_size 320, max_size 640, 150
-  test proposals) on one 480x640 image. ghostdet is also shown with ``returned_layers=[4, 5]``
-  (``L45``: FPN on strides 16/32 + pool, the levels torchvision's MobileNetV3 320 preset uses) and
-  with ``FAST_PRESET`` (L45, 100 test proposals, 256 sampled RoIs per training image).
+  test proposals) on one 480x640 image. ghostdet's preset has a light FPN (strides 16/32 + pool,
+  128 channels); to show where its speed comes from it is also run with 256 FPN channels like
+  torchvision's (``l45_256``) and with the full strides-8/16/32 pyramid at 256 channels (``full``).
 * ``train``    - one SGD step (forward + backward + step), batch 2 of 480x640 images with 3 boxes
   each, same two detectors in train mode (normal, non-fused models, trainable BatchNorm, all
   layers trainable for both).
@@ -106,14 +106,19 @@ def detector_models(train: bool) -> dict[str, torch.nn.Module]:
 
     torch.manual_seed(0)
     g = fasterrcnn_ghostnet_320_fpn(num_classes=91)
-    g45 = fasterrcnn_ghostnet_320_fpn(num_classes=91, returned_layers=[4, 5])
-    gfast = fasterrcnn_ghostnet_320_fpn(num_classes=91, **FAST_PRESET)
+    g256 = fasterrcnn_ghostnet_320_fpn(num_classes=91, fpn_channels=256)
+    gfull = fasterrcnn_ghostnet_320_fpn(num_classes=91, returned_layers=[3, 4, 5], fpn_channels=256)
     m = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=91)
     if train:
-        return {"ghost": g.train(), "ghost_l45": g45.train(), "ghost_fast": gfast.train(), "mnv3": m.train()}
+        return {
+            "ghost": g.train(),
+            "ghost_l45_256": g256.train(),
+            "ghost_full": gfull.train(),
+            "mnv3": m.train(),
+        }
     g.eval()
-    g45.eval()
-    gfast.eval()
+    g256.eval()
+    gfull.eval()
     m.eval()
     m_generic = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=91)
     m_generic.load_state_dict(m.state_dict())
@@ -123,22 +128,11 @@ def detector_models(train: bool) -> dict[str, torch.nn.Module]:
     return {
         "ghost_plain": g,
         "ghost_deploy": fuse(g),
-        "ghost_l45_deploy": fuse(g45),
-        "ghost_fast_deploy": fuse(gfast),
+        "ghost_l45_256_deploy": fuse(g256),
+        "ghost_full_deploy": fuse(gfull),
         "mnv3_plain": m,
         "mnv3_generic": m_generic,
     }
-
-
-# ghostdet settings proposed for a faster low-resolution preset (all standard torchvision kwargs):
-# FPN on strides 16/32 + pool like torchvision's MobileNetV3 320 preset, 100 RPN proposals at test
-# time (100 detections max anyway) and 256 sampled RoIs per training image (Fast R-CNN used 128).
-FAST_PRESET = {
-    "returned_layers": [4, 5],
-    "rpn_pre_nms_top_n_test": 150,
-    "rpn_post_nms_top_n_test": 100,
-    "box_batch_size_per_image": 256,
-}
 
 
 def _train_batch(seed: int = 0) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
@@ -236,8 +230,8 @@ def section_detector(args: argparse.Namespace) -> dict:
         med,
         [
             ("ghost deploy / mnv3 generic  [target]", "ghost_deploy", "mnv3_generic"),
-            ("ghost L45 deploy / mnv3 generic", "ghost_l45_deploy", "mnv3_generic"),
-            ("ghost fast-preset deploy / mnv3 generic", "ghost_fast_deploy", "mnv3_generic"),
+            ("ghost 256-ch FPN deploy / mnv3 generic", "ghost_l45_256_deploy", "mnv3_generic"),
+            ("ghost full pyramid deploy / mnv3 generic", "ghost_full_deploy", "mnv3_generic"),
             ("ghost plain / mnv3 plain", "ghost_plain", "mnv3_plain"),
         ],
     )
@@ -253,8 +247,8 @@ def section_train(args: argparse.Namespace) -> dict:
         med,
         [
             ("ghost / mnv3  [target]", "ghost", "mnv3"),
-            ("ghost L45 / mnv3", "ghost_l45", "mnv3"),
-            ("ghost fast-preset / mnv3", "ghost_fast", "mnv3"),
+            ("ghost 256-ch FPN / mnv3", "ghost_l45_256", "mnv3"),
+            ("ghost full pyramid / mnv3", "ghost_full", "mnv3"),
         ],
     )
 
@@ -304,12 +298,10 @@ MEMORY_CASES = {
     "backbone640/ghost_generic": ("backbone", "ghost_generic"),
     "backbone640/mnv3_generic": ("backbone", "mnv3_generic"),
     "detector/ghost_deploy": ("detector", "ghost_deploy"),
-    "detector/ghost_l45_deploy": ("detector", "ghost_l45_deploy"),
-    "detector/ghost_fast_deploy": ("detector", "ghost_fast_deploy"),
+    "detector/ghost_full_deploy": ("detector", "ghost_full_deploy"),
     "detector/mnv3_generic": ("detector", "mnv3_generic"),
     "train/ghost": ("train", "ghost"),
-    "train/ghost_l45": ("train", "ghost_l45"),
-    "train/ghost_fast": ("train", "ghost_fast"),
+    "train/ghost_full": ("train", "ghost_full"),
     "train/mnv3": ("train", "mnv3"),
 }
 

@@ -10,6 +10,10 @@ with fewer and cheaper operations on CPU:
   the residual addition) fused in, on weights that are reordered into oneDNN's blocked layout once
   instead of on every call (``torch.ops.mkldnn._convolution_pointwise``, the kernel PyTorch's own
   compiler emits); activations stay ``channels_last`` so depthwise convs need no layout change;
+* 1x1 convolutions on small maps (at most ``GEMM_MAX_PIXELS`` output pixels) run as one BLAS
+  GEMM on the channels_last data instead: a oneDNN call has a fixed set-up cost of ~25 us, which
+  dominates on 7x7-28x28 maps, a GEMM call costs a few us;
+* whether oneDNN may be used is decided once per model call, not once per convolution;
 * the squeeze-excite block runs its two 1x1 convs on the pooled vector as matrix products, and
   its hard-sigmoid's ``+3`` and ``/6`` are folded into the expand weights (one clamp remains);
 * the Ghost module's ``[:, :oup]`` slice is skipped when it is a no-op, and the residual is added
@@ -53,6 +57,10 @@ __all__ = [
 ]
 
 _BN_TYPES = (nn.BatchNorm2d, FrozenBatchNorm2d)
+
+# 1x1 convolutions whose output has at most this many pixels (N*H*W) run as a GEMM; larger ones
+# as a prepacked oneDNN convolution. Measured on a 2-core x86 CPU (benchmarks/bench_cpu.py).
+GEMM_MAX_PIXELS = 1024
 
 
 def fold_bn(conv: nn.Conv2d, bn: nn.Module | None) -> tuple[Tensor, Tensor]:
@@ -129,6 +137,17 @@ class FusedConv2d(nn.Module):
         self.relu = relu
         self.use_mkldnn = True
         self._packed: tuple[tuple, Tensor] | None = None
+        # A 1x1 convolution on a small map runs as one GEMM: a oneDNN convolution call costs
+        # ~25 us of set-up on this kind of CPU however small the map, a BLAS GEMM a few us.
+        is_pointwise = (
+            weight.shape[-2:] == (1, 1)
+            and groups == 1
+            and self.stride == [1, 1]
+            and self.padding == [0, 0]
+            and self.dilation == [1, 1]
+        )
+        self.gemm_max_pixels = GEMM_MAX_PIXELS if is_pointwise else 0
+        self._gemm_weight: Tensor | None = None
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, bn: nn.Module | None = None, relu: bool = False) -> FusedConv2d:
@@ -146,16 +165,16 @@ class FusedConv2d(nn.Module):
         )
 
     def __getstate__(self) -> dict:
-        # oneDNN tensors cannot be copied or pickled; the cache is rebuilt on demand.
+        # oneDNN tensors cannot be copied or pickled; the caches are rebuilt on demand.
         state = self.__dict__.copy()
-        state["_packed"] = None
+        state["_packed"] = state["_gemm_weight"] = None
         return state
 
     def __deepcopy__(self, memo: dict) -> FusedConv2d:
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
         for key, value in self.__dict__.items():
-            new.__dict__[key] = None if key == "_packed" else copy.deepcopy(value, memo)
+            new.__dict__[key] = None if key in ("_packed", "_gemm_weight") else copy.deepcopy(value, memo)
         return new
 
     def _packed_weight(self, x: Tensor) -> Tensor:
@@ -180,6 +199,8 @@ class FusedConv2d(nn.Module):
             if other is not None:
                 y = y + other
             return F.relu(y) if self.relu else y
+        if x.shape[0] * x.shape[2] * x.shape[3] <= self.gemm_max_pixels:
+            return self._gemm(x, other)
         w = self._packed_weight(x)
         if other is None:
             return torch.ops.mkldnn._convolution_pointwise(
@@ -200,6 +221,22 @@ class FusedConv2d(nn.Module):
             [],
             "",
         )
+
+    def _gemm(self, x: Tensor, other: Tensor | None) -> Tensor:
+        """The 1x1 convolution as ``(N*H*W, C) @ (C, O)`` on channels_last data (views, no copies)."""
+        w = self.weight
+        if self._gemm_weight is None or self._gemm_weight[0] != (w.data_ptr(), w._version):
+            self._gemm_weight = ((w.data_ptr(), w._version), w.detach().flatten(1).t().contiguous())
+        wt = self._gemm_weight[1]
+        n, c, h, width = x.shape
+        x2 = x.permute(0, 2, 3, 1).reshape(-1, c)
+        if other is None:
+            y = torch.addmm(self.bias, x2, wt)
+        else:
+            y = torch.addmm(other.permute(0, 2, 3, 1).reshape(-1, wt.shape[1]), x2, wt).add_(self.bias)
+        if self.relu:
+            y.relu_()
+        return y.view(n, h, width, -1).permute(0, 3, 1, 2)
 
     @property
     def _act(self) -> str:

@@ -68,6 +68,38 @@ def test_fused_conv_matches_reference(relu, with_other, groups):
         assert _rel_err(ref, got) < 1e-5
 
 
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("with_other", [False, True])
+@pytest.mark.parametrize("gemm_max_pixels", [0, 10**9])
+def test_pointwise_gemm_and_onednn_paths_match_reference(relu, with_other, gemm_max_pixels):
+    torch.manual_seed(2)
+    conv = nn.Conv2d(12, 20, 1, bias=False)
+    bn = _randomise_bn(nn.Sequential(nn.BatchNorm2d(20)))[0].eval()
+    fused = FusedConv2d.from_conv(conv, bn, relu=relu)
+    assert fused.gemm_max_pixels > 0  # 1x1, stride 1, no padding: GEMM-eligible by default
+    fused.gemm_max_pixels = gemm_max_pixels
+    for shape in [(1, 12, 7, 7), (3, 12, 5, 9)]:
+        x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+        other = torch.randn(shape[0], 20, *shape[2:]) if with_other else None
+        ref = bn(conv(x)) + (other if other is not None else 0)
+        ref = ref.relu() if relu else ref
+        with torch.inference_mode():
+            got = fused(x, other)
+        assert got.shape == ref.shape and got.is_contiguous(memory_format=torch.channels_last)
+        assert _rel_err(ref, got) < 1e-5
+    with torch.no_grad():  # an in-place weight update is picked up (cached transposed weight)
+        fused.weight.mul_(2)
+        fused.bias.mul_(2)
+        x = torch.randn(1, 12, 4, 4).contiguous(memory_format=torch.channels_last)
+        ref = nn.functional.conv2d(x, fused.weight, fused.bias)
+        ref = (ref + other[:1, :, :4, :4] if with_other else ref)
+        ref = ref.relu() if relu else ref
+        got = fused(x, other[:1, :, :4, :4].contiguous() if with_other else None)
+    assert _rel_err(ref, got) < 1e-5
+    assert FusedConv2d.from_conv(nn.Conv2d(12, 20, 1, stride=2)).gemm_max_pixels == 0
+    assert FusedConv2d.from_conv(nn.Conv2d(12, 20, 3, padding=1)).gemm_max_pixels == 0
+
+
 def _trained_bn_classifier() -> nn.Module:
     torch.manual_seed(0)
     model = ghostnet(1.0, num_classes=10)
