@@ -21,6 +21,7 @@ train: venv
 
 lint: venv
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check ghostdet tools tests benchmarks
 
 test: lint
 	$(PY) -m pytest -m "not slow" $(ARGS)

@@ -92,7 +92,7 @@ def test_pointwise_gemm_and_onednn_paths_match_reference(relu, with_other, gemm_
         fused.bias.mul_(2)
         x = torch.randn(1, 12, 4, 4).contiguous(memory_format=torch.channels_last)
         ref = nn.functional.conv2d(x, fused.weight, fused.bias)
-        ref = (ref + other[:1, :, :4, :4] if with_other else ref)
+        ref = ref + other[:1, :, :4, :4] if with_other else ref
         ref = ref.relu() if relu else ref
         got = fused(x, other[:1, :, :4, :4].contiguous() if with_other else None)
     assert _rel_err(ref, got) < 1e-5

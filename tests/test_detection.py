@@ -24,8 +24,10 @@ def _batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     g = torch.Generator().manual_seed(0)
     images = [torch.rand(3, 120, 160, generator=g), torch.rand(3, 150, 100, generator=g)]
     targets = [
-        {"boxes": torch.tensor([[10.0, 20.0, 70.0, 90.0], [80.0, 10.0, 150.0, 60.0]]),
-         "labels": torch.tensor([1, 2])},
+        {
+            "boxes": torch.tensor([[10.0, 20.0, 70.0, 90.0], [80.0, 10.0, 150.0, 60.0]]),
+            "labels": torch.tensor([1, 2]),
+        },
         {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
     ]
     return images, targets
@@ -59,7 +61,10 @@ def test_fpn_backbone_levels_and_no_unused_parameters() -> None:
     assert not any(n.startswith(("body.conv_head", "body.classifier", "body.blocks.9")) for n in names)
     feats = backbone(torch.randn(1, 3, 224, 288))
     assert {k: tuple(v.shape[-2:]) for k, v in feats.items()} == {
-        "0": (28, 36), "1": (14, 18), "2": (7, 9), "pool": (4, 5)
+        "0": (28, 36),
+        "1": (14, 18),
+        "2": (7, 9),
+        "pool": (4, 5),
     }
     sum(f.sum() for f in feats.values()).backward()
     assert all(p.grad is not None for p in backbone.parameters() if p.requires_grad)

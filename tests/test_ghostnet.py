@@ -131,8 +131,11 @@ def test_squeeze_excite_matches_formula() -> None:
     assert se.conv_reduce.out_channels == make_divisible(72 * 0.25, 4)
     x = torch.randn(2, 72, 5, 5)
     s = x.mean((2, 3), keepdim=True)
-    s = F.conv2d(F.relu(F.conv2d(s, se.conv_reduce.weight, se.conv_reduce.bias)), se.conv_expand.weight,
-                 se.conv_expand.bias)
+    s = F.conv2d(
+        F.relu(F.conv2d(s, se.conv_reduce.weight, se.conv_reduce.bias)),
+        se.conv_expand.weight,
+        se.conv_expand.bias,
+    )
     gate = torch.clamp(s + 3, 0, 6) / 6
     torch.testing.assert_close(se(x), x * gate)
 

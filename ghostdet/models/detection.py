@@ -338,4 +338,3 @@ def retinanet_ghostnet_fpn(
     if state is not None:
         load_strict(model, state)
     return model
-

@@ -179,8 +179,10 @@ def load_strict(model: nn.Module, state_dict: Mapping[str, Tensor], skip: Iterab
         if own[k].shape != given[k].shape
     )
     if missing or unexpected or shapes:
-        parts = [f"checkpoint does not match {type(model).__name__} "
-                 f"({len(given)} checkpoint keys, {len(own)} model keys)"]
+        parts = [
+            f"checkpoint does not match {type(model).__name__} "
+            f"({len(given)} checkpoint keys, {len(own)} model keys)"
+        ]
         for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
             if keys:
                 parts.append(f"{title} ({len(keys)}): " + ", ".join(keys))
