@@ -26,6 +26,9 @@ Sections (``--sections``, comma separated):
 * ``memory``   - peak resident memory (Linux ``VmHWM``, reset after building) of a fresh
   subprocess per model running its workload 3x; and the growth over the RSS before running.
 * ``compile``  - ``torch.compile`` (inductor) backbone timings at 224x224 for both, if it works.
+* ``onnx``     - both backbones exported to ONNX and run by onnxruntime (CPU execution provider,
+  the same thread count, its own graph optimisations for both), at 224x224 and 640x640; skipped
+  when onnxruntime is not installed (``pip install -e ".[export]"``).
 
 Usage::
 
@@ -53,7 +56,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SECTIONS = ("backbone", "detector", "train", "memory", "compile")
+SECTIONS = ("backbone", "detector", "train", "memory", "compile", "onnx")
 Row = tuple[str, float]
 
 
@@ -67,6 +70,7 @@ class _Features(torch.nn.Module):
     def __init__(self, net: torch.nn.Module) -> None:
         super().__init__()
         self.net = net
+        self.train(net.training)  # a wrapper left in training mode would put net back in it later
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.forward_features(x)
@@ -288,6 +292,60 @@ def section_compile(args: argparse.Namespace) -> dict:
     )
     out["errors"] = errors
     return out
+
+
+def section_onnx(args: argparse.Namespace) -> dict:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print('\n## onnxruntime: not installed (pip install -e ".[export]"), section skipped')
+        return {"skipped": "onnxruntime not installed"}
+    import tempfile
+
+    models = backbone_models()
+    # The deploy model exports its plain-conv fallback; onnxruntime then folds/fuses on its own,
+    # as it does for the plain (BatchNorm) models.
+    chosen = {k: models[k] for k in ("ghost_deploy", "ghost_plain", "mnv3_plain")}
+    sessions = {}
+    errors = {}
+    x_check = torch.randn(1, 3, 224, 224)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in chosen.items():
+            path = str(Path(tmp) / f"{name}.onnx")
+            torch.onnx.export(
+                model,
+                (x_check,),
+                path,
+                opset_version=17,
+                input_names=["x"],
+                output_names=["y"],
+                dynamic_axes={"x": {2: "h", 3: "w"}},
+                dynamo=False,
+            )
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = args.threads
+            opts.inter_op_num_threads = 1
+            sessions[name] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+            with torch.inference_mode():
+                ref = model(x_check)
+            got = torch.from_numpy(sessions[name].run(None, {"x": x_check.numpy()})[0])
+            errors[name] = ((got - ref).abs().max() / ref.abs().max()).item()
+    print("\n## onnxruntime " + ort.__version__ + ", max relative difference to PyTorch: ", end="")
+    print(", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
+    results: dict = {"max_rel_err": errors}
+    for size, reps in ((224, args.reps), (640, max(5, args.reps // 4))):
+        x = torch.randn(1, 3, size, size).numpy()
+        fns = {k: (lambda s=s, x=x: s.run(None, {"x": x})) for k, s in sessions.items()}
+        med = interleaved(fns, reps, args.warmup)
+        results[size] = _print_times(
+            f"onnxruntime backbone {size}x{size}, batch 1 (reps={reps})",
+            med,
+            [
+                ("ort ghost deploy / ort mnv3", "ghost_deploy", "mnv3_plain"),
+                ("ort ghost plain / ort mnv3", "ghost_plain", "mnv3_plain"),
+            ],
+        )
+    return results
 
 
 # --------------------------------------------------------------------------------------------
