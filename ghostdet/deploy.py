@@ -147,7 +147,7 @@ class FusedConv2d(nn.Module):
             and self.dilation == [1, 1]
         )
         self.gemm_max_pixels = GEMM_MAX_PIXELS if is_pointwise else 0
-        self._gemm_weight: Tensor | None = None
+        self._gemm_weight: tuple[tuple[int, int], Tensor] | None = None
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, bn: nn.Module | None = None, relu: bool = False) -> FusedConv2d:
@@ -419,7 +419,9 @@ def _to_channels_last(x: Tensor) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
-def _run_trunk(stem: FusedConv2d, blocks: nn.Sequential, x: Tensor, taps: dict[int, str] | None = None):
+def _run_trunk(
+    stem: FusedConv2d, blocks: nn.Sequential, x: Tensor, taps: dict[int, str] | None = None
+) -> tuple[Tensor, OrderedDict[str, Tensor]]:
     """Stem + blocks with oneDNN eligibility checked once; returns the last map and the tapped ones."""
     x = _to_channels_last(x)
     fast = _mkldnn_ok(x)
