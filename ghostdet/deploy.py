@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -136,7 +137,7 @@ class FusedConv2d(nn.Module):
         self.groups = groups
         self.relu = relu
         self.use_mkldnn = True
-        self._packed: tuple[tuple, Tensor] | None = None
+        self._packed: tuple[tuple, Tensor] | None = None  # oneDNN-layout weight, see _derived_weight
         # A 1x1 convolution on a small map runs as one GEMM: a oneDNN convolution call costs
         # ~25 us of set-up on this kind of CPU however small the map, a BLAS GEMM a few us.
         is_pointwise = (
@@ -147,7 +148,7 @@ class FusedConv2d(nn.Module):
             and self.dilation == [1, 1]
         )
         self.gemm_max_pixels = GEMM_MAX_PIXELS if is_pointwise else 0
-        self._gemm_weight: tuple[tuple[int, int], Tensor] | None = None
+        self._gemm_weight: tuple[tuple, Tensor] | None = None  # (in, out) weight for the GEMM path
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, bn: nn.Module | None = None, relu: bool = False) -> FusedConv2d:
@@ -177,15 +178,24 @@ class FusedConv2d(nn.Module):
             new.__dict__[key] = None if key in ("_packed", "_gemm_weight") else copy.deepcopy(value, memo)
         return new
 
-    def _packed_weight(self, x: Tensor) -> Tensor:
+    def _derived_weight(self, slot: str, build: Callable[[Tensor], Tensor]) -> Tensor:
+        """``build(weight)``, cached in attribute ``slot`` until the weight is replaced or changed
+        in place (e.g. by ``load_state_dict``)."""
         w = self.weight
         key = (w.data_ptr(), w._version, w.dtype, w.shape)
-        if self._packed is None or self._packed[0] != key:
-            packed = torch.ops.mkldnn._reorder_convolution_weight(
-                w.detach(), self.padding, self.stride, self.dilation, self.groups, list(x.shape)
-            )
-            self._packed = (key, packed)
-        return self._packed[1]
+        cached = getattr(self, slot)
+        if cached is None or cached[0] != key:
+            cached = (key, build(w.detach()))
+            setattr(self, slot, cached)
+        return cached[1]
+
+    def _packed_weight(self, x: Tensor) -> Tensor:
+        return self._derived_weight(
+            "_packed",
+            lambda w: torch.ops.mkldnn._reorder_convolution_weight(
+                w, self.padding, self.stride, self.dilation, self.groups, list(x.shape)
+            ),
+        )
 
     def forward(self, x: Tensor, other: Tensor | None = None) -> Tensor:
         fast = _mkldnn_ok(x) and (other is None or _mkldnn_ok(other))
@@ -224,10 +234,7 @@ class FusedConv2d(nn.Module):
 
     def _gemm(self, x: Tensor, other: Tensor | None) -> Tensor:
         """The 1x1 convolution as ``(N*H*W, C) @ (C, O)`` on channels_last data (views, no copies)."""
-        w = self.weight
-        if self._gemm_weight is None or self._gemm_weight[0] != (w.data_ptr(), w._version):
-            self._gemm_weight = ((w.data_ptr(), w._version), w.detach().flatten(1).t().contiguous())
-        wt = self._gemm_weight[1]
+        wt = self._derived_weight("_gemm_weight", lambda w: w.flatten(1).t().contiguous())
         n, c, h, width = x.shape
         x2 = x.permute(0, 2, 3, 1).reshape(-1, c)
         if other is None:
