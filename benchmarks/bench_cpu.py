@@ -200,27 +200,40 @@ def _print_times(title: str, med: dict[str, float], ratios: list[tuple[str, str,
     return out
 
 
-def section_backbone(args: argparse.Namespace) -> dict:
-    models = backbone_models()
+def _time_backbone_sizes(
+    args: argparse.Namespace,
+    title: str,
+    make_fns: Callable[[torch.Tensor], dict[str, Callable[[], object]]],
+    ratios: list[tuple[str, str, str]],
+) -> dict:
+    """Time ``make_fns(x)`` on a 224x224 (``--reps``) and a 640x640 (``--reps``/4) batch-1 input."""
     results = {}
     for size, reps in ((224, args.reps), (640, max(5, args.reps // 4))):
-        x = torch.randn(1, 3, size, size)
+        med = interleaved(make_fns(torch.randn(1, 3, size, size)), reps, args.warmup)
+        results[size] = _print_times(f"{title} {size}x{size}, batch 1 (reps={reps})", med, ratios)
+    return results
+
+
+def section_backbone(args: argparse.Namespace) -> dict:
+    models = backbone_models()
+
+    def make_fns(x: torch.Tensor) -> dict[str, Callable[[], object]]:
         x_cl = x.contiguous(memory_format=torch.channels_last)
         inputs = {k: x_cl if "generic" in k or "deploy" in k else x for k in models}
-        fns = {k: (lambda m=m, t=inputs[k]: m(t)) for k, m in models.items()}
-        med = interleaved(fns, reps, args.warmup)
-        results[size] = _print_times(
-            f"backbone {size}x{size}, batch 1 (reps={reps})",
-            med,
-            [
-                ("ghost deploy / mnv3 generic  [target]", "ghost_deploy", "mnv3_generic"),
-                ("ghost generic / mnv3 generic", "ghost_generic", "mnv3_generic"),
-                ("ghost plain / mnv3 plain", "ghost_plain", "mnv3_plain"),
-                ("ghost deploy / mnv3 plain", "ghost_deploy", "mnv3_plain"),
-                ("ghost deploy / ghost generic", "ghost_deploy", "ghost_generic"),
-            ],
-        )
-    return results
+        return {k: (lambda m=m, t=inputs[k]: m(t)) for k, m in models.items()}
+
+    return _time_backbone_sizes(
+        args,
+        "backbone",
+        make_fns,
+        [
+            ("ghost deploy / mnv3 generic  [target]", "ghost_deploy", "mnv3_generic"),
+            ("ghost generic / mnv3 generic", "ghost_generic", "mnv3_generic"),
+            ("ghost plain / mnv3 plain", "ghost_plain", "mnv3_plain"),
+            ("ghost deploy / mnv3 plain", "ghost_deploy", "mnv3_plain"),
+            ("ghost deploy / ghost generic", "ghost_deploy", "ghost_generic"),
+        ],
+    )
 
 
 def section_detector(args: argparse.Namespace) -> dict:
@@ -332,20 +345,21 @@ def section_onnx(args: argparse.Namespace) -> dict:
             errors[name] = ((got - ref).abs().max() / ref.abs().max()).item()
     print("\n## onnxruntime " + ort.__version__ + ", max relative difference to PyTorch: ", end="")
     print(", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
-    results: dict = {"max_rel_err": errors}
-    for size, reps in ((224, args.reps), (640, max(5, args.reps // 4))):
-        x = torch.randn(1, 3, size, size).numpy()
-        fns = {k: (lambda s=s, x=x: s.run(None, {"x": x})) for k, s in sessions.items()}
-        med = interleaved(fns, reps, args.warmup)
-        results[size] = _print_times(
-            f"onnxruntime backbone {size}x{size}, batch 1 (reps={reps})",
-            med,
-            [
-                ("ort ghost deploy / ort mnv3", "ghost_deploy", "mnv3_plain"),
-                ("ort ghost plain / ort mnv3", "ghost_plain", "mnv3_plain"),
-            ],
-        )
-    return results
+
+    def make_fns(x: torch.Tensor) -> dict[str, Callable[[], object]]:
+        feed = {"x": x.numpy()}
+        return {k: (lambda s=s: s.run(None, feed)) for k, s in sessions.items()}
+
+    results = _time_backbone_sizes(
+        args,
+        "onnxruntime backbone",
+        make_fns,
+        [
+            ("ort ghost deploy / ort mnv3", "ghost_deploy", "mnv3_plain"),
+            ("ort ghost plain / ort mnv3", "ghost_plain", "mnv3_plain"),
+        ],
+    )
+    return {"max_rel_err": errors, **results}
 
 
 # --------------------------------------------------------------------------------------------
