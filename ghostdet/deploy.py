@@ -13,7 +13,14 @@ with fewer and cheaper operations on CPU:
 * 1x1 convolutions on small maps (at most ``GEMM_MAX_PIXELS`` output pixels) run as one BLAS
   GEMM on the channels_last data instead: a oneDNN call has a fixed set-up cost of ~25 us, which
   dominates on 7x7-28x28 maps, a GEMM call costs a few us;
-* whether oneDNN may be used is decided once per model call, not once per convolution;
+* depthwise convolutions (3x3 / 5x5 / 7x7, channels a multiple of 4) run on ghostdet's own
+  vectorised C kernel (``ghostdet/csrc/dwconv.c``, compiled for this CPU on first use, see
+  ``ghostdet._native``): it has no per-call set-up, where a oneDNN depthwise call costs 30-50 us
+  even on a 7x7 map, and it writes the Ghost module's cheap half straight into the module's
+  output; on small maps the primary half is written there by its GEMM, so no concatenation
+  copy is left. Without a C compiler, oneDNN runs them (``fuse(..., native_kernels=False)``
+  or ``GHOSTDET_NATIVE=0`` choose that on purpose);
+* whether the fast kernels may be used is decided once per model call, not once per convolution;
 * the squeeze-excite block runs its two 1x1 convs on the pooled vector as matrix products, and
   its hard-sigmoid's ``+3`` and ``/6`` are folded into the expand weights (one clamp remains);
 * the Ghost module's ``[:, :oup]`` slice is skipped when it is a no-op, and the residual is added
@@ -42,6 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from ghostdet import _native
 from ghostdet.models.detection import GhostNetFeatures
 from ghostdet.models.ghostnet import ConvBnAct, GhostBottleneck, GhostModule, GhostNet, SqueezeExcite
 
@@ -58,6 +66,8 @@ __all__ = [
 ]
 
 _BN_TYPES = (nn.BatchNorm2d, FrozenBatchNorm2d)
+# FusedConv2d attributes holding weights derived for a backend; never copied or pickled.
+_CACHE_SLOTS = ("_packed", "_gemm_weight", "_native_weight")
 
 # 1x1 convolutions whose output has at most this many pixels (N*H*W) run as a GEMM; larger ones
 # as a prepacked oneDNN convolution. Measured on a 2-core x86 CPU (benchmarks/bench_cpu.py).
@@ -149,6 +159,11 @@ class FusedConv2d(nn.Module):
         )
         self.gemm_max_pixels = GEMM_MAX_PIXELS if is_pointwise else 0
         self._gemm_weight: tuple[tuple, Tensor] | None = None  # (in, out) weight for the GEMM path
+        # Depthwise convolutions run on ghostdet's own kernel (see ghostdet._native) when it is
+        # available: no per-call set-up, and it can write into a channel slice of a wider tensor.
+        self.is_native_dw = _native.supports(weight, self.stride, self.padding, self.dilation, groups)
+        self.use_native = True
+        self._native_weight: tuple[tuple, Tensor] | None = None  # (k*k, C) weight for the kernel
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, bn: nn.Module | None = None, relu: bool = False) -> FusedConv2d:
@@ -168,14 +183,21 @@ class FusedConv2d(nn.Module):
     def __getstate__(self) -> dict:
         # oneDNN tensors cannot be copied or pickled; the caches are rebuilt on demand.
         state = self.__dict__.copy()
-        state["_packed"] = state["_gemm_weight"] = None
+        for slot in _CACHE_SLOTS:
+            state[slot] = None
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("is_native_dw", False)  # pickled before the native kernel existed
+        state.setdefault("use_native", True)
+        state.setdefault("_native_weight", None)
+        self.__dict__.update(state)
 
     def __deepcopy__(self, memo: dict) -> FusedConv2d:
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
         for key, value in self.__dict__.items():
-            new.__dict__[key] = None if key in ("_packed", "_gemm_weight") else copy.deepcopy(value, memo)
+            new.__dict__[key] = None if key in _CACHE_SLOTS else copy.deepcopy(value, memo)
         return new
 
     def _derived_weight(self, slot: str, build: Callable[[Tensor], Tensor]) -> Tensor:
@@ -201,15 +223,39 @@ class FusedConv2d(nn.Module):
         fast = _mkldnn_ok(x) and (other is None or _mkldnn_ok(other))
         return self.apply_conv(x, fast, other)
 
-    def apply_conv(self, x: Tensor, fast: bool, other: Tensor | None = None) -> Tensor:
-        """``forward`` with the oneDNN eligibility decided by the caller (checked once per model
-        call by the deploy modules instead of once per convolution)."""
+    def apply_conv(
+        self, x: Tensor, fast: bool, other: Tensor | None = None, out: Tensor | None = None
+    ) -> Tensor:
+        """``forward`` with the fast-path eligibility decided by the caller (checked once per
+        model call by the deploy modules instead of once per convolution).
+
+        With ``out`` (e.g. a channel slice of a wider channels_last tensor) the result is
+        written there and ``out`` is returned; the native depthwise kernel writes it directly.
+        """
+        if fast and other is None and self.is_native_dw and self.use_native:
+            k = self.weight.shape[-1]
+            wt = self._derived_weight("_native_weight", lambda w: w.flatten(1).t().contiguous())
+            y = _native.dwconv2d(x, wt, self.bias, k, self.stride[0], self.padding[0], self.relu, out)
+            if y is not None:
+                return y
+        if out is not None and other is None and fast and self.use_mkldnn and self.gemm_fits(x):
+            return self._gemm(x, None, out)
+        y = self._conv(x, fast, other)
+        if out is None:
+            return y
+        return out.copy_(y)
+
+    def gemm_fits(self, x: Tensor) -> bool:
+        """Whether this is a 1x1 convolution that runs as a GEMM on input ``x`` (a small map)."""
+        return x.shape[0] * x.shape[2] * x.shape[3] <= self.gemm_max_pixels
+
+    def _conv(self, x: Tensor, fast: bool, other: Tensor | None) -> Tensor:
         if not (fast and self.use_mkldnn):
             y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
             if other is not None:
                 y = y + other
             return F.relu(y) if self.relu else y
-        if x.shape[0] * x.shape[2] * x.shape[3] <= self.gemm_max_pixels:
+        if self.gemm_fits(x):
             return self._gemm(x, other)
         w = self._packed_weight(x)
         if other is None:
@@ -232,11 +278,17 @@ class FusedConv2d(nn.Module):
             "",
         )
 
-    def _gemm(self, x: Tensor, other: Tensor | None) -> Tensor:
-        """The 1x1 convolution as ``(N*H*W, C) @ (C, O)`` on channels_last data (views, no copies)."""
+    def _gemm(self, x: Tensor, other: Tensor | None, out: Tensor | None = None) -> Tensor:
+        """The 1x1 convolution as ``(N*H*W, C) @ (C, O)`` on channels_last data (views, no copies).
+        ``out`` may be a channel slice of a channels_last tensor: the GEMM writes it in place."""
         wt = self._derived_weight("_gemm_weight", lambda w: w.flatten(1).t().contiguous())
         n, c, h, width = x.shape
         x2 = x.permute(0, 2, 3, 1).reshape(-1, c)
+        if out is not None:
+            y = torch.addmm(self.bias, x2, wt, out=out.permute(0, 2, 3, 1).view(-1, wt.shape[1]))
+            if self.relu:
+                y.relu_()
+            return out
         if other is None:
             y = torch.addmm(self.bias, x2, wt)
         else:
@@ -287,15 +339,36 @@ class DeployGhostModule(nn.Module):
 
     def run(self, x: Tensor, fast: bool, residual: Tensor | None = None) -> Tensor:
         """``forward`` with oneDNN eligibility decided by the caller."""
-        x1 = self.primary_conv.apply_conv(x, fast)
-        x2 = self.cheap_operation.apply_conv(x1, fast)
-        out = torch.cat([x1, x2], dim=1)
+        out = self.concat(x, fast)
         if self.needs_slice:
             out = out[:, : self.oup]
             return out if residual is None else out + residual
         if residual is not None:
             out.add_(residual)
         return out
+
+    def concat(self, x: Tensor | None, fast: bool, p: Tensor | None = None) -> Tensor:
+        """``cat([p, cheap(p)], dim=1)`` with ``p = primary(x)`` (or the given ``p``).
+
+        On the fast path with a depthwise cheap op the halves are written straight into one
+        channels_last tensor instead: the cheap op by the native kernel, ``p`` by its GEMM when
+        it is one (small maps), else by one copy. Other cases concatenate.
+        """
+        primary, cheap = self.primary_conv, self.cheap_operation
+        if (
+            p is not None
+            or x is None
+            or not (fast and cheap.is_native_dw and cheap.use_native and primary.gemm_fits(x))
+        ):
+            if p is None:
+                p = primary.apply_conv(x, fast)
+            return torch.cat([p, cheap.apply_conv(p, fast)], dim=1)
+        m, total = primary.weight.shape[0], primary.weight.shape[0] + cheap.weight.shape[0]
+        n, _, h, w = x.shape
+        y = torch.empty((n, total, h, w), dtype=x.dtype, memory_format=torch.channels_last)
+        p = primary.apply_conv(x, fast, out=y[:, :m])
+        cheap.apply_conv(p, fast, out=y[:, m:])
+        return y
 
 
 class DeploySqueezeExcite(nn.Module):
@@ -390,14 +463,14 @@ class DeployBottleneck(nn.Module):
 
     def run(self, x: Tensor, fast: bool) -> Tensor:
         """``forward`` with oneDNN eligibility decided by the caller."""
-        a = self.ghost1.primary_conv.apply_conv(x, fast)
-        if self.can_split and 2 * a[0].numel() >= self.split_min_numel:
-            p = self._main_split(a, fast)
-            out = torch.cat([p, self.ghost2.cheap_operation.apply_conv(p, fast)], dim=1)
+        # ghost1's primary conv keeps the map size (stride 1, "same" padding)
+        if self.can_split and 2 * self.m * x.shape[2] * x.shape[3] >= self.split_min_numel:
+            a = self.ghost1.primary_conv.apply_conv(x, fast)
+            out = self.ghost2.concat(None, fast, p=self._main_split(a, fast))
             if self.ghost2.needs_slice:
                 out = out[:, : self.ghost2.oup]
         else:
-            y = torch.cat([a, self.ghost1.cheap_operation.apply_conv(a, fast)], dim=1)
+            y = self.ghost1.concat(x, fast)
             if self.ghost1.needs_slice:
                 y = y[:, : self.ghost1.oup]
             if self.conv_dw is not None:
@@ -555,7 +628,9 @@ def is_fused(model: nn.Module) -> bool:
     return any(isinstance(m, (FusedConv2d, DeployGhostNet, DeployGhostNetFeatures)) for m in model.modules())
 
 
-def fuse(model: nn.Module, inplace: bool = False, fuse_other_convs: bool = True) -> nn.Module:
+def fuse(
+    model: nn.Module, inplace: bool = False, fuse_other_convs: bool = True, native_kernels: bool = True
+) -> nn.Module:
     """Return a deploy-mode (inference-only) version of a GhostNet model.
 
     Works on a :class:`~ghostdet.models.GhostNet` classifier, a ``GhostNetFPN`` backbone (or its
@@ -573,6 +648,9 @@ def fuse(model: nn.Module, inplace: bool = False, fuse_other_convs: bool = True)
             replaced (cheaper on memory; the object can no longer be trained as before).
         fuse_other_convs: also fuse the non-GhostNet convolutions (FPN, RPN / RetinaNet heads,
             Conv-BN-ReLU runs in Sequentials) into prepacked oneDNN convs.
+        native_kernels: run depthwise convolutions on ghostdet's own kernel (compiled on first
+            use, see ``ghostdet._native``); it is built here, so a missing compiler is reported
+            now (one warning) and oneDNN is used instead. ``False`` uses oneDNN throughout.
 
     Returns:
         The deploy model, in eval mode.
@@ -598,6 +676,11 @@ def fuse(model: nn.Module, inplace: bool = False, fuse_other_convs: bool = True)
             model = FusedConv2d.from_conv(model)
         else:
             _fuse_generic(model)
+    for m in model.modules():
+        if isinstance(m, FusedConv2d):
+            m.use_native = native_kernels
+    if native_kernels and any(isinstance(m, FusedConv2d) and m.is_native_dw for m in model.modules()):
+        _native.load()
     model.eval()
     model.requires_grad_(False)
     return model

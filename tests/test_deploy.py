@@ -146,6 +146,30 @@ def test_split_and_concat_paths_both_match(split_min_numel):
         assert _rel_err(model(x), fused(x)) < 1e-4
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_native_and_onednn_depthwise_paths_both_match(native):
+    from ghostdet import _native
+
+    model = _trained_bn_classifier()
+    fused = fuse(model, native_kernels=native)
+    dw = [m for m in fused.modules() if isinstance(m, FusedConv2d) and m.is_native_dw]
+    assert dw and all(m.use_native is native for m in dw)
+    for size in [(1, 3, 32, 32), (2, 3, 128, 96)]:  # all-small maps, and maps above GEMM_MAX_PIXELS
+        x = torch.randn(size)
+        with torch.inference_mode():
+            assert _rel_err(model(x), fused(x)) < 1e-4
+    if not native or _native.load() is None:
+        return
+    # On small maps every Ghost module writes its two halves in place: no concatenation and no
+    # oneDNN depthwise convolution is left (the cheap ops ran on the native kernel).
+    with torch.inference_mode(), torch.profiler.profile(record_shapes=True) as prof:
+        fused(torch.randn(1, 3, 32, 32))
+    names = [e.name for e in prof.events()]
+    assert "aten::cat" not in names
+    convs = [e for e in prof.events() if e.name.startswith("mkldnn::_convolution_pointwise")]
+    assert all(e.input_shapes[1][1] != 1 for e in convs)  # weight (out, in/groups=1, k, k) = depthwise
+
+
 def test_fpn_backbone_equivalence():
     torch.manual_seed(0)
     bb = _randomise_bn(ghostnet_fpn_backbone(1.0, returned_layers=[2, 3, 4, 5])).eval()

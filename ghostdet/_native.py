@@ -1,0 +1,242 @@
+"""The optional native depthwise-convolution kernel used by :mod:`ghostdet.deploy`.
+
+``csrc/dwconv.c`` is compiled on first use with the system C compiler (``$CC``, else ``cc``,
+``gcc`` or ``clang``) for this CPU (``-O3 -march=native``, with OpenMP when the compiler has it)
+and loaded with :mod:`ctypes`. The library is cached in ``$GHOSTDET_CACHE_DIR`` (default
+``~/.cache/ghostdet``), keyed by the source, the compiler and the CPU, so later processes load it
+in milliseconds. Nothing here is needed for correctness: when no compiler is found, the build
+fails, or ``GHOSTDET_NATIVE=0`` is set, :func:`load` returns ``None`` (with one warning saying
+why, except when disabled on purpose) and deploy models use oneDNN for every convolution.
+
+On Linux, torch ships ``libgomp.so.1``; a kernel built with ``-fopenmp`` binds to that same
+OpenMP runtime, so it shares PyTorch's threads and follows ``torch.set_num_threads``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["PARALLEL_MIN_MACS", "cache_dir", "dwconv2d", "library_path", "load", "supports"]
+
+SOURCE = Path(__file__).resolve().parent / "csrc" / "dwconv.c"
+ABI = 1  # must equal GHOSTDET_DW_ABI in the source
+KERNEL_SIZES = (3, 5, 7)
+# Below this many multiply-adds a call runs on one thread: waking a second one costs more.
+PARALLEL_MIN_MACS = 150_000
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}  # "lib": CDLL | None once loading was attempted
+
+
+def cache_dir() -> Path:
+    """Where built kernels are kept: ``$GHOSTDET_CACHE_DIR``, else ``$XDG_CACHE_HOME/ghostdet``,
+    else ``~/.cache/ghostdet``."""
+    if os.environ.get("GHOSTDET_CACHE_DIR"):
+        return Path(os.environ["GHOSTDET_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ghostdet"
+
+
+def _compiler() -> list[str] | None:
+    if os.environ.get("CC"):
+        return shlex.split(os.environ["CC"])
+    for name in ("cc", "gcc", "clang"):
+        path = shutil.which(name)
+        if path:
+            return [path]
+    return None
+
+
+def _cpu_fingerprint() -> str:
+    """Identifies the instruction set: a ``-march=native`` build must not run on another CPU."""
+    parts = [platform.machine(), platform.processor()]
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features", "model name")):
+                    parts.append(line.strip())
+                if len(parts) > 4:
+                    break
+    except OSError:
+        pass
+    return "|".join(parts)
+
+
+def _flag_sets() -> list[list[str]]:
+    base = ["-O3", "-shared", "-fPIC", "-std=gnu11"]
+    arch = ["-march=native"]
+    omp = ["-fopenmp"]
+    return [base + arch + omp, base + arch, base]
+
+
+def _build(cc: list[str], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for flags in _flag_sets():
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        cmd = [*cc, *flags, str(SOURCE), "-o", tmp]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            errors.append(f"{shlex.join(cmd)}: {e}")
+            Path(tmp).unlink(missing_ok=True)
+            continue
+        if proc.returncode == 0:
+            os.replace(tmp, target)  # atomic: concurrent builders cannot leave a half-written file
+            return
+        Path(tmp).unlink(missing_ok=True)
+        errors.append(f"{shlex.join(cmd)}: {proc.stderr.strip()[-400:]}")
+    raise RuntimeError("could not compile the kernel:\n" + "\n".join(errors))
+
+
+def _open(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    if lib.ghostdet_dw_abi() != ABI:
+        raise RuntimeError(f"{path} has ABI {lib.ghostdet_dw_abi()}, expected {ABI}")
+    i, i64, p = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
+    fn = lib.ghostdet_dwconv2d
+    fn.restype = i
+    fn.argtypes = [p, i64, i, i, i, i, p, p, i, i, i, p, i64, i, i, i, i]
+    return lib
+
+
+def library_path() -> Path | None:
+    """The cached library's path for this source, compiler and CPU (``None`` without a compiler)."""
+    cc = _compiler()
+    if cc is None:
+        return None
+    key = hashlib.sha256()
+    key.update(SOURCE.read_bytes())
+    key.update(repr((cc, _flag_sets(), _cpu_fingerprint(), sys.platform)).encode())
+    return cache_dir() / "native" / f"dwconv-{key.hexdigest()[:16]}.so"
+
+
+def load() -> ctypes.CDLL | None:
+    """The kernel library, built on first use; ``None`` when it cannot be had (see module doc)."""
+    if "lib" in _state:
+        return _state["lib"]  # type: ignore[return-value]
+    with _lock:
+        if "lib" in _state:
+            return _state["lib"]  # type: ignore[return-value]
+        lib = None
+        if os.environ.get("GHOSTDET_NATIVE", "1") not in ("0", "false", "no", "off"):
+            try:
+                if sys.platform == "win32":
+                    raise RuntimeError("not built on Windows")
+                path = library_path()
+                if path is None:
+                    raise RuntimeError("no C compiler found (set CC)")
+                if not path.exists():
+                    _build(_compiler(), path)  # type: ignore[arg-type]
+                lib = _open(path)
+            except Exception as e:  # any failure only means "use oneDNN instead"
+                warnings.warn(
+                    f"ghostdet: native depthwise kernel unavailable, using oneDNN instead ({e})",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        _state["lib"] = lib
+        return lib
+
+
+def supports(weight: Tensor, stride: list[int], padding: list[int], dilation: list[int], groups: int) -> bool:
+    """Whether a convolution with these parameters is a depthwise conv the kernel computes."""
+    c, per_group, kh, kw = weight.shape
+    return (
+        groups == c
+        and per_group == 1
+        and c % 4 == 0
+        and kh == kw
+        and kh in KERNEL_SIZES
+        and stride[0] == stride[1] >= 1
+        and padding[0] == padding[1]
+        and 0 <= padding[0] < kh
+        and list(dilation) == [1, 1]
+        and weight.dtype == torch.float32
+    )
+
+
+def _pixel_pitch(t: Tensor) -> int | None:
+    """Floats between neighbouring pixels when ``t`` is NHWC-dense up to a channel slice, else None."""
+    n, c, h, w = t.shape
+    s = t.stride()
+    # strides of size-1 dims carry no meaning (torch may give a 1x1 map NCHW-like strides)
+    pitch = s[3] if w > 1 else s[2] if h > 1 else s[0] if n > 1 else c
+    if (c > 1 and s[1] != 1) or pitch < c:
+        return None
+    if (h > 1 and s[2] != pitch * w) or (n > 1 and s[0] != pitch * w * h):
+        return None
+    return pitch
+
+
+def dwconv2d(
+    x: Tensor,
+    weight_t: Tensor,
+    bias: Tensor,
+    kernel_size: int,
+    stride: int,
+    padding: int,
+    relu: bool,
+    out: Tensor | None = None,
+) -> Tensor | None:
+    """Depthwise convolution of a channels_last float32 CPU tensor with the native kernel.
+
+    Args:
+        x: input ``(N, C, H, W)``, channels_last (or a channel slice of a channels_last tensor).
+        weight_t: the weight as a contiguous ``(k*k, C)`` tensor (``w.reshape(C, k*k).t()``).
+        bias: ``(C,)``, contiguous.
+        kernel_size, stride, padding: square kernel, stride and zero padding.
+        relu: apply ReLU.
+        out: optional ``(N, C, OH, OW)`` destination, channels_last or a channel slice of one.
+
+    Returns:
+        The output (``out`` when given), or ``None`` when the kernel is unavailable or the
+        layouts do not fit it; the caller then computes the convolution another way.
+    """
+    lib = load()
+    if lib is None or x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
+        return None
+    n, c, h, w = x.shape
+    k2 = kernel_size * kernel_size
+    if not (
+        weight_t.shape == (k2, c)
+        and bias.shape == (c,)
+        and weight_t.dtype == bias.dtype == torch.float32
+        and weight_t.is_contiguous()
+        and bias.is_contiguous()
+    ):
+        raise ValueError(f"expected a contiguous ({k2}, {c}) weight and ({c},) bias for this input")
+    oh = (h + 2 * padding - kernel_size) // stride + 1
+    ow = (w + 2 * padding - kernel_size) // stride + 1
+    ipitch = _pixel_pitch(x)
+    if ipitch is None or oh < 1 or ow < 1:
+        return None
+    if out is None:
+        out = torch.empty((n, c, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
+    elif tuple(out.shape) != (n, c, oh, ow) or out.dtype != x.dtype:
+        raise ValueError(f"out has shape {tuple(out.shape)}, expected {(n, c, oh, ow)}")
+    opitch = _pixel_pitch(out)
+    if opitch is None:
+        return None
+    macs = n * oh * ow * c * k2
+    threads = torch.get_num_threads() if macs >= PARALLEL_MIN_MACS else 1
+    rc = lib.ghostdet_dwconv2d(
+        x.data_ptr(), ipitch, n, h, w, c, weight_t.data_ptr(), bias.data_ptr(),
+        kernel_size, stride, padding, out.data_ptr(), opitch, oh, ow, int(relu), threads,
+    )  # fmt: skip
+    return out if rc == 0 else None

@@ -1,0 +1,144 @@
+/* Depthwise 2-D convolution for channels_last (NHWC) float32 tensors, used by ghostdet.deploy.
+ *
+ * Why it exists: a oneDNN convolution call has a fixed set-up cost of tens of microseconds, and
+ * GhostNet runs ~40 depthwise convolutions on maps of 7x7 to 28x28 at 224x224 input, each only a
+ * few microseconds of arithmetic. This kernel has no set-up: weights are pre-transposed once by
+ * the caller into (K*K, C), the computation is vectorised across channels (contiguous in NHWC)
+ * with GCC/Clang vector extensions, and rows are shared among OpenMP threads when the caller asks.
+ *
+ * Input and output are "pixel-major" with an explicit pixel pitch (floats between neighbouring
+ * pixels), so either may be a channel slice of a wider NHWC tensor: the Ghost module writes its
+ * cheap half straight into the second half of its output instead of concatenating.
+ *
+ * out[n, oy, ox, c] = act(bias[c] + sum_{ky,kx} in[n, oy*S-P+ky, ox*S-P+kx, c] * wt[ky*K+kx, c])
+ * with zero padding; act is ReLU or identity. C must be a multiple of 4.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#define GHOSTDET_DW_ABI 1
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
+typedef int32_t vi16 __attribute__((vector_size(64)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+typedef int32_t vi4 __attribute__((vector_size(16)));
+
+/* Unaligned vector load/store (compiles to a single unaligned move). */
+#define LOADV(VT, p) ({ VT v_; memcpy(&v_, (p), sizeof(VT)); v_; })
+#define STOREV(VT, p, v) do { VT s_ = (v); memcpy((p), &s_, sizeof(VT)); } while (0)
+/* ReLU as a vector compare and bitwise and (a scalar loop here would not be vectorised). */
+#define RELUV(VI, a) do { a = (__typeof__(a))((VI)(a) & (VI)((a) > (a) * 0.f)); } while (0)
+
+/* One channel block [c0, c0 + VW) of output rows [oy0, oy1) for a KxK kernel. The block's K*K
+ * weight vectors stay in registers; interior pixels are computed four at a time (independent
+ * accumulators), border pixels with bounds-checked taps. */
+#define DEFINE_BLOCK(NAME, VT, VI, K)                                                             \
+    static void NAME(const float *in, int64_t ipitch, int H, int W, const float *wt, int C,       \
+                     const float *bias, int S, int P, float *out, int64_t opitch, int OW,         \
+                     int oy0, int oy1, int c0, int relu) {                                        \
+        VT w[(K) * (K)];                                                                          \
+        for (int t = 0; t < (K) * (K); t++) w[t] = LOADV(VT, wt + (int64_t)t * C + c0);           \
+        const VT b = LOADV(VT, bias + c0);                                                        \
+        /* output columns [oxa, oxb) have their whole window inside the row */                    \
+        int oxa = (P + S - 1) / S, oxb = W - (K) + P < 0 ? 0 : (W - (K) + P) / S + 1;             \
+        if (oxb > OW) oxb = OW;                                                                   \
+        if (oxa > oxb) oxa = oxb;                                                                 \
+        for (int oy = oy0; oy < oy1; oy++) {                                                      \
+            const int iy0 = oy * S - P;                                                           \
+            const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = H - iy0 < (K) ? H - iy0 : (K);             \
+            const float *irow = in + (int64_t)iy0 * W * ipitch + c0;                              \
+            float *orow = out + (int64_t)oy * OW * opitch + c0;                                   \
+            int lo = 0, hi = 0; /* [lo, hi): pixels done four at a time, no bounds checks */      \
+            if (ky0 == 0 && ky1 == (K)) {                                                         \
+                lo = oxa;                                                                         \
+                hi = oxa + (oxb - oxa) / 4 * 4;                                                   \
+                for (int ox = lo; ox < hi; ox += 4) {                                             \
+                    VT a0 = b, a1 = b, a2 = b, a3 = b;                                            \
+                    const float *p0 = irow + (int64_t)(ox * S - P) * ipitch;                      \
+                    for (int ky = 0; ky < (K); ky++) {                                            \
+                        const float *pr = p0 + (int64_t)ky * W * ipitch;                          \
+                        for (int kx = 0; kx < (K); kx++) {                                        \
+                            const VT wk = w[ky * (K) + kx];                                       \
+                            a0 += LOADV(VT, pr + (int64_t)kx * ipitch) * wk;                      \
+                            a1 += LOADV(VT, pr + (int64_t)(S + kx) * ipitch) * wk;                \
+                            a2 += LOADV(VT, pr + (int64_t)(2 * S + kx) * ipitch) * wk;            \
+                            a3 += LOADV(VT, pr + (int64_t)(3 * S + kx) * ipitch) * wk;            \
+                        }                                                                         \
+                    }                                                                             \
+                    if (relu) { RELUV(VI, a0); RELUV(VI, a1); RELUV(VI, a2); RELUV(VI, a3); }     \
+                    float *po = orow + (int64_t)ox * opitch;                                      \
+                    STOREV(VT, po, a0);                                                           \
+                    STOREV(VT, po + opitch, a1);                                                  \
+                    STOREV(VT, po + 2 * opitch, a2);                                              \
+                    STOREV(VT, po + 3 * opitch, a3);                                              \
+                }                                                                                 \
+            }                                                                                     \
+            for (int ox = 0; ox < OW; ox++) { /* the rest, with bounds-checked taps */            \
+                if (ox == lo && hi > lo) {                                                        \
+                    ox = hi - 1;                                                                  \
+                    continue;                                                                     \
+                }                                                                                 \
+                const int ix0 = ox * S - P;                                                       \
+                const int kx0 = ix0 < 0 ? -ix0 : 0, kx1 = W - ix0 < (K) ? W - ix0 : (K);          \
+                VT acc = b;                                                                       \
+                for (int ky = ky0; ky < ky1; ky++)                                                \
+                    for (int kx = kx0; kx < kx1; kx++)                                            \
+                        acc += LOADV(VT, irow + ((int64_t)ky * W + ix0 + kx) * ipitch)            \
+                               * w[ky * (K) + kx];                                                \
+                if (relu) RELUV(VI, acc);                                                         \
+                STOREV(VT, orow + (int64_t)ox * opitch, acc);                                     \
+            }                                                                                     \
+        }                                                                                         \
+    }
+
+#define DEFINE_K(K)                                                                               \
+    DEFINE_BLOCK(block16_k##K, v16, vi16, K)                                                        \
+    DEFINE_BLOCK(block8_k##K, v8, vi8, K)                                                           \
+    DEFINE_BLOCK(block4_k##K, v4, vi4, K)                                                           \
+    static void rows_k##K(const float *in, int64_t ip, int H, int W, const float *wt, int C,     \
+                          const float *bias, int S, int P, float *out, int64_t op, int OW,        \
+                          int oy0, int oy1, int relu) {                                           \
+        int c = 0;                                                                                \
+        for (; c + 16 <= C; c += 16)                                                              \
+            block16_k##K(in, ip, H, W, wt, C, bias, S, P, out, op, OW, oy0, oy1, c, relu);        \
+        for (; c + 8 <= C; c += 8)                                                                \
+            block8_k##K(in, ip, H, W, wt, C, bias, S, P, out, op, OW, oy0, oy1, c, relu);         \
+        for (; c + 4 <= C; c += 4)                                                                \
+            block4_k##K(in, ip, H, W, wt, C, bias, S, P, out, op, OW, oy0, oy1, c, relu);         \
+    }
+
+DEFINE_K(3)
+DEFINE_K(5)
+DEFINE_K(7)
+
+int ghostdet_dw_abi(void) { return GHOSTDET_DW_ABI; }
+
+/* Returns 0 on success, -1 for an unsupported configuration (nothing is written then). */
+int ghostdet_dwconv2d(const float *in, int64_t in_pitch, int N, int H, int W, int C,
+                      const float *wt, const float *bias, int K, int S, int P, float *out,
+                      int64_t out_pitch, int OH, int OW, int relu, int nthreads) {
+    if (C % 4 != 0 || (K != 3 && K != 5 && K != 7) || S < 1 || P < 0 || P >= K) return -1;
+    if (in_pitch < C || out_pitch < C || OH != (H + 2 * P - K) / S + 1 || OW != (W + 2 * P - K) / S + 1)
+        return -1;
+    const int RB = 4; /* output rows per task */
+    const int64_t per_img = (OH + RB - 1) / RB, total = (int64_t)N * per_img;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && total > 1)
+#endif
+    for (int64_t r = 0; r < total; r++) {
+        const int n = (int)(r / per_img), oy0 = (int)(r % per_img) * RB;
+        const int oy1 = oy0 + RB < OH ? oy0 + RB : OH;
+        const float *i = in + (int64_t)n * H * W * in_pitch;
+        float *o = out + (int64_t)n * OH * OW * out_pitch;
+        if (K == 3)
+            rows_k3(i, in_pitch, H, W, wt, C, bias, S, P, o, out_pitch, OW, oy0, oy1, relu);
+        else if (K == 5)
+            rows_k5(i, in_pitch, H, W, wt, C, bias, S, P, o, out_pitch, OW, oy0, oy1, relu);
+        else
+            rows_k7(i, in_pitch, H, W, wt, C, bias, S, P, o, out_pitch, OW, oy0, oy1, relu);
+    }
+    (void)nthreads;
+    return 0;
+}

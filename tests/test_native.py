@@ -1,0 +1,173 @@
+"""The native depthwise kernel (ghostdet/csrc/dwconv.c): exact against F.conv2d, slices, fallbacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ghostdet import _native
+
+needs_kernel = pytest.mark.skipif(_native.load() is None, reason="no C compiler to build the kernel")
+
+
+def _ref(x, w, b, k, s, p, relu):
+    y = F.conv2d(x, w, b, s, p, 1, w.shape[0])
+    return F.relu(y) if relu else y
+
+
+def _case(n, c, h, w, k, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(c, 1, k, k, generator=g)
+    bias = torch.randn(c, generator=g)
+    return x, weight, bias, weight.flatten(1).t().contiguous()
+
+
+@needs_kernel
+@pytest.mark.parametrize("k", [3, 5, 7])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize(
+    "n,c,h,w",
+    [(1, 4, 1, 1), (1, 12, 2, 3), (2, 20, 7, 7), (1, 28, 13, 9), (1, 36, 14, 14), (1, 92, 28, 17)],
+)
+def test_matches_conv2d(n, c, h, w, k, stride, relu):
+    x, weight, bias, wt = _case(n, c, h, w, k)
+    pad = k // 2
+    got = _native.dwconv2d(x, wt, bias, k, stride, pad, relu)
+    ref = _ref(x, weight, bias, k, stride, pad, relu)
+    assert got is not None and got.shape == ref.shape
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("pad", [0, 1, 4])
+def test_other_paddings(pad):
+    x, weight, bias, wt = _case(1, 16, 11, 10, 5, seed=3)
+    torch.testing.assert_close(
+        _native.dwconv2d(x, wt, bias, 5, 2, pad, False), _ref(x, weight, bias, 5, 2, pad, False)
+    )
+
+
+@needs_kernel
+def test_reads_and_writes_channel_slices_only():
+    """Input and output may be channel slices of wider NHWC tensors; other channels stay intact."""
+    x, weight, bias, wt = _case(2, 24, 9, 11, 3, seed=1)
+    wide_in = torch.randn(2, 40, 9, 11).contiguous(memory_format=torch.channels_last)
+    wide_in[:, 8:32] = x
+    wide_out = torch.full((2, 56, 9, 11), 7.0).contiguous(memory_format=torch.channels_last)
+    got = _native.dwconv2d(wide_in[:, 8:32], wt, bias, 3, 1, 1, True, out=wide_out[:, 24:48])
+    assert got is not None and got.data_ptr() == wide_out[:, 24:48].data_ptr()
+    torch.testing.assert_close(wide_out[:, 24:48], _ref(x, weight, bias, 3, 1, 1, True))
+    assert torch.all(wide_out[:, :24] == 7.0) and torch.all(wide_out[:, 48:] == 7.0)
+
+
+@needs_kernel
+def test_thread_count_does_not_change_results():
+    x, _, bias, wt = _case(1, 48, 64, 64, 3, seed=2)  # big enough to be split among threads
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _native.dwconv2d(x, wt, bias, 3, 1, 1, True)
+        torch.set_num_threads(2)
+        two = _native.dwconv2d(x, wt, bias, 3, 1, 1, True)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(one, two)
+
+
+@needs_kernel
+def test_layouts_it_cannot_take_are_declined_and_bad_weights_rejected():
+    x, _, bias, wt = _case(1, 8, 6, 6, 3)
+    assert _native.dwconv2d(x.contiguous(), wt, bias, 3, 1, 1, False) is None  # NCHW input
+    assert _native.dwconv2d(x.double(), wt, bias, 3, 1, 1, False) is None
+    with pytest.raises(ValueError, match=r"contiguous \(9, 8\) weight"):
+        _native.dwconv2d(x, wt.t(), bias, 3, 1, 1, False)
+    with pytest.raises(ValueError, match="out has shape"):
+        _native.dwconv2d(x, wt, bias, 3, 1, 1, False, out=torch.empty(1, 8, 5, 5))
+
+
+def test_supports_only_depthwise_square_kernels_with_channels_multiple_of_4():
+    def sup(c, k=3, groups=None, stride=(1, 1), pad=(1, 1), dil=(1, 1), cin=1):
+        w = torch.zeros(c, cin, k, k)
+        return _native.supports(w, list(stride), list(pad), list(dil), c if groups is None else groups)
+
+    assert sup(8) and sup(12, k=5, pad=(2, 2), stride=(2, 2)) and sup(4, k=7, pad=(3, 3))
+    assert not sup(6)  # channels not a multiple of 4
+    assert not sup(8, groups=1, cin=8)  # dense conv
+    assert not sup(8, k=1, pad=(0, 0))
+    assert not sup(8, stride=(1, 2))
+    assert not sup(8, dil=(2, 2))
+
+
+def _run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **env}
+    cmd = [sys.executable, "-c", code]
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=300)
+
+
+_PROBE = (
+    "import warnings, torch\n"
+    "from ghostdet import _native\n"
+    "with warnings.catch_warnings(record=True) as w:\n"
+    "    warnings.simplefilter('always')\n"
+    "    lib = _native.load()\n"
+    "print('LIB', lib is not None)\n"
+    "print('WARN', [str(x.message) for x in w])\n"
+    "print('PATH', _native.library_path())\n"
+)
+
+
+def test_disabled_by_environment_variable_without_warning(tmp_path):
+    out = _run_python(_PROBE, GHOSTDET_NATIVE="0", GHOSTDET_CACHE_DIR=str(tmp_path)).stdout
+    assert "LIB False" in out and "WARN []" in out
+    assert not any(tmp_path.iterdir())  # nothing was built
+
+
+def test_broken_compiler_warns_once_and_deploy_falls_back(tmp_path):
+    code = _PROBE + (
+        "from ghostdet.deploy import fuse\n"
+        "from ghostdet.models import ghostnet\n"
+        "net = ghostnet(0.5).eval()\n"
+        "x = torch.randn(1, 3, 64, 64)\n"
+        "with torch.no_grad():\n"
+        "    err = (fuse(net)(x) - net(x)).abs().max().item()\n"
+        "print('ERR', err < 1e-4)\n"
+    )
+    res = _run_python(code, CC="false", GHOSTDET_CACHE_DIR=str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert "LIB False" in res.stdout and "ERR True" in res.stdout
+    assert "native depthwise kernel unavailable, using oneDNN instead" in res.stdout
+    assert "could not compile the kernel" in res.stdout
+
+
+@needs_kernel
+def test_built_once_then_loaded_from_the_cache(tmp_path):
+    env = {"GHOSTDET_CACHE_DIR": str(tmp_path)}
+    first = _run_python(_PROBE, **env)
+    assert "LIB True" in first.stdout, first.stdout + first.stderr
+    path = first.stdout.split("PATH ")[1].strip()
+    assert path.startswith(str(tmp_path)) and os.path.exists(path)
+    mtime = os.stat(path).st_mtime_ns
+    second = _run_python(_PROBE, **env)
+    assert "LIB True" in second.stdout and "WARN []" in second.stdout
+    assert os.stat(path).st_mtime_ns == mtime
+    assert [p.name for p in (tmp_path / "native").iterdir()] == [os.path.basename(path)]  # no temp left
+
+
+def test_load_failure_in_process_warns_and_returns_none(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", "false")
+    monkeypatch.setenv("GHOSTDET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_native, "_state", {})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _native.load() is None
+        assert _native.load() is None  # decided once: no second build attempt, no second warning
+    assert len(caught) == 1 and "unavailable" in str(caught[0].message)
