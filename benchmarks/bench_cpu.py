@@ -8,7 +8,13 @@ faster). Treatments:
 * ``plain``   - ``model.eval()`` as built.
 * ``generic`` - eval, BatchNorm folded with ``torch.fx.experimental.optimization.fuse``,
   ``channels_last`` weights and input (the treatment the issue uses for both networks).
-* ``deploy``  - ``ghostdet.deploy.fuse(model)`` (ghostdet only; see ghostdet/deploy.py).
+* ``deploy``  - ``ghostdet.deploy.fuse(model)`` (ghostdet only; see ghostdet/deploy.py);
+  ``deploy_onednn`` is the same with ``native_kernels=False`` (every conv on oneDNN).
+
+Allocator: by default the timing process calls ``ghostdet.deploy.tune_malloc()`` first, which
+raises glibc's mmap/trim thresholds for the whole process, i.e. for every model measured;
+``--malloc default`` leaves glibc as it is. The backbone section prints each model's page faults
+per call, which is what the setting changes. The memory section's subprocesses never tune.
 * ``compile`` - ``torch.compile`` of the deploy / generic model (section ``compile``).
 
 Sections (``--sections``, comma separated):
@@ -96,6 +102,7 @@ def backbone_models() -> dict[str, torch.nn.Module]:
         "ghost_plain": _Features(g),
         "ghost_generic": _generic(_Features(g)),
         "ghost_deploy": _Features(fuse(g)),
+        "ghost_deploy_onednn": _Features(fuse(g, native_kernels=False)),
         "mnv3_plain": m.features,
         "mnv3_generic": _generic(m.features),
     }
@@ -170,10 +177,16 @@ def _train_step_fn(model: torch.nn.Module) -> Callable[[], None]:
 
 
 def interleaved(
-    fns: dict[str, Callable[[], object]], reps: int, warmup: int, grad: bool = False
+    fns: dict[str, Callable[[], object]],
+    reps: int,
+    warmup: int,
+    grad: bool = False,
+    faults: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Median wall time (ms) of each callable; every repetition runs all of them in turn."""
+    """Median wall time (ms) of each callable; every repetition runs all of them in turn.
+    ``faults``, when given, receives each callable's mean minor page faults per call."""
     times: dict[str, list[float]] = {k: [] for k in fns}
+    minflt = dict.fromkeys(fns, 0)
     ctx = torch.enable_grad if grad else torch.inference_mode
     with ctx():
         for _ in range(warmup):
@@ -181,17 +194,27 @@ def interleaved(
                 f()
         for _ in range(reps):
             for k, f in fns.items():
+                f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 t0 = time.perf_counter()
                 f()
                 times[k].append(time.perf_counter() - t0)
+                minflt[k] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    if faults is not None:
+        faults.update({k: v / reps for k, v in minflt.items()})
     return {k: 1000 * statistics.median(v) for k, v in times.items()}
 
 
-def _print_times(title: str, med: dict[str, float], ratios: list[tuple[str, str, str]]) -> dict:
+def _print_times(
+    title: str,
+    med: dict[str, float],
+    ratios: list[tuple[str, str, str]],
+    faults: dict[str, float] | None = None,
+) -> dict:
     print(f"\n## {title}")
     for k, v in med.items():
-        print(f"  {k:24s} {v:9.2f} ms")
-    out = {"ms": med, "ratios": {}}
+        extra = f"   {faults[k]:7.0f} page faults/call" if faults else ""
+        print(f"  {k:24s} {v:9.2f} ms{extra}")
+    out = {"ms": med, "ratios": {}, "page_faults_per_call": faults}
     for label, a, b in ratios:
         if a in med and b in med:
             r = med[a] / med[b]
@@ -209,8 +232,9 @@ def _time_backbone_sizes(
     """Time ``make_fns(x)`` on a 224x224 (``--reps``) and a 640x640 (``--reps``/4) batch-1 input."""
     results = {}
     for size, reps in ((224, args.reps), (640, max(5, args.reps // 4))):
-        med = interleaved(make_fns(torch.randn(1, 3, size, size)), reps, args.warmup)
-        results[size] = _print_times(f"{title} {size}x{size}, batch 1 (reps={reps})", med, ratios)
+        faults: dict[str, float] = {}
+        med = interleaved(make_fns(torch.randn(1, 3, size, size)), reps, args.warmup, faults=faults)
+        results[size] = _print_times(f"{title} {size}x{size}, batch 1 (reps={reps})", med, ratios, faults)
     return results
 
 
@@ -228,6 +252,7 @@ def section_backbone(args: argparse.Namespace) -> dict:
         make_fns,
         [
             ("ghost deploy / mnv3 generic  [target]", "ghost_deploy", "mnv3_generic"),
+            ("ghost deploy, oneDNN only / mnv3 generic", "ghost_deploy_onednn", "mnv3_generic"),
             ("ghost generic / mnv3 generic", "ghost_generic", "mnv3_generic"),
             ("ghost plain / mnv3 plain", "ghost_plain", "mnv3_plain"),
             ("ghost deploy / mnv3 plain", "ghost_deploy", "mnv3_plain"),
@@ -247,6 +272,7 @@ def section_detector(args: argparse.Namespace) -> dict:
         med,
         [
             ("ghost deploy / mnv3 generic  [target]", "ghost_deploy", "mnv3_generic"),
+            ("ghost deploy, oneDNN only / mnv3 generic", "ghost_deploy_onednn", "mnv3_generic"),
             ("ghost 256-ch FPN deploy / mnv3 generic", "ghost_l45_256_deploy", "mnv3_generic"),
             ("ghost full pyramid deploy / mnv3 generic", "ghost_full_deploy", "mnv3_generic"),
             ("ghost plain / mnv3 plain", "ghost_plain", "mnv3_plain"),
@@ -483,6 +509,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
     )
     p.add_argument("--json", type=Path, default=None, help="also write all results to this JSON file")
+    p.add_argument(
+        "--malloc",
+        choices=("tuned", "default"),
+        default="tuned",
+        help="tuned: raise glibc's mmap/trim thresholds for the whole process, i.e. for every "
+        "model alike (ghostdet.deploy.tune_malloc); default: leave malloc as it is "
+        "(default: %(default)s)",
+    )
     p.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads < 1:
@@ -509,12 +543,19 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     import torchvision
 
+    from ghostdet.deploy import tune_malloc
+
+    malloc = "glibc defaults"
+    if args.malloc == "tuned":
+        malloc = "tuned (tune_malloc)" if tune_malloc() else "tune_malloc unavailable: defaults"
+
     info = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} logical CPUs".strip(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "threads": torch.get_num_threads(),
+        "malloc": malloc,
         "load_avg_start": os.getloadavg(),
     }
     print("# ghostdet CPU benchmark")

@@ -40,6 +40,28 @@ def test_interleaved_runs_every_function_in_turn(bench):
     assert order == ["a", "b"] * 5  # warm-up then timed repetitions, alternating
 
 
+def test_interleaved_counts_page_faults_of_fresh_memory(bench):
+    """The per-call page-fault count sees a callable that touches new pages and one that does not."""
+    import mmap
+
+    def touch_new_pages() -> None:
+        buf = mmap.mmap(-1, 64 * 4096)  # fresh anonymous pages: each first write faults
+        for i in range(0, len(buf), 4096):
+            buf[i] = 1
+        buf.close()
+
+    faults: dict[str, float] = {}
+    bench.interleaved({"touch": touch_new_pages, "idle": lambda: None}, reps=4, warmup=1, faults=faults)
+    assert faults["touch"] >= 64 and faults["idle"] < 8
+
+
+def test_malloc_option(bench, capsys):
+    assert bench.parse_args([]).malloc == "tuned"
+    assert bench.parse_args(["--malloc", "default"]).malloc == "default"
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--malloc", "jemalloc"])
+
+
 def test_feature_wrapper_keeps_eval_mode_through_onnx_export(bench, tmp_path):
     torch.manual_seed(0)
     net = ghostnet(0.5).eval()
