@@ -84,7 +84,13 @@ def _flag_sets() -> list[list[str]]:
 
 
 def _build(cc: list[str], target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        probe, probe_path = tempfile.mkstemp(dir=target.parent)
+        os.close(probe)
+        os.unlink(probe_path)
+    except OSError as e:
+        raise RuntimeError(f"cache directory not writable ({e}); set GHOSTDET_CACHE_DIR") from e
     errors = []
     for flags in _flag_sets():
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)

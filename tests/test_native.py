@@ -70,6 +70,27 @@ def test_reads_and_writes_channel_slices_only():
 
 
 @needs_kernel
+def test_relu_keeps_nan_and_zeroes_negatives_like_torch():
+    x, weight, bias, wt = _case(1, 8, 5, 5, 3, seed=4)
+    x[0, 2, 2, 2] = float("nan")
+    got = _native.dwconv2d(x, wt, bias, 3, 1, 1, True)
+    ref = _ref(x, weight, bias, 3, 1, 1, True)
+    assert torch.equal(got.isnan(), ref.isnan()) and got.isnan().sum() == 9  # the 3x3 neighbourhood
+    torch.testing.assert_close(got.nan_to_num(), ref.nan_to_num())
+    assert (got.nan_to_num() >= 0).all()
+
+
+@pytest.mark.skipif(_native._compiler() is None, reason="no C compiler")
+def test_unwritable_cache_directory_is_reported(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("GHOSTDET_CACHE_DIR", str(blocker))
+    monkeypatch.setattr(_native, "_state", {})
+    with pytest.warns(RuntimeWarning, match="cache directory not writable.*GHOSTDET_CACHE_DIR"):
+        assert _native.load() is None
+
+
+@needs_kernel
 def test_thread_count_does_not_change_results():
     x, _, bias, wt = _case(1, 48, 64, 64, 3, seed=2)  # big enough to be split among threads
     old = torch.get_num_threads()

@@ -28,8 +28,9 @@ typedef int32_t vi4 __attribute__((vector_size(16)));
 /* Unaligned vector load/store (compiles to a single unaligned move). */
 #define LOADV(VT, p) ({ VT v_; memcpy(&v_, (p), sizeof(VT)); v_; })
 #define STOREV(VT, p, v) do { VT s_ = (v); memcpy((p), &s_, sizeof(VT)); } while (0)
-/* ReLU as a vector compare and bitwise and (a scalar loop here would not be vectorised). */
-#define RELUV(VI, a) do { a = (__typeof__(a))((VI)(a) & (VI)((a) > (a) * 0.f)); } while (0)
+/* ReLU as a vector compare and bitwise and-not (a scalar loop here would not be vectorised);
+ * clears lanes <= 0 only, so a NaN stays NaN as in torch.relu. */
+#define RELUV(VI, a) do { a = (__typeof__(a))((VI)(a) & ~(VI)((a) <= (a) * 0.f)); } while (0)
 
 /* One channel block [c0, c0 + VW) of output rows [oy0, oy1) for a KxK kernel. The block's K*K
  * weight vectors stay in registers; interior pixels are computed four at a time (independent
