@@ -32,13 +32,37 @@ typedef int32_t vi4 __attribute__((vector_size(16)));
  * clears lanes <= 0 only, so a NaN stays NaN as in torch.relu. */
 #define RELUV(VI, a) do { a = (__typeof__(a))((VI)(a) & ~(VI)((a) <= (a) * 0.f)); } while (0)
 
-/* One channel block [c0, c0 + VW) of output rows [oy0, oy1) for a KxK kernel. The block's K*K
- * weight vectors stay in registers; interior pixels are computed four at a time (independent
- * accumulators), border pixels with bounds-checked taps. */
-#define DEFINE_BLOCK(NAME, VT, VI, K)                                                             \
+/* Interior step: PX = 4 neighbouring output pixels (all taps inside the image) of one channel
+ * block, accumulated into acc[0..3] from the window rows starting at p0.
+ * TAPS loads each tap's input vector for each pixel (K*K*4 loads).
+ * REUSE loads, per kernel row, the 3*S+K input vectors the four pixels share once and feeds each
+ * to up to K accumulators; it needs K*K weights + 3*S+K inputs + 4 accumulators in registers, so
+ * it is used for K = 3 only (with K = 5 the spills cost more than the loads it saves). */
+#define INTERIOR_TAPS(VT, K)                                                                      \
+    for (int ky = 0; ky < (K); ky++) {                                                            \
+        const float *pr = p0 + (int64_t)ky * W * ipitch;                                          \
+        for (int kx = 0; kx < (K); kx++)                                                          \
+            for (int j = 0; j < 4; j++)                                                           \
+                acc[j] += LOADV(VT, pr + (int64_t)(j * S + kx) * ipitch) * w[ky * (K) + kx];      \
+    }
+#define INTERIOR_REUSE(VT, K)                                                                     \
+    for (int ky = 0; ky < (K); ky++) {                                                            \
+        const float *pr = p0 + (int64_t)ky * W * ipitch;                                          \
+        VT v[3 * 2 + (K)];                                                                        \
+        for (int i = 0; i < 3 * S + (K); i++) v[i] = LOADV(VT, pr + (int64_t)i * ipitch);         \
+        for (int kx = 0; kx < (K); kx++)                                                          \
+            for (int j = 0; j < 4; j++) acc[j] += v[j * S + kx] * w[ky * (K) + kx];               \
+    }
+
+/* One channel block [c0, c0 + width of VT) of output rows [oy0, oy1) for a KxK kernel. The
+ * stride is the constant SS, or the argument s when SS is 0. The block's K*K weight vectors
+ * stay in registers (spilled for K = 7); interior pixels go four at a time through INTERIOR,
+ * border pixels through bounds-checked taps. */
+#define DEFINE_BLOCK(NAME, VT, VI, K, SS, INTERIOR)                                               \
     static void NAME(const float *in, int64_t ipitch, int H, int W, const float *wt, int C,       \
-                     const float *bias, int S, int P, float *out, int64_t opitch, int OW,         \
+                     const float *bias, int s, int P, float *out, int64_t opitch, int OW,         \
                      int oy0, int oy1, int c0, int relu) {                                        \
+        const int S = (SS) ? (SS) : s;                                                            \
         VT w[(K) * (K)];                                                                          \
         for (int t = 0; t < (K) * (K); t++) w[t] = LOADV(VT, wt + (int64_t)t * C + c0);           \
         const VT b = LOADV(VT, bias + c0);                                                        \
@@ -48,7 +72,7 @@ typedef int32_t vi4 __attribute__((vector_size(16)));
         if (oxa > oxb) oxa = oxb;                                                                 \
         for (int oy = oy0; oy < oy1; oy++) {                                                      \
             const int iy0 = oy * S - P;                                                           \
-            const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = H - iy0 < (K) ? H - iy0 : (K);             \
+            const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = H - iy0 < (K) ? H - iy0 : (K);              \
             const float *irow = in + (int64_t)iy0 * W * ipitch + c0;                              \
             float *orow = out + (int64_t)oy * OW * opitch + c0;                                   \
             int lo = 0, hi = 0; /* [lo, hi): pixels done four at a time, no bounds checks */      \
@@ -56,24 +80,14 @@ typedef int32_t vi4 __attribute__((vector_size(16)));
                 lo = oxa;                                                                         \
                 hi = oxa + (oxb - oxa) / 4 * 4;                                                   \
                 for (int ox = lo; ox < hi; ox += 4) {                                             \
-                    VT a0 = b, a1 = b, a2 = b, a3 = b;                                            \
+                    VT acc[4] = {b, b, b, b};                                                     \
                     const float *p0 = irow + (int64_t)(ox * S - P) * ipitch;                      \
-                    for (int ky = 0; ky < (K); ky++) {                                            \
-                        const float *pr = p0 + (int64_t)ky * W * ipitch;                          \
-                        for (int kx = 0; kx < (K); kx++) {                                        \
-                            const VT wk = w[ky * (K) + kx];                                       \
-                            a0 += LOADV(VT, pr + (int64_t)kx * ipitch) * wk;                      \
-                            a1 += LOADV(VT, pr + (int64_t)(S + kx) * ipitch) * wk;                \
-                            a2 += LOADV(VT, pr + (int64_t)(2 * S + kx) * ipitch) * wk;            \
-                            a3 += LOADV(VT, pr + (int64_t)(3 * S + kx) * ipitch) * wk;            \
-                        }                                                                         \
-                    }                                                                             \
-                    if (relu) { RELUV(VI, a0); RELUV(VI, a1); RELUV(VI, a2); RELUV(VI, a3); }     \
+                    INTERIOR(VT, K)                                                               \
                     float *po = orow + (int64_t)ox * opitch;                                      \
-                    STOREV(VT, po, a0);                                                           \
-                    STOREV(VT, po + opitch, a1);                                                  \
-                    STOREV(VT, po + 2 * opitch, a2);                                              \
-                    STOREV(VT, po + 3 * opitch, a3);                                              \
+                    for (int j = 0; j < 4; j++) {                                                 \
+                        if (relu) RELUV(VI, acc[j]);                                              \
+                        STOREV(VT, po + j * opitch, acc[j]);                                      \
+                    }                                                                             \
                 }                                                                                 \
             }                                                                                     \
             for (int ox = 0; ox < OW; ox++) { /* the rest, with bounds-checked taps */            \
@@ -94,25 +108,30 @@ typedef int32_t vi4 __attribute__((vector_size(16)));
         }                                                                                         \
     }
 
-#define DEFINE_K(K)                                                                               \
-    DEFINE_BLOCK(block16_k##K, v16, vi16, K)                                                        \
-    DEFINE_BLOCK(block8_k##K, v8, vi8, K)                                                           \
-    DEFINE_BLOCK(block4_k##K, v4, vi4, K)                                                           \
-    static void rows_k##K(const float *in, int64_t ip, int H, int W, const float *wt, int C,     \
-                          const float *bias, int S, int P, float *out, int64_t op, int OW,        \
-                          int oy0, int oy1, int relu) {                                           \
+/* All channel blocks (16, then 8, then 4 wide) of rows [oy0, oy1). */
+#define DEFINE_ROWS(SUFFIX, K, SS, INTERIOR)                                                      \
+    DEFINE_BLOCK(block16_##SUFFIX, v16, vi16, K, SS, INTERIOR)                                    \
+    DEFINE_BLOCK(block8_##SUFFIX, v8, vi8, K, SS, INTERIOR)                                       \
+    DEFINE_BLOCK(block4_##SUFFIX, v4, vi4, K, SS, INTERIOR)                                       \
+    static void rows_##SUFFIX(const float *in, int64_t ip, int H, int W, const float *wt, int C,  \
+                              const float *bias, int S, int P, float *out, int64_t op, int OW,    \
+                              int oy0, int oy1, int relu) {                                       \
         int c = 0;                                                                                \
         for (; c + 16 <= C; c += 16)                                                              \
-            block16_k##K(in, ip, H, W, wt, C, bias, S, P, out, op, OW, oy0, oy1, c, relu);        \
+            block16_##SUFFIX(in, ip, H, W, wt, C, bias, S, P, out, op, OW, oy0, oy1, c, relu);    \
         for (; c + 8 <= C; c += 8)                                                                \
-            block8_k##K(in, ip, H, W, wt, C, bias, S, P, out, op, OW, oy0, oy1, c, relu);         \
+            block8_##SUFFIX(in, ip, H, W, wt, C, bias, S, P, out, op, OW, oy0, oy1, c, relu);     \
         for (; c + 4 <= C; c += 4)                                                                \
-            block4_k##K(in, ip, H, W, wt, C, bias, S, P, out, op, OW, oy0, oy1, c, relu);         \
+            block4_##SUFFIX(in, ip, H, W, wt, C, bias, S, P, out, op, OW, oy0, oy1, c, relu);     \
     }
 
-DEFINE_K(3)
-DEFINE_K(5)
-DEFINE_K(7)
+DEFINE_ROWS(k3_s1, 3, 1, INTERIOR_REUSE)
+DEFINE_ROWS(k3_s2, 3, 2, INTERIOR_REUSE)
+DEFINE_ROWS(k5, 5, 0, INTERIOR_TAPS)
+DEFINE_ROWS(k7, 7, 0, INTERIOR_TAPS)
+
+typedef void (*rows_fn)(const float *, int64_t, int, int, const float *, int, const float *, int,
+                        int, float *, int64_t, int, int, int, int);
 
 int ghostdet_dw_abi(void) { return GHOSTDET_DW_ABI; }
 
@@ -120,8 +139,12 @@ int ghostdet_dw_abi(void) { return GHOSTDET_DW_ABI; }
 int ghostdet_dwconv2d(const float *in, int64_t in_pitch, int N, int H, int W, int C,
                       const float *wt, const float *bias, int K, int S, int P, float *out,
                       int64_t out_pitch, int OH, int OW, int relu, int nthreads) {
-    if (C % 4 != 0 || (K != 3 && K != 5 && K != 7) || S < 1 || P < 0 || P >= K) return -1;
-    if (in_pitch < C || out_pitch < C || OH != (H + 2 * P - K) / S + 1 || OW != (W + 2 * P - K) / S + 1)
+    rows_fn rows = K == 3 ? (S == 1 ? rows_k3_s1 : S == 2 ? rows_k3_s2 : 0)
+                 : K == 5 ? rows_k5
+                 : K == 7 ? rows_k7
+                          : 0;
+    if (!rows || C % 4 != 0 || S < 1 || P < 0 || P >= K || in_pitch < C || out_pitch < C ||
+        OH != (H + 2 * P - K) / S + 1 || OW != (W + 2 * P - K) / S + 1)
         return -1;
     const int RB = 4; /* output rows per task */
     const int64_t per_img = (OH + RB - 1) / RB, total = (int64_t)N * per_img;
@@ -131,14 +154,8 @@ int ghostdet_dwconv2d(const float *in, int64_t in_pitch, int N, int H, int W, in
     for (int64_t r = 0; r < total; r++) {
         const int n = (int)(r / per_img), oy0 = (int)(r % per_img) * RB;
         const int oy1 = oy0 + RB < OH ? oy0 + RB : OH;
-        const float *i = in + (int64_t)n * H * W * in_pitch;
-        float *o = out + (int64_t)n * OH * OW * out_pitch;
-        if (K == 3)
-            rows_k3(i, in_pitch, H, W, wt, C, bias, S, P, o, out_pitch, OW, oy0, oy1, relu);
-        else if (K == 5)
-            rows_k5(i, in_pitch, H, W, wt, C, bias, S, P, o, out_pitch, OW, oy0, oy1, relu);
-        else
-            rows_k7(i, in_pitch, H, W, wt, C, bias, S, P, o, out_pitch, OW, oy0, oy1, relu);
+        rows(in + (int64_t)n * H * W * in_pitch, in_pitch, H, W, wt, C, bias, S, P,
+             out + (int64_t)n * OH * OW * out_pitch, out_pitch, OW, oy0, oy1, relu);
     }
     (void)nthreads;
     return 0;
