@@ -10,9 +10,10 @@ with fewer and cheaper operations on CPU:
   the residual addition) fused in, on weights that are reordered into oneDNN's blocked layout once
   instead of on every call (``torch.ops.mkldnn._convolution_pointwise``, the kernel PyTorch's own
   compiler emits); activations stay ``channels_last`` so depthwise convs need no layout change;
-* 1x1 convolutions on small maps (at most ``GEMM_MAX_PIXELS`` output pixels) run as one BLAS
-  GEMM on the channels_last data instead: a oneDNN call has a fixed set-up cost of ~25 us, which
-  dominates on 7x7-28x28 maps, a GEMM call costs a few us;
+* 1x1 convolutions on small maps (at most ``GEMM_MAX_PIXELS`` output pixels, 56x56 for one
+  image) run as one BLAS GEMM on the channels_last data instead: a oneDNN call has a fixed set-up
+  cost of ~25 us, which dominates on 7x7-28x28 maps, a GEMM call costs a few us, and a GEMM can
+  write its result into a channel slice of a wider tensor (see the Ghost module below);
 * depthwise convolutions (3x3 / 5x5 / 7x7, channels a multiple of 4) run on ghostdet's own
   vectorised C kernel (``ghostdet/csrc/dwconv.c``, compiled for this CPU on first use, see
   ``ghostdet._native``): it has no per-call set-up, where a oneDNN depthwise call costs 30-50 us
@@ -73,8 +74,9 @@ _BN_TYPES = (nn.BatchNorm2d, FrozenBatchNorm2d)
 _CACHE_SLOTS = ("_packed", "_gemm_weight", "_native_weight")
 
 # 1x1 convolutions whose output has at most this many pixels (N*H*W) run as a GEMM; larger ones
-# as a prepacked oneDNN convolution. Measured on a 2-core x86 CPU (benchmarks/bench_cpu.py).
-GEMM_MAX_PIXELS = 1024
+# as a prepacked oneDNN convolution. Measured on a 2-core x86 CPU (benchmarks/bench_cpu.py): with
+# the native depthwise kernel, 3136 (56x56) beat 1024 by ~5% at 224x224 and was neutral at 640x640.
+GEMM_MAX_PIXELS = 3136
 
 
 def fold_bn(conv: nn.Conv2d, bn: nn.Module | None) -> tuple[Tensor, Tensor]:
