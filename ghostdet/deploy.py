@@ -238,9 +238,9 @@ class FusedConv2d(nn.Module):
         written there and ``out`` is returned; the native depthwise kernel writes it directly.
         """
         if fast and other is None and self.is_native_dw and self.use_native:
-            k = self.weight.shape[-1]
-            wt = self._derived_weight("_native_weight", lambda w: w.flatten(1).t().contiguous())
-            y = _native.dwconv2d(x, wt, self.bias, k, self.stride[0], self.padding[0], self.relu, out)
+            wt = self._derived_weight("_native_weight", _taps_by_channel)
+            k, s, p = self.weight.shape[-1], self.stride[0], self.padding[0]
+            y = _native.dwconv2d(x, wt, self.bias, k, s, p, self.relu, out, trusted_weights=True)
             if y is not None:
                 return y
         if out is not None and other is None and fast and self.use_mkldnn and self.gemm_fits(x):
@@ -305,6 +305,11 @@ class FusedConv2d(nn.Module):
     @property
     def _act(self) -> str:
         return "relu" if self.relu else "none"
+
+
+def _taps_by_channel(w: Tensor) -> Tensor:
+    """A depthwise weight ``(C, 1, k, k)`` as the native kernel's contiguous ``(k*k, C)``."""
+    return w.flatten(1).t().contiguous()
 
 
 def _pair(v: int | tuple[int, ...] | list[int]) -> tuple[int, int]:
