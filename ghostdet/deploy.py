@@ -192,6 +192,13 @@ class FusedConv2d(nn.Module):
             state[slot] = None
         return state
 
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        # New weights: drop every derived copy. The version check in _derived_weight sees in-place
+        # copies into normal tensors, but inference tensors have no version counter.
+        super()._load_from_state_dict(*args, **kwargs)
+        for slot in _CACHE_SLOTS:
+            setattr(self, slot, None)
+
     def __setstate__(self, state: dict) -> None:
         state.setdefault("is_native_dw", False)  # pickled before the native kernel existed
         state.setdefault("use_native", True)
@@ -207,9 +214,10 @@ class FusedConv2d(nn.Module):
 
     def _derived_weight(self, slot: str, build: Callable[[Tensor], Tensor]) -> Tensor:
         """``build(weight)``, cached in attribute ``slot`` until the weight is replaced or changed
-        in place (e.g. by ``load_state_dict``)."""
+        in place (e.g. by ``load_state_dict``). Inference tensors (made under
+        ``torch.inference_mode``) have no version counter: for them only a replacement counts."""
         w = self.weight
-        key = (w.data_ptr(), w._version, w.dtype, w.shape)
+        key = (w.data_ptr(), -1 if w.is_inference() else w._version, w.dtype, w.shape)
         cached = getattr(self, slot)
         if cached is None or cached[0] != key:
             cached = (key, build(w.detach()))
@@ -710,16 +718,19 @@ def fuse(
         )
     if is_fused(model):
         raise RuntimeError("this model is already fused")
-    if not inplace:
-        model = copy.deepcopy(model)
-    model = _convert(model)
-    if fuse_other_convs and not isinstance(model, (DeployGhostNet, DeployGhostNetFeatures)):
-        if isinstance(model, nn.Sequential):
-            _fuse_sequential(model)
-        elif isinstance(model, nn.Conv2d):
-            model = FusedConv2d.from_conv(model)
-        else:
-            _fuse_generic(model)
+    # Build outside inference mode: parameters made inside it would be inference tensors, which
+    # track no version, so later in-place weight changes could not be noticed.
+    with torch.inference_mode(False):
+        if not inplace:
+            model = copy.deepcopy(model)
+        model = _convert(model)
+        if fuse_other_convs and not isinstance(model, (DeployGhostNet, DeployGhostNetFeatures)):
+            if isinstance(model, nn.Sequential):
+                _fuse_sequential(model)
+            elif isinstance(model, nn.Conv2d):
+                model = FusedConv2d.from_conv(model)
+            else:
+                _fuse_generic(model)
     for m in model.modules():
         if isinstance(m, FusedConv2d):
             m.use_native = native_kernels

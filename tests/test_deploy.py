@@ -300,3 +300,42 @@ def test_tune_malloc_stops_page_faults_on_large_maps():
         pytest.skip("not glibc")
     faults = float(res.stdout.split("FAULTS")[1])
     assert faults < 100  # without it: ~2900 per call here (one per 4 KiB of the big maps)
+
+
+def test_fused_model_survives_copy_pickle_and_weight_reload(tmp_path):
+    """Backend weight caches (oneDNN-packed, GEMM, native depthwise) are rebuilt after a deepcopy,
+    a torch.save/torch.load round trip, and an in-place load_state_dict with new weights."""
+    model = _trained_bn_classifier()
+    fused = fuse(model)
+    x = torch.randn(1, 3, 96, 96)
+    with torch.inference_mode():
+        ref = fused(x)  # fills the caches
+        torch.save(fused, tmp_path / "fused.pt")
+        loaded = torch.load(tmp_path / "fused.pt", weights_only=False)
+        assert torch.equal(copy.deepcopy(fused)(x), ref)
+        assert torch.equal(loaded(x), ref)
+        state = {k: v * 1.5 if v.dim() == 4 and v.shape[1] == 1 else v for k, v in fused.state_dict().items()}
+        loaded.load_state_dict(state)  # depthwise weights scaled in place
+        fresh = copy.deepcopy(fused)
+        fresh.load_state_dict(state)
+        for m in fresh.modules():
+            if isinstance(m, FusedConv2d):
+                m.use_native = False  # reference through oneDNN, no native cache involved
+        changed = loaded(x)
+        assert not torch.allclose(changed, ref)
+        assert _rel_err(fresh(x), changed) < 1e-5
+
+
+def test_fuse_inside_inference_mode_and_inference_tensor_weights():
+    """fuse() called under torch.inference_mode builds normal tensors; a model whose parameters are
+    inference tensors (e.g. loaded under inference mode) still runs."""
+    model = _trained_bn_classifier()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        ref = model(x)
+        fused = fuse(model)
+        assert not any(p.is_inference() for p in fused.parameters())
+        assert _rel_err(ref, fused(x)) < 1e-4
+        frozen = copy.deepcopy(fused)  # deep copy made in inference mode: inference tensors
+        assert all(p.is_inference() for p in frozen.parameters())
+        assert _rel_err(ref, frozen(x)) < 1e-4
