@@ -70,14 +70,20 @@ def test_reads_and_writes_channel_slices_only():
 
 
 @needs_kernel
-def test_relu_keeps_nan_and_zeroes_negatives_like_torch():
-    x, weight, bias, wt = _case(1, 8, 5, 5, 3, seed=4)
+def test_relu_keeps_nan_and_clamps_infinities_like_torch():
+    x, weight, bias, wt = _case(1, 8, 9, 9, 3, seed=4)
     x[0, 2, 2, 2] = float("nan")
+    x[0, 3, 6, 6] = float("inf")
+    weight[3] = weight[3].abs()  # channel 3: +inf in, +inf out around (6, 6)
+    weight[3, 0, 1, 1] = 1.0
+    bias[5] = -float("inf")  # channel 5: -inf everywhere before the ReLU
+    wt = weight.flatten(1).t().contiguous()
     got = _native.dwconv2d(x, wt, bias, 3, 1, 1, True)
     ref = _ref(x, weight, bias, 3, 1, 1, True)
     assert torch.equal(got.isnan(), ref.isnan()) and got.isnan().sum() == 9  # the 3x3 neighbourhood
-    torch.testing.assert_close(got.nan_to_num(), ref.nan_to_num())
-    assert (got.nan_to_num() >= 0).all()
+    assert torch.equal(got.isinf(), ref.isinf()) and got.isinf().sum() == 9
+    assert torch.all(got[0, 5] == 0)
+    torch.testing.assert_close(got.nan_to_num(posinf=0.0), ref.nan_to_num(posinf=0.0))
 
 
 @pytest.mark.skipif(_native._compiler() is None, reason="no C compiler")

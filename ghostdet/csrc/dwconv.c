@@ -30,9 +30,9 @@ typedef int32_t vi4 __attribute__((vector_size(16)));
 #define STOREV(VT, p, v) do { VT s_ = (v); memcpy((p), &s_, sizeof(VT)); } while (0)
 /* ReLU as a vector compare and bitwise and-not (a scalar loop here would not be vectorised);
  * clears lanes <= 0 only, so a NaN stays NaN as in torch.relu. */
-#define RELUV(VI, a) do { a = (__typeof__(a))((VI)(a) & ~(VI)((a) <= (a) * 0.f)); } while (0)
+#define RELUV(VI, a) do { a = (__typeof__(a))((VI)(a) & ~(VI)((a) <= (__typeof__(a)){0})); } while (0)
 
-/* Interior step: PX = 4 neighbouring output pixels (all taps inside the image) of one channel
+/* Interior step: 4 neighbouring output pixels (all taps inside the image) of one channel
  * block, accumulated into acc[0..3] from the window rows starting at p0.
  * TAPS loads each tap's input vector for each pixel (K*K*4 loads).
  * REUSE loads, per kernel row, the 3*S+K input vectors the four pixels share once and feeds each
