@@ -1,12 +1,14 @@
-"""The optional native depthwise-convolution kernel used by :mod:`ghostdet.deploy`.
+"""The optional native kernels used by :mod:`ghostdet.deploy`.
 
-``csrc/dwconv.c`` is compiled on first use with the system C compiler (``$CC``, else ``cc``,
-``gcc`` or ``clang``) for this CPU (``-O3 -march=native``, with OpenMP when the compiler has it)
-and loaded with :mod:`ctypes`. The library is cached in ``$GHOSTDET_CACHE_DIR`` (default
-``~/.cache/ghostdet``), keyed by the source, the compiler and the CPU, so later processes load it
-in milliseconds. Nothing here is needed for correctness: when no compiler is found, the build
-fails, or ``GHOSTDET_NATIVE=0`` is set, :func:`load` returns ``None`` (with one warning saying
-why, except when disabled on purpose) and deploy models use oneDNN for every convolution.
+``csrc/dwconv.c`` (depthwise convolution) and ``csrc/ghostblock.c`` (a whole stride-1 Ghost
+bottleneck without SE, fused) are compiled into one library on first use with the system C
+compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) for this CPU (``-O3 -march=native``, with
+OpenMP when the compiler has it) and loaded with :mod:`ctypes`. The library is cached in
+``$GHOSTDET_CACHE_DIR`` (default ``~/.cache/ghostdet``), keyed by the sources, the compiler and
+the CPU, so later processes load it in milliseconds. Nothing here is needed for correctness:
+when no compiler is found, the build fails, or ``GHOSTDET_NATIVE=0`` is set, :func:`load`
+returns ``None`` (with one warning saying why, except when disabled on purpose) and deploy
+models use oneDNN for every convolution.
 
 On Linux, torch ships ``libgomp.so.1``; a kernel built with ``-fopenmp`` binds to that same
 OpenMP runtime, so it shares PyTorch's threads and follows ``torch.set_num_threads``.
@@ -30,10 +32,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["PARALLEL_MIN_MACS", "cache_dir", "dwconv2d", "library_path", "load", "supports"]
+__all__ = ["PARALLEL_MIN_MACS", "cache_dir", "dwconv2d", "ghost_block_s1", "library_path", "load", "supports"]
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "dwconv.c"
-ABI = 1  # must equal GHOSTDET_DW_ABI in the source
+_CSRC = Path(__file__).resolve().parent / "csrc"
+SOURCES = (_CSRC / "dwconv.c", _CSRC / "ghostblock.c")  # compiled into one library
+ABI = 1  # must equal GHOSTDET_DW_ABI in dwconv.c and ghostdet_ghost_block_abi() in ghostblock.c
 KERNEL_SIZES = (3, 5, 7)
 # Below this many multiply-adds a call runs on one thread: waking a second one costs more.
 PARALLEL_MIN_MACS = 150_000
@@ -95,7 +98,7 @@ def _build(cc: list[str], target: Path) -> None:
     for flags in _flag_sets():
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(fd)
-        cmd = [*cc, *flags, str(SOURCE), "-o", tmp]
+        cmd = [*cc, *flags, *map(str, SOURCES), "-o", tmp]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -112,12 +115,18 @@ def _build(cc: list[str], target: Path) -> None:
 
 def _open(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
-    if lib.ghostdet_dw_abi() != ABI:
-        raise RuntimeError(f"{path} has ABI {lib.ghostdet_dw_abi()}, expected {ABI}")
+    abis = (lib.ghostdet_dw_abi(), lib.ghostdet_ghost_block_abi())
+    if abis != (ABI, ABI):
+        raise RuntimeError(f"{path} has ABI {abis}, expected {ABI}")
     i, i64, p = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
     fn = lib.ghostdet_dwconv2d
     fn.restype = i
     fn.argtypes = [p, i64, i, i, i, i, p, p, i, i, i, p, i64, i, i, i, i]
+    fn = lib.ghostdet_ghost_block_s1
+    fn.restype = i
+    fn.argtypes = [p, p, i, i, i, i, i, i, p, p, p, p, p, p, p, p, i, p, i]
+    lib.ghostdet_ghost_block_scratch.restype = i64
+    lib.ghostdet_ghost_block_scratch.argtypes = [i, i, i, i]
     return lib
 
 
@@ -127,7 +136,8 @@ def library_path() -> Path | None:
     if cc is None:
         return None
     key = hashlib.sha256()
-    key.update(SOURCE.read_bytes())
+    for source in SOURCES:
+        key.update(source.read_bytes())
     key.update(repr((cc, _flag_sets(), _cpu_fingerprint(), sys.platform)).encode())
     return cache_dir() / "native" / f"dwconv-{key.hexdigest()[:16]}.so"
 
@@ -249,3 +259,42 @@ def dwconv2d(
         kernel_size, stride, padding, out.data_ptr(), opitch, oh, ow, int(relu), threads,
     )  # fmt: skip
     return out if rc == 0 else None
+
+
+def ghost_block_s1(x: Tensor, weights: list[Tensor], band: int = 16) -> Tensor | None:
+    """A stride-1 Ghost bottleneck without SE and with an identity shortcut, in one native call.
+
+    Args:
+        x: ``(N, C, H, W)`` float32, dense channels_last; ``C = 2 * M2``.
+        weights: ``[w1t (C, M1), b1 (M1), d1 (9, M1), bd1 (M1), w2t (2*M1, M2), b2 (M2),
+            d2 (9, M2), bd2 (M2)]``, contiguous float32: ghost1's 1x1 (ReLU) and 3x3 depthwise
+            (ReLU), ghost2's 1x1 and 3x3 depthwise (no ReLU), BatchNorms folded, 1x1 weights as
+            (in, out) and depthwise weights taps-major (see ``ghostdet/csrc/ghostblock.c``).
+        band: output rows per task (its intermediate rows stay in cache).
+
+    Returns:
+        The block's output (a new channels_last tensor), or ``None`` when the kernel is
+        unavailable or the input does not fit it.
+    """
+    lib = load()
+    if lib is None or x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
+        return None
+    n, c, h, w = x.shape
+    if _pixel_pitch(x) != c:
+        return None
+    m1, m2 = weights[1].numel(), weights[5].numel()
+    shapes = [(c, m1), (m1,), (9, m1), (m1,), (2 * m1, m2), (m2,), (9, m2), (m2,)]
+    if c != 2 * m2 or [tuple(t.shape) for t in weights] != shapes:
+        raise ValueError(f"weights {[tuple(t.shape) for t in weights]} do not fit {c} channels: {shapes}")
+    if not all(t.dtype == torch.float32 and t.is_contiguous() and t.device.type == "cpu" for t in weights):
+        raise ValueError("weights must be contiguous float32 CPU tensors")
+    macs = n * h * w * (c * m1 + 9 * m1 + 2 * m1 * m2 + 9 * m2)
+    threads = torch.get_num_threads() if macs >= 4 * PARALLEL_MIN_MACS else 1
+    y = torch.empty_like(x, memory_format=torch.channels_last)
+    # per-thread scratch from torch's allocator (no malloc inside the kernel)
+    scratch = torch.empty(threads * lib.ghostdet_ghost_block_scratch(w, m1, m2, band), dtype=torch.float32)
+    ptrs = [t.data_ptr() for t in weights]
+    rc = lib.ghostdet_ghost_block_s1(
+        x.data_ptr(), y.data_ptr(), n, h, w, c, m1, m2, *ptrs, band, scratch.data_ptr(), threads
+    )
+    return y if rc == 0 else None

@@ -77,6 +77,10 @@ _CACHE_SLOTS = ("_packed", "_gemm_weight", "_native_weight")
 # as a prepacked oneDNN convolution. Measured on a 2-core x86 CPU (benchmarks/bench_cpu.py): with
 # the native depthwise kernel, 3136 (56x56) beat 1024 by ~5% at 224x224 and was neutral at 640x640.
 GEMM_MAX_PIXELS = 3136
+# Stride-1 bottlenecks without SE with at most this many channels run as one fused native call
+# (ghostdet/csrc/ghostblock.c). Measured: 0.36x / 0.5x the time of the separate ops for the
+# 16- and 24-channel blocks, 0.8-1.05x for 80 channels, 1.05-1.6x for 160.
+FUSED_BLOCK_MAX_CHANNELS = 48
 
 
 def fold_bn(conv: nn.Conv2d, bn: nn.Module | None) -> tuple[Tensor, Tensor]:
@@ -246,7 +250,7 @@ class FusedConv2d(nn.Module):
         written there and ``out`` is returned; the native depthwise kernel writes it directly.
         """
         if fast and other is None and self.is_native_dw and self.use_native:
-            wt = self._derived_weight("_native_weight", _taps_by_channel)
+            wt = self._derived_weight("_native_weight", _flat_t)
             k, s, p = self.weight.shape[-1], self.stride[0], self.padding[0]
             y = _native.dwconv2d(x, wt, self.bias, k, s, p, self.relu, out, trusted_weights=True)
             if y is not None:
@@ -294,7 +298,7 @@ class FusedConv2d(nn.Module):
     def _gemm(self, x: Tensor, other: Tensor | None, out: Tensor | None = None) -> Tensor:
         """The 1x1 convolution as ``(N*H*W, C) @ (C, O)`` on channels_last data (views, no copies).
         ``out`` may be a channel slice of a channels_last tensor: the GEMM writes it in place."""
-        wt = self._derived_weight("_gemm_weight", lambda w: w.flatten(1).t().contiguous())
+        wt = self._derived_weight("_gemm_weight", _flat_t)
         n, c, h, width = x.shape
         x2 = x.permute(0, 2, 3, 1).reshape(-1, c)
         if out is not None:
@@ -315,8 +319,9 @@ class FusedConv2d(nn.Module):
         return "relu" if self.relu else "none"
 
 
-def _taps_by_channel(w: Tensor) -> Tensor:
-    """A depthwise weight ``(C, 1, k, k)`` as the native kernel's contiguous ``(k*k, C)``."""
+def _flat_t(w: Tensor) -> Tensor:
+    """A conv weight ``(O, I, kh, kw)`` as a contiguous ``(I*kh*kw, O)``: the GEMM's (in, out)
+    for a 1x1 conv, the native kernels' taps-major ``(k*k, C)`` for a depthwise conv."""
     return w.flatten(1).t().contiguous()
 
 
@@ -456,6 +461,7 @@ class DeployBottleneck(nn.Module):
             self.shortcut_pw = FusedConv2d.from_conv(sc[2], sc[3])
         self.split_min_numel = split_min_numel
         self.m = self.ghost1.primary_conv.weight.shape[0]
+        self.can_fuse_block = self._fusable()
         self.can_split = not self.ghost1.needs_slice and self.ghost2.primary_conv.weight.shape[-1] == 1
         if self.can_split:
             m, p2 = self.m, self.ghost2.primary_conv
@@ -481,8 +487,48 @@ class DeployBottleneck(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.run(x, _mkldnn_ok(x))
 
+    def _fusable(self) -> bool:
+        """Whether the whole block fits the native fused kernel (``ghostdet/csrc/ghostblock.c``):
+        stride 1, no SE, identity shortcut, 1x1 primaries and 3x3 depthwise cheap ops (ReLU in
+        ghost1 only), channel counts multiples of 4, and at most ``FUSED_BLOCK_MAX_CHANNELS``
+        channels: those blocks are memory-bound, wider ones are faster as separate GEMMs."""
+        p1, c1 = self.ghost1.primary_conv, self.ghost1.cheap_operation
+        p2, c2 = self.ghost2.primary_conv, self.ghost2.cheap_operation
+        m1, m2 = p1.weight.shape[0], p2.weight.shape[0]
+        return (
+            self.conv_dw is None
+            and self.se is None
+            and self.shortcut_pw is None
+            and not self.ghost1.needs_slice
+            and not self.ghost2.needs_slice
+            and all(pc.gemm_max_pixels > 0 for pc in (p1, p2))  # 1x1, stride 1, no padding
+            and all(cc.is_native_dw and cc.weight.shape[-1] == 3 and cc.stride == [1, 1] for cc in (c1, c2))
+            and all(cc.padding == [1, 1] for cc in (c1, c2))
+            and (p1.relu, c1.relu, p2.relu, c2.relu) == (True, True, False, False)
+            and c1.weight.shape[0] == m1
+            and c2.weight.shape[0] == m2
+            and p1.weight.shape[1] == 2 * m2
+            and p2.weight.shape[1] == 2 * m1
+            and m1 % 4 == 0
+            and m2 % 4 == 0
+            and 2 * m2 <= FUSED_BLOCK_MAX_CHANNELS
+        )
+
+    def _fused_weights(self) -> list[Tensor]:
+        """The fused kernel's weights, from the modules' own derived-weight caches."""
+        out = []
+        for ghost in (self.ghost1, self.ghost2):
+            p, c = ghost.primary_conv, ghost.cheap_operation
+            out += [p._derived_weight("_gemm_weight", _flat_t), p.bias]
+            out += [c._derived_weight("_native_weight", _flat_t), c.bias]
+        return out
+
     def run(self, x: Tensor, fast: bool) -> Tensor:
         """``forward`` with oneDNN eligibility decided by the caller."""
+        if fast and self.can_fuse_block and self.ghost1.cheap_operation.use_native:
+            y = _native.ghost_block_s1(x, self._fused_weights())
+            if y is not None:
+                return y
         # ghost1's primary conv keeps the map size (stride 1, "same" padding)
         if self.can_split and 2 * self.m * x.shape[2] * x.shape[3] >= self.split_min_numel:
             a = self.ghost1.primary_conv.apply_conv(x, fast)
