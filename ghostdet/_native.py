@@ -32,11 +32,20 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["PARALLEL_MIN_MACS", "cache_dir", "dwconv2d", "ghost_block_s1", "library_path", "load", "supports"]
+__all__ = [
+    "PARALLEL_MIN_MACS",
+    "cache_dir",
+    "dwconv2d",
+    "ghost_block_s1",
+    "ghost_block_s2",
+    "library_path",
+    "load",
+    "supports",
+]
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = (_CSRC / "dwconv.c", _CSRC / "ghostblock.c")  # compiled into one library
-ABI = 1  # must equal GHOSTDET_DW_ABI in dwconv.c and ghostdet_ghost_block_abi() in ghostblock.c
+ABI = (1, 2)  # GHOSTDET_DW_ABI in dwconv.c, ghostdet_ghost_block_abi() in ghostblock.c
 KERNEL_SIZES = (3, 5, 7)
 # Below this many multiply-adds a call runs on one thread: waking a second one costs more.
 PARALLEL_MIN_MACS = 150_000
@@ -116,7 +125,7 @@ def _build(cc: list[str], target: Path) -> None:
 def _open(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     abis = (lib.ghostdet_dw_abi(), lib.ghostdet_ghost_block_abi())
-    if abis != (ABI, ABI):
+    if abis != ABI:
         raise RuntimeError(f"{path} has ABI {abis}, expected {ABI}")
     i, i64, p = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
     fn = lib.ghostdet_dwconv2d
@@ -127,6 +136,11 @@ def _open(path: Path) -> ctypes.CDLL:
     fn.argtypes = [p, p, i, i, i, i, i, i, p, p, p, p, p, p, p, p, i, p, i]
     lib.ghostdet_ghost_block_scratch.restype = i64
     lib.ghostdet_ghost_block_scratch.argtypes = [i, i, i, i]
+    fn = lib.ghostdet_ghost_block_s2
+    fn.restype = i
+    fn.argtypes = [p, p, p, i, i, i, i, i, i, i, *[p] * 10, i, p, i]
+    lib.ghostdet_ghost_block_s2_scratch.restype = i64
+    lib.ghostdet_ghost_block_s2_scratch.argtypes = [i, i, i, i, i, i]
     return lib
 
 
@@ -296,5 +310,74 @@ def ghost_block_s1(x: Tensor, weights: list[Tensor], band: int = 16) -> Tensor |
     ptrs = [t.data_ptr() for t in weights]
     rc = lib.ghostdet_ghost_block_s1(
         x.data_ptr(), y.data_ptr(), n, h, w, c, m1, m2, *ptrs, band, scratch.data_ptr(), threads
+    )
+    return y if rc == 0 else None
+
+
+def ghost_block_s2(
+    x: Tensor, res: Tensor, weights: list[Tensor], kernel_size: int, band: int = 16
+) -> Tensor | None:
+    """A stride-2 Ghost bottleneck without SE in one native call; its shortcut ``res`` is given.
+
+    Args:
+        x: ``(N, Cin, H, W)`` float32, dense channels_last.
+        res: the shortcut's output ``(N, 2*M2, OH, OW)``, dense channels_last.
+        weights: ``[w1t (Cin, M1), b1, d1 (9, M1), bd1, dzt (k*k, 2*M1), dz (2*M1), w2t (2*M1, M2),
+            b2, d2 (9, M2), bd2]``: ghost1's 1x1 (ReLU) and 3x3 depthwise (ReLU), the stride-2
+            depthwise conv (no ReLU), ghost2's 1x1 and 3x3 depthwise (no ReLU).
+        kernel_size: the stride-2 depthwise kernel (3 or 5, padding ``k // 2``).
+        band: output rows per task.
+
+    Returns:
+        The block's output, or ``None`` when the kernel is unavailable or the inputs do not fit.
+    """
+    lib = load()
+    if lib is None or x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
+        return None
+    n, cin, h, w = x.shape
+    k, pad = kernel_size, kernel_size // 2
+    oh, ow = (h + 2 * pad - k) // 2 + 1, (w + 2 * pad - k) // 2 + 1
+    m1, m2 = weights[1].numel(), weights[7].numel()
+    if _pixel_pitch(x) != cin or res.shape != (n, 2 * m2, oh, ow) or _pixel_pitch(res) != 2 * m2:
+        return None
+    shapes = [
+        (cin, m1),
+        (m1,),
+        (9, m1),
+        (m1,),
+        (k * k, 2 * m1),
+        (2 * m1,),
+        (2 * m1, m2),
+        (m2,),
+        (9, m2),
+        (m2,),
+    ]
+    if [tuple(t.shape) for t in weights] != shapes or k not in (3, 5):
+        raise ValueError(
+            f"weights {[tuple(t.shape) for t in weights]} do not fit: expected {shapes}, k 3 or 5"
+        )
+    if not all(t.dtype == torch.float32 and t.is_contiguous() and t.device.type == "cpu" for t in weights):
+        raise ValueError("weights must be contiguous float32 CPU tensors")
+    macs = n * h * w * (cin * m1 + 9 * m1) + n * oh * ow * (2 * m1 * k * k + 2 * m1 * m2 + 9 * m2)
+    threads = torch.get_num_threads() if macs >= 4 * PARALLEL_MIN_MACS else 1
+    y = torch.empty((n, 2 * m2, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
+    per_thread = lib.ghostdet_ghost_block_s2_scratch(w, ow, m1, m2, k, band)
+    scratch = torch.empty(threads * per_thread, dtype=torch.float32)
+    ptrs = [t.data_ptr() for t in weights]
+    rc = lib.ghostdet_ghost_block_s2(
+        x.data_ptr(),
+        res.data_ptr(),
+        y.data_ptr(),
+        n,
+        h,
+        w,
+        cin,
+        m1,
+        m2,
+        k,
+        *ptrs,
+        band,
+        scratch.data_ptr(),
+        threads,
     )
     return y if rc == 0 else None

@@ -462,6 +462,7 @@ class DeployBottleneck(nn.Module):
         self.split_min_numel = split_min_numel
         self.m = self.ghost1.primary_conv.weight.shape[0]
         self.can_fuse_block = self._fusable()
+        self.can_fuse_block_s2 = self._fusable_s2()
         self.can_split = not self.ghost1.needs_slice and self.ghost2.primary_conv.weight.shape[-1] == 1
         if self.can_split:
             m, p2 = self.m, self.ghost2.primary_conv
@@ -514,6 +515,36 @@ class DeployBottleneck(nn.Module):
             and 2 * m2 <= FUSED_BLOCK_MAX_CHANNELS
         )
 
+    def _fusable_s2(self) -> bool:
+        """Whether the block fits the fused stride-2 kernel: like ``_fusable`` but with the
+        stride-2 depthwise conv (3x3 or 5x5, no ReLU) and a conv shortcut, run separately."""
+        p1, c1 = self.ghost1.primary_conv, self.ghost1.cheap_operation
+        p2, c2 = self.ghost2.primary_conv, self.ghost2.cheap_operation
+        dw = self.conv_dw
+        m1, m2 = p1.weight.shape[0], p2.weight.shape[0]
+        return (
+            dw is not None
+            and self.se is None
+            and self.shortcut_pw is not None
+            and not self.ghost1.needs_slice
+            and not self.ghost2.needs_slice
+            and all(pc.gemm_max_pixels > 0 for pc in (p1, p2))
+            and all(cc.is_native_dw and cc.weight.shape[-1] == 3 and cc.stride == [1, 1] for cc in (c1, c2))
+            and all(cc.padding == [1, 1] for cc in (c1, c2))
+            and (p1.relu, c1.relu, p2.relu, c2.relu, dw.relu) == (True, True, False, False, False)
+            and dw.is_native_dw
+            and dw.stride == [2, 2]
+            and dw.weight.shape[-1] in (3, 5)
+            and dw.padding == [dw.weight.shape[-1] // 2] * 2
+            and dw.weight.shape[0] == 2 * m1
+            and c1.weight.shape[0] == m1
+            and c2.weight.shape[0] == m2
+            and p2.weight.shape[1] == 2 * m1
+            and m1 % 4 == 0
+            and m2 % 4 == 0
+            and 2 * m2 <= FUSED_BLOCK_MAX_CHANNELS
+        )
+
     def _fused_weights(self) -> list[Tensor]:
         """The fused kernel's weights, from the modules' own derived-weight caches."""
         out = []
@@ -521,12 +552,19 @@ class DeployBottleneck(nn.Module):
             p, c = ghost.primary_conv, ghost.cheap_operation
             out += [p._derived_weight("_gemm_weight", _flat_t), p.bias]
             out += [c._derived_weight("_native_weight", _flat_t), c.bias]
+            if ghost is self.ghost1 and self.conv_dw is not None:
+                out += [self.conv_dw._derived_weight("_native_weight", _flat_t), self.conv_dw.bias]
         return out
 
     def run(self, x: Tensor, fast: bool) -> Tensor:
         """``forward`` with oneDNN eligibility decided by the caller."""
-        if fast and self.can_fuse_block and self.ghost1.cheap_operation.use_native:
-            y = _native.ghost_block_s1(x, self._fused_weights())
+        if fast and self.ghost1.cheap_operation.use_native:
+            y = None
+            if self.can_fuse_block:
+                y = _native.ghost_block_s1(x, self._fused_weights())
+            elif self.can_fuse_block_s2:
+                res = self.shortcut_pw.apply_conv(self.shortcut_dw.apply_conv(x, fast), fast)
+                y = _native.ghost_block_s2(x, res, self._fused_weights(), self.conv_dw.weight.shape[-1])
             if y is not None:
                 return y
         # ghost1's primary conv keeps the map size (stride 1, "same" padding)

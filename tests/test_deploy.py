@@ -378,3 +378,38 @@ def test_fused_block_matches_separate_ops_and_only_takes_eligible_blocks():
             _native.ghost_block_s1(
                 x[:, :, :4, :4].contiguous(memory_format=torch.channels_last), b._fused_weights()[::-1]
             )
+
+
+def test_fused_stride2_block_matches_separate_ops():
+    """The fused stride-2 bottleneck (GhostNet's second block) equals its separate deploy ops on
+    odd sizes (odd/even edges of the stride-2 grid), tiny maps and a batch of two."""
+    from ghostdet import _native
+    from ghostdet.deploy import DeployBottleneck
+
+    model = _trained_bn_classifier()
+    fused = fuse(model)
+    blocks = [m for m in fused.modules() if isinstance(m, DeployBottleneck)]
+    eligible = [b for b in blocks if b.can_fuse_block_s2]
+    assert eligible and all(b.conv_dw is not None and b.se is None for b in eligible)
+    assert not any(b.can_fuse_block_s2 for b in blocks if b.se is not None or b.conv_dw is None)
+    if _native.load() is None:
+        pytest.skip("no C compiler to build the native kernels")
+    g = torch.Generator().manual_seed(1)
+    for b in eligible:
+        c = b.ghost1.primary_conv.weight.shape[1]
+        for shape in [(1, c, 37, 29), (2, c, 5, 3), (1, c, 1, 1), (1, c, 2, 2), (1, c, 3, 7), (1, c, 64, 64)]:
+            x = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                got = b.run(x, True)
+                b.can_fuse_block_s2 = False
+                ref = b.run(x, True)
+                b.can_fuse_block_s2 = True
+            assert got.shape == ref.shape
+            assert _rel_err(ref, got) < 1e-5
+        res = torch.zeros(1, 2 * b.ghost2.primary_conv.weight.shape[0], 4, 4)
+        res = res.contiguous(memory_format=torch.channels_last)
+        x = torch.randn(1, c, 8, 8).contiguous(memory_format=torch.channels_last)
+        weights = list(b._fused_weights())
+        weights[0] = weights[0].t().contiguous()  # (out, in) instead of (in, out)
+        with pytest.raises(ValueError, match="do not fit"):
+            _native.ghost_block_s2(x, res, weights, b.conv_dw.weight.shape[-1])

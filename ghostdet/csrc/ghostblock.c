@@ -66,37 +66,62 @@ static void pointwise(const float *in1, int64_t p1, int k1, const float *in2, in
     PW_BLOCK(f4v, i4v, 4)
 }
 
-/* 3x3 depthwise over a scratch band whose rows have a zero column on each side (row length
- * W + 2): out row r = rows r..r+2 of src, no bounds checks. Optional residual add and ReLU. */
+/* KxK depthwise with stride S over rows held in scratch (no bounds checks: the caller points src
+ * at the top-left tap of output (0, 0) and provides zero padding). src: srow pixels per row,
+ * sp floats per pixel; out row r, column x reads src rows S*r.., columns S*x..; optional residual
+ * res (rrow pixels per row, rp floats per pixel) and ReLU. */
 #define DW_BLOCK(VT, VI, VW)                                                                      \
     for (; c + VW <= C; c += VW) {                                                                \
-        VT wk[9];                                                                                 \
-        for (int t = 0; t < 9; t++) wk[t] = LD(VT, wt + t * C + c);                               \
+        VT wk[25];                                                                                \
+        for (int t = 0; t < K * K; t++) wk[t] = LD(VT, wt + t * C + c);                           \
         const VT bv = LD(VT, bias + c);                                                           \
         for (int r = 0; r < rows; r++) {                                                          \
-            const float *s0 = src + (int64_t)r * (W + 2) * C + c;                                 \
+            const float *s0 = src + (int64_t)r * S * srow * sp + c;                               \
             for (int x = 0; x < W; x++) {                                                         \
                 VT acc = bv;                                                                      \
-                for (int ky = 0; ky < 3; ky++)                                                    \
-                    for (int kx = 0; kx < 3; kx++)                                                \
-                        acc += LD(VT, s0 + ((int64_t)ky * (W + 2) + x + kx) * C) * wk[ky * 3 + kx]; \
-                if (res) acc += LD(VT, res + ((int64_t)r * W + x) * rpitch + c);                  \
+                for (int ky = 0; ky < K; ky++)                                                    \
+                    for (int kx = 0; kx < K; kx++)                                                \
+                        acc += LD(VT, s0 + ((int64_t)ky * srow + S * x + kx) * sp) * wk[ky * K + kx]; \
+                if (res) acc += LD(VT, res + ((int64_t)r * rrow + x) * rp + c);                   \
                 if (relu) RELU(VI, acc);                                                          \
-                ST(VT, dst + ((int64_t)r * dstride + x) * dpitch + c, acc);                       \
+                ST(VT, dst + ((int64_t)r * drow + x) * dp + c, acc);                              \
             }                                                                                     \
         }                                                                                         \
     }
 
-static void dw3_band(const float *src, int rows, int W, int C, const float *wt, const float *bias,
-                     float *dst, int64_t dstride, int64_t dpitch, const float *res, int64_t rpitch,
-                     int relu) {
+static inline __attribute__((always_inline)) void dw_band(
+    const float *src, int64_t srow, int64_t sp, int rows, int W, int C, int K, int S,
+    const float *wt, const float *bias, float *dst, int64_t drow, int64_t dp, const float *res,
+    int64_t rrow, int64_t rp, int relu) {
     int c = 0;
     DW_BLOCK(f16v, i16v, 16)
     DW_BLOCK(f8v, i8v, 8)
     DW_BLOCK(f4v, i4v, 4)
 }
 
-int ghostdet_ghost_block_abi(void) { return 1; }
+/* The specialisations the blocks use (K and S constant, so the tap loops unroll). */
+static void dw3_s1(const float *src, int64_t srow, int64_t sp, int rows, int W, int C, const float *wt,
+                   const float *bias, float *dst, int64_t drow, int64_t dp, const float *res,
+                   int64_t rrow, int64_t rp, int relu) {
+    dw_band(src, srow, sp, rows, W, C, 3, 1, wt, bias, dst, drow, dp, res, rrow, rp, relu);
+}
+static void dw3_s2(const float *src, int64_t srow, int64_t sp, int rows, int W, int C, const float *wt,
+                   const float *bias, float *dst, int64_t drow, int64_t dp) {
+    dw_band(src, srow, sp, rows, W, C, 3, 2, wt, bias, dst, drow, dp, 0, 0, 0, 0);
+}
+static void dw5_s2(const float *src, int64_t srow, int64_t sp, int rows, int W, int C, const float *wt,
+                   const float *bias, float *dst, int64_t drow, int64_t dp) {
+    dw_band(src, srow, sp, rows, W, C, 5, 2, wt, bias, dst, drow, dp, 0, 0, 0, 0);
+}
+
+/* The old name used by the stride-1 block: rows with one zero pixel each side (W + 2). */
+static void dw3_band(const float *src, int rows, int W, int C, const float *wt, const float *bias,
+                     float *dst, int64_t dstride, int64_t dpitch, const float *res, int64_t rpitch,
+                     int relu) {
+    dw3_s1(src, W + 2, C, rows, W, C, wt, bias, dst, dstride, dpitch, res, W, rpitch, relu);
+}
+
+int ghostdet_ghost_block_abi(void) { return 2; }
 
 /* Floats of scratch one thread needs for bands of `band` rows. */
 int64_t ghostdet_ghost_block_scratch(int W, int M1, int M2, int band) {
@@ -170,6 +195,104 @@ int ghostdet_ghost_block_s1(const float *x, float *y, int N, int H, int W, int C
             }
             dw3_band(Pb, R, W, M2, d2, bd2, yn + (int64_t)y0 * W * C + M2, W, C, xn + (int64_t)y0 * W * C + M2,
                      C, 0);
+        }
+    }
+    return 0;
+}
+
+/* Floats of scratch one thread needs for the stride-2 block (bands of `band` output rows). */
+int64_t ghostdet_ghost_block_s2_scratch(int W, int OW, int M1, int M2, int K, int band) {
+    const int64_t Wab = W + 2 * (K / 2);
+    return (int64_t)(2 * band + K + 4) * Wab * 2 * M1 + (int64_t)(band + 2) * OW * 2 * M1 +
+           (int64_t)(band + 2) * (OW + 2) * M2;
+}
+
+/* Fused stride-2 Ghost bottleneck without SE; its shortcut is computed by the caller (res):
+ *   a = relu(x W1 + b1), b = relu(dw3(a) + d1)          M1 + M1 channels at H x W
+ *   z = dwK_s2([a b]) + dz                               2*M1 channels at OH x OW (no ReLU)
+ *   p = z W2 + b2, c = dw3(p) + d2                       M2 + M2 channels
+ *   y = [p c] + res                                      res, y: N x OH x OW x 2*M2, dense
+ * x: N x H x W x Cin dense. K (3 or 5) has padding K/2. Returns 0, or -1 when unsupported. */
+int ghostdet_ghost_block_s2(const float *x, const float *res, float *y, int N, int H, int W, int Cin,
+                            int M1, int M2, int K, const float *w1t, const float *b1, const float *d1,
+                            const float *bd1, const float *dzt, const float *dz, const float *w2t,
+                            const float *b2, const float *d2, const float *bd2, int band,
+                            float *scratch, int nthreads) {
+    if ((K != 3 && K != 5) || M1 % 4 || M2 % 4 || band < 1 || nthreads < 1) return -1;
+    const int P = K / 2, C2 = 2 * M1, Cout = 2 * M2;
+    const int OH = (H + 2 * P - K) / 2 + 1, OW = (W + 2 * P - K) / 2 + 1;
+    const int64_t Wab = W + 2 * P;
+    const int64_t per_img = (OH + band - 1) / band, total = (int64_t)N * per_img;
+    const int64_t per_thread = ghostdet_ghost_block_s2_scratch(W, OW, M1, M2, K, band);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && total > 1)
+#endif
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num();
+#else
+        const int tid = 0;
+#endif
+        float *AB = scratch + tid * per_thread;                 /* a|b rows, P zero pixels each side */
+        float *Z = AB + (int64_t)(2 * band + K + 4) * Wab * C2; /* z rows */
+        float *PB = Z + (int64_t)(band + 2) * OW * C2;          /* p rows, 1 zero pixel each side */
+        memset(AB, 0, sizeof(float) * per_thread);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t t = 0; t < total; t++) {
+            const int n = (int)(t / per_img), oy0 = (int)(t % per_img) * band;
+            const int oy1 = oy0 + band < OH ? oy0 + band : OH, R = oy1 - oy0;
+            const float *xn = x + (int64_t)n * H * W * Cin;
+            const float *rn = res + (int64_t)n * OH * OW * Cout;
+            float *yn = y + (int64_t)n * OH * OW * Cout;
+            /* AB row i holds image row base + i; z rows oy0-1 .. oy1 need rows up to 2*oy1-P+K-1,
+             * and b one more row of a on each side */
+            const int base = 2 * (oy0 - 1) - P - 1, NA = 2 * R + K + 4;
+            for (int i = 0; i < NA; i++) {
+                const int iy = base + i;
+                float *row = AB + (int64_t)i * Wab * C2;
+                if (iy < 0 || iy >= H)
+                    memset(row, 0, sizeof(float) * Wab * C2);
+                else
+                    pointwise(xn + (int64_t)iy * W * Cin, Cin, Cin, 0, 0, 0, w1t, b1, M1, row + (int64_t)P * C2,
+                              C2, W, 1);
+            }
+            /* b = relu(dw3(a)) for rows 1 .. NA-2, then zero where the row is outside the image */
+            dw3_s1(AB + (int64_t)(P - 1) * C2, Wab, C2, NA - 2, W, M1, d1, bd1, AB + (Wab + P) * C2 + M1, Wab,
+                   C2, 0, 0, 0, 1);
+            for (int i = 1; i < NA - 1; i++) {
+                const int iy = base + i;
+                if (iy >= 0 && iy < H) continue;
+                float *row = AB + (int64_t)i * Wab * C2;
+                for (int64_t px = 0; px < Wab; px++) memset(row + px * C2 + M1, 0, sizeof(float) * M1);
+            }
+            /* z rows oy0-1 .. oy1 inside the image: window top = image row 2*oy - P = AB row 2*oy-P-base */
+            const int jlo = oy0 - 1 < 0 ? 1 : 0, jhi = oy1 + 1 > OH ? R + 1 : R + 2;
+            const float *zsrc = AB + (int64_t)(2 * (oy0 - 1 + jlo) - P - base) * Wab * C2;
+            if (K == 3)
+                dw3_s2(zsrc, Wab, C2, jhi - jlo, OW, C2, dzt, dz, Z + (int64_t)jlo * OW * C2, OW, C2);
+            else
+                dw5_s2(zsrc, Wab, C2, jhi - jlo, OW, C2, dzt, dz, Z + (int64_t)jlo * OW * C2, OW, C2);
+            /* p rows (zero outside the image) */
+            for (int j = 0; j < R + 2; j++) {
+                float *row = PB + (int64_t)j * (OW + 2) * M2;
+                if (j < jlo || j >= jhi)
+                    memset(row, 0, sizeof(float) * (OW + 2) * M2);
+                else
+                    pointwise(Z + (int64_t)j * OW * C2, C2, C2, 0, 0, 0, w2t, b2, M2, row + M2, M2, OW, 0);
+            }
+            /* y = [p, dw3(p) + d2] + res */
+            for (int r = 0; r < R; r++) {
+                const float *prow = PB + ((int64_t)(r + 1) * (OW + 2) + 1) * M2;
+                const float *rrow = rn + (int64_t)(oy0 + r) * OW * Cout;
+                float *yrow = yn + (int64_t)(oy0 + r) * OW * Cout;
+                for (int px = 0; px < OW; px++)
+                    for (int c = 0; c < M2; c++)
+                        yrow[(int64_t)px * Cout + c] = prow[(int64_t)px * M2 + c] + rrow[(int64_t)px * Cout + c];
+            }
+            dw3_s1(PB, OW + 2, M2, R, OW, M2, d2, bd2, yn + (int64_t)oy0 * OW * Cout + M2, OW, Cout,
+                   rn + (int64_t)oy0 * OW * Cout + M2, OW, Cout, 0);
         }
     }
     return 0;
