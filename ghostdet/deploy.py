@@ -21,6 +21,10 @@ with fewer and cheaper operations on CPU:
   output; on small maps the primary half is written there by its GEMM, so no concatenation
   copy is left. Without a C compiler, oneDNN runs them (``fuse(..., native_kernels=False)``
   or ``GHOSTDET_NATIVE=0`` choose that on purpose);
+* stride-1 and stride-2 bottlenecks without SE and with at most ``FUSED_BLOCK_MAX_CHANNELS``
+  channels (GhostNet's memory-bound first blocks) run as one fused native call each
+  (``ghostdet/csrc/ghostblock.c``): row bands stream through per-thread scratch, so only the
+  block's input is read and its output written;
 * whether the fast kernels may be used is decided once per model call, not once per convolution;
 * the squeeze-excite block runs its two 1x1 convs on the pooled vector as matrix products, and
   its hard-sigmoid's ``+3`` and ``/6`` are folded into the expand weights (one clamp remains);
@@ -77,9 +81,10 @@ _CACHE_SLOTS = ("_packed", "_gemm_weight", "_native_weight")
 # as a prepacked oneDNN convolution. Measured on a 2-core x86 CPU (benchmarks/bench_cpu.py): with
 # the native depthwise kernel, 3136 (56x56) beat 1024 by ~5% at 224x224 and was neutral at 640x640.
 GEMM_MAX_PIXELS = 3136
-# Stride-1 bottlenecks without SE with at most this many channels run as one fused native call
-# (ghostdet/csrc/ghostblock.c). Measured: 0.36x / 0.5x the time of the separate ops for the
-# 16- and 24-channel blocks, 0.8-1.05x for 80 channels, 1.05-1.6x for 160.
+# Bottlenecks without SE (stride 1, or stride 2 with a conv shortcut) with at most this many
+# output channels run as one fused native call (ghostdet/csrc/ghostblock.c). Measured: 0.36x /
+# 0.5x / 0.53x the time of the separate ops for the 16-, 24-channel and stride-2 blocks,
+# 0.8-1.05x for 80 channels, 1.05-1.6x for 160.
 FUSED_BLOCK_MAX_CHANNELS = 48
 
 
