@@ -1,4 +1,5 @@
-/* Fused stride-1 Ghost bottleneck without SE and with an identity shortcut, NHWC float32.
+/* Fused Ghost bottlenecks without SE, NHWC float32, used by ghostdet.deploy for the memory-bound
+ * early blocks. ghostdet_ghost_block_s1 (identity shortcut) computes
  *
  *   a = relu(x W1 + b1)            M1 channels      (ghost1 primary, 1x1)
  *   b = relu(dw3(a) + d1)          M1 channels      (ghost1 cheap, 3x3 depthwise)
@@ -9,7 +10,8 @@
  * Rows are processed in bands; a band's a, b and p rows (with the halo the 3x3 convs need) live
  * in per-thread scratch that stays in cache, so only x is read and y written. The caller
  * provides the scratch (ghostdet_ghost_block_scratch floats per thread), so nothing is allocated
- * here. */
+ * here. ghostdet_ghost_block_s2 (below) is the stride-2 form with a strided depthwise conv
+ * between the Ghost modules and a shortcut computed by the caller. */
 #include <stdint.h>
 #include <string.h>
 #ifdef _OPENMP
