@@ -272,7 +272,6 @@ def section_detector(args: argparse.Namespace) -> dict:
         med,
         [
             ("ghost deploy / mnv3 generic  [target]", "ghost_deploy", "mnv3_generic"),
-            ("ghost deploy, oneDNN only / mnv3 generic", "ghost_deploy_onednn", "mnv3_generic"),
             ("ghost 256-ch FPN deploy / mnv3 generic", "ghost_l45_256_deploy", "mnv3_generic"),
             ("ghost full pyramid deploy / mnv3 generic", "ghost_full_deploy", "mnv3_generic"),
             ("ghost plain / mnv3 plain", "ghost_plain", "mnv3_plain"),
