@@ -45,6 +45,7 @@ __all__ = [
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = (_CSRC / "dwconv.c", _CSRC / "ghostblock.c")  # compiled into one library
+HEADERS = (_CSRC / "vecext.h",)  # included by both; part of the cache key
 ABI = (1, 2)  # GHOSTDET_DW_ABI in dwconv.c, ghostdet_ghost_block_abi() in ghostblock.c
 KERNEL_SIZES = (3, 5, 7)
 # Below this many multiply-adds a call runs on one thread: waking a second one costs more.
@@ -150,7 +151,7 @@ def library_path() -> Path | None:
     if cc is None:
         return None
     key = hashlib.sha256()
-    for source in SOURCES:
+    for source in (*SOURCES, *HEADERS):
         key.update(source.read_bytes())
     key.update(repr((cc, _flag_sets(), _cpu_fingerprint(), sys.platform)).encode())
     return cache_dir() / "native" / f"dwconv-{key.hexdigest()[:16]}.so"

@@ -13,24 +13,9 @@
  * out[n, oy, ox, c] = act(bias[c] + sum_{ky,kx} in[n, oy*S-P+ky, ox*S-P+kx, c] * wt[ky*K+kx, c])
  * with zero padding; act is ReLU or identity. C must be a multiple of 4.
  */
-#include <stdint.h>
-#include <string.h>
+#include "vecext.h"
 
 #define GHOSTDET_DW_ABI 1
-
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v4 __attribute__((vector_size(16)));
-typedef int32_t vi16 __attribute__((vector_size(64)));
-typedef int32_t vi8 __attribute__((vector_size(32)));
-typedef int32_t vi4 __attribute__((vector_size(16)));
-
-/* Unaligned vector load/store (compiles to a single unaligned move). */
-#define LOADV(VT, p) ({ VT v_; memcpy(&v_, (p), sizeof(VT)); v_; })
-#define STOREV(VT, p, v) do { VT s_ = (v); memcpy((p), &s_, sizeof(VT)); } while (0)
-/* ReLU as a vector compare and bitwise and-not (a scalar loop here would not be vectorised);
- * clears lanes <= 0 only, so a NaN stays NaN as in torch.relu. */
-#define RELUV(VI, a) do { a = (__typeof__(a))((VI)(a) & ~(VI)((a) <= (__typeof__(a)){0})); } while (0)
 
 /* Interior step: 4 neighbouring output pixels (all taps inside the image) of one channel
  * block, accumulated into acc[0..3] from the window rows starting at p0.

@@ -12,50 +12,47 @@
  * provides the scratch (ghostdet_ghost_block_scratch floats per thread), so nothing is allocated
  * here. ghostdet_ghost_block_s2 (below) is the stride-2 form with a strided depthwise conv
  * between the Ghost modules and a shortcut computed by the caller. */
-#include <stdint.h>
-#include <string.h>
+#include "vecext.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-typedef float f16v __attribute__((vector_size(64)));
-typedef float f8v __attribute__((vector_size(32)));
-typedef float f4v __attribute__((vector_size(16)));
-typedef int32_t i16v __attribute__((vector_size(64)));
-typedef int32_t i8v __attribute__((vector_size(32)));
-typedef int32_t i4v __attribute__((vector_size(16)));
-#define LD(VT, p) ({ VT v_; memcpy(&v_, (p), sizeof(VT)); v_; })
-#define ST(VT, p, v) do { VT s_ = (v); memcpy((p), &s_, sizeof(VT)); } while (0)
-#define RELU(VI, a) do { a = (__typeof__(a))((VI)(a) & ~(VI)((a) <= (__typeof__(a)){0})); } while (0)
+static inline int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
 
 /* out[i, :] = act(bias + in1[i, :k1] W[:k1] + in2[i, :k2] W[k1:]) for npix pixels; in2 may be
  * NULL (k2 = 0). Pixels go 4 at a time, output channels in 16/8/4-wide vectors. */
 #define PW_BLOCK(VT, VI, VW)                                                                      \
     for (; c + VW <= cout; c += VW) {                                                             \
-        const VT bv = LD(VT, bias + c);                                                           \
+        const VT bv = LOADV(VT, bias + c);                                                           \
         int i = 0;                                                                                \
         for (; i + 4 <= npix; i += 4) {                                                           \
             VT acc[4] = {bv, bv, bv, bv};                                                         \
             for (int k = 0; k < k1; k++) {                                                        \
-                const VT wv = LD(VT, w + (int64_t)k * cout + c);                                  \
+                const VT wv = LOADV(VT, w + (int64_t)k * cout + c);                                  \
                 for (int j = 0; j < 4; j++) acc[j] += in1[(int64_t)(i + j) * p1 + k] * wv;        \
             }                                                                                     \
             for (int k = 0; k < k2; k++) {                                                        \
-                const VT wv = LD(VT, w + (int64_t)(k1 + k) * cout + c);                           \
+                const VT wv = LOADV(VT, w + (int64_t)(k1 + k) * cout + c);                           \
                 for (int j = 0; j < 4; j++) acc[j] += in2[(int64_t)(i + j) * p2 + k] * wv;        \
             }                                                                                     \
             for (int j = 0; j < 4; j++) {                                                         \
-                if (relu) RELU(VI, acc[j]);                                                       \
-                ST(VT, out + (int64_t)(i + j) * po + c, acc[j]);                                  \
+                if (relu) RELUV(VI, acc[j]);                                                       \
+                STOREV(VT, out + (int64_t)(i + j) * po + c, acc[j]);                                  \
             }                                                                                     \
         }                                                                                         \
         for (; i < npix; i++) {                                                                   \
             VT acc = bv;                                                                          \
-            for (int k = 0; k < k1; k++) acc += in1[(int64_t)i * p1 + k] * LD(VT, w + (int64_t)k * cout + c); \
+            for (int k = 0; k < k1; k++) acc += in1[(int64_t)i * p1 + k] * LOADV(VT, w + (int64_t)k * cout + c); \
             for (int k = 0; k < k2; k++)                                                          \
-                acc += in2[(int64_t)i * p2 + k] * LD(VT, w + (int64_t)(k1 + k) * cout + c);       \
-            if (relu) RELU(VI, acc);                                                              \
-            ST(VT, out + (int64_t)i * po + c, acc);                                               \
+                acc += in2[(int64_t)i * p2 + k] * LOADV(VT, w + (int64_t)(k1 + k) * cout + c);       \
+            if (relu) RELUV(VI, acc);                                                              \
+            STOREV(VT, out + (int64_t)i * po + c, acc);                                               \
         }                                                                                         \
     }
 
@@ -63,9 +60,9 @@ static void pointwise(const float *in1, int64_t p1, int k1, const float *in2, in
                       const float *w, const float *bias, int cout, float *out, int64_t po, int npix,
                       int relu) {
     int c = 0;
-    PW_BLOCK(f16v, i16v, 16)
-    PW_BLOCK(f8v, i8v, 8)
-    PW_BLOCK(f4v, i4v, 4)
+    PW_BLOCK(v16, vi16, 16)
+    PW_BLOCK(v8, vi8, 8)
+    PW_BLOCK(v4, vi4, 4)
 }
 
 /* KxK depthwise with stride S over rows held in scratch (no bounds checks: the caller points src
@@ -75,18 +72,18 @@ static void pointwise(const float *in1, int64_t p1, int k1, const float *in2, in
 #define DW_BLOCK(VT, VI, VW)                                                                      \
     for (; c + VW <= C; c += VW) {                                                                \
         VT wk[25];                                                                                \
-        for (int t = 0; t < K * K; t++) wk[t] = LD(VT, wt + t * C + c);                           \
-        const VT bv = LD(VT, bias + c);                                                           \
+        for (int t = 0; t < K * K; t++) wk[t] = LOADV(VT, wt + t * C + c);                           \
+        const VT bv = LOADV(VT, bias + c);                                                           \
         for (int r = 0; r < rows; r++) {                                                          \
             const float *s0 = src + (int64_t)r * S * srow * sp + c;                               \
             for (int x = 0; x < W; x++) {                                                         \
                 VT acc = bv;                                                                      \
                 for (int ky = 0; ky < K; ky++)                                                    \
                     for (int kx = 0; kx < K; kx++)                                                \
-                        acc += LD(VT, s0 + ((int64_t)ky * srow + S * x + kx) * sp) * wk[ky * K + kx]; \
-                if (res) acc += LD(VT, res + ((int64_t)r * rrow + x) * rp + c);                   \
-                if (relu) RELU(VI, acc);                                                          \
-                ST(VT, dst + ((int64_t)r * drow + x) * dp + c, acc);                              \
+                        acc += LOADV(VT, s0 + ((int64_t)ky * srow + S * x + kx) * sp) * wk[ky * K + kx]; \
+                if (res) acc += LOADV(VT, res + ((int64_t)r * rrow + x) * rp + c);                   \
+                if (relu) RELUV(VI, acc);                                                          \
+                STOREV(VT, dst + ((int64_t)r * drow + x) * dp + c, acc);                              \
             }                                                                                     \
         }                                                                                         \
     }
@@ -96,9 +93,9 @@ static inline __attribute__((always_inline)) void dw_band(
     const float *wt, const float *bias, float *dst, int64_t drow, int64_t dp, const float *res,
     int64_t rrow, int64_t rp, int relu) {
     int c = 0;
-    DW_BLOCK(f16v, i16v, 16)
-    DW_BLOCK(f8v, i8v, 8)
-    DW_BLOCK(f4v, i4v, 4)
+    DW_BLOCK(v16, vi16, 16)
+    DW_BLOCK(v8, vi8, 8)
+    DW_BLOCK(v4, vi4, 4)
 }
 
 /* The specialisations the blocks use (K and S constant, so the tap loops unroll). */
@@ -116,11 +113,20 @@ static void dw5_s2(const float *src, int64_t srow, int64_t sp, int rows, int W, 
     dw_band(src, srow, sp, rows, W, C, 5, 2, wt, bias, dst, drow, dp, 0, 0, 0, 0);
 }
 
-/* The old name used by the stride-1 block: rows with one zero pixel each side (W + 2). */
-static void dw3_band(const float *src, int rows, int W, int C, const float *wt, const float *bias,
-                     float *dst, int64_t dstride, int64_t dpitch, const float *res, int64_t rpitch,
-                     int relu) {
-    dw3_s1(src, W + 2, C, rows, W, C, wt, bias, dst, dstride, dpitch, res, W, rpitch, relu);
+/* The blocks' last step for output rows [0, R): y = [p, dw3(p) + d2] + res. P holds p rows
+ * -1 .. R with one zero pixel each side (W + 2 pixels of M2 floats); y and res have 2 * M2
+ * floats per pixel and W pixels per row. */
+static void ghost2_output(const float *P, int R, int W, int M2, const float *d2, const float *bd2,
+                          const float *res, float *y) {
+    const int64_t C = 2 * M2;
+    for (int r = 0; r < R; r++) {
+        const float *prow = P + ((int64_t)(r + 1) * (W + 2) + 1) * M2;
+        const float *rrow = res + (int64_t)r * W * C;
+        float *yrow = y + (int64_t)r * W * C;
+        for (int px = 0; px < W; px++)
+            for (int c = 0; c < M2; c++) yrow[px * C + c] = prow[(int64_t)px * M2 + c] + rrow[px * C + c];
+    }
+    dw3_s1(P, W + 2, M2, R, W, M2, d2, bd2, y + M2, W, C, res + M2, W, C, 0);
 }
 
 int ghostdet_ghost_block_abi(void) { return 2; }
@@ -144,11 +150,7 @@ int ghostdet_ghost_block_s1(const float *x, float *y, int N, int H, int W, int C
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && total > 1)
 #endif
     {
-#ifdef _OPENMP
-        const int tid = omp_get_thread_num();
-#else
-        const int tid = 0;
-#endif
+        const int tid = thread_id();
         /* A (band+4 rows), B (band+2 rows), P (band+2 rows), each row W + 2 pixels with a zero
          * pixel on both sides; zeroed once, the pad pixels are never written afterwards */
         float *A = scratch + tid * per_thread;
@@ -174,7 +176,7 @@ int ghostdet_ghost_block_s1(const float *x, float *y, int N, int H, int W, int C
                 pointwise(xn + (int64_t)iy * W * C, C, C, NULL, 0, 0, w1t, b1, M1, row + M1, M1, W, 1);
             }
             /* b rows y0-1 .. y1 from a; rows outside the image are not needed as b (p is zero) */
-            dw3_band(A, R + 2, W, M1, d1, bd1, B + M1, Wp, M1, NULL, 0, 1);
+            dw3_s1(A, Wp, M1, R + 2, W, M1, d1, bd1, B + M1, Wp, M1, NULL, 0, 0, 1);
             /* p rows y0-1 .. y1 (zero outside the image) */
             for (int r = 0; r < R + 2; r++) {
                 const int iy = y0 - 1 + r;
@@ -186,17 +188,7 @@ int ghostdet_ghost_block_s1(const float *x, float *y, int N, int H, int W, int C
                 pointwise(A + ((int64_t)(r + 1) * Wp + 1) * M1, M1, M1, B + ((int64_t)r * Wp + 1) * M1,
                           M1, M1, w2t, b2, M2, row + M2, M2, W, 0);
             }
-            /* y first half: p + x[:, :M2]; second half: dw3(p) + d2 + x[:, M2:] */
-            for (int r = 0; r < R; r++) {
-                const float *prow = Pb + ((int64_t)(r + 1) * Wp + 1) * M2;
-                const float *xrow = xn + (int64_t)(y0 + r) * W * C;
-                float *yrow = yn + (int64_t)(y0 + r) * W * C;
-                for (int px = 0; px < W; px++)
-                    for (int c = 0; c < M2; c++)
-                        yrow[(int64_t)px * C + c] = prow[(int64_t)px * M2 + c] + xrow[(int64_t)px * C + c];
-            }
-            dw3_band(Pb, R, W, M2, d2, bd2, yn + (int64_t)y0 * W * C + M2, W, C, xn + (int64_t)y0 * W * C + M2,
-                     C, 0);
+            ghost2_output(Pb, R, W, M2, d2, bd2, xn + (int64_t)y0 * W * C, yn + (int64_t)y0 * W * C);
         }
     }
     return 0;
@@ -230,11 +222,7 @@ int ghostdet_ghost_block_s2(const float *x, const float *res, float *y, int N, i
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && total > 1)
 #endif
     {
-#ifdef _OPENMP
-        const int tid = omp_get_thread_num();
-#else
-        const int tid = 0;
-#endif
+        const int tid = thread_id();
         float *AB = scratch + tid * per_thread;                 /* a|b rows, P zero pixels each side */
         float *Z = AB + (int64_t)(2 * band + K + 4) * Wab * C2; /* z rows */
         float *PB = Z + (int64_t)(band + 2) * OW * C2;          /* p rows, 1 zero pixel each side */
@@ -284,17 +272,7 @@ int ghostdet_ghost_block_s2(const float *x, const float *res, float *y, int N, i
                 else
                     pointwise(Z + (int64_t)j * OW * C2, C2, C2, 0, 0, 0, w2t, b2, M2, row + M2, M2, OW, 0);
             }
-            /* y = [p, dw3(p) + d2] + res */
-            for (int r = 0; r < R; r++) {
-                const float *prow = PB + ((int64_t)(r + 1) * (OW + 2) + 1) * M2;
-                const float *rrow = rn + (int64_t)(oy0 + r) * OW * Cout;
-                float *yrow = yn + (int64_t)(oy0 + r) * OW * Cout;
-                for (int px = 0; px < OW; px++)
-                    for (int c = 0; c < M2; c++)
-                        yrow[(int64_t)px * Cout + c] = prow[(int64_t)px * M2 + c] + rrow[(int64_t)px * Cout + c];
-            }
-            dw3_s1(PB, OW + 2, M2, R, OW, M2, d2, bd2, yn + (int64_t)oy0 * OW * Cout + M2, OW, Cout,
-                   rn + (int64_t)oy0 * OW * Cout + M2, OW, Cout, 0);
+            ghost2_output(PB, R, OW, M2, d2, bd2, rn + (int64_t)oy0 * OW * Cout, yn + (int64_t)oy0 * OW * Cout);
         }
     }
     return 0;
