@@ -400,6 +400,46 @@ class DeployGhostModule(nn.Module):
         cheap.apply_conv(p, fast, out=y[:, m:])
         return y
 
+    def concat_parts(self, parts: list[Tensor], scales: list[Tensor] | None, fast: bool) -> Tensor:
+        """``concat`` for the input ``cat(parts, dim=1)``, each part optionally multiplied by
+        a per-image, per-channel scale (an SE gate), without building that input.
+
+        The 1x1 primary conv is split by input channels, ``W @ cat(a, b) = W[:, :m] @ a +
+        W[:, m:] @ b``, and a scale on an input channel is a scale on that column of ``W``,
+        ``W @ (g * a) = (W * g) @ a``: the (small) weight is scaled instead of the feature map.
+        The GEMMs accumulate straight into the first half of the output and the cheap op writes
+        the second half, so nothing is concatenated. Only for the fast path and a 1x1 primary.
+
+        Args:
+            parts: channels_last ``(N, C_i, H, W)`` tensors, ``sum(C_i)`` = the input channels.
+            scales: ``None``, or one ``(N, C_i)`` tensor per part.
+            fast: the fast-path flag (must be true).
+        """
+        primary, cheap = self.primary_conv, self.cheap_operation
+        wt = primary._derived_weight("_gemm_weight", _flat_t)  # (in, out)
+        m, total = wt.shape[1], wt.shape[1] + cheap.weight.shape[0]
+        n, _, h, w = parts[0].shape
+        y = torch.empty((n, total, h, w), dtype=parts[0].dtype, memory_format=torch.channels_last)
+        p2 = y[:, :m].permute(0, 2, 3, 1).view(-1, m)  # rows of `total` floats: p in place
+        hw, start = h * w, 0
+        for i, part in enumerate(parts):
+            c = part.shape[1]
+            x2, w_part = part.permute(0, 2, 3, 1).reshape(-1, c), wt[start : start + c]
+            start += c
+            for j in range(n if scales is not None else 1):
+                rows = slice(j * hw, (j + 1) * hw) if scales is not None else slice(None)
+                wj = w_part * scales[i][j, :, None] if scales is not None else w_part
+                if i == 0:
+                    torch.addmm(primary.bias, x2[rows], wj, out=p2[rows])
+                else:
+                    p2[rows].addmm_(x2[rows], wj)
+        if start != wt.shape[0]:
+            raise ValueError(f"parts have {start} channels, the primary conv takes {wt.shape[0]}")
+        if primary.relu:
+            p2.relu_()
+        cheap.apply_conv(y[:, :m], fast, out=y[:, m:])
+        return y[:, : self.oup] if self.needs_slice else y
+
 
 class DeploySqueezeExcite(nn.Module):
     """:class:`SqueezeExcite` on the pooled vector: two matrix products and one clamp.
@@ -439,13 +479,15 @@ class DeployBottleneck(nn.Module):
 
     On large feature maps, ghost1's output is never concatenated: its two halves ``a`` (primary)
     and ``b`` (cheap) go separately through the strided depthwise conv (per-channel, so it splits
-    exactly) and SE (the gate is computed from both halves' means), and ghost2's 1x1 primary conv
-    is split by input channels, ``W @ cat(a, b) = W[:, :m] @ a + W[:, m:] @ b``, with the sum
-    done inside the second convolution. This saves a full copy of the widest tensor of the block
-    for one extra convolution call, so it is used only when ghost1's output has at least
-    ``split_min_numel`` elements per image (small maps are dominated by per-call overhead).
-    The identity residual is added in place after ghost2's concatenation; a conv shortcut adds
-    ghost2's output inside its 1x1 convolution.
+    exactly) and SE (the gate is computed from both halves' means), and ghost2 takes them as two
+    inputs (:meth:`DeployGhostModule.concat_parts`: its 1x1 primary conv is split by input
+    channels and accumulates into its half of the output). This saves a full copy of the widest
+    tensor of the block for one extra GEMM call, so it is used only when ghost1's output has at
+    least ``split_min_numel`` elements per image (small maps are dominated by per-call overhead).
+    The SE gate is never multiplied into a feature map: it scales the columns of ghost2's 1x1
+    weight instead. The identity residual is added in place after ghost2; a conv shortcut adds
+    ghost2's output inside its 1x1 convolution. Blocks that fit the native fused kernels
+    (``ghostdet/csrc/ghostblock.c``) run as one call each.
 
     Args:
         block: the eval-mode GhostBottleneck to convert.
@@ -468,27 +510,14 @@ class DeployBottleneck(nn.Module):
         self.m = self.ghost1.primary_conv.weight.shape[0]
         self.can_fuse_block = self._fusable()
         self.can_fuse_block_s2 = self._fusable_s2()
-        self.can_split = not self.ghost1.needs_slice and self.ghost2.primary_conv.weight.shape[-1] == 1
-        if self.can_split:
-            m, p2 = self.m, self.ghost2.primary_conv
-            self.primary2_a = FusedConv2d(p2.weight[:, :m], p2.bias, p2.stride, p2.padding, p2.dilation)
-            self.primary2_b = FusedConv2d(
-                p2.weight[:, m:], torch.zeros_like(p2.bias), p2.stride, p2.padding, p2.dilation
-            )
-            if self.conv_dw is not None:
-                dw = self.conv_dw
-                geom = (dw.stride, dw.padding, dw.dilation, m)
-                self.conv_dw_a = FusedConv2d(dw.weight[:m], dw.bias[:m], *geom)
-                self.conv_dw_b = FusedConv2d(dw.weight[m:], dw.bias[m:], *geom)
-
-    def _main_split(self, a: Tensor, fast: bool) -> Tensor:
-        b = self.ghost1.cheap_operation.apply_conv(a, fast)
-        if self.conv_dw is not None:
-            a, b = self.conv_dw_a.apply_conv(a, fast), self.conv_dw_b.apply_conv(b, fast)
-        if self.se is not None:
-            g = self.se.gate(torch.cat([a.mean((2, 3)), b.mean((2, 3))], dim=1))[:, :, None, None]
-            a, b = a * g[:, : self.m], b * g[:, self.m :]
-        return self.primary2_b.apply_conv(b, fast, other=self.primary2_a.apply_conv(a, fast))
+        # ghost2's primary is a 1x1 conv: it can take its input in parts (see concat_parts)
+        self.ghost2_by_parts = self.ghost2.primary_conv.gemm_max_pixels > 0
+        self.can_split = not self.ghost1.needs_slice and self.ghost2_by_parts
+        if self.can_split and self.conv_dw is not None:
+            m, dw = self.m, self.conv_dw
+            geom = (dw.stride, dw.padding, dw.dilation, m)
+            self.conv_dw_a = FusedConv2d(dw.weight[:m], dw.bias[:m], *geom)
+            self.conv_dw_b = FusedConv2d(dw.weight[m:], dw.bias[m:], *geom)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.run(x, _mkldnn_ok(x))
@@ -573,19 +602,31 @@ class DeployBottleneck(nn.Module):
             if y is not None:
                 return y
         # ghost1's primary conv keeps the map size (stride 1, "same" padding)
-        if self.can_split and 2 * self.m * x.shape[2] * x.shape[3] >= self.split_min_numel:
+        split = self.can_split and 2 * self.m * x.shape[2] * x.shape[3] >= self.split_min_numel
+        if split:  # ghost1's halves are never concatenated
             a = self.ghost1.primary_conv.apply_conv(x, fast)
-            out = self.ghost2.concat(None, fast, p=self._main_split(a, fast))
-            if self.ghost2.needs_slice:
-                out = out[:, : self.ghost2.oup]
+            b = self.ghost1.cheap_operation.apply_conv(a, fast)
+            if self.conv_dw is not None:
+                a, b = self.conv_dw_a.apply_conv(a, fast), self.conv_dw_b.apply_conv(b, fast)
+            parts = [a, b]
         else:
             y = self.ghost1.concat(x, fast)
             if self.ghost1.needs_slice:
                 y = y[:, : self.ghost1.oup]
             if self.conv_dw is not None:
                 y = self.conv_dw.apply_conv(y, fast)
-            if self.se is not None:
-                y = self.se(y)
+            parts = [y]
+        gate = None
+        if self.se is not None:
+            means = [t.mean((2, 3)) for t in parts]
+            gate = self.se.gate(means[0] if len(means) == 1 else torch.cat(means, dim=1))
+        if fast and self.ghost2_by_parts and (split or gate is not None):
+            scales = None if gate is None else list(gate.split([t.shape[1] for t in parts], dim=1))
+            out = self.ghost2.concat_parts(parts, scales, fast)
+        else:
+            y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+            if gate is not None:
+                y = y * gate[:, :, None, None]
             out = self.ghost2.run(y, fast)
         if self.shortcut_pw is None:
             return out.add_(x) if not self.ghost2.needs_slice else out + x

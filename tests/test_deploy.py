@@ -146,6 +146,48 @@ def test_split_and_concat_paths_both_match(split_min_numel):
         assert _rel_err(model(x), fused(x)) < 1e-4
 
 
+@pytest.mark.parametrize("oup,ratio,relu", [(16, 2, True), (15, 2, False), (24, 3, True)])
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_concat_parts_matches_module_on_scaled_concat(oup, ratio, relu, batch, scaled):
+    """concat_parts(parts, scales) == GhostModule(cat(parts) * gate), with the gate per image."""
+    from ghostdet.deploy import DeployGhostModule
+    from ghostdet.models.ghostnet import GhostModule
+
+    torch.manual_seed(4)
+    module = _randomise_bn(GhostModule(20, oup, ratio=ratio, relu=relu), seed=5).eval()
+    fused = DeployGhostModule(module)
+    a = torch.randn(batch, 12, 9, 7).contiguous(memory_format=torch.channels_last)
+    b = torch.randn(batch, 8, 9, 7).contiguous(memory_format=torch.channels_last)
+    gate = torch.rand(batch, 20) if scaled else None
+    scales = list(gate.split([12, 8], dim=1)) if scaled else None
+    x = torch.cat([a, b], dim=1)
+    with torch.inference_mode():
+        ref = module(x * gate[:, :, None, None] if scaled else x)
+        got = fused.concat_parts([a, b], scales, fast=True)
+        single = fused.concat_parts([x], None if gate is None else [gate], fast=True)
+    assert got.shape == ref.shape == (batch, oup, 9, 7)
+    assert _rel_err(ref, got) < 1e-5
+    assert _rel_err(ref, single) < 1e-5
+    with pytest.raises(ValueError, match="parts have 12 channels, the primary conv takes 20"):
+        fused.concat_parts([a], None, fast=True)
+
+
+def test_se_gate_scales_weights_not_maps():
+    """With one image, no SE block multiplies a feature map by its gate: the gate goes into the
+    next 1x1 conv's weight (a few thousand numbers), and the result still matches."""
+    model = _trained_bn_classifier()
+    fused = fuse(model)
+    x = torch.randn(1, 3, 96, 96)
+    with torch.inference_mode(), torch.profiler.profile(record_shapes=True) as prof:
+        got = fused(x)
+    with torch.inference_mode():
+        assert _rel_err(model(x), got) < 1e-4
+    muls = [e.input_shapes for e in prof.events() if e.name == "aten::mul"]
+    assert muls  # the gates do scale weights
+    assert all(len(shapes[0]) == 2 for shapes in muls)  # (in, out) weights, never a 4-d map
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_native_and_onednn_depthwise_paths_both_match(native):
     from ghostdet import _native
