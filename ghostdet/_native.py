@@ -276,7 +276,7 @@ def dwconv2d(
     return out if rc == 0 else None
 
 
-def ghost_block_s1(x: Tensor, weights: list[Tensor], band: int = 16) -> Tensor | None:
+def ghost_block_s1(x: Tensor, weights: list[Tensor], band: int = 8) -> Tensor | None:
     """A stride-1 Ghost bottleneck without SE and with an identity shortcut, in one native call.
 
     Args:
@@ -316,7 +316,7 @@ def ghost_block_s1(x: Tensor, weights: list[Tensor], band: int = 16) -> Tensor |
 
 
 def ghost_block_s2(
-    x: Tensor, res: Tensor, weights: list[Tensor], kernel_size: int, band: int = 16
+    x: Tensor, res: Tensor, weights: list[Tensor], kernel_size: int, band: int = 8
 ) -> Tensor | None:
     """A stride-2 Ghost bottleneck without SE in one native call; its shortcut ``res`` is given.
 

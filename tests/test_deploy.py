@@ -455,3 +455,43 @@ def test_fused_stride2_block_matches_separate_ops():
         weights[0] = weights[0].t().contiguous()  # (out, in) instead of (in, out)
         with pytest.raises(ValueError, match="do not fit"):
             _native.ghost_block_s2(x, res, weights, b.conv_dw.weight.shape[-1])
+
+
+@pytest.mark.parametrize("band", [1, 2, 3, 5, 16])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_blocks_any_band_and_thread_count(band, threads):
+    """The fused kernels stream rows in bands and move the rows two neighbouring bands share
+    instead of computing them twice; every band height and thread split gives the same output."""
+    from ghostdet import _native
+    from ghostdet.deploy import DeployBottleneck
+
+    if _native.load() is None:
+        pytest.skip("no C compiler to build the native kernels")
+    fused = fuse(_trained_bn_classifier())
+    blocks = [m for m in fused.modules() if isinstance(m, DeployBottleneck)]
+    s1 = next(b for b in blocks if b.can_fuse_block)
+    s2 = next(b for b in blocks if b.can_fuse_block_s2)
+    g = torch.Generator().manual_seed(band)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for shape in [(2, 37, 29), (1, 64, 48), (3, 9, 5)]:
+            for b in (s1, s2):
+                c = b.ghost1.primary_conv.weight.shape[1]
+                x = torch.randn((shape[0], c, *shape[1:]), generator=g)
+                x = x.contiguous(memory_format=torch.channels_last)
+                with torch.inference_mode():
+                    b.can_fuse_block = b.can_fuse_block_s2 = False
+                    ref = b.run(x, True)
+                    if b is s1:
+                        b.can_fuse_block = True
+                        got = _native.ghost_block_s1(x, b._fused_weights(), band=band)
+                    else:
+                        b.can_fuse_block_s2 = True
+                        res = b.shortcut_pw.apply_conv(b.shortcut_dw.apply_conv(x, True), True)
+                        k = b.conv_dw.weight.shape[-1]
+                        got = _native.ghost_block_s2(x, res, b._fused_weights(), k, band=band)
+                assert got is not None and got.shape == ref.shape
+                assert _rel_err(ref, got) < 1e-5, (shape, b is s1)
+    finally:
+        torch.set_num_threads(old_threads)

@@ -26,22 +26,23 @@ static inline int thread_id(void) {
 }
 
 /* out[i, :] = act(bias + in1[i, :k1] W[:k1] + in2[i, :k2] W[k1:]) for npix pixels; in2 may be
- * NULL (k2 = 0). Pixels go 4 at a time, output channels in 16/8/4-wide vectors. */
+ * NULL (k2 = 0). Pixels go 8 at a time (8 independent FMA chains hide the FMA latency, which 4
+ * did not for the 8- and 4-wide vectors), output channels in 16/8/4-wide vectors. */
 #define PW_BLOCK(VT, VI, VW)                                                                      \
     for (; c + VW <= cout; c += VW) {                                                             \
         const VT bv = LOADV(VT, bias + c);                                                           \
         int i = 0;                                                                                \
-        for (; i + 4 <= npix; i += 4) {                                                           \
-            VT acc[4] = {bv, bv, bv, bv};                                                         \
+        for (; i + 8 <= npix; i += 8) {                                                           \
+            VT acc[8] = {bv, bv, bv, bv, bv, bv, bv, bv};                                                         \
             for (int k = 0; k < k1; k++) {                                                        \
                 const VT wv = LOADV(VT, w + (int64_t)k * cout + c);                                  \
-                for (int j = 0; j < 4; j++) acc[j] += in1[(int64_t)(i + j) * p1 + k] * wv;        \
+                for (int j = 0; j < 8; j++) acc[j] += in1[(int64_t)(i + j) * p1 + k] * wv;        \
             }                                                                                     \
             for (int k = 0; k < k2; k++) {                                                        \
                 const VT wv = LOADV(VT, w + (int64_t)(k1 + k) * cout + c);                           \
-                for (int j = 0; j < 4; j++) acc[j] += in2[(int64_t)(i + j) * p2 + k] * wv;        \
+                for (int j = 0; j < 8; j++) acc[j] += in2[(int64_t)(i + j) * p2 + k] * wv;        \
             }                                                                                     \
-            for (int j = 0; j < 4; j++) {                                                         \
+            for (int j = 0; j < 8; j++) {                                                         \
                 if (relu) RELUV(VI, acc[j]);                                                       \
                 STOREV(VT, out + (int64_t)(i + j) * po + c, acc[j]);                                  \
             }                                                                                     \
@@ -157,6 +158,7 @@ int ghostdet_ghost_block_s1(const float *x, float *y, int N, int H, int W, int C
         float *B = A + (int64_t)(band + 4) * Wp * M1;
         float *Pb = B + (int64_t)(band + 2) * Wp * M1;
         memset(A, 0, sizeof(float) * per_thread);
+        int64_t prev = -2; /* the band this thread did last */
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
@@ -165,8 +167,19 @@ int ghostdet_ghost_block_s1(const float *x, float *y, int N, int H, int W, int C
             const int y1 = y0 + band < H ? y0 + band : H, R = y1 - y0;
             const float *xn = x + (int64_t)n * H * W * C;
             float *yn = y + (int64_t)n * H * W * C;
+            /* the band just above, done by this thread (a full band: only an image's last band is
+             * short, and the band after it is in the next image): its last 4 a rows and last 2 p
+             * rows are this band's first ones, moved instead of computed again (b and p rows
+             * r0.. are computed; b rows 0, 1 would only feed p rows 0, 1) */
+            const int reuse = t == prev + 1 && y0 > 0;
+            prev = t;
+            if (reuse) {
+                memmove(A, A + (int64_t)band * Wp * M1, sizeof(float) * 4 * Wp * M1);
+                memmove(Pb, Pb + (int64_t)band * Wp * M2, sizeof(float) * 2 * Wp * M2);
+            }
+            const int r0 = reuse ? 2 : 0; /* first b and p row to compute (a: r0 + 2) */
             /* a rows y0-2 .. y1+1 (zero outside the image); interior columns 1..W */
-            for (int r = 0; r < R + 4; r++) {
+            for (int r = reuse ? 4 : 0; r < R + 4; r++) {
                 const int iy = y0 - 2 + r;
                 float *row = A + (int64_t)r * Wp * M1;
                 if (iy < 0 || iy >= H) {
@@ -176,9 +189,10 @@ int ghostdet_ghost_block_s1(const float *x, float *y, int N, int H, int W, int C
                 pointwise(xn + (int64_t)iy * W * C, C, C, NULL, 0, 0, w1t, b1, M1, row + M1, M1, W, 1);
             }
             /* b rows y0-1 .. y1 from a; rows outside the image are not needed as b (p is zero) */
-            dw3_s1(A, Wp, M1, R + 2, W, M1, d1, bd1, B + M1, Wp, M1, NULL, 0, 0, 1);
+            dw3_s1(A + (int64_t)r0 * Wp * M1, Wp, M1, R + 2 - r0, W, M1, d1, bd1, B + ((int64_t)r0 * Wp + 1) * M1,
+                   Wp, M1, NULL, 0, 0, 1);
             /* p rows y0-1 .. y1 (zero outside the image) */
-            for (int r = 0; r < R + 2; r++) {
+            for (int r = r0; r < R + 2; r++) {
                 const int iy = y0 - 1 + r;
                 float *row = Pb + (int64_t)r * Wp * M2;
                 if (iy < 0 || iy >= H) {
@@ -227,6 +241,7 @@ int ghostdet_ghost_block_s2(const float *x, const float *res, float *y, int N, i
         float *Z = AB + (int64_t)(2 * band + K + 4) * Wab * C2; /* z rows */
         float *PB = Z + (int64_t)(band + 2) * OW * C2;          /* p rows, 1 zero pixel each side */
         memset(AB, 0, sizeof(float) * per_thread);
+        int64_t prev = -2; /* the band this thread did last */
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
@@ -239,7 +254,17 @@ int ghostdet_ghost_block_s2(const float *x, const float *res, float *y, int N, i
             /* AB row i holds image row base + i; z rows oy0-1 .. oy1 need rows up to 2*oy1-P+K-1,
              * and b one more row of a on each side */
             const int base = 2 * (oy0 - 1) - P - 1, NA = 2 * R + K + 4;
-            for (int i = 0; i < NA; i++) {
+            /* as in the stride-1 block, the (full) band just above done by this thread leaves
+             * its last K+4 AB rows (a valid, b valid but in the last) and last 2 p rows (z rows
+             * 0, 1 would only feed p rows 0, 1) */
+            const int reuse = t == prev + 1 && oy0 > 0;
+            prev = t;
+            if (reuse) {
+                memmove(AB, AB + (int64_t)2 * band * Wab * C2, sizeof(float) * (K + 4) * Wab * C2);
+                memmove(PB, PB + (int64_t)band * (OW + 2) * M2, sizeof(float) * 2 * (OW + 2) * M2);
+            }
+            const int i0 = reuse ? K + 4 : 0; /* first AB row whose a is new */
+            for (int i = i0; i < NA; i++) {
                 const int iy = base + i;
                 float *row = AB + (int64_t)i * Wab * C2;
                 if (iy < 0 || iy >= H)
@@ -248,24 +273,26 @@ int ghostdet_ghost_block_s2(const float *x, const float *res, float *y, int N, i
                     pointwise(xn + (int64_t)iy * W * Cin, Cin, Cin, 0, 0, 0, w1t, b1, M1, row + (int64_t)P * C2,
                               C2, W, 1);
             }
-            /* b = relu(dw3(a)) for rows 1 .. NA-2, then zero where the row is outside the image */
-            dw3_s1(AB + (int64_t)(P - 1) * C2, Wab, C2, NA - 2, W, M1, d1, bd1, AB + (Wab + P) * C2 + M1, Wab,
-                   C2, 0, 0, 0, 1);
-            for (int i = 1; i < NA - 1; i++) {
+            /* b = relu(dw3(a)) for rows max(1, i0-1) .. NA-2, then zero where the row is outside
+             * the image */
+            const int ib = i0 > 1 ? i0 - 1 : 1;
+            dw3_s1(AB + ((int64_t)(ib - 1) * Wab + P - 1) * C2, Wab, C2, NA - 1 - ib, W, M1, d1, bd1,
+                   AB + ((int64_t)ib * Wab + P) * C2 + M1, Wab, C2, 0, 0, 0, 1);
+            for (int i = ib; i < NA - 1; i++) {
                 const int iy = base + i;
                 if (iy >= 0 && iy < H) continue;
                 float *row = AB + (int64_t)i * Wab * C2;
                 for (int64_t px = 0; px < Wab; px++) memset(row + px * C2 + M1, 0, sizeof(float) * M1);
             }
             /* z rows oy0-1 .. oy1 inside the image: window top = image row 2*oy - P = AB row 2*oy-P-base */
-            const int jlo = oy0 - 1 < 0 ? 1 : 0, jhi = oy1 + 1 > OH ? R + 1 : R + 2;
+            const int jlo = oy0 - 1 < 0 ? 1 : reuse ? 2 : 0, jhi = oy1 + 1 > OH ? R + 1 : R + 2;
             const float *zsrc = AB + (int64_t)(2 * (oy0 - 1 + jlo) - P - base) * Wab * C2;
             if (K == 3)
                 dw3_s2(zsrc, Wab, C2, jhi - jlo, OW, C2, dzt, dz, Z + (int64_t)jlo * OW * C2, OW, C2);
             else
                 dw5_s2(zsrc, Wab, C2, jhi - jlo, OW, C2, dzt, dz, Z + (int64_t)jlo * OW * C2, OW, C2);
             /* p rows (zero outside the image) */
-            for (int j = 0; j < R + 2; j++) {
+            for (int j = reuse ? 2 : 0; j < R + 2; j++) {
                 float *row = PB + (int64_t)j * (OW + 2) * M2;
                 if (j < jlo || j >= jhi)
                     memset(row, 0, sizeof(float) * (OW + 2) * M2);
