@@ -82,10 +82,11 @@ _CACHE_SLOTS = ("_packed", "_gemm_weight", "_native_weight")
 # the native depthwise kernel, 3136 (56x56) beat 1024 by ~5% at 224x224 and was neutral at 640x640.
 GEMM_MAX_PIXELS = 3136
 # Bottlenecks without SE (stride 1, or stride 2 with a conv shortcut) with at most this many
-# output channels run as one fused native call (ghostdet/csrc/ghostblock.c). Measured: 0.36x /
-# 0.5x / 0.53x the time of the separate ops for the 16-, 24-channel and stride-2 blocks,
-# 0.8-1.05x for 80 channels, 1.05-1.6x for 160.
-FUSED_BLOCK_MAX_CHANNELS = 48
+# output channels run as one fused native call (ghostdet/csrc/ghostblock.c). Measured against the
+# separate ops on a 2-core x86 CPU at 640x640 (224x224): 16 and 24 channels ~0.4x-0.55x,
+# 40-channel stride 2 0.72x (0.90x), 80 channels 0.77-0.85x (0.84-0.87x); 160 channels 1.7x
+# (2.4x: a 7x7 map is one band, so one thread).
+FUSED_BLOCK_MAX_CHANNELS = 80
 
 
 def fold_bn(conv: nn.Conv2d, bn: nn.Module | None) -> tuple[Tensor, Tensor]:
