@@ -36,8 +36,10 @@ __all__ = [
     "PARALLEL_MIN_MACS",
     "cache_dir",
     "dwconv2d",
+    "ghost_back",
     "ghost_block_s1",
     "ghost_block_s2",
+    "ghost_front",
     "library_path",
     "load",
     "supports",
@@ -46,7 +48,7 @@ __all__ = [
 _CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = (_CSRC / "dwconv.c", _CSRC / "ghostblock.c")  # compiled into one library
 HEADERS = (_CSRC / "vecext.h",)  # included by both; part of the cache key
-ABI = (1, 2)  # GHOSTDET_DW_ABI in dwconv.c, ghostdet_ghost_block_abi() in ghostblock.c
+ABI = (1, 3)  # GHOSTDET_DW_ABI in dwconv.c, ghostdet_ghost_block_abi() in ghostblock.c
 KERNEL_SIZES = (3, 5, 7)
 # Below this many multiply-adds a call runs on one thread: waking a second one costs more.
 PARALLEL_MIN_MACS = 150_000
@@ -142,6 +144,16 @@ def _open(path: Path) -> ctypes.CDLL:
     fn.argtypes = [p, p, p, i, i, i, i, i, i, i, *[p] * 10, i, p, i]
     lib.ghostdet_ghost_block_s2_scratch.restype = i64
     lib.ghostdet_ghost_block_s2_scratch.argtypes = [i, i, i, i, i, i]
+    fn = lib.ghostdet_ghost_front
+    fn.restype = i
+    fn.argtypes = [p, p, p, i, i, i, i, i, i, i, *[p] * 6, i, p, i]
+    lib.ghostdet_ghost_front_scratch.restype = i64
+    lib.ghostdet_ghost_front_scratch.argtypes = [i, i, i, i, i, i]
+    fn = lib.ghostdet_ghost_back
+    fn.restype = i
+    fn.argtypes = [p, p, p, i, i, i, i, i, p, i64, p, p, p, i, p, i]
+    lib.ghostdet_ghost_back_scratch.restype = i64
+    lib.ghostdet_ghost_back_scratch.argtypes = [i, i, i]
     return lib
 
 
@@ -381,4 +393,91 @@ def ghost_block_s2(
         scratch.data_ptr(),
         threads,
     )
+    return y if rc == 0 else None
+
+
+def _check_weights(weights: list[Tensor], shapes: list[tuple[int, ...]]) -> None:
+    if [tuple(t.shape) for t in weights] != shapes:
+        raise ValueError(f"weights {[tuple(t.shape) for t in weights]} do not fit: expected {shapes}")
+    if not all(t.dtype == torch.float32 and t.is_contiguous() and t.device.type == "cpu" for t in weights):
+        raise ValueError("weights must be contiguous float32 CPU tensors")
+
+
+def ghost_front(
+    x: Tensor, weights: list[Tensor], stride: int, kernel_size: int = 3, band: int = 8
+) -> tuple[Tensor, Tensor] | None:
+    """The first half of a Ghost bottleneck with SE, in one native call: ghost1 (and the stride-2
+    depthwise conv), and the channel sums the SE gate needs.
+
+    Args:
+        x: ``(N, Cin, H, W)`` float32, dense channels_last.
+        weights: ``[w1t (Cin, M1), b1, d1 (9, M1), bd1]``, and for stride 2 also
+            ``[dzt (k*k, 2*M1), dz (2*M1)]`` (layouts as in :func:`ghost_block_s2`).
+        stride: 1 (``z = [a, b]``, ghost1's output) or 2 (``z`` = the strided depthwise conv
+            of it, no ReLU).
+        kernel_size: the stride-2 depthwise kernel (3 or 5, padding ``k // 2``).
+        band: rows per task.
+
+    Returns:
+        ``(z, sums)``: ``z`` ``(N, 2*M1, OH, OW)`` channels_last and its per-image channel sums
+        ``(N, 2*M1)``; or ``None`` when the kernel is unavailable or the input does not fit.
+    """
+    lib = load()
+    if lib is None or x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
+        return None
+    n, cin, h, w = x.shape
+    m1, k = weights[1].numel(), kernel_size
+    if stride not in (1, 2) or (stride == 2 and k not in (3, 5)):
+        raise ValueError(f"stride 1, or stride 2 with kernel 3 or 5, expected; got {stride}, {k}")
+    shapes = [(cin, m1), (m1,), (9, m1), (m1,)] + ([(k * k, 2 * m1), (2 * m1,)] if stride == 2 else [])
+    _check_weights(weights, shapes)
+    if _pixel_pitch(x) != cin:
+        return None
+    oh, ow = ((h + 2 * (k // 2) - k) // 2 + 1, (w + 2 * (k // 2) - k) // 2 + 1) if stride == 2 else (h, w)
+    macs = n * h * w * (cin * m1 + 9 * m1) + (n * oh * ow * 2 * m1 * k * k if stride == 2 else 0)
+    threads = torch.get_num_threads() if macs >= 4 * PARALLEL_MIN_MACS else 1
+    z = torch.empty((n, 2 * m1, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
+    sums = torch.empty((n, 2 * m1), dtype=x.dtype)
+    per_thread = lib.ghostdet_ghost_front_scratch(n, w, m1, k, stride, band)
+    scratch = torch.empty(threads * per_thread, dtype=x.dtype)
+    ptrs = [t.data_ptr() for t in weights] + ([0, 0] if stride == 1 else [])
+    rc = lib.ghostdet_ghost_front(
+        x.data_ptr(), z.data_ptr(), sums.data_ptr(), n, h, w, cin, m1, k, stride, *ptrs, band,
+        scratch.data_ptr(), threads,
+    )  # fmt: skip
+    return (z, sums) if rc == 0 else None
+
+
+def ghost_back(z: Tensor, res: Tensor, weights: list[Tensor], band: int = 8) -> Tensor | None:
+    """The second half of a Ghost bottleneck (after :func:`ghost_front` and the SE gate) in one
+    native call: ``y = [p, dw3(p) + bd2] + res`` with ``p = z @ w2t[n] + b2``.
+
+    Args:
+        z: ``(N, C2, OH, OW)`` float32, dense channels_last.
+        res: the shortcut ``(N, 2*M2, OH, OW)``, dense channels_last (``x`` for an identity).
+        weights: ``[w2t (N, C2, M2) or (C2, M2), b2 (M2), d2 (9, M2), bd2 (M2)]``: ghost2's 1x1
+            weight per image (the SE gate folded into its rows) or shared, and its 3x3 depthwise.
+        band: output rows per task.
+
+    Returns:
+        The block's output, or ``None`` when the kernel is unavailable or the inputs do not fit.
+    """
+    lib = load()
+    if lib is None or z.dtype != torch.float32 or z.device.type != "cpu" or z.dim() != 4:
+        return None
+    n, c2, oh, ow = z.shape
+    m2 = weights[1].numel()
+    w2 = weights[0]
+    per_image = w2.dim() == 3
+    _check_weights(weights, [(n, c2, m2) if per_image else (c2, m2), (m2,), (9, m2), (m2,)])
+    if _pixel_pitch(z) != c2 or res.shape != (n, 2 * m2, oh, ow) or _pixel_pitch(res) != 2 * m2:
+        return None
+    macs = n * oh * ow * (c2 * m2 + 9 * m2)
+    threads = torch.get_num_threads() if macs >= 4 * PARALLEL_MIN_MACS else 1
+    y = torch.empty((n, 2 * m2, oh, ow), dtype=z.dtype, memory_format=torch.channels_last)
+    scratch = torch.empty(threads * lib.ghostdet_ghost_back_scratch(ow, m2, band), dtype=z.dtype)
+    rc = lib.ghostdet_ghost_back(
+        z.data_ptr(), res.data_ptr(), y.data_ptr(), n, oh, ow, c2, m2, w2.data_ptr(),
+        c2 * m2 if per_image else 0, *[t.data_ptr() for t in weights[1:]], band, scratch.data_ptr(), threads,
+    )  # fmt: skip
     return y if rc == 0 else None

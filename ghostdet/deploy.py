@@ -509,33 +509,44 @@ class DeployBottleneck(nn.Module):
             self.shortcut_pw = FusedConv2d.from_conv(sc[2], sc[3])
         self.split_min_numel = split_min_numel
         self.m = self.ghost1.primary_conv.weight.shape[0]
-        self.can_fuse_block = self._fusable()
-        self.can_fuse_block_s2 = self._fusable_s2()
-        # ghost2's primary is a 1x1 conv: it can take its input in parts (see concat_parts)
-        self.ghost2_by_parts = self.ghost2.primary_conv.gemm_max_pixels > 0
-        self.can_split = not self.ghost1.needs_slice and self.ghost2_by_parts
-        if self.can_split and self.conv_dw is not None:
+        if self.conv_dw is not None and not self.ghost1.needs_slice:  # the split path's halves
             m, dw = self.m, self.conv_dw
             geom = (dw.stride, dw.padding, dw.dilation, m)
             self.conv_dw_a = FusedConv2d(dw.weight[:m], dw.bias[:m], *geom)
             self.conv_dw_b = FusedConv2d(dw.weight[m:], dw.bias[m:], *geom)
+        self._plan()
+
+    def _plan(self) -> None:
+        """Decide which execution paths fit this block (again on unpickling, so a model saved by
+        an older ghostdet gets this version's paths)."""
+        self.can_fuse_block = self._fusable()
+        self.can_fuse_block_s2 = self._fusable_s2()
+        self.can_fuse_block_se = self._fusable_se()
+        # ghost2's primary is a 1x1 conv: it can take its input in parts (see concat_parts)
+        self.ghost2_by_parts = self.ghost2.primary_conv.gemm_max_pixels > 0
+        self.can_split = (
+            not self.ghost1.needs_slice
+            and self.ghost2_by_parts
+            and (self.conv_dw is None or hasattr(self, "conv_dw_a"))
+        )
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._plan()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.run(x, _mkldnn_ok(x))
 
-    def _fusable(self) -> bool:
-        """Whether the whole block fits the native fused kernel (``ghostdet/csrc/ghostblock.c``):
-        stride 1, no SE, identity shortcut, 1x1 primaries and 3x3 depthwise cheap ops (ReLU in
-        ghost1 only), channel counts multiples of 4, and at most ``FUSED_BLOCK_MAX_CHANNELS``
-        channels: those blocks are memory-bound, wider ones are faster as separate GEMMs."""
+    def _ghosts_fit(self) -> bool:
+        """Whether both Ghost modules fit the native fused kernels (``ghostdet/csrc/ghostblock.c``):
+        1x1 primaries and 3x3 depthwise cheap ops (ReLU in ghost1 only), no channel slicing,
+        channel counts multiples of 4, and at most ``FUSED_BLOCK_MAX_CHANNELS`` output channels
+        (wider blocks are faster as separate GEMMs)."""
         p1, c1 = self.ghost1.primary_conv, self.ghost1.cheap_operation
         p2, c2 = self.ghost2.primary_conv, self.ghost2.cheap_operation
         m1, m2 = p1.weight.shape[0], p2.weight.shape[0]
         return (
-            self.conv_dw is None
-            and self.se is None
-            and self.shortcut_pw is None
-            and not self.ghost1.needs_slice
+            not self.ghost1.needs_slice
             and not self.ghost2.needs_slice
             and all(pc.gemm_max_pixels > 0 for pc in (p1, p2))  # 1x1, stride 1, no padding
             and all(cc.is_native_dw and cc.weight.shape[-1] == 3 and cc.stride == [1, 1] for cc in (c1, c2))
@@ -543,42 +554,45 @@ class DeployBottleneck(nn.Module):
             and (p1.relu, c1.relu, p2.relu, c2.relu) == (True, True, False, False)
             and c1.weight.shape[0] == m1
             and c2.weight.shape[0] == m2
-            and p1.weight.shape[1] == 2 * m2
             and p2.weight.shape[1] == 2 * m1
             and m1 % 4 == 0
             and m2 % 4 == 0
             and 2 * m2 <= FUSED_BLOCK_MAX_CHANNELS
         )
 
-    def _fusable_s2(self) -> bool:
-        """Whether the block fits the fused stride-2 kernel: like ``_fusable`` but with the
-        stride-2 depthwise conv (3x3 or 5x5, no ReLU) and a conv shortcut, run separately."""
-        p1, c1 = self.ghost1.primary_conv, self.ghost1.cheap_operation
-        p2, c2 = self.ghost2.primary_conv, self.ghost2.cheap_operation
+    def _dw_fits(self) -> bool:
+        """Whether the stride-2 depthwise conv fits the fused kernels (3x3 or 5x5, no ReLU)."""
         dw = self.conv_dw
-        m1, m2 = p1.weight.shape[0], p2.weight.shape[0]
         return (
             dw is not None
-            and self.se is None
-            and self.shortcut_pw is not None
-            and not self.ghost1.needs_slice
-            and not self.ghost2.needs_slice
-            and all(pc.gemm_max_pixels > 0 for pc in (p1, p2))
-            and all(cc.is_native_dw and cc.weight.shape[-1] == 3 and cc.stride == [1, 1] for cc in (c1, c2))
-            and all(cc.padding == [1, 1] for cc in (c1, c2))
-            and (p1.relu, c1.relu, p2.relu, c2.relu, dw.relu) == (True, True, False, False, False)
             and dw.is_native_dw
+            and not dw.relu
             and dw.stride == [2, 2]
             and dw.weight.shape[-1] in (3, 5)
             and dw.padding == [dw.weight.shape[-1] // 2] * 2
-            and dw.weight.shape[0] == 2 * m1
-            and c1.weight.shape[0] == m1
-            and c2.weight.shape[0] == m2
-            and p2.weight.shape[1] == 2 * m1
-            and m1 % 4 == 0
-            and m2 % 4 == 0
-            and 2 * m2 <= FUSED_BLOCK_MAX_CHANNELS
+            and dw.weight.shape[0] == 2 * self.m
         )
+
+    def _identity_fits(self) -> bool:
+        """An identity shortcut (stride 1, as many channels in as out)."""
+        p1, p2 = self.ghost1.primary_conv, self.ghost2.primary_conv
+        return self.shortcut_pw is None and p1.weight.shape[1] == 2 * p2.weight.shape[0]
+
+    def _fusable(self) -> bool:
+        """The stride-1 fused kernel: no SE, identity shortcut."""
+        return self._ghosts_fit() and self.conv_dw is None and self.se is None and self._identity_fits()
+
+    def _fusable_s2(self) -> bool:
+        """The stride-2 fused kernel: no SE, a conv shortcut (run separately)."""
+        return self._ghosts_fit() and self._dw_fits() and self.se is None and self.shortcut_pw is not None
+
+    def _fusable_se(self) -> bool:
+        """The two-pass fused kernels for blocks with SE (front, gate, back), stride 1 or 2."""
+        if self.se is None or not self._ghosts_fit():
+            return False
+        if self.conv_dw is not None:
+            return self._dw_fits() and self.shortcut_pw is not None
+        return self.shortcut_pw is not None or self._identity_fits()
 
     def _fused_weights(self) -> list[Tensor]:
         """The fused kernel's weights, from the modules' own derived-weight caches."""
@@ -591,6 +605,23 @@ class DeployBottleneck(nn.Module):
                 out += [self.conv_dw._derived_weight("_native_weight", _flat_t), self.conv_dw.bias]
         return out
 
+    def _run_fused_se(self, x: Tensor, fast: bool, band: int = 8) -> Tensor | None:
+        """Front kernel (ghost1 [+ strided depthwise] and channel sums), the SE gate folded into
+        ghost2's 1x1 weight per image, back kernel (ghost2 + residual); ``band`` rows per task."""
+        w = self._fused_weights()
+        nf = 4 if self.conv_dw is None else 6  # [w1t, b1, d1, bd1 (, dzt, dz)] | [w2t, b2, d2, bd2]
+        k = 3 if self.conv_dw is None else self.conv_dw.weight.shape[-1]
+        front = _native.ghost_front(x, w[:nf], 1 if self.conv_dw is None else 2, k, band)
+        if front is None:
+            return None
+        z, sums = front
+        gate = self.se.gate(sums / (z.shape[2] * z.shape[3]))
+        if self.shortcut_pw is None:
+            res = x
+        else:
+            res = self.shortcut_pw.apply_conv(self.shortcut_dw.apply_conv(x, fast), fast)
+        return _native.ghost_back(z, res, [w[nf] * gate[:, :, None], *w[nf + 1 :]], band)
+
     def run(self, x: Tensor, fast: bool) -> Tensor:
         """``forward`` with oneDNN eligibility decided by the caller."""
         if fast and self.ghost1.cheap_operation.use_native:
@@ -600,6 +631,8 @@ class DeployBottleneck(nn.Module):
             elif self.can_fuse_block_s2:
                 res = self.shortcut_pw.apply_conv(self.shortcut_dw.apply_conv(x, fast), fast)
                 y = _native.ghost_block_s2(x, res, self._fused_weights(), self.conv_dw.weight.shape[-1])
+            elif self.can_fuse_block_se:
+                y = self._run_fused_se(x, fast)
             if y is not None:
                 return y
         # ghost1's primary conv keeps the map size (stride 1, "same" padding)

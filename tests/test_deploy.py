@@ -370,6 +370,25 @@ def test_fused_model_survives_copy_pickle_and_weight_reload(tmp_path):
         assert _rel_err(fresh(x), changed) < 1e-4
 
 
+def test_unpickled_blocks_plan_their_paths_again():
+    """A DeployBottleneck pickled without some path flags (an older ghostdet) gets them back."""
+    import pickle
+
+    from ghostdet.deploy import DeployBottleneck
+
+    fused = fuse(_trained_bn_classifier())
+    blocks = [m for m in fused.modules() if isinstance(m, DeployBottleneck)]
+    flags = ("can_fuse_block", "can_fuse_block_s2", "can_fuse_block_se", "ghost2_by_parts", "can_split")
+    expected = [[getattr(b, f) for f in flags] for b in blocks]
+    for b in blocks:
+        for f in flags:
+            delattr(b, f)
+    loaded = pickle.loads(pickle.dumps(fused))
+    got = [[getattr(b, f) for f in flags] for b in loaded.modules() if isinstance(b, DeployBottleneck)]
+    assert got == expected
+    assert any(row[2] for row in got)  # some blocks take the fused SE path
+
+
 def test_fuse_inside_inference_mode_and_inference_tensor_weights():
     """fuse() called under torch.inference_mode builds normal tensors; a model whose parameters are
     inference tensors (e.g. loaded under inference mode) still runs."""
@@ -471,27 +490,65 @@ def test_fused_blocks_any_band_and_thread_count(band, threads):
     blocks = [m for m in fused.modules() if isinstance(m, DeployBottleneck)]
     s1 = next(b for b in blocks if b.can_fuse_block)
     s2 = next(b for b in blocks if b.can_fuse_block_s2)
+    se1 = next(b for b in blocks if b.can_fuse_block_se and b.conv_dw is None)
+    se2 = next(b for b in blocks if b.can_fuse_block_se and b.conv_dw is not None)
+    flags = ("can_fuse_block", "can_fuse_block_s2", "can_fuse_block_se")
     g = torch.Generator().manual_seed(band)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         for shape in [(2, 37, 29), (1, 64, 48), (3, 9, 5)]:
-            for b in (s1, s2):
+            for b in (s1, s2, se1, se2):
                 c = b.ghost1.primary_conv.weight.shape[1]
                 x = torch.randn((shape[0], c, *shape[1:]), generator=g)
                 x = x.contiguous(memory_format=torch.channels_last)
+                saved = [getattr(b, f) for f in flags]
                 with torch.inference_mode():
-                    b.can_fuse_block = b.can_fuse_block_s2 = False
+                    for f in flags:
+                        setattr(b, f, False)
                     ref = b.run(x, True)
+                    for f, v in zip(flags, saved):
+                        setattr(b, f, v)
                     if b is s1:
-                        b.can_fuse_block = True
                         got = _native.ghost_block_s1(x, b._fused_weights(), band=band)
-                    else:
-                        b.can_fuse_block_s2 = True
+                    elif b is s2:
                         res = b.shortcut_pw.apply_conv(b.shortcut_dw.apply_conv(x, True), True)
                         k = b.conv_dw.weight.shape[-1]
                         got = _native.ghost_block_s2(x, res, b._fused_weights(), k, band=band)
+                    else:
+                        got = b._run_fused_se(x, True, band=band)
                 assert got is not None and got.shape == ref.shape
-                assert _rel_err(ref, got) < 1e-5, (shape, b is s1)
+                assert _rel_err(ref, got) < 1e-5, (shape, blocks.index(b))
     finally:
         torch.set_num_threads(old_threads)
+
+
+def test_fused_se_blocks_take_only_narrow_se_blocks_and_check_inputs():
+    """The two-pass SE kernels run GhostNet's narrow SE blocks (40 channels out, stride 1 and
+    stride 2 with a 5x5 depthwise conv) and nothing wider; bad arguments are clear errors."""
+    from ghostdet import _native
+    from ghostdet.deploy import FUSED_BLOCK_MAX_CHANNELS, DeployBottleneck
+
+    fused = fuse(_trained_bn_classifier())
+    blocks = [m for m in fused.modules() if isinstance(m, DeployBottleneck)]
+    se = [b for b in blocks if b.can_fuse_block_se]
+    assert {b.conv_dw is None for b in se} == {True, False}
+    assert all(b.se is not None and not (b.can_fuse_block or b.can_fuse_block_s2) for b in se)
+    wide = [b for b in blocks if b.se is not None and b not in se]
+    assert wide and all(2 * b.ghost2.primary_conv.weight.shape[0] > FUSED_BLOCK_MAX_CHANNELS for b in wide)
+    if _native.load() is None:
+        pytest.skip("no C compiler to build the native kernels")
+    b = next(b for b in se if b.conv_dw is not None)
+    w = b._fused_weights()
+    x = torch.randn(1, w[0].shape[0], 8, 8).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="stride 1, or stride 2 with kernel 3 or 5"):
+        _native.ghost_front(x, w[:6], 2, 7)
+    with pytest.raises(ValueError, match="do not fit"):
+        _native.ghost_front(x, w[:4], 2, 5)  # the strided conv's weights are missing
+    z, sums = _native.ghost_front(x, w[:6], 2, 5)
+    assert z.shape == (1, 2 * b.m, 4, 4)
+    torch.testing.assert_close(sums, z.sum((2, 3)), rtol=1e-5, atol=1e-5)
+    res = torch.zeros(1, 2 * w[7].numel(), 4, 4).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="do not fit"):
+        _native.ghost_back(z, res, [w[6][:, :4].contiguous(), *w[7:]])
+    assert _native.ghost_back(z, res[:, :, :2], w[6:]) is None  # shortcut of the wrong size: declined

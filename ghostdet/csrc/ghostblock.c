@@ -130,7 +130,7 @@ static void ghost2_output(const float *P, int R, int W, int M2, const float *d2,
     dw3_s1(P, W + 2, M2, R, W, M2, d2, bd2, y + M2, W, C, res + M2, W, C, 0);
 }
 
-int ghostdet_ghost_block_abi(void) { return 2; }
+int ghostdet_ghost_block_abi(void) { return 3; }
 
 /* Floats of scratch one thread needs for bands of `band` rows. */
 int64_t ghostdet_ghost_block_scratch(int W, int M1, int M2, int band) {
@@ -208,6 +208,63 @@ int ghostdet_ghost_block_s1(const float *x, float *y, int N, int H, int W, int C
     return 0;
 }
 
+/* The stride-2 blocks' first steps for z rows zy0 .. zy0+nz-1 of one image: AB row i holds
+ * [a b] of image row base + i (base = 2*zy0 - P - 1, NA = 2*nz + K rows, P zero pixels each
+ * side, rows outside the image zero). Rows below `keep` are already there (moved from the band
+ * above: a valid in all of them, b in all but the last). */
+static void s2_fill_ab(const float *xn, int H, int W, int Cin, int M1, int K, int base, int NA, int keep,
+                       const float *w1t, const float *b1, const float *d1, const float *bd1, float *AB) {
+    const int P = K / 2, C2 = 2 * M1;
+    const int64_t Wab = W + 2 * P;
+    for (int i = keep; i < NA; i++) {
+        const int iy = base + i;
+        float *row = AB + (int64_t)i * Wab * C2;
+        if (iy < 0 || iy >= H)
+            memset(row, 0, sizeof(float) * Wab * C2);
+        else
+            pointwise(xn + (int64_t)iy * W * Cin, Cin, Cin, 0, 0, 0, w1t, b1, M1, row + (int64_t)P * C2, C2, W, 1);
+    }
+    /* b = relu(dw3(a)) for rows max(1, keep-1) .. NA-2, then zero where the row is outside the image */
+    const int ib = keep > 1 ? keep - 1 : 1;
+    dw3_s1(AB + ((int64_t)(ib - 1) * Wab + P - 1) * C2, Wab, C2, NA - 1 - ib, W, M1, d1, bd1,
+           AB + ((int64_t)ib * Wab + P) * C2 + M1, Wab, C2, 0, 0, 0, 1);
+    for (int i = ib; i < NA - 1; i++) {
+        const int iy = base + i;
+        if (iy >= 0 && iy < H) continue;
+        float *row = AB + (int64_t)i * Wab * C2;
+        for (int64_t px = 0; px < Wab; px++) memset(row + px * C2 + M1, 0, sizeof(float) * M1);
+    }
+}
+
+/* z rows j = jlo .. jhi-1 of the band filled by s2_fill_ab (z row zy0 + j, window top AB row
+ * 2j + 1) into dst (row j at dst + (j - jlo) * zrow, pixels C2 apart). */
+static void s2_z_rows(const float *AB, int W, int OW, int M1, int K, int jlo, int jhi, const float *dzt,
+                      const float *dz, float *dst, int64_t zrow) {
+    const int C2 = 2 * M1;
+    const int64_t Wab = W + 2 * (K / 2);
+    const float *src = AB + (int64_t)(2 * jlo + 1) * Wab * C2;
+    if (K == 3)
+        dw3_s2(src, Wab, C2, jhi - jlo, OW, C2, dzt, dz, dst, zrow / C2, C2);
+    else
+        dw5_s2(src, Wab, C2, jhi - jlo, OW, C2, dzt, dz, dst, zrow / C2, C2);
+}
+
+/* ghost2 and the residual for output rows oy0 .. oy0+R-1: p rows oy0-1 .. oy0+R (PB row j, zero
+ * outside the image rows jlo .. jhi-1) from z (z row of PB row j at z + (j - jlo) * OW * C2),
+ * rows below `keep` already in PB; then y = [p, dw3(p) + d2] + res (res, y at row oy0). */
+static void ghost2_band(const float *z, int jlo, int jhi, int keep, int R, int OW, int C2, int M2,
+                        const float *w2t, const float *b2, const float *d2, const float *bd2, float *PB,
+                        const float *res, float *y) {
+    for (int j = keep; j < R + 2; j++) {
+        float *row = PB + (int64_t)j * (OW + 2) * M2;
+        if (j < jlo || j >= jhi)
+            memset(row, 0, sizeof(float) * (OW + 2) * M2);
+        else
+            pointwise(z + (int64_t)(j - jlo) * OW * C2, C2, C2, 0, 0, 0, w2t, b2, M2, row + M2, M2, OW, 0);
+    }
+    ghost2_output(PB, R, OW, M2, d2, bd2, res, y);
+}
+
 /* Floats of scratch one thread needs for the stride-2 block (bands of `band` output rows). */
 int64_t ghostdet_ghost_block_s2_scratch(int W, int OW, int M1, int M2, int K, int band) {
     const int64_t Wab = W + 2 * (K / 2);
@@ -248,58 +305,133 @@ int ghostdet_ghost_block_s2(const float *x, const float *res, float *y, int N, i
         for (int64_t t = 0; t < total; t++) {
             const int n = (int)(t / per_img), oy0 = (int)(t % per_img) * band;
             const int oy1 = oy0 + band < OH ? oy0 + band : OH, R = oy1 - oy0;
-            const float *xn = x + (int64_t)n * H * W * Cin;
-            const float *rn = res + (int64_t)n * OH * OW * Cout;
-            float *yn = y + (int64_t)n * OH * OW * Cout;
-            /* AB row i holds image row base + i; z rows oy0-1 .. oy1 need rows up to 2*oy1-P+K-1,
-             * and b one more row of a on each side */
-            const int base = 2 * (oy0 - 1) - P - 1, NA = 2 * R + K + 4;
-            /* as in the stride-1 block, the (full) band just above done by this thread leaves
-             * its last K+4 AB rows (a valid, b valid but in the last) and last 2 p rows (z rows
-             * 0, 1 would only feed p rows 0, 1) */
+            /* z rows oy0-1 .. oy1 (Z row j = z row oy0-1+j). As in the stride-1 block, the (full)
+             * band just above done by this thread leaves its last K+4 AB rows and last 2 p rows
+             * (z rows 0, 1 would only feed p rows 0, 1) */
             const int reuse = t == prev + 1 && oy0 > 0;
             prev = t;
             if (reuse) {
                 memmove(AB, AB + (int64_t)2 * band * Wab * C2, sizeof(float) * (K + 4) * Wab * C2);
                 memmove(PB, PB + (int64_t)band * (OW + 2) * M2, sizeof(float) * 2 * (OW + 2) * M2);
             }
-            const int i0 = reuse ? K + 4 : 0; /* first AB row whose a is new */
-            for (int i = i0; i < NA; i++) {
-                const int iy = base + i;
-                float *row = AB + (int64_t)i * Wab * C2;
-                if (iy < 0 || iy >= H)
-                    memset(row, 0, sizeof(float) * Wab * C2);
-                else
-                    pointwise(xn + (int64_t)iy * W * Cin, Cin, Cin, 0, 0, 0, w1t, b1, M1, row + (int64_t)P * C2,
-                              C2, W, 1);
-            }
-            /* b = relu(dw3(a)) for rows max(1, i0-1) .. NA-2, then zero where the row is outside
-             * the image */
-            const int ib = i0 > 1 ? i0 - 1 : 1;
-            dw3_s1(AB + ((int64_t)(ib - 1) * Wab + P - 1) * C2, Wab, C2, NA - 1 - ib, W, M1, d1, bd1,
-                   AB + ((int64_t)ib * Wab + P) * C2 + M1, Wab, C2, 0, 0, 0, 1);
-            for (int i = ib; i < NA - 1; i++) {
-                const int iy = base + i;
-                if (iy >= 0 && iy < H) continue;
-                float *row = AB + (int64_t)i * Wab * C2;
-                for (int64_t px = 0; px < Wab; px++) memset(row + px * C2 + M1, 0, sizeof(float) * M1);
-            }
-            /* z rows oy0-1 .. oy1 inside the image: window top = image row 2*oy - P = AB row 2*oy-P-base */
+            s2_fill_ab(x + (int64_t)n * H * W * Cin, H, W, Cin, M1, K, 2 * (oy0 - 1) - P - 1, 2 * R + K + 4,
+                       reuse ? K + 4 : 0, w1t, b1, d1, bd1, AB);
             const int jlo = oy0 - 1 < 0 ? 1 : reuse ? 2 : 0, jhi = oy1 + 1 > OH ? R + 1 : R + 2;
-            const float *zsrc = AB + (int64_t)(2 * (oy0 - 1 + jlo) - P - base) * Wab * C2;
-            if (K == 3)
-                dw3_s2(zsrc, Wab, C2, jhi - jlo, OW, C2, dzt, dz, Z + (int64_t)jlo * OW * C2, OW, C2);
-            else
-                dw5_s2(zsrc, Wab, C2, jhi - jlo, OW, C2, dzt, dz, Z + (int64_t)jlo * OW * C2, OW, C2);
-            /* p rows (zero outside the image) */
-            for (int j = reuse ? 2 : 0; j < R + 2; j++) {
-                float *row = PB + (int64_t)j * (OW + 2) * M2;
-                if (j < jlo || j >= jhi)
-                    memset(row, 0, sizeof(float) * (OW + 2) * M2);
-                else
-                    pointwise(Z + (int64_t)j * OW * C2, C2, C2, 0, 0, 0, w2t, b2, M2, row + M2, M2, OW, 0);
+            s2_z_rows(AB, W, OW, M1, K, jlo, jhi, dzt, dz, Z + (int64_t)jlo * OW * C2, (int64_t)OW * C2);
+            const int64_t out = ((int64_t)n * OH + oy0) * OW * Cout;
+            ghost2_band(Z + (int64_t)jlo * OW * C2, jlo, jhi, reuse ? 2 : 0, R, OW, C2, M2, w2t, b2, d2, bd2, PB,
+                        res + out, y + out);
+        }
+    }
+    return 0;
+}
+
+/* Two-pass form for bottlenecks with SE, whose gate needs the mean of the whole map between
+ * ghost1 and ghost2. Front: z = [a b] (S = 1) or z = dwK_s2([a b]) + dz (S = 2), written to the
+ * caller's z (N x OH x OW x 2*M1, dense), and its per-image channel sums (N x 2*M1). Back: y =
+ * [p, dw3(p) + d2] + res with p = z W2[n] + b2, where the caller folded the gate into W2[n]. */
+int64_t ghostdet_ghost_front_scratch(int N, int W, int M1, int K, int S, int band) {
+    if (S == 1) return (int64_t)(band + 2) * (W + 2) * M1 + (int64_t)N * 2 * M1;
+    return (int64_t)(2 * band + K) * (W + 2 * (K / 2)) * 2 * M1 + (int64_t)N * 2 * M1;
+}
+
+static void add_sums(const float *z, int64_t npix, int C2, float *acc) {
+    for (int64_t i = 0; i < npix; i++)
+        for (int c = 0; c < C2; c++) acc[c] += z[i * C2 + c];
+}
+
+int ghostdet_ghost_front(const float *x, float *z, float *sums, int N, int H, int W, int Cin, int M1, int K,
+                         int S, const float *w1t, const float *b1, const float *d1, const float *bd1,
+                         const float *dzt, const float *dz, int band, float *scratch, int nthreads) {
+    if ((S == 2 && K != 3 && K != 5) || (S != 1 && S != 2) || M1 % 4 || band < 1 || nthreads < 1) return -1;
+    const int P = S == 2 ? K / 2 : 0, C2 = 2 * M1;
+    const int OH = S == 2 ? (H + 2 * P - K) / 2 + 1 : H, OW = S == 2 ? (W + 2 * P - K) / 2 + 1 : W;
+    const int64_t per_img = (OH + band - 1) / band, total = (int64_t)N * per_img;
+    const int64_t per_thread = ghostdet_ghost_front_scratch(N, W, M1, K, S, band);
+    const int64_t Wp = W + 2, Wab = W + 2 * P;
+    memset(sums, 0, sizeof(float) * N * C2);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && total > 1)
+#endif
+    {
+        const int tid = thread_id();
+        float *buf = scratch + tid * per_thread;
+        float *part = buf + per_thread - (int64_t)N * C2; /* this thread's channel sums */
+        memset(buf, 0, sizeof(float) * per_thread);
+        int64_t prev = -2;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t t = 0; t < total; t++) {
+            const int n = (int)(t / per_img), y0 = (int)(t % per_img) * band;
+            const int y1 = y0 + band < OH ? y0 + band : OH, R = y1 - y0;
+            const float *xn = x + (int64_t)n * H * W * Cin;
+            float *zb = z + ((int64_t)n * OH + y0) * OW * C2;
+            const int reuse = t == prev + 1 && y0 > 0;
+            prev = t;
+            if (S == 1) {
+                /* a rows y0-1 .. y1 in buf (row r = image row y0-1+r, one zero pixel each side) */
+                if (reuse) memmove(buf, buf + (int64_t)band * Wp * M1, sizeof(float) * 2 * Wp * M1);
+                for (int r = reuse ? 2 : 0; r < R + 2; r++) {
+                    const int iy = y0 - 1 + r;
+                    float *row = buf + (int64_t)r * Wp * M1;
+                    if (iy < 0 || iy >= H)
+                        memset(row, 0, sizeof(float) * Wp * M1);
+                    else
+                        pointwise(xn + (int64_t)iy * W * Cin, Cin, Cin, NULL, 0, 0, w1t, b1, M1, row + M1, M1, W, 1);
+                }
+                for (int r = 0; r < R; r++) {
+                    const float *arow = buf + ((int64_t)(r + 1) * Wp + 1) * M1;
+                    float *zrow = zb + (int64_t)r * W * C2;
+                    for (int px = 0; px < W; px++) memcpy(zrow + (int64_t)px * C2, arow + (int64_t)px * M1, sizeof(float) * M1);
+                }
+                dw3_s1(buf, Wp, M1, R, W, M1, d1, bd1, zb + M1, W, C2, NULL, 0, 0, 1);
+            } else {
+                if (reuse) memmove(buf, buf + (int64_t)2 * band * Wab * C2, sizeof(float) * K * Wab * C2);
+                s2_fill_ab(xn, H, W, Cin, M1, K, 2 * y0 - P - 1, 2 * R + K, reuse ? K : 0, w1t, b1, d1, bd1, buf);
+                s2_z_rows(buf, W, OW, M1, K, 0, R, dzt, dz, zb, (int64_t)OW * C2);
             }
-            ghost2_output(PB, R, OW, M2, d2, bd2, rn + (int64_t)oy0 * OW * Cout, yn + (int64_t)oy0 * OW * Cout);
+            add_sums(zb, (int64_t)R * OW, C2, part + (int64_t)n * C2);
+        }
+#ifdef _OPENMP
+#pragma omp critical
+#endif
+        for (int64_t i = 0; i < (int64_t)N * C2; i++) sums[i] += part[i];
+    }
+    return 0;
+}
+
+int64_t ghostdet_ghost_back_scratch(int OW, int M2, int band) { return (int64_t)(band + 2) * (OW + 2) * M2; }
+
+/* z: N x OH x OW x C2 dense; w2t: N weights (C2 x M2) w2_stride floats apart (0: one for all);
+ * res, y: N x OH x OW x 2*M2 dense. */
+int ghostdet_ghost_back(const float *z, const float *res, float *y, int N, int OH, int OW, int C2, int M2,
+                        const float *w2t, int64_t w2_stride, const float *b2, const float *d2, const float *bd2,
+                        int band, float *scratch, int nthreads) {
+    if (M2 % 4 || C2 % 4 || band < 1 || nthreads < 1) return -1;
+    const int64_t per_img = (OH + band - 1) / band, total = (int64_t)N * per_img;
+    const int64_t per_thread = ghostdet_ghost_back_scratch(OW, M2, band), Cout = 2 * M2;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && total > 1)
+#endif
+    {
+        float *PB = scratch + thread_id() * per_thread;
+        memset(PB, 0, sizeof(float) * per_thread);
+        int64_t prev = -2;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t t = 0; t < total; t++) {
+            const int n = (int)(t / per_img), oy0 = (int)(t % per_img) * band;
+            const int oy1 = oy0 + band < OH ? oy0 + band : OH, R = oy1 - oy0;
+            const int reuse = t == prev + 1 && oy0 > 0;
+            prev = t;
+            if (reuse) memmove(PB, PB + (int64_t)band * (OW + 2) * M2, sizeof(float) * 2 * (OW + 2) * M2);
+            /* PB row j = p row oy0-1+j, inside the image for j in [jlo, jhi) */
+            const int jlo = oy0 == 0 ? 1 : reuse ? 2 : 0, jhi = oy1 + 1 > OH ? R + 1 : R + 2;
+            const int64_t out = ((int64_t)n * OH + oy0) * OW * Cout;
+            ghost2_band(z + ((int64_t)n * OH + oy0 - 1 + jlo) * OW * C2, jlo, jhi, reuse ? 2 : 0, R, OW, C2, M2,
+                        w2t + n * w2_stride, b2, d2, bd2, PB, res + out, y + out);
         }
     }
     return 0;
