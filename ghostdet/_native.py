@@ -1,8 +1,9 @@
 """The optional native kernels used by :mod:`ghostdet.deploy`.
 
-``csrc/dwconv.c`` (depthwise convolution) and ``csrc/ghostblock.c`` (a whole stride-1 Ghost
-bottleneck without SE, fused) are compiled into one library on first use with the system C
-compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) for this CPU (``-O3 -march=native``, with
+``csrc/dwconv.c`` (depthwise convolution), ``csrc/ghostblock.c`` (whole Ghost bottlenecks fused:
+stride 1 or 2 without SE in one call, with SE as a front and a back call around the gate) and
+``csrc/stemconv.c`` (the dense stem conv on an RGB image) are compiled into one library on
+first use with the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) for this CPU (``-O3 -march=native``, with
 OpenMP when the compiler has it) and loaded with :mod:`ctypes`. The library is cached in
 ``$GHOSTDET_CACHE_DIR`` (default ``~/.cache/ghostdet``), keyed by the sources, the compiler and
 the CPU, so later processes load it in milliseconds. Nothing here is needed for correctness:
@@ -40,15 +41,17 @@ __all__ = [
     "ghost_block_s1",
     "ghost_block_s2",
     "ghost_front",
+    "stem_conv",
     "library_path",
     "load",
     "supports",
+    "supports_stem",
 ]
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
-SOURCES = (_CSRC / "dwconv.c", _CSRC / "ghostblock.c")  # compiled into one library
+SOURCES = (_CSRC / "dwconv.c", _CSRC / "ghostblock.c", _CSRC / "stemconv.c")  # one library
 HEADERS = (_CSRC / "vecext.h",)  # included by both; part of the cache key
-ABI = (1, 3)  # GHOSTDET_DW_ABI in dwconv.c, ghostdet_ghost_block_abi() in ghostblock.c
+ABI = (1, 3, 1)  # ghostdet_dw_abi(), ghostdet_ghost_block_abi(), ghostdet_stem_abi()
 KERNEL_SIZES = (3, 5, 7)
 # Below this many multiply-adds a call runs on one thread: waking a second one costs more.
 PARALLEL_MIN_MACS = 150_000
@@ -127,13 +130,16 @@ def _build(cc: list[str], target: Path) -> None:
 
 def _open(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
-    abis = (lib.ghostdet_dw_abi(), lib.ghostdet_ghost_block_abi())
+    abis = (lib.ghostdet_dw_abi(), lib.ghostdet_ghost_block_abi(), lib.ghostdet_stem_abi())
     if abis != ABI:
         raise RuntimeError(f"{path} has ABI {abis}, expected {ABI}")
     i, i64, p = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
     fn = lib.ghostdet_dwconv2d
     fn.restype = i
     fn.argtypes = [p, i64, i, i, i, i, p, p, i, i, i, p, i64, i, i, i, i]
+    fn = lib.ghostdet_stem_conv
+    fn.restype = i
+    fn.argtypes = [p, i, i, i, i, p, p, i, i, i, i, p, i, i, i, i]
     fn = lib.ghostdet_ghost_block_s1
     fn.restype = i
     fn.argtypes = [p, p, i, i, i, i, i, i, p, p, p, p, p, p, p, p, i, p, i]
@@ -212,6 +218,67 @@ def supports(weight: Tensor, stride: list[int], padding: list[int], dilation: li
         and list(dilation) == [1, 1]
         and weight.dtype == torch.float32
     )
+
+
+# Dense convolutions with at most this many input channels (a stem on an RGB image) run on
+# csrc/stemconv.c: oneDNN's direct convolution handles 3 input channels poorly.
+STEM_MAX_IN_CHANNELS = 4
+
+
+def supports_stem(
+    weight: Tensor, stride: list[int], padding: list[int], dilation: list[int], groups: int
+) -> bool:
+    """Whether a convolution with these parameters is a dense few-input-channel conv the stem
+    kernel computes (square kernel up to 7x7, output channels a multiple of 4)."""
+    c_out, c_in, kh, kw = weight.shape
+    return (
+        groups == 1
+        and c_in <= STEM_MAX_IN_CHANNELS
+        and c_out % 4 == 0
+        and kh == kw
+        and kh in KERNEL_SIZES
+        and stride[0] == stride[1] >= 1
+        and padding[0] == padding[1]
+        and 0 <= padding[0] < kh
+        and list(dilation) == [1, 1]
+        and weight.dtype == torch.float32
+    )
+
+
+def stem_conv(
+    x: Tensor, weight_t: Tensor, bias: Tensor, kernel_size: int, stride: int, padding: int, relu: bool
+) -> Tensor | None:
+    """Dense convolution of a channels_last float32 CPU tensor with few channels (a stem).
+
+    Args:
+        x: input ``(N, Cin, H, W)``, dense channels_last, ``Cin <= STEM_MAX_IN_CHANNELS``.
+        weight_t: the weight ``(Cout, Cin, k, k)`` as a contiguous ``(Cin*k*k, Cout)``
+            (``w.flatten(1).t()``), built by the caller (not checked).
+        bias: ``(Cout,)``, contiguous.
+        kernel_size, stride, padding: square kernel, stride and zero padding.
+        relu: apply ReLU.
+
+    Returns:
+        The output (channels_last), or ``None`` when the kernel is unavailable or the input does
+        not fit it; the caller then computes the convolution another way.
+    """
+    lib = load()
+    if lib is None or x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
+        return None
+    n, c, h, w = x.shape
+    cout = bias.numel()
+    oh = (h + 2 * padding - kernel_size) // stride + 1
+    ow = (w + 2 * padding - kernel_size) // stride + 1
+    if _pixel_pitch(x) != c or oh < 1 or ow < 1 or weight_t.shape != (c * kernel_size**2, cout):
+        return None
+    y = torch.empty((n, cout, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
+    macs = n * oh * ow * cout * c * kernel_size**2
+    threads = torch.get_num_threads() if macs >= PARALLEL_MIN_MACS else 1
+    rc = lib.ghostdet_stem_conv(
+        x.data_ptr(), n, h, w, c, weight_t.data_ptr(), bias.data_ptr(), cout, kernel_size, stride, padding,
+        y.data_ptr(), oh, ow, int(relu), threads,
+    )  # fmt: skip
+    return y if rc == 0 else None
 
 
 def _pixel_pitch(t: Tensor) -> int | None:

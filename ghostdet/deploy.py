@@ -177,6 +177,8 @@ class FusedConv2d(nn.Module):
         # Depthwise convolutions run on ghostdet's own kernel (see ghostdet._native) when it is
         # available: no per-call set-up, and it can write into a channel slice of a wider tensor.
         self.is_native_dw = _native.supports(weight, self.stride, self.padding, self.dilation, groups)
+        # a dense conv on few input channels (the stem) also runs on a native kernel
+        self.is_native_stem = _native.supports_stem(weight, self.stride, self.padding, self.dilation, groups)
         self.use_native = True
         self._native_weight: tuple[tuple, Tensor] | None = None  # (k*k, C) weight for the kernel
 
@@ -213,6 +215,7 @@ class FusedConv2d(nn.Module):
         state.setdefault("is_native_dw", False)  # pickled before the native kernel existed
         state.setdefault("use_native", True)
         state.setdefault("_native_weight", None)
+        state.setdefault("is_native_stem", False)
         self.__dict__.update(state)
 
     def __deepcopy__(self, memo: dict) -> FusedConv2d:
@@ -255,10 +258,15 @@ class FusedConv2d(nn.Module):
         With ``out`` (e.g. a channel slice of a wider channels_last tensor) the result is
         written there and ``out`` is returned; the native depthwise kernel writes it directly.
         """
-        if fast and other is None and self.is_native_dw and self.use_native:
+        if fast and other is None and self.use_native and (self.is_native_dw or self.is_native_stem):
             wt = self._derived_weight("_native_weight", _flat_t)
             k, s, p = self.weight.shape[-1], self.stride[0], self.padding[0]
-            y = _native.dwconv2d(x, wt, self.bias, k, s, p, self.relu, out, trusted_weights=True)
+            if self.is_native_dw:
+                y = _native.dwconv2d(x, wt, self.bias, k, s, p, self.relu, out, trusted_weights=True)
+            else:
+                y = _native.stem_conv(x, wt, self.bias, k, s, p, self.relu)
+                if y is not None and out is not None:
+                    y = out.copy_(y)
             if y is not None:
                 return y
         if out is not None and other is None and fast and self.use_mkldnn and self.gemm_fits(x):
@@ -327,7 +335,8 @@ class FusedConv2d(nn.Module):
 
 def _flat_t(w: Tensor) -> Tensor:
     """A conv weight ``(O, I, kh, kw)`` as a contiguous ``(I*kh*kw, O)``: the GEMM's (in, out)
-    for a 1x1 conv, the native kernels' taps-major ``(k*k, C)`` for a depthwise conv."""
+    for a 1x1 conv, the native kernels' taps-major ``(k*k, C)`` for a depthwise conv and
+    ``(Cin*k*k, Cout)`` for the stem."""
     return w.flatten(1).t().contiguous()
 
 
@@ -898,7 +907,9 @@ def fuse(
     for m in model.modules():
         if isinstance(m, FusedConv2d):
             m.use_native = native_kernels
-    if native_kernels and any(isinstance(m, FusedConv2d) and m.is_native_dw for m in model.modules()):
+    if native_kernels and any(
+        isinstance(m, FusedConv2d) and (m.is_native_dw or m.is_native_stem) for m in model.modules()
+    ):
         _native.load()
     model.eval()
     model.requires_grad_(False)

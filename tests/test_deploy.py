@@ -196,6 +196,7 @@ def test_native_and_onednn_depthwise_paths_both_match(native):
     fused = fuse(model, native_kernels=native)
     dw = [m for m in fused.modules() if isinstance(m, FusedConv2d) and m.is_native_dw]
     assert dw and all(m.use_native is native for m in dw)
+    assert fused.stem.is_native_stem and fused.stem.use_native is native
     for size in [(1, 3, 32, 32), (2, 3, 128, 96)]:  # all-small maps, and maps above GEMM_MAX_PIXELS
         x = torch.randn(size)
         with torch.inference_mode():
@@ -210,6 +211,7 @@ def test_native_and_onednn_depthwise_paths_both_match(native):
     assert "aten::cat" not in names
     convs = [e for e in prof.events() if e.name.startswith("mkldnn::_convolution_pointwise")]
     assert all(e.input_shapes[1][1] != 1 for e in convs)  # weight (out, in/groups=1, k, k) = depthwise
+    assert all(e.input_shapes[0][1] != 3 for e in convs)  # and the stem ran natively too
 
 
 def test_fpn_backbone_equivalence():

@@ -1,4 +1,4 @@
-"""The native depthwise kernel (ghostdet/csrc/dwconv.c): exact against F.conv2d, slices, fallbacks."""
+"""The native kernels (ghostdet/csrc/dwconv.c, stemconv.c): exact against F.conv2d, slices, fallbacks."""
 
 from __future__ import annotations
 
@@ -132,6 +132,45 @@ def test_supports_only_depthwise_square_kernels_with_channels_multiple_of_4():
     assert not sup(8, k=1, pad=(0, 0))
     assert not sup(8, stride=(1, 2))
     assert not sup(8, dil=(2, 2))
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "n,cin,h,w,cout,k,stride,pad",
+    [
+        (1, 3, 64, 48, 16, 3, 2, 1),  # the GhostNet / MobileNet stem
+        (2, 3, 37, 29, 16, 3, 2, 1),  # odd sizes, a batch
+        (1, 3, 5, 4, 16, 3, 2, 1),  # narrower than one interior run
+        (1, 3, 1, 1, 16, 3, 2, 1),
+        (1, 1, 9, 9, 8, 5, 1, 2),
+        (1, 4, 13, 11, 20, 7, 2, 3),  # 20 outputs: 16- and 4-wide vectors
+        (1, 3, 3, 4, 12, 3, 1, 0),
+    ],
+)
+@pytest.mark.parametrize("relu", [False, True])
+def test_stem_conv_matches_conv2d(n, cin, h, w, cout, k, stride, pad, relu):
+    g = torch.Generator().manual_seed(cin * k + h)
+    x = torch.randn(n, cin, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(cout, cin, k, k, generator=g), torch.randn(cout, generator=g)
+    assert _native.supports_stem(weight, [stride] * 2, [pad] * 2, [1, 1], 1)
+    got = _native.stem_conv(x, weight.flatten(1).t().contiguous(), bias, k, stride, pad, relu)
+    ref = F.conv2d(x, weight, bias, stride, pad)
+    ref = F.relu(ref) if relu else ref
+    assert got is not None and got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    # NCHW input is declined, not misread (a single channel or pixel is the same in both layouts)
+    wt = weight.flatten(1).t().contiguous()
+    assert cin == 1 or h * w == 1 or _native.stem_conv(x.contiguous(), wt, bias, k, stride, pad, relu) is None
+
+
+def test_supports_stem_only_few_input_channels():
+    w = torch.zeros(16, 3, 3, 3)
+    assert _native.supports_stem(w, [2, 2], [1, 1], [1, 1], 1)
+    assert not _native.supports_stem(torch.zeros(16, 8, 3, 3), [2, 2], [1, 1], [1, 1], 1)  # too many in
+    assert not _native.supports_stem(torch.zeros(18, 3, 3, 3), [2, 2], [1, 1], [1, 1], 1)  # 18 out
+    assert not _native.supports_stem(w, [2, 1], [1, 1], [1, 1], 1)
+    assert not _native.supports_stem(w, [2, 2], [1, 1], [2, 2], 1)
+    assert not _native.supports_stem(torch.zeros(16, 3, 3, 3, dtype=torch.float64), [2, 2], [1, 1], [1, 1], 1)
 
 
 def _run_python(code: str, **env: str) -> subprocess.CompletedProcess:
