@@ -2,14 +2,14 @@
 
 ``csrc/dwconv.c`` (depthwise convolution), ``csrc/ghostblock.c`` (whole Ghost bottlenecks fused:
 stride 1 or 2 without SE in one call, with SE as a front and a back call around the gate) and
-``csrc/stemconv.c`` (the dense stem conv on an RGB image) are compiled into one library on
-first use with the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) for this CPU (``-O3 -march=native``, with
-OpenMP when the compiler has it) and loaded with :mod:`ctypes`. The library is cached in
-``$GHOSTDET_CACHE_DIR`` (default ``~/.cache/ghostdet``), keyed by the sources, the compiler and
-the CPU, so later processes load it in milliseconds. Nothing here is needed for correctness:
-when no compiler is found, the build fails, or ``GHOSTDET_NATIVE=0`` is set, :func:`load`
-returns ``None`` (with one warning saying why, except when disabled on purpose) and deploy
-models use oneDNN for every convolution.
+``csrc/stemconv.c`` (the dense stem conv on an RGB image) are compiled into one library on first
+use with the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) for this CPU
+(``-O3 -march=native``, with OpenMP when the compiler has it) and loaded with :mod:`ctypes`. The
+library is cached in ``$GHOSTDET_CACHE_DIR`` (default ``~/.cache/ghostdet``), keyed by the
+sources, the compiler and the CPU, so later processes load it in milliseconds. Nothing here is
+needed for correctness: when no compiler is found, the build fails, or ``GHOSTDET_NATIVE=0`` is
+set, :func:`load` returns ``None`` (with one warning saying why, except when disabled on purpose)
+and deploy models use oneDNN for every convolution.
 
 On Linux, torch ships ``libgomp.so.1``; a kernel built with ``-fopenmp`` binds to that same
 OpenMP runtime, so it shares PyTorch's threads and follows ``torch.set_num_threads``.

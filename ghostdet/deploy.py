@@ -473,7 +473,7 @@ class DeploySqueezeExcite(nn.Module):
 
     def gate(self, pooled: Tensor) -> Tensor:
         """The ``(N, C)`` gate from the ``(N, C)`` spatial means."""
-        if pooled.shape[0] == 1 and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+        if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export() and pooled.shape[0] == 1:
             # One image: matrix-vector products, measurably cheaper than 1-row matmuls on CPU.
             s = torch.addmv(self.reduce_bias, self.reduce_weight, pooled[0]).relu_()
             return torch.addmv(self.expand_bias, self.expand_weight, s).clamp_(0.0, 1.0)[None]
@@ -645,7 +645,8 @@ class DeployBottleneck(nn.Module):
             if y is not None:
                 return y
         # ghost1's primary conv keeps the map size (stride 1, "same" padding)
-        split = self.can_split and 2 * self.m * x.shape[2] * x.shape[3] >= self.split_min_numel
+        # (only on the fast path: a traced/exported graph then has no size-dependent branch)
+        split = fast and self.can_split and 2 * self.m * x.shape[2] * x.shape[3] >= self.split_min_numel
         if split:  # ghost1's halves are never concatenated
             a = self.ghost1.primary_conv.apply_conv(x, fast)
             b = self.ghost1.cheap_operation.apply_conv(a, fast)

@@ -11,39 +11,40 @@
 int ghostdet_stem_abi(void) { return 1; }
 
 /* Pixels ox .. ox+NPX-1 of one output row, all taps inside the image columns. */
-#define STEM_INTERIOR(VT, VI, NPX)                                                                      \
-    {                                                                                                 \
-        VT acc[NPX];                                                                                  \
-        for (int j = 0; j < NPX; j++) acc[j] = bv;                                                    \
-        for (int ky = ky0; ky < ky1; ky++) {                                                          \
-            const float *xr = xn + ((int64_t)(oy * S - P + ky) * W + (int64_t)ox * S - P) * Cin;      \
-            for (int ci = 0; ci < Cin; ci++)                                                          \
-                for (int kx = 0; kx < K; kx++) {                                                      \
-                    const VT wv = LOADV(VT, w + (int64_t)((ci * K + ky) * K + kx) * Cout + c);        \
-                    for (int j = 0; j < NPX; j++) acc[j] += xr[(int64_t)(j * S + kx) * Cin + ci] * wv; \
-                }                                                                                     \
-        }                                                                                             \
-        for (int j = 0; j < NPX; j++) {                                                               \
-            if (relu) RELUV(VI, acc[j]);                                                               \
-            STOREV(VT, yr + (int64_t)(ox + j) * Cout + c, acc[j]);                                    \
-        }                                                                                             \
+#define STEM_INTERIOR(VT, VI, NPX)                                                                  \
+    {                                                                                               \
+        VT acc[NPX];                                                                                \
+        for (int j = 0; j < NPX; j++) acc[j] = bv;                                                  \
+        for (int ky = ky0; ky < ky1; ky++) {                                                        \
+            const float *xr = xn + ((int64_t)(oy * S - P + ky) * W + (int64_t)ox * S - P) * Cin;    \
+            for (int ci = 0; ci < Cin; ci++)                                                        \
+                for (int kx = 0; kx < K; kx++) {                                                    \
+                    const VT wv = LOADV(VT, w + (int64_t)((ci * K + ky) * K + kx) * Cout + c);      \
+                    for (int j = 0; j < NPX; j++)                                                   \
+                        acc[j] += xr[(int64_t)(j * S + kx) * Cin + ci] * wv;                        \
+                }                                                                                   \
+        }                                                                                           \
+        for (int j = 0; j < NPX; j++) {                                                             \
+            if (relu) RELUV(VI, acc[j]);                                                            \
+            STOREV(VT, yr + (int64_t)(ox + j) * Cout + c, acc[j]);                                  \
+        }                                                                                           \
     }
 
-#define STEM_BLOCK(VT, VI, VW)                                                                        \
+#define STEM_BLOCK(VT, VI, VW)                                                                      \
     for (; c + VW <= Cout; c += VW) {                                                               \
         const VT bv = LOADV(VT, bias + c);                                                          \
         int ox = 0;                                                                                 \
         for (; ox < OW; ox++) { /* left border, and rows too narrow for an interior */              \
             if (ox >= ox_lo && ox < ox_hi) break;                                                   \
-            STEM_EDGE(VT, VI)                                                                         \
+            STEM_EDGE(VT, VI)                                                                       \
         }                                                                                           \
-        for (; ox + 8 <= ox_hi; ox += 8) STEM_INTERIOR(VT, VI, 8)                                     \
-        for (; ox < ox_hi; ox++) STEM_INTERIOR(VT, VI, 1)                                             \
-        for (; ox < OW; ox++) STEM_EDGE(VT, VI) /* right border */                                    \
+        for (; ox + 8 <= ox_hi; ox += 8) STEM_INTERIOR(VT, VI, 8)                                   \
+        for (; ox < ox_hi; ox++) STEM_INTERIOR(VT, VI, 1)                                           \
+        for (; ox < OW; ox++) STEM_EDGE(VT, VI) /* right border */                                  \
     }
 
 /* One pixel with bounds checks on the columns. */
-#define STEM_EDGE(VT, VI)                                                                             \
+#define STEM_EDGE(VT, VI)                                                                           \
     {                                                                                               \
         VT acc = bv;                                                                                \
         for (int ky = ky0; ky < ky1; ky++) {                                                        \
@@ -52,10 +53,11 @@ int ghostdet_stem_abi(void) { return 1; }
                 const int ix = ox * S - P + kx;                                                     \
                 if (ix < 0 || ix >= W) continue;                                                    \
                 for (int ci = 0; ci < Cin; ci++)                                                    \
-                    acc += xr[(int64_t)ix * Cin + ci] * LOADV(VT, w + (int64_t)((ci * K + ky) * K + kx) * Cout + c); \
+                    acc += xr[(int64_t)ix * Cin + ci] *                                             \
+                           LOADV(VT, w + (int64_t)((ci * K + ky) * K + kx) * Cout + c);             \
             }                                                                                       \
         }                                                                                           \
-        if (relu) RELUV(VI, acc);                                                                    \
+        if (relu) RELUV(VI, acc);                                                                   \
         STOREV(VT, yr + (int64_t)ox * Cout + c, acc);                                               \
     }
 
