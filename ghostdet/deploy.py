@@ -21,13 +21,18 @@ with fewer and cheaper operations on CPU:
   output; on small maps the primary half is written there by its GEMM, so no concatenation
   copy is left. Without a C compiler, oneDNN runs them (``fuse(..., native_kernels=False)``
   or ``GHOSTDET_NATIVE=0`` choose that on purpose);
-* stride-1 and stride-2 bottlenecks without SE and with at most ``FUSED_BLOCK_MAX_CHANNELS``
-  channels (GhostNet's memory-bound first blocks) run as one fused native call each
-  (``ghostdet/csrc/ghostblock.c``): row bands stream through per-thread scratch, so only the
-  block's input is read and its output written;
+* bottlenecks with at most ``FUSED_BLOCK_MAX_CHANNELS`` output channels (GhostNet's memory-bound
+  blocks on the large maps) run fused on native kernels (``ghostdet/csrc/ghostblock.c``): without
+  SE, one call per block, row bands streaming through per-thread scratch so only the block's
+  input is read and its output written; with SE (whose gate needs the whole map's mean), a front
+  call (ghost1, the strided depthwise conv, channel sums) and a back call (ghost2, residual)
+  around the gate;
+* the stem (3 input channels) runs on a native direct convolution (``ghostdet/csrc/stemconv.c``);
 * whether the fast kernels may be used is decided once per model call, not once per convolution;
 * the squeeze-excite block runs its two 1x1 convs on the pooled vector as matrix products, and
   its hard-sigmoid's ``+3`` and ``/6`` are folded into the expand weights (one clamp remains);
+  the gate never multiplies a feature map: it scales the rows of ghost2's 1x1 weight instead
+  (``W @ (g * z) = (W * g) @ z``, a few thousand numbers instead of the map);
 * the Ghost module's ``[:, :oup]`` slice is skipped when it is a no-op, and the residual is added
   in place into the freshly concatenated output instead of allocating another tensor;
 * for torchvision detectors, the remaining convolutions (FPN, RPN / RetinaNet heads) get the
