@@ -31,8 +31,8 @@ with fewer and cheaper operations on CPU:
 * whether the fast kernels may be used is decided once per model call, not once per convolution;
 * the squeeze-excite block runs its two 1x1 convs on the pooled vector as matrix products, and
   its hard-sigmoid's ``+3`` and ``/6`` are folded into the expand weights (one clamp remains);
-  the gate never multiplies a feature map: it scales the rows of ghost2's 1x1 weight instead
-  (``W @ (g * z) = (W * g) @ z``, a few thousand numbers instead of the map);
+  the gate never multiplies a feature map: it scales the input columns of ghost2's 1x1 weight
+  instead (``W @ (g * z) = (W * g) @ z``, a few thousand numbers instead of the map);
 * the Ghost module's ``[:, :oup]`` slice is skipped when it is a no-op, and the residual is added
   in place into the freshly concatenated output instead of allocating another tensor;
 * for torchvision detectors, the remaining convolutions (FPN, RPN / RetinaNet heads) get the
