@@ -1,5 +1,5 @@
-/* Fused Ghost bottlenecks without SE, NHWC float32, used by ghostdet.deploy for the memory-bound
- * early blocks. ghostdet_ghost_block_s1 (identity shortcut) computes
+/* Fused Ghost bottlenecks, NHWC float32, used by ghostdet.deploy for the memory-bound blocks on
+ * large maps. ghostdet_ghost_block_s1 (no SE, identity shortcut) computes
  *
  *   a = relu(x W1 + b1)            M1 channels      (ghost1 primary, 1x1)
  *   b = relu(dw3(a) + d1)          M1 channels      (ghost1 cheap, 3x3 depthwise)
@@ -11,7 +11,9 @@
  * in per-thread scratch that stays in cache, so only x is read and y written. The caller
  * provides the scratch (ghostdet_ghost_block_scratch floats per thread), so nothing is allocated
  * here. ghostdet_ghost_block_s2 (below) is the stride-2 form with a strided depthwise conv
- * between the Ghost modules and a shortcut computed by the caller. */
+ * between the Ghost modules and a shortcut computed by the caller; ghostdet_ghost_front and
+ * ghostdet_ghost_back split a block with SE into two calls around the gate. A thread doing
+ * consecutive bands moves the rows they share instead of computing them twice. */
 #include "vecext.h"
 #ifdef _OPENMP
 #include <omp.h>
