@@ -220,6 +220,25 @@ def supports(weight: Tensor, stride: list[int], padding: list[int], dilation: li
     )
 
 
+def _lib_for(x: Tensor) -> ctypes.CDLL | None:
+    """The kernel library when ``x`` is a 4-d float32 CPU tensor, else (or without it) ``None``."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
+        return None
+    return load()
+
+
+def _threads(macs: int, min_macs: int = PARALLEL_MIN_MACS) -> int:
+    """torch's thread count for a call of ``macs`` multiply-adds, one thread below ``min_macs``."""
+    return torch.get_num_threads() if macs >= min_macs else 1
+
+
+def _check_weights(weights: list[Tensor], shapes: list[tuple[int, ...]]) -> None:
+    if [tuple(t.shape) for t in weights] != shapes:
+        raise ValueError(f"weights {[tuple(t.shape) for t in weights]} do not fit: expected {shapes}")
+    if not all(t.dtype == torch.float32 and t.is_contiguous() and t.device.type == "cpu" for t in weights):
+        raise ValueError("weights must be contiguous float32 CPU tensors")
+
+
 # Dense convolutions with at most this many input channels (a stem on an RGB image) run on
 # csrc/stemconv.c: oneDNN's direct convolution handles 3 input channels poorly.
 STEM_MAX_IN_CHANNELS = 4
@@ -262,8 +281,8 @@ def stem_conv(
         The output (channels_last), or ``None`` when the kernel is unavailable or the input does
         not fit it; the caller then computes the convolution another way.
     """
-    lib = load()
-    if lib is None or x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
+    lib = _lib_for(x)
+    if lib is None:
         return None
     n, c, h, w = x.shape
     cout = bias.numel()
@@ -273,7 +292,7 @@ def stem_conv(
         return None
     y = torch.empty((n, cout, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
     macs = n * oh * ow * cout * c * kernel_size**2
-    threads = torch.get_num_threads() if macs >= PARALLEL_MIN_MACS else 1
+    threads = _threads(macs)
     rc = lib.ghostdet_stem_conv(
         x.data_ptr(), n, h, w, c, weight_t.data_ptr(), bias.data_ptr(), cout, kernel_size, stride, padding,
         y.data_ptr(), oh, ow, int(relu), threads,
@@ -321,8 +340,8 @@ def dwconv2d(
         The output (``out`` when given), or ``None`` when the kernel is unavailable or the
         layouts do not fit it; the caller then computes the convolution another way.
     """
-    lib = load()
-    if lib is None or x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
+    lib = _lib_for(x)
+    if lib is None:
         return None
     n, c, h, w = x.shape
     k2 = kernel_size * kernel_size
@@ -347,7 +366,7 @@ def dwconv2d(
     if opitch is None:
         return None
     macs = n * oh * ow * c * k2
-    threads = torch.get_num_threads() if macs >= PARALLEL_MIN_MACS else 1
+    threads = _threads(macs)
     rc = lib.ghostdet_dwconv2d(
         x.data_ptr(), ipitch, n, h, w, c, weight_t.data_ptr(), bias.data_ptr(),
         kernel_size, stride, padding, out.data_ptr(), opitch, oh, ow, int(relu), threads,
@@ -370,20 +389,18 @@ def ghost_block_s1(x: Tensor, weights: list[Tensor], band: int = 8) -> Tensor | 
         The block's output (a new channels_last tensor), or ``None`` when the kernel is
         unavailable or the input does not fit it.
     """
-    lib = load()
-    if lib is None or x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
+    lib = _lib_for(x)
+    if lib is None:
         return None
     n, c, h, w = x.shape
     if _pixel_pitch(x) != c:
         return None
     m1, m2 = weights[1].numel(), weights[5].numel()
-    shapes = [(c, m1), (m1,), (9, m1), (m1,), (2 * m1, m2), (m2,), (9, m2), (m2,)]
-    if c != 2 * m2 or [tuple(t.shape) for t in weights] != shapes:
-        raise ValueError(f"weights {[tuple(t.shape) for t in weights]} do not fit {c} channels: {shapes}")
-    if not all(t.dtype == torch.float32 and t.is_contiguous() and t.device.type == "cpu" for t in weights):
-        raise ValueError("weights must be contiguous float32 CPU tensors")
+    _check_weights(weights, [(c, m1), (m1,), (9, m1), (m1,), (2 * m1, m2), (m2,), (9, m2), (m2,)])
+    if c != 2 * m2:
+        raise ValueError(f"weights do not fit {c} channels: ghost2 gives {2 * m2}")
     macs = n * h * w * (c * m1 + 9 * m1 + 2 * m1 * m2 + 9 * m2)
-    threads = torch.get_num_threads() if macs >= 4 * PARALLEL_MIN_MACS else 1
+    threads = _threads(macs, 4 * PARALLEL_MIN_MACS)
     y = torch.empty_like(x, memory_format=torch.channels_last)
     # per-thread scratch from torch's allocator (no malloc inside the kernel)
     scratch = torch.empty(threads * lib.ghostdet_ghost_block_scratch(w, m1, m2, band), dtype=torch.float32)
@@ -411,8 +428,8 @@ def ghost_block_s2(
     Returns:
         The block's output, or ``None`` when the kernel is unavailable or the inputs do not fit.
     """
-    lib = load()
-    if lib is None or x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
+    lib = _lib_for(x)
+    if lib is None:
         return None
     n, cin, h, w = x.shape
     k, pad = kernel_size, kernel_size // 2
@@ -420,26 +437,12 @@ def ghost_block_s2(
     m1, m2 = weights[1].numel(), weights[7].numel()
     if _pixel_pitch(x) != cin or res.shape != (n, 2 * m2, oh, ow) or _pixel_pitch(res) != 2 * m2:
         return None
-    shapes = [
-        (cin, m1),
-        (m1,),
-        (9, m1),
-        (m1,),
-        (k * k, 2 * m1),
-        (2 * m1,),
-        (2 * m1, m2),
-        (m2,),
-        (9, m2),
-        (m2,),
-    ]
-    if [tuple(t.shape) for t in weights] != shapes or k not in (3, 5):
-        raise ValueError(
-            f"weights {[tuple(t.shape) for t in weights]} do not fit: expected {shapes}, k 3 or 5"
-        )
-    if not all(t.dtype == torch.float32 and t.is_contiguous() and t.device.type == "cpu" for t in weights):
-        raise ValueError("weights must be contiguous float32 CPU tensors")
+    if k not in (3, 5):
+        raise ValueError(f"weights do not fit kernel_size {k}: 3 or 5 expected")
+    front = [(cin, m1), (m1,), (9, m1), (m1,), (k * k, 2 * m1), (2 * m1,)]
+    _check_weights(weights, [*front, (2 * m1, m2), (m2,), (9, m2), (m2,)])
     macs = n * h * w * (cin * m1 + 9 * m1) + n * oh * ow * (2 * m1 * k * k + 2 * m1 * m2 + 9 * m2)
-    threads = torch.get_num_threads() if macs >= 4 * PARALLEL_MIN_MACS else 1
+    threads = _threads(macs, 4 * PARALLEL_MIN_MACS)
     y = torch.empty((n, 2 * m2, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
     per_thread = lib.ghostdet_ghost_block_s2_scratch(w, ow, m1, m2, k, band)
     scratch = torch.empty(threads * per_thread, dtype=torch.float32)
@@ -463,13 +466,6 @@ def ghost_block_s2(
     return y if rc == 0 else None
 
 
-def _check_weights(weights: list[Tensor], shapes: list[tuple[int, ...]]) -> None:
-    if [tuple(t.shape) for t in weights] != shapes:
-        raise ValueError(f"weights {[tuple(t.shape) for t in weights]} do not fit: expected {shapes}")
-    if not all(t.dtype == torch.float32 and t.is_contiguous() and t.device.type == "cpu" for t in weights):
-        raise ValueError("weights must be contiguous float32 CPU tensors")
-
-
 def ghost_front(
     x: Tensor, weights: list[Tensor], stride: int, kernel_size: int = 3, band: int = 8
 ) -> tuple[Tensor, Tensor] | None:
@@ -489,8 +485,8 @@ def ghost_front(
         ``(z, sums)``: ``z`` ``(N, 2*M1, OH, OW)`` channels_last and its per-image channel sums
         ``(N, 2*M1)``; or ``None`` when the kernel is unavailable or the input does not fit.
     """
-    lib = load()
-    if lib is None or x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
+    lib = _lib_for(x)
+    if lib is None:
         return None
     n, cin, h, w = x.shape
     m1, k = weights[1].numel(), kernel_size
@@ -502,7 +498,7 @@ def ghost_front(
         return None
     oh, ow = ((h + 2 * (k // 2) - k) // 2 + 1, (w + 2 * (k // 2) - k) // 2 + 1) if stride == 2 else (h, w)
     macs = n * h * w * (cin * m1 + 9 * m1) + (n * oh * ow * 2 * m1 * k * k if stride == 2 else 0)
-    threads = torch.get_num_threads() if macs >= 4 * PARALLEL_MIN_MACS else 1
+    threads = _threads(macs, 4 * PARALLEL_MIN_MACS)
     z = torch.empty((n, 2 * m1, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
     sums = torch.empty((n, 2 * m1), dtype=x.dtype)
     per_thread = lib.ghostdet_ghost_front_scratch(n, w, m1, k, stride, band)
@@ -529,8 +525,8 @@ def ghost_back(z: Tensor, res: Tensor, weights: list[Tensor], band: int = 8) -> 
     Returns:
         The block's output, or ``None`` when the kernel is unavailable or the inputs do not fit.
     """
-    lib = load()
-    if lib is None or z.dtype != torch.float32 or z.device.type != "cpu" or z.dim() != 4:
+    lib = _lib_for(z)
+    if lib is None:
         return None
     n, c2, oh, ow = z.shape
     m2 = weights[1].numel()
@@ -540,7 +536,7 @@ def ghost_back(z: Tensor, res: Tensor, weights: list[Tensor], band: int = 8) -> 
     if _pixel_pitch(z) != c2 or res.shape != (n, 2 * m2, oh, ow) or _pixel_pitch(res) != 2 * m2:
         return None
     macs = n * oh * ow * (c2 * m2 + 9 * m2)
-    threads = torch.get_num_threads() if macs >= 4 * PARALLEL_MIN_MACS else 1
+    threads = _threads(macs, 4 * PARALLEL_MIN_MACS)
     y = torch.empty((n, 2 * m2, oh, ow), dtype=z.dtype, memory_format=torch.channels_last)
     scratch = torch.empty(threads * lib.ghostdet_ghost_back_scratch(ow, m2, band), dtype=z.dtype)
     rc = lib.ghostdet_ghost_back(
