@@ -132,6 +132,24 @@ static void ghost2_output(const float *P, int R, int W, int M2, const float *d2,
     dw3_s1(P, W + 2, M2, R, W, M2, d2, bd2, y + M2, W, C, res + M2, W, C, 0);
 }
 
+/* Task t of a kernel's band loop: image n, first row y0 and height R of the band, and whether
+ * this thread did the band just above (a full one: only an image's last band is short, and the
+ * band after it is in the next image), so the rows the two share may be moved instead of
+ * computed again. *prev is the task this thread did last (start it at -2). */
+typedef struct {
+    int n, y0, R, reuse;
+} band_task;
+
+static inline band_task next_band(int64_t t, int64_t per_img, int band, int rows, int64_t *prev) {
+    band_task bt;
+    bt.n = (int)(t / per_img);
+    bt.y0 = (int)(t % per_img) * band;
+    bt.R = bt.y0 + band < rows ? band : rows - bt.y0;
+    bt.reuse = t == *prev + 1 && bt.y0 > 0;
+    *prev = t;
+    return bt;
+}
+
 int ghostdet_ghost_block_abi(void) { return 3; }
 
 /* Floats of scratch one thread needs for bands of `band` rows. */
@@ -165,22 +183,18 @@ int ghostdet_ghost_block_s1(const float *x, float *y, int N, int H, int W, int C
 #pragma omp for schedule(static)
 #endif
         for (int64_t t = 0; t < total; t++) {
-            const int n = (int)(t / per_img), y0 = (int)(t % per_img) * band;
-            const int y1 = y0 + band < H ? y0 + band : H, R = y1 - y0;
+            const band_task bt = next_band(t, per_img, band, H, &prev);
+            const int n = bt.n, y0 = bt.y0, R = bt.R, reuse = bt.reuse;
             const float *xn = x + (int64_t)n * H * W * C;
             float *yn = y + (int64_t)n * H * W * C;
-            /* the band just above, done by this thread (a full band: only an image's last band is
-             * short, and the band after it is in the next image): its last 4 a rows and last 2 p
-             * rows are this band's first ones, moved instead of computed again (b and p rows
-             * r0.. are computed; b rows 0, 1 would only feed p rows 0, 1) */
-            const int reuse = t == prev + 1 && y0 > 0;
-            prev = t;
+            /* reuse: the band above's last 4 a rows and last 2 p rows are this band's first ones
+             * (b and p rows r0.. are computed; b rows 0, 1 would only feed p rows 0, 1) */
             if (reuse) {
                 memmove(A, A + (int64_t)band * Wp * M1, sizeof(float) * 4 * Wp * M1);
                 memmove(Pb, Pb + (int64_t)band * Wp * M2, sizeof(float) * 2 * Wp * M2);
             }
             const int r0 = reuse ? 2 : 0; /* first b and p row to compute (a: r0 + 2) */
-            /* a rows y0-2 .. y1+1 (zero outside the image); interior columns 1..W */
+            /* a rows y0-2 .. y0+R+1 (zero outside the image); interior columns 1..W */
             for (int r = reuse ? 4 : 0; r < R + 4; r++) {
                 const int iy = y0 - 2 + r;
                 float *row = A + (int64_t)r * Wp * M1;
@@ -190,10 +204,10 @@ int ghostdet_ghost_block_s1(const float *x, float *y, int N, int H, int W, int C
                 }
                 pointwise(xn + (int64_t)iy * W * C, C, C, NULL, 0, 0, w1t, b1, M1, row + M1, M1, W, 1);
             }
-            /* b rows y0-1 .. y1 from a; rows outside the image are not needed as b (p is zero) */
+            /* b rows y0-1 .. y0+R from a; rows outside the image are not needed as b (p is zero) */
             dw3_s1(A + (int64_t)r0 * Wp * M1, Wp, M1, R + 2 - r0, W, M1, d1, bd1, B + ((int64_t)r0 * Wp + 1) * M1,
                    Wp, M1, NULL, 0, 0, 1);
-            /* p rows y0-1 .. y1 (zero outside the image) */
+            /* p rows y0-1 .. y0+R (zero outside the image) */
             for (int r = r0; r < R + 2; r++) {
                 const int iy = y0 - 1 + r;
                 float *row = Pb + (int64_t)r * Wp * M2;
@@ -305,13 +319,10 @@ int ghostdet_ghost_block_s2(const float *x, const float *res, float *y, int N, i
 #pragma omp for schedule(static)
 #endif
         for (int64_t t = 0; t < total; t++) {
-            const int n = (int)(t / per_img), oy0 = (int)(t % per_img) * band;
-            const int oy1 = oy0 + band < OH ? oy0 + band : OH, R = oy1 - oy0;
-            /* z rows oy0-1 .. oy1 (Z row j = z row oy0-1+j). As in the stride-1 block, the (full)
-             * band just above done by this thread leaves its last K+4 AB rows and last 2 p rows
-             * (z rows 0, 1 would only feed p rows 0, 1) */
-            const int reuse = t == prev + 1 && oy0 > 0;
-            prev = t;
+            const band_task bt = next_band(t, per_img, band, OH, &prev);
+            const int n = bt.n, oy0 = bt.y0, R = bt.R, oy1 = oy0 + R, reuse = bt.reuse;
+            /* z rows oy0-1 .. oy1 (Z row j = z row oy0-1+j). reuse: the band above leaves its
+             * last K+4 AB rows and last 2 p rows (z rows 0, 1 would only feed p rows 0, 1) */
             if (reuse) {
                 memmove(AB, AB + (int64_t)2 * band * Wab * C2, sizeof(float) * (K + 4) * Wab * C2);
                 memmove(PB, PB + (int64_t)band * (OW + 2) * M2, sizeof(float) * 2 * (OW + 2) * M2);
@@ -365,14 +376,12 @@ int ghostdet_ghost_front(const float *x, float *z, float *sums, int N, int H, in
 #pragma omp for schedule(static)
 #endif
         for (int64_t t = 0; t < total; t++) {
-            const int n = (int)(t / per_img), y0 = (int)(t % per_img) * band;
-            const int y1 = y0 + band < OH ? y0 + band : OH, R = y1 - y0;
+            const band_task bt = next_band(t, per_img, band, OH, &prev);
+            const int n = bt.n, y0 = bt.y0, R = bt.R, reuse = bt.reuse;
             const float *xn = x + (int64_t)n * H * W * Cin;
             float *zb = z + ((int64_t)n * OH + y0) * OW * C2;
-            const int reuse = t == prev + 1 && y0 > 0;
-            prev = t;
             if (S == 1) {
-                /* a rows y0-1 .. y1 in buf (row r = image row y0-1+r, one zero pixel each side) */
+                /* a rows y0-1 .. y0+R in buf (row r = image row y0-1+r, one zero pixel each side) */
                 if (reuse) memmove(buf, buf + (int64_t)band * Wp * M1, sizeof(float) * 2 * Wp * M1);
                 for (int r = reuse ? 2 : 0; r < R + 2; r++) {
                     const int iy = y0 - 1 + r;
@@ -424,10 +433,8 @@ int ghostdet_ghost_back(const float *z, const float *res, float *y, int N, int O
 #pragma omp for schedule(static)
 #endif
         for (int64_t t = 0; t < total; t++) {
-            const int n = (int)(t / per_img), oy0 = (int)(t % per_img) * band;
-            const int oy1 = oy0 + band < OH ? oy0 + band : OH, R = oy1 - oy0;
-            const int reuse = t == prev + 1 && oy0 > 0;
-            prev = t;
+            const band_task bt = next_band(t, per_img, band, OH, &prev);
+            const int n = bt.n, oy0 = bt.y0, R = bt.R, oy1 = oy0 + R, reuse = bt.reuse;
             if (reuse) memmove(PB, PB + (int64_t)band * (OW + 2) * M2, sizeof(float) * 2 * (OW + 2) * M2);
             /* PB row j = p row oy0-1+j, inside the image for j in [jlo, jhi) */
             const int jlo = oy0 == 0 ? 1 : reuse ? 2 : 0, jhi = oy1 + 1 > OH ? R + 1 : R + 2;
