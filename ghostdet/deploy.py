@@ -383,37 +383,28 @@ class DeployGhostModule(nn.Module):
     def run(self, x: Tensor, fast: bool, residual: Tensor | None = None) -> Tensor:
         """``forward`` with oneDNN eligibility decided by the caller."""
         out = self.concat(x, fast)
-        if self.needs_slice:
-            out = out[:, : self.oup]
+        if self.needs_slice:  # a view of the first oup channels: the sum goes to a new tensor
             return out if residual is None else out + residual
         if residual is not None:
             out.add_(residual)
         return out
 
-    def concat(self, x: Tensor | None, fast: bool, p: Tensor | None = None) -> Tensor:
-        """``cat([p, cheap(p)], dim=1)`` with ``p = primary(x)`` (or the given ``p``).
+    def concat(self, x: Tensor, fast: bool) -> Tensor:
+        """The module's output ``cat([p, cheap(p)], dim=1)[:, :oup]`` with ``p = primary(x)``.
 
         On the fast path, when the primary conv runs as a GEMM (small maps) and the cheap op is
-        depthwise, both halves are written straight into one channels_last tensor instead: the
-        primary half by the GEMM, the cheap half by the native kernel. Otherwise the halves are
-        concatenated (on large maps, copying the primary half into a preallocated output and
-        writing the cheap half in place measured no faster than ``torch.cat``).
+        depthwise, both halves are written straight into one channels_last tensor instead
+        (:meth:`concat_parts` with one part): the primary half by the GEMM, the cheap half by
+        the native kernel. Otherwise the halves are concatenated (on large maps, copying the
+        primary half into a preallocated output and writing the cheap half in place measured no
+        faster than ``torch.cat``).
         """
         primary, cheap = self.primary_conv, self.cheap_operation
-        if (
-            p is not None
-            or x is None
-            or not (fast and cheap.is_native_dw and cheap.use_native and primary.gemm_fits(x))
-        ):
-            if p is None:
-                p = primary.apply_conv(x, fast)
-            return torch.cat([p, cheap.apply_conv(p, fast)], dim=1)
-        m, total = primary.weight.shape[0], primary.weight.shape[0] + cheap.weight.shape[0]
-        n, _, h, w = x.shape
-        y = torch.empty((n, total, h, w), dtype=x.dtype, memory_format=torch.channels_last)
-        p = primary.apply_conv(x, fast, out=y[:, :m])
-        cheap.apply_conv(p, fast, out=y[:, m:])
-        return y
+        if fast and cheap.is_native_dw and cheap.use_native and primary.gemm_fits(x):
+            return self.concat_parts([x], None, fast)
+        p = primary.apply_conv(x, fast)
+        out = torch.cat([p, cheap.apply_conv(p, fast)], dim=1)
+        return out[:, : self.oup] if self.needs_slice else out
 
     def concat_parts(self, parts: list[Tensor], scales: list[Tensor] | None, fast: bool) -> Tensor:
         """``concat`` for the input ``cat(parts, dim=1)``, each part optionally multiplied by
@@ -660,8 +651,6 @@ class DeployBottleneck(nn.Module):
             parts = [a, b]
         else:
             y = self.ghost1.concat(x, fast)
-            if self.ghost1.needs_slice:
-                y = y[:, : self.ghost1.oup]
             if self.conv_dw is not None:
                 y = self.conv_dw.apply_conv(y, fast)
             parts = [y]

@@ -166,9 +166,12 @@ def test_concat_parts_matches_module_on_scaled_concat(oup, ratio, relu, batch, s
         ref = module(x * gate[:, :, None, None] if scaled else x)
         got = fused.concat_parts([a, b], scales, fast=True)
         single = fused.concat_parts([x], None if gate is None else [gate], fast=True)
+        plain = fused(x)  # forward -> concat (in place on this small map), sliced to oup
     assert got.shape == ref.shape == (batch, oup, 9, 7)
     assert _rel_err(ref, got) < 1e-5
     assert _rel_err(ref, single) < 1e-5
+    with torch.inference_mode():
+        assert _rel_err(module(x), plain) < 1e-5
     with pytest.raises(ValueError, match="parts have 12 channels, the primary conv takes 20"):
         fused.concat_parts([a], None, fast=True)
 
