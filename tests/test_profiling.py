@@ -18,7 +18,6 @@ from ghostdet.profiling import (
     compare_backbones,
     count_macs,
     count_params,
-    fc_as_conv,
     format_markdown,
     input_shape,
     layer_macs,
@@ -29,6 +28,7 @@ from ghostdet.profiling import (
     thop_macs,
     write_csv,
 )
+from ghostdet.profiling.paper import fc_as_conv
 
 REPO = Path(__file__).resolve().parents[1]
 
