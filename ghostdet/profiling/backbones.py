@@ -78,6 +78,7 @@ def _mobilenet_fpn(name: str) -> nn.Module:
 
 
 # ---- Rows: name -> (label, builder). ------------------------------------------------------
+# The one table of row names; when the model registry exists, its entries can come from there.
 _CLASSIFIER_ROWS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
     "ghostnet_050": ("GhostNet 0.5x", partial(_ghostnet, 0.5)),
     "ghostnet_100": ("GhostNet 1.0x", partial(_ghostnet, 1.0)),

@@ -24,9 +24,9 @@ class ComparisonRow:
 
     ``macs_224``/``thop_macs_224`` are for the full model at ``cls_size``; ``det_macs`` and
     ``det_latency_ms`` are keyed by ``"HxW"`` and measure the trunk (see
-    :meth:`BackboneSpec.trunk`); for detection backbones ``det_body_macs`` holds the part of
-    ``det_macs`` spent in the body (the rest is the FPN). Latencies are medians in
-    milliseconds (``None`` if skipped).
+    :meth:`~ghostdet.profiling.backbones.BackboneSpec.trunk`); for detection backbones
+    ``det_body_macs`` holds the part of ``det_macs`` spent in the body (the rest is the FPN).
+    Latencies are medians in milliseconds (``None`` if skipped).
     """
 
     name: str
