@@ -51,7 +51,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -183,25 +182,23 @@ def interleaved(
     grad: bool = False,
     faults: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Median wall time (ms) of each callable; every repetition runs all of them in turn.
-    ``faults``, when given, receives each callable's mean minor page faults per call."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    minflt = dict.fromkeys(fns, 0)
-    ctx = torch.enable_grad if grad else torch.inference_mode
-    with ctx():
-        for _ in range(warmup):
-            for f in fns.values():
-                f()
-        for _ in range(reps):
-            for k, f in fns.items():
-                f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                t0 = time.perf_counter()
-                f()
-                times[k].append(time.perf_counter() - t0)
-                minflt[k] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    """Median wall time (ms) of each callable; every repetition runs all of them in turn, in
+    the same order (``ghostdet.profiling.time_interleaved`` without rotation), under
+    ``torch.inference_mode`` (``torch.enable_grad`` if ``grad``). ``faults``, when given,
+    receives each callable's mean minor page faults per call."""
+    from ghostdet.profiling import time_interleaved
+
+    timings = time_interleaved(
+        fns,
+        runs=reps,
+        warmup=warmup,
+        rotate=False,
+        context=torch.enable_grad if grad else torch.inference_mode,
+        count_faults=faults is not None,
+    )
     if faults is not None:
-        faults.update({k: v / reps for k, v in minflt.items()})
-    return {k: 1000 * statistics.median(v) for k, v in times.items()}
+        faults.update(timings.mean_faults())
+    return {k: 1000 * v for k, v in timings.medians().items()}
 
 
 def _print_times(

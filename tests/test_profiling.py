@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import importlib.util
+import statistics
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,6 @@ from ghostdet.profiling import (
     compare_backbones,
     count_macs,
     count_params,
-    fc_as_conv,
     format_markdown,
     input_shape,
     layer_macs,
@@ -27,8 +28,10 @@ from ghostdet.profiling import (
     profile,
     split_macs,
     thop_macs,
+    time_interleaved,
     write_csv,
 )
+from ghostdet.profiling.paper import fc_as_conv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -232,6 +235,44 @@ def test_measure_latency_contract() -> None:
         measure_latency({"a": a}, torch.zeros(1), threads=0)
     with pytest.raises(ValueError, match="no input"):
         measure_latency({"a": a}, {"b": torch.zeros(1)})
+
+
+def test_time_interleaved_keeps_every_sample_in_the_chosen_order() -> None:
+    seen: list[tuple[str, bool, bool]] = []
+
+    def spy(name: str):
+        return lambda: seen.append((name, torch.is_grad_enabled(), torch.is_inference_mode_enabled()))
+
+    fns = {n: spy(n) for n in "ab"}
+    timings = time_interleaved(fns, runs=3, warmup=1, rotate=False, context=torch.inference_mode)
+    assert [n for n, _, _ in seen] == list("ab") * 4  # warm-up included, never rotated
+    assert all(inference and not grad for _, grad, inference in seen)
+    assert {n: len(t) for n, t in timings.seconds.items()} == {"a": 3, "b": 3}
+    assert timings.medians() == {n: statistics.median(t) for n, t in timings.seconds.items()}
+    assert timings.minor_faults == {} and timings.mean_faults() == {}
+    seen.clear()
+    timings = time_interleaved(fns, runs=2, warmup=1, context=torch.enable_grad, count_faults=True)
+    assert [n for n, _, _ in seen] == list("abbaab") and all(grad for _, grad, _ in seen)
+    assert {n: len(f) for n, f in timings.minor_faults.items()} == {"a": 2, "b": 2}
+    assert timings.mean_faults() == {n: sum(f) / 2 for n, f in timings.minor_faults.items()}
+    assert time_interleaved({}, runs=1).seconds == {}
+    with pytest.raises(ValueError, match="warmup >= 0"):
+        time_interleaved(fns, warmup=-1)
+
+
+def test_only_the_paper_tables_import_ghostify() -> None:
+    """ghostify counts with ghostdet.profiling, so no module the package imports may import ghostify."""
+    imports: dict[str, set[str]] = {}
+    for path in (REPO / "ghostdet" / "profiling").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        for n in ast.walk(tree):
+            if isinstance(n, ast.ImportFrom) and n.module:
+                names |= {n.module} | {f"{n.module}.{a.name}" for a in n.names}
+        imports[path.stem] = names
+    assert {m for m, names in imports.items() if "ghostdet.ghostify" in names} == {"paper"}
+    paper = "ghostdet.profiling.paper"
+    assert not any(name == paper or name.startswith(paper + ".") for name in imports["__init__"])
 
 
 def test_compare_backbones_rows_and_outputs(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ghostdet.inference import ToolArgumentParser, one_line
-from ghostdet.profiling import format_paper_tables, paper_tables
+from ghostdet.profiling.paper import format_paper_tables, paper_tables
 
 
 def build_parser() -> ToolArgumentParser:
