@@ -236,7 +236,8 @@ def _crowd_only() -> dict:
 SPLIT_CASES = [
     ("train_without_images", {**_base(), "images": [], "annotations": []}, {}, "'images' list is empty"),
     ("drop_empty_leaves_nothing", _crowd_only(), {"drop_empty_train": True}, "drop_empty removed all 3"),
-    ("every_image_entry_invalid", {**_base(), "images": [{"id": 1}]}, {}, "all 1 image entries are invalid"),
+    ("every_image_entry_invalid", {**_base(), "images": [{"id": 1}]}, {},
+     "invalid: 1 malformed image entries, e.g. image ids 1 (file_name"),
 ]  # fmt: skip
 
 
@@ -354,6 +355,18 @@ def test_train_tool_bad_data_is_one_line_exit_2(tmp_path, capsys, case, train, e
     assert all(s in err for s in expected), err
     assert not (tmp_path / "run" / "checkpoint.pth").exists()
     assert {k: v for k, v in _hashes(tmp_path).items() if "/run/" not in k} == before
+
+
+def test_train_tool_refuses_empty_synthetic_split(tmp_path, capsys):
+    argv = [
+        "--config", str(REPO / "configs" / "retinanet_ghostnet_synthetic.yaml"), "--device", "cpu",
+        "--synthetic-root", str(tmp_path / "syn"), "--synthetic-num-train", "0",
+        "--output-dir", str(tmp_path / "run"),
+    ]  # fmt: skip
+    assert _load_tool("train_det")(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "num_train must be" in err
+    assert not (tmp_path / "syn").exists()
 
 
 def test_train_tool_subprocess_strict_error(tmp_path):

@@ -637,7 +637,7 @@ def _why_empty(report: DataReport) -> str:
         return "its 'images' list is empty"
     if report.dropped_empty:
         return f"drop_empty removed all {report.dropped_empty} images, none has a valid box"
-    return f"all {report.images} image entries are invalid; see the data summary"
+    return f"all {report.images} image entries are invalid: {report._line('malformed_image', detailed=False)}"
 
 
 def build_coco_datasets(
