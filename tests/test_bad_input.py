@@ -101,6 +101,8 @@ ENTRY_CASES = [
     ("bbox_not_a_list", {"bbox": "4 4 10 10"}, None, "malformed", "13 (bbox not 4 numbers)", True),
     ("category_id_string", {"category_id": "1"}, None, "malformed", "13 (category_id not an integer)", True),
     ("image_id_missing", {"image_id": _DEL}, None, "malformed", "13 (image_id not an integer)", False),
+    ("image_id_list", {"image_id": [3]}, None, "malformed", "13 (image_id not an integer)", False),
+    ("category_id_bool", {"category_id": True}, None, "malformed", "13 (category_id not an integer)", True),
     ("annotation_id_missing", {"id": _DEL}, None, "malformed", "#2 (id not an integer)", True),
     ("duplicate_annotation_id", {"id": 11}, None, "malformed", "11 (duplicate id)", True),
     ("area_string", {"area": "big"}, None, "malformed", "13 (area not a number)", True),

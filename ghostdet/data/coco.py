@@ -168,7 +168,7 @@ PROBLEMS: dict[str, tuple[str, str, str]] = {
     ),
     "crowd": ("annotation", "crowd annotations", "not trained on, kept for evaluation"),
     "tiny": ("annotation", "tiny boxes", "a side below min_box_size pixels after clipping"),
-    "lost_all_boxes": ("image", "images lost all their boxes", "kept as negatives"),
+    "lost_all_boxes": ("image", "images lost all their boxes", "kept as negatives unless drop_empty"),
 }
 #: Classes that are normal COCO content (or a consequence of other classes): counted, never an error.
 LENIENT_PROBLEMS = frozenset({"crowd", "tiny", "lost_all_boxes"})
@@ -332,7 +332,7 @@ def _validate(
     with_box: set[int] = set()
     for i, a in enumerate(data["annotations"]):
         reason = _annotation_problem(a, ann_ids)
-        if isinstance(a, dict) and a.get("image_id") in images:
+        if isinstance(a, dict) and _is_int(a.get("image_id")) and a["image_id"] in images:
             referenced.add(a["image_id"])
         if reason:
             report.add("malformed", _ref(a, i, reason))
