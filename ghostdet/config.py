@@ -122,6 +122,9 @@ class TrainConfig:
             ``data_path``). With none of the data fields set, the synthetic dataset is used.
         synthetic: the embedded dataset (:class:`SyntheticConfig`).
         drop_empty: drop train images without boxes.
+        strict_data: invalid annotation/image entries are an error instead of being skipped and
+            counted (crowd and tiny boxes are normal COCO content and never an error; see
+            :mod:`ghostdet.data.coco`).
         augment: training augmentation, fields of :class:`ghostdet.data.AugConfig`.
         aspect_ratio_group_factor: aspect-ratio groups per side of 1 for batching (0: no grouping).
         workers: DataLoader worker processes per training process.
@@ -173,6 +176,7 @@ class TrainConfig:
     val_ann: Optional[str] = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     drop_empty: bool = False
+    strict_data: bool = False
     augment: dict[str, Any] = field(default_factory=dict)
     aspect_ratio_group_factor: int = 3
     workers: int = 2

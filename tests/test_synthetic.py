@@ -66,7 +66,7 @@ def test_coco_json_is_valid_and_boxes_inside_images(tmp_path):
 def test_boxes_are_tight_around_coloured_shapes(tmp_path, monkeypatch):
     """On a plain grey background, a shape's saturated pixels fill its box and touch all its sides."""
     monkeypatch.setattr(synthetic, "_background", lambda rng, h, w: np.full((h, w, 3), 128.0, np.float32))
-    paths = make_synthetic_coco(tmp_path, num_train=12, num_val=0, image_size=128, seed=5, max_objects=1,
+    paths = make_synthetic_coco(tmp_path, num_train=12, num_val=1, image_size=128, seed=5, max_objects=1,
                                 empty_prob=0.0, object_size=(30, 60), jpeg_quality=100)  # fmt: skip
     data = json.loads(Path(paths["train_ann"]).read_text())
     for img, ann in zip(data["images"], data["annotations"]):

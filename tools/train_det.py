@@ -63,6 +63,7 @@ _KEYS = {
     "min_size": "min_size",
     "max_size": "max_size",
     "threads": "threads",
+    "strict_data": "strict_data",
     "synthetic_root": "synthetic.root",
     "synthetic_num_train": "synthetic.num_train",
     "synthetic_num_val": "synthetic.num_val",
@@ -101,6 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--synthetic-num-train", type=int, help="synthetic train images")
     d.add_argument("--synthetic-num-val", type=int, help="synthetic val images")
     d.add_argument("--synthetic-image-size", type=int, help="side of the synthetic images in pixels")
+    d.add_argument(
+        "--strict-data", action=argparse.BooleanOptionalAction,
+        help="invalid annotation/image entries are an error instead of being skipped and counted "
+        "(crowd and tiny boxes are always only counted)",
+    )  # fmt: skip
     d.add_argument("--workers", type=int, help="DataLoader worker processes per training process")
     m = p.add_argument_group("model")
     m.add_argument("--width", type=float, help="GhostNet width multiplier (paper detectors: 1.1)")

@@ -71,13 +71,20 @@ _OPTION_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _int(name: str, value: Any, low: int, why: str = "") -> int:
+    """``value`` as an int, or a ValueError naming ``name`` when it is not an integer >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}{why}, got {value!r}")
+    return int(value)
+
+
 def _hw(image_size: SizeLike) -> tuple[int, int]:
-    if isinstance(image_size, (int, np.integer)):
+    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
         h = w = int(image_size)
     else:
-        if len(image_size) != 2:
+        if not isinstance(image_size, Sequence) or len(image_size) != 2:
             raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
-        h, w = (int(v) for v in image_size)
+        h, w = (_int("image_size", v, 32) for v in image_size)
     if h < 32 or w < 32:
         raise ValueError(f"image_size must be at least 32x32, got {(h, w)}")
     return h, w
@@ -314,18 +321,23 @@ def _params(
     max_overlap_iou: float,
     jpeg_quality: int,
 ) -> dict[str, Any]:
+    empty = " (an empty split cannot be trained or evaluated)"
+    num_train, num_val = _int("num_train", num_train, 1, empty), _int("num_val", num_val, 1, empty)
     h, w = _hw(image_size)
-    if not 1 <= num_categories <= len(SHAPE_CATEGORIES):
+    seed = _int("seed", seed, 0)
+    if _int("num_categories", num_categories, 1) > len(SHAPE_CATEGORIES):
         raise ValueError(f"num_categories must be in 1..{len(SHAPE_CATEGORIES)}, got {num_categories}")
-    lo, hi = (int(v) for v in object_size)
-    if not 8 <= lo <= hi:
+    if not isinstance(object_size, Sequence) or len(object_size) != 2:
+        raise ValueError(f"object_size must be (min, max), got {object_size!r}")
+    lo, hi = (_int("object_size", v, 8) for v in object_size)
+    if lo > hi:
         raise ValueError(f"object_size must be (min, max) with 8 <= min <= max, got {object_size!r}")
-    if num_train < 0 or num_val < 0:
-        raise ValueError("num_train and num_val must be >= 0")
-    if max_objects < 1:
-        raise ValueError(f"max_objects must be >= 1, got {max_objects}")
-    if not 0.0 <= empty_prob <= 1.0:
-        raise ValueError(f"empty_prob must be in [0, 1], got {empty_prob}")
+    max_objects = _int("max_objects", max_objects, 1)
+    for name, p in (("empty_prob", empty_prob), ("max_overlap_iou", max_overlap_iou)):
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} must be a number in [0, 1], got {p!r}")
+    if not 1 <= _int("jpeg_quality", jpeg_quality, 1) <= 100:
+        raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality!r}")
     return {
         "format_version": _FORMAT_VERSION,
         "num_train": int(num_train),
@@ -359,8 +371,8 @@ def make_synthetic_coco(
 
     Args:
         root: output folder (created). Files already there with the same names are overwritten.
-        num_train: number of train images.
-        num_val: number of val images.
+        num_train: number of train images (at least 1).
+        num_val: number of val images (at least 1).
         image_size: ``S`` (square) or ``(H, W)`` in pixels, at least 32.
         seed: random seed; the same arguments produce byte-identical files.
         num_categories: how many shape classes, 1..6, taken in the order circle (id 1), square
@@ -376,6 +388,10 @@ def make_synthetic_coco(
     Returns:
         dict with ``root``, ``train_images``, ``train_ann``, ``val_images``, ``val_ann`` and
         ``manifest`` (string paths).
+
+    Raises:
+        ValueError: an argument of the wrong type or out of range (an empty split, a negative
+            size or seed, a probability outside [0, 1]); the message names it. Nothing is written.
     """
     params = _params(
         num_train, num_val, image_size, seed, num_categories, object_size, max_objects, empty_prob,

@@ -183,6 +183,8 @@ def build_datasets(cfg: TrainConfig, info: DistInfo | None = None, log: RunLogge
 
     Raises:
         FileNotFoundError / ValueError: missing paths (the message names the expected layout).
+        ghostdet.data.DataError: a malformed annotation file, invalid entries with
+            ``cfg.strict_data``, or a split without images.
     """
     from ghostdet.data import build_coco_datasets, build_transforms
 
@@ -199,12 +201,15 @@ def build_datasets(cfg: TrainConfig, info: DistInfo | None = None, log: RunLogge
             "val_images": cfg.val_images,
             "val_ann": cfg.val_ann,
         }
-    return build_coco_datasets(
+    train_ds, val_ds = build_coco_datasets(
         **paths,
         train_transforms=build_transforms(True, cfg.augment, seed=cfg.seed + info.rank),
         val_transforms=build_transforms(False),
         drop_empty_train=cfg.drop_empty,
+        strict=cfg.strict_data,
     )
+    log(f"{train_ds.report.summary()}\n{val_ds.report.summary()}")  # what was skipped, by class
+    return train_ds, val_ds
 
 
 class _Loader:
@@ -314,6 +319,7 @@ def train_one_epoch(
 
     Raises:
         NonFiniteLossError: a NaN/inf loss (the message names the batch's image ids on every rank).
+        ghostdet.data.DataError: the epoch had no usable batch (every image unreadable).
     """
     model.train()
     sums: dict[str, float] = {}
@@ -364,6 +370,14 @@ def train_one_epoch(
                     writer.add_scalar(f"train/{k}", float(v), step)
                 writer.add_scalar("train/loss", loss_value, step)
                 writer.add_scalar("train/lr", lr, step)
+    if n_iters == 0:
+        from ghostdet.data import DataError
+
+        skipped = int(getattr(loader, "skipped", 0))
+        raise DataError(
+            f"epoch {epoch} had no usable batch: every image of its {len(loader)} batch(es) was "
+            f"unreadable ({skipped} skipped; the warnings above name them); fix or remove those images"
+        )
     seconds = time.perf_counter() - start
     out = {k: v / max(1, n_iters) for k, v in sums.items()}
     out.update(
