@@ -160,11 +160,17 @@ def test_imagenet_unpublished_width_is_a_value_error() -> None:
         ghostnetv2(width=0.5, weights="imagenet")
 
 
-def test_imagenet_offline_error_names_url_and_local_file(monkeypatch: pytest.MonkeyPatch) -> None:
+def go_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every download fail as it does without a network."""
+
     def offline(url: str, dst: str, progress: bool = True) -> None:
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+
+
+def test_imagenet_offline_error_names_url_and_local_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    go_offline(monkeypatch)
     with pytest.raises(RuntimeError) as e:
         ghostnetv2(width=1.6, weights="imagenet", progress=False)
     msg = str(e.value)
@@ -193,7 +199,11 @@ def test_stage_taps_follow_the_stride_column() -> None:
         stages[-1].append(i)
     assert GHOSTNETV2_CFG is GHOSTNET_CFG
     assert {s + 1: tuple(b) for s, b in enumerate(stages)} == STAGE_BLOCKS
-    net = GhostNetV2(width=1.0).eval()
+    check_stage_features(GhostNetV2(width=1.0).eval())
+
+
+def check_stage_features(net: nn.Module) -> None:
+    """GhostNetFeatures takes V1's stage taps from ``net``: strides 8/16/32, 40/112/160 channels."""
     assert net.stage_channels == [16, 24, 24, 40, 40, 80, 112, 160, 160]
     body = GhostNetFeatures(net, (3, 4, 5))
     with torch.no_grad():
