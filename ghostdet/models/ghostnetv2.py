@@ -10,6 +10,7 @@ V1's. Module and parameter names follow the authors' checkpoints and timm's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from os import PathLike
 
 from torch import Tensor
@@ -88,7 +89,7 @@ class GhostNetV2(GhostNet):
 
     def __init__(
         self,
-        cfgs: list[list[tuple[int, int, int, float, int]]] = GHOSTNETV2_CFG,
+        cfgs: Sequence[Sequence[tuple[int, int, int, float, int]]] = GHOSTNETV2_CFG,
         num_classes: int = 1000,
         width: float = 1.0,
         dropout: float = 0.2,

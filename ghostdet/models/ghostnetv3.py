@@ -307,7 +307,7 @@ class GhostNetV3(GhostNet):
 
     def __init__(
         self,
-        cfgs: list[list[tuple[int, int, int, float, int]]] = GHOSTNETV3_CFG,
+        cfgs: Sequence[Sequence[tuple[int, int, int, float, int]]] = GHOSTNETV3_CFG,
         num_classes: int = 1000,
         width: float = 1.0,
         dropout: float = 0.2,
