@@ -147,6 +147,16 @@ def test_release_names_are_mapped(tmp_path: Path) -> None:
         assert torch.equal(got[k], v), k
 
 
+def test_safetensors_file_loads(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    ref = timm_model(0.5).state_dict()
+    save_file({k: v.contiguous() for k, v in ref.items()}, str(tmp_path / "v3.safetensors"))
+    got = ghostnetv3(width=0.5, weights=tmp_path / "v3.safetensors").state_dict()
+    for k, v in ref.items():
+        assert torch.equal(got[k], v), k
+
+
 def test_wrong_width_is_refused_with_key_list(tmp_path: Path) -> None:
     path = tmp_path / "v3_050.pth"
     torch.save(timm_model(0.5).state_dict(), path)

@@ -212,9 +212,9 @@ class GhostModuleV3(nn.Module):
             fuse_branches(self.cheap_rpr_conv, self.cheap_rpr_scale, self.cheap_rpr_skip),
             self.cheap_activation,
         )
-        for name in ("primary_rpr_conv", "primary_activation", "cheap_rpr_skip", "cheap_rpr_conv"):
-            delattr(self, name)
-        del self.cheap_rpr_scale, self.cheap_activation
+        # The activations now live in the Sequentials; the branches are gone.
+        del self.primary_rpr_conv, self.primary_activation
+        del self.cheap_rpr_conv, self.cheap_rpr_scale, self.cheap_rpr_skip, self.cheap_activation
         self.reparameterized = True
 
 
