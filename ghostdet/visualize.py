@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
-from ghostdet.inference import ToolError, load_detector, read_image, resolve_device
+from ghostdet.cli import ToolError, resolve_device
+from ghostdet.inference import load_detector, read_image
 from ghostdet.models import GhostModule, get_model, list_models
 
 __all__ = [
@@ -317,7 +318,7 @@ def run_visualize(
         net = load_detector(checkpoint, device=dev).model
         prepare = None
     else:
-        if model not in [m for m in list_models() if m.startswith("ghostnet_")]:
+        if model not in [m for m in list_models("classifier") if m.startswith("ghostnet_")]:
             raise ToolError(f"--model must be one of ghostnet_050/100/110/130, got {model!r}")
         kw: dict[str, Any] = {"width": width} if width is not None else {}
         try:

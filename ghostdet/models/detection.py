@@ -143,10 +143,11 @@ def ghostnet_fpn_backbone(
         width: width multiplier of the trunk.
         weights: ImageNet weights for the trunk: ``"imagenet"``, a URL or a local file. The
             classifier head is not loaded (and not built into the backbone).
-        trainable_layers: number of stages (1-5, counted from the top, stage 1 includes the
-            stem) left trainable. Defaults to 3 with ``weights`` and 5 (all) without.
-        returned_layers: stages feeding the FPN, from 1-5 (strides 2, 4, 8, 16, 32).
-            Default ``[3, 4, 5]``: strides 8/16/32 (40/112/160 channels at width 1.0).
+        trainable_layers: number of stages (GhostNet: 1-5, counted from the top, stage 1 includes
+            the stem) left trainable. Defaults to 3 with ``weights`` and all without.
+        returned_layers: stages feeding the FPN (GhostNet: 1-5 for strides 2, 4, 8, 16, 32).
+            Default: the last three, for GhostNet ``[3, 4, 5]``: strides 8/16/32 (40/112/160
+            channels at width 1.0).
         extra_blocks: extra FPN levels; default ``LastLevelMaxPool``.
         norm_layer: normalisation of the trunk: ``nn.BatchNorm2d`` or ``FrozenBatchNorm2d``.
             Defaults to FrozenBatchNorm2d with ``weights`` and BatchNorm2d without.
@@ -157,7 +158,7 @@ def ghostnet_fpn_backbone(
     fam = get_family(family)
     num_stages = fam.num_stages
     if returned_layers is None:
-        returned_layers = DEFAULT_RETURNED_LAYERS
+        returned_layers = range(max(1, num_stages - 2), num_stages + 1)
     returned_layers = list(returned_layers)
     if not returned_layers or any(s not in fam.stage_blocks for s in returned_layers):
         raise ValueError(
@@ -340,7 +341,7 @@ def retinanet_ghostnet_fpn(
     backbone: str = "ghostnet",
     **kwargs: Any,
 ) -> RetinaNet:
-    """RetinaNet with a GhostNet-FPN backbone: P3-P5 from the trunk, P6/P7 from P5.
+    """RetinaNet with a GhostNet-FPN backbone: P3-P5 (the trunk's last three stages), P6/P7 from P5.
 
     Anchors: sizes 32-512 (one per level) x 3 octave scales x 3 aspect ratios.
 
@@ -374,7 +375,6 @@ def retinanet_ghostnet_fpn(
         width,
         weights_backbone,
         trainable_backbone_layers,
-        returned_layers=(3, 4, 5),
         extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels),
         progress=progress,
         out_channels=fpn_channels,
