@@ -3,7 +3,8 @@
 :func:`load_detector` builds a detector from a checkpoint written by ``tools/train_det.py``
 (which records the builder name, width, number of classes and category mapping) or from a
 builder name plus a weights file. :func:`predict_images` runs it over images, folders or globs,
-saves copies with the detections drawn and writes the detections as JSON.
+saves copies with the detections drawn (:mod:`ghostdet.drawing`) and writes the detections as
+JSON. The tools' shared flags and error handling are in :mod:`ghostdet.cli`.
 """
 
 from __future__ import annotations
