@@ -28,6 +28,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from ghostdet.models.registry import detector_aliases
+
 __all__ = [
     "CONFIG_DIR",
     "DETECTORS",
@@ -43,12 +45,8 @@ __all__ = [
 #: The recipes shipped with the repository.
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
-#: ``--detector`` choices -> torchvision-style builder names in :mod:`ghostdet.models`.
-DETECTORS: dict[str, str] = {
-    "fasterrcnn": "fasterrcnn_ghostnet_fpn",
-    "fasterrcnn_320": "fasterrcnn_ghostnet_320_fpn",
-    "retinanet": "retinanet_ghostnet_fpn",
-}
+#: ``--detector`` choices -> torchvision-style builder names: the detector aliases of the registry.
+DETECTORS: dict[str, str] = detector_aliases()
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("multistep", "cosine")

@@ -23,7 +23,10 @@ from torch import Tensor, nn
 from ghostdet.deploy import fuse, is_fused
 
 __all__ = [
+    "TRUNK_KINDS",
     "ExportError",
+    "build_for_export",
+    "export_names",
     "export_onnx",
     "load_image",
     "match_detections",
@@ -327,39 +330,53 @@ def calibrate_bn(model: nn.Module, image: Tensor, steps: int = 3) -> nn.Module:
     return model.eval()
 
 
-def build_for_export(name: str, weights: str | None, width: float, num_classes: int | None) -> nn.Module:
-    """Build ``classifier``, ``backbone``, ``fasterrcnn_320``, ``fasterrcnn`` or ``retinanet`` (eval mode).
+#: The export tool's names of the two trunk exports; the detectors go by their registry aliases.
+TRUNK_KINDS = ("classifier", "backbone")
+
+
+def export_names() -> tuple[str, ...]:
+    """What ``tools/export_onnx.py --model`` accepts: the trunk kinds, then the detector aliases."""
+    from ghostdet.models.registry import detector_aliases
+
+    return (*TRUNK_KINDS, *detector_aliases())
+
+
+def build_for_export(
+    name: str, weights: str | None, width: float, num_classes: int | None, family: str = "ghostnet"
+) -> nn.Module:
+    """Build ``classifier``, ``backbone`` or a detector (alias or registered name), in eval mode.
 
     Detectors without ``weights`` get :func:`randomize_heads` so that verification is meaningful.
+
+    Args:
+        name: one of :func:`export_names` or a registered detector name.
+        weights: weights for the builder (``None``: random).
+        width: width multiplier of the trunk.
+        num_classes: classes (``None``: builder default / checkpoint).
+        family: backbone family of ``classifier`` and ``backbone`` (its classifier is registered
+            as ``<family>``, its FPN backbone as ``<family>_fpn``).
     """
-    model = _build(name, weights, width, num_classes)
+    model = _build(name, weights, width, num_classes, family)
     return model if weights is not None else randomize_heads(model)
 
 
-def _build(name: str, weights: str | None, width: float, num_classes: int | None) -> nn.Module:
-    from ghostdet.models import (
-        fasterrcnn_ghostnet_320_fpn,
-        fasterrcnn_ghostnet_fpn,
-        ghostnet,
-        ghostnet_fpn_backbone,
-        retinanet_ghostnet_fpn,
-    )
+def _build(name: str, weights: str | None, width: float, num_classes: int | None, family: str) -> nn.Module:
+    from ghostdet.models.registry import get_model, model_entry
 
     if name == "classifier":
-        return ghostnet(width, num_classes=num_classes or 1000, weights=weights).eval()
+        return get_model(family, width=width, num_classes=num_classes or 1000, weights=weights).eval()
     if name == "backbone":
-        return ghostnet_fpn_backbone(width, weights=weights).eval()
-    builders = {
-        "fasterrcnn_320": fasterrcnn_ghostnet_320_fpn,
-        "fasterrcnn": fasterrcnn_ghostnet_fpn,
-        "retinanet": retinanet_ghostnet_fpn,
-    }
-    if name not in builders:
-        raise ValueError(f"unknown model {name!r}; choose from classifier, backbone, {', '.join(builders)}")
+        return get_model(f"{family}_fpn", width=width, weights=weights).eval()
+    try:
+        entry = model_entry(name)
+    except ValueError:
+        entry = None
+    if entry is None or entry.kind != "detector":
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(export_names())}")
     kw: dict[str, Any] = {"weights": weights, "num_classes": num_classes}
     if weights is None:
         kw["width"] = width
-    return builders[name](**kw).eval()
+    return entry.build(**kw).eval()
 
 
 def export_models(

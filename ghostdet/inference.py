@@ -3,12 +3,12 @@
 :func:`load_detector` builds a detector from a checkpoint written by ``tools/train_det.py``
 (which records the builder name, width, number of classes and category mapping) or from a
 builder name plus a weights file. :func:`predict_images` runs it over images, folders or globs,
-saves copies with the detections drawn and writes the detections as JSON.
+saves copies with the detections drawn (:mod:`ghostdet.drawing`) and writes the detections as
+JSON. The tools' shared flags and error handling are in :mod:`ghostdet.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import math
@@ -18,143 +18,30 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor, nn
 
-from ghostdet.models import get_model, list_models
+from ghostdet.cli import ToolError, one_line, resolve_detector_name, resolve_device
+from ghostdet.drawing import draw_detections
+from ghostdet.models import get_model, model_entry
 from ghostdet.models.weights import WeightsMismatchError, clean_state_dict, load_strict
 
 __all__ = [
-    "DETECTOR_ALIASES",
     "IMAGE_EXTENSIONS",
     "LoadedDetector",
-    "ToolArgumentParser",
-    "ToolError",
     "collect_images",
-    "add_detector_args",
     "configure_postprocess",
-    "detector_kwargs",
-    "draw_detections",
     "load_detector",
     "model_num_classes",
-    "one_line",
     "predict_images",
     "read_image",
-    "resolve_detector_name",
-    "resolve_device",
     "run_infer",
 ]
 
-DETECTOR_ALIASES: dict[str, str] = {
-    "fasterrcnn": "fasterrcnn_ghostnet_fpn",
-    "fasterrcnn_320": "fasterrcnn_ghostnet_320_fpn",
-    "retinanet": "retinanet_ghostnet_fpn",
-}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-class ToolError(Exception):
-    """A user-facing error (bad path, wrong checkpoint, bad flag): the tools print it as one line."""
-
-
-class ToolArgumentParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line (``prog: error: message (see --help)``)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-DETECTOR_ARG_NAMES = (
-    "checkpoint",
-    "model",
-    "weights",
-    "width",
-    "num_classes",
-    "min_size",
-    "max_size",
-    "device",
-    "threads",
-)
-
-
-def add_detector_args(parser: argparse.ArgumentParser | Any) -> None:
-    """Add the flags that choose and place a detector (shared by the eval and infer tools).
-
-    ``--checkpoint``, ``--model``, ``--weights``, ``--width``, ``--num-classes``, ``--min-size``,
-    ``--max-size``, ``--device``, ``--threads``; :func:`detector_kwargs` turns them into keyword
-    arguments for :func:`load_detector`-based entry points.
-    """
-    parser.add_argument(
-        "--checkpoint",
-        help="checkpoint written by tools/train_det.py (carries detector, width, num_classes, class names "
-        "and category mapping)",
-    )
-    parser.add_argument(
-        "--model",
-        help="detector builder for --weights: fasterrcnn, fasterrcnn_320, retinanet or a full name "
-        "(fasterrcnn_ghostnet_fpn, ...); with --checkpoint it must match the checkpoint",
-    )
-    parser.add_argument(
-        "--weights", help="weights file for --model (state dict, or a dict with it under 'model')"
-    )
-    parser.add_argument("--width", type=float, default=None, help="GhostNet width of --model (default 1.0)")
-    parser.add_argument(
-        "--num-classes",
-        type=int,
-        default=None,
-        help="classes incl. background of --model (default: from weights)",
-    )
-    parser.add_argument("--min-size", type=int, default=None, help="override the detector's resize min size")
-    parser.add_argument("--max-size", type=int, default=None, help="override the detector's resize max size")
-    parser.add_argument(
-        "--device",
-        default="auto",
-        help="cpu, cuda, cuda:N or auto = cuda when available (default %(default)s)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="CPU threads per process; 0 keeps torch's default (default %(default)s; 1 suits a busy machine)",
-    )
-
-
-def detector_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The :func:`add_detector_args` values of ``args`` as keyword arguments."""
-    return {k: getattr(args, k) for k in DETECTOR_ARG_NAMES}
-
-
-def one_line(err: BaseException) -> str:
-    """A single-line, bounded description of ``err`` for tool error messages."""
-    text = "; ".join(s.strip() for s in str(err).splitlines() if s.strip()) or type(err).__name__
-    return text if len(text) <= 400 else text[:397] + "..."
-
-
-def resolve_detector_name(name: str) -> str:
-    """Builder name of a CLI alias (``fasterrcnn``, ``fasterrcnn_320``, ``retinanet``) or builder name."""
-    full = DETECTOR_ALIASES.get(name, name)
-    detectors = [m for m in list_models() if "_fpn" in m]
-    if full not in detectors:
-        raise ToolError(
-            f"unknown detector {name!r}; choose from {', '.join([*DETECTOR_ALIASES, *detectors])}"
-        )
-    return full
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``None``/``"auto"`` -> cuda if available else cpu; otherwise checked ``torch.device(device)``."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ToolError(f"bad --device {device!r}: {one_line(e)}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ToolError(f"--device {device} requested but CUDA is not available")
-    return dev
 
 
 @dataclass
@@ -310,15 +197,12 @@ def load_detector(
     return LoadedDetector(model, name, label_to_cat_id, names, str(path), meta)
 
 
-_CLASS_KEYS = ("roi_heads.box_predictor.cls_score.weight", "head.classification_head.cls_logits.weight")
-
-
 def _num_classes_from_state(
     name: str, state: Mapping[str, Tensor], width: float, kwargs: dict[str, Any]
 ) -> int:
     """Classes (incl. background) of a detector state dict, from its classification layer."""
     probe = get_model(name, width=width, **kwargs)
-    key = next((k for k in _CLASS_KEYS if k in probe.state_dict()), None)
+    key = model_entry(name).class_key
     if key is None or key not in state:
         raise KeyError(f"no '{key}' entry: not a checkpoint of this detector")
     anchors = probe.anchor_generator.num_anchors_per_location()[0] if key.startswith("head.") else 1
@@ -401,71 +285,6 @@ def collect_images(inputs: Iterable[str | PathLike]) -> list[Path]:
             raise ToolError(f"no image files in {item}")
         out.extend(found)
     return list(dict.fromkeys(out))
-
-
-def _font_path() -> str | None:
-    try:
-        from matplotlib import font_manager
-
-        return font_manager.findfont("DejaVu Sans", fallback_to_default=False)
-    except Exception:
-        return None
-
-
-_PALETTE = [
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40),
-]  # fmt: skip
-
-
-def _text_colour(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Black on light label backgrounds, white on dark ones."""
-    luma = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
-    return (0, 0, 0) if luma > 140 else (255, 255, 255)
-
-
-def draw_detections(
-    image: Tensor,
-    boxes: Tensor,
-    labels: Sequence[int],
-    scores: Sequence[float],
-    names: Mapping[int, str] | None = None,
-) -> Tensor:
-    """Draw boxes with ``name score`` captions (torchvision's ``draw_bounding_boxes``).
-
-    Args:
-        image: float image (C, H, W) in [0, 1] or uint8.
-        boxes: (N, 4) xyxy pixels.
-        labels: model label of each box (its colour and, via ``names``, its caption).
-        scores: score of each box.
-        names: label -> class name.
-
-    Returns:
-        uint8 image tensor (3, H, W).
-    """
-    from torchvision.utils import draw_bounding_boxes
-
-    img = image if image.dtype == torch.uint8 else (image.clamp(0, 1) * 255).round().to(torch.uint8)
-    if len(boxes) == 0:
-        return img
-    names = names or {}
-    captions = [f"{names.get(int(lbl), str(int(lbl)))} {float(s):.2f}" for lbl, s in zip(labels, scores)]
-    colors = [_PALETTE[int(lbl) % len(_PALETTE)] for lbl in labels]
-    font = _font_path()
-    line = max(2, round(min(img.shape[1:]) / 250))
-    font_size = max(10, round(min(img.shape[1:]) / 30))
-    return draw_bounding_boxes(
-        img,
-        boxes.float(),
-        labels=captions,
-        colors=colors,
-        width=line,
-        font=font,
-        font_size=font_size if font else None,
-        label_colors=[_text_colour(c) for c in colors],
-        label_background_colors=colors,
-        fill_labels=True,
-    )
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
-from ghostdet.inference import ToolError, load_detector, read_image, resolve_device
-from ghostdet.models import GhostModule, get_model, list_models
+from ghostdet.cli import ToolError, resolve_device
+from ghostdet.inference import load_detector, read_image
+from ghostdet.models import GhostModule, get_model, list_models, model_entry
 
 __all__ = [
     "GhostMaps",
@@ -317,8 +318,9 @@ def run_visualize(
         net = load_detector(checkpoint, device=dev).model
         prepare = None
     else:
-        if model not in [m for m in list_models() if m.startswith("ghostnet_")]:
-            raise ToolError(f"--model must be one of ghostnet_050/100/110/130, got {model!r}")
+        choices = [m for m in list_models("classifier") if model_entry(m).family is not None]
+        if model not in choices:
+            raise ToolError(f"--model must be one of {', '.join(choices)}, got {model!r}")
         kw: dict[str, Any] = {"width": width} if width is not None else {}
         try:
             net = get_model(model, weights=weights, progress=False, **kw)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ghostdet.inference import ToolError
+from ghostdet.cli import ToolError
 from ghostdet.models import GhostModule, get_model
 from ghostdet.visualize import capture_ghost_maps, ghost_cosine, list_ghost_modules, resolve_module_name
 

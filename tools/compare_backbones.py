@@ -19,9 +19,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ghostdet.inference import ToolArgumentParser, one_line
+from ghostdet.cli import ToolArgumentParser, one_line
 from ghostdet.profiling import (
     BACKBONES,
     DETECTION_BACKBONES,

@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from ghostdet.cli import ToolArgumentParser, ToolError, add_detector_args, detector_kwargs
 from ghostdet.evaluation.evaluate import run_eval
-from ghostdet.inference import ToolArgumentParser, ToolError, add_detector_args, detector_kwargs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

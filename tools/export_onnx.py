@@ -12,9 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-MODELS = ("classifier", "backbone", "fasterrcnn_320", "fasterrcnn", "retinanet")
+from ghostdet.export import export_names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -22,7 +20,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model",
         default="all",
-        choices=(*MODELS, "all"),
+        choices=(*export_names(), "all"),
         help="what to export: GhostNet classifier, GhostNet-FPN backbone, one of the detectors, "
         "or all of them (default: %(default)s)",
     )
@@ -73,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         for line in export_models(
-            models=MODELS if args.model == "all" else (args.model,),
+            models=export_names() if args.model == "all" else (args.model,),
             out=args.out,
             out_dir=args.out_dir,
             weights=args.weights,

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ghostdet.inference import ToolArgumentParser, ToolError, add_detector_args, detector_kwargs, run_infer
+from ghostdet.cli import ToolArgumentParser, ToolError, add_detector_args, detector_kwargs
+from ghostdet.inference import run_infer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ghostdet.inference import ToolArgumentParser, one_line
+from ghostdet.cli import ToolArgumentParser, one_line
 from ghostdet.profiling.paper import format_paper_tables, paper_tables
 
 

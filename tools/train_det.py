@@ -25,12 +25,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import yaml
 
+from ghostdet.cli import ToolArgumentParser, one_line
 from ghostdet.config import DETECTORS, ConfigError, default_config_path, load_config
-from ghostdet.inference import ToolArgumentParser, one_line
 
 S = argparse.SUPPRESS
 

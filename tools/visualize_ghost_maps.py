@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ghostdet.inference import ToolArgumentParser, ToolError
+from ghostdet.cli import ToolArgumentParser, ToolError
 from ghostdet.visualize import run_visualize
 
 

@@ -1,13 +1,12 @@
-"""GhostNet classifiers, GhostNet-FPN detectors and a small name lookup."""
+"""GhostNet classifiers, GhostNet-FPN detectors, CIFAR baselines and the model registry.
+
+Importing this package imports every model module, which registers its builders (see
+:mod:`ghostdet.models.registry`) and its backbone family (see :mod:`ghostdet.models.family`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-from typing import Any
-
-from torch import nn
-
+from ghostdet.models.cifar import resnet56_cifar, vgg16_cifar
 from ghostdet.models.detection import (
     GhostNetFeatures,
     GhostNetFPN,
@@ -16,8 +15,17 @@ from ghostdet.models.detection import (
     ghostnet_fpn_backbone,
     retinanet_ghostnet_fpn,
 )
+from ghostdet.models.family import (
+    BackboneFamily,
+    PretrainedWeights,
+    get_family,
+    list_families,
+    register_family,
+)
 from ghostdet.models.ghostnet import (
+    GHOSTNET,
     GHOSTNET_CFG,
+    IMAGENET_URLS,
     ConvBnAct,
     GhostBottleneck,
     GhostModule,
@@ -26,54 +34,37 @@ from ghostdet.models.ghostnet import (
     ghostnet,
     make_divisible,
 )
-from ghostdet.models.weights import IMAGENET_URLS, WeightsMismatchError
+from ghostdet.models.registry import ModelEntry, get_model, list_models, model_entry, register_model
+from ghostdet.models.weights import WeightsMismatchError
 
 __all__ = [
+    "GHOSTNET",
     "GHOSTNET_CFG",
     "IMAGENET_URLS",
+    "BackboneFamily",
     "ConvBnAct",
     "GhostBottleneck",
     "GhostModule",
     "GhostNet",
     "GhostNetFPN",
     "GhostNetFeatures",
+    "ModelEntry",
+    "PretrainedWeights",
     "SqueezeExcite",
     "WeightsMismatchError",
     "fasterrcnn_ghostnet_320_fpn",
     "fasterrcnn_ghostnet_fpn",
+    "get_family",
     "get_model",
     "ghostnet",
     "ghostnet_fpn_backbone",
+    "list_families",
     "list_models",
     "make_divisible",
+    "model_entry",
+    "register_family",
+    "register_model",
+    "resnet56_cifar",
     "retinanet_ghostnet_fpn",
+    "vgg16_cifar",
 ]
-
-_MODELS: dict[str, Callable[..., nn.Module]] = {
-    "ghostnet_050": partial(ghostnet, width=0.5),
-    "ghostnet_100": partial(ghostnet, width=1.0),
-    "ghostnet_110": partial(ghostnet, width=1.1),
-    "ghostnet_130": partial(ghostnet, width=1.3),
-    "fasterrcnn_ghostnet_fpn": fasterrcnn_ghostnet_fpn,
-    "fasterrcnn_ghostnet_320_fpn": fasterrcnn_ghostnet_320_fpn,
-    "retinanet_ghostnet_fpn": retinanet_ghostnet_fpn,
-}
-
-
-def list_models() -> list[str]:
-    """Names accepted by :func:`get_model`, sorted."""
-    return sorted(_MODELS)
-
-
-def get_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a model by name.
-
-    Args:
-        name: one of :func:`list_models`.
-        **kwargs: passed to the builder (e.g. ``weights``, ``num_classes``, ``width``).
-    """
-    try:
-        builder = _MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
-    return builder(**kwargs)

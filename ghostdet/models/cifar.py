@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ghostdet.models.registry import register_model
+
 __all__ = ["VGG16_CIFAR_CFG", "BasicBlock", "CifarResNet", "CifarVGG", "resnet56_cifar", "vgg16_cifar"]
 
 # Output channels of each 3x3 conv; "M" is a 2x2 max pool. The last pool is an average pool
@@ -172,6 +174,7 @@ class CifarResNet(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
+@register_model("vgg16_cifar", kind="classifier")
 def vgg16_cifar(num_classes: int = 10) -> CifarVGG:
     """CIFAR VGG-16 of the paper's Sec. 4.1 (15.0M params, 313M MACs at 32x32).
 
@@ -181,6 +184,7 @@ def vgg16_cifar(num_classes: int = 10) -> CifarVGG:
     return CifarVGG(VGG16_CIFAR_CFG, num_classes=num_classes, hidden=512)
 
 
+@register_model("resnet56_cifar", kind="classifier")
 def resnet56_cifar(num_classes: int = 10, shortcut: str = "A") -> CifarResNet:
     """CIFAR ResNet-56 of the paper's Sec. 4.1 (0.85M params, 125.5M MACs at 32x32).
 

@@ -1,4 +1,5 @@
-"""GhostNet-FPN backbones and torchvision Faster R-CNN / RetinaNet builders."""
+"""FPN backbones on any backbone family (GhostNet by default) and torchvision Faster R-CNN /
+RetinaNet builders on them."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from torchvision.ops.feature_pyramid_network import (
     LastLevelP6P7,
 )
 
-from ghostdet.models.ghostnet import GHOSTNET_CFG, STAGE_BLOCKS, STAGE_STRIDES, GhostNet
+from ghostdet.models.family import BackboneFamily, get_family
+from ghostdet.models.registry import register_model
 from ghostdet.models.weights import load_ghostnet_weights, load_state_dict_file, load_strict, resolve_weights
 
 __all__ = [
@@ -30,36 +32,47 @@ __all__ = [
     "retinanet_ghostnet_fpn",
 ]
 
-NUM_STAGES = len(STAGE_BLOCKS)
 DEFAULT_RETURNED_LAYERS = (3, 4, 5)
+# The state-dict keys whose first dimension gives the number of classes (per anchor for RetinaNet).
+FASTERRCNN_CLASS_KEY = "roi_heads.box_predictor.cls_score.weight"
+RETINANET_CLASS_KEY = "head.classification_head.cls_logits.weight"
 
 
 class GhostNetFeatures(nn.Module):
-    """The GhostNet trunk without its classification head, returning stage-end feature maps.
+    """A family's trunk without its classification head, returning stage-end feature maps.
 
     Each tap is the output of the LAST block of a stage (one stage per output stride), not the
-    first block at a new stride. ``blocks.9`` (the 1x1 conv to 960 channels), ``conv_head`` and
-    ``classifier`` only feed classification and are not kept. Parameter names are the
-    checkpoint's (``conv_stem``, ``bn1``, ``blocks.S.B...``).
+    first block at a new stride. Blocks after the family's cfg (GhostNet's ``blocks.9``, the 1x1
+    conv to 960 channels), ``conv_head`` and ``classifier`` only feed classification and are not
+    kept. Parameter names are the checkpoint's (``conv_stem``, ``bn1``, ``blocks.S.B...``).
 
     Args:
-        net: a GhostNet whose stem and blocks 0-8 are taken over (not copied).
-        returned_layers: stages to return, 1-5 for strides 2, 4, 8, 16, 32.
+        net: a trunk of ``family`` whose stem and blocks are taken over (not copied).
+        returned_layers: stages to return (GhostNet: 1-5 for strides 2, 4, 8, 16, 32).
+        family: the backbone family of ``net`` (name or :class:`BackboneFamily`).
     """
 
-    def __init__(self, net: GhostNet, returned_layers: Sequence[int] = DEFAULT_RETURNED_LAYERS) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        returned_layers: Sequence[int] = DEFAULT_RETURNED_LAYERS,
+        family: str | BackboneFamily = "ghostnet",
+    ) -> None:
         super().__init__()
+        fam = get_family(family) if isinstance(family, str) else family
+        stage_blocks = fam.stage_blocks
         returned_layers = sorted(set(returned_layers))
         self.conv_stem = net.conv_stem
         self.bn1 = net.bn1
         self.act1 = net.act1
         last_stage = returned_layers[-1]
-        last_block = STAGE_BLOCKS[last_stage][-1]
+        last_block = stage_blocks[last_stage][-1]
         self.blocks = net.blocks[: last_block + 1]
         self.returned_layers = returned_layers
-        self._taps = {STAGE_BLOCKS[s][-1]: str(i) for i, s in enumerate(returned_layers)}
-        self.out_channels_list = [net.stage_channels[STAGE_BLOCKS[s][-1]] for s in returned_layers]
-        self.strides = [STAGE_STRIDES[s] for s in returned_layers]
+        self.stage_blocks = stage_blocks
+        self._taps = {stage_blocks[s][-1]: str(i) for i, s in enumerate(returned_layers)}
+        self.out_channels_list = [net.stage_channels[stage_blocks[s][-1]] for s in returned_layers]
+        self.strides = [fam.stage_strides[s] for s in returned_layers]
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         x = self.act1(self.bn1(self.conv_stem(x)))
@@ -110,6 +123,9 @@ def _to_frozen_bn(module: nn.Module) -> nn.Module:
     return module
 
 
+@register_model("ghostnet_fpn", kind="backbone", family="ghostnet")
+@register_model("ghostnet_100_fpn", kind="backbone", family="ghostnet", width=1.0)
+@register_model("ghostnet_110_fpn", kind="backbone", family="ghostnet", width=1.1)
 def ghostnet_fpn_backbone(
     width: float = 1.0,
     weights: str | PathLike | None = None,
@@ -119,48 +135,55 @@ def ghostnet_fpn_backbone(
     norm_layer: Callable[..., nn.Module] | None = None,
     progress: bool = True,
     out_channels: int = 256,
+    family: str = "ghostnet",
 ) -> GhostNetFPN:
-    """GhostNet + FPN backbone for torchvision detectors.
+    """A backbone family's trunk (GhostNet by default) + FPN, for torchvision detectors.
 
     Args:
-        width: GhostNet width multiplier.
+        width: width multiplier of the trunk.
         weights: ImageNet weights for the trunk: ``"imagenet"``, a URL or a local file. The
             classifier head is not loaded (and not built into the backbone).
-        trainable_layers: number of stages (1-5, counted from the top, stage 1 includes the
-            stem) left trainable. Defaults to 3 with ``weights`` and 5 (all) without.
-        returned_layers: stages feeding the FPN, from 1-5 (strides 2, 4, 8, 16, 32).
-            Default ``[3, 4, 5]``: strides 8/16/32 (40/112/160 channels at width 1.0).
+        trainable_layers: number of stages (GhostNet: 1-5, counted from the top, stage 1 includes
+            the stem) left trainable. Defaults to 3 with ``weights`` and all without.
+        returned_layers: stages feeding the FPN (GhostNet: 1-5 for strides 2, 4, 8, 16, 32).
+            Default: the last three, for GhostNet ``[3, 4, 5]``: strides 8/16/32 (40/112/160
+            channels at width 1.0).
         extra_blocks: extra FPN levels; default ``LastLevelMaxPool``.
         norm_layer: normalisation of the trunk: ``nn.BatchNorm2d`` or ``FrozenBatchNorm2d``.
             Defaults to FrozenBatchNorm2d with ``weights`` and BatchNorm2d without.
         progress: show a download progress bar.
         out_channels: FPN output channels.
+        family: backbone family of the trunk (see :mod:`ghostdet.models.family`).
     """
+    fam = get_family(family)
+    num_stages = fam.num_stages
     if returned_layers is None:
-        returned_layers = DEFAULT_RETURNED_LAYERS
+        returned_layers = range(max(1, num_stages - 2), num_stages + 1)
     returned_layers = list(returned_layers)
-    if not returned_layers or any(s not in STAGE_BLOCKS for s in returned_layers):
+    if not returned_layers or any(s not in fam.stage_blocks for s in returned_layers):
         raise ValueError(
-            f"returned_layers must be a non-empty subset of 1..{NUM_STAGES}, got {returned_layers}"
+            f"returned_layers must be a non-empty subset of 1..{num_stages}, got {returned_layers}"
         )
     if trainable_layers is None:
-        trainable_layers = 3 if weights is not None else NUM_STAGES
-    if not 0 <= trainable_layers <= NUM_STAGES:
-        raise ValueError(f"trainable_layers must be in [0, {NUM_STAGES}], got {trainable_layers}")
+        trainable_layers = 3 if weights is not None else num_stages
+    if not 0 <= trainable_layers <= num_stages:
+        raise ValueError(f"trainable_layers must be in [0, {num_stages}], got {trainable_layers}")
     if norm_layer is None:
         norm_layer = FrozenBatchNorm2d if weights is not None else nn.BatchNorm2d
     if norm_layer not in (nn.BatchNorm2d, FrozenBatchNorm2d):
         raise ValueError(f"norm_layer must be nn.BatchNorm2d or FrozenBatchNorm2d, got {norm_layer}")
 
-    net = GhostNet(GHOSTNET_CFG, width=width)
+    net = fam.build_trunk(width=width)
     if weights is not None:
-        load_ghostnet_weights(net, weights, width=width, progress=progress, skip_classifier=True)
-    body = GhostNetFeatures(net, returned_layers)
+        load_ghostnet_weights(
+            net, weights, width=width, progress=progress, skip_classifier=True, family=fam.name
+        )
+    body = GhostNetFeatures(net, returned_layers, fam)
     if norm_layer is FrozenBatchNorm2d:
         _to_frozen_bn(body)
 
-    trainable_stages = set(range(NUM_STAGES, NUM_STAGES - trainable_layers, -1))
-    for stage, block_ids in STAGE_BLOCKS.items():
+    trainable_stages = set(range(num_stages, num_stages - trainable_layers, -1))
+    for stage, block_ids in fam.stage_blocks.items():
         train = stage in trainable_stages
         mods: list[nn.Module] = [body.blocks[i] for i in block_ids if i < len(body.blocks)]
         if stage == 1:
@@ -192,6 +215,13 @@ def _frcnn_anchors(n_levels: int) -> AnchorGenerator:
     return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * n_levels)
 
 
+@register_model(
+    "fasterrcnn_ghostnet_fpn",
+    kind="detector",
+    aliases=("fasterrcnn",),
+    class_key=FASTERRCNN_CLASS_KEY,
+    family="ghostnet",
+)
 def fasterrcnn_ghostnet_fpn(
     *,
     weights: str | PathLike | None = None,
@@ -202,6 +232,7 @@ def fasterrcnn_ghostnet_fpn(
     width: float = 1.0,
     returned_layers: Sequence[int] | None = None,
     fpn_channels: int = 256,
+    backbone: str = "ghostnet",
     **kwargs: Any,
 ) -> FasterRCNN:
     """Faster R-CNN with a GhostNet-FPN backbone (the paper's detection setup uses width 1.1).
@@ -216,13 +247,12 @@ def fasterrcnn_ghostnet_fpn(
         width: GhostNet width multiplier.
         returned_layers: trunk stages feeding the FPN (default strides 8/16/32 + a pooled level).
         fpn_channels: channels of the FPN levels (and of the RPN head).
+        backbone: backbone family of the trunk.
         **kwargs: passed to :class:`torchvision.models.detection.FasterRCNN`.
     """
     state = None
     if weights is not None:
-        state, num_classes = _load_detector_weights(
-            weights, progress, num_classes, "roi_heads.box_predictor.cls_score.weight", 1
-        )
+        state, num_classes = _load_detector_weights(weights, progress, num_classes, FASTERRCNN_CLASS_KEY, 1)
         weights_backbone = None
     if num_classes is None:
         num_classes = 91
@@ -233,6 +263,7 @@ def fasterrcnn_ghostnet_fpn(
         returned_layers,
         progress=progress,
         out_channels=fpn_channels,
+        family=backbone,
     )
     n_maps = len(backbone.body.returned_layers)
     kwargs.setdefault("rpn_anchor_generator", _frcnn_anchors(n_maps + 1))
@@ -251,6 +282,13 @@ def fasterrcnn_ghostnet_fpn(
 LOWRES_ANCHOR_SIZES = ((32, 64), (96, 192), (256, 512))
 
 
+@register_model(
+    "fasterrcnn_ghostnet_320_fpn",
+    kind="detector",
+    aliases=("fasterrcnn_320",),
+    class_key=FASTERRCNN_CLASS_KEY,
+    family="ghostnet",
+)
 def fasterrcnn_ghostnet_320_fpn(**kwargs: Any) -> FasterRCNN:
     """Low-resolution Faster R-CNN preset (like torchvision's ``*_320_fpn``), built for CPU speed.
 
@@ -284,6 +322,13 @@ def fasterrcnn_ghostnet_320_fpn(**kwargs: Any) -> FasterRCNN:
     return fasterrcnn_ghostnet_fpn(**{**defaults, **kwargs})
 
 
+@register_model(
+    "retinanet_ghostnet_fpn",
+    kind="detector",
+    aliases=("retinanet",),
+    class_key=RETINANET_CLASS_KEY,
+    family="ghostnet",
+)
 def retinanet_ghostnet_fpn(
     *,
     weights: str | PathLike | None = None,
@@ -293,9 +338,10 @@ def retinanet_ghostnet_fpn(
     trainable_backbone_layers: int | None = None,
     width: float = 1.0,
     fpn_channels: int = 256,
+    backbone: str = "ghostnet",
     **kwargs: Any,
 ) -> RetinaNet:
-    """RetinaNet with a GhostNet-FPN backbone: P3-P5 from the trunk, P6/P7 from P5.
+    """RetinaNet with a GhostNet-FPN backbone: P3-P5 (the trunk's last three stages), P6/P7 from P5.
 
     Anchors: sizes 32-512 (one per level) x 3 octave scales x 3 aspect ratios.
 
@@ -308,6 +354,7 @@ def retinanet_ghostnet_fpn(
         width: GhostNet width multiplier.
         fpn_channels: channels of the FPN levels and thus of the shared RetinaNet head (256 as in
             the paper; 128 cuts the head, most of RetinaNet's compute at small inputs, by ~4x).
+        backbone: backbone family of the trunk.
         **kwargs: passed to :class:`torchvision.models.detection.RetinaNet`.
     """
     anchor_sizes = tuple((x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in (32, 64, 128, 256, 512))
@@ -318,7 +365,7 @@ def retinanet_ghostnet_fpn(
             weights,
             progress,
             num_classes,
-            "head.classification_head.cls_logits.weight",
+            RETINANET_CLASS_KEY,
             anchor_gen.num_anchors_per_location()[0],
         )
         weights_backbone = None
@@ -328,10 +375,10 @@ def retinanet_ghostnet_fpn(
         width,
         weights_backbone,
         trainable_backbone_layers,
-        returned_layers=(3, 4, 5),
         extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels),
         progress=progress,
         out_channels=fpn_channels,
+        family=backbone,
     )
     kwargs.setdefault("anchor_generator", anchor_gen)
     model = RetinaNet(backbone, num_classes=num_classes, **kwargs)

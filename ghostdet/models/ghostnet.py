@@ -19,8 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ghostdet.models.family import BackboneFamily, PretrainedWeights, register_family
+from ghostdet.models.registry import register_model
+
 __all__ = [
+    "GHOSTNET",
     "GHOSTNET_CFG",
+    "IMAGENET_URLS",
     "ConvBnAct",
     "GhostBottleneck",
     "GhostModule",
@@ -61,11 +66,6 @@ GHOSTNET_CFG: list[list[tuple[int, int, int, float, int]]] = [
         (5, 960, 160, 0.25, 1),
     ],
 ]
-
-# Index ranges of ``GhostNet.blocks`` that make up each output-stride stage. Stage 1 also owns
-# the stem. The 1x1 ConvBnAct (``blocks.9``) only feeds the classification head.
-STAGE_BLOCKS: dict[int, tuple[int, ...]] = {1: (0,), 2: (1, 2), 3: (3, 4), 4: (5, 6), 5: (7, 8)}
-STAGE_STRIDES: dict[int, int] = {1: 2, 2: 4, 3: 8, 4: 16, 5: 32}
 
 
 def make_divisible(v: float, divisor: int = 4, min_value: int | None = None) -> int:
@@ -321,6 +321,11 @@ class GhostNet(nn.Module):
         return self.classifier(x)
 
 
+@register_model("ghostnet", kind="classifier", family="ghostnet")
+@register_model("ghostnet_050", kind="classifier", family="ghostnet", width=0.5)
+@register_model("ghostnet_100", kind="classifier", family="ghostnet", width=1.0)
+@register_model("ghostnet_110", kind="classifier", family="ghostnet", width=1.1)
+@register_model("ghostnet_130", kind="classifier", family="ghostnet", width=1.3)
 def ghostnet(
     width: float = 1.0,
     num_classes: int = 1000,
@@ -346,3 +351,27 @@ def ghostnet(
     if weights is not None:
         load_ghostnet_weights(model, weights, width=width, progress=progress)
     return model
+
+
+#: GhostNet V1 as a backbone family: the authors' published checkpoint at 1.0x (top-1 73.98%).
+GHOSTNET = register_family(
+    BackboneFamily(
+        name="ghostnet",
+        title="GhostNet",
+        cfg=GHOSTNET_CFG,
+        build_trunk=GhostNet,
+        weights={
+            1.0: PretrainedWeights(
+                "https://github.com/huawei-noah/CV-backbones/releases/download/ghostnet_pth/ghostnet_1x.pth",
+                top1=73.98,
+            ),
+        },
+    )
+)
+
+# Derived views of GHOSTNET: the ``blocks`` entries of each output-stride stage (stage 1 also owns
+# the stem; ``blocks.9``, the 1x1 ConvBnAct, only feeds the classifier), their strides, and the
+# published checkpoints by width.
+STAGE_BLOCKS: dict[int, tuple[int, ...]] = GHOSTNET.stage_blocks
+STAGE_STRIDES: dict[int, int] = GHOSTNET.stage_strides
+IMAGENET_URLS: dict[float, str] = {w: p.url for w, p in GHOSTNET.weights.items()}

@@ -18,7 +18,6 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "IMAGENET_URLS",
     "WeightsMismatchError",
     "clean_state_dict",
     "download_weights",
@@ -28,10 +27,6 @@ __all__ = [
     "resolve_weights",
 ]
 
-# The authors' published ImageNet checkpoints, keyed by width (top-1 73.98% at 1.0x).
-IMAGENET_URLS: dict[float, str] = {
-    1.0: "https://github.com/huawei-noah/CV-backbones/releases/download/ghostnet_pth/ghostnet_1x.pth",
-}
 _SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 _WRAPPER_KEYS = ("state_dict_ema", "state_dict", "model")
 _THOP_SUFFIXES = ("total_ops", "total_params")
@@ -128,24 +123,22 @@ def clean_state_dict(obj: object) -> dict[str, Tensor]:
     return out
 
 
-def resolve_weights(weights: str | PathLike, width: float, progress: bool = True) -> Path:
+def resolve_weights(
+    weights: str | PathLike, width: float, progress: bool = True, family: str = "ghostnet"
+) -> Path:
     """Turn a ``weights`` argument into a local file path, downloading if needed.
 
     Args:
         weights: ``"imagenet"``, an http(s) URL or a local file path.
         width: the model's width multiplier (``"imagenet"`` exists only for published widths).
         progress: show a download progress bar.
+        family: backbone family whose weights table ``"imagenet"`` refers to.
     """
     s = os.fspath(weights)
     if s.lower() == "imagenet":
-        url = IMAGENET_URLS.get(float(width))
-        if url is None:
-            published = ", ".join(f"{w:g}" for w in IMAGENET_URLS)
-            raise ValueError(
-                f"no published ImageNet weights for GhostNet width {width:g} (published: {published}). "
-                "Pass weights=None to train from scratch, or a local checkpoint file."
-            )
-        return download_weights(url, progress=progress)
+        from ghostdet.models.family import get_family
+
+        return download_weights(get_family(family).url(width), progress=progress)
     if _is_url(s):
         return download_weights(s, progress=progress)
     path = Path(s).expanduser()
@@ -196,6 +189,7 @@ def load_ghostnet_weights(
     width: float,
     progress: bool = True,
     skip_classifier: bool | None = None,
+    family: str = "ghostnet",
 ) -> None:
     """Load GhostNet weights into a :class:`~ghostdet.models.ghostnet.GhostNet`, strictly.
 
@@ -206,8 +200,9 @@ def load_ghostnet_weights(
         progress: show a download progress bar.
         skip_classifier: leave ``classifier.*`` out of loading. ``None`` skips it only when the
             checkpoint's classifier has a different number of classes than the model.
+        family: backbone family of the model (for ``"imagenet"``).
     """
-    state_dict = load_state_dict_file(resolve_weights(weights, width, progress=progress))
+    state_dict = load_state_dict_file(resolve_weights(weights, width, progress=progress, family=family))
     if skip_classifier is None:
         ck = state_dict.get("classifier.weight")
         own = model.state_dict().get("classifier.weight")

@@ -1,0 +1,138 @@
+"""Backbone families: what the FPN backbone, the detectors and weight loading need of a trunk.
+
+A family (GhostNet V1 today) declares its block table, how to build its trunk and its
+published weights. Its stages (one per output stride) and their strides are derived from
+the stride column of the block table, so there is no second hand-written table to keep in
+step. A new family is one module that defines its trunk, calls :func:`register_family` and
+registers its builders (see the README's "Adding a backbone").
+
+The trunk contract: ``build_trunk(width=...)`` returns a module with a ``conv_stem``/``bn1``/
+``act1`` stem of stride ``stem_stride``, a ``blocks`` ``nn.Sequential`` whose first
+``len(cfg)`` entries are the rows of ``cfg`` (entries after them feed only the classifier), and
+``stage_channels``, the output channels of each of those entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from torch import nn
+
+__all__ = ["BackboneFamily", "PretrainedWeights", "get_family", "list_families", "register_family"]
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """A published checkpoint of a family at one width.
+
+    Attributes:
+        url: http(s) address of the checkpoint.
+        top1: its published ImageNet top-1 accuracy (%), ``None`` if not published.
+    """
+
+    url: str
+    top1: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class BackboneFamily:
+    """A backbone family.
+
+    Args:
+        name: the family's name (the ``backbone=``/``family=`` argument of the builders).
+        title: its name in messages (e.g. ``GhostNet``).
+        cfg: block table: one sequence of rows per entry of the trunk's ``blocks``.
+        build_trunk: ``build_trunk(width=w)`` -> trunk (see the module docstring).
+        weights: width -> published ImageNet checkpoint (``weights="imagenet"``).
+        stride_column: index of the stride in a row of ``cfg``.
+        stem_stride: stride of the stem.
+    """
+
+    name: str
+    title: str
+    cfg: Sequence[Sequence[tuple[Any, ...]]]
+    build_trunk: Callable[..., nn.Module]
+    weights: Mapping[float, PretrainedWeights] = field(default_factory=dict)
+    stride_column: int = -1
+    stem_stride: int = 2
+
+    @cached_property
+    def _stages(self) -> tuple[dict[int, tuple[int, ...]], dict[int, int]]:
+        blocks: dict[int, list[int]] = {}
+        stride = self.stem_stride
+        for i, rows in enumerate(self.cfg):
+            for row in rows:
+                stride *= int(row[self.stride_column])
+            blocks.setdefault(stride, []).append(i)
+        stages = {s: tuple(ids) for s, ids in enumerate(blocks.values(), start=1)}
+        return stages, dict(enumerate(blocks, start=1))
+
+    @property
+    def stage_blocks(self) -> dict[int, tuple[int, ...]]:
+        """Stage (1, 2, ...) -> indices of the ``blocks`` entries at its output stride.
+
+        Stage 1 is the first stride the blocks run at (the stem's, when the first entry is
+        unstrided) and also owns the stem.
+        """
+        return dict(self._stages[0])
+
+    @property
+    def stage_strides(self) -> dict[int, int]:
+        """Stage -> its output stride."""
+        return dict(self._stages[1])
+
+    @property
+    def num_stages(self) -> int:
+        return len(self._stages[0])
+
+    def url(self, width: float) -> str:
+        """URL of the published checkpoint at ``width``.
+
+        Raises:
+            ValueError: none is published at that width (the message lists the published ones).
+        """
+        found = self.weights.get(float(width))
+        if found is None:
+            published = ", ".join(f"{w:g}" for w in self.weights) or "none"
+            raise ValueError(
+                f"no published ImageNet weights for {self.title} width {width:g} (published: {published}). "
+                "Pass weights=None to train from scratch, or a local checkpoint file."
+            )
+        return found.url
+
+
+_FAMILIES: dict[str, BackboneFamily] = {}
+
+
+def register_family(family: BackboneFamily) -> BackboneFamily:
+    """Make ``family`` available under ``family.name``; returns it.
+
+    Raises:
+        ValueError: the name is taken.
+    """
+    if family.name in _FAMILIES:
+        raise ValueError(f"backbone family {family.name!r} is already registered")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def list_families() -> list[str]:
+    """Names of the registered families, sorted."""
+    return sorted(_FAMILIES)
+
+
+def get_family(name: str) -> BackboneFamily:
+    """The family called ``name``.
+
+    Raises:
+        ValueError: unknown family; the message lists the registered ones.
+    """
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown backbone family {name!r}; available: {', '.join(list_families())}"
+        ) from None
