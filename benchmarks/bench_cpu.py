@@ -539,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     import torchvision
 
-    from ghostdet.deploy import tune_malloc
+    from ghostdet.runtime import tune_malloc
 
     malloc = "glibc defaults"
     if args.malloc == "tuned":

@@ -193,7 +193,7 @@ def test_se_gate_scales_weights_not_maps():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_native_and_onednn_depthwise_paths_both_match(native):
-    from ghostdet import _native
+    from ghostdet.deploy import native as _native
 
     model = _trained_bn_classifier()
     fused = fuse(model, native_kernels=native)
@@ -279,20 +279,56 @@ def test_inplace_fuse_converts_the_object():
     assert not any(isinstance(m, nn.BatchNorm2d) for m in det.backbone.modules())
 
 
-def _check_detections(ref: list[dict], got: list[dict]) -> None:
+def _check_detections(ref: list[dict], got: list[dict], limit: int | None = None) -> None:
     """Same detections up to the order of (near-)tied scores: every reference detection has a
-    partner with the same label, a score within 1e-4 and a box within 1e-4 (relative)."""
+    partner with the same label, a score within 1e-4 and a box within 1e-4 (relative).
+
+    The one exception is the cut-off: a detector keeps its top ``limit`` (``detections_per_img``)
+    detections, and which of several candidates (near-)tied with the lowest kept score make the
+    cut may differ. So when ``limit`` detections were kept, a detection whose score is within
+    1e-4 of the lowest kept score on both sides may lack a partner, as many on each side.
+    """
     for r, g in zip(ref, got):
         assert r["boxes"].shape[0] > 0, "the test needs some detections to compare"
         assert r["boxes"].shape == g["boxes"].shape
         scale = r["boxes"].abs().max()
+        tol = 1e-4 * r["scores"].max()
         box_close = (r["boxes"][:, None] - g["boxes"][None]).abs().amax(-1) <= 1e-4 * scale
-        score_close = (r["scores"][:, None] - g["scores"][None]).abs() <= 1e-4 * r["scores"].max()
+        score_close = (r["scores"][:, None] - g["scores"][None]).abs() <= tol
         same_label = r["labels"][:, None] == g["labels"][None]
         match = box_close & score_close & same_label
-        assert match.any(1).all() and match.any(0).all()
+        lone_r, lone_g = r["scores"][~match.any(1)], g["scores"][~match.any(0)]
+        if limit is None or r["boxes"].shape[0] < limit:
+            assert lone_r.numel() == 0 and lone_g.numel() == 0
+        else:
+            assert lone_r.numel() == lone_g.numel()
+            lowest = torch.stack([r["scores"].min(), g["scores"].min()])
+            for lone in (lone_r, lone_g):
+                assert ((lone[:, None] - lowest[None]).abs() <= tol).all(), (lone, lowest)
         # and the ranking agrees wherever scores are not (near-)tied
         assert torch.equal(r["labels"][:5], g["labels"][:5]) or (r["scores"][:6].diff().abs() < 1e-4).any()
+
+
+def test_check_detections_allows_ties_only_at_the_cut_off():
+    """The comparison above fails on a real difference; only a tie at the cut-off may swap."""
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+    boxes = torch.arange(32.0).reshape(8, 4) * 10
+    ref = {"boxes": boxes, "scores": scores, "labels": torch.arange(8)}
+    # the last kept detection swapped for another candidate with the same score
+    swapped = {k: v.clone() for k, v in ref.items()}
+    swapped["boxes"][-1] += 50.0
+    swapped["labels"][-1] = 9
+    _check_detections([ref], [swapped], limit=8)
+    with pytest.raises(AssertionError):  # fewer than the limit kept: no cut-off, a real difference
+        _check_detections([ref], [swapped], limit=9)
+    lower = {k: v.clone() for k, v in swapped.items()}
+    lower["scores"][-1] = 0.1  # the replacement does not tie with the lowest kept score
+    with pytest.raises(AssertionError):
+        _check_detections([ref], [lower], limit=8)
+    moved = {k: v.clone() for k, v in ref.items()}
+    moved["boxes"][3] += 1.0  # a box away from the cut-off moved
+    with pytest.raises(AssertionError):
+        _check_detections([ref], [moved], limit=8)
 
 
 def _low_thresh_detector(builder, **kw) -> nn.Module:
@@ -309,7 +345,7 @@ def test_fasterrcnn_320_equivalence():
     with torch.inference_mode():
         ref = model(imgs)
         got = fused(imgs)
-    _check_detections(ref, got)
+    _check_detections(ref, got, model.roi_heads.detections_per_img)
 
 
 def test_retinanet_equivalence():
@@ -319,7 +355,7 @@ def test_retinanet_equivalence():
     with torch.inference_mode():
         ref = model(imgs)
         got = fused(imgs)
-    _check_detections(ref, got)
+    _check_detections(ref, got, model.detections_per_img)
 
 
 def test_tune_malloc_stops_page_faults_on_large_maps():
@@ -349,6 +385,26 @@ def test_tune_malloc_stops_page_faults_on_large_maps():
     # Without it: ~3000 per call here (one per 4 KiB of the big maps); with it a few dozen from
     # elsewhere (up to ~130 seen), so an order of magnitude below is the bar.
     assert faults < 500, res.stdout
+
+
+def test_fused_conv_unpickles_the_state_of_an_older_ghostdet():
+    """A FusedConv2d pickled before the caches were merged (``_gemm_weight`` / ``_native_weight``)
+    and with the removed ``use_mkldnn`` switch loads without them and computes the same conv."""
+    torch.manual_seed(3)
+    weight, bias = torch.randn(8, 1, 3, 3), torch.randn(8)
+    conv = FusedConv2d(weight, bias, padding=(1, 1), groups=8, relu=True)
+    state = dict(conv.__getstate__())
+    del state["_flat"]
+    state.update(use_mkldnn=True, _gemm_weight=None, _native_weight=("stale", torch.zeros(1)))
+    old = FusedConv2d.__new__(FusedConv2d)
+    old.__setstate__(state)
+    assert not any(hasattr(old, k) for k in ("use_mkldnn", "_gemm_weight", "_native_weight"))
+    x = torch.randn(1, 8, 9, 9).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        got = old(x)
+    torch.testing.assert_close(
+        got, torch.relu(torch.nn.functional.conv2d(x, weight, bias, padding=1, groups=8))
+    )
 
 
 def test_fused_model_survives_copy_pickle_and_weight_reload(tmp_path):
@@ -410,10 +466,10 @@ def test_fuse_inside_inference_mode_and_inference_tensor_weights():
 
 
 def test_fused_block_matches_separate_ops_and_only_takes_eligible_blocks():
-    """The native fused stride-1 bottleneck (ghostdet/csrc/ghostblock.c) gives the same output as
+    """The native fused stride-1 bottleneck (ghostdet/deploy/csrc/ghostblock.c) gives the same output as
     the block's separate deploy ops, on odd sizes, tiny maps and a batch of two."""
-    from ghostdet import _native
     from ghostdet.deploy import FUSED_BLOCK_MAX_CHANNELS, DeployBottleneck
+    from ghostdet.deploy import native as _native
 
     model = _trained_bn_classifier()
     fused = fuse(model)
@@ -449,8 +505,8 @@ def test_fused_block_matches_separate_ops_and_only_takes_eligible_blocks():
 def test_fused_stride2_block_matches_separate_ops():
     """The fused stride-2 bottleneck (GhostNet's second block) equals its separate deploy ops on
     odd sizes (odd/even edges of the stride-2 grid), tiny maps and a batch of two."""
-    from ghostdet import _native
     from ghostdet.deploy import DeployBottleneck
+    from ghostdet.deploy import native as _native
 
     model = _trained_bn_classifier()
     fused = fuse(model)
@@ -486,8 +542,8 @@ def test_fused_stride2_block_matches_separate_ops():
 def test_fused_blocks_any_band_and_thread_count(band, threads):
     """The fused kernels stream rows in bands and move the rows two neighbouring bands share
     instead of computing them twice; every band height and thread split gives the same output."""
-    from ghostdet import _native
     from ghostdet.deploy import DeployBottleneck
+    from ghostdet.deploy import native as _native
 
     if _native.load() is None:
         pytest.skip("no C compiler to build the native kernels")
@@ -517,7 +573,7 @@ def test_fused_blocks_any_band_and_thread_count(band, threads):
                     if b is s1:
                         got = _native.ghost_block_s1(x, b._fused_weights(), band=band)
                     elif b is s2:
-                        res = b.shortcut_pw.apply_conv(b.shortcut_dw.apply_conv(x, True), True)
+                        res = b.shortcut_pw.run(b.shortcut_dw.run(x, True), True)
                         k = b.conv_dw.weight.shape[-1]
                         got = _native.ghost_block_s2(x, res, b._fused_weights(), k, band=band)
                     else:
@@ -531,8 +587,8 @@ def test_fused_blocks_any_band_and_thread_count(band, threads):
 def test_fused_se_blocks_take_only_narrow_se_blocks_and_check_inputs():
     """The two-pass SE kernels run GhostNet's narrow SE blocks (40 channels out, stride 1 and
     stride 2 with a 5x5 depthwise conv) and nothing wider; bad arguments are clear errors."""
-    from ghostdet import _native
     from ghostdet.deploy import FUSED_BLOCK_MAX_CHANNELS, DeployBottleneck
+    from ghostdet.deploy import native as _native
 
     fused = fuse(_trained_bn_classifier())
     blocks = [m for m in fused.modules() if isinstance(m, DeployBottleneck)]

@@ -1,8 +1,10 @@
-"""The native kernels (ghostdet/csrc/dwconv.c, stemconv.c): exact against F.conv2d, slices, fallbacks."""
+"""The native kernels (ghostdet/deploy/csrc/dwconv.c, stemconv.c): exact against F.conv2d, slices,
+fallbacks; the library's build, cache and ABI."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -11,14 +13,35 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ghostdet import _native
+from ghostdet.deploy import native
 
-needs_kernel = pytest.mark.skipif(_native.load() is None, reason="no C compiler to build the kernel")
+needs_kernel = pytest.mark.skipif(native.load() is None, reason="no C compiler to build the kernel")
 
 
 def _ref(x, w, b, k, s, p, relu):
     y = F.conv2d(x, w, b, s, p, 1, w.shape[0])
     return F.relu(y) if relu else y
+
+
+def test_abi_constant_matches_the_header():
+    """The loader's ABI is the header's GHOSTDET_ABI, and a built library reports it."""
+    header = (native._CSRC / "kernels.h").read_text()
+    assert [int(v) for v in re.findall(r"#define GHOSTDET_ABI (\d+)", header)] == [native.ABI]
+    # the three sources share the header's one ghostdet_abi(), none has its own version
+    for source in native.SOURCES:
+        text = source.read_text()
+        assert '#include "kernels.h"' in text and not re.search(r"ghostdet_\w+_abi|_ABI \d", text)
+    lib = native.load()
+    if lib is not None:
+        assert lib.ghostdet_abi() == native.ABI
+
+
+@pytest.mark.parametrize(
+    "size,k,s,p", [(1, 3, 1, 1), (7, 3, 2, 1), (8, 5, 2, 2), (13, 7, 2, 3), (9, 3, 3, 0)]
+)
+def test_conv_out_size_matches_torch(size, k, s, p):
+    y = F.conv2d(torch.zeros(1, 1, size, size), torch.zeros(1, 1, k, k), stride=s, padding=p)
+    assert native.conv_out_size(size, k, s, p) == y.shape[-1]
 
 
 def _case(n, c, h, w, k, seed=0):
@@ -40,7 +63,7 @@ def _case(n, c, h, w, k, seed=0):
 def test_matches_conv2d(n, c, h, w, k, stride, relu):
     x, weight, bias, wt = _case(n, c, h, w, k)
     pad = k // 2
-    got = _native.dwconv2d(x, wt, bias, k, stride, pad, relu)
+    got = native.dwconv2d(x, wt, bias, k, stride, pad, relu)
     ref = _ref(x, weight, bias, k, stride, pad, relu)
     assert got is not None and got.shape == ref.shape
     assert got.is_contiguous(memory_format=torch.channels_last)
@@ -52,7 +75,7 @@ def test_matches_conv2d(n, c, h, w, k, stride, relu):
 def test_other_paddings(pad):
     x, weight, bias, wt = _case(1, 16, 11, 10, 5, seed=3)
     torch.testing.assert_close(
-        _native.dwconv2d(x, wt, bias, 5, 2, pad, False), _ref(x, weight, bias, 5, 2, pad, False)
+        native.dwconv2d(x, wt, bias, 5, 2, pad, False), _ref(x, weight, bias, 5, 2, pad, False)
     )
 
 
@@ -63,7 +86,7 @@ def test_reads_and_writes_channel_slices_only():
     wide_in = torch.randn(2, 40, 9, 11).contiguous(memory_format=torch.channels_last)
     wide_in[:, 8:32] = x
     wide_out = torch.full((2, 56, 9, 11), 7.0).contiguous(memory_format=torch.channels_last)
-    got = _native.dwconv2d(wide_in[:, 8:32], wt, bias, 3, 1, 1, True, out=wide_out[:, 24:48])
+    got = native.dwconv2d(wide_in[:, 8:32], wt, bias, 3, 1, 1, True, out=wide_out[:, 24:48])
     assert got is not None and got.data_ptr() == wide_out[:, 24:48].data_ptr()
     torch.testing.assert_close(wide_out[:, 24:48], _ref(x, weight, bias, 3, 1, 1, True))
     assert torch.all(wide_out[:, :24] == 7.0) and torch.all(wide_out[:, 48:] == 7.0)
@@ -78,7 +101,7 @@ def test_relu_keeps_nan_and_clamps_infinities_like_torch():
     weight[3, 0, 1, 1] = 1.0
     bias[5] = -float("inf")  # channel 5: -inf everywhere before the ReLU
     wt = weight.flatten(1).t().contiguous()
-    got = _native.dwconv2d(x, wt, bias, 3, 1, 1, True)
+    got = native.dwconv2d(x, wt, bias, 3, 1, 1, True)
     ref = _ref(x, weight, bias, 3, 1, 1, True)
     assert torch.equal(got.isnan(), ref.isnan()) and got.isnan().sum() == 9  # the 3x3 neighbourhood
     assert torch.equal(got.isinf(), ref.isinf()) and got.isinf().sum() == 9
@@ -86,14 +109,14 @@ def test_relu_keeps_nan_and_clamps_infinities_like_torch():
     torch.testing.assert_close(got.nan_to_num(posinf=0.0), ref.nan_to_num(posinf=0.0))
 
 
-@pytest.mark.skipif(_native._compiler() is None, reason="no C compiler")
+@pytest.mark.skipif(native._compiler() is None, reason="no C compiler")
 def test_unwritable_cache_directory_is_reported(monkeypatch, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     monkeypatch.setenv("GHOSTDET_CACHE_DIR", str(blocker))
-    monkeypatch.setattr(_native, "_state", {})
+    monkeypatch.setattr(native, "_state", {})
     with pytest.warns(RuntimeWarning, match="cache directory not writable.*GHOSTDET_CACHE_DIR"):
-        assert _native.load() is None
+        assert native.load() is None
 
 
 @needs_kernel
@@ -102,9 +125,9 @@ def test_thread_count_does_not_change_results():
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = _native.dwconv2d(x, wt, bias, 3, 1, 1, True)
+        one = native.dwconv2d(x, wt, bias, 3, 1, 1, True)
         torch.set_num_threads(2)
-        two = _native.dwconv2d(x, wt, bias, 3, 1, 1, True)
+        two = native.dwconv2d(x, wt, bias, 3, 1, 1, True)
     finally:
         torch.set_num_threads(old)
     assert torch.equal(one, two)
@@ -113,18 +136,18 @@ def test_thread_count_does_not_change_results():
 @needs_kernel
 def test_layouts_it_cannot_take_are_declined_and_bad_weights_rejected():
     x, _, bias, wt = _case(1, 8, 6, 6, 3)
-    assert _native.dwconv2d(x.contiguous(), wt, bias, 3, 1, 1, False) is None  # NCHW input
-    assert _native.dwconv2d(x.double(), wt, bias, 3, 1, 1, False) is None
+    assert native.dwconv2d(x.contiguous(), wt, bias, 3, 1, 1, False) is None  # NCHW input
+    assert native.dwconv2d(x.double(), wt, bias, 3, 1, 1, False) is None
     with pytest.raises(ValueError, match=r"contiguous \(9, 8\) weight"):
-        _native.dwconv2d(x, wt.t(), bias, 3, 1, 1, False)
+        native.dwconv2d(x, wt.t(), bias, 3, 1, 1, False)
     with pytest.raises(ValueError, match="out has shape"):
-        _native.dwconv2d(x, wt, bias, 3, 1, 1, False, out=torch.empty(1, 8, 5, 5))
+        native.dwconv2d(x, wt, bias, 3, 1, 1, False, out=torch.empty(1, 8, 5, 5))
 
 
 def test_supports_only_depthwise_square_kernels_with_channels_multiple_of_4():
     def sup(c, k=3, groups=None, stride=(1, 1), pad=(1, 1), dil=(1, 1), cin=1):
         w = torch.zeros(c, cin, k, k)
-        return _native.supports(w, list(stride), list(pad), list(dil), c if groups is None else groups)
+        return native.supports(w, list(stride), list(pad), list(dil), c if groups is None else groups)
 
     assert sup(8) and sup(12, k=5, pad=(2, 2), stride=(2, 2)) and sup(4, k=7, pad=(3, 3))
     assert not sup(6)  # channels not a multiple of 4
@@ -152,25 +175,25 @@ def test_stem_conv_matches_conv2d(n, cin, h, w, cout, k, stride, pad, relu):
     g = torch.Generator().manual_seed(cin * k + h)
     x = torch.randn(n, cin, h, w, generator=g).contiguous(memory_format=torch.channels_last)
     weight, bias = torch.randn(cout, cin, k, k, generator=g), torch.randn(cout, generator=g)
-    assert _native.supports_stem(weight, [stride] * 2, [pad] * 2, [1, 1], 1)
-    got = _native.stem_conv(x, weight.flatten(1).t().contiguous(), bias, k, stride, pad, relu)
+    assert native.supports_stem(weight, [stride] * 2, [pad] * 2, [1, 1], 1)
+    got = native.stem_conv(x, weight.flatten(1).t().contiguous(), bias, k, stride, pad, relu)
     ref = F.conv2d(x, weight, bias, stride, pad)
     ref = F.relu(ref) if relu else ref
     assert got is not None and got.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     # NCHW input is declined, not misread (a single channel or pixel is the same in both layouts)
     wt = weight.flatten(1).t().contiguous()
-    assert cin == 1 or h * w == 1 or _native.stem_conv(x.contiguous(), wt, bias, k, stride, pad, relu) is None
+    assert cin == 1 or h * w == 1 or native.stem_conv(x.contiguous(), wt, bias, k, stride, pad, relu) is None
 
 
 def test_supports_stem_only_few_input_channels():
     w = torch.zeros(16, 3, 3, 3)
-    assert _native.supports_stem(w, [2, 2], [1, 1], [1, 1], 1)
-    assert not _native.supports_stem(torch.zeros(16, 8, 3, 3), [2, 2], [1, 1], [1, 1], 1)  # too many in
-    assert not _native.supports_stem(torch.zeros(18, 3, 3, 3), [2, 2], [1, 1], [1, 1], 1)  # 18 out
-    assert not _native.supports_stem(w, [2, 1], [1, 1], [1, 1], 1)
-    assert not _native.supports_stem(w, [2, 2], [1, 1], [2, 2], 1)
-    assert not _native.supports_stem(torch.zeros(16, 3, 3, 3, dtype=torch.float64), [2, 2], [1, 1], [1, 1], 1)
+    assert native.supports_stem(w, [2, 2], [1, 1], [1, 1], 1)
+    assert not native.supports_stem(torch.zeros(16, 8, 3, 3), [2, 2], [1, 1], [1, 1], 1)  # too many in
+    assert not native.supports_stem(torch.zeros(18, 3, 3, 3), [2, 2], [1, 1], [1, 1], 1)  # 18 out
+    assert not native.supports_stem(w, [2, 1], [1, 1], [1, 1], 1)
+    assert not native.supports_stem(w, [2, 2], [1, 1], [2, 2], 1)
+    assert not native.supports_stem(torch.zeros(16, 3, 3, 3, dtype=torch.float64), [2, 2], [1, 1], [1, 1], 1)
 
 
 def _run_python(code: str, **env: str) -> subprocess.CompletedProcess:
@@ -181,13 +204,13 @@ def _run_python(code: str, **env: str) -> subprocess.CompletedProcess:
 
 _PROBE = (
     "import warnings, torch\n"
-    "from ghostdet import _native\n"
+    "from ghostdet.deploy import native\n"
     "with warnings.catch_warnings(record=True) as w:\n"
     "    warnings.simplefilter('always')\n"
-    "    lib = _native.load()\n"
+    "    lib = native.load()\n"
     "print('LIB', lib is not None)\n"
     "print('WARN', [str(x.message) for x in w])\n"
-    "print('PATH', _native.library_path())\n"
+    "print('PATH', native.library_path())\n"
 )
 
 
@@ -210,8 +233,8 @@ def test_broken_compiler_warns_once_and_deploy_falls_back(tmp_path):
     res = _run_python(code, CC="false", GHOSTDET_CACHE_DIR=str(tmp_path))
     assert res.returncode == 0, res.stderr
     assert "LIB False" in res.stdout and "ERR True" in res.stdout
-    assert "native depthwise kernel unavailable, using oneDNN instead" in res.stdout
-    assert "could not compile the kernel" in res.stdout
+    assert "native kernels unavailable, using oneDNN instead" in res.stdout
+    assert "could not compile the native kernels" in res.stdout
 
 
 @needs_kernel
@@ -221,6 +244,7 @@ def test_built_once_then_loaded_from_the_cache(tmp_path):
     assert "LIB True" in first.stdout, first.stdout + first.stderr
     path = first.stdout.split("PATH ")[1].strip()
     assert path.startswith(str(tmp_path)) and os.path.exists(path)
+    assert os.path.basename(path).startswith("ghostdet-kernels-")
     mtime = os.stat(path).st_mtime_ns
     second = _run_python(_PROBE, **env)
     assert "LIB True" in second.stdout and "WARN []" in second.stdout
@@ -231,9 +255,9 @@ def test_built_once_then_loaded_from_the_cache(tmp_path):
 def test_load_failure_in_process_warns_and_returns_none(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", "false")
     monkeypatch.setenv("GHOSTDET_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(_native, "_state", {})
+    monkeypatch.setattr(native, "_state", {})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert _native.load() is None
-        assert _native.load() is None  # decided once: no second build attempt, no second warning
+        assert native.load() is None
+        assert native.load() is None  # decided once: no second build attempt, no second warning
     assert len(caught) == 1 and "unavailable" in str(caught[0].message)

@@ -14,7 +14,7 @@
  * between the Ghost modules and a shortcut computed by the caller; ghostdet_ghost_front and
  * ghostdet_ghost_back split a block with SE into two calls around the gate. A thread doing
  * consecutive bands moves the rows they share instead of computing them twice. */
-#include "vecext.h"
+#include "kernels.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -149,8 +149,6 @@ static inline band_task next_band(int64_t t, int64_t per_img, int band, int rows
     *prev = t;
     return bt;
 }
-
-int ghostdet_ghost_block_abi(void) { return 3; }
 
 /* Floats of scratch one thread needs for bands of `band` rows. */
 int64_t ghostdet_ghost_block_scratch(int W, int M1, int M2, int band) {
@@ -301,7 +299,7 @@ int ghostdet_ghost_block_s2(const float *x, const float *res, float *y, int N, i
                             float *scratch, int nthreads) {
     if ((K != 3 && K != 5) || M1 % 4 || M2 % 4 || band < 1 || nthreads < 1) return -1;
     const int P = K / 2, C2 = 2 * M1, Cout = 2 * M2;
-    const int OH = (H + 2 * P - K) / 2 + 1, OW = (W + 2 * P - K) / 2 + 1;
+    const int OH = conv_out_size(H, K, 2, P), OW = conv_out_size(W, K, 2, P);
     const int64_t Wab = W + 2 * P;
     const int64_t per_img = (OH + band - 1) / band, total = (int64_t)N * per_img;
     const int64_t per_thread = ghostdet_ghost_block_s2_scratch(W, OW, M1, M2, K, band);
@@ -358,7 +356,8 @@ int ghostdet_ghost_front(const float *x, float *z, float *sums, int N, int H, in
                          const float *dzt, const float *dz, int band, float *scratch, int nthreads) {
     if ((S == 2 && K != 3 && K != 5) || (S != 1 && S != 2) || M1 % 4 || band < 1 || nthreads < 1) return -1;
     const int P = S == 2 ? K / 2 : 0, C2 = 2 * M1;
-    const int OH = S == 2 ? (H + 2 * P - K) / 2 + 1 : H, OW = S == 2 ? (W + 2 * P - K) / 2 + 1 : W;
+    /* stride 1: z is ghost1's output, the size of x */
+    const int OH = S == 2 ? conv_out_size(H, K, 2, P) : H, OW = S == 2 ? conv_out_size(W, K, 2, P) : W;
     const int64_t per_img = (OH + band - 1) / band, total = (int64_t)N * per_img;
     const int64_t per_thread = ghostdet_ghost_front_scratch(N, W, M1, K, S, band);
     const int64_t Wp = W + 2, Wab = W + 2 * P;

@@ -1,17 +1,22 @@
-"""The optional native kernels used by :mod:`ghostdet.deploy`.
+"""The optional native kernels used by :mod:`ghostdet.deploy`: building, loading and calling them.
 
 ``csrc/dwconv.c`` (depthwise convolution), ``csrc/ghostblock.c`` (whole Ghost bottlenecks fused:
 stride 1 or 2 without SE in one call, with SE as a front and a back call around the gate) and
-``csrc/stemconv.c`` (the dense stem conv on an RGB image) are compiled into one library on first
-use with the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) for this CPU
-(``-O3 -march=native``, with OpenMP when the compiler has it) and loaded with :mod:`ctypes`. The
-library is cached in ``$GHOSTDET_CACHE_DIR`` (default ``~/.cache/ghostdet``), keyed by the
-sources, the compiler and the CPU, so later processes load it in milliseconds. Nothing here is
-needed for correctness: when no compiler is found, the build fails, or ``GHOSTDET_NATIVE=0`` is
-set, :func:`load` returns ``None`` (with one warning saying why, except when disabled on purpose)
-and deploy models use oneDNN for every convolution.
+``csrc/stemconv.c`` (the dense stem conv on an RGB image) are compiled on first use into one
+library, ``ghostdet-kernels-<key>.so``, with the system C compiler (``$CC``, else ``cc``, ``gcc``
+or ``clang``) for this CPU (``-O3 -march=native``, with OpenMP when the compiler has it) and
+loaded with :mod:`ctypes`. The library is cached in ``$GHOSTDET_CACHE_DIR`` (default
+``~/.cache/ghostdet``), keyed by the sources, the compiler and the CPU, so later processes load it
+in milliseconds. Nothing here is needed for correctness: when no compiler is found, the build
+fails, or ``GHOSTDET_NATIVE=0`` is set, :func:`load` returns ``None`` (with one warning saying
+why, except when disabled on purpose) and deploy models use oneDNN for every convolution.
 
-On Linux, torch ships ``libgomp.so.1``; a kernel built with ``-fopenmp`` binds to that same
+The library's exported functions are declared for :mod:`ctypes` in ``_open`` and checked against
+its ABI version (``GHOSTDET_ABI`` in ``csrc/kernels.h``, :data:`ABI` here) before first use. This
+file is over 500 lines because it is one concept: each kernel's Python wrapper sits with the
+loader that declares its C signature, so the two are read and changed together.
+
+On Linux, torch ships ``libgomp.so.1``; the library built with ``-fopenmp`` binds to that same
 OpenMP runtime, so it shares PyTorch's threads and follows ``torch.set_num_threads``.
 """
 
@@ -34,8 +39,10 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "ABI",
     "PARALLEL_MIN_MACS",
     "cache_dir",
+    "conv_out_size",
     "dwconv2d",
     "ghost_back",
     "ghost_block_s1",
@@ -50,8 +57,9 @@ __all__ = [
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = (_CSRC / "dwconv.c", _CSRC / "ghostblock.c", _CSRC / "stemconv.c")  # one library
-HEADERS = (_CSRC / "vecext.h",)  # included by both; part of the cache key
-ABI = (1, 3, 1)  # ghostdet_dw_abi(), ghostdet_ghost_block_abi(), ghostdet_stem_abi()
+HEADERS = (_CSRC / "kernels.h",)  # included by all three; part of the cache key
+# The library ABI the declarations in _open are written for: GHOSTDET_ABI in csrc/kernels.h.
+ABI = 4
 KERNEL_SIZES = (3, 5, 7)
 # Below this many multiply-adds a call runs on one thread: waking a second one costs more.
 PARALLEL_MIN_MACS = 150_000
@@ -61,7 +69,7 @@ _state: dict[str, object] = {}  # "lib": CDLL | None once loading was attempted
 
 
 def cache_dir() -> Path:
-    """Where built kernels are kept: ``$GHOSTDET_CACHE_DIR``, else ``$XDG_CACHE_HOME/ghostdet``,
+    """Where the built library is kept: ``$GHOSTDET_CACHE_DIR``, else ``$XDG_CACHE_HOME/ghostdet``,
     else ``~/.cache/ghostdet``."""
     if os.environ.get("GHOSTDET_CACHE_DIR"):
         return Path(os.environ["GHOSTDET_CACHE_DIR"])
@@ -125,14 +133,14 @@ def _build(cc: list[str], target: Path) -> None:
             return
         Path(tmp).unlink(missing_ok=True)
         errors.append(f"{shlex.join(cmd)}: {proc.stderr.strip()[-400:]}")
-    raise RuntimeError("could not compile the kernel:\n" + "\n".join(errors))
+    raise RuntimeError("could not compile the native kernels:\n" + "\n".join(errors))
 
 
 def _open(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
-    abis = (lib.ghostdet_dw_abi(), lib.ghostdet_ghost_block_abi(), lib.ghostdet_stem_abi())
-    if abis != ABI:
-        raise RuntimeError(f"{path} has ABI {abis}, expected {ABI}")
+    abi = lib.ghostdet_abi()
+    if abi != ABI:
+        raise RuntimeError(f"{path} has ABI {abi}, expected {ABI}")
     i, i64, p = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
     fn = lib.ghostdet_dwconv2d
     fn.restype = i
@@ -172,11 +180,11 @@ def library_path() -> Path | None:
     for source in (*SOURCES, *HEADERS):
         key.update(source.read_bytes())
     key.update(repr((cc, _flag_sets(), _cpu_fingerprint(), sys.platform)).encode())
-    return cache_dir() / "native" / f"dwconv-{key.hexdigest()[:16]}.so"
+    return cache_dir() / "native" / f"ghostdet-kernels-{key.hexdigest()[:16]}.so"
 
 
 def load() -> ctypes.CDLL | None:
-    """The kernel library, built on first use; ``None`` when it cannot be had (see module doc)."""
+    """The native kernel library, built on first use; ``None`` when it cannot be had (see module doc)."""
     if "lib" in _state:
         return _state["lib"]  # type: ignore[return-value]
     with _lock:
@@ -195,7 +203,7 @@ def load() -> ctypes.CDLL | None:
                 lib = _open(path)
             except Exception as e:  # any failure only means "use oneDNN instead"
                 warnings.warn(
-                    f"ghostdet: native depthwise kernel unavailable, using oneDNN instead ({e})",
+                    f"ghostdet: native kernels unavailable, using oneDNN instead ({e})",
                     RuntimeWarning,
                     stacklevel=3,
                 )
@@ -204,7 +212,7 @@ def load() -> ctypes.CDLL | None:
 
 
 def supports(weight: Tensor, stride: list[int], padding: list[int], dilation: list[int], groups: int) -> bool:
-    """Whether a convolution with these parameters is a depthwise conv the kernel computes."""
+    """Whether a convolution with these parameters is a depthwise conv the native kernel computes."""
     c, per_group, kh, kw = weight.shape
     return (
         groups == c
@@ -220,8 +228,14 @@ def supports(weight: Tensor, stride: list[int], padding: list[int], dilation: li
     )
 
 
+def conv_out_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
+    """Output size of a convolution along one axis (zero padding, no dilation); the C kernels'
+    ``conv_out_size`` in ``csrc/kernels.h`` is the same formula."""
+    return (size + 2 * padding - kernel_size) // stride + 1
+
+
 def _lib_for(x: Tensor) -> ctypes.CDLL | None:
-    """The kernel library when ``x`` is a 4-d float32 CPU tensor, else (or without it) ``None``."""
+    """The native library when ``x`` is a 4-d float32 CPU tensor, else (or without it) ``None``."""
     if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
         return None
     return load()
@@ -278,7 +292,7 @@ def stem_conv(
         relu: apply ReLU.
 
     Returns:
-        The output (channels_last), or ``None`` when the kernel is unavailable or the input does
+        The output (channels_last), or ``None`` when the native library is unavailable or the input does
         not fit it; the caller then computes the convolution another way.
     """
     lib = _lib_for(x)
@@ -286,8 +300,7 @@ def stem_conv(
         return None
     n, c, h, w = x.shape
     cout = bias.numel()
-    oh = (h + 2 * padding - kernel_size) // stride + 1
-    ow = (w + 2 * padding - kernel_size) // stride + 1
+    oh, ow = conv_out_size(h, kernel_size, stride, padding), conv_out_size(w, kernel_size, stride, padding)
     if _pixel_pitch(x) != c or oh < 1 or ow < 1 or weight_t.shape != (c * kernel_size**2, cout):
         return None
     y = torch.empty((n, cout, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
@@ -337,7 +350,7 @@ def dwconv2d(
             ``ghostdet.deploy.FusedConv2d`` does; saves a few microseconds per call).
 
     Returns:
-        The output (``out`` when given), or ``None`` when the kernel is unavailable or the
+        The output (``out`` when given), or ``None`` when the native library is unavailable or the
         layouts do not fit it; the caller then computes the convolution another way.
     """
     lib = _lib_for(x)
@@ -353,8 +366,7 @@ def dwconv2d(
         and bias.is_contiguous()
     ):
         raise ValueError(f"expected a contiguous ({k2}, {c}) weight and ({c},) bias for this input")
-    oh = (h + 2 * padding - kernel_size) // stride + 1
-    ow = (w + 2 * padding - kernel_size) // stride + 1
+    oh, ow = conv_out_size(h, kernel_size, stride, padding), conv_out_size(w, kernel_size, stride, padding)
     ipitch = _pixel_pitch(x)
     if ipitch is None or oh < 1 or ow < 1:
         return None
@@ -382,7 +394,7 @@ def ghost_block_s1(x: Tensor, weights: list[Tensor], band: int = 8) -> Tensor | 
         weights: ``[w1t (C, M1), b1 (M1), d1 (9, M1), bd1 (M1), w2t (2*M1, M2), b2 (M2),
             d2 (9, M2), bd2 (M2)]``, contiguous float32: ghost1's 1x1 (ReLU) and 3x3 depthwise
             (ReLU), ghost2's 1x1 and 3x3 depthwise (no ReLU), BatchNorms folded, 1x1 weights as
-            (in, out) and depthwise weights taps-major (see ``ghostdet/csrc/ghostblock.c``).
+            (in, out) and depthwise weights taps-major (see ``csrc/ghostblock.c``).
         band: output rows per task (its intermediate rows stay in cache).
 
     Returns:
@@ -426,14 +438,14 @@ def ghost_block_s2(
         band: output rows per task.
 
     Returns:
-        The block's output, or ``None`` when the kernel is unavailable or the inputs do not fit.
+        The block's output, or ``None`` when the native library is unavailable or the inputs do not fit.
     """
     lib = _lib_for(x)
     if lib is None:
         return None
     n, cin, h, w = x.shape
     k, pad = kernel_size, kernel_size // 2
-    oh, ow = (h + 2 * pad - k) // 2 + 1, (w + 2 * pad - k) // 2 + 1
+    oh, ow = conv_out_size(h, k, 2, pad), conv_out_size(w, k, 2, pad)
     m1, m2 = weights[1].numel(), weights[7].numel()
     if _pixel_pitch(x) != cin or res.shape != (n, 2 * m2, oh, ow) or _pixel_pitch(res) != 2 * m2:
         return None
@@ -483,7 +495,7 @@ def ghost_front(
 
     Returns:
         ``(z, sums)``: ``z`` ``(N, 2*M1, OH, OW)`` channels_last and its per-image channel sums
-        ``(N, 2*M1)``; or ``None`` when the kernel is unavailable or the input does not fit.
+        ``(N, 2*M1)``; or ``None`` when the native library is unavailable or the input does not fit.
     """
     lib = _lib_for(x)
     if lib is None:
@@ -496,7 +508,7 @@ def ghost_front(
     _check_weights(weights, shapes)
     if _pixel_pitch(x) != cin:
         return None
-    oh, ow = ((h + 2 * (k // 2) - k) // 2 + 1, (w + 2 * (k // 2) - k) // 2 + 1) if stride == 2 else (h, w)
+    oh, ow = (conv_out_size(h, k, 2, k // 2), conv_out_size(w, k, 2, k // 2)) if stride == 2 else (h, w)
     macs = n * h * w * (cin * m1 + 9 * m1) + (n * oh * ow * 2 * m1 * k * k if stride == 2 else 0)
     threads = _threads(macs, 4 * PARALLEL_MIN_MACS)
     z = torch.empty((n, 2 * m1, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
@@ -523,7 +535,7 @@ def ghost_back(z: Tensor, res: Tensor, weights: list[Tensor], band: int = 8) -> 
         band: output rows per task.
 
     Returns:
-        The block's output, or ``None`` when the kernel is unavailable or the inputs do not fit.
+        The block's output, or ``None`` when the native library is unavailable or the inputs do not fit.
     """
     lib = _lib_for(z)
     if lib is None:

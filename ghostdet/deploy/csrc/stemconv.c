@@ -6,9 +6,7 @@
  * the kernel keeps 8 pixels in flight (8 independent FMA chains) and broadcasts the input values;
  * columns whose taps leave the image take a bounds-checked path. Rows are split among OpenMP
  * threads. oneDNN's direct convolution for 3 input channels runs at a fraction of this. */
-#include "vecext.h"
-
-int ghostdet_stem_abi(void) { return 1; }
+#include "kernels.h"
 
 /* Pixels ox .. ox+NPX-1 of one output row, all taps inside the image columns. */
 #define STEM_INTERIOR(VT, VI, NPX)                                                                  \

@@ -13,9 +13,7 @@
  * out[n, oy, ox, c] = act(bias[c] + sum_{ky,kx} in[n, oy*S-P+ky, ox*S-P+kx, c] * wt[ky*K+kx, c])
  * with zero padding; act is ReLU or identity. C must be a multiple of 4.
  */
-#include "vecext.h"
-
-#define GHOSTDET_DW_ABI 1
+#include "kernels.h"
 
 /* Interior step: 4 neighbouring output pixels (all taps inside the image) of one channel
  * block, accumulated into acc[0..3] from the window rows starting at p0.
@@ -118,7 +116,7 @@ DEFINE_ROWS(k7, 7, 0, INTERIOR_TAPS)
 typedef void (*rows_fn)(const float *, int64_t, int, int, const float *, int, const float *, int,
                         int, float *, int64_t, int, int, int, int);
 
-int ghostdet_dw_abi(void) { return GHOSTDET_DW_ABI; }
+int ghostdet_abi(void) { return GHOSTDET_ABI; } /* once for the library (see kernels.h) */
 
 /* Returns 0 on success, -1 for an unsupported configuration (nothing is written then). */
 int ghostdet_dwconv2d(const float *in, int64_t in_pitch, int N, int H, int W, int C,
@@ -129,7 +127,7 @@ int ghostdet_dwconv2d(const float *in, int64_t in_pitch, int N, int H, int W, in
                  : K == 7 ? rows_k7
                           : 0;
     if (!rows || C % 4 != 0 || S < 1 || P < 0 || P >= K || in_pitch < C || out_pitch < C ||
-        OH != (H + 2 * P - K) / S + 1 || OW != (W + 2 * P - K) / S + 1)
+        OH != conv_out_size(H, K, S, P) || OW != conv_out_size(W, K, S, P))
         return -1;
     const int RB = 4; /* output rows per task */
     const int64_t per_img = (OH + RB - 1) / RB, total = (int64_t)N * per_img;

@@ -1,0 +1,82 @@
+"""Deploy (inference) mode for GhostNet classifiers, backbones and detectors.
+
+:func:`fuse` turns an eval-mode model into an inference-only copy that computes the same function
+with fewer and cheaper operations on CPU:
+
+* every BatchNorm (``BatchNorm2d`` and ``FrozenBatchNorm2d``) is folded into the convolution
+  before it: GhostModule primary and cheap convs, the strided depthwise conv, both shortcut
+  convs, the stem and the final 1x1 ``ConvBnAct``;
+* each convolution runs as ONE oneDNN primitive with its ReLU (and, for the shortcut's 1x1 conv,
+  the residual addition) fused in, on weights that are reordered into oneDNN's blocked layout once
+  instead of on every call (``torch.ops.mkldnn._convolution_pointwise``, the kernel PyTorch's own
+  compiler emits); activations stay ``channels_last`` so depthwise convs need no layout change;
+* 1x1 convolutions on small maps (at most ``GEMM_MAX_PIXELS`` output pixels, 56x56 for one
+  image) run as one BLAS GEMM on the channels_last data instead: a oneDNN call has a fixed set-up
+  cost of ~25 us, which dominates on 7x7-28x28 maps, a GEMM call costs a few us, and a GEMM can
+  write its result into a channel slice of a wider tensor (see the Ghost module below);
+* depthwise convolutions (3x3 / 5x5 / 7x7, channels a multiple of 4) run on ghostdet's own
+  vectorised C kernel (``csrc/dwconv.c``, compiled for this CPU on first use, see
+  :mod:`ghostdet.deploy.native`): it has no per-call set-up, where a oneDNN depthwise call costs
+  30-50 us even on a 7x7 map, and it writes the Ghost module's cheap half straight into the
+  module's output; on small maps the primary half is written there by its GEMM, so no
+  concatenation copy is left. Without a C compiler, oneDNN runs them (``fuse(...,
+  native_kernels=False)`` or ``GHOSTDET_NATIVE=0`` choose that on purpose);
+* bottlenecks with at most ``FUSED_BLOCK_MAX_CHANNELS`` output channels (GhostNet's memory-bound
+  blocks on the large maps) run fused on native kernels (``csrc/ghostblock.c``): without SE, one
+  call per block, row bands streaming through per-thread scratch so only the block's input is
+  read and its output written; with SE (whose gate needs the whole map's mean), a front call
+  (ghost1, the strided depthwise conv, channel sums) and a back call (ghost2, residual) around
+  the gate;
+* the stem (3 input channels) runs on a native direct convolution (``csrc/stemconv.c``);
+* whether the fast kernels may be used is decided once per model call, not once per convolution;
+* the squeeze-excite block runs its two 1x1 convs on the pooled vector as matrix products, and
+  its hard-sigmoid's ``+3`` and ``/6`` are folded into the expand weights (one clamp remains);
+  the gate never multiplies a feature map: it scales the input columns of ghost2's 1x1 weight
+  instead (``W @ (g * z) = (W * g) @ z``, a few thousand numbers instead of the map);
+* the Ghost module's ``[:, :oup]`` slice is skipped when it is a no-op, and the residual is added
+  in place into the freshly concatenated output instead of allocating another tensor;
+* for torchvision detectors, the remaining convolutions (FPN, RPN / RetinaNet heads) get the
+  same prepacked fused treatment; everything else (transform, anchors, RoI heads) is untouched.
+
+When oneDNN cannot be used (another device or dtype, autograd recording, ``torch.jit`` tracing,
+ONNX export, ``torch.compile``), every fused convolution falls back to plain ``F.conv2d`` (+ add,
++ ReLU), so deploy models also export to ONNX and run under ``torch.compile``.
+
+The package, one concept per module: :mod:`~ghostdet.deploy.convert` (:func:`fuse`, walking the
+model), :mod:`~ghostdet.deploy.backend` (:class:`FusedConv2d`, BatchNorm folding),
+:mod:`~ghostdet.deploy.ghost` (the Ghost deploy modules), :mod:`~ghostdet.deploy.convfuse`
+(generic torchvision conv fusion) and :mod:`~ghostdet.deploy.native` (building and calling the
+C kernels in ``csrc/``). ``tune_malloc`` lives in :mod:`ghostdet.runtime` and is re-exported here.
+
+Example::
+
+    model = ghostdet.get_model("fasterrcnn_ghostnet_320_fpn").eval()
+    fast = ghostdet.deploy.fuse(model)   # new model; ``model`` itself is unchanged
+"""
+
+from ghostdet.deploy.backend import GEMM_MAX_PIXELS, FusedConv2d, fold_bn
+from ghostdet.deploy.convert import fuse, is_fused
+from ghostdet.deploy.ghost import (
+    FUSED_BLOCK_MAX_CHANNELS,
+    DeployBottleneck,
+    DeployGhostModule,
+    DeployGhostNet,
+    DeployGhostNetFeatures,
+    DeploySqueezeExcite,
+)
+from ghostdet.runtime import tune_malloc
+
+__all__ = [
+    "FUSED_BLOCK_MAX_CHANNELS",
+    "GEMM_MAX_PIXELS",
+    "DeployBottleneck",
+    "DeployGhostModule",
+    "DeployGhostNet",
+    "DeployGhostNetFeatures",
+    "DeploySqueezeExcite",
+    "FusedConv2d",
+    "fold_bn",
+    "fuse",
+    "is_fused",
+    "tune_malloc",
+]

@@ -1,0 +1,101 @@
+"""The public entry of deploy mode: :func:`fuse` walks a model and converts its parts.
+
+GhostNet classifiers, feature trunks and bottlenecks become the modules of
+:mod:`ghostdet.deploy.ghost`; the remaining torchvision convolutions are fused by
+:mod:`ghostdet.deploy.convfuse`; the native kernels are built here when the model uses them.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ghostdet.deploy import native
+from ghostdet.deploy.backend import FusedConv2d
+from ghostdet.deploy.convfuse import fuse_convs
+from ghostdet.deploy.ghost import DeployBottleneck, DeployGhostNet, DeployGhostNetFeatures
+from ghostdet.models.detection import GhostNetFeatures
+from ghostdet.models.ghostnet import GhostBottleneck, GhostNet
+
+__all__ = ["fuse", "is_fused"]
+
+
+def _convert(module: nn.Module) -> nn.Module:
+    if isinstance(module, GhostNet):
+        return DeployGhostNet(module)
+    if isinstance(module, GhostNetFeatures):
+        return DeployGhostNetFeatures(module)
+    if isinstance(module, GhostBottleneck):
+        return DeployBottleneck(module)
+    for name, child in list(module.named_children()):
+        new = _convert(child)
+        if new is not child:
+            setattr(module, name, new)
+    return module
+
+
+def is_fused(model: nn.Module) -> bool:
+    """True when ``model`` (or one of its submodules) was produced by :func:`fuse`."""
+    return any(isinstance(m, (FusedConv2d, DeployGhostNet, DeployGhostNetFeatures)) for m in model.modules())
+
+
+def fuse(
+    model: nn.Module, inplace: bool = False, fuse_other_convs: bool = True, native_kernels: bool = True
+) -> nn.Module:
+    """Return a deploy-mode (inference-only) version of a GhostNet model.
+
+    Works on a :class:`~ghostdet.models.GhostNet` classifier, a ``GhostNetFPN`` backbone (or its
+    ``GhostNetFeatures`` body), a ``GhostBottleneck``, or any model containing them such as the
+    torchvision Faster R-CNN / RetinaNet built by ``ghostdet``. The package docstring
+    (:mod:`ghostdet.deploy`) says what changes. The result has no BatchNorm left in the GhostNet
+    parts, its parameters do not require gradients and it is meant for
+    ``torch.inference_mode()`` / ``torch.no_grad()``.
+
+    Args:
+        model: the model, in eval mode (``model.eval()``) — fusing uses BatchNorm running
+            statistics, which only describe eval-mode behaviour, so a model (or any submodule)
+            in training mode is rejected.
+        inplace: by default a deep copy is converted and ``model`` is left untouched (it still
+            trains exactly as before). With ``inplace=True`` the model's own submodules are
+            replaced (cheaper on memory; the object can no longer be trained as before).
+        fuse_other_convs: also fuse the non-GhostNet convolutions (FPN, RPN / RetinaNet heads,
+            Conv-BN-ReLU runs in Sequentials) into prepacked oneDNN convs.
+        native_kernels: run depthwise convolutions, the stem and the narrow bottlenecks on
+            ghostdet's own kernels (compiled on first use, see :mod:`ghostdet.deploy.native`);
+            they are built here, so a missing compiler is reported now (one warning) and oneDNN
+            is used instead. ``False`` uses oneDNN throughout.
+
+    Returns:
+        The deploy model, in eval mode.
+
+    Raises:
+        RuntimeError: if ``model`` or one of its submodules is in training mode.
+    """
+    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
+    if training:
+        raise RuntimeError(
+            f"fuse() needs an eval-mode model, but {training[0]!r} is in training mode: call model.eval() "
+            "first (BatchNorm folding uses running statistics, which only describe eval mode)"
+        )
+    if is_fused(model):
+        raise RuntimeError("this model is already fused")
+    # Build outside inference mode: parameters made inside it would be inference tensors, which
+    # track no version, so later in-place weight changes could not be noticed.
+    with torch.inference_mode(False):
+        if not inplace:
+            model = copy.deepcopy(model)
+        model = _convert(model)
+        if fuse_other_convs and not isinstance(model, (DeployGhostNet, DeployGhostNetFeatures)):
+            model = fuse_convs(model)
+    for m in model.modules():
+        if isinstance(m, FusedConv2d):
+            m.use_native = native_kernels
+    if native_kernels and any(
+        isinstance(m, FusedConv2d) and (m.is_native_dw or m.is_native_stem) for m in model.modules()
+    ):
+        native.load()
+    model.eval()
+    model.requires_grad_(False)
+    return model

@@ -1,0 +1,32 @@
+/* Shared by ghostdet's native kernels (dwconv.c, ghostblock.c, stemconv.c, built into one
+ * library): the library's ABI version, the conv output-size formula, and vector types and helpers
+ * (GCC/Clang vector extensions: the compiler lowers them to whatever SIMD width -march gives it). */
+#ifndef GHOSTDET_KERNELS_H
+#define GHOSTDET_KERNELS_H
+#include <stdint.h>
+#include <string.h>
+
+/* The library's ABI version, returned by ghostdet_abi(): bump it whenever an exported function's
+ * signature or meaning changes, together with ABI in ghostdet/deploy/native.py (whose ctypes
+ * argtypes are written for it; tests/test_native.py checks that the two agree). */
+#define GHOSTDET_ABI 4
+int ghostdet_abi(void);
+
+/* Output size of a convolution along one axis: input size, kernel, stride, zero padding. */
+static inline int conv_out_size(int size, int k, int s, int p) { return (size + 2 * p - k) / s + 1; }
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
+typedef int32_t vi16 __attribute__((vector_size(64)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+typedef int32_t vi4 __attribute__((vector_size(16)));
+
+/* Unaligned vector load/store (compiles to a single unaligned move). */
+#define LOADV(VT, p) ({ VT v_; memcpy(&v_, (p), sizeof(VT)); v_; })
+#define STOREV(VT, p, v) do { VT s_ = (v); memcpy((p), &s_, sizeof(VT)); } while (0)
+/* ReLU as a vector compare and bitwise and-not (a scalar loop here would not be vectorised);
+ * clears lanes <= 0 only, so a NaN stays NaN as in torch.relu. */
+#define RELUV(VI, a) do { a = (__typeof__(a))((VI)(a) & ~(VI)((a) <= (__typeof__(a)){0})); } while (0)
+
+#endif

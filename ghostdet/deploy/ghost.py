@@ -1,0 +1,440 @@
+"""The Ghost deploy modules: GhostNet's modules with BatchNorms folded and kernels chosen for CPU.
+
+:class:`DeployGhostModule`, :class:`DeploySqueezeExcite` and :class:`DeployBottleneck` replace
+their training-time counterparts; :class:`DeployGhostNet` and :class:`DeployGhostNetFeatures`
+are whole trunks that decide once per call whether the fast kernels may run. Every convolution is
+a :class:`~ghostdet.deploy.backend.FusedConv2d`; bottlenecks that fit ghostdet's fused native
+kernels (``ghostdet/deploy/csrc/ghostblock.c``) run as one or two calls each.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ghostdet.deploy import native
+from ghostdet.deploy.backend import FusedConv2d, fast_path_ok, fold_bn
+from ghostdet.models.detection import GhostNetFeatures
+from ghostdet.models.ghostnet import ConvBnAct, GhostBottleneck, GhostModule, GhostNet, SqueezeExcite
+
+__all__ = [
+    "FUSED_BLOCK_MAX_CHANNELS",
+    "DeployBottleneck",
+    "DeployGhostModule",
+    "DeployGhostNet",
+    "DeployGhostNetFeatures",
+    "DeploySqueezeExcite",
+]
+
+# Bottlenecks without SE (stride 1, or stride 2 with a conv shortcut) with at most this many
+# output channels run as one fused native call (csrc/ghostblock.c). Measured against the
+# separate ops on a 2-core x86 CPU at 640x640 (224x224): 16 and 24 channels ~0.4x-0.55x,
+# 40-channel stride 2 0.72x (0.90x), 80 channels 0.77-0.85x (0.84-0.87x); 160 channels 1.7x
+# (2.4x: a 7x7 map is one band, so one thread).
+FUSED_BLOCK_MAX_CHANNELS = 80
+
+
+def _has_relu(seq: nn.Sequential) -> bool:
+    return any(isinstance(m, nn.ReLU) for m in seq)
+
+
+class DeployGhostModule(nn.Module):
+    """A :class:`GhostModule` with folded BatchNorms and fused ReLUs.
+
+    ``forward(x, residual=None)`` returns ``cat(p, cheap(p))[:, :oup] (+ residual)`` where the
+    slice is skipped when it keeps every channel, and the residual is added in place into the
+    freshly concatenated tensor (no extra allocation).
+
+    Args:
+        module: the eval-mode GhostModule to convert.
+    """
+
+    def __init__(self, module: GhostModule) -> None:
+        super().__init__()
+        relu = _has_relu(module.primary_conv)
+        self.primary_conv = FusedConv2d.from_conv(module.primary_conv[0], module.primary_conv[1], relu)
+        self.cheap_operation = FusedConv2d.from_conv(
+            module.cheap_operation[0], module.cheap_operation[1], _has_relu(module.cheap_operation)
+        )
+        self.oup = module.oup
+        total = self.primary_conv.weight.shape[0] + self.cheap_operation.weight.shape[0]
+        self.needs_slice = total != self.oup
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        return self.run(x, fast_path_ok(x), residual)
+
+    def run(self, x: Tensor, fast: bool, residual: Tensor | None = None) -> Tensor:
+        """``forward`` with the fast-path eligibility decided by the caller."""
+        out = self.concat(x, fast)
+        if self.needs_slice:  # a view of the first oup channels: the sum goes to a new tensor
+            return out if residual is None else out + residual
+        if residual is not None:
+            out.add_(residual)
+        return out
+
+    def concat(self, x: Tensor, fast: bool) -> Tensor:
+        """The module's output ``cat([p, cheap(p)], dim=1)[:, :oup]`` with ``p = primary(x)``.
+
+        On the fast path, when the primary conv runs as a GEMM (small maps) and the cheap op is
+        depthwise, both halves are written straight into one channels_last tensor instead
+        (:meth:`concat_parts` with one part): the primary half by the GEMM, the cheap half by
+        the native kernel. Otherwise the halves are concatenated (on large maps, copying the
+        primary half into a preallocated output and writing the cheap half in place measured no
+        faster than ``torch.cat``).
+        """
+        primary, cheap = self.primary_conv, self.cheap_operation
+        if fast and cheap.is_native_dw and cheap.use_native and primary.gemm_fits(x):
+            return self.concat_parts([x], None, fast)
+        p = primary.run(x, fast)
+        out = torch.cat([p, cheap.run(p, fast)], dim=1)
+        return out[:, : self.oup] if self.needs_slice else out
+
+    def concat_parts(self, parts: list[Tensor], scales: list[Tensor] | None, fast: bool) -> Tensor:
+        """``concat`` for the input ``cat(parts, dim=1)``, each part optionally multiplied by
+        a per-image, per-channel scale (an SE gate), without building that input.
+
+        The 1x1 primary conv is split by input channels, ``W @ cat(a, b) = W[:, :m] @ a +
+        W[:, m:] @ b``, and a scale on an input channel is a scale on that column of ``W``,
+        ``W @ (g * a) = (W * g) @ a``: the (small) weight is scaled instead of the feature map.
+        The GEMMs accumulate straight into the first half of the output and the cheap op writes
+        the second half, so nothing is concatenated. Only for the fast path and a 1x1 primary.
+
+        Args:
+            parts: channels_last ``(N, C_i, H, W)`` tensors, ``sum(C_i)`` = the input channels.
+            scales: ``None``, or one ``(N, C_i)`` tensor per part.
+            fast: the fast-path flag (must be true).
+        """
+        primary, cheap = self.primary_conv, self.cheap_operation
+        wt = primary.flat_weight()  # (in, out)
+        m, total = wt.shape[1], wt.shape[1] + cheap.weight.shape[0]
+        n, _, h, w = parts[0].shape
+        y = torch.empty((n, total, h, w), dtype=parts[0].dtype, memory_format=torch.channels_last)
+        p2 = y[:, :m].permute(0, 2, 3, 1).view(-1, m)  # rows of `total` floats: p in place
+        hw, start = h * w, 0
+        for i, part in enumerate(parts):
+            c = part.shape[1]
+            x2, w_part = part.permute(0, 2, 3, 1).reshape(-1, c), wt[start : start + c]
+            start += c
+            for j in range(n if scales is not None else 1):
+                rows = slice(j * hw, (j + 1) * hw) if scales is not None else slice(None)
+                wj = w_part * scales[i][j, :, None] if scales is not None else w_part
+                if i == 0:
+                    torch.addmm(primary.bias, x2[rows], wj, out=p2[rows])
+                else:
+                    p2[rows].addmm_(x2[rows], wj)
+        if start != wt.shape[0]:
+            raise ValueError(f"parts have {start} channels, the primary conv takes {wt.shape[0]}")
+        if primary.relu:
+            p2.relu_()
+        cheap.run(y[:, :m], fast, out=y[:, m:])
+        return y[:, : self.oup] if self.needs_slice else y
+
+
+class DeploySqueezeExcite(nn.Module):
+    """:class:`SqueezeExcite` on the pooled vector: two matrix products and one clamp.
+
+    ``hard_sigmoid(z) = clamp(z + 3, 0, 6) / 6 = clamp(z / 6 + 1 / 2, 0, 1)``, so the expand
+    weights are divided by 6 and ``1/2`` is added to the bias.
+
+    Args:
+        module: the SqueezeExcite to convert.
+    """
+
+    def __init__(self, module: SqueezeExcite) -> None:
+        super().__init__()
+        red, exp = module.conv_reduce, module.conv_expand
+        w1, b1 = fold_bn(red, None)
+        w2, b2 = fold_bn(exp, None)
+        self.reduce_weight = nn.Parameter(w1.flatten(1), requires_grad=False)
+        self.reduce_bias = nn.Parameter(b1, requires_grad=False)
+        self.expand_weight = nn.Parameter(w2.flatten(1) / 6.0, requires_grad=False)
+        self.expand_bias = nn.Parameter(b2 / 6.0 + 0.5, requires_grad=False)
+
+    def gate(self, pooled: Tensor) -> Tensor:
+        """The ``(N, C)`` gate from the ``(N, C)`` spatial means."""
+        if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export() and pooled.shape[0] == 1:
+            # One image: matrix-vector products, measurably cheaper than 1-row matmuls on CPU.
+            s = torch.addmv(self.reduce_bias, self.reduce_weight, pooled[0]).relu_()
+            return torch.addmv(self.expand_bias, self.expand_weight, s).clamp_(0.0, 1.0)[None]
+        s = F.relu(F.linear(pooled, self.reduce_weight, self.reduce_bias))
+        return torch.clamp(F.linear(s, self.expand_weight, self.expand_bias), 0.0, 1.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gate(x.mean((2, 3)))[:, :, None, None]
+
+
+class DeployBottleneck(nn.Module):
+    """A :class:`GhostBottleneck` in deploy form.
+
+    On large feature maps, ghost1's output is never concatenated: its two halves ``a`` (primary)
+    and ``b`` (cheap) go separately through the strided depthwise conv (per-channel, so it splits
+    exactly) and SE (the gate is computed from both halves' means), and ghost2 takes them as two
+    inputs (:meth:`DeployGhostModule.concat_parts`: its 1x1 primary conv is split by input
+    channels and accumulates into its half of the output). This saves a full copy of the widest
+    tensor of the block for one extra GEMM call, so it is used only when ghost1's output has at
+    least ``split_min_numel`` elements per image (small maps are dominated by per-call overhead).
+    The SE gate is never multiplied into a feature map: it scales the columns of ghost2's 1x1
+    weight instead. The identity residual is added in place after ghost2; a conv shortcut adds
+    ghost2's output inside its 1x1 convolution. Blocks that fit the native fused kernels
+    (``ghostdet/deploy/csrc/ghostblock.c``) run as one call each.
+
+    Args:
+        block: the eval-mode GhostBottleneck to convert.
+        split_min_numel: threshold for the split path (``0`` always, a huge number never).
+    """
+
+    def __init__(self, block: GhostBottleneck, split_min_numel: int = 200_000) -> None:
+        super().__init__()
+        self.ghost1 = DeployGhostModule(block.ghost1)
+        self.conv_dw = FusedConv2d.from_conv(block.conv_dw, block.bn_dw) if block.stride > 1 else None
+        self.se = DeploySqueezeExcite(block.se) if block.se is not None else None
+        self.ghost2 = DeployGhostModule(block.ghost2)
+        if len(block.shortcut) == 0:
+            self.shortcut_dw = self.shortcut_pw = None
+        else:
+            sc = block.shortcut
+            self.shortcut_dw = FusedConv2d.from_conv(sc[0], sc[1])
+            self.shortcut_pw = FusedConv2d.from_conv(sc[2], sc[3])
+        self.split_min_numel = split_min_numel
+        self.m = self.ghost1.primary_conv.weight.shape[0]
+        if self.conv_dw is not None and not self.ghost1.needs_slice:  # the split path's halves
+            m, dw = self.m, self.conv_dw
+            geom = (dw.stride, dw.padding, dw.dilation, m)
+            self.conv_dw_a = FusedConv2d(dw.weight[:m], dw.bias[:m], *geom)
+            self.conv_dw_b = FusedConv2d(dw.weight[m:], dw.bias[m:], *geom)
+        self._plan()
+
+    def _plan(self) -> None:
+        """Decide which execution paths fit this block (again on unpickling, so a model saved by
+        an older ghostdet gets this version's paths)."""
+        self.can_fuse_block = self._fusable()
+        self.can_fuse_block_s2 = self._fusable_s2()
+        self.can_fuse_block_se = self._fusable_se()
+        # ghost2's primary is a 1x1 conv: it can take its input in parts (see concat_parts)
+        self.ghost2_by_parts = self.ghost2.primary_conv.gemm_max_pixels > 0
+        self.can_split = (
+            not self.ghost1.needs_slice
+            and self.ghost2_by_parts
+            and (self.conv_dw is None or hasattr(self, "conv_dw_a"))
+        )
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._plan()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.run(x, fast_path_ok(x))
+
+    def _ghosts_fit(self) -> bool:
+        """Whether both Ghost modules fit the native fused kernels (``csrc/ghostblock.c``):
+        1x1 primaries and 3x3 depthwise cheap ops (ReLU in ghost1 only), no channel slicing,
+        channel counts multiples of 4, and at most ``FUSED_BLOCK_MAX_CHANNELS`` output channels
+        (wider blocks are faster as separate GEMMs)."""
+        p1, c1 = self.ghost1.primary_conv, self.ghost1.cheap_operation
+        p2, c2 = self.ghost2.primary_conv, self.ghost2.cheap_operation
+        m1, m2 = p1.weight.shape[0], p2.weight.shape[0]
+        return (
+            not self.ghost1.needs_slice
+            and not self.ghost2.needs_slice
+            and all(pc.gemm_max_pixels > 0 for pc in (p1, p2))  # 1x1, stride 1, no padding
+            and all(cc.is_native_dw and cc.weight.shape[-1] == 3 and cc.stride == [1, 1] for cc in (c1, c2))
+            and all(cc.padding == [1, 1] for cc in (c1, c2))
+            and (p1.relu, c1.relu, p2.relu, c2.relu) == (True, True, False, False)
+            and c1.weight.shape[0] == m1
+            and c2.weight.shape[0] == m2
+            and p2.weight.shape[1] == 2 * m1
+            and m1 % 4 == 0
+            and m2 % 4 == 0
+            and 2 * m2 <= FUSED_BLOCK_MAX_CHANNELS
+        )
+
+    def _dw_fits(self) -> bool:
+        """Whether the stride-2 depthwise conv fits the fused kernels (3x3 or 5x5, no ReLU)."""
+        dw = self.conv_dw
+        return (
+            dw is not None
+            and dw.is_native_dw
+            and not dw.relu
+            and dw.stride == [2, 2]
+            and dw.weight.shape[-1] in (3, 5)
+            and dw.padding == [dw.weight.shape[-1] // 2] * 2
+            and dw.weight.shape[0] == 2 * self.m
+        )
+
+    def _identity_fits(self) -> bool:
+        """An identity shortcut (stride 1, as many channels in as out)."""
+        p1, p2 = self.ghost1.primary_conv, self.ghost2.primary_conv
+        return self.shortcut_pw is None and p1.weight.shape[1] == 2 * p2.weight.shape[0]
+
+    def _fusable(self) -> bool:
+        """The stride-1 fused kernel: no SE, identity shortcut."""
+        return self._ghosts_fit() and self.conv_dw is None and self.se is None and self._identity_fits()
+
+    def _fusable_s2(self) -> bool:
+        """The stride-2 fused kernel: no SE, a conv shortcut (run separately)."""
+        return self._ghosts_fit() and self._dw_fits() and self.se is None and self.shortcut_pw is not None
+
+    def _fusable_se(self) -> bool:
+        """The two-pass fused kernels for blocks with SE (front, gate, back), stride 1 or 2."""
+        if self.se is None or not self._ghosts_fit():
+            return False
+        if self.conv_dw is not None:
+            return self._dw_fits() and self.shortcut_pw is not None
+        return self.shortcut_pw is not None or self._identity_fits()
+
+    def _fused_weights(self) -> list[Tensor]:
+        """The fused kernel's weights, from the modules' own derived-weight caches."""
+        out = []
+        for ghost in (self.ghost1, self.ghost2):
+            p, c = ghost.primary_conv, ghost.cheap_operation
+            out += [p.flat_weight(), p.bias]
+            out += [c.flat_weight(), c.bias]
+            if ghost is self.ghost1 and self.conv_dw is not None:
+                out += [self.conv_dw.flat_weight(), self.conv_dw.bias]
+        return out
+
+    def _run_fused_se(self, x: Tensor, fast: bool, band: int = 8) -> Tensor | None:
+        """Front kernel (ghost1 [+ strided depthwise] and channel sums), the SE gate folded into
+        ghost2's 1x1 weight per image, back kernel (ghost2 + residual); ``band`` rows per task."""
+        w = self._fused_weights()
+        nf = 4 if self.conv_dw is None else 6  # [w1t, b1, d1, bd1 (, dzt, dz)] | [w2t, b2, d2, bd2]
+        k = 3 if self.conv_dw is None else self.conv_dw.weight.shape[-1]
+        front = native.ghost_front(x, w[:nf], 1 if self.conv_dw is None else 2, k, band)
+        if front is None:
+            return None
+        z, sums = front
+        gate = self.se.gate(sums / (z.shape[2] * z.shape[3]))
+        if self.shortcut_pw is None:
+            res = x
+        else:
+            res = self.shortcut_pw.run(self.shortcut_dw.run(x, fast), fast)
+        return native.ghost_back(z, res, [w[nf] * gate[:, :, None], *w[nf + 1 :]], band)
+
+    def run(self, x: Tensor, fast: bool) -> Tensor:
+        """``forward`` with the fast-path eligibility decided by the caller."""
+        if fast and self.ghost1.cheap_operation.use_native:
+            y = None
+            if self.can_fuse_block:
+                y = native.ghost_block_s1(x, self._fused_weights())
+            elif self.can_fuse_block_s2:
+                res = self.shortcut_pw.run(self.shortcut_dw.run(x, fast), fast)
+                y = native.ghost_block_s2(x, res, self._fused_weights(), self.conv_dw.weight.shape[-1])
+            elif self.can_fuse_block_se:
+                y = self._run_fused_se(x, fast)
+            if y is not None:
+                return y
+        # ghost1's primary conv keeps the map size (stride 1, "same" padding)
+        # (only on the fast path: a traced/exported graph then has no size-dependent branch)
+        split = fast and self.can_split and 2 * self.m * x.shape[2] * x.shape[3] >= self.split_min_numel
+        if split:  # ghost1's halves are never concatenated
+            a = self.ghost1.primary_conv.run(x, fast)
+            b = self.ghost1.cheap_operation.run(a, fast)
+            if self.conv_dw is not None:
+                a, b = self.conv_dw_a.run(a, fast), self.conv_dw_b.run(b, fast)
+            parts = [a, b]
+        else:
+            y = self.ghost1.concat(x, fast)
+            if self.conv_dw is not None:
+                y = self.conv_dw.run(y, fast)
+            parts = [y]
+        gate = None
+        if self.se is not None:
+            means = [t.mean((2, 3)) for t in parts]
+            gate = self.se.gate(means[0] if len(means) == 1 else torch.cat(means, dim=1))
+        if fast and self.ghost2_by_parts and (split or gate is not None):
+            scales = None if gate is None else list(gate.split([t.shape[1] for t in parts], dim=1))
+            out = self.ghost2.concat_parts(parts, scales, fast)
+        else:
+            y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+            if gate is not None:
+                y = y * gate[:, :, None, None]
+            out = self.ghost2.run(y, fast)
+        if self.shortcut_pw is None:
+            return out.add_(x) if not self.ghost2.needs_slice else out + x
+        return self.shortcut_pw.run(self.shortcut_dw.run(x, fast), fast, other=out)
+
+
+def _convert_stage(stage: nn.Module) -> nn.Module:
+    layers = []
+    for block in stage:
+        if isinstance(block, GhostBottleneck):
+            layers.append(DeployBottleneck(block))
+        elif isinstance(block, ConvBnAct):
+            layers.append(FusedConv2d.from_conv(block.conv, block.bn1, relu=True))
+        else:
+            raise TypeError(f"unexpected GhostNet block {type(block).__name__}")
+    return nn.Sequential(*layers)
+
+
+def _to_channels_last(x: Tensor) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def _run_trunk(
+    stem: FusedConv2d, blocks: nn.Sequential, x: Tensor, taps: dict[int, str] | None = None
+) -> tuple[Tensor, OrderedDict[str, Tensor]]:
+    """Stem + blocks, the fast-path eligibility checked once; returns the last map and the tapped ones."""
+    x = _to_channels_last(x)
+    fast = fast_path_ok(x)
+    x = stem.run(x, fast)
+    out: OrderedDict[str, Tensor] = OrderedDict()
+    for i, stage in enumerate(blocks):
+        for block in stage:
+            x = block.run(x, fast)
+        if taps is not None and i in taps:
+            out[taps[i]] = x
+    return x, out
+
+
+class DeployGhostNet(nn.Module):
+    """A :class:`GhostNet` classifier in deploy form (same outputs as the eval-mode model).
+
+    ``forward_features`` returns the ``channels_last`` 960-channel map; the head runs
+    ``conv_head`` on the pooled vector as a matrix product. Dropout is gone (eval mode).
+
+    Args:
+        net: the eval-mode GhostNet to convert.
+    """
+
+    def __init__(self, net: GhostNet) -> None:
+        super().__init__()
+        self.width = net.width
+        self.num_features = net.num_features
+        self.stem = FusedConv2d.from_conv(net.conv_stem, net.bn1, relu=True)
+        self.blocks = nn.Sequential(*[_convert_stage(s) for s in net.blocks])
+        w, b = fold_bn(net.conv_head, None)
+        self.head_weight = nn.Parameter(w.flatten(1), requires_grad=False)
+        self.head_bias = nn.Parameter(b, requires_grad=False)
+        self.classifier = copy.deepcopy(net.classifier).requires_grad_(False)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return _run_trunk(self.stem, self.blocks, x)[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.forward_features(x).mean((2, 3))
+        x = F.relu(F.linear(x, self.head_weight, self.head_bias))
+        return self.classifier(x)
+
+
+class DeployGhostNetFeatures(nn.Module):
+    """A :class:`GhostNetFeatures` trunk in deploy form; returns the same OrderedDict of maps.
+
+    Args:
+        body: the eval-mode feature extractor to convert.
+    """
+
+    def __init__(self, body: GhostNetFeatures) -> None:
+        super().__init__()
+        self.stem = FusedConv2d.from_conv(body.conv_stem, body.bn1, relu=True)
+        self.blocks = nn.Sequential(*[_convert_stage(s) for s in body.blocks])
+        self.returned_layers = list(body.returned_layers)
+        self._taps = dict(body._taps)
+        self.out_channels_list = list(body.out_channels_list)
+        self.strides = list(body.strides)
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        return _run_trunk(self.stem, self.blocks, x, self._taps)[1]
