@@ -33,6 +33,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 
 from ghostdet.config import TrainConfig, save_config
+from ghostdet.distributed import (
+    DistInfo,
+    all_gather_objects,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+    reduce_mean,
+)
 from ghostdet.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
@@ -40,14 +48,6 @@ from ghostdet.engine.checkpoint import (
     load_checkpoint,
     resolve_resume_path,
     set_rng_state,
-)
-from ghostdet.engine.distributed import (
-    DistInfo,
-    all_gather_objects,
-    barrier,
-    cleanup_distributed,
-    init_distributed,
-    reduce_mean,
 )
 from ghostdet.engine.logger import ProgressLog, RunLogger, atomic_write_json, stdout_is_tty
 
@@ -507,7 +507,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     try:
         return _train(cfg, info)
     finally:
-        cleanup_distributed()
+        cleanup_distributed(info)
 
 
 def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:

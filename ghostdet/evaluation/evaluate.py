@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ghostdet.distributed import cleanup_distributed, init_distributed, rank_world
 from ghostdet.evaluation.coco_eval import (
     COCO_STAT_NAMES,
     CocoEvaluator,
@@ -148,25 +148,6 @@ def resolve_eval_data(
     return images, ann
 
 
-def _init_distributed(device: torch.device) -> bool:
-    """Join the torchrun process group when WORLD_SIZE > 1; returns True if this call created it."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not torch.distributed.is_available():
-        return False
-    if torch.distributed.is_initialized():
-        return False
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    torch.distributed.init_process_group(backend=backend)
-    return True
-
-
-def _rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def _label_mapping(detector: LoadedDetector, coco: Any, log: Callable[[str], None]) -> dict[int, int] | None:
     """The detector's label -> category id mapping, or a guess when the detector carries none."""
     num_classes = detector.meta.get("num_classes")
@@ -240,7 +221,7 @@ def evaluate_detector(
     Returns:
         The metrics dict written to ``metrics.json`` (on every rank; only rank 0 writes files).
     """
-    rank, world = _rank_world()
+    rank, world = rank_world()
     say = log if rank == 0 else (lambda _msg: None)
     device = torch.device(device)
     coco = _read_annotations(ann_file) if ann_file is not None else None
@@ -414,15 +395,11 @@ def run_eval(
     images_dir, ann_file = resolve_eval_data(data_path, val_images, val_ann, results_only)
     if threads:
         torch.set_num_threads(threads)
-    dev = resolve_device(device)
-    created = _init_distributed(dev)
+    info = init_distributed(resolve_device(device))
     try:
-        if dev.type == "cuda" and created:
-            dev = torch.device("cuda", torch.cuda.current_device())
         detector = load_detector(
-            checkpoint, model, weights, width, num_classes, min_size, max_size, device=dev
+            checkpoint, model, weights, width, num_classes, min_size, max_size, device=info.device
         )
-        return evaluate_detector(detector, images_dir, ann_file, output_dir, device=dev, **kwargs)
+        return evaluate_detector(detector, images_dir, ann_file, output_dir, device=info.device, **kwargs)
     finally:
-        if created:
-            torch.distributed.destroy_process_group()
+        cleanup_distributed(info)
