@@ -218,23 +218,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     if image is None:
         image = load_image(None)
-    if kind == "detector":
-        args: tuple = ([image],)
-        input_names = ["image"]
-        with torch.inference_mode():
-            output_names = list(fused([image])[0])  # FasterRCNN: boxes, labels, scores; RetinaNet: ...
-        dynamic_axes = {"image": {1: "height", 2: "width"}, **{n: {0: "n"} for n in output_names}}
-    else:
-        x = image[:, :224, :224].unsqueeze(0)
-        args = (x,)
-        input_names = ["input"]
-        with torch.inference_mode():
-            out = fused(x)
-        output_names = ["logits"] if kind == "classifier" else [f"feat_{k}" for k in out]
-        dynamic_axes = {"input": {0: "batch", 2: "height", 3: "width"}}
-        dynamic_axes.update(
-            {n: {0: "batch", 2: "h", 3: "w"} if kind == "backbone" else {0: "batch"} for n in output_names}
-        )
+    args, input_names, output_names, dynamic_axes = _trace_spec(fused, kind, image)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -250,47 +234,77 @@ def export_onnx(
         )
     onnx.checker.check_model(str(path))
     report: dict[str, Any] = {"path": str(path), "kind": kind, "opset": opset, "checks": []}
-    if not verify:
-        return report
-    if kind == "detector":
-        h, w = image.shape[-2:]
-        second = torch.nn.functional.interpolate(image[None], size=(h * 3 // 4, w), mode="bilinear")[0]
-        for img in (image, second):
-            with torch.inference_mode():
-                ref = fused([img])[0]
-            got = dict(zip(output_names, run_onnx(path, [img])))
-            boxes = got["boxes"]
-            err = _matched_box_err(ref, got)
-            frac = matched_fraction(ref, got, box_tol)
-            check = {
-                "matched": frac,
-                "size": list(img.shape[-2:]),
-                "num_detections": int(ref["boxes"].shape[0]),
-                "onnx_detections": int(boxes.shape[0]),
-                "max_box_err": err,
-            }
-            report["checks"].append(check)
-            if boxes.shape != ref["boxes"].shape or frac < min_matched:
-                raise ExportError(
-                    f"onnxruntime detections differ from PyTorch's at size {check['size']}: {check}"
-                )
-    else:
-        x = args[0]
-        x2 = torch.cat([x, x.flip(-1)])[:, :, :160, :192]  # another batch and size (dynamic axes)
-        for inp in (x, x2):
-            with torch.inference_mode():
-                ref = fused(inp)
-            refs = [ref] if kind == "classifier" else list(ref.values())
-            outs = run_onnx(path, [inp])
-            err = max(
-                ((r - o).abs().max() / r.abs().max().clamp_min(1e-12)).item() for r, o in zip(refs, outs)
-            )
-            report["checks"].append({"size": list(inp.shape), "max_rel_err": err})
-            if err > rtol:
-                raise ExportError(
-                    f"onnxruntime output differs from PyTorch's by {err:.2e} (relative) > {rtol}"
-                )
+    if verify and kind == "detector":
+        _verify_detector(fused, path, image, output_names, box_tol, min_matched, report["checks"])
+    elif verify:
+        _verify_tensors(fused, path, args[0], kind, rtol, report["checks"])
     return report
+
+
+def _trace_spec(fused: nn.Module, kind: str, image: Tensor) -> tuple[tuple, list[str], list[str], dict]:
+    """``(args, input_names, output_names, dynamic_axes)`` of the export of ``fused``."""
+    if kind == "detector":
+        with torch.inference_mode():
+            output_names = list(fused([image])[0])  # FasterRCNN: boxes, labels, scores; RetinaNet: ...
+        dynamic_axes = {"image": {1: "height", 2: "width"}, **{n: {0: "n"} for n in output_names}}
+        return ([image],), ["image"], output_names, dynamic_axes
+    x = image[:, :224, :224].unsqueeze(0)
+    with torch.inference_mode():
+        out = fused(x)
+    output_names = ["logits"] if kind == "classifier" else [f"feat_{k}" for k in out]
+    dynamic_axes = {"input": {0: "batch", 2: "height", 3: "width"}}
+    dynamic_axes.update(
+        {n: {0: "batch", 2: "h", 3: "w"} if kind == "backbone" else {0: "batch"} for n in output_names}
+    )
+    return (x,), ["input"], output_names, dynamic_axes
+
+
+def _verify_detector(
+    fused: nn.Module,
+    path: Path,
+    image: Tensor,
+    output_names: list[str],
+    box_tol: float,
+    min_matched: float,
+    checks: list[dict[str, Any]],
+) -> None:
+    """Compare onnxruntime's detections with PyTorch's on ``image`` and a 3/4-height copy."""
+    h, w = image.shape[-2:]
+    second = torch.nn.functional.interpolate(image[None], size=(h * 3 // 4, w), mode="bilinear")[0]
+    for img in (image, second):
+        with torch.inference_mode():
+            ref = fused([img])[0]
+        got = dict(zip(output_names, run_onnx(path, [img])))
+        boxes = got["boxes"]
+        frac = matched_fraction(ref, got, box_tol)
+        check = {
+            "matched": frac,
+            "size": list(img.shape[-2:]),
+            "num_detections": int(ref["boxes"].shape[0]),
+            "onnx_detections": int(boxes.shape[0]),
+            "max_box_err": _matched_box_err(ref, got),
+        }
+        checks.append(check)
+        if boxes.shape != ref["boxes"].shape or frac < min_matched:
+            raise ExportError(
+                f"onnxruntime detections differ from PyTorch's at size {check['size']}: {check}"
+            )
+
+
+def _verify_tensors(
+    fused: nn.Module, path: Path, x: Tensor, kind: str, rtol: float, checks: list[dict[str, Any]]
+) -> None:
+    """Compare a classifier's or backbone's outputs on ``x`` and on another batch and size."""
+    x2 = torch.cat([x, x.flip(-1)])[:, :, :160, :192]  # another batch and size (dynamic axes)
+    for inp in (x, x2):
+        with torch.inference_mode():
+            ref = fused(inp)
+        refs = [ref] if kind == "classifier" else list(ref.values())
+        outs = run_onnx(path, [inp])
+        err = max(((r - o).abs().max() / r.abs().max().clamp_min(1e-12)).item() for r, o in zip(refs, outs))
+        checks.append({"size": list(inp.shape), "max_rel_err": err})
+        if err > rtol:
+            raise ExportError(f"onnxruntime output differs from PyTorch's by {err:.2e} (relative) > {rtol}")
 
 
 def _default_image() -> Path | None:

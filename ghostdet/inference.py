@@ -71,16 +71,12 @@ class LoadedDetector:
 
 
 def _read_checkpoint(path: Path) -> Any:
-    if not path.is_file():
-        raise ToolError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from ghostdet.checkpoint_io import CheckpointReadError, read_checkpoint
 
-        return load_file(str(path), device="cpu")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ToolError(f"could not read {path} as a torch checkpoint: {one_line(e)}") from None
+        return read_checkpoint(path)
+    except CheckpointReadError as e:  # the tools print ToolErrors as one line
+        raise ToolError(str(e)) from None
 
 
 def _int_keys(d: Mapping[Any, Any] | None, value: type) -> dict[int, Any] | None:

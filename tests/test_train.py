@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -155,9 +156,37 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
     assert a["metrics"] == pytest.approx(b["metrics"], abs=1e-6)
     mb = json.loads((part / "metrics.json").read_text())
     assert [e["epoch"] for e in mb["evaluations"]] == [1, 2]
+    ma = json.loads((full / "metrics.json").read_text())
+    assert a["best_epoch"] == b["best_epoch"] == mb["best"]["epoch"] == ma["best"]["epoch"]
     # resuming a finished run trains nothing and keeps its results
     doc = train(tiny_cfg(tiny_data, part, epochs=2, workers=1, warmup_iters=3, resume="auto"))
     assert doc["final"]["epoch"] == 2
+
+
+def test_resume_restores_the_lr_position_not_the_old_schedule():
+    params = [torch.nn.Parameter(torch.zeros(1))]
+
+    def scheduler(epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
+        opt = torch.optim.SGD(params, lr=1.0)
+        return torch.optim.lr_scheduler.LambdaLR(opt, train_module.LRSchedule("cosine", 10, epochs))
+
+    old = scheduler(1)
+    for _ in range(3):
+        old.optimizer.step()
+        old.step()
+    new = scheduler(4)  # resumed with a longer --epochs
+    train_module._restore_scheduler(new, old.state_dict())
+    assert new.last_epoch == 3 and new.lr_lambdas[0].total_iters == 40
+    new.optimizer.step()
+    new.step()
+    assert new.get_last_lr()[0] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 40)))
+
+
+def test_best_evaluation_is_found_by_epoch():
+    history = [{"epoch": 1, "AP": 0.25}, {"epoch": 2, "AP": 0.5}, {"epoch": 3, "AP": 0.5}]
+    assert train_module._best_entry({"best_epoch": 1}, history) is history[0]
+    assert train_module._best_entry({}, history) is history[1]  # older checkpoints: first highest AP
+    assert train_module._best_entry({"best_epoch": 0}, []) is None
 
 
 def test_nonfinite_loss_names_image_ids_and_keeps_checkpoint(tiny_data, tmp_path, monkeypatch):

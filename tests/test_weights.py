@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ghostdet.checkpoint_io import CheckpointReadError
 from ghostdet.models import IMAGENET_URLS, WeightsMismatchError, ghostnet
 from ghostdet.models.weights import clean_state_dict, load_state_dict_file
 
@@ -92,7 +93,7 @@ def test_different_num_classes_skips_classifier(tmp_path: Path, reference: dict)
 
 def test_pickled_code_is_refused(tmp_path: Path) -> None:
     torch.save({"model": ghostnet}, tmp_path / "evil.pth")  # a pickled function, not tensors
-    with pytest.raises(RuntimeError, match="weights-only"):
+    with pytest.raises(CheckpointReadError, match=r"evil\.pth.*weights-only loading refuses"):
         load_state_dict_file(tmp_path / "evil.pth")
 
 

@@ -29,17 +29,28 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
+from types import ModuleType
 from typing import Any
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check on import
-
-import albumentations as A
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = ["AugConfig", "DetectionTransform", "ToTensorTransform", "build_transforms", "clip_boxes"]
+
+
+def _albumentations() -> ModuleType:
+    """Import albumentations on first use, without its import-time PyPI version check.
+
+    albumentations asks PyPI for a newer release when it is first imported unless
+    ``NO_ALBUMENTATIONS_UPDATE`` is set; training must not touch the network (and offline the
+    check only warns). The variable is set (unless the user set it) right before that import.
+    """
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations
+
+    return albumentations
 
 
 @dataclass
@@ -151,9 +162,10 @@ class DetectionTransform:
         self.cfg = cfg or AugConfig()
         self.seed = seed
         self._seed_key: tuple | None = None
+        A = _albumentations()
         c = self.cfg
         b, ct, s, h = c.color_jitter
-        steps: list[A.BasicTransform] = []
+        steps: list[Any] = []
         if c.crop_prob > 0:
             steps.append(A.BBoxSafeRandomCrop(erosion_rate=c.crop_erosion, p=c.crop_prob))
         if c.scale_prob > 0:

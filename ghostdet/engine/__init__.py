@@ -1,7 +1,7 @@
 """Training engine: :func:`train` runs a job from a :class:`ghostdet.config.TrainConfig`."""
 
+from ghostdet.distributed import DistInfo, init_distributed
 from ghostdet.engine.checkpoint import atomic_save, load_checkpoint, resolve_resume_path
-from ghostdet.engine.distributed import DistInfo, init_distributed
 from ghostdet.engine.train import (
     LRSchedule,
     NonFiniteLossError,

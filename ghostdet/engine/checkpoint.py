@@ -5,7 +5,8 @@ A checkpoint is a plain dict (tensors, dicts, lists, str, int, float only), so
 
     {"model", "optimizer", "lr_scheduler", "scaler", "epoch" (last finished, 1-based),
      "config" (resolved TrainConfig dict), "detector" (builder name), "width", "num_classes",
-     "label_to_cat_id", "category_names", "metrics" (last evaluation), "best_ap", "rng",
+     "label_to_cat_id", "category_names", "metrics" (last evaluation), "history", "best_ap",
+     "best_epoch" (0 before the first evaluation), "rng",
      "global_step", "format"}
 """
 
@@ -19,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ghostdet.checkpoint_io import read_checkpoint
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -99,16 +102,10 @@ def load_checkpoint(path: str | PathLike) -> dict[str, Any]:
     """Read a training checkpoint with ``weights_only=True`` onto the CPU.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: not a readable training checkpoint.
+        CheckpointReadError: the file is missing or unreadable (a ``ValueError``).
+        ValueError: the file is not a training checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"cannot read checkpoint {path}: {' '.join(str(e).split())[:300]}") from None
+    ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "epoch" not in ckpt:
         raise ValueError(f"{path} is not a tools/train_det.py checkpoint (no 'model'/'epoch' entries)")
     return ckpt

@@ -24,6 +24,7 @@ import os
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 
 from ghostdet.config import TrainConfig, save_config
+from ghostdet.distributed import (
+    DistInfo,
+    all_gather_objects,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+    reduce_mean,
+)
 from ghostdet.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
@@ -40,14 +49,6 @@ from ghostdet.engine.checkpoint import (
     load_checkpoint,
     resolve_resume_path,
     set_rng_state,
-)
-from ghostdet.engine.distributed import (
-    DistInfo,
-    all_gather_objects,
-    barrier,
-    cleanup_distributed,
-    init_distributed,
-    reduce_mean,
 )
 from ghostdet.engine.logger import ProgressLog, RunLogger, atomic_write_json, stdout_is_tty
 
@@ -447,36 +448,60 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _checkpoint_dict(
-    cfg: TrainConfig,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: Any,
-    epoch: int,
-    global_step: int,
-    train_ds: Any,
-    metrics: dict[str, float],
-    history: list[dict[str, Any]],
-    best_ap: float,
-) -> dict[str, Any]:
+@dataclass
+class _Run:
+    """The state of a training job that its steps share (built by :func:`_set_up`).
+
+    ``best`` is the ``history`` entry with the highest AP so far (``None`` before the first
+    evaluation); ``metrics`` are the stats of the last evaluation.
+    """
+
+    cfg: TrainConfig
+    info: DistInfo
+    out_dir: Path
+    log: RunLogger
+    train_ds: Any
+    val_ds: Any
+    batch_sampler: Any
+    train_loader: DataLoader
+    val_loader: DataLoader
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    writer: Any = None
+    start_epoch: int = 1
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    best: dict[str, Any] | None = None
+
+    @property
+    def best_ap(self) -> float:
+        """AP of the best evaluation so far (-1 before the first)."""
+        return float(self.best["AP"]) if self.best is not None else -1.0
+
+
+def _checkpoint_dict(run: _Run, epoch: int) -> dict[str, Any]:
+    train_ds = run.train_ds
     return {
         "format": CHECKPOINT_FORMAT,
-        "model": _unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "lr_scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
+        "model": _unwrap(run.model).state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "lr_scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
         "epoch": int(epoch),
-        "global_step": int(global_step),
-        "config": cfg.to_dict(),
-        "detector": cfg.builder,
-        "width": float(cfg.width),
+        "global_step": int(run.global_step),
+        "config": run.cfg.to_dict(),
+        "detector": run.cfg.builder,
+        "width": float(run.cfg.width),
         "num_classes": int(train_ds.num_classes),
         "label_to_cat_id": {int(k): int(v) for k, v in train_ds.label_to_cat_id.items()},
         "category_names": {int(k): str(v) for k, v in train_ds.category_names.items()},
-        "metrics": dict(metrics),
-        "history": history,
-        "best_ap": float(best_ap),
+        "metrics": dict(run.metrics),
+        "history": run.history,
+        "best_ap": run.best_ap,
+        "best_epoch": int(run.best["epoch"]) if run.best is not None else 0,
         "rng": get_rng_state(),
     }
 
@@ -492,6 +517,27 @@ def _metrics_doc(history: list[dict[str, Any]], best: dict[str, Any] | None, don
     if done and history:
         doc["final"] = history[-1]
     return doc
+
+
+def _best_entry(ckpt: Mapping[str, Any], history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The checkpoint's best evaluation: the entry of ``best_epoch`` (the first highest AP for
+    checkpoints written before ``best_epoch`` was recorded)."""
+    if not history:
+        return None
+    if "best_epoch" not in ckpt:
+        return max(history, key=lambda h: h["AP"])
+    return next((h for h in history if h["epoch"] == ckpt["best_epoch"]), None)
+
+
+def _restore_scheduler(scheduler: torch.optim.lr_scheduler.LambdaLR, state: Mapping[str, Any]) -> None:
+    """Restore the scheduler's position (iteration count, last lrs) but not its schedule.
+
+    The schedule is this run's (e.g. a longer ``--epochs``): a ``None`` lr_lambda entry tells
+    ``LambdaLR.load_state_dict`` to leave that lambda as it is.
+    """
+    position = {k: v for k, v in state.items() if k != "lr_lambdas"}
+    position["lr_lambdas"] = [None] * len(scheduler.lr_lambdas)
+    scheduler.load_state_dict(position)
 
 
 # ----------------------------------------------------------------------------- the job
@@ -521,12 +567,28 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     try:
         return _train(cfg, info)
     finally:
-        cleanup_distributed()
+        cleanup_distributed(info)
 
 
 def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
-    out_dir = Path(cfg.output_dir)
-    log = RunLogger(out_dir / "log.txt", enabled=info.is_main)
+    run, resume_path, ckpt = _set_up(cfg, info)
+    if ckpt is not None:
+        _resume(run, resume_path, ckpt)
+    _start(run)
+    try:
+        for epoch in range(run.start_epoch, cfg.epochs + 1):
+            stats, skipped = _train_epoch(run, epoch)
+            due = epoch == cfg.epochs or (cfg.eval_every > 0 and epoch % cfg.eval_every == 0)
+            improved = _evaluate_epoch(run, epoch, stats, skipped) if due else False
+            _save_epoch(run, epoch, improved)
+    finally:
+        if run.writer is not None:
+            run.writer.close()
+    return _report(run)
+
+
+def _set_runtime(cfg: TrainConfig, info: DistInfo, log: RunLogger) -> None:
+    """Threads (split between the processes of a CPU job) and this rank's seeds."""
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     elif info.distributed and info.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
@@ -535,12 +597,27 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
         log("amp on CPU: bfloat16 autocast (no GradScaler)")
     _seed_everything(cfg.seed + info.rank)
 
+
+def _read_resume(
+    cfg: TrainConfig, out_dir: Path, log: RunLogger
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint to resume from (read before anything is built, so a bad one fails early)."""
     resume_path = resolve_resume_path(cfg.resume, out_dir)
-    ckpt = load_checkpoint(resume_path) if resume_path is not None else None
-    if ckpt is not None:
-        diffs = _config_differences(ckpt.get("config", {}), cfg.to_dict())
-        if diffs:
-            log(f"warning: resuming with a config that differs from the checkpoint's in: {', '.join(diffs)}")
+    if resume_path is None:
+        return None, None
+    ckpt = load_checkpoint(resume_path)
+    diffs = _config_differences(ckpt.get("config", {}), cfg.to_dict())
+    if diffs:
+        log(f"warning: resuming with a config that differs from the checkpoint's in: {', '.join(diffs)}")
+    return resume_path, ckpt
+
+
+def _set_up(cfg: TrainConfig, info: DistInfo) -> tuple[_Run, Path | None, dict[str, Any] | None]:
+    """Step 1: runtime settings, the resume checkpoint, data, model, optimizer and lr schedule."""
+    out_dir = Path(cfg.output_dir)
+    log = RunLogger(out_dir / "log.txt", enabled=info.is_main)
+    _set_runtime(cfg, info, log)
+    resume_path, ckpt = _read_resume(cfg, out_dir, log)
 
     train_ds, val_ds = build_datasets(cfg, info, log)
     if info.is_main:
@@ -555,121 +632,133 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
 
     model = build_model(cfg, train_ds.num_classes).to(info.device)
     optimizer = build_optimizer(cfg, model)
-    iters_per_epoch = _steps_this_epoch(batch_sampler, 0)
     schedule = LRSchedule(
-        cfg.lr_scheduler, iters_per_epoch, cfg.epochs, cfg.lr_steps, cfg.lr_gamma,
+        cfg.lr_scheduler, _steps_this_epoch(batch_sampler, 0), cfg.epochs, cfg.lr_steps, cfg.lr_gamma,
         cfg.warmup_iters, cfg.warmup_factor, cfg.min_lr_ratio,
     )  # fmt: skip
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and info.device.type == "cuda")
+    run = _Run(
+        cfg, info, out_dir, log, train_ds, val_ds, batch_sampler, train_loader, val_loader, model, optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+        scaler=torch.amp.GradScaler("cuda", enabled=cfg.amp and info.device.type == "cuda"),
+    )  # fmt: skip
+    return run, resume_path, ckpt
 
-    start_epoch, global_step, best_ap = 1, 0, -1.0
-    history: list[dict[str, Any]] = []
-    metrics: dict[str, float] = {}
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        fresh = dict(schedule.__dict__)  # LambdaLR.load_state_dict overwrites the schedule's fields;
-        scheduler.load_state_dict(ckpt["lr_scheduler"])
-        schedule.__dict__.update(fresh)  # keep this run's (e.g. a longer --epochs)
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch = int(ckpt["epoch"]) + 1
-        global_step = int(ckpt.get("global_step", 0))
-        best_ap = float(ckpt.get("best_ap", -1.0))
-        history = list(ckpt.get("history", []))
-        metrics = dict(ckpt.get("metrics", {}))
-        if "rng" in ckpt:
-            set_rng_state(ckpt["rng"])
-        log(f"resumed from {resume_path} (epoch {ckpt['epoch']} done, step {global_step})")
 
+def _resume(run: _Run, path: Path | None, ckpt: Mapping[str, Any]) -> None:
+    """Step 2: continue from a checkpoint (weights, optimizer, lr position, RNGs, history)."""
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    _restore_scheduler(run.scheduler, ckpt["lr_scheduler"])
+    if ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.start_epoch = int(ckpt["epoch"]) + 1
+    run.global_step = int(ckpt.get("global_step", 0))
+    run.history = list(ckpt.get("history", []))
+    run.metrics = dict(ckpt.get("metrics", {}))
+    run.best = _best_entry(ckpt, run.history)
+    if "rng" in ckpt:
+        set_rng_state(ckpt["rng"])
+    run.log(f"resumed from {path} (epoch {ckpt['epoch']} done, step {run.global_step})")
+
+
+def _start(run: _Run) -> None:
+    """Wrap the model in DDP when distributed; open TensorBoard on the main rank."""
+    info = run.info
     if info.distributed:
         ddp_kw = {"device_ids": [info.device.index]} if info.device.type == "cuda" else {}
-        model = nn.parallel.DistributedDataParallel(model, **ddp_kw)
-
-    writer = None
+        run.model = nn.parallel.DistributedDataParallel(run.model, **ddp_kw)
     if info.is_main:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=global_step or None)
+        run.writer = SummaryWriter(str(run.out_dir / "tensorboard"), purge_step=run.global_step or None)
 
-    best = next((h for h in history if h.get("AP") == best_ap), None) if history else None
-    try:
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            n_steps = _steps_this_epoch(batch_sampler, epoch - 1)
-            loader = _Loader(train_loader, n_steps)
-            stats = train_one_epoch(
-                model, optimizer, scheduler, scaler, loader, info, epoch, cfg, log, writer, global_step
-            )
-            global_step += int(stats["iters"])
-            skipped = int(sum(all_gather_objects(loader.skipped)))
-            log(
-                f"epoch {epoch}/{cfg.epochs}: loss {stats['loss']:.4f} ("
-                + ", ".join(f"{k} {v:.4f}" for k, v in stats.items() if k not in _EPOCH_META)
-                + f"), {int(stats['iters'])} iters, {int(stats['images'])} images in {stats['seconds']:.0f}s "
-                f"({stats['images_per_s']:.1f} img/s), lr {stats['lr']:.3g}, "
-                f"skipped {skipped} unreadable image(s)"
-            )
-            if writer is not None:
-                writer.add_scalar("train/epoch_loss", stats["loss"], global_step)
-                writer.add_scalar("train/images_per_s", stats["images_per_s"], global_step)
 
-            do_eval = epoch == cfg.epochs or (cfg.eval_every > 0 and epoch % cfg.eval_every == 0)
-            improved = False
-            if do_eval:
-                val_loader_c = _Loader(val_loader)
-                metrics, evaluator, speed = evaluate(_unwrap(model), val_loader_c, val_ds, info, cfg.amp)
-                val_skipped = int(sum(all_gather_objects(val_loader_c.skipped)))
-                entry = {
-                    "epoch": epoch,
-                    **{k: float(v) for k, v in metrics.items()},
-                    "train_loss": float(stats["loss"]),
-                    "train_images_per_s": float(stats["images_per_s"]),
-                    "eval_images_per_s": float(speed["images_per_s"] * info.world_size),
-                    "train_skipped_images": skipped,
-                    "val_skipped_images": val_skipped,
-                    "val_images_evaluated": len(evaluator.img_ids),
-                }
-                history.append(entry)
-                improved = metrics["AP"] > best_ap
-                if improved:
-                    best_ap, best = metrics["AP"], entry
-                log(
-                    f"eval epoch {epoch}: AP {metrics['AP']:.4f} AP50 {metrics['AP50']:.4f} "
-                    f"AP75 {metrics['AP75']:.4f} APs {metrics['APs']:.3f} APm {metrics['APm']:.3f} "
-                    f"APl {metrics['APl']:.3f} ({speed['images_per_s'] * info.world_size:.1f} img/s"
-                    + (f", skipped {val_skipped} unreadable" if val_skipped else "")
-                    + ")"
-                )
-                if info.is_main:
-                    evaluator.write_results(out_dir / "detections.json")
-                    if writer is not None:
-                        for k, v in metrics.items():
-                            writer.add_scalar(f"val/{k}", v, global_step)
-                        if cfg.vis_images:
-                            _log_val_images(_unwrap(model), val_ds, cfg, info, writer, global_step)
-                        writer.flush()
+def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, float], int]:
+    """Step 3: one training epoch and its log line; returns its stats and the images skipped."""
+    cfg, info, writer = run.cfg, run.info, run.writer
+    loader = _Loader(run.train_loader, _steps_this_epoch(run.batch_sampler, epoch - 1))
+    stats = train_one_epoch(
+        run.model, run.optimizer, run.scheduler, run.scaler, loader, info, epoch, cfg, run.log, writer,
+        run.global_step,
+    )  # fmt: skip
+    run.global_step += int(stats["iters"])
+    skipped = int(sum(all_gather_objects(loader.skipped)))
+    run.log(
+        f"epoch {epoch}/{cfg.epochs}: loss {stats['loss']:.4f} ("
+        + ", ".join(f"{k} {v:.4f}" for k, v in stats.items() if k not in _EPOCH_META)
+        + f"), {int(stats['iters'])} iters, {int(stats['images'])} images in {stats['seconds']:.0f}s "
+        f"({stats['images_per_s']:.1f} img/s), lr {stats['lr']:.3g}, "
+        f"skipped {skipped} unreadable image(s)"
+    )
+    if writer is not None:
+        writer.add_scalar("train/epoch_loss", stats["loss"], run.global_step)
+        writer.add_scalar("train/images_per_s", stats["images_per_s"], run.global_step)
+    return stats, skipped
 
-            if info.is_main:
-                ckpt_doc = _checkpoint_dict(
-                    cfg, model, optimizer, scheduler, scaler, epoch, global_step, train_ds, metrics,
-                    history, best_ap,
-                )  # fmt: skip
-                atomic_save(ckpt_doc, out_dir / "checkpoint.pth")
-                if improved:
-                    atomic_save(ckpt_doc, out_dir / "best.pth")
-                atomic_write_json(out_dir / "metrics.json", _metrics_doc(history, best, epoch == cfg.epochs))
-            barrier()
-    finally:
-        if writer is not None:
-            writer.close()
 
-    doc = _metrics_doc(history, best, True)
+def _evaluate_epoch(run: _Run, epoch: int, stats: Mapping[str, float], skipped: int) -> bool:
+    """Step 4: COCO evaluation, its history entry, log line and outputs; True if AP improved."""
+    info, writer = run.info, run.writer
+    val_loader = _Loader(run.val_loader)
+    metrics, evaluator, speed = evaluate(_unwrap(run.model), val_loader, run.val_ds, info, run.cfg.amp)
+    val_skipped = int(sum(all_gather_objects(val_loader.skipped)))
+    entry = {
+        "epoch": epoch,
+        **{k: float(v) for k, v in metrics.items()},
+        "train_loss": float(stats["loss"]),
+        "train_images_per_s": float(stats["images_per_s"]),
+        "eval_images_per_s": float(speed["images_per_s"] * info.world_size),
+        "train_skipped_images": skipped,
+        "val_skipped_images": val_skipped,
+        "val_images_evaluated": len(evaluator.img_ids),
+    }
+    run.metrics = metrics
+    run.history.append(entry)
+    improved = metrics["AP"] > run.best_ap
+    if improved:
+        run.best = entry
+    run.log(
+        f"eval epoch {epoch}: AP {metrics['AP']:.4f} AP50 {metrics['AP50']:.4f} "
+        f"AP75 {metrics['AP75']:.4f} APs {metrics['APs']:.3f} APm {metrics['APm']:.3f} "
+        f"APl {metrics['APl']:.3f} ({speed['images_per_s'] * info.world_size:.1f} img/s"
+        + (f", skipped {val_skipped} unreadable" if val_skipped else "")
+        + ")"
+    )
     if info.is_main:
-        if start_epoch > cfg.epochs:
-            log(f"nothing to do: the checkpoint already finished {start_epoch - 1} >= {cfg.epochs} epochs")
-        atomic_write_json(out_dir / "metrics.json", doc)
-        if history:
-            f = history[-1]
-            log(f"done: final AP {f['AP']:.4f} AP50 {f['AP50']:.4f} (best AP {best_ap:.4f}), in {out_dir}")
+        evaluator.write_results(run.out_dir / "detections.json")
+        if writer is not None:
+            for k, v in metrics.items():
+                writer.add_scalar(f"val/{k}", v, run.global_step)
+            if run.cfg.vis_images:
+                _log_val_images(_unwrap(run.model), run.val_ds, run.cfg, info, writer, run.global_step)
+            writer.flush()
+    return improved
+
+
+def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
+    """Step 5: the epoch's checkpoint (and best.pth) and metrics.json, then wait for every rank."""
+    if run.info.is_main:
+        ckpt_doc = _checkpoint_dict(run, epoch)
+        atomic_save(ckpt_doc, run.out_dir / "checkpoint.pth")
+        if improved:
+            atomic_save(ckpt_doc, run.out_dir / "best.pth")
+        doc = _metrics_doc(run.history, run.best, epoch == run.cfg.epochs)
+        atomic_write_json(run.out_dir / "metrics.json", doc)
+    barrier()
+
+
+def _report(run: _Run) -> dict[str, Any]:
+    """Step 6: the final metrics.json and summary line; returns the metrics document."""
+    doc = _metrics_doc(run.history, run.best, True)
+    done, epochs = run.start_epoch - 1, run.cfg.epochs
+    if run.info.is_main:
+        if done >= epochs:
+            run.log(f"nothing to do: the checkpoint already finished {done} >= {epochs} epochs")
+        atomic_write_json(run.out_dir / "metrics.json", doc)
+        if run.history:
+            f = run.history[-1]
+            run.log(
+                f"done: final AP {f['AP']:.4f} AP50 {f['AP50']:.4f} (best AP {run.best_ap:.4f}), "
+                f"in {run.out_dir}"
+            )
     return doc

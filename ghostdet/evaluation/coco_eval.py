@@ -12,7 +12,6 @@ import contextlib
 import io
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +24,8 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor, nn
+
+from ghostdet.distributed import all_gather_objects
 
 __all__ = [
     "COCO_STAT_NAMES",
@@ -174,10 +175,6 @@ def per_category_ap(coco_eval: COCOeval | None) -> list[tuple[int, str, float]]:
     return out
 
 
-def _dist_ready() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
 class CocoEvaluator:
     """Collect detector outputs as COCO results and score them with COCOeval (bbox).
 
@@ -266,10 +263,9 @@ class CocoEvaluator:
         After the call every rank holds all results. An image seen by several ranks (e.g. the
         padding of a DistributedSampler) is kept once.
         """
-        if not _dist_ready() or torch.distributed.get_world_size() == 1:
+        gathered = all_gather_objects((self._per_image, self.dropped))
+        if len(gathered) == 1:
             return
-        gathered: list[Any] = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(gathered, (self._per_image, self.dropped))
         merged: dict[int, list[dict[str, Any]]] = {}
         dropped = 0
         for per_image, n in gathered:
@@ -366,15 +362,3 @@ def run_inference(
         "seconds": seconds,
         "images_per_s": n_images / seconds if seconds else 0.0,
     }
-
-
-def is_main_process() -> bool:
-    """True on rank 0 or when torch.distributed is not initialised."""
-    return not _dist_ready() or torch.distributed.get_rank() == 0
-
-
-def world_info() -> tuple[int, int]:
-    """``(rank, world_size)``; ``(0, 1)`` without torch.distributed, from the environment if set."""
-    if _dist_ready():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ghostdet.distributed import cleanup_distributed, init_distributed, rank_world
 from ghostdet.evaluation.coco_eval import (
     COCO_STAT_NAMES,
     CocoEvaluator,
@@ -148,25 +148,6 @@ def resolve_eval_data(
     return images, ann
 
 
-def _init_distributed(device: torch.device) -> bool:
-    """Join the torchrun process group when WORLD_SIZE > 1; returns True if this call created it."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not torch.distributed.is_available():
-        return False
-    if torch.distributed.is_initialized():
-        return False
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    torch.distributed.init_process_group(backend=backend)
-    return True
-
-
-def _rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def _label_mapping(detector: LoadedDetector, coco: Any, log: Callable[[str], None]) -> dict[int, int] | None:
     """The detector's label -> category id mapping, or a guess when the detector carries none."""
     num_classes = detector.meta.get("num_classes")
@@ -240,9 +221,66 @@ def evaluate_detector(
     Returns:
         The metrics dict written to ``metrics.json`` (on every rank; only rank 0 writes files).
     """
-    rank, world = _rank_world()
+    rank, world = rank_world()
     say = log if rank == 0 else (lambda _msg: None)
     device = torch.device(device)
+    coco, dataset = _eval_images(images_dir, ann_file, results_only, limit)
+    all_entries = list(dataset.entries)
+    dataset.entries = dataset.entries[rank::world]
+    has_gt = coco is not None and "annotations" in coco.dataset and not results_only
+    configure_postprocess(detector.model, score_threshold, max_dets)
+    evaluator = CocoEvaluator(
+        coco if has_gt else None, _label_mapping(detector, coco, say), score_threshold, max_dets
+    )
+    say(
+        f"evaluating {detector.name} from {detector.source} on {len(all_entries)} images of {images_dir}"
+        + (f" ({world} processes)" if world > 1 else "")
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=image_list_collate,
+        pin_memory=device.type == "cuda",
+    )
+    start = time.perf_counter()
+    run_inference(detector.model.to(device), loader, device, evaluator, progress=progress and rank == 0)
+    evaluator.synchronize()
+    seconds = time.perf_counter() - start
+    n_done = len(evaluator.img_ids)
+    metrics: dict[str, Any] = {
+        "detector": detector.name,
+        "source": detector.source,
+        "images_dir": str(images_dir),
+        "ann_file": None if ann_file is None else str(ann_file),
+        "images": n_done,
+        "skipped_images": len(all_entries) - n_done,
+        "detections": len(evaluator.results),
+        "dropped_unknown_labels": evaluator.dropped,
+        "score_threshold": score_threshold,
+        "max_dets": max_dets,
+        "processes": world,
+        "seconds": seconds,
+        "images_per_s": n_done / seconds if seconds > 0 else 0.0,
+    }
+    if has_gt:
+        metrics.update(_score(coco, evaluator, say))
+    if metrics["skipped_images"]:
+        say(f"skipped {metrics['skipped_images']} unreadable image(s)")
+    say(
+        f"{n_done} images in {seconds:.1f} s: {metrics['images_per_s']:.2f} images/s on {device}"
+        + (f" x {world} processes" if world > 1 else "")
+    )
+    if rank == 0:
+        _write_outputs(Path(output_dir), evaluator, metrics, all_entries if results_only else None, say)
+    return metrics
+
+
+def _eval_images(
+    images_dir: str | PathLike, ann_file: str | PathLike | None, results_only: bool, limit: int | None
+) -> tuple[Any, CocoImageList]:
+    """The annotations (``None`` without a file) and the images to run, all ranks together."""
     coco = _read_annotations(ann_file) if ann_file is not None else None
     if coco is not None and not results_only and "annotations" not in coco.dataset:
         raise ToolError(
@@ -256,77 +294,42 @@ def evaluate_detector(
             raise ToolError(f"{ann_file} lists no images")
     if limit is not None:
         dataset.entries = dataset.entries[:limit]
-    n_total = len(dataset)
-    all_entries = list(dataset.entries)
-    dataset.entries = dataset.entries[rank::world]
-    has_gt = coco is not None and "annotations" in coco.dataset and not results_only
-    mapping = _label_mapping(detector, coco, say)
-    configure_postprocess(detector.model, score_threshold, max_dets)
-    evaluator = CocoEvaluator(
-        coco if has_gt else None, mapping, score_threshold=score_threshold, max_dets=max_dets
-    )
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=image_list_collate,
-        pin_memory=device.type == "cuda",
-    )
-    say(
-        f"evaluating {detector.name} from {detector.source} on {n_total} images of {images_dir}"
-        + (f" ({world} processes)" if world > 1 else "")
-    )
-    start = time.perf_counter()
-    run_inference(detector.model.to(device), loader, device, evaluator, progress=progress and rank == 0)
-    evaluator.synchronize()
-    seconds = time.perf_counter() - start
-    n_done = len(evaluator.img_ids)
-    skipped = n_total - n_done
-    metrics: dict[str, Any] = {
-        "detector": detector.name,
-        "source": detector.source,
-        "images_dir": str(images_dir),
-        "ann_file": None if ann_file is None else str(ann_file),
-        "images": n_done,
-        "skipped_images": skipped,
-        "detections": len(evaluator.results),
-        "dropped_unknown_labels": evaluator.dropped,
-        "score_threshold": score_threshold,
-        "max_dets": max_dets,
-        "processes": world,
-        "seconds": seconds,
-        "images_per_s": n_done / seconds if seconds > 0 else 0.0,
+    return coco, dataset
+
+
+def _score(coco: Any, evaluator: CocoEvaluator, say: Callable[[str], None]) -> dict[str, Any]:
+    """COCOeval of the gathered results: the metrics entries, with the tables printed."""
+    stats, coco_eval, table = run_cocoeval(coco, evaluator.results, evaluator.img_ids)
+    per_cat = per_category_ap(coco_eval)
+    if not evaluator.results:
+        say("no detections (untrained model or score threshold too high): every metric is 0.0")
+    say(table if coco_eval is not None else format_stats_table(stats))
+    if per_cat:
+        say("per-category AP@[.50:.95], worst first:\n" + format_per_category(per_cat))
+    return {
+        "stats": stats,
+        **{k: stats[k] for k in COCO_STAT_NAMES},
+        "per_category_ap": [{"id": c, "name": n, "AP": _json_safe(ap)} for c, n, ap in per_cat],
     }
-    out_dir = Path(output_dir)
-    if has_gt:
-        stats, coco_eval, table = run_cocoeval(coco, evaluator.results, evaluator.img_ids)
-        per_cat = per_category_ap(coco_eval)
-        metrics["stats"] = stats
-        metrics.update({k: stats[k] for k in COCO_STAT_NAMES})
-        metrics["per_category_ap"] = [{"id": c, "name": n, "AP": _json_safe(ap)} for c, n, ap in per_cat]
-        if not evaluator.results:
-            say("no detections (untrained model or score threshold too high): every metric is 0.0")
-        say(table if coco_eval is not None else format_stats_table(stats))
-        if per_cat:
-            say("per-category AP@[.50:.95], worst first:\n" + format_per_category(per_cat))
-    if skipped:
-        say(f"skipped {skipped} unreadable image(s)")
-    say(
-        f"{n_done} images in {seconds:.1f} s: {metrics['images_per_s']:.2f} images/s on {device}"
-        + (f" x {world} processes" if world > 1 else "")
-    )
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        results_path = evaluator.write_results(out_dir / RESULTS_NAME)
-        metrics["results_file"] = str(results_path)
-        if results_only:  # which image each id stands for (ids may be sequential for a plain folder)
-            images = [{"id": i, "file_name": f} for i, f in all_entries]
-            (out_dir / IMAGES_NAME).write_text(json.dumps(images))
-            metrics["images_file"] = str(out_dir / IMAGES_NAME)
-        (out_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
-        say(f"wrote {results_path} ({len(evaluator.results)} detections) and {out_dir / METRICS_NAME}")
-    return metrics
+
+
+def _write_outputs(
+    out_dir: Path,
+    evaluator: CocoEvaluator,
+    metrics: dict[str, Any],
+    image_entries: Sequence[tuple[int, str]] | None,
+    say: Callable[[str], None],
+) -> None:
+    """Write the detections, ``images.json`` (when ``image_entries`` is given) and ``metrics.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = evaluator.write_results(out_dir / RESULTS_NAME)
+    metrics["results_file"] = str(results_path)
+    if image_entries is not None:  # which image each id stands for (ids may be sequential for a folder)
+        images = [{"id": i, "file_name": f} for i, f in image_entries]
+        (out_dir / IMAGES_NAME).write_text(json.dumps(images))
+        metrics["images_file"] = str(out_dir / IMAGES_NAME)
+    (out_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
+    say(f"wrote {results_path} ({len(evaluator.results)} detections) and {out_dir / METRICS_NAME}")
 
 
 def rescore_results(
@@ -414,15 +417,11 @@ def run_eval(
     images_dir, ann_file = resolve_eval_data(data_path, val_images, val_ann, results_only)
     if threads:
         torch.set_num_threads(threads)
-    dev = resolve_device(device)
-    created = _init_distributed(dev)
+    info = init_distributed(resolve_device(device))
     try:
-        if dev.type == "cuda" and created:
-            dev = torch.device("cuda", torch.cuda.current_device())
         detector = load_detector(
-            checkpoint, model, weights, width, num_classes, min_size, max_size, device=dev
+            checkpoint, model, weights, width, num_classes, min_size, max_size, device=info.device
         )
-        return evaluate_detector(detector, images_dir, ann_file, output_dir, device=dev, **kwargs)
+        return evaluate_detector(detector, images_dir, ann_file, output_dir, device=info.device, **kwargs)
     finally:
-        if created:
-            torch.distributed.destroy_process_group()
+        cleanup_distributed(info)

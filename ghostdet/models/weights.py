@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
+from ghostdet.checkpoint_io import read_checkpoint
+
 __all__ = [
     "WeightsMismatchError",
     "clean_state_dict",
@@ -70,29 +72,19 @@ def download_weights(url: str, progress: bool = True) -> Path:
 def load_state_dict_file(path: str | PathLike) -> dict[str, Tensor]:
     """Read a checkpoint file without executing pickled code, and return a clean state dict.
 
-    Accepts ``.safetensors`` and torch files (``weights_only=True``); unwraps ``state_dict``,
-    ``state_dict_ema`` and ``model`` wrappers, strips a ``module.`` prefix and drops thop's
+    Accepts ``.safetensors`` and torch files (``weights_only=True``, see
+    :func:`ghostdet.checkpoint_io.read_checkpoint`); unwraps ``state_dict``, ``state_dict_ema``
+    and ``model`` wrappers, strips a ``module.`` prefix and drops thop's
     ``total_ops``/``total_params`` entries.
 
     Args:
         path: path of a ``.pth``/``.pt``/``.bin``/``.ckpt``/``.safetensors`` file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
 
-        obj: object = load_file(str(path), device="cpu")
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise RuntimeError(
-                f"could not read {path} as a weights-only torch checkpoint ({e}). Files that need "
-                "arbitrary pickled objects are refused; save a plain state_dict instead."
-            ) from e
-    return clean_state_dict(obj)
+    Raises:
+        CheckpointReadError: the file is missing or unreadable (the message names it).
+        TypeError / ValueError: the file holds no state dict.
+    """
+    return clean_state_dict(read_checkpoint(path))
 
 
 def clean_state_dict(obj: object) -> dict[str, Tensor]:
