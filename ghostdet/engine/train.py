@@ -66,7 +66,7 @@ __all__ = [
 # Config keys that may change between a run and its resumption without breaking "exact" resume.
 _RESUME_FREE_KEYS = {
     "epochs", "output_dir", "resume", "print_freq", "workers", "device", "eval_every", "threads",
-    "vis_images", "vis_score_thresh",
+    "vis_images", "vis_score_thresh", "strict_data",
 }  # fmt: skip
 
 

@@ -31,14 +31,13 @@ from ghostdet.evaluation.coco_eval import (
     run_cocoeval,
     run_inference,
 )
+from ghostdet.cli import ToolError, resolve_device
 from ghostdet.inference import (
     IMAGE_EXTENSIONS,
     LoadedDetector,
-    ToolError,
     configure_postprocess,
     load_detector,
     read_image,
-    resolve_device,
 )
 
 __all__ = [
