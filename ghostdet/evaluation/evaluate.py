@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ghostdet.cli import ToolError, resolve_device
 from ghostdet.distributed import cleanup_distributed, init_distributed, rank_world
 from ghostdet.evaluation.coco_eval import (
     COCO_STAT_NAMES,
@@ -31,7 +32,6 @@ from ghostdet.evaluation.coco_eval import (
     run_cocoeval,
     run_inference,
 )
-from ghostdet.cli import ToolError, resolve_device
 from ghostdet.inference import (
     IMAGE_EXTENSIONS,
     LoadedDetector,
