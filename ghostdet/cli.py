@@ -89,7 +89,7 @@ class ToolArgumentParser(argparse.ArgumentParser):
 def _spell_flags(text: str, flags: Mapping[str, str]) -> str:
     """``weights_backbone='x'`` -> ``--weights-backbone x`` and bare ``num_classes`` -> ``--num-classes``."""
     for name, flag in flags.items():
-        pattern = rf"(?<![\w.-]){name}=(?:'([^']*)'|(\S+))"
+        pattern = rf"(?<![\w.-])(?<!--set ){name}=(?:'([^']*)'|(\S+))"  # "--set KEY=VALUE" stays
         text = re.sub(pattern, lambda m, f=flag: f"{f} {m[1] or m[2]}", text)
         if "_" in name:  # plain words such as "weights" stay words
             text = re.sub(rf"(?<![\w.-]){name}(?![\w=])", flag, text)
@@ -108,7 +108,7 @@ def user_message(err: BaseException, flags: Mapping[str, str] = ARG_FLAGS) -> st
         flags = {**flags, "weights": flag}
     text = _spell_flags(one_line(err), flags)
     if flag is not None and not text.startswith(flag):
-        text = f"{flag}: {text}"
+        text = f"{flag}: {text.removeprefix(f'{argument}: ')}"
     return text
 
 
@@ -122,7 +122,7 @@ def run_tool(
     """Run a tool's library call and turn user errors into one line and exit status 2.
 
     Args:
-        body: the call; returns the exit status (``None``: 0).
+        body: the call; returns the exit status (anything but an int: 0).
         prog: the tool's name for the message (``train_det.py``).
         debug: also print the traceback of a user error (the tools' ``--debug``).
         flags: library argument names -> flags, for :func:`user_message`.
@@ -142,7 +142,7 @@ def run_tool(
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    return 0 if status is None else int(status)
+    return status if isinstance(status, int) and not isinstance(status, bool) else 0
 
 
 DETECTOR_ARG_NAMES = (
