@@ -75,6 +75,8 @@ class ToolArgumentParser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if "--debug" in self._option_string_actions:  # a parent parser brought it
+            return
         self.add_argument(
             "--debug",
             action="store_true",
@@ -89,6 +91,7 @@ class ToolArgumentParser(argparse.ArgumentParser):
 def _spell_flags(text: str, flags: Mapping[str, str]) -> str:
     """``weights_backbone='x'`` -> ``--weights-backbone x`` and bare ``num_classes`` -> ``--num-classes``."""
     for name, flag in flags.items():
+        name = re.escape(name)
         pattern = rf"(?<![\w.-])(?<!--set ){name}=(?:'([^']*)'|(\S+))"  # "--set KEY=VALUE" stays
         text = re.sub(pattern, lambda m, f=flag: f"{f} {m[1] or m[2]}", text)
         if "_" in name:  # plain words such as "weights" stay words

@@ -848,3 +848,33 @@ def test_fused_model_checks_its_input_shape(fused_classifier, shape, expected):
         fused_classifier(torch.zeros(shape))
     with torch.inference_mode():  # a good batch still runs
         assert fused_classifier(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+
+
+# ------------------------------------------------------------------------------ cli.user_message
+USER_MESSAGE_CASES = [
+    ("library_keyword_with_value", ValueError("use weights_backbone='imagenet' for a trunk"), None,
+     "use --weights-backbone imagenet for a trunk"),
+    ("bare_library_name", ValueError("x.json: 2 bad (strict_data is on)"), None,
+     "x.json: 2 bad (--strict-data is on)"),
+    ("tagged_argument_leads", OSError("could not download weights from URL"), "weights_backbone",
+     "--weights-backbone: could not download weights from URL"),
+    ("tagged_weights_advice", ValueError("Pass weights=None to train from scratch"), "weights_backbone",
+     "--weights-backbone: Pass --weights-backbone None to train from scratch"),
+    ("tagged_key_prefix_replaced", ValueError("num_classes: must be >= 1"), "num_classes",
+     "--num-classes: must be >= 1"),
+    ("set_item_untouched", ValueError("--set batch_size=0: must be >= 1"), None,
+     "--set batch_size=0: must be >= 1"),
+    ("dotted_names_stay", ValueError("cfg.output_dir is odd"), None, "cfg.output_dir is odd"),
+    ("multi_line_joined", ValueError("first\n  second"), None, "first; second"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "case,err,argument,expected", USER_MESSAGE_CASES, ids=[c[0] for c in USER_MESSAGE_CASES]
+)
+def test_user_message_spells_library_names_as_flags(case, err, argument, expected):
+    from ghostdet.cli import user_message
+
+    if argument is not None:
+        err.argument = argument
+    assert user_message(err) == expected
