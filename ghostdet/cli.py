@@ -89,24 +89,37 @@ class ToolArgumentParser(argparse.ArgumentParser):
 
 
 def _spell_flags(text: str, flags: Mapping[str, str]) -> str:
-    """``weights_backbone='x'`` -> ``--weights-backbone x`` and bare ``num_classes`` -> ``--num-classes``."""
+    """``weights_backbone='x'`` -> ``--weights-backbone x`` and bare ``num_classes`` -> ``--num-classes``.
+
+    A ``(known keys: ...)`` list is left as it is: it names config keys, not flags.
+    """
+    text, sep, keys = text.partition("(known keys:")
     for name, flag in flags.items():
         name = re.escape(name)
         pattern = rf"(?<![\w.-])(?<!--set ){name}=(?:'([^']*)'|(\S+))"  # "--set KEY=VALUE" stays
         text = re.sub(pattern, lambda m, f=flag: f"{f} {m[1] or m[2]}", text)
         if "_" in name:  # plain words such as "weights" stay words
             text = re.sub(rf"(?<![\w.-]){name}(?![\w=])", flag, text)
-    return text
+    return text + sep + keys
 
 
-def user_message(err: BaseException, flags: Mapping[str, str] = ARG_FLAGS) -> str:
+def user_message(
+    err: BaseException, flags: Mapping[str, str] = ARG_FLAGS, argument_flags: Mapping[str, str] | None = None
+) -> str:
     """The one-line message of a user error, library argument names spelled as flags.
 
     An error raised about one argument may carry its name as ``err.argument`` (see
     :func:`ghostdet.models.weights.argument_context`); the flag then leads the message.
+
+    Args:
+        err: the error.
+        flags: names spelled as flags wherever the message uses them.
+        argument_flags: more names -> flags, used only for ``err.argument`` (e.g. every config
+            key of the training tool, whose plain words such as ``epochs`` are not rewritten).
     """
     argument = getattr(err, "argument", None)
-    flag = flags.get(argument, "--" + argument.replace("_", "-")) if argument else None
+    every = {**flags, **(argument_flags or {})}
+    flag = every.get(argument, "--" + argument.replace("_", "-")) if argument else None
     if flag is not None and argument.startswith("weights"):  # weight loaders call every file "weights"
         flags = {**flags, "weights": flag}
     text = _spell_flags(one_line(err), flags)
@@ -121,6 +134,7 @@ def run_tool(
     debug: bool = False,
     flags: Mapping[str, str] = ARG_FLAGS,
     expected: tuple[type[BaseException], ...] = (),
+    argument_flags: Mapping[str, str] | None = None,
 ) -> int:
     """Run a tool's library call and turn user errors into one line and exit status 2.
 
@@ -130,6 +144,7 @@ def run_tool(
         debug: also print the traceback of a user error (the tools' ``--debug``).
         flags: library argument names -> flags, for :func:`user_message`.
         expected: more error types that are the user's (e.g. the export tool's ``ExportError``).
+        argument_flags: see :func:`user_message`.
 
     Returns:
         ``body``'s exit status, 2 for a user error, 130 on Ctrl-C. Other exceptions propagate
@@ -140,7 +155,7 @@ def run_tool(
     except (*USER_ERRORS, *expected) as e:
         if debug:
             traceback.print_exc()
-        print(f"{prog}: error: {user_message(e, flags)}", file=sys.stderr)
+        print(f"{prog}: error: {user_message(e, flags, argument_flags)}", file=sys.stderr)
         return USER_ERROR_STATUS
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

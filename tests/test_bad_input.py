@@ -539,7 +539,7 @@ def test_train_tool_subprocess_bad_weights_backbone(tmp_path):
 # ---------------------------------------------------------------------------- config keys and flags
 _RECIPE = "retinanet_ghostnet_synthetic.yaml"
 CONFIG_CASES = [
-    ("set_unknown_key", ["--set", "no_such_key=1"], ["--set no_such_key=1", "unknown config key"],
+    ("set_unknown_key", ["--set", "no_such_key=1"], ["--set no_such_key=1", "known keys", "strict_data,"],
      _RECIPE),
     ("set_unknown_nested_key", ["--set", "synthetic.colour=red"],
      ["--set synthetic.colour=red", "unknown config key 'synthetic.colour'"], _RECIPE),
@@ -866,6 +866,8 @@ USER_MESSAGE_CASES = [
      "--set batch_size=0: must be >= 1"),
     ("dotted_names_stay", ValueError("cfg.output_dir is odd"), None, "cfg.output_dir is odd"),
     ("multi_line_joined", ValueError("first\n  second"), None, "first; second"),
+    ("known_keys_list_untouched", ValueError("num_classes: bad (known keys: batch_size, strict_data)"), None,
+     "--num-classes: bad (known keys: batch_size, strict_data)"),
 ]  # fmt: skip
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from ghostdet.cli import ARG_FLAGS, ToolArgumentParser, run_tool
+from ghostdet.cli import ToolArgumentParser, run_tool
 from ghostdet.config import DETECTORS, ConfigError, check_config_key, default_config_path, load_config
 
 S = argparse.SUPPRESS
@@ -177,7 +177,7 @@ def resolve_config(args: argparse.Namespace):
     try:
         return load_config(config, overrides)
     except ConfigError as e:
-        key = str(e).split(":", 1)[0]
+        key = str(e).split(":", 1)[0].split("[", 1)[0]  # "lr_steps[1]: ..." is about lr_steps
         if key in from_set:
             raise ConfigError(f"--set {from_set[key]}: {str(e).split(':', 1)[1].strip()}") from None
         if key in overrides:  # set by its flag: the message leads with the flag
@@ -210,7 +210,7 @@ def _train(args: argparse.Namespace, prog: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     prog = "train_det.py"
-    return run_tool(lambda: _train(args, prog), prog, args.debug, flags={**ARG_FLAGS, **_FLAGS})
+    return run_tool(lambda: _train(args, prog), prog, args.debug, argument_flags=_FLAGS)
 
 
 if __name__ == "__main__":
