@@ -36,6 +36,7 @@ __all__ = [
     "ConfigError",
     "SyntheticConfig",
     "TrainConfig",
+    "check_config_key",
     "config_from_dict",
     "default_config_path",
     "load_config",
@@ -330,6 +331,24 @@ def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "", source: 
             )
     kwargs = {k: _coerce(f"{prefix}{k}", v, hints[k]) for k, v in data.items()}
     return cls(**kwargs)
+
+
+def check_config_key(key: str) -> None:
+    """Raise :class:`ConfigError` when ``key`` (``epochs``, ``synthetic.root``) names no config field.
+
+    Keys below the mapping fields (``augment.*``, ``model_kwargs.*``) are checked where they are
+    used.
+    """
+    cls: Any = TrainConfig
+    prefix = ""
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(cls):
+            return
+        names = [f.name for f in dataclasses.fields(cls)]
+        if part not in names:
+            raise ConfigError(f"unknown config key {(prefix + part)!r} (known keys: {', '.join(names)})")
+        cls = typing.get_type_hints(cls)[part]
+        prefix += part + "."
 
 
 def config_from_dict(

@@ -32,6 +32,7 @@ from ghostdet.models.weights import WeightsMismatchError, clean_state_dict, load
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LoadedDetector",
+    "check_output_dir",
     "collect_images",
     "configure_postprocess",
     "load_detector",
@@ -283,6 +284,31 @@ def collect_images(inputs: Iterable[str | PathLike]) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
+def check_output_dir(output_dir: str | PathLike, inputs: Sequence[Path]) -> Path:
+    """Refuse an output folder that would overwrite an input or cannot be a folder.
+
+    The drawn copies and JSON files are written into ``output_dir`` under the inputs' names, so
+    the folder of any input image is refused (it would replace the user's photos), as is a path
+    that is a file or lies under one.
+
+    Raises:
+        ToolError: naming ``--output-dir`` and the input or file in the way.
+    """
+    out = Path(output_dir).expanduser()
+    for parent in (out, *out.parents):
+        if parent.exists() and not parent.is_dir():
+            where = "is a file" if parent == out else f"is under the file {parent}"
+            raise ToolError(f"--output-dir {out} {where}; give a folder")
+    resolved = out.resolve()
+    for path in inputs:
+        if path.resolve().parent == resolved:
+            raise ToolError(
+                f"--output-dir {out} holds the input image {path}: the drawn copies would overwrite "
+                "the inputs; give another folder (e.g. a subfolder such as OUTPUT/detections)"
+            )
+    return out
+
+
 def _unique_stem(path: Path, used: set[str]) -> str:
     stem, i = path.stem, 1
     while stem in used:
@@ -322,7 +348,7 @@ def predict_images(
         ``file``, ``width``, ``height`` and ``detections`` (``label``, ``category_id``, ``name``,
         ``score``, ``box`` xyxy pixels).
     """
-    out_dir = Path(output_dir)
+    out_dir = check_output_dir(output_dir, paths)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     model = detector.model.eval()
@@ -398,7 +424,8 @@ def run_infer(
         warn: printer of skipped-file lines (default: stderr).
 
     Raises:
-        ToolError: bad inputs or checkpoint, or no image could be read.
+        ToolError: bad inputs or checkpoint, an output folder that holds an input image or is
+            (under) a file (see :func:`check_output_dir`), or no image could be read.
     """
     if warn is None:
 
@@ -406,6 +433,7 @@ def run_infer(
             print(msg, file=sys.stderr)
 
     paths = collect_images(inputs)
+    check_output_dir(output_dir, paths)  # before the model is loaded: refusing is quick
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)

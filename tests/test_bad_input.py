@@ -320,7 +320,7 @@ def test_make_synthetic_tool_subprocess_empty_split(tmp_path):
 # ---------------------------------------------------------------------------- tools/train_det.py
 def _train_argv(root: Path, *extra: str) -> list[str]:
     return [
-        "--config", str(REPO / "configs" / "retinanet_ghostnet_synthetic.yaml"),
+        "--config", str(REPO / "configs" / _RECIPE),
         "--width", "0.5", "--min-size", "48", "--max-size", "48", "--epochs", "1", "--batch-size", "2",
         "--train-images", str(root / "train"), "--train-ann", str(root / "train.json"),
         "--val-images", str(root / "val"), "--val-ann", str(root / "val.json"),
@@ -361,7 +361,7 @@ def test_train_tool_bad_data_is_one_line_exit_2(tmp_path, capsys, case, train, e
 
 def test_train_tool_refuses_empty_synthetic_split(tmp_path, capsys):
     argv = [
-        "--config", str(REPO / "configs" / "retinanet_ghostnet_synthetic.yaml"), "--device", "cpu",
+        "--config", str(REPO / "configs" / _RECIPE), "--device", "cpu",
         "--synthetic-root", str(tmp_path / "syn"), "--synthetic-num-train", "0",
         "--output-dir", str(tmp_path / "run"),
     ]  # fmt: skip
@@ -380,7 +380,7 @@ def test_train_tool_subprocess_strict_error(tmp_path):
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert "train.json" in r.stderr and "NaN/inf" in r.stderr and "strict_data" in r.stderr
+    assert "train.json" in r.stderr and "NaN/inf" in r.stderr and "--strict-data is on" in r.stderr
     assert {k: v for k, v in _hashes(tmp_path).items() if "/run/" not in k} == before
 
 
@@ -402,3 +402,481 @@ def test_train_epoch_without_usable_batch_stops_with_reason(tmp_path, capsys):
         assert f"data {tmp_path / 'train.json'}" in text and "1 annotations with NaN/inf values" in text
         assert "e.g. annotation ids 12" in text and "images lost all their boxes" in text
     assert {k: v for k, v in _hashes(tmp_path).items() if "/run/" not in k} == before
+
+
+# ===================================================================== the tools' one error path
+# Every tool: a bad input is one line "prog: error: ..." naming the file or key and its flag, exit
+# status 2, no traceback (unless --debug), and no input file changes.
+def _one_error_line(err: str, *expected: str) -> None:
+    assert "Traceback" not in err, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and ": error: " in lines[0], err
+    assert all(s in lines[0] for s in expected), err
+
+
+def _tiny_data(root: Path) -> None:
+    _write(root, _base(), "train")
+    _write(root, _base(), "val")
+
+
+class _Reduce:
+    """A pickle that would run code on loading (weights-only loading refuses it)."""
+
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def _weights_file(root: Path, kind: str) -> Path:
+    """A bad weights file of one class."""
+    import torch
+
+    from ghostdet.models import ghostnet
+
+    if kind == "truncated":
+        good = root / "good.pth"
+        torch.save(ghostnet(width=0.3).state_dict(), good)
+        path = root / "truncated.pth"
+        path.write_bytes(good.read_bytes()[:5000])
+        good.unlink()
+    elif kind == "pickle_with_code":
+        path = root / "code.pth"
+        torch.save({"x": _Reduce()}, path)
+    elif kind == "wrong_width":
+        path = root / "w03.pth"
+        torch.save(ghostnet(width=0.3).state_dict(), path)
+    elif kind == "garbage_safetensors":
+        path = root / "garbage.safetensors"
+        path.write_bytes(b"\x00\x01not a safetensors file" * 20)
+    elif kind == "not_a_state_dict":
+        path = root / "list.pth"
+        torch.save([1, 2, 3], path)
+    elif kind == "no_tensors":
+        path = root / "empty.pth"
+        torch.save({"epoch": 3}, path)
+    elif kind == "missing":
+        path = root / "nowhere.pth"
+    else:
+        raise AssertionError(kind)
+    return path
+
+
+WEIGHTS_CASES = [
+    ("truncated", "could not read checkpoint"),
+    ("pickle_with_code", "weights-only loading refuses"),
+    ("wrong_width", "shape mismatch"),
+    ("garbage_safetensors", "could not read checkpoint"),
+    ("not_a_state_dict", "expected a dict of tensors"),
+    ("no_tensors", "no tensors"),
+    ("missing", "not found"),
+]
+
+
+@pytest.mark.parametrize("kind,expected", WEIGHTS_CASES, ids=[c[0] for c in WEIGHTS_CASES])
+def test_train_tool_bad_weights_backbone_is_one_line(tmp_path, capsys, kind, expected):
+    _tiny_data(tmp_path)
+    weights = _weights_file(tmp_path, kind)
+    before = _hashes(tmp_path)
+    assert _load_tool("train_det")(_train_argv(tmp_path, "--weights-backbone", str(weights))) == 2
+    cap = capsys.readouterr()
+    _one_error_line(cap.err, "--weights-backbone", weights.name, expected)
+    assert "weights=" not in cap.err and "pwned" not in cap.out + cap.err
+    assert not (tmp_path / "run" / "checkpoint.pth").exists()
+    assert {k: v for k, v in _hashes(tmp_path).items() if "/run/" not in k} == before
+
+
+def test_train_tool_imagenet_offline_is_one_line_with_the_flag(tmp_path, capsys, monkeypatch):
+    """'imagenet' without network: the URL, the cache path and --weights-backbone, no traceback."""
+    import urllib.error
+
+    import torch
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    _tiny_data(tmp_path)
+    argv = _train_argv(tmp_path, "--weights-backbone", "imagenet")
+    argv[argv.index("--width") + 1] = "1.0"  # the published width
+    assert _load_tool("train_det")(argv) == 2
+    err = capsys.readouterr().err
+    _one_error_line(err, "--weights-backbone", "could not download weights from https://", "ghostnet_1x.pth")
+    assert "weights=" not in err
+
+
+def test_train_tool_imagenet_at_unpublished_width_names_the_flag(tmp_path, capsys):
+    _tiny_data(tmp_path)
+    assert _load_tool("train_det")(_train_argv(tmp_path, "--weights-backbone", "imagenet")) == 2
+    err = capsys.readouterr().err
+    _one_error_line(err, "--weights-backbone", "no published ImageNet weights", "width 0.5")
+    assert "weights=" not in err
+
+
+def test_train_tool_debug_prints_the_traceback(tmp_path, capsys):
+    _tiny_data(tmp_path)
+    weights = _weights_file(tmp_path, "garbage_safetensors")
+    argv = _train_argv(tmp_path, "--weights-backbone", str(weights), "--debug")
+    assert _load_tool("train_det")(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "CheckpointReadError" in err
+    assert err.strip().splitlines()[-1].startswith("train_det.py: error: --weights-backbone")
+
+
+def test_train_tool_subprocess_bad_weights_backbone(tmp_path):
+    _tiny_data(tmp_path)
+    weights = _weights_file(tmp_path, "truncated")
+    before = _hashes(tmp_path)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "train_det.py"),
+         *_train_argv(tmp_path, "--weights-backbone", str(weights))],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    _one_error_line(r.stderr, "train_det.py: error: --weights-backbone", str(weights))
+    assert {k: v for k, v in _hashes(tmp_path).items() if "/run/" not in k} == before
+
+
+# ---------------------------------------------------------------------------- config keys and flags
+_RECIPE = "retinanet_ghostnet_synthetic.yaml"
+CONFIG_CASES = [
+    ("set_unknown_key", ["--set", "no_such_key=1"], ["--set no_such_key=1", "known keys", "strict_data,"],
+     _RECIPE),
+    ("set_unknown_nested_key", ["--set", "synthetic.colour=red"],
+     ["--set synthetic.colour=red", "unknown config key 'synthetic.colour'"], _RECIPE),
+    ("set_wrong_type", ["--set", "epochs=many"], ["--set epochs=many", "expected an integer"],
+     _RECIPE),
+    ("set_out_of_range", ["--set", "lr=-1"], ["--set lr=-1", "must be > 0"], _RECIPE),
+    ("set_without_equals", ["--set", "epochs"], ["--set expects KEY=VALUE"], None),
+    ("flag_out_of_range", ["--epochs", "0"], ["--epochs: must be >= 1"], _RECIPE),
+    ("flag_with_underscore", ["--batch-size", "0"], ["--batch-size: must be >= 1"], None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case,extra,expected,absent", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+def test_train_tool_config_error_names_its_source(tmp_path, capsys, case, extra, expected, absent):
+    _tiny_data(tmp_path)
+    before = _hashes(tmp_path)
+    assert _load_tool("train_det")(_train_argv(tmp_path, *extra)) == 2
+    err = capsys.readouterr().err
+    _one_error_line(err, *expected)
+    if absent is not None:  # the value did not come from the recipe file: it is not blamed
+        assert absent not in err
+    assert _hashes(tmp_path) == before and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "recipe,expected",
+    [("no_such_key: 1\n", "unknown config key 'no_such_key'"), ("epochs: -3\n", "epochs: must be >= 1")],
+    ids=["unknown_key", "bad_value"],
+)
+def test_train_tool_recipe_error_names_the_file(tmp_path, capsys, recipe, expected):
+    _tiny_data(tmp_path)
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(recipe)
+    argv = _train_argv(tmp_path)
+    argv[argv.index("--config") + 1] = str(cfg)
+    argv.remove("--epochs")
+    argv.remove("1")
+    before = _hashes(tmp_path)
+    assert _load_tool("train_det")(argv) == 2
+    _one_error_line(capsys.readouterr().err, expected, str(cfg))
+    assert _hashes(tmp_path) == before
+
+
+# --------------------------------------------------------------------------------- resume guards
+def _fake_checkpoint(path: Path, **change) -> Path:
+    """A checkpoint dict as train_det writes it (metadata of a width-0.5 RetinaNet on _base())."""
+    import torch
+
+    ckpt = {"model": {}, "epoch": 1, "detector": "retinanet_ghostnet_fpn", "width": 0.5, "num_classes": 3,
+            "config": {"detector": "retinanet", "width": 0.5}}  # fmt: skip
+    ckpt.update(change)
+    torch.save(ckpt, path)
+    return path
+
+
+RESUME_CASES = [
+    ("other_detector", {"detector": "fasterrcnn_ghostnet_fpn"}, "detector 'fasterrcnn_ghostnet_fpn'"),
+    ("other_width", {"width": 1.1}, "width 1.1"),
+    ("other_backbone", {"config": {"backbone": "ghostnetv9"}}, "backbone 'ghostnetv9'"),
+    ("other_class_count", {"num_classes": 7}, "classes incl. background 7"),
+    ("weights_do_not_fit", {}, "weights do not fit"),
+    ("not_a_training_checkpoint", {"epoch": _DEL}, "not a tools/train_det.py checkpoint"),
+]
+
+
+@pytest.mark.parametrize("case,change,expected", RESUME_CASES, ids=[c[0] for c in RESUME_CASES])
+def test_train_tool_resume_of_another_model_is_one_line(tmp_path, capsys, case, change, expected):
+    import torch
+
+    _tiny_data(tmp_path)
+    path = tmp_path / "other.pth"
+    _fake_checkpoint(path, **{k: v for k, v in change.items() if v is not _DEL})
+    if any(v is _DEL for v in change.values()):
+        ckpt = torch.load(path, weights_only=True)
+        for k in [k for k, v in change.items() if v is _DEL]:
+            del ckpt[k]
+        torch.save(ckpt, path)
+    before = _hashes(tmp_path)
+    assert _load_tool("train_det")(_train_argv(tmp_path, "--resume", str(path))) == 2
+    _one_error_line(capsys.readouterr().err, str(path), expected)
+    assert not (tmp_path / "run" / "checkpoint.pth").exists()
+    assert {k: v for k, v in _hashes(tmp_path).items() if "/run/" not in k} == before
+
+
+# ------------------------------------------------------------------------------ SIGTERM in training
+def _sigterm_during_save(monkeypatch, nth: int) -> list[int]:
+    """torch.save's nth call writes a few bytes, then this process receives SIGTERM."""
+    import os
+    import signal
+    import time
+
+    import torch
+
+    calls = [0]
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] != nth:
+            return real_save(obj, f, *args, **kwargs)
+        f.write(b"partial checkpoint")
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(200):  # the handler runs in this (main) thread at the next bytecode
+            time.sleep(0.01)
+        raise AssertionError("SIGTERM was not delivered")
+
+    monkeypatch.setattr(torch, "save", save)
+    return calls
+
+
+@pytest.mark.parametrize("epochs,nth", [(1, 1), (2, 2)], ids=["first_save", "second_save"])
+def test_train_tool_sigterm_cleans_up_and_keeps_the_last_checkpoint(
+    tmp_path, capsys, monkeypatch, epochs, nth
+):
+    """SIGTERM while a checkpoint is written: no temp file, a message, the previous checkpoint kept,
+    and the resume hint only when there is something to resume."""
+    import signal
+
+    _tiny_data(tmp_path)
+    before = _hashes(tmp_path)
+    _sigterm_during_save(monkeypatch, nth)
+    handler = signal.getsignal(signal.SIGTERM)
+    argv = _train_argv(tmp_path, "--set", "eval_every=0")
+    argv[argv.index("--epochs") + 1] = str(epochs)
+    assert _load_tool("train_det")(argv) == 143
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "terminated (SIGTERM)" in err
+    run = tmp_path / "run"
+    assert not [p.name for p in run.iterdir() if ".tmp-" in p.name]
+    if nth == 1:
+        assert "nothing to resume" in err and "--resume auto" not in err
+        assert not (run / "checkpoint.pth").exists()
+    else:
+        assert "resume with --resume auto" in err and str(run / "checkpoint.pth") in err
+        import torch
+
+        assert torch.load(run / "checkpoint.pth", weights_only=True)["epoch"] == 1
+    assert signal.getsignal(signal.SIGTERM) is handler  # the tool's handler is gone again
+    assert {k: v for k, v in _hashes(tmp_path).items() if "/run/" not in k} == before
+
+
+# ------------------------------------------------------------------------------------ tools/infer.py
+def _images(root: Path) -> Path:
+    folder = root / "photos"
+    folder.mkdir()
+    for i in (1, 2):
+        Image.new("RGB", (40, 32), (60 * i, 20, 90)).save(folder / f"p{i}.png")
+    return folder
+
+
+INFER_CASES = [
+    ("output_is_the_input_folder", lambda d: d, "holds the input image"),
+    ("output_is_the_input_folder_spelled_otherwise", lambda d: d / ".." / d.name, "holds the input image"),
+    ("output_is_an_input_file", lambda d: d / "p1.png", "is a file"),
+    ("output_under_a_file", lambda d: d / "p1.png" / "out", "is under the file"),
+]
+
+
+@pytest.mark.parametrize("case,out,expected", INFER_CASES, ids=[c[0] for c in INFER_CASES])
+def test_infer_refuses_to_overwrite_inputs(tmp_path, capsys, case, out, expected):
+    folder = _images(tmp_path)
+    before = _hashes(tmp_path)
+    out_dir = out(folder)
+    argv = ["--model", "fasterrcnn", "--weights", str(tmp_path / "unused.pth"), str(folder),
+            "--output-dir", str(out_dir), "--device", "cpu"]  # fmt: skip
+    assert _load_tool("infer")(argv) == 2
+    _one_error_line(capsys.readouterr().err, "infer.py: error: --output-dir", expected)
+    assert _hashes(tmp_path) == before
+
+
+def test_infer_subprocess_refuses_output_dir_equal_to_input(tmp_path):
+    folder = _images(tmp_path)
+    before = _hashes(tmp_path)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "infer.py"), "--model", "fasterrcnn", "--weights",
+         str(tmp_path / "unused.pth"), str(folder / "p1.png"), "--output-dir", str(folder)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert r.returncode == 2
+    _one_error_line(r.stderr, "--output-dir", str(folder / "p1.png"), "would overwrite")
+    assert _hashes(tmp_path) == before
+
+
+# --------------------------------------------------------------------- tools/eval_det.py, export_onnx.py
+def test_eval_tool_garbage_safetensors_is_one_line(tmp_path, capsys):
+    _write(tmp_path, _base(), "val")
+    weights = _weights_file(tmp_path, "garbage_safetensors")
+    before = _hashes(tmp_path)
+    argv = ["--model", "fasterrcnn", "--weights", str(weights), "--val-images", str(tmp_path / "val"),
+            "--val-ann", str(tmp_path / "val.json"), "--device", "cpu", "--workers", "0",
+            "--output-dir", str(tmp_path / "eval")]  # fmt: skip
+    assert _load_tool("eval_det")(argv) == 2
+    _one_error_line(capsys.readouterr().err, "eval_det.py: error:", str(weights))
+    assert _hashes(tmp_path) == before
+
+
+def test_eval_warns_when_the_ground_truth_has_no_annotations(tmp_path, capsys):
+    _write(tmp_path, {**_base(), "annotations": []}, "val")
+    results = tmp_path / "dets.json"
+    results.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 16], "score": 0.9}]))
+    before = _hashes(tmp_path)
+    argv = ["--results", str(results), "--val-ann", str(tmp_path / "val.json"), "--output-dir",
+            str(tmp_path / "eval")]  # fmt: skip
+    assert _load_tool("eval_det")(argv) == 0
+    out = capsys.readouterr().out
+    assert "warning: the annotation file has no ground-truth annotations" in out
+    assert "says nothing about the model" in out
+    assert {k: v for k, v in _hashes(tmp_path).items() if "/eval/" not in k} == before
+
+
+@pytest.mark.parametrize("kind", ["truncated", "wrong_width", "not_a_state_dict"])
+def test_export_tool_bad_weights_is_one_line(tmp_path, capsys, kind):
+    weights = _weights_file(tmp_path, kind)
+    before = _hashes(tmp_path)
+    argv = ["--model", "classifier", "--width", "0.5", "--weights", str(weights), "--out",
+            str(tmp_path / "x.onnx"), "--no-verify"]  # fmt: skip
+    assert _load_tool("export_onnx")(argv) == 2
+    _one_error_line(capsys.readouterr().err, "export_onnx.py: error:", weights.name)
+    assert _hashes(tmp_path) == before and not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    "tool,argv",
+    [("eval_det", ["--model", "fasterrcnn"]), ("infer", ["--model", "fasterrcnn", "x.jpg"]),
+     ("export_onnx", ["--opset", "9"]), ("make_synthetic_coco", ["--num-train", "x"]),
+     ("visualize_ghost_maps", []), ("compare_backbones", ["--runs", "0"]), ("paper_tables", ["--bogus"]),
+     ("train_det", ["--epochs", "x"])],
+    ids=lambda v: v if isinstance(v, str) else None,
+)  # fmt: skip
+def test_every_tool_usage_error_is_one_line_exit_2(capsys, tool, argv):
+    with pytest.raises(SystemExit) as e:
+        _load_tool(tool)(argv)
+    assert e.value.code == 2
+    _one_error_line(capsys.readouterr().err, "(see --help)")
+
+
+# ------------------------------------------------------------------------ builders and fused models
+_STAGES = "must be an integer in [0, 5]"
+BUILDER_CASES = [
+    ("retinanet_ghostnet_fpn", {"num_classes": 0}, "num_classes must be an integer >= 1"),
+    ("retinanet_ghostnet_fpn", {"num_classes": 2.5}, "num_classes must be an integer >= 1"),
+    ("retinanet_ghostnet_fpn", {"width": 0}, "width must be a finite number > 0"),
+    ("fasterrcnn_ghostnet_fpn", {"width": -1.0}, "width must be a finite number > 0"),
+    ("fasterrcnn_ghostnet_fpn", {"width": "1.0"}, "width must be a finite number > 0"),
+    ("fasterrcnn_ghostnet_fpn", {"width": float("nan")}, "width must be a finite number > 0"),
+    ("fasterrcnn_ghostnet_320_fpn", {"trainable_backbone_layers": 6}, "trainable_backbone_layers " + _STAGES),
+    ("fasterrcnn_ghostnet_fpn", {"trainable_backbone_layers": -1}, "trainable_backbone_layers " + _STAGES),
+    ("retinanet_ghostnet_fpn", {"fpn_channels": 0}, "fpn_channels must be an integer >= 1"),
+    ("retinanet_ghostnet_fpn", {"weights_backbone": 3}, "weights_backbone must be 'imagenet', a URL"),
+    ("retinanet_ghostnet_fpn", {"backbone": 1}, "backbone must be a family name"),
+    ("ghostnet_fpn", {"trainable_layers": 9}, "trainable_layers must be an integer in [0, 5]"),
+    ("ghostnet_fpn", {"out_channels": 0}, "out_channels must be an integer >= 1"),
+    ("ghostnet_100", {"num_classes": 0}, "num_classes must be an integer >= 1"),
+    ("ghostnet_100", {"dropout": 1.5}, "dropout must be a number in [0, 1)"),
+    ("ghostnetv2", {"width": 0}, "width must be a finite number > 0"),
+    ("ghostnetv3", {"num_classes": "10"}, "num_classes must be an integer >= 1"),
+    ("vgg16_cifar", {"num_classes": 0}, "num_classes must be an integer >= 1"),
+    ("resnet56_cifar", {"num_classes": True}, "num_classes must be an integer >= 1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,expected", BUILDER_CASES, ids=[f"{c[0]}-{next(iter(c[1]))}" for c in BUILDER_CASES]
+)
+def test_builders_refuse_nonsense_arguments(name, kwargs, expected):
+    from ghostdet.models import get_model
+    from ghostdet.models.ghostnetv2 import ghostnetv2
+    from ghostdet.models.ghostnetv3 import ghostnetv3
+
+    build = {"ghostnetv2": ghostnetv2, "ghostnetv3": ghostnetv3}.get(name, lambda **kw: get_model(name, **kw))
+    with pytest.raises(ValueError) as e:
+        build(**kwargs)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.fixture(scope="module")
+def fused_classifier():
+    import torch
+
+    from ghostdet.deploy import fuse
+    from ghostdet.models import ghostnet
+
+    torch.manual_seed(0)
+    return fuse(ghostnet(width=0.5, num_classes=10).eval(), native_kernels=False)
+
+
+def test_fused_model_refuses_train(fused_classifier):
+    with pytest.raises(RuntimeError, match="cannot train"):
+        fused_classifier.train()
+    fused_classifier.eval()  # eval mode stays allowed
+    assert not any(m.training for m in fused_classifier.modules())
+
+
+@pytest.mark.parametrize(
+    "shape,expected",
+    [((1, 1, 64, 64), r"4-D input \(N, 3, H, W\), got shape \(1, 1, 64, 64\)"),
+     ((3, 64, 64), r"got shape \(3, 64, 64\) \(add a batch dimension"),
+     ((1, 4, 64, 64), r"got shape \(1, 4, 64, 64\)"),
+     ((1, 1, 3, 64, 64), r"got shape \(1, 1, 3, 64, 64\)")],
+    ids=["one_channel", "three_d", "four_channels", "five_d"],
+)  # fmt: skip
+def test_fused_model_checks_its_input_shape(fused_classifier, shape, expected):
+    import torch
+
+    with torch.inference_mode(), pytest.raises(ValueError, match=expected):
+        fused_classifier(torch.zeros(shape))
+    with torch.inference_mode():  # a good batch still runs
+        assert fused_classifier(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+
+
+# ------------------------------------------------------------------------------ cli.user_message
+USER_MESSAGE_CASES = [
+    ("library_keyword_with_value", ValueError("use weights_backbone='imagenet' for a trunk"), None,
+     "use --weights-backbone imagenet for a trunk"),
+    ("bare_library_name", ValueError("x.json: 2 bad (strict_data is on)"), None,
+     "x.json: 2 bad (--strict-data is on)"),
+    ("tagged_argument_leads", OSError("could not download weights from URL"), "weights_backbone",
+     "--weights-backbone: could not download weights from URL"),
+    ("tagged_weights_advice", ValueError("Pass weights=None to train from scratch"), "weights_backbone",
+     "--weights-backbone: Pass --weights-backbone None to train from scratch"),
+    ("tagged_key_prefix_replaced", ValueError("num_classes: must be >= 1"), "num_classes",
+     "--num-classes: must be >= 1"),
+    ("set_item_untouched", ValueError("--set batch_size=0: must be >= 1"), None,
+     "--set batch_size=0: must be >= 1"),
+    ("dotted_names_stay", ValueError("cfg.output_dir is odd"), None, "cfg.output_dir is odd"),
+    ("multi_line_joined", ValueError("first\n  second"), None, "first; second"),
+    ("known_keys_list_untouched", ValueError("num_classes: bad (known keys: batch_size, strict_data)"), None,
+     "--num-classes: bad (known keys: batch_size, strict_data)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "case,err,argument,expected", USER_MESSAGE_CASES, ids=[c[0] for c in USER_MESSAGE_CASES]
+)
+def test_user_message_spells_library_names_as_flags(case, err, argument, expected):
+    from ghostdet.cli import user_message
+
+    if argument is not None:
+        err.argument = argument
+    assert user_message(err) == expected

@@ -74,7 +74,7 @@ def test_missing_extra_gives_one_line_message(monkeypatch, capsys):
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(ExportError, match=r"pip install 'ghostdet\[export\]'"):
         require_onnx()
-    assert _tool().main(["--model", "classifier", "--out-dir", "unused"]) == 1
+    assert _tool().main(["--model", "classifier", "--out-dir", "unused"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ghostdet[export]" in err[0]
 

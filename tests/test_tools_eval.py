@@ -240,7 +240,7 @@ def test_mismatching_checkpoint_one_line_exit_2(eval_tool, tiny_set, tmp_path, c
     argv = _args(flags, c=tiny_set["ckpt"], p=tiny_set["plain"], m=tmp_path / "nope.pth", a=tiny_set["ann"])
     code, _, err = _run(eval_tool, capsys, *argv, *_base(tiny_set, tmp_path))
     assert code == 2
-    assert err.count("\n") == 1 and err.startswith("eval_det: error:") and message in err
+    assert err.count("\n") == 1 and err.startswith("eval_det.py: error:") and message in err
     assert "Traceback" not in err
 
 
@@ -469,7 +469,7 @@ def test_infer_errors_one_line(infer_tool, tiny_set, tmp_path, capsys, flags, me
     )
     code, _, err = _run(infer_tool, capsys, *argv, "--output-dir", str(tmp_path / "o"))
     assert code == 2
-    assert message in err.splitlines()[-1] and err.splitlines()[-1].startswith("infer: error:")
+    assert message in err.splitlines()[-1] and err.splitlines()[-1].startswith("infer.py: error:")
     assert "Traceback" not in err
 
 

@@ -19,7 +19,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from ghostdet.cli import ToolArgumentParser, one_line
+from ghostdet.cli import ToolArgumentParser, run_tool
 from ghostdet.profiling import (
     BACKBONES,
     DETECTION_BACKBONES,
@@ -133,21 +133,23 @@ def main(argv: list[str] | None = None) -> int:
     names = list(args.models or BACKBONES)
     if args.detection:
         names += [n for n in DETECTION_BACKBONES if n not in names]
+    return run_tool(
+        lambda: _compare(args, names), "compare_backbones.py", args.debug, expected=(ImportError,)
+    )
+
+
+def _compare(args: argparse.Namespace, names: list[str]) -> None:
     progress = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    try:
-        rows = compare_backbones(
-            names,
-            det_sizes=args.det_sizes,
-            cls_size=args.cls_size,
-            latency=not args.no_latency,
-            runs=args.runs,
-            warmup=args.warmup,
-            threads=args.threads,
-            progress=progress,
-        )
-    except (ValueError, RuntimeError) as e:
-        print(f"compare_backbones.py: error: {one_line(e)}", file=sys.stderr)
-        return 1
+    rows = compare_backbones(
+        names,
+        det_sizes=args.det_sizes,
+        cls_size=args.cls_size,
+        latency=not args.no_latency,
+        runs=args.runs,
+        warmup=args.warmup,
+        threads=args.threads,
+        progress=progress,
+    )
     print(format_markdown(rows, cls_size=args.cls_size))
     print()
     print(
@@ -161,18 +163,13 @@ def main(argv: list[str] | None = None) -> int:
             f"no_grad, torch.set_num_threads({args.threads}), models interleaved."
         )
     )
-    try:
-        if args.csv is not None:
-            write_csv(rows, args.csv)
-            print(f"wrote {args.csv}", file=sys.stderr)
-        if args.plot is not None:
-            key = None if args.plot_size is None else f"{args.plot_size[0]}x{args.plot_size[1]}"
-            plot_macs_latency(rows, args.plot, size_key=key)
-            print(f"wrote {args.plot}", file=sys.stderr)
-    except (OSError, ImportError, ValueError) as e:
-        print(f"compare_backbones.py: error: {one_line(e)}", file=sys.stderr)
-        return 1
-    return 0
+    if args.csv is not None:
+        write_csv(rows, args.csv)
+        print(f"wrote {args.csv}", file=sys.stderr)
+    if args.plot is not None:
+        key = None if args.plot_size is None else f"{args.plot_size[0]}x{args.plot_size[1]}"
+        plot_macs_latency(rows, args.plot, size_key=key)
+        print(f"wrote {args.plot}", file=sys.stderr)
 
 
 if __name__ == "__main__":

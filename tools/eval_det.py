@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ghostdet.cli import ToolArgumentParser, ToolError, add_detector_args, detector_kwargs
+from ghostdet.cli import ToolArgumentParser, add_detector_args, detector_kwargs, run_tool
 from ghostdet.evaluation.evaluate import run_eval
 
 
@@ -97,8 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        run_eval(
+    return run_tool(
+        lambda: run_eval(
             **detector_kwargs(args),
             data_path=args.data_path,
             val_images=args.val_images,
@@ -112,11 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit,
             results_only=args.results_only,
             progress=not args.no_progress,
-        )
-    except (ToolError, FileNotFoundError) as e:
-        print(f"eval_det: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        ),
+        "eval_det.py",
+        args.debug,
+    )
 
 
 if __name__ == "__main__":

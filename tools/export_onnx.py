@@ -12,11 +12,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from ghostdet.cli import ToolArgumentParser, run_tool
 from ghostdet.export import export_names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ToolArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--model",
         default="all",
@@ -67,25 +68,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ghostdet.export import ExportError, export_models
+    from ghostdet.export import ExportError
 
-    try:
-        for line in export_models(
-            models=export_names() if args.model == "all" else (args.model,),
-            out=args.out,
-            out_dir=args.out_dir,
-            weights=args.weights,
-            width=args.width,
-            num_classes=args.num_classes,
-            image=args.image,
-            opset=args.opset,
-            verify=not args.no_verify,
-        ):
-            print(line)
-    except (ExportError, ValueError, FileNotFoundError, OSError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 1
-    return 0
+    return run_tool(lambda: _export(args), "export_onnx.py", args.debug, expected=(ExportError,))
+
+
+def _export(args: argparse.Namespace) -> None:
+    from ghostdet.export import export_models
+
+    for line in export_models(
+        models=export_names() if args.model == "all" else (args.model,),
+        out=args.out,
+        out_dir=args.out_dir,
+        weights=args.weights,
+        width=args.width,
+        num_classes=args.num_classes,
+        image=args.image,
+        opset=args.opset,
+        verify=not args.no_verify,
+    ):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ghostdet.cli import ToolArgumentParser, ToolError, add_detector_args, detector_kwargs
+from ghostdet.cli import ToolArgumentParser, add_detector_args, detector_kwargs, run_tool
 from ghostdet.inference import run_infer
 
 
@@ -57,18 +57,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        run_infer(
+    return run_tool(
+        lambda: run_infer(
             args.inputs,
             **detector_kwargs(args),
             score_threshold=args.score_threshold,
             output_dir=args.output_dir,
             draw=not args.no_draw,
-        )
-    except (ToolError, FileNotFoundError) as e:
-        print(f"infer: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        ),
+        "infer.py",
+        args.debug,
+    )
 
 
 if __name__ == "__main__":

@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ghostdet.cli import ToolArgumentParser, run_tool
 from ghostdet.data.synthetic import SHAPE_CATEGORIES, make_synthetic_coco
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     names = ", ".join(f"{n} (id {i})" for i, n in SHAPE_CATEGORIES)
-    p = argparse.ArgumentParser(
+    p = ToolArgumentParser(
         description="Generate a deterministic COCO-format shapes dataset: OUTPUT/{train,val}/*.jpg and "
         "OUTPUT/annotations/instances_{train,val}.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -38,25 +39,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_tool(lambda: _make(args), "make_synthetic_coco.py", args.debug)
+
+
+def _make(args: argparse.Namespace) -> None:
     size = args.image_size[0] if len(args.image_size) == 1 else args.image_size
-    try:
-        paths = make_synthetic_coco(
-            args.output,
-            num_train=args.num_train,
-            num_val=args.num_val,
-            image_size=size,
-            seed=args.seed,
-            num_categories=args.num_categories,
-            object_size=(args.min_object_size, args.max_object_size),
-            max_objects=args.max_objects,
-            empty_prob=args.empty_prob,
-        )
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    paths = make_synthetic_coco(
+        args.output,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        image_size=size,
+        seed=args.seed,
+        num_categories=args.num_categories,
+        object_size=(args.min_object_size, args.max_object_size),
+        max_objects=args.max_objects,
+        empty_prob=args.empty_prob,
+    )
     print(f"wrote {args.num_train} train images to {paths['train_images']} ({paths['train_ann']})")
     print(f"wrote {args.num_val} val images to {paths['val_images']} ({paths['val_ann']})")
-    return 0
 
 
 if __name__ == "__main__":

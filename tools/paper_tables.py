@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ghostdet.cli import ToolArgumentParser, one_line
+from ghostdet.cli import ToolArgumentParser, run_tool
 from ghostdet.profiling.paper import format_paper_tables, paper_tables
 
 
@@ -40,15 +40,14 @@ def build_parser() -> ToolArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        rows = paper_tables(
-            resnet50=not args.no_resnet50, mobilenets=not args.no_mobilenets, what_if=not args.no_what_if
-        )
-    except (ValueError, RuntimeError) as e:
-        print(f"paper_tables.py: error: {one_line(e)}", file=sys.stderr)
-        return 1
+    return run_tool(lambda: _print_tables(args), "paper_tables.py", args.debug)
+
+
+def _print_tables(args: argparse.Namespace) -> None:
+    rows = paper_tables(
+        resnet50=not args.no_resnet50, mobilenets=not args.no_mobilenets, what_if=not args.no_what_if
+    )
     print(format_paper_tables(rows, markdown=args.markdown), end="")
-    return 0
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import yaml
 
-from ghostdet.cli import ToolArgumentParser, one_line
-from ghostdet.config import DETECTORS, ConfigError, default_config_path, load_config
+from ghostdet.cli import ToolArgumentParser, run_tool
+from ghostdet.config import DETECTORS, ConfigError, check_config_key, default_config_path, load_config
 
 S = argparse.SUPPRESS
 
@@ -144,47 +144,73 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+#: config key -> the flag that sets it, for error messages
+_FLAGS = {key: "--" + dest.replace("_", "-") for dest, key in _KEYS.items()}
+
+
 def resolve_config(args: argparse.Namespace):
-    """The TrainConfig of the parsed flags (recipe + passed flags + --set)."""
+    """The TrainConfig of the parsed flags (recipe + passed flags + --set).
+
+    A ConfigError names where the bad key came from: the flag that set it, ``--set KEY=VALUE``,
+    or the recipe file.
+    """
     given = vars(args)
     overrides = {key: given[dest] for dest, key in _KEYS.items() if dest in given}
+    from_set: dict[str, str] = {}
     for item in given.get("set_", []):
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         try:
-            overrides[key.strip()] = yaml.safe_load(value)
+            check_config_key(key)
+            overrides[key] = yaml.safe_load(value)
+        except ConfigError as e:
+            raise ConfigError(f"--set {item}: {e}") from None
         except yaml.YAMLError:
             raise ConfigError(f"--set {key}: cannot parse {value!r} as YAML") from None
+        from_set[key] = item
     config = given.get("config")
     if config is None:
         real_data = any(k in given for k in _DATA_FLAGS)
         config = default_config_path(given.get("detector", "retinanet"), real_data=real_data)
-    return load_config(config, overrides)
+    try:
+        return load_config(config, overrides)
+    except ConfigError as e:
+        key = str(e).split(":", 1)[0].split("[", 1)[0]  # "lr_steps[1]: ..." is about lr_steps
+        if key in from_set:
+            raise ConfigError(f"--set {from_set[key]}: {str(e).split(':', 1)[1].strip()}") from None
+        if key in overrides:  # set by its flag: the message leads with the flag
+            e.argument = key
+        elif ":" in str(e) and " " not in key:
+            raise ConfigError(f"{e} (in {config})") from None
+        raise
+
+
+def _train(args: argparse.Namespace, prog: str) -> int:
+    cfg = resolve_config(args)
+    from ghostdet.engine import NonFiniteLossError, Terminated, train
+
+    try:
+        train(cfg)
+    except NonFiniteLossError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        ckpt = Path(cfg.output_dir) / "checkpoint.pth"
+        if ckpt.is_file():
+            print(f"{prog}: {how}; {ckpt} is kept: resume with --resume auto", file=sys.stderr)
+        else:
+            print(f"{prog}: {how} before the first checkpoint; nothing to resume", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    prog = Path(sys.argv[0]).name
-    try:
-        cfg = resolve_config(args)
-        from ghostdet.engine import NonFiniteLossError, train
-
-        try:
-            train(cfg)
-        except NonFiniteLossError as e:
-            print(f"{prog}: error: {e}", file=sys.stderr)
-            return 1
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
-        return 2
-    except OSError as e:  # e.g. a weights download without network, a full disk
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted (resume with --resume auto)", file=sys.stderr)
-        return 130
-    return 0
+    prog = "train_det.py"
+    return run_tool(lambda: _train(args, prog), prog, args.debug, argument_flags=_FLAGS)
 
 
 if __name__ == "__main__":

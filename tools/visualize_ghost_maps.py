@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ghostdet.cli import ToolArgumentParser, ToolError
+from ghostdet.cli import ToolArgumentParser, run_tool
 from ghostdet.visualize import run_visualize
 
 
@@ -75,8 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        run_visualize(
+    return run_tool(
+        lambda: run_visualize(
             args.image,
             args.module,
             model=args.model,
@@ -90,11 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             list_only=args.list,
             seed=args.seed,
             device=args.device,
-        )
-    except (ToolError, FileNotFoundError) as e:
-        print(f"visualize_ghost_maps: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        ),
+        "visualize_ghost_maps.py",
+        args.debug,
+    )
 
 
 if __name__ == "__main__":

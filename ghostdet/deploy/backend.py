@@ -20,7 +20,15 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from ghostdet.deploy import native
 
-__all__ = ["BN_TYPES", "GEMM_MAX_PIXELS", "FusedConv2d", "fast_path_ok", "fold_bn"]
+__all__ = [
+    "BN_TYPES",
+    "GEMM_MAX_PIXELS",
+    "DeployModule",
+    "FusedConv2d",
+    "check_image_batch",
+    "fast_path_ok",
+    "fold_bn",
+]
 
 BN_TYPES = (nn.BatchNorm2d, FrozenBatchNorm2d)
 # FusedConv2d attributes holding weights derived for a kernel; never copied or pickled.
@@ -86,7 +94,43 @@ def _pair(v: int | tuple[int, ...] | list[int]) -> tuple[int, int]:
     return (int(v[0]), int(v[1]))
 
 
-class FusedConv2d(nn.Module):
+class DeployModule(nn.Module):
+    """Base of the deploy modules: inference only, so ``.train()`` is refused (``.eval()`` is fine).
+
+    Their BatchNorms are folded away and their parameters need no gradient: a fused model put in
+    training mode would return losses and train nothing.
+    """
+
+    def train(self, mode: bool = True) -> DeployModule:
+        if mode:
+            raise RuntimeError(
+                f"{type(self).__name__} is a deploy-mode (fused, inference-only) module and cannot train: "
+                "train the eager model, then ghostdet.deploy.fuse() it again"
+            )
+        return super().train(False)
+
+
+def check_image_batch(x: Tensor, channels: int, name: str) -> None:
+    """Refuse an input that is not a 4-D ``(N, channels, H, W)`` batch, like the eager model's conv would.
+
+    Args:
+        x: the input.
+        channels: the channels the first convolution takes.
+        name: the model's name for the message.
+
+    Raises:
+        ValueError: naming the expected and the given shape.
+    """
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} expects a tensor (N, {channels}, H, W), got a {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] != channels:
+        hint = " (add a batch dimension: x.unsqueeze(0))" if x.dim() == 3 and x.shape[0] == channels else ""
+        raise ValueError(
+            f"{name} expects a 4-D input (N, {channels}, H, W), got shape {tuple(x.shape)}{hint}"
+        )
+
+
+class FusedConv2d(DeployModule):
     """Inference-only Conv2d with a folded bias, optional fused ReLU and optional fused residual add.
 
     ``forward(x, other=None)`` returns ``relu?(conv(x) + bias [+ other])``. On CPU float32 it

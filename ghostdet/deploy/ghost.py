@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ghostdet.deploy import native
-from ghostdet.deploy.backend import FusedConv2d, fast_path_ok, fold_bn
+from ghostdet.deploy.backend import DeployModule, FusedConv2d, check_image_batch, fast_path_ok, fold_bn
 from ghostdet.models.detection import GhostNetFeatures
 from ghostdet.models.ghostnet import ConvBnAct, GhostBottleneck, GhostModule, GhostNet, SqueezeExcite
 
@@ -42,7 +42,7 @@ def _has_relu(seq: nn.Sequential) -> bool:
     return any(isinstance(m, nn.ReLU) for m in seq)
 
 
-class DeployGhostModule(nn.Module):
+class DeployGhostModule(DeployModule):
     """A :class:`GhostModule` with folded BatchNorms and fused ReLUs.
 
     ``forward(x, residual=None)`` returns ``cat(p, cheap(p))[:, :oup] (+ residual)`` where the
@@ -134,7 +134,7 @@ class DeployGhostModule(nn.Module):
         return y[:, : self.oup] if self.needs_slice else y
 
 
-class DeploySqueezeExcite(nn.Module):
+class DeploySqueezeExcite(DeployModule):
     """:class:`SqueezeExcite` on the pooled vector: two matrix products and one clamp.
 
     ``hard_sigmoid(z) = clamp(z + 3, 0, 6) / 6 = clamp(z / 6 + 1 / 2, 0, 1)``, so the expand
@@ -167,7 +167,7 @@ class DeploySqueezeExcite(nn.Module):
         return x * self.gate(x.mean((2, 3)))[:, :, None, None]
 
 
-class DeployBottleneck(nn.Module):
+class DeployBottleneck(DeployModule):
     """A :class:`GhostBottleneck` in deploy form.
 
     On large feature maps, ghost1's output is never concatenated: its two halves ``a`` (primary)
@@ -378,6 +378,7 @@ def _run_trunk(
     stem: FusedConv2d, blocks: nn.Sequential, x: Tensor, taps: dict[int, str] | None = None
 ) -> tuple[Tensor, OrderedDict[str, Tensor]]:
     """Stem + blocks, the fast-path eligibility checked once; returns the last map and the tapped ones."""
+    check_image_batch(x, stem.weight.shape[1] * stem.groups, "the fused GhostNet trunk")
     x = _to_channels_last(x)
     fast = fast_path_ok(x)
     x = stem.run(x, fast)
@@ -390,7 +391,7 @@ def _run_trunk(
     return x, out
 
 
-class DeployGhostNet(nn.Module):
+class DeployGhostNet(DeployModule):
     """A :class:`GhostNet` classifier in deploy form (same outputs as the eval-mode model).
 
     ``forward_features`` returns the ``channels_last`` 960-channel map; the head runs
@@ -420,7 +421,7 @@ class DeployGhostNet(nn.Module):
         return self.classifier(x)
 
 
-class DeployGhostNetFeatures(nn.Module):
+class DeployGhostNetFeatures(DeployModule):
     """A :class:`GhostNetFeatures` trunk in deploy form; returns the same OrderedDict of maps.
 
     Args:

@@ -2,6 +2,7 @@
 
 from ghostdet.distributed import DistInfo, init_distributed
 from ghostdet.engine.checkpoint import atomic_save, load_checkpoint, resolve_resume_path
+from ghostdet.engine.signals import Terminated
 from ghostdet.engine.train import (
     LRSchedule,
     NonFiniteLossError,
@@ -17,6 +18,7 @@ __all__ = [
     "DistInfo",
     "LRSchedule",
     "NonFiniteLossError",
+    "Terminated",
     "atomic_save",
     "build_datasets",
     "build_model",

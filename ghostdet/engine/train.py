@@ -51,6 +51,8 @@ from ghostdet.engine.checkpoint import (
     set_rng_state,
 )
 from ghostdet.engine.logger import ProgressLog, RunLogger, atomic_write_json, stdout_is_tty
+from ghostdet.engine.signals import sigterm_as_interrupt
+from ghostdet.models.weights import WeightsMismatchError, load_strict
 
 __all__ = [
     "LRSchedule",
@@ -561,13 +563,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf (nothing is written for that epoch).
-        FileNotFoundError / ValueError: bad data paths or config.
+        FileNotFoundError / ValueError: bad data paths or config, or a ``resume`` checkpoint of
+            another detector, backbone, width or class count.
+        KeyboardInterrupt: Ctrl-C, or :class:`~ghostdet.engine.signals.Terminated` for SIGTERM;
+            a checkpoint being written is removed, the last complete one is kept.
     """
-    info = init_distributed(cfg.device)
-    try:
-        return _train(cfg, info)
-    finally:
-        cleanup_distributed(info)
+    with sigterm_as_interrupt():
+        info = init_distributed(cfg.device)
+        try:
+            return _train(cfg, info)
+        finally:
+            cleanup_distributed(info)
 
 
 def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
@@ -606,10 +612,35 @@ def _read_resume(
     if resume_path is None:
         return None, None
     ckpt = load_checkpoint(resume_path)
+    _check_resumable(ckpt, cfg, resume_path)
     diffs = _config_differences(ckpt.get("config", {}), cfg.to_dict())
     if diffs:
         log(f"warning: resuming with a config that differs from the checkpoint's in: {', '.join(diffs)}")
     return resume_path, ckpt
+
+
+def _check_resumable(
+    ckpt: Mapping[str, Any], cfg: TrainConfig, path: Path, num_classes: int | None = None
+) -> None:
+    """Refuse, in one line, a checkpoint of another detector, backbone, width or class count."""
+    config = cfg.to_dict()
+    old = ckpt.get("config") if isinstance(ckpt.get("config"), Mapping) else {}
+    pairs = [
+        ("detector", ckpt.get("detector"), cfg.builder),
+        ("backbone", old.get("backbone"), config.get("backbone", "ghostnet")),  # the builders' default
+        ("width", ckpt.get("width"), cfg.width),
+        ("classes incl. background", ckpt.get("num_classes"), num_classes),
+    ]
+    for what, saved, wanted in pairs:
+        if saved is None or wanted is None or saved == wanted:
+            continue
+        numbers = isinstance(saved, (int, float)) and isinstance(wanted, (int, float))
+        if numbers and math.isclose(saved, wanted):
+            continue
+        raise ValueError(
+            f"cannot resume from {path}: it was trained with {what} {saved!r}, this run has {wanted!r}: "
+            "resume with the checkpoint's settings, or start anew (another --output-dir or --resume none)"
+        )
 
 
 def _set_up(cfg: TrainConfig, info: DistInfo) -> tuple[_Run, Path | None, dict[str, Any] | None]:
@@ -646,7 +677,11 @@ def _set_up(cfg: TrainConfig, info: DistInfo) -> tuple[_Run, Path | None, dict[s
 
 def _resume(run: _Run, path: Path | None, ckpt: Mapping[str, Any]) -> None:
     """Step 2: continue from a checkpoint (weights, optimizer, lr position, RNGs, history)."""
-    run.model.load_state_dict(ckpt["model"])
+    _check_resumable(ckpt, run.cfg, path, run.train_ds.num_classes)
+    try:
+        load_strict(run.model, ckpt["model"])
+    except WeightsMismatchError as e:
+        raise ValueError(f"cannot resume from {path}: its weights do not fit this run's model: {e}") from None
     run.optimizer.load_state_dict(ckpt["optimizer"])
     _restore_scheduler(run.scheduler, ckpt["lr_scheduler"])
     if ckpt.get("scaler"):

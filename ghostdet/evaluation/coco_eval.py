@@ -33,6 +33,7 @@ __all__ = [
     "evaluate_detections",
     "format_stats_table",
     "load_coco",
+    "no_ground_truth_warning",
     "per_category_ap",
     "run_cocoeval",
     "run_inference",
@@ -99,6 +100,25 @@ def _load_results(results: ResultsLike) -> list[dict[str, Any]]:
         raise ValueError("COCO results must be a JSON list of {image_id, category_id, bbox, score}")
     # loadRes adds keys (area, id, segmentation) in place: hand it copies.
     return [dict(r) for r in results]
+
+
+def no_ground_truth_warning(coco_gt: COCO, img_ids: Iterable[int] | None = None) -> str | None:
+    """A warning line when the scored images have no ground-truth box (every metric would mean nothing).
+
+    COCOeval then reports -1 (no ground truth) or 0.0 with nothing to say why.
+
+    Args:
+        coco_gt: ground truth.
+        img_ids: the images scored (default: all of ``coco_gt``).
+    """
+    ids = None if img_ids is None else sorted({int(i) for i in img_ids})
+    if coco_gt.getAnnIds(imgIds=ids if ids is not None else []):
+        return None
+    where = f"the {len(ids)} evaluated images have" if ids is not None else "the annotation file has"
+    return (
+        f"warning: {where} no ground-truth annotations: every AP/AR below is -1 or 0 "
+        "and says nothing about the model (is this the right annotation file?)"
+    )
 
 
 def run_cocoeval(

@@ -28,6 +28,7 @@ from ghostdet.evaluation.coco_eval import (
     CocoEvaluator,
     format_stats_table,
     load_coco,
+    no_ground_truth_warning,
     per_category_ap,
     run_cocoeval,
     run_inference,
@@ -300,6 +301,9 @@ def _score(coco: Any, evaluator: CocoEvaluator, say: Callable[[str], None]) -> d
     """COCOeval of the gathered results: the metrics entries, with the tables printed."""
     stats, coco_eval, table = run_cocoeval(coco, evaluator.results, evaluator.img_ids)
     per_cat = per_category_ap(coco_eval)
+    warning = no_ground_truth_warning(coco, evaluator.img_ids)
+    if warning:
+        say(warning)
     if not evaluator.results:
         say("no detections (untrained model or score threshold too high): every metric is 0.0")
     say(table if coco_eval is not None else format_stats_table(stats))
@@ -356,6 +360,9 @@ def rescore_results(
     except (ValueError, KeyError, AssertionError, json.JSONDecodeError) as e:
         raise ToolError(f"{path} is not a COCO results file for {ann_file}: {e!r}"[:400]) from None
     per_cat = per_category_ap(coco_eval)
+    warning = no_ground_truth_warning(coco)
+    if warning:
+        log(warning)
     log(table)
     if per_cat:
         log("per-category AP@[.50:.95], worst first:\n" + format_per_category(per_cat))

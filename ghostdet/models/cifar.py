@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ghostdet.models.arguments import check_builder_args
 from ghostdet.models.registry import register_model
 
 __all__ = ["VGG16_CIFAR_CFG", "BasicBlock", "CifarResNet", "CifarVGG", "resnet56_cifar", "vgg16_cifar"]
@@ -181,6 +182,7 @@ def vgg16_cifar(num_classes: int = 10) -> CifarVGG:
     Args:
         num_classes: classifier outputs.
     """
+    check_builder_args("vgg16_cifar", num_classes=num_classes)
     return CifarVGG(VGG16_CIFAR_CFG, num_classes=num_classes, hidden=512)
 
 
@@ -192,4 +194,5 @@ def resnet56_cifar(num_classes: int = 10, shortcut: str = "A") -> CifarResNet:
         num_classes: classifier outputs.
         shortcut: ``"A"`` (default, parameter-free) or ``"B"`` (1x1 conv projections).
     """
+    check_builder_args("resnet56_cifar", num_classes=num_classes)
     return CifarResNet(56, num_classes=num_classes, shortcut=shortcut)

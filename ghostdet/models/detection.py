@@ -3,6 +3,8 @@ RetinaNet builders on them."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from os import PathLike
@@ -19,9 +21,16 @@ from torchvision.ops.feature_pyramid_network import (
     LastLevelP6P7,
 )
 
+from ghostdet.models.arguments import check_builder_args
 from ghostdet.models.family import BackboneFamily, get_family
 from ghostdet.models.registry import register_model
-from ghostdet.models.weights import load_ghostnet_weights, load_state_dict_file, load_strict, resolve_weights
+from ghostdet.models.weights import (
+    argument_context,
+    load_ghostnet_weights,
+    load_state_dict_file,
+    load_strict,
+    resolve_weights,
+)
 
 __all__ = [
     "GhostNetFPN",
@@ -157,6 +166,10 @@ def ghostnet_fpn_backbone(
     """
     fam = get_family(family)
     num_stages = fam.num_stages
+    check_builder_args(
+        "ghostnet_fpn_backbone", num_stages, width=width, weights=weights, trainable_layers=trainable_layers,
+        progress=progress, out_channels=out_channels,
+    )  # fmt: skip
     if returned_layers is None:
         returned_layers = range(max(1, num_stages - 2), num_stages + 1)
     returned_layers = list(returned_layers)
@@ -210,6 +223,33 @@ def _load_detector_weights(
     return state, found
 
 
+_DETECTOR_CHECKED = ("width", "num_classes", "weights", "weights_backbone", "trainable_backbone_layers",
+                     "fpn_channels", "progress")  # fmt: skip
+
+
+def _checked_detector(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Wrap a detector builder: nonsense arguments are one ``ValueError`` before anything is built,
+    and a bad weights file is tagged with the argument it came from (``weights`` when given,
+    which replaces ``weights_backbone``; see :func:`~ghostdet.models.weights.argument_context`)."""
+    signature = inspect.signature(builder)
+
+    @functools.wraps(builder)
+    def wrapper(**kwargs: Any) -> nn.Module:
+        args = signature.bind(**kwargs)
+        args.apply_defaults()
+        given = args.arguments
+        family = given.get("backbone", "ghostnet")
+        if not isinstance(family, str):
+            raise ValueError(f"{builder.__name__}: backbone must be a family name (str), got {family!r}")
+        checked = {k: given[k] for k in _DETECTOR_CHECKED if k in given}
+        check_builder_args(builder.__name__, get_family(family).num_stages, **checked)
+        source = "weights" if given.get("weights") is not None else "weights_backbone"
+        with argument_context(source):
+            return builder(**kwargs)
+
+    return wrapper
+
+
 def _frcnn_anchors(n_levels: int) -> AnchorGenerator:
     sizes = tuple((32 * 2**i, 64 * 2**i) for i in range(n_levels))
     return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * n_levels)
@@ -222,6 +262,7 @@ def _frcnn_anchors(n_levels: int) -> AnchorGenerator:
     class_key=FASTERRCNN_CLASS_KEY,
     family="ghostnet",
 )
+@_checked_detector
 def fasterrcnn_ghostnet_fpn(
     *,
     weights: str | PathLike | None = None,
@@ -329,6 +370,7 @@ def fasterrcnn_ghostnet_320_fpn(**kwargs: Any) -> FasterRCNN:
     class_key=RETINANET_CLASS_KEY,
     family="ghostnet",
 )
+@_checked_detector
 def retinanet_ghostnet_fpn(
     *,
     weights: str | PathLike | None = None,

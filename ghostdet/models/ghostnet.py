@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ghostdet.models.arguments import check_builder_args
 from ghostdet.models.family import BackboneFamily, PretrainedWeights, register_family
 from ghostdet.models.registry import register_model
 
@@ -347,6 +348,9 @@ def ghostnet(
     """
     from ghostdet.models.weights import load_ghostnet_weights
 
+    check_builder_args(
+        "ghostnet", width=width, num_classes=num_classes, weights=weights, progress=progress, dropout=dropout
+    )
     model = GhostNet(GHOSTNET_CFG, num_classes=num_classes, width=width, dropout=dropout)
     if weights is not None:
         load_ghostnet_weights(model, weights, width=width, progress=progress)

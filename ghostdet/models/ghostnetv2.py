@@ -15,6 +15,7 @@ from os import PathLike
 
 from torch import Tensor
 
+from ghostdet.models.arguments import check_builder_args
 from ghostdet.models.dfc import dfc_branch, dfc_gate
 from ghostdet.models.ghostnet import GHOSTNET_CFG, GhostBottleneck, GhostModule, GhostNet
 from ghostdet.models.published import load_published_weights
@@ -122,6 +123,14 @@ def ghostnetv2(
         progress: show a progress bar while downloading.
         dropout: dropout before the classifier.
     """
+    check_builder_args(
+        "ghostnetv2",
+        width=width,
+        num_classes=num_classes,
+        weights=weights,
+        progress=progress,
+        dropout=dropout,
+    )
     model = GhostNetV2(GHOSTNETV2_CFG, num_classes=num_classes, width=width, dropout=dropout)
     if weights is not None:
         load_published_weights(model, weights, GHOSTNETV2_URLS, "GhostNetV2", width, progress=progress)

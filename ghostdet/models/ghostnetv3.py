@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ghostdet.models.arguments import check_builder_args
 from ghostdet.models.dfc import dfc_branch, dfc_gate
 from ghostdet.models.ghostnet import GHOSTNET_CFG, GhostNet, SqueezeExcite
 from ghostdet.models.published import load_published_weights
@@ -378,6 +379,14 @@ def ghostnetv3(
         progress: show a progress bar while downloading.
         dropout: dropout before the classifier.
     """
+    check_builder_args(
+        "ghostnetv3",
+        width=width,
+        num_classes=num_classes,
+        weights=weights,
+        progress=progress,
+        dropout=dropout,
+    )
     model = GhostNetV3(GHOSTNETV3_CFG, num_classes=num_classes, width=width, dropout=dropout)
     if weights is not None:
         load_published_weights(

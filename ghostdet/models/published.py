@@ -13,7 +13,13 @@ from os import PathLike
 
 from torch import Tensor, nn
 
-from ghostdet.models.weights import download_weights, load_state_dict_file, load_strict, resolve_weights
+from ghostdet.models.weights import (
+    WeightsMismatchError,
+    download_weights,
+    load_state_dict_file,
+    load_strict,
+    resolve_weights,
+)
 
 __all__ = ["load_published_weights"]
 
@@ -44,7 +50,7 @@ def load_published_weights(
 
     Raises:
         ValueError: ``"imagenet"`` for a width without a published checkpoint.
-        RuntimeError: the download failed (naming the URL and how to pass a local file).
+        WeightsDownloadError: the download failed (naming the URL and how to pass a local file).
         WeightsMismatchError: any missing, unexpected or shape-mismatched key.
     """
     if os.fspath(weights).lower() == "imagenet":
@@ -65,4 +71,7 @@ def load_published_weights(
         ck = state_dict.get("classifier.weight")
         own = model.state_dict().get("classifier.weight")
         skip_classifier = ck is not None and own is not None and ck.shape[0] != own.shape[0]
-    load_strict(model, state_dict, skip=("classifier.",) if skip_classifier else ())
+    try:
+        load_strict(model, state_dict, skip=("classifier.",) if skip_classifier else ())
+    except WeightsMismatchError as e:
+        raise WeightsMismatchError(f"{weights}: {e}") from None

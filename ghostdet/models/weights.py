@@ -7,9 +7,10 @@ that lists all of them. There is no silent partial load.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.error
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from os import PathLike
 from pathlib import Path
 from urllib.parse import urlparse
@@ -20,7 +21,10 @@ from torch import Tensor, nn
 from ghostdet.checkpoint_io import read_checkpoint
 
 __all__ = [
+    "NotAStateDictError",
+    "WeightsDownloadError",
     "WeightsMismatchError",
+    "argument_context",
     "clean_state_dict",
     "download_weights",
     "load_ghostnet_weights",
@@ -34,8 +38,32 @@ _WRAPPER_KEYS = ("state_dict_ema", "state_dict", "model")
 _THOP_SUFFIXES = ("total_ops", "total_params")
 
 
-class WeightsMismatchError(RuntimeError):
-    """A checkpoint does not match the model it is loaded into."""
+class WeightsMismatchError(ValueError, RuntimeError):
+    """A checkpoint does not match the model it is loaded into (bad input: a ``ValueError``)."""
+
+
+class NotAStateDictError(TypeError, ValueError):
+    """A checkpoint file holds something other than a dict of tensors."""
+
+
+class WeightsDownloadError(OSError, RuntimeError):
+    """Weights could not be downloaded (offline, bad URL); the message names the URL."""
+
+
+@contextlib.contextmanager
+def argument_context(name: str) -> Iterator[None]:
+    """Tag the bad-weights errors raised inside with the argument they came from (``err.argument``).
+
+    Builders wrap the loading of one argument's weights (``weights_backbone``, ``weights``) in it,
+    so a tool can name its flag; the message itself is unchanged. An error already tagged keeps
+    its tag.
+    """
+    try:
+        yield
+    except (ValueError, OSError) as e:
+        if getattr(e, "argument", None) is None:
+            e.argument = name
+        raise
 
 
 def _is_url(s: str) -> bool:
@@ -50,7 +78,8 @@ def download_weights(url: str, progress: bool = True) -> Path:
         progress: show a download progress bar.
 
     Raises:
-        RuntimeError: when the download fails, naming the URL and how to use a local file.
+        WeightsDownloadError: the download failed (an ``OSError``), naming the URL and how to
+            use a local file instead.
     """
     cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -61,9 +90,9 @@ def download_weights(url: str, progress: bool = True) -> Path:
     try:
         torch.hub.download_url_to_file(url, str(dst), progress=progress)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
-        raise RuntimeError(
+        raise WeightsDownloadError(
             f"could not download weights from {url} ({e}). If this machine is offline, download "
-            f"the file elsewhere and pass its local path instead (e.g. weights='/path/{filename}'), "
+            f"the file elsewhere and pass its local path instead (e.g. /path/{filename}), "
             f"or place it at {dst}."
         ) from e
     return dst
@@ -82,9 +111,15 @@ def load_state_dict_file(path: str | PathLike) -> dict[str, Tensor]:
 
     Raises:
         CheckpointReadError: the file is missing or unreadable (the message names it).
-        TypeError / ValueError: the file holds no state dict.
+        NotAStateDictError / ValueError: the file holds no state dict (the message names it).
     """
-    return clean_state_dict(read_checkpoint(path))
+    obj = read_checkpoint(path)
+    try:
+        return clean_state_dict(obj)
+    except NotAStateDictError as e:
+        raise NotAStateDictError(f"{path}: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def clean_state_dict(obj: object) -> dict[str, Tensor]:
@@ -95,7 +130,7 @@ def clean_state_dict(obj: object) -> dict[str, Tensor]:
             ``model`` (first one found, in that order).
     """
     if not isinstance(obj, Mapping):
-        raise TypeError(f"checkpoint holds a {type(obj).__name__}, expected a dict of tensors")
+        raise NotAStateDictError(f"checkpoint holds a {type(obj).__name__}, expected a dict of tensors")
     for key in _WRAPPER_KEYS:
         inner = obj.get(key)
         if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor) for v in inner.values()):
@@ -199,4 +234,7 @@ def load_ghostnet_weights(
         ck = state_dict.get("classifier.weight")
         own = model.state_dict().get("classifier.weight")
         skip_classifier = ck is not None and own is not None and ck.shape[0] != own.shape[0]
-    load_strict(model, state_dict, skip=("classifier.",) if skip_classifier else ())
+    try:
+        load_strict(model, state_dict, skip=("classifier.",) if skip_classifier else ())
+    except WeightsMismatchError as e:
+        raise WeightsMismatchError(f"{weights}: {e}") from None
