@@ -357,7 +357,7 @@ def _retinanet_ghostnet(
     prior_probability: float = 0.01,
     **kwargs: Any,
 ) -> RetinaNet:
-    """RetinaNet on GhostNet-FPN with every structural choice explicit (see :func:`retinanet_ghostnet_fpn`)."""
+    """RetinaNet on GhostNet-FPN, every structural choice explicit (see :func:`retinanet_ghostnet_fpn`)."""
     if extra_levels not in EXTRA_LEVELS:
         raise ValueError(f"extra_levels must be one of {', '.join(EXTRA_LEVELS)}, got {extra_levels!r}")
     anchor_gen: AnchorGenerator | None = kwargs.pop("anchor_generator", None)
