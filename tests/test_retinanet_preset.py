@@ -52,6 +52,7 @@ def test_preset_structure() -> None:
         assert all(isinstance(layer[1], nn.GroupNorm) and layer[1].num_groups == 32 for layer in branch.conv)
     assert head.regression_head._loss_type == "giou"
     assert head.classification_head.cls_logits.bias[0].item() == pytest.approx(-math.log(99), rel=1e-6)
+    assert (model.proposal_matcher.high_threshold, model.proposal_matcher.low_threshold) == (0.4, 0.3)
     # anchors 4x the stride (32-256) x 3 octave scales x 3 ratios
     assert model.anchor_generator.sizes == ((32, 40, 50), (64, 80, 101), (128, 161, 203), (256, 322, 406))
     assert model.anchor_generator.num_anchors_per_location() == [9] * 4
@@ -175,3 +176,32 @@ def test_preset_exports_to_onnx(tmp_path) -> None:
     for c in report["checks"]:
         assert c["num_detections"] > 0 and c["num_detections"] == c["onnx_detections"]
         assert c["matched"] >= 0.98
+
+
+def _same_structure(a: RetinaNet, b: RetinaNet) -> None:
+    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+    assert a.anchor_generator.sizes == b.anchor_generator.sizes
+    assert a.head.regression_head._loss_type == b.head.regression_head._loss_type
+    for attr in ("high_threshold", "low_threshold"):
+        assert getattr(a.proposal_matcher, attr) == getattr(b.proposal_matcher, attr)
+
+
+def test_make_train_recipe_trains_the_preset_structure() -> None:
+    from ghostdet.config import CONFIG_DIR, load_config
+    from ghostdet.engine.train import build_model
+
+    cfg = load_config(CONFIG_DIR / "retinanet_ghostnet_synthetic.yaml")
+    assert cfg.detector == "retinanet"
+    model = build_model(cfg, 5)
+    _same_structure(model, retinanet_ghostnet_320_fpn(num_classes=5))
+    assert (model.transform.min_size, model.transform.max_size) == ((128,), 128)
+
+
+def test_retinanet_320_recipe() -> None:
+    from ghostdet import config
+    from ghostdet.engine.train import build_model
+
+    if "retinanet_320" not in config.DETECTORS:
+        pytest.skip("the retinanet_320 detector alias is not registered")
+    cfg = config.load_config(config.CONFIG_DIR / "retinanet_320_ghostnet_synthetic.yaml")
+    _same_structure(build_model(cfg, 5), retinanet_ghostnet_320_fpn(num_classes=5))
