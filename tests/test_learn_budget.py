@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,10 +112,14 @@ def test_ten_second_budget_end_to_end(bench, tmp_path, capsys) -> None:
 
 @pytest.mark.slow
 def test_concurrent_mode_runs_each_model_in_its_own_process(bench, tmp_path) -> None:
+    out = tmp_path / "res.json"
     specs = ["retinanet_ghostnet_320_fpn:head_convs=0", "retinanet_ghostnet_320_fpn:head_convs=1"]
-    results = bench.run(
-        specs, 2.0, tmp_path / "d", concurrent=True, batch=2, size=96, num_train=8, num_val=2, clock="cpu"
-    )
+    cmd = [sys.executable, str(BENCH), "--concurrent", "--budget", "2", "--clock", "cpu", "--models", *specs]
+    cmd += ["--size", "96", "--num-train", "8", "--val", "2", "--batch", "2", "--data", str(tmp_path / "d")]
+    proc = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert "concurrently, 1 thread(s) each" in proc.stdout
+    results = json.loads(out.read_text())
     assert [r["model"] for r in results] == specs
     assert all(r["iters"] >= 1 and r["ratio"] is None for r in results)
     with pytest.raises(ValueError, match="clock"):
