@@ -399,12 +399,10 @@ def _retinanet_ghostnet(
                 f"{len(anchor_sizes)} anchor_sizes for the {len(strides)} levels (strides {strides})"
             )
         anchor_gen = retinanet_anchors(anchor_sizes, scales_per_octave, aspect_ratios)
-    kwargs.setdefault(
-        "head",
-        retinanet_head(
+    if "head" not in kwargs:
+        kwargs["head"] = retinanet_head(
             fpn_channels, per_anchor, num_classes, head_convs, group_norm, box_loss, prior_probability
-        ),
-    )
+        )
     model = RetinaNet(backbone, num_classes=num_classes, anchor_generator=anchor_gen, **kwargs)
     if state is not None:
         load_strict(model, state)
