@@ -430,7 +430,9 @@ def default_config_path(detector: str, real_data: bool = False) -> Path:
             "fasterrcnn": "faster_rcnn_ghostnet110_coco_1x",
             "fasterrcnn_320": "faster_rcnn_320_ghostnet110_coco_1x",
             "retinanet": "retinanet_ghostnet110_coco_1x",
-        }[detector]
+        }.get(detector)
+        if name is None:
+            raise ConfigError(f"no COCO recipe for --detector {detector}: pass --config FILE")
     else:
         name = f"{detector}_ghostnet_synthetic"
     return CONFIG_DIR / f"{name}.yaml"

@@ -1,0 +1,363 @@
+"""Same-budget learning benchmark: detectors trained from scratch for a fixed wall-clock time.
+
+Every model trains on the same generated shapes set (``ghostdet.data.synthetic`` with a seed and
+settings the training recipes never use: 256x256 images, 4 shape classes, objects of 20-100 px
+(``--object-size``), up to 4 per image) for ``--budget`` seconds of training, then is scored with
+pycocotools (via ``ghostdet.evaluation``) on ``--val`` held-out images. The table gives AP,
+AP50, the iterations done in the budget, the test-time cost per image, and AP relative to torchvision's
+``fasterrcnn_mobilenet_v3_large_320_fpn`` (the ``tv_frcnn_mnv3_320`` row).
+
+Recipe, the same for every model: random init (BatchNorm trained), AdamW (lr ``--lr``, weight
+decay 1e-4), batch ``--batch``, linear warm-up over the first 20 iterations from 1% of the lr,
+then a cosine decay to 5% over the *time* budget (the iteration count is not known in advance),
+gradient norm clipped at 10, random horizontal flips. All models see images at their generated
+size (``min_size = max_size = --size``: no resizing, also for the ``*_320`` presets).
+
+``--concurrent`` trains every model at once, each in its own process with ``--threads`` threads
+(the fair setting on a machine with at least that many idle cores per model); otherwise the
+models run one after another in one process. Models are given by name (see ``MODELS``) with
+optional builder overrides, e.g. ``retinanet_ghostnet_320_fpn:fpn_channels=96,anchor_sizes=[32,64,128]``.
+
+Usage::
+
+    PYTHONPATH=$PWD python benchmarks/learn_budget.py --concurrent            # 480 s, all models
+    PYTHONPATH=$PWD python benchmarks/learn_budget.py --budget 90 \\
+        --models retinanet_ghostnet_320_fpn retinanet_ghostnet_320_fpn:group_norm=None
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import multiprocessing
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from ghostdet.data.synthetic import ensure_synthetic_coco, synthetic_paths
+from ghostdet.evaluation import CocoEvaluator, load_coco
+
+REFERENCE = "tv_frcnn_mnv3_320"
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+#: the benchmark's own data set: none of the recipes uses this seed or these settings
+DATA_OPTIONS: dict[str, Any] = {
+    "seed": 16,
+    "num_categories": 4,
+    "max_objects": 4,
+    "empty_prob": 0.0,
+}
+
+
+def _tv_frcnn_mnv3_320(num_classes: int, size: int, **kw: Any) -> nn.Module:
+    from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
+
+    return fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, num_classes=num_classes, min_size=size, max_size=size, **kw
+    )
+
+
+def _tv_retinanet_mnv3_fpn(num_classes: int, size: int, **kw: Any) -> nn.Module:
+    from torchvision.models.detection import RetinaNet
+    from torchvision.models.detection.backbone_utils import mobilenet_backbone
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    # MobileNetV3-Large FPN as in torchvision's Faster R-CNN (strides 16/32, 256 channels), with
+    # RetinaNet's P6/P7 on top: four levels, anchors 32-256 x 3 scales x 3 ratios
+    backbone = mobilenet_backbone(
+        backbone_name="mobilenet_v3_large",
+        weights=None,
+        fpn=True,
+        norm_layer=nn.BatchNorm2d,
+        trainable_layers=6,
+        extra_blocks=LastLevelP6P7(256, 256),
+    )
+    from ghostdet.models.retinanet_head import retinanet_anchors
+
+    kw.setdefault("anchor_generator", retinanet_anchors((32, 64, 128, 256)))
+    return RetinaNet(backbone, num_classes=num_classes, min_size=size, max_size=size, **kw)
+
+
+def _ghostdet(name: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int, size: int, **kw: Any) -> nn.Module:
+        from ghostdet.models import detection
+
+        return getattr(detection, name)(num_classes=num_classes, min_size=size, max_size=size, **kw)
+
+    return build
+
+
+#: benchmark name -> builder(num_classes, size, **overrides)
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    REFERENCE: _tv_frcnn_mnv3_320,
+    "tv_retinanet_mnv3_fpn": _tv_retinanet_mnv3_fpn,
+    "fasterrcnn_ghostnet_320_fpn": _ghostdet("fasterrcnn_ghostnet_320_fpn"),
+    "retinanet_ghostnet_fpn": _ghostdet("retinanet_ghostnet_fpn"),
+    "retinanet_ghostnet_320_fpn": _ghostdet("retinanet_ghostnet_320_fpn"),
+}
+DEFAULT_MODELS = list(MODELS)
+
+
+def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name`` or ``name:key=value,key=value`` (values as Python literals) -> (name, overrides)."""
+    name, _, rest = spec.partition(":")
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    overrides: dict[str, Any] = {}
+    for item in _split_top_level(rest):
+        key, eq, value = item.partition("=")
+        if not eq or not key.isidentifier():
+            raise ValueError(f"bad override {item!r} in {spec!r}: expected key=value")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value  # a bare string such as extra_levels=none
+    return name, overrides
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split at commas outside brackets (``a=1,b=[1,2]`` -> ``["a=1", "b=[1,2]"]``)."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [p for p in [*parts, cur] if p]
+
+
+def load_split(paths: dict[str, str], split: str) -> tuple[Tensor, list[dict[str, Tensor]], list[int], dict]:
+    """All images of one split as a uint8 (N, 3, H, W) tensor, torchvision targets, ids, labels."""
+    coco = load_coco(paths[f"{split}_ann"])
+    cat_ids = sorted(coco.getCatIds())
+    label_of = {c: i + 1 for i, c in enumerate(cat_ids)}
+    ids = sorted(coco.getImgIds())
+    images, targets = [], []
+    for img_id in ids:
+        info = coco.loadImgs(img_id)[0]
+        pixels = np.asarray(Image.open(Path(paths[f"{split}_images"]) / info["file_name"]).convert("RGB"))
+        images.append(torch.from_numpy(pixels.copy()).permute(2, 0, 1))
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=img_id))
+        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                               a["bbox"][1] + a["bbox"][3]] for a in anns], dtype=torch.float32)  # fmt: skip
+        labels = torch.tensor([label_of[a["category_id"]] for a in anns], dtype=torch.int64)
+        targets.append({"boxes": boxes.reshape(-1, 4), "labels": labels})
+    return torch.stack(images), targets, ids, {v: k for k, v in label_of.items()}
+
+
+def hflip(image: Tensor, target: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """Mirror a CHW image and its xyxy boxes left-right."""
+    x0, y0, x1, y1 = target["boxes"].unbind(-1)
+    w = image.shape[-1]
+    boxes = torch.stack([w - x1, y0, w - x0, y1], -1)
+    return image.flip(-1), {**target, "boxes": boxes}
+
+
+def _lr_factor(it: int, frac: float, warmup: int = 20) -> float:
+    """Warm-up over iterations, cosine over the elapsed fraction of the time budget (to 5%)."""
+    warm = min(1.0, 0.01 + 0.99 * it / warmup)
+    return warm * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0))))
+
+
+def train_and_eval(
+    spec: str,
+    data_root: str,
+    budget: float,
+    threads: int = 1,
+    batch: int = 8,
+    lr: float = 1e-3,
+    seed: int = 0,
+    clock: str = "wall",
+) -> dict[str, Any]:
+    """Train one model (``spec``, see :func:`parse_model_spec`) for ``budget`` seconds and score it.
+
+    ``clock="cpu"`` counts the budget in this process's CPU seconds instead of wall-clock ones:
+    on a machine busy with other jobs it gives each model the same compute, not the same time.
+
+    Returns a dict with ``model``, ``ap``, ``ap50``, ``iters``, ``train_s``, ``ms_per_img``
+    (inference, batch 1) and ``params``.
+    """
+    torch.set_num_threads(threads)
+    name, overrides = parse_model_spec(spec)
+    paths = synthetic_paths(data_root)  # generated by run()
+    train_x, train_t, _, label_to_cat = load_split(paths, "train")
+    val_x, _, val_ids, _ = load_split(paths, "val")
+    size = train_x.shape[-1]
+    torch.manual_seed(seed)
+    model = MODELS[name](len(label_to_cat) + 1, size, **overrides)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    now = CLOCKS[clock]
+    it, start = 0, now()
+    while (elapsed := now() - start) < budget:
+        for group in opt.param_groups:
+            group["lr"] = lr * _lr_factor(it, elapsed / budget)
+        idx = torch.randint(len(train_x), (batch,), generator=g).tolist()
+        flips = torch.rand(batch, generator=g) < 0.5
+        images, targets = [], []
+        for i, flip in zip(idx, flips.tolist()):
+            img, tgt = train_x[i].float() / 255, train_t[i]
+            if flip:
+                img, tgt = hflip(img, tgt)
+            images.append(img)
+            targets.append(tgt)
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{spec}: loss is {loss.item()} at iteration {it}: {losses}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 10.0)
+        opt.step()
+        it += 1
+    train_s = now() - start
+    model.eval()
+    evaluator = CocoEvaluator(load_coco(paths["val_ann"]), label_to_cat)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for i, img_id in enumerate(val_ids):
+            evaluator.update(model([val_x[i].float() / 255]), [img_id])
+    ms = 1000 * (time.perf_counter() - t0) / max(len(val_ids), 1)
+    stats = evaluator.evaluate()
+    return {
+        "model": spec,
+        "ap": stats["AP"],
+        "ap50": stats["AP50"],
+        "iters": it,
+        "train_s": round(train_s, 1),
+        "ms_per_img": round(ms, 1),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def run(
+    specs: Sequence[str],
+    budget: float,
+    data_root: str | os.PathLike,
+    concurrent: bool = False,
+    threads: int = 1,
+    batch: int = 8,
+    lr: float = 1e-3,
+    size: int = 256,
+    num_train: int = 400,
+    num_val: int = 50,
+    seed: int = 0,
+    clock: str = "wall",
+    object_size: tuple[int, int] = (20, 100),
+) -> list[dict[str, Any]]:
+    """Generate (once) the data set under ``data_root`` and run :func:`train_and_eval` per model.
+
+    Args:
+        specs: model specs (see :func:`parse_model_spec`).
+        budget: training seconds per model.
+        data_root: folder of the generated data set (reused when its parameters match).
+        concurrent: one process per model, all at once; else one after another in this process.
+        threads: torch threads per model.
+        batch, lr, seed: the training recipe.
+        clock: ``"wall"`` or ``"cpu"`` seconds for ``budget`` (see :func:`train_and_eval`).
+        size, num_train, num_val, object_size: the data set (shape sizes in pixels).
+
+    Returns:
+        one result dict per model, in ``specs`` order, with ``ratio`` (AP / the reference's AP)
+        when the reference model is among them.
+    """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+    for spec in specs:
+        parse_model_spec(spec)  # fail before spending any time
+    data_root = str(data_root)
+    options = {**DATA_OPTIONS, "object_size": tuple(object_size)}
+    ensure_synthetic_coco(data_root, num_train, num_val, size, verbose=True, **options)
+    call = (data_root, budget, threads, batch, lr, seed, clock)
+    if concurrent:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=len(specs), mp_context=ctx) as pool:
+            futures = [pool.submit(train_and_eval, spec, *call) for spec in specs]
+            results = [f.result() for f in futures]
+    else:
+        results = [train_and_eval(spec, *call) for spec in specs]
+    ref = next((r["ap"] for r in results if r["model"] == REFERENCE), None)
+    for r in results:
+        r["ratio"] = r["ap"] / ref if ref else None
+    return results
+
+
+def format_table(results: Sequence[dict[str, Any]]) -> str:
+    """A markdown table of :func:`run`'s results."""
+    lines = [
+        f"| model | AP | AP50 | iterations | ms/img (test) | params (M) | AP / {REFERENCE} |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.2f}"
+        lines.append(
+            f"| {r['model']} | {r['ap']:.3f} | {r['ap50']:.3f} | {r['iters']} | {r['ms_per_img']:.0f} | "
+            f"{r['params'] / 1e6:.2f} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--budget", type=float, default=480.0, help="training seconds per model")
+    p.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="model specs, NAME[:key=value,...]")
+    p.add_argument("--concurrent", action="store_true", help="all models at once, one process each")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per model")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--size", type=int, default=256, help="image side of the generated set")
+    p.add_argument("--num-train", type=int, default=400)
+    p.add_argument("--val", type=int, default=50, help="held-out images scored")
+    p.add_argument("--object-size", type=int, nargs=2, default=(20, 100), help="min/max shape size (px)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--clock", choices=sorted(CLOCKS), default="wall", help="budget in wall-clock or process CPU seconds"
+    )
+    p.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "ghostdet_learn_budget"))
+    p.add_argument("--json", help="also write the results to this file")
+    args = p.parse_args(argv)
+    for key in ("budget", "threads", "batch", "lr", "size", "num_train", "val"):
+        if getattr(args, key) <= 0:
+            p.error(f"--{key.replace('_', '-')} must be > 0")
+    args.specs = list(args.models)
+    try:
+        for spec in args.specs:
+            parse_model_spec(spec)
+    except ValueError as e:
+        p.error(str(e))
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = run(
+        args.specs, args.budget, args.data, args.concurrent, args.threads, args.batch, args.lr, args.size,
+        args.num_train, args.val, args.seed, args.clock, tuple(args.object_size),
+    )  # fmt: skip
+    mode = f"{'concurrently' if args.concurrent else 'one after another'}, {args.threads} thread(s) each"
+    recipe = f"{args.size}px, batch {args.batch}, lr {args.lr:g}"
+    print(f"budget {args.budget:g} {args.clock} s per model, {mode}, {recipe}")
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""RetinaNet head, anchors and extra FPN levels with the options that matter on small inputs.
+
+torchvision's :class:`~torchvision.models.detection.retinanet.RetinaNetHead` always stacks four
+3x3 convs per branch and runs them on every pyramid level; at 128-320 px inputs that shared head,
+not the trunk, is most of the detector's compute. :func:`retinanet_head` builds the same module
+(same parameter names, so checkpoints and ONNX export work unchanged) with a chosen depth,
+optional GroupNorm (as torchvision's ``retinanet_resnet50_fpn_v2``), the box loss and the
+classification prior.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import partial
+
+from torch import Tensor, nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
+
+__all__ = ["BOX_LOSSES", "NoExtraLevels", "retinanet_anchors", "retinanet_head"]
+
+#: box regression losses of torchvision's RetinaNet (``_box_loss``).
+BOX_LOSSES = ("l1", "smooth_l1", "giou", "ciou", "diou")
+
+
+def retinanet_head(
+    in_channels: int,
+    num_anchors: int,
+    num_classes: int,
+    num_convs: int = 4,
+    group_norm: int | None = None,
+    box_loss: str = "l1",
+    prior_probability: float = 0.01,
+) -> RetinaNetHead:
+    """A torchvision RetinaNet head with ``num_convs`` convs per branch.
+
+    Args:
+        in_channels: FPN channels.
+        num_anchors: anchors per location.
+        num_classes: classes of the classification branch.
+        num_convs: 3x3 conv + ReLU layers before each branch's predictor (0-4; torchvision: 4).
+        group_norm: GroupNorm groups after each of those convs (torchvision's v2 head: 32);
+            ``None`` for none (the original head).
+        box_loss: one of :data:`BOX_LOSSES` (torchvision's v1 head: ``"l1"``, v2: ``"giou"``).
+        prior_probability: initial foreground probability of every anchor (the focal loss
+            paper: 0.01); sets the classification bias.
+    """
+    if not 0 <= num_convs <= 4:
+        raise ValueError(f"num_convs must be in 0..4, got {num_convs}")
+    if box_loss not in BOX_LOSSES:
+        raise ValueError(f"box_loss must be one of {', '.join(BOX_LOSSES)}, got {box_loss!r}")
+    if not 0.0 < prior_probability < 1.0:
+        raise ValueError(f"prior_probability must be in (0, 1), got {prior_probability}")
+    if group_norm is not None and (group_norm < 1 or in_channels % group_norm):
+        raise ValueError(f"group_norm={group_norm} groups do not divide in_channels={in_channels}")
+    norm_layer = None if group_norm is None else partial(nn.GroupNorm, group_norm)
+    head = RetinaNetHead(in_channels, num_anchors, num_classes, norm_layer=norm_layer)
+    for branch in (head.classification_head, head.regression_head):
+        branch.conv = branch.conv[:num_convs]
+    nn.init.constant_(
+        head.classification_head.cls_logits.bias, -math.log((1 - prior_probability) / prior_probability)
+    )
+    head.regression_head._loss_type = box_loss
+    return head
+
+
+def retinanet_anchors(
+    sizes: Sequence[int],
+    scales_per_octave: int = 3,
+    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+) -> AnchorGenerator:
+    """RetinaNet anchors: per level, ``scales_per_octave`` sizes ``s * 2**(k / n)`` x ``aspect_ratios``.
+
+    Args:
+        sizes: the base anchor size of each pyramid level (e.g. 32-512 for P3-P7).
+        scales_per_octave: anchor sizes per level (the paper: 3, i.e. ``s, 1.26 s, 1.59 s``).
+        aspect_ratios: height / width ratios, the same on every level.
+    """
+    if scales_per_octave < 1 or not sizes or not aspect_ratios:
+        raise ValueError("need at least one size, one scale per octave and one aspect ratio")
+    per_level = tuple(
+        tuple(int(s * 2 ** (k / scales_per_octave)) for k in range(scales_per_octave)) for s in sizes
+    )
+    return AnchorGenerator(per_level, (tuple(aspect_ratios),) * len(sizes))
+
+
+class NoExtraLevels(ExtraFPNBlock):
+    """An FPN "extra block" that adds nothing: the pyramid is the trunk's taps only."""
+
+    def forward(
+        self, results: list[Tensor], x: list[Tensor], names: list[str]
+    ) -> tuple[list[Tensor], list[str]]:
+        return results, names

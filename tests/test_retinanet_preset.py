@@ -1,0 +1,207 @@
+"""retinanet_ghostnet_320_fpn and the RetinaNet head options (ghostdet.models.retinanet_head)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models.detection import RetinaNet
+from torchvision.models.detection.retinanet import RetinaNetHead
+
+from ghostdet.models.detection import retinanet_ghostnet_320_fpn, retinanet_ghostnet_fpn
+from ghostdet.models.retinanet_head import retinanet_anchors, retinanet_head
+
+SMALL = {"min_size": 128, "max_size": 128}
+needs_onnx = pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,
+    reason="needs the [export] extra",
+)
+
+
+def _batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 128, 128, generator=g), torch.rand(3, 128, 128, generator=g)]
+    targets = [
+        {
+            "boxes": torch.tensor([[10.0, 20.0, 60.0, 70.0], [70.0, 64.0, 120.0, 110.0]]),
+            "labels": torch.tensor([1, 2]),
+        },
+        {"boxes": torch.tensor([[30.0, 30.0, 90.0, 100.0]]), "labels": torch.tensor([3])},
+    ]
+    return images, targets
+
+
+def _levels(model: RetinaNet, size: int = 128) -> list[torch.Tensor]:
+    with torch.no_grad():
+        return list(model.backbone(torch.rand(1, 3, size, size)).values())
+
+
+def test_preset_structure() -> None:
+    model = retinanet_ghostnet_320_fpn(num_classes=5)
+    assert isinstance(model, RetinaNet)
+    assert (model.transform.min_size, model.transform.max_size) == ((320,), 640)
+    feats = _levels(model, 256)
+    # P3-P5 from the trunk plus one pooled level: strides 8, 16, 32, 64 at 128 channels
+    assert [f.shape[-1] for f in feats] == [32, 16, 8, 4] and {f.shape[1] for f in feats} == {128}
+    head = model.head
+    for branch in (head.classification_head, head.regression_head):
+        assert len(branch.conv) == 2
+        assert all(isinstance(layer[1], nn.GroupNorm) and layer[1].num_groups == 32 for layer in branch.conv)
+    assert head.regression_head._loss_type == "giou"
+    assert head.classification_head.cls_logits.bias[0].item() == pytest.approx(-math.log(99), rel=1e-6)
+    assert (model.proposal_matcher.high_threshold, model.proposal_matcher.low_threshold) == (0.4, 0.3)
+    # anchors 4x the stride (32-256) x 3 octave scales x 3 ratios
+    assert model.anchor_generator.sizes == ((32, 40, 50), (64, 80, 101), (128, 161, 203), (256, 322, 406))
+    assert model.anchor_generator.num_anchors_per_location() == [9] * 4
+
+
+def test_default_retinanet_keeps_the_paper_pyramid() -> None:
+    model = retinanet_ghostnet_fpn(num_classes=5)
+    feats = _levels(model, 256)
+    assert [f.shape[-1] for f in feats] == [32, 16, 8, 4, 2] and {f.shape[1] for f in feats} == {256}
+    assert len(model.head.classification_head.conv) == 4
+    assert model.anchor_generator.sizes[0] == (32, 40, 50) and model.anchor_generator.sizes[-1][0] == 512
+
+
+def test_original_head_matches_torchvision() -> None:
+    """group_norm=None, head_convs=4, l1: torchvision's v1 head, parameter for parameter."""
+    model = retinanet_ghostnet_fpn(num_classes=5, group_norm=None, box_loss="l1")
+    ref = RetinaNetHead(256, 9, 5)
+    assert {k: v.shape for k, v in model.head.state_dict().items()} == {
+        k: v.shape for k, v in ref.state_dict().items()
+    }
+    assert model.head.regression_head._loss_type == "l1"
+
+
+def test_checkpoint_of_the_original_head_still_loads(tmp_path) -> None:
+    torch.manual_seed(0)
+    old = retinanet_ghostnet_fpn(num_classes=4, group_norm=None, box_loss="l1")
+    path = tmp_path / "old.pth"
+    torch.save({"model": old.state_dict()}, path)
+    loaded = retinanet_ghostnet_fpn(weights=path)
+    assert loaded.head.classification_head.cls_logits.out_channels == 9 * 4
+    assert not any(isinstance(m, nn.GroupNorm) for m in loaded.head.modules())
+    for k, v in old.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+
+
+def test_preset_trains_with_every_parameter_receiving_a_gradient() -> None:
+    torch.manual_seed(0)
+    model = retinanet_ghostnet_320_fpn(num_classes=4, **SMALL).train()
+    images, targets = _batch()
+    losses = model(images, targets)
+    assert set(losses) == {"classification", "bbox_regression"}
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+    sum(losses.values()).backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert len(trainable) == len(list(model.parameters()))  # from scratch: everything trains
+    missing = [
+        n for n, p in trainable if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.any()
+    ]
+    assert not missing, missing
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    before = model.head.classification_head.cls_logits.weight.detach().clone()
+    opt.step()
+    assert not torch.equal(before, model.head.classification_head.cls_logits.weight)
+
+
+def test_preset_inference_outputs() -> None:
+    torch.manual_seed(0)
+    model = retinanet_ghostnet_320_fpn(num_classes=4, **SMALL).eval()
+    images, _ = _batch()
+    with torch.no_grad():
+        out = model([images[0], torch.rand(3, 96, 160)])
+    assert len(out) == 2
+    for o, (h, w) in zip(out, [(128, 128), (96, 160)]):
+        n = len(o["scores"])
+        assert o["boxes"].shape == (n, 4) and o["labels"].shape == (n,)
+        if n:
+            assert (o["scores"] >= 0.05).all() and (o["scores"] <= 1).all()
+            assert o["labels"].min() >= 1 and o["labels"].max() < 4
+            assert (o["boxes"][:, 2] <= w + 1e-3).all() and (o["boxes"][:, 3] <= h + 1e-3).all()
+
+
+def test_preset_overrides_and_errors() -> None:
+    model = retinanet_ghostnet_320_fpn(
+        num_classes=3, extra_levels="none", anchor_sizes=(24, 48, 96), aspect_ratios=(1.0,), head_convs=0,
+        group_norm=None, box_loss="l1", **SMALL,
+    )  # fmt: skip
+    assert len(_levels(model)) == 3
+    assert model.anchor_generator.num_anchors_per_location() == [3] * 3
+    assert len(model.head.classification_head.conv) == 0
+    assert model.head.classification_head.cls_logits.out_channels == 3 * 3
+    with pytest.raises(ValueError, match="anchor_sizes"):
+        retinanet_ghostnet_320_fpn(anchor_sizes=(32, 64))
+    with pytest.raises(ValueError, match="extra_levels"):
+        retinanet_ghostnet_320_fpn(extra_levels="p6")
+    with pytest.raises(ValueError, match="returned_layers"):
+        retinanet_ghostnet_320_fpn(returned_layers=[6])
+
+
+def test_head_and_anchor_helpers() -> None:
+    head = retinanet_head(64, 3, 7, num_convs=1, group_norm=16, box_loss="smooth_l1", prior_probability=0.1)
+    assert len(head.classification_head.conv) == len(head.regression_head.conv) == 1
+    assert head.classification_head.conv[0][1].num_groups == 16
+    assert head.classification_head.cls_logits.bias[0].item() == pytest.approx(-math.log(9), rel=1e-6)
+    assert head.regression_head._loss_type == "smooth_l1"
+    for bad, match in [
+        ({"num_convs": 5}, "num_convs"),
+        ({"group_norm": 24}, "divide"),
+        ({"box_loss": "iou"}, "box_loss"),
+        ({"prior_probability": 1.0}, "prior"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            retinanet_head(64, 3, 7, **bad)
+    gen = retinanet_anchors((16, 32), scales_per_octave=2, aspect_ratios=(0.5, 1.0))
+    assert gen.sizes == ((16, 22), (32, 45)) and gen.num_anchors_per_location() == [4, 4]
+    with pytest.raises(ValueError):
+        retinanet_anchors(())
+
+
+@needs_onnx
+@pytest.mark.slow
+def test_preset_exports_to_onnx(tmp_path) -> None:
+    from ghostdet.export import calibrate_bn, export_onnx, load_image, randomize_heads
+
+    img = load_image(None, (240, 320))
+    torch.manual_seed(0)
+    model = randomize_heads(retinanet_ghostnet_320_fpn(num_classes=5).eval())
+    calibrate_bn(model, img)
+    report = export_onnx(model, tmp_path / "retina320.onnx", image=img)
+    assert (tmp_path / "retina320.onnx").is_file() and report["kind"] == "detector"
+    assert len(report["checks"]) == 2
+    for c in report["checks"]:
+        assert c["num_detections"] > 0 and c["num_detections"] == c["onnx_detections"]
+        assert c["matched"] >= 0.98
+
+
+def _same_structure(a: RetinaNet, b: RetinaNet) -> None:
+    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+    assert a.anchor_generator.sizes == b.anchor_generator.sizes
+    assert a.head.regression_head._loss_type == b.head.regression_head._loss_type
+    for attr in ("high_threshold", "low_threshold"):
+        assert getattr(a.proposal_matcher, attr) == getattr(b.proposal_matcher, attr)
+
+
+def test_make_train_recipe_trains_the_preset_structure() -> None:
+    from ghostdet.config import CONFIG_DIR, load_config
+    from ghostdet.engine.train import build_model
+
+    cfg = load_config(CONFIG_DIR / "retinanet_ghostnet_synthetic.yaml")
+    assert cfg.detector == "retinanet"
+    model = build_model(cfg, 5)
+    _same_structure(model, retinanet_ghostnet_320_fpn(num_classes=5))
+    assert (model.transform.min_size, model.transform.max_size) == ((128,), 128)
+
+
+def test_retinanet_320_recipe() -> None:
+    from ghostdet import config
+    from ghostdet.engine.train import build_model
+
+    if "retinanet_320" not in config.DETECTORS:
+        pytest.skip("the retinanet_320 detector alias is not registered")
+    cfg = config.load_config(config.CONFIG_DIR / "retinanet_320_ghostnet_synthetic.yaml")
+    _same_structure(build_model(cfg, 5), retinanet_ghostnet_320_fpn(num_classes=5))
