@@ -21,6 +21,16 @@ Sections (``--sections``, comma separated):
 
 * ``backbone`` - GhostNet-1.0 ``forward_features`` vs ``mobilenet_v3_large().features`` (both end
   in a 960-channel stride-32 map), batch 1, at 224x224 and 640x640.
+  Each model's row also gives its GFLOP/s (2 x paper-convention MACs / median time) and the
+  share of the machine's peak FP32 rate that this is; the peak is *measured* (best float32
+  2048x2048 ``torch.mm`` at the same thread count), not derived from the CPU's specifications.
+* ``throughput`` - batch 8 at 224x224 and batch 4 at 640x640, ghostdet deploy vs MobileNetV3
+  generic: images/s, the time ratio and the share of peak.
+* ``scaling``  - per-layer thread scaling of the GhostNet trunk (stem, each block, final 1x1):
+  each layer of the deploy model (native kernels), of the oneDNN-only deploy model and of the
+  fx-folded ``channels_last`` plain layer (``F.conv2d``), timed at 1 and 2 threads (and every
+  ``--threads`` value), as a markdown table of 1-thread ms and speed-ups. Runs once, whatever
+  ``--threads`` says.
 * ``detector`` - ``fasterrcnn_ghostnet_320_fpn`` vs ``fasterrcnn_mobilenet_v3_large_320_fpn``
   (random weights, 91 classes, both presets' own defaults: min_size 320, max_size 640, 150
   test proposals) on one 480x640 image. ghostdet's preset has a light FPN (strides 16/32 + pool,
@@ -41,6 +51,11 @@ Usage::
     python benchmarks/bench_cpu.py                 # everything, 2 threads (this machine's cores)
     python benchmarks/bench_cpu.py --quick         # few repetitions, for a smoke test
     python benchmarks/bench_cpu.py --sections backbone,detector --threads 1 --reps 50
+    python benchmarks/bench_cpu.py --sections backbone,throughput --threads 1 2 4
+
+Every section except ``scaling`` runs once per ``--threads`` value; the JSON file (``--json``)
+holds ``info``, ``runs`` (thread count -> section -> results) and the ``scaling`` rows. The
+spread over separate processes is ``benchmarks/spread.py``'s job.
 """
 
 from __future__ import annotations
@@ -61,7 +76,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SECTIONS = ("backbone", "detector", "train", "memory", "compile", "onnx")
+SECTIONS = ("backbone", "throughput", "scaling", "detector", "train", "memory", "compile", "onnx")
+# sections that vary the thread count themselves: run once, not once per --threads value
+ONCE = ("scaling",)
 Row = tuple[str, float]
 
 
@@ -88,7 +105,8 @@ def _generic(model: torch.nn.Module) -> torch.nn.Module:
     return fx_fuse(model.eval()).to(memory_format=torch.channels_last)
 
 
-def backbone_models() -> dict[str, torch.nn.Module]:
+def backbone_models(names: tuple[str, ...] | None = None) -> dict[str, torch.nn.Module]:
+    """The backbone section's models (all, or only ``names``), random weights, seed 0."""
     from torchvision.models import mobilenet_v3_large
 
     from ghostdet.deploy import fuse
@@ -97,13 +115,32 @@ def backbone_models() -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     g = ghostnet(1.0).eval()
     m = mobilenet_v3_large().eval()
+    builders: dict[str, Callable[[], torch.nn.Module]] = {
+        "ghost_plain": lambda: _Features(g),
+        "ghost_generic": lambda: _generic(_Features(g)),
+        "ghost_deploy": lambda: _Features(fuse(g)),
+        "ghost_deploy_onednn": lambda: _Features(fuse(g, native_kernels=False)),
+        "mnv3_plain": lambda: m.features,
+        "mnv3_generic": lambda: _generic(m.features),
+    }
+    unknown = sorted(set(names or ()) - set(builders))
+    if unknown:
+        raise ValueError(f"unknown backbone model(s) {unknown}; choose from {', '.join(builders)}")
+    return {k: build() for k, build in builders.items() if names is None or k in names}
+
+
+def backbone_macs(size: int, batch: int = 1) -> dict[str, int]:
+    """Paper-convention MACs of both trunks (every GhostNet treatment computes the same function,
+    so its count is the plain model's; ``FusedConv2d`` is not an ``nn.Conv2d`` and is not seen)."""
+    from torchvision.models import mobilenet_v3_large
+
+    from ghostdet.models import ghostnet
+    from ghostdet.profiling import count_macs
+
+    shape = (batch, 3, size, size)
     return {
-        "ghost_plain": _Features(g),
-        "ghost_generic": _generic(_Features(g)),
-        "ghost_deploy": _Features(fuse(g)),
-        "ghost_deploy_onednn": _Features(fuse(g, native_kernels=False)),
-        "mnv3_plain": m.features,
-        "mnv3_generic": _generic(m.features),
+        "ghost": count_macs(_Features(ghostnet(1.0).eval()), shape),
+        "mnv3": count_macs(mobilenet_v3_large().eval().features, shape),
     }
 
 
@@ -201,17 +238,45 @@ def interleaved(
     return {k: 1000 * v for k, v in timings.medians().items()}
 
 
+def peak_fp32_gflops(threads: int, n: int = 2048, reps: int = 8) -> float:
+    """The machine's peak FP32 rate as measured, not derived: the best rate (GFLOP/s,
+    ``2 n^3 / t``) of a square ``n x n`` float32 ``torch.mm`` over ``reps`` calls at ``threads``
+    threads (the BLAS torch links, usually oneDNN/MKL, is close to the FMA units' limit there)."""
+    from ghostdet.profiling import time_interleaved
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out = torch.empty(n, n)
+    t = time_interleaved({"mm": lambda: torch.mm(a, b, out=out)}, runs=reps, warmup=2, threads=threads)
+    return 2 * n**3 / min(t.seconds["mm"]) / 1e9
+
+
+def share_of_peak(macs: int, ms: float, peak_gflops: float) -> float:
+    """Fraction of the peak FP32 rate reached by ``macs`` multiply-adds in ``ms`` milliseconds."""
+    return 2 * macs / (ms / 1e3) / (peak_gflops * 1e9)
+
+
 def _print_times(
     title: str,
     med: dict[str, float],
     ratios: list[tuple[str, str, str]],
     faults: dict[str, float] | None = None,
+    macs: dict[str, int] | None = None,
+    peak_gflops: float | None = None,
 ) -> dict:
+    """Print and return the medians (ms) and ratios; with ``macs`` (model -> MACs) and
+    ``peak_gflops``, also each model's GFLOP/s and share of the peak FP32 rate."""
     print(f"\n## {title}")
+    out: dict = {"ms": med, "ratios": {}, "page_faults_per_call": faults}
+    if macs and peak_gflops:
+        out["gflops"], out["share_of_peak"] = {}, {}
     for k, v in med.items():
         extra = f"   {faults[k]:7.0f} page faults/call" if faults else ""
+        if "share_of_peak" in out and k in macs:
+            out["gflops"][k] = 2 * macs[k] / (v / 1e3) / 1e9
+            out["share_of_peak"][k] = share_of_peak(macs[k], v, peak_gflops)
+            share = 100 * out["share_of_peak"][k]
+            extra = f"   {out['gflops'][k]:6.1f} GFLOP/s = {share:5.1f}% of peak{extra}"
         print(f"  {k:24s} {v:9.2f} ms{extra}")
-    out = {"ms": med, "ratios": {}, "page_faults_per_call": faults}
     for label, a, b in ratios:
         if a in med and b in med:
             r = med[a] / med[b]
@@ -225,13 +290,29 @@ def _time_backbone_sizes(
     title: str,
     make_fns: Callable[[torch.Tensor], dict[str, Callable[[], object]]],
     ratios: list[tuple[str, str, str]],
+    with_peak: bool = False,
 ) -> dict:
-    """Time ``make_fns(x)`` on a 224x224 (``--reps``) and a 640x640 (``--reps``/4) batch-1 input."""
+    """Time ``make_fns(x)`` on batch-1 inputs of each of ``args.sizes`` (the first with
+    ``--reps``, larger ones with ``--reps``/4). ``with_peak``: also GFLOP/s and share of
+    ``args.peak_gflops`` per model (MACs from :func:`backbone_macs`)."""
     results = {}
-    for size, reps in ((224, args.reps), (640, max(5, args.reps // 4))):
+    for size in args.sizes:
+        reps = args.reps if size <= 224 else max(5, args.reps // 4)
         faults: dict[str, float] = {}
-        med = interleaved(make_fns(torch.randn(1, 3, size, size)), reps, args.warmup, faults=faults)
-        results[size] = _print_times(f"{title} {size}x{size}, batch 1 (reps={reps})", med, ratios, faults)
+        fns = make_fns(torch.randn(1, 3, size, size))
+        med = interleaved(fns, reps, args.warmup, faults=faults)
+        macs = None
+        if with_peak:
+            counts = backbone_macs(size)
+            macs = {k: counts["ghost" if k.startswith("ghost") else "mnv3"] for k in fns}
+        results[size] = _print_times(
+            f"{title} {size}x{size}, batch 1 (reps={reps})",
+            med,
+            ratios,
+            faults,
+            macs,
+            getattr(args, "peak_gflops", None) if with_peak else None,
+        )
     return results
 
 
@@ -255,7 +336,35 @@ def section_backbone(args: argparse.Namespace) -> dict:
             ("ghost deploy / mnv3 plain", "ghost_deploy", "mnv3_plain"),
             ("ghost deploy / ghost generic", "ghost_deploy", "ghost_generic"),
         ],
+        with_peak=True,
     )
+
+
+# (size, batch) of the throughput section: what a server batching requests runs
+THROUGHPUT_CASES = ((224, 8), (640, 4))
+
+
+def section_throughput(args: argparse.Namespace) -> dict:
+    """Batch throughput (images/s) of ghostdet deploy vs MobileNetV3-Large generic."""
+    models = backbone_models(("ghost_deploy", "mnv3_generic"))
+    results = {}
+    for size, batch in args.throughput_cases:
+        x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+        reps = max(5, args.reps // (4 if size <= 224 else 16))
+        med = interleaved({k: (lambda m=m, x=x: m(x)) for k, m in models.items()}, reps, args.warmup)
+        counts = backbone_macs(size, batch)
+        macs = {k: counts["ghost" if k.startswith("ghost") else "mnv3"] for k in med}
+        out = _print_times(
+            f"throughput {size}x{size}, batch {batch} (reps={reps})",
+            med,
+            [("ghost deploy / mnv3 generic, time per batch  [target]", "ghost_deploy", "mnv3_generic")],
+            macs=macs,
+            peak_gflops=getattr(args, "peak_gflops", None),
+        )
+        out["images_per_s"] = {k: batch / (v / 1e3) for k, v in med.items()}
+        print("  images/s: " + ", ".join(f"{k} {v:.1f}" for k, v in out["images_per_s"].items()))
+        results[f"{size}x{batch}"] = out
+    return results
 
 
 def section_detector(args: argparse.Namespace) -> dict:
@@ -385,6 +494,169 @@ def section_onnx(args: argparse.Namespace) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# thread scaling, per layer
+
+
+def _plain_trunk_layers(net: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """A plain GhostNet's ``forward_features`` as a chain of layers: the stem, then every block."""
+    stem = torch.nn.Sequential(net.conv_stem, net.bn1, net.act1)
+    blocks = [(f"blocks.{i}.{j}", b) for i, stage in enumerate(net.blocks) for j, b in enumerate(stage)]
+    return [("stem", stem), *blocks]
+
+
+def _deploy_trunk_layers(net: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """A deploy GhostNet's trunk as a chain of layers, in order.
+
+    The one function here that knows how ``ghostdet.deploy.fuse`` lays out its result: the
+    children of the model, with ``nn.Sequential`` containers walked into, in definition order,
+    without the classifier. :func:`layer_scaling` checks that chaining them reproduces
+    ``forward_features``, so a changed layout fails loudly instead of timing the wrong thing.
+    """
+    layers: list[tuple[str, torch.nn.Module]] = []
+
+    def walk(prefix: str, module: torch.nn.Module) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, torch.nn.Sequential):
+                walk(f"{prefix}{name}.", child)
+            elif f"{prefix}{name}" != "classifier":
+                layers.append((f"{prefix}{name}", child))
+
+    walk("", net)
+    return layers
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "x".join(str(d) for d in t.shape[1:])
+
+
+def _scaling_row(layer: str, inp: str, out: str) -> dict:
+    return {"layer": layer, "input": inp, "output": out, "ms": {}, "speedup": {}}
+
+
+def layer_scaling(
+    size: int,
+    threads: tuple[int, ...] = (1, 2),
+    reps: int = 20,
+    warmup: int = 3,
+    width: float = 1.0,
+) -> list[dict]:
+    """Per-layer latency of a GhostNet trunk at each thread count, three ways.
+
+    ``native``: the layer of ``ghostdet.deploy.fuse(net)`` (the native kernels where they
+    apply); ``onednn``: the same layer of ``fuse(net, native_kernels=False)`` (every conv a
+    prepacked oneDNN primitive); ``conv2d``: the plain layer BN-folded with fx and run
+    ``channels_last`` (``F.conv2d``, i.e. oneDNN through ATen). All run interleaved on the
+    layer's real input (batch 1, ``size`` x ``size`` image), ``torch.inference_mode``.
+
+    Args:
+        size: input image side.
+        threads: thread counts; speed-ups are relative to the first.
+        reps: timed repetitions (median reported), warmup: untimed ones.
+        width: GhostNet width multiplier.
+
+    Returns:
+        One dict per layer: ``layer``, ``input``/``output`` shapes (CxHxW), ``ms``
+        (variant -> threads -> median ms) and ``speedup`` (variant -> threads -> ms at
+        ``threads[0]`` / ms at threads).
+    """
+    from ghostdet.deploy import fuse
+    from ghostdet.models import ghostnet
+    from ghostdet.profiling import time_interleaved
+
+    torch.manual_seed(0)
+    net = ghostnet(width).eval()
+    plain = _plain_trunk_layers(net)
+    variants = {
+        "native": _deploy_trunk_layers(fuse(net)),
+        "onednn": _deploy_trunk_layers(fuse(net, native_kernels=False)),
+        "conv2d": [(n, _generic(m)) for n, m in plain],
+    }
+    for key, layers in variants.items():
+        if len(layers) != len(plain):
+            raise RuntimeError(f"{key}: {len(layers)} deploy layers for {len(plain)} GhostNet layers")
+    inputs, outputs = [], []
+    with torch.inference_mode():
+        h = torch.randn(1, 3, size, size)
+        for _, layer in plain:
+            inputs.append(h.contiguous(memory_format=torch.channels_last))
+            h = layer(h)
+            outputs.append(h)
+        ref = net.forward_features(inputs[0])
+        for key, layers in variants.items():
+            y = inputs[0]
+            for _, layer in layers:
+                y = layer(y)
+            tol = 1e-3 * ref.abs().max().item()
+            if y.shape != ref.shape or not torch.allclose(y, ref, rtol=1e-3, atol=tol):
+                raise RuntimeError(f"the {key} layers chained do not reproduce forward_features")
+    fns = {
+        (key, i): (lambda m=layer, x=inputs[i]: m(x))
+        for key, layers in variants.items()
+        for i, (_, layer) in enumerate(layers)
+    }
+    ms = {
+        t: {
+            k: 1000 * v
+            for k, v in time_interleaved(
+                fns, runs=reps, warmup=warmup, rotate=False, context=torch.inference_mode, threads=t
+            )
+            .medians()
+            .items()
+        }
+        for t in threads
+    }
+    rows = []
+    for i, (name, _) in enumerate(plain):
+        row = _scaling_row(name, _shape(inputs[i]), _shape(outputs[i]))
+        for key in variants:
+            row["ms"][key] = {t: ms[t][(key, i)] for t in threads}
+            row["speedup"][key] = {t: ms[threads[0]][(key, i)] / ms[t][(key, i)] for t in threads[1:]}
+        rows.append(row)
+    total = _scaling_row("total", rows[0]["input"], rows[-1]["output"])
+    for key in variants:
+        total["ms"][key] = {t: sum(r["ms"][key][t] for r in rows) for t in threads}
+        total["speedup"][key] = {t: total["ms"][key][threads[0]] / total["ms"][key][t] for t in threads[1:]}
+    return [*rows, total]
+
+
+SCALING_LABELS = {"native": "ghostdet native", "onednn": "oneDNN (deploy)", "conv2d": "F.conv2d (fx)"}
+
+
+def format_scaling(rows: list[dict], threads: tuple[int, ...]) -> str:
+    """:func:`layer_scaling`'s rows as a markdown table: each variant's ms at ``threads[0]`` and
+    its speed-up at every further thread count."""
+    t0 = threads[0]
+    head = ["layer", "in -> out"]
+    for label in SCALING_LABELS.values():
+        head += [f"{label} ms ({t0}T)"] + [f"{t0}->{t}T" for t in threads[1:]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["layer"], f"{r['input']} -> {r['output']}"]
+        for key in SCALING_LABELS:
+            cells += [f"{r['ms'][key][t0]:.3f}"] + [f"{r['speedup'][key][t]:.2f}x" for t in threads[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def scaling_threads(requested: list[int]) -> tuple[int, ...]:
+    """Thread counts of the scaling section: 1 and 2 always, plus every ``--threads`` value."""
+    return tuple(sorted({1, 2, *requested}))
+
+
+def section_scaling(args: argparse.Namespace) -> dict:
+    threads = scaling_threads(args.thread_list)
+    out = {}
+    for size in args.sizes:
+        reps = args.reps if size <= 224 else max(5, args.reps // 4)
+        rows = layer_scaling(size, threads, reps, args.warmup)
+        print(f"\n## thread scaling per layer, {size}x{size}, batch 1 (reps={reps}; speed-up = time at")
+        print(f"   {threads[0]} thread / time at N threads; 'total' sums the layers)\n")
+        print(format_scaling(rows, threads))
+        out[size] = rows
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # memory (one subprocess per model)
 
 MEMORY_CASES = {
@@ -487,8 +759,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--threads",
         type=int,
-        default=torch.get_num_threads(),
-        help="torch intra-op threads for every measurement (default: torch's, %(default)s)",
+        nargs="+",
+        default=[torch.get_num_threads()],
+        help="torch intra-op thread count(s); every section runs once per value, in turn, e.g. "
+        "--threads 1 2 4 (default: torch's, %(default)s)",
+    )
+    p.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[224, 640],
+        help="square batch-1 input sizes of the backbone, scaling and onnx sections; sizes above "
+        "224 use reps/4 (default: %(default)s)",
     )
     p.add_argument(
         "--reps",
@@ -515,8 +797,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.threads < 1:
+    if min(args.threads) < 1:
         p.error("--threads must be >= 1")
+    if min(args.sizes) < 32:
+        p.error("--sizes must be >= 32 (GhostNet's stride is 32)")
+    args.thread_list = list(dict.fromkeys(args.threads))  # in order, without repeats
+    args.threads = args.thread_list[0]  # what a section measures at: main sets each value in turn
+    args.throughput_cases = THROUGHPUT_CASES
     if args.reps < 1 or args.warmup < 0:
         p.error("--reps must be >= 1 and --warmup >= 0")
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -531,12 +818,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.memory_child:
         memory_child(args.memory_child, args.threads)
         return 0
-    torch.set_num_threads(args.threads)
     import torchvision
 
     from ghostdet.runtime import tune_malloc
@@ -547,19 +844,36 @@ def main(argv: list[str] | None = None) -> int:
 
     info = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} logical CPUs".strip(),
+        "cpu_model": cpu_model(),
+        "machine": f"{platform.machine()} {os.cpu_count()} logical CPUs",
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "threads": torch.get_num_threads(),
+        "threads": args.thread_list,
         "malloc": malloc,
         "load_avg_start": os.getloadavg(),
     }
     print("# ghostdet CPU benchmark")
     for k, v in info.items():
         print(f"  {k}: {v}")
-    results: dict = {"info": info}
+    results: dict = {"info": info, "runs": {}}
+    for threads in args.thread_list:
+        args.threads = threads
+        torch.set_num_threads(threads)
+        print(f"\n# {threads} thread(s)")
+        run: dict = {}
+        if {"backbone", "throughput"} & set(args.section_list):
+            args.peak_gflops = run["peak_fp32_gflops"] = peak_fp32_gflops(threads)
+            print(
+                f"  peak FP32: {args.peak_gflops:.1f} GFLOP/s, measured (best of 8 float32 2048x2048 "
+                f"torch.mm at {threads} thread(s)); share of peak = 2 x MACs / time / peak"
+            )
+        for name in args.section_list:
+            if name not in ONCE:
+                run[name] = globals()[f"section_{name}"](args)
+        results["runs"][str(threads)] = run
     for name in args.section_list:
-        results[name] = globals()[f"section_{name}"](args)
+        if name in ONCE:
+            results[name] = globals()[f"section_{name}"](args)
     info["load_avg_end"] = os.getloadavg()
     print(f"\n  load average at end: {info['load_avg_end']}")
     if args.json:

@@ -1,8 +1,12 @@
-"""benchmarks/bench_cpu.py plumbing (argument checks, interleaving, model wrappers) — no timings asserted."""
+"""benchmarks/bench_cpu.py and benchmarks/spread.py plumbing (argument checks, interleaving, model
+wrappers, per-layer scaling, spread statistics over processes) — no timings asserted."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import json
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -10,15 +14,24 @@ import torch
 
 from ghostdet.models import ghostnet
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cpu.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_cpu", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load("bench_cpu")
+
+
+@pytest.fixture(scope="module")
+def spread():
+    return _load("spread")
 
 
 def test_parse_args_sections_and_errors(bench, capsys):
@@ -74,3 +87,161 @@ def test_feature_wrapper_keeps_eval_mode_through_onnx_export(bench, tmp_path):
     assert not net.training  # an exporter restoring "training" must not flip BatchNorm on
     with torch.inference_mode():
         assert torch.equal(before, wrapped(x))
+
+
+def test_several_thread_counts_and_sizes(bench, capsys):
+    args = bench.parse_args(["--threads", "1", "2", "4", "2", "--sizes", "96", "128"])
+    assert args.thread_list == [1, 2, 4] and args.threads == 1  # in order, repeats dropped
+    assert args.sizes == [96, 128]
+    assert bench.parse_args(["--threads", "3"]).thread_list == [3]
+    assert bench.scaling_threads([4]) == (1, 2, 4) and bench.scaling_threads([2, 1]) == (1, 2)
+    for bad in (["--threads", "2", "0"], ["--sizes", "16"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(bad)
+    assert "--sizes must be >= 32" in capsys.readouterr().err
+
+
+def test_share_of_peak_and_measured_peak(bench):
+    # 1 GMAC in 100 ms = 20 GFLOP/s; of a 100 GFLOP/s peak that is a fifth
+    assert bench.share_of_peak(10**9, 100.0, 100.0) == pytest.approx(0.2)
+    assert bench.peak_fp32_gflops(1, n=64, reps=1) > 0
+
+
+def test_backbone_macs_match_the_published_counts(bench):
+    macs = bench.backbone_macs(224)
+    # GhostNet 1.0 is ~141 M MACs, MobileNetV3-Large ~217 M (both incl. their heads, which the
+    # trunks lack: 960->1280 1x1 conv and the classifier, ~1.2 M + 1.3 M)
+    assert 120e6 < macs["ghost"] < 141e6 and 190e6 < macs["mnv3"] < 217e6
+    assert bench.backbone_macs(224, batch=2)["ghost"] == 2 * macs["ghost"]
+    with pytest.raises(ValueError, match="unknown backbone"):
+        bench.backbone_models(("ghost_deploy", "nope"))
+
+
+def test_throughput_section_reports_images_per_second(bench, capsys):
+    args = argparse.Namespace(reps=1, warmup=0, throughput_cases=((64, 2),), peak_gflops=50.0)
+    out = bench.section_throughput(args)["64x2"]
+    assert set(out["ms"]) == {"ghost_deploy", "mnv3_generic"}
+    for k, ms in out["ms"].items():
+        assert out["images_per_s"][k] == pytest.approx(2 / (ms / 1e3))
+        assert out["share_of_peak"][k] > 0
+    ratio = out["ratios"]["ghost deploy / mnv3 generic, time per batch  [target]"]
+    assert ratio == pytest.approx(out["ms"]["ghost_deploy"] / out["ms"]["mnv3_generic"])
+    assert "throughput 64x64, batch 2" in capsys.readouterr().out
+
+
+def test_layer_scaling_covers_every_trunk_layer(bench):
+    rows = bench.layer_scaling(64, threads=(1, 2), reps=1, warmup=0, width=0.5)
+    names = [r["layer"] for r in rows]
+    assert names[0] == "stem" and names[-1] == "total" and len(rows) == 1 + 16 + 1 + 1
+    assert rows[0]["input"] == "3x64x64" and rows[-2]["output"] == "480x2x2"  # 960 * 0.5 channels
+    for r in rows:
+        assert set(r["ms"]) == {"native", "onednn", "conv2d"}
+        for key, by_threads in r["ms"].items():
+            assert by_threads[1] > 0 and r["speedup"][key][2] == pytest.approx(by_threads[1] / by_threads[2])
+    total = rows[-1]["ms"]["native"][1]
+    assert total == pytest.approx(sum(r["ms"]["native"][1] for r in rows[:-1]))
+    table = bench.format_scaling(rows, (1, 2))
+    assert table.splitlines()[0].count("1->2T") == 3 and len(table.splitlines()) == 2 + len(rows)
+
+
+def test_deploy_trunk_layers_walk_containers_in_order(bench):
+    net = torch.nn.Module()
+    net.stem = torch.nn.Identity()
+    net.blocks = torch.nn.Sequential(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Tanh()))
+    net.classifier = torch.nn.Linear(2, 2)
+    assert [n for n, _ in bench._deploy_trunk_layers(net)] == ["stem", "blocks.0.0", "blocks.0.1"]
+
+
+# ---- benchmarks/spread.py -----------------------------------------------------------------
+
+
+def test_spread_statistics(spread):
+    assert spread.spread([3.0, 1.0, 2.0, 10.0]) == {"n": 4, "min": 1.0, "median": 2.5, "max": 10.0}
+    with pytest.raises(ValueError):
+        spread.spread([])
+
+
+def _fake_results(ratio: float, with_detector: bool = True) -> dict:
+    run = {
+        "peak_fp32_gflops": 40.0,
+        "backbone": {
+            "224": {
+                "ms": {"ghost_deploy": 10 * ratio, "mnv3_generic": 10.0},
+                "share_of_peak": {"ghost_deploy": 0.1, "mnv3_generic": 0.2},
+                "ratios": {"ghost deploy / mnv3 generic": ratio},
+                "page_faults_per_call": {"ghost_deploy": 3.0},
+            }
+        },
+    }
+    if with_detector:
+        run["detector"] = {"ratios": {"det": 2 * ratio}}
+    scaling = [
+        {"layer": "stem", "input": "3x8x8", "ms": {"native": {"1": 1.0}}, "speedup": {"native": {"2": 1.5}}}
+    ]
+    return {
+        "info": {"torch": "9.9", "cpu_model": "Fake CPU", "threads": [2]},
+        "runs": {"2": run},
+        "scaling": {"224": scaling},
+    }
+
+
+def test_flatten_and_summarise(spread):
+    flat = spread.flatten(_fake_results(0.7))
+    assert flat[("runs", "2", "backbone", "224", "ratios", "ghost deploy / mnv3 generic")] == 0.7
+    assert flat[("scaling", "224", "stem", "speedup", "native", "2")] == 1.5
+    assert not any(p[0] == "info" or "page_faults_per_call" in p for p in flat)
+    runs = [_fake_results(r) for r in (0.7, 0.5, 0.9)] + [_fake_results(0.6, with_detector=False)]
+    summary = spread.summarise(runs)
+    s = summary[("runs", "2", "backbone", "224", "ratios", "ghost deploy / mnv3 generic")]
+    assert (s["n"], s["min"], s["median"], s["max"]) == (4, 0.5, pytest.approx(0.65), 0.9)
+    assert summary[("runs", "2", "detector", "ratios", "det")]["n"] == 3
+    md = spread.format_markdown(summary, {**runs[0]["info"], "date_utc": "D", "command": "bench_cpu.py -x"})
+    lines = md.splitlines()
+    assert lines[0].startswith("Measured D: 4 separate processes of `bench_cpu.py -x`; torch 9.9")
+    assert "Fake CPU" in lines[0]
+    assert "| 2 | backbone 224 | ghost deploy / mnv3 generic | 0.500 | 0.650 | 0.900 | 4 |" in lines
+    assert "| 2 | detector | det | 1.000 | 1.400 | 1.800 | 3 |" in lines
+    assert "| 2 | backbone 224 | ghost_deploy | 5.00 | 6.50 | 9.00 | 10.0% |" in lines
+    assert not any(line.startswith("| - | scaling") for line in lines)  # scaling lives in the JSON
+
+
+FAKE_BENCH = """
+    import json, sys
+    out = sys.argv[sys.argv.index("--json") + 1]
+    calls = sys.argv[sys.argv.index("--calls") + 1]
+    with open(calls, "a") as f:
+        f.write(" ".join(sys.argv[1:sys.argv.index("--json")]) + "\\n")
+    n = sum(1 for _ in open(calls))
+    json.dump({"info": {"torch": "t"}, "runs": {"1": {"x": {"ratios": {"r": float(n)}}}}}, open(out, "w"))
+"""
+
+
+def test_runner_starts_one_process_each_with_the_same_arguments(spread, tmp_path, capsys):
+    script = tmp_path / "fake_bench.py"
+    script.write_text(textwrap.dedent(FAKE_BENCH))
+    calls, out = tmp_path / "calls.txt", tmp_path / "spread.json"
+    argv = ["--processes", "3", "--script", str(script), "--json", str(out), "--", "--calls", str(calls)]
+    assert spread.main(argv) == 0
+    assert calls.read_text().splitlines() == [f"--calls {calls}"] * 3
+    doc = json.loads(out.read_text())
+    assert doc["processes"] == 3 and doc["info"]["torch"] == "t"
+    (fig,) = doc["figures"]
+    assert fig["path"] == ["runs", "1", "x", "ratios", "r"] and fig["samples"] == [1.0, 2.0, 3.0]
+    assert (fig["min"], fig["median"], fig["max"]) == (1.0, 2.0, 3.0)
+    assert "| 1 | x | r | 1.000 | 2.000 | 3.000 | 3 |" in capsys.readouterr().out
+
+
+def test_runner_arguments_and_failures(spread, tmp_path, capsys):
+    args, bench_args = spread.parse_args(
+        ["--processes", "2", "--", "--sections", "backbone", "--threads", "2"]
+    )
+    assert args.processes == 2 and bench_args == ["--sections", "backbone", "--threads", "2"]
+    assert spread.parse_args([])[0].script.name == "bench_cpu.py"
+    for bad in (["--processes", "0"], ["--", "--json", "x.json"], ["--script", str(tmp_path / "nope.py")]):
+        with pytest.raises(SystemExit):
+            spread.parse_args(bad)
+    assert "runner's job" in capsys.readouterr().err
+    failing = tmp_path / "fail.py"
+    failing.write_text("import sys\nsys.exit('benchmark broke')\n")
+    with pytest.raises(RuntimeError, match=r"process 1 .* failed .*benchmark broke"):
+        spread.run_processes(failing, [], 2)
