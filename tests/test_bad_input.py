@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from ghostdet.data import BadImageWarning, CocoDetection, DataError, build_coco_datasets, make_synthetic_coco
-from ghostdet.data.coco import LENIENT_PROBLEMS, PROBLEMS
+from ghostdet.data.validation import LENIENT_PROBLEMS, PROBLEMS
 
 REPO = Path(__file__).resolve().parents[1]
 _DEL = object()  # "remove this key" in a mutation

@@ -1,11 +1,10 @@
-"""Detection data: COCO-format datasets, augmentation, grouped batching, embedded synthetic data."""
+"""Detection data: COCO-format datasets and their validation, augmentation, grouped batching, embedded
+synthetic data."""
 
 from ghostdet.data.coco import (
     BadImageWarning,
     Batch,
     CocoDetection,
-    DataError,
-    DataReport,
     build_coco_datasets,
     collate_fn,
     collate_with_skips,
@@ -16,6 +15,7 @@ from ghostdet.data.coco import (
 from ghostdet.data.sampler import GroupedBatchSampler, create_aspect_ratio_groups, quantize_aspect_ratios
 from ghostdet.data.synthetic import ensure_synthetic_coco, make_synthetic_coco, synthetic_paths
 from ghostdet.data.transforms import AugConfig, DetectionTransform, ToTensorTransform, build_transforms
+from ghostdet.data.validation import DataError, DataReport
 
 __all__ = [
     "AugConfig",

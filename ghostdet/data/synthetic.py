@@ -21,6 +21,9 @@ that confuses labels with category ids fails evaluation.
 Everything is drawn from ``numpy.random.default_rng((seed, split))``: the same arguments give the
 same JPEG bytes and the same JSON. :func:`ensure_synthetic_coco` generates only when the manifest
 at ``root`` is missing or records different parameters (the trainer calls it).
+
+One concept, the generated dataset, hence ~500 lines: the private drawing helpers define what it
+holds and are reached (and tested) only through the files it writes.
 """
 
 from __future__ import annotations
