@@ -123,7 +123,7 @@ class TrainConfig:
         drop_empty: drop train images without boxes.
         strict_data: invalid annotation/image entries are an error instead of being skipped and
             counted (crowd and tiny boxes are normal COCO content and never an error; see
-            :mod:`ghostdet.data.coco`).
+            :mod:`ghostdet.data.validation`).
         augment: training augmentation, fields of :class:`ghostdet.data.AugConfig`.
         aspect_ratio_group_factor: aspect-ratio groups per side of 1 for batching (0: no grouping).
         workers: DataLoader worker processes per training process.
