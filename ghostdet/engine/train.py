@@ -22,8 +22,9 @@ import contextlib
 import math
 import os
 import random
+import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +55,23 @@ from ghostdet.engine.logger import ProgressLog, RunLogger, atomic_write_json, st
 __all__ = [
     "LRSchedule",
     "NonFiniteLossError",
+    "backward_step",
+    "begin_run",
     "build_datasets",
     "build_model",
     "build_optimizer",
+    "build_solver",
+    "configure_threads",
     "evaluate",
+    "finish_run",
+    "restore_training_state",
+    "run_training_tool",
+    "save_epoch",
     "train",
+    "open_tensorboard",
     "train_one_epoch",
+    "training_state",
+    "wrap_for_training",
 ]
 
 # Config keys that may change between a run and its resumption without breaking "exact" resume.
@@ -277,6 +289,78 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def backward_step(
+    loss: Tensor,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    clip_grad_norm: float | None = None,
+) -> None:
+    """One optimizer update from ``loss``: zero grads, (scaled) backward, optional clipping, step.
+
+    Shared by the detection and the classification loops (:mod:`ghostdet.engine.train_cls`).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip_grad_norm is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def configure_threads(threads: int | None, info: DistInfo) -> None:
+    """torch intra-op threads: ``threads``, or the CPU cores split over the processes of a CPU
+    ``torchrun`` job (unless ``OMP_NUM_THREADS`` is set)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    elif info.distributed and info.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world_size))
+
+
+def training_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    epoch: int,
+    global_step: int,
+) -> dict[str, Any]:
+    """The resumable part of a checkpoint (both loops add their task's entries to it)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": _unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": int(epoch),
+        "global_step": int(global_step),
+        "rng": get_rng_state(),
+    }
+
+
+def restore_training_state(
+    ckpt: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any
+) -> tuple[int, int]:
+    """Load :func:`training_state`'s entries back; returns ``(start_epoch, global_step)``.
+
+    The scheduler's ``lr_lambda`` (an :class:`LRSchedule`) keeps this run's fields (e.g. a longer
+    ``epochs``); only its step count comes from the checkpoint.
+    """
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    schedules = [fn for fn in getattr(scheduler, "lr_lambdas", []) if isinstance(fn, LRSchedule)]
+    fresh = [dict(fn.__dict__) for fn in schedules]  # LambdaLR.load_state_dict overwrites them
+    scheduler.load_state_dict(ckpt["lr_scheduler"])
+    for fn, fields in zip(schedules, fresh):
+        fn.__dict__.update(fields)
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    if "rng" in ckpt:
+        set_rng_state(ckpt["rng"])
+    return int(ckpt["epoch"]) + 1, int(ckpt.get("global_step", 0))
+
+
 def _to_device(targets: Sequence[Mapping[str, Any]], device: torch.device) -> list[dict[str, Any]]:
     return [{k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in t.items()} for t in targets]
 
@@ -341,13 +425,7 @@ def train_one_epoch(
                 f"batch image ids: {ids}. Training stopped; the last good checkpoint is kept "
                 "(try a lower --lr, more --warmup-iters or clip_grad_norm)"
             )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(losses).backward()
-        if cfg.clip_grad_norm is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
+        backward_step(losses, model, optimizer, scaler, cfg.clip_grad_norm)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
 
@@ -447,13 +525,7 @@ def _checkpoint_dict(
     best_ap: float,
 ) -> dict[str, Any]:
     return {
-        "format": CHECKPOINT_FORMAT,
-        "model": _unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "lr_scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "epoch": int(epoch),
-        "global_step": int(global_step),
+        **training_state(model, optimizer, scheduler, scaler, epoch, global_step),
         "config": cfg.to_dict(),
         "detector": cfg.builder,
         "width": float(cfg.width),
@@ -463,7 +535,6 @@ def _checkpoint_dict(
         "metrics": dict(metrics),
         "history": history,
         "best_ap": float(best_ap),
-        "rng": get_rng_state(),
     }
 
 
@@ -510,23 +581,106 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         cleanup_distributed()
 
 
-def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
+def begin_run(cfg: Any, info: DistInfo) -> tuple[Path, RunLogger, Path | None, dict[str, Any] | None]:
+    """Process setup shared by the training loops: logger, threads, seed, the checkpoint to resume.
+
+    Args:
+        cfg: a training config (``output_dir``, ``threads``, ``amp``, ``seed``, ``resume``, ``to_dict()``).
+        info: process placement.
+
+    Returns:
+        ``(output_dir, log, resume_path or None, checkpoint dict or None)``.
+    """
     out_dir = Path(cfg.output_dir)
     log = RunLogger(out_dir / "log.txt", enabled=info.is_main)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    elif info.distributed and info.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world_size))
+    configure_threads(cfg.threads, info)
     if cfg.amp and info.device.type == "cpu":
         log("amp on CPU: bfloat16 autocast (no GradScaler)")
     _seed_everything(cfg.seed + info.rank)
-
     resume_path = resolve_resume_path(cfg.resume, out_dir)
     ckpt = load_checkpoint(resume_path) if resume_path is not None else None
     if ckpt is not None:
         diffs = _config_differences(ckpt.get("config", {}), cfg.to_dict())
         if diffs:
             log(f"warning: resuming with a config that differs from the checkpoint's in: {', '.join(diffs)}")
+    return out_dir, log, resume_path, ckpt
+
+
+def build_solver(cfg: Any, model: nn.Module, iters_per_epoch: int) -> tuple[Any, Any, torch.amp.GradScaler]:
+    """``(optimizer, per-iteration LambdaLR over an LRSchedule, GradScaler)`` of a config's solver keys."""
+    optimizer = build_optimizer(cfg, model)
+    schedule = LRSchedule(
+        cfg.lr_scheduler, iters_per_epoch, cfg.epochs, cfg.lr_steps, cfg.lr_gamma,
+        cfg.warmup_iters, cfg.warmup_factor, cfg.min_lr_ratio,
+    )  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    device_type = next((p.device.type for p in model.parameters()), "cpu")
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device_type == "cuda")
+    return optimizer, scheduler, scaler
+
+
+def wrap_for_training(model: nn.Module, info: DistInfo) -> nn.Module:
+    """``model`` in DistributedDataParallel when the job is distributed (else ``model``)."""
+    if not info.distributed:
+        return model
+    ddp_kw = {"device_ids": [info.device.index]} if info.device.type == "cuda" else {}
+    return nn.parallel.DistributedDataParallel(model, **ddp_kw)
+
+
+def open_tensorboard(out_dir: Path, info: DistInfo, global_step: int) -> Any:
+    """A SummaryWriter in ``out_dir/tensorboard`` on rank 0 (``None`` elsewhere); events after
+    ``global_step`` of an interrupted run are purged."""
+    if not info.is_main:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(out_dir / "tensorboard"), purge_step=global_step or None)
+
+
+def save_epoch(out_dir: Path, ckpt_doc: dict[str, Any], improved: bool, metrics_doc: dict[str, Any]) -> None:
+    """Rank 0's end-of-epoch files: ``checkpoint.pth``, ``best.pth`` if improved, ``metrics.json``."""
+    atomic_save(ckpt_doc, out_dir / "checkpoint.pth")
+    if improved:
+        atomic_save(ckpt_doc, out_dir / "best.pth")
+    atomic_write_json(out_dir / "metrics.json", metrics_doc)
+
+
+def finish_run(
+    info: DistInfo, log: RunLogger, out_dir: Path, doc: dict[str, Any], start_epoch: int, epochs: int
+) -> None:
+    """Rank 0 writes the final ``metrics.json`` (and says so when a resumed run had nothing to do)."""
+    if not info.is_main:
+        return
+    if start_epoch > epochs:
+        log(f"nothing to do: the checkpoint already finished {start_epoch - 1} >= {epochs} epochs")
+    atomic_write_json(out_dir / "metrics.json", doc)
+
+
+def run_training_tool(job: Callable[[], Any], prog: str) -> int:
+    """Run a training tool's ``job`` and map its errors to one ``prog: error: ...`` line and an exit
+    code: 1 for a NaN/inf loss or an OS error (no network, full disk), 2 for bad input, 130 for Ctrl-C."""
+    from ghostdet.config import ConfigError
+    from ghostdet.inference import one_line
+
+    try:
+        job()
+    except NonFiniteLossError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. a weights download without network, a full disk
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (resume with --resume auto)", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
+    out_dir, log, resume_path, ckpt = begin_run(cfg, info)
 
     train_ds, val_ds = build_datasets(cfg, info, log)
     if info.is_main:
@@ -540,44 +694,20 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
     )
 
     model = build_model(cfg, train_ds.num_classes).to(info.device)
-    optimizer = build_optimizer(cfg, model)
-    iters_per_epoch = _steps_this_epoch(batch_sampler, 0)
-    schedule = LRSchedule(
-        cfg.lr_scheduler, iters_per_epoch, cfg.epochs, cfg.lr_steps, cfg.lr_gamma,
-        cfg.warmup_iters, cfg.warmup_factor, cfg.min_lr_ratio,
-    )  # fmt: skip
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and info.device.type == "cuda")
+    optimizer, scheduler, scaler = build_solver(cfg, model, _steps_this_epoch(batch_sampler, 0))
 
     start_epoch, global_step, best_ap = 1, 0, -1.0
     history: list[dict[str, Any]] = []
     metrics: dict[str, float] = {}
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        fresh = dict(schedule.__dict__)  # LambdaLR.load_state_dict overwrites the schedule's fields;
-        scheduler.load_state_dict(ckpt["lr_scheduler"])
-        schedule.__dict__.update(fresh)  # keep this run's (e.g. a longer --epochs)
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch = int(ckpt["epoch"]) + 1
-        global_step = int(ckpt.get("global_step", 0))
+        start_epoch, global_step = restore_training_state(ckpt, model, optimizer, scheduler, scaler)
         best_ap = float(ckpt.get("best_ap", -1.0))
         history = list(ckpt.get("history", []))
         metrics = dict(ckpt.get("metrics", {}))
-        if "rng" in ckpt:
-            set_rng_state(ckpt["rng"])
         log(f"resumed from {resume_path} (epoch {ckpt['epoch']} done, step {global_step})")
 
-    if info.distributed:
-        ddp_kw = {"device_ids": [info.device.index]} if info.device.type == "cuda" else {}
-        model = nn.parallel.DistributedDataParallel(model, **ddp_kw)
-
-    writer = None
-    if info.is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=global_step or None)
+    model = wrap_for_training(model, info)
+    writer = open_tensorboard(out_dir, info, global_step)
 
     best = next((h for h in history if h.get("AP") == best_ap), None) if history else None
     try:
@@ -641,21 +771,15 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
                     cfg, model, optimizer, scheduler, scaler, epoch, global_step, train_ds, metrics,
                     history, best_ap,
                 )  # fmt: skip
-                atomic_save(ckpt_doc, out_dir / "checkpoint.pth")
-                if improved:
-                    atomic_save(ckpt_doc, out_dir / "best.pth")
-                atomic_write_json(out_dir / "metrics.json", _metrics_doc(history, best, epoch == cfg.epochs))
+                save_epoch(out_dir, ckpt_doc, improved, _metrics_doc(history, best, epoch == cfg.epochs))
             barrier()
     finally:
         if writer is not None:
             writer.close()
 
     doc = _metrics_doc(history, best, True)
-    if info.is_main:
-        if start_epoch > cfg.epochs:
-            log(f"nothing to do: the checkpoint already finished {start_epoch - 1} >= {cfg.epochs} epochs")
-        atomic_write_json(out_dir / "metrics.json", doc)
-        if history:
-            f = history[-1]
-            log(f"done: final AP {f['AP']:.4f} AP50 {f['AP50']:.4f} (best AP {best_ap:.4f}), in {out_dir}")
+    finish_run(info, log, out_dir, doc, start_epoch, cfg.epochs)
+    if history:  # (log is silent off rank 0)
+        f = history[-1]
+        log(f"done: final AP {f['AP']:.4f} AP50 {f['AP50']:.4f} (best AP {best_ap:.4f}), in {out_dir}")
     return doc

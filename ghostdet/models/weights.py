@@ -143,7 +143,9 @@ def resolve_weights(weights: str | PathLike, width: float, progress: bool = True
             published = ", ".join(f"{w:g}" for w in IMAGENET_URLS)
             raise ValueError(
                 f"no published ImageNet weights for GhostNet width {width:g} (published: {published}). "
-                "Pass weights=None to train from scratch, or a local checkpoint file."
+                "Train from scratch (weights=None; train_det.py: --weights-backbone none), or pass a "
+                "checkpoint file (weights=FILE; train_det.py: --weights-backbone FILE), e.g. a width "
+                f"{width:g} ImageNet classifier from tools/train_cls.py --model ghostnet --width {width:g}."
             )
         return download_weights(url, progress=progress)
     if _is_url(s):
