@@ -288,9 +288,13 @@ def _train_classifier(cfg: ClsConfig, info: DistInfo) -> dict[str, Any]:
     if ckpt is not None and ckpt.get("task") != TASK:
         raise ValueError(f"{resume_path} is not a tools/train_cls.py checkpoint")
 
+    if cfg.download and not info.is_main:
+        barrier()  # rank 0 downloads first
     train_ds, val_ds, classes = build_classification_datasets(
         cfg.dataset, cfg.data_path, cfg.image_size, download=cfg.download and info.is_main
     )
+    if cfg.download and info.is_main:
+        barrier()
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
