@@ -88,7 +88,7 @@ class ClsConfig:
     download: bool = False
     image_size: int = 224
     label_smoothing: float = 0.0
-    workers: int = 4
+    workers: int = 2
     # solver
     epochs: int = 200
     batch_size: int = 128
