@@ -26,7 +26,7 @@ from ghostdet.data.classification import (
 )
 from ghostdet.engine.checkpoint import load_checkpoint
 from ghostdet.engine.train_cls import build_classifier, load_classifier, topk_correct, train_classifier
-from ghostdet.models import WeightsMismatchError, ghostnet
+from ghostdet.models import IMAGENET_URLS, WeightsMismatchError, ghostnet
 from ghostdet.models.weights import resolve_weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -317,8 +317,7 @@ def test_default_coco_recipes_have_published_weights():
     for det in ("fasterrcnn", "fasterrcnn_320", "retinanet"):
         cfg = load_config(default_config_path(det, real_data=True))
         assert cfg.detector == det and cfg.width == 1.0 and cfg.weights_backbone == "imagenet"
-        resolve = resolve_weights.__globals__["IMAGENET_URLS"]
-        assert cfg.width in resolve
+        assert cfg.width in IMAGENET_URLS
         paper = CONFIG_DIR / default_config_path(det, real_data=True).name.replace(
             "ghostnet100", "ghostnet110"
         )
