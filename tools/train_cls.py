@@ -6,7 +6,7 @@ Examples::
     # a generated 4-class shapes set (ImageFolder layout), then a few minutes on a CPU
     python tools/make_synthetic_cls.py data/shapes_cls
     python tools/train_cls.py --data-path data/shapes_cls --model resnet56_cifar --image-size 32 \\
-        --epochs 5 --batch-size 32 --lr 0.05 --output-dir runs/shapes_cls
+        --epochs 5 --batch-size 32 --lr 0.01 --output-dir runs/shapes_cls
 
     # the paper's Ghost-ResNet-56 (s=2, d=3) on CIFAR-10
     python tools/train_cls.py --config configs/cls_ghost_resnet56_cifar10.yaml --data-path data/cifar \\
