@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import types
@@ -39,6 +40,10 @@ __all__ = [
     "config_from_dict",
     "default_config_path",
     "load_config",
+    "add_run_args",
+    "add_solver_args",
+    "none_or_str",
+    "overrides_from_args",
     "save_config",
 ]
 
@@ -333,8 +338,11 @@ def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "", source: 
 
 
 def config_from_dict(
-    data: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None, source: str = ""
-) -> TrainConfig:
+    data: Mapping[str, Any] | None,
+    overrides: Mapping[str, Any] | None = None,
+    source: str = "",
+    cls: type = TrainConfig,
+) -> Any:
     """Build and validate a :class:`TrainConfig` from a plain mapping plus overrides.
 
     Args:
@@ -343,6 +351,8 @@ def config_from_dict(
             as mappings (merged into the recipe's) and ``"synthetic.root"``-style dotted keys
             set one nested field.
         source: file name used in error messages.
+        cls: the config dataclass (with a ``validate()`` method), e.g.
+            :class:`ghostdet.cls_config.ClsConfig`; default :class:`TrainConfig`.
 
     Raises:
         ConfigError: unknown key, wrong type or invalid value (the message names the key).
@@ -361,16 +371,19 @@ def config_from_dict(
             merged[key] = {**merged.get(key, {}), **value}
         else:
             merged[key] = value
-    cfg = _from_mapping(TrainConfig, merged, source=source)
+    cfg = _from_mapping(cls, merged, source=source)
     return cfg.validate()
 
 
-def load_config(path: str | PathLike | None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+def load_config(
+    path: str | PathLike | None, overrides: Mapping[str, Any] | None = None, cls: type = TrainConfig
+) -> Any:
     """Load a YAML recipe, apply ``overrides`` and validate.
 
     Args:
         path: YAML file (``None``: the built-in defaults).
         overrides: see :func:`config_from_dict`.
+        cls: the config dataclass, see :func:`config_from_dict`.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -387,11 +400,67 @@ def load_config(path: str | PathLike | None, overrides: Mapping[str, Any] | None
             data = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:
             raise ConfigError(f"{p} is not valid YAML: {' '.join(str(e).split())}") from None
-    return config_from_dict(data, overrides, source=source)
+    return config_from_dict(data, overrides, source=source, cls=cls)
 
 
-def save_config(cfg: TrainConfig, path: str | PathLike) -> Path:
-    """Write the resolved config as YAML (loadable with :func:`load_config`)."""
+def overrides_from_args(given: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, Any]:
+    """Config overrides of a tool's parsed flags: the flags actually passed, then ``--set``.
+
+    Args:
+        given: ``vars(args)`` of a parser built with ``argument_default=SUPPRESS`` (a flag that
+            was not passed is absent); ``--set KEY=VALUE`` items are under ``"set_"``.
+        keys: flag dest -> config key (dotted for nested keys).
+
+    Raises:
+        ConfigError: a ``--set`` item that is not ``KEY=VALUE`` or whose value is not YAML.
+    """
+    overrides = {key: given[dest] for dest, key in keys.items() if dest in given}
+    for item in given.get("set_", []):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse {value!r} as YAML") from None
+    return overrides
+
+
+def none_or_str(value: str) -> str | None:
+    """argparse type: ``none``/``null``/empty -> ``None``, anything else unchanged."""
+    return None if value.lower() in ("none", "null", "") else value
+
+
+def add_solver_args(group: Any) -> None:
+    """The solver flags both training tools share (``--epochs`` ... ``--warmup-iters``)."""
+    group.add_argument("--epochs", type=int, help="training epochs")
+    group.add_argument("--batch-size", type=int, help="images per iteration per process")
+    group.add_argument("--lr", type=float, help="peak learning rate (for batch-size x processes)")
+    group.add_argument("--opt", choices=list(OPTIMIZERS), help="optimizer")
+    group.add_argument("--lr-scheduler", choices=list(SCHEDULERS), help="per-iteration lr schedule")
+    group.add_argument("--warmup-iters", type=int, help="linear warm-up iterations")
+
+
+def add_run_args(group: Any) -> None:
+    """The runtime flags both training tools share (``--amp`` ... ``--print-freq``)."""
+    group.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction,
+        help="mixed precision: float16 + GradScaler on CUDA, bfloat16 autocast on CPU",
+    )  # fmt: skip
+    group.add_argument("--device", help="auto (cuda if available), cpu, cuda or cuda:N")
+    group.add_argument("--threads", type=int, help="torch CPU threads per process")
+    group.add_argument("--output-dir", help="checkpoints, metrics.json, config.yaml, TensorBoard events")
+    group.add_argument(
+        "--resume", type=none_or_str,
+        help="checkpoint to resume from, a run folder, or 'auto' (OUTPUT_DIR/checkpoint.pth if present)",
+    )  # fmt: skip
+    group.add_argument("--seed", type=int, help="random seed (CPU runs are reproducible)")
+    group.add_argument("--print-freq", type=int, help="iterations between log lines / TensorBoard points")
+
+
+def save_config(cfg: Any, path: str | PathLike) -> Path:
+    """Write the resolved config (any config dataclass with ``to_dict``) as YAML (loadable with
+    :func:`load_config`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None))
@@ -403,14 +472,17 @@ def default_config_path(detector: str, real_data: bool = False) -> Path:
 
     Args:
         detector: ``fasterrcnn``, ``fasterrcnn_320`` or ``retinanet``.
-        real_data: a data path was given: the COCO 1x recipe instead of the synthetic one.
+        real_data: a data path was given: the COCO 1x recipe with a GhostNet 1.0x trunk and the
+            authors' published ImageNet checkpoint, instead of the synthetic one. (The paper's
+            1.1x recipes, ``*_ghostnet110_coco_1x.yaml``, need a 1.1x ImageNet checkpoint trained
+            with ``tools/train_cls.py`` and are only used when passed with ``--config``.)
     """
     _choice("detector", detector, tuple(DETECTORS))
     if real_data:
         name = {
-            "fasterrcnn": "faster_rcnn_ghostnet110_coco_1x",
-            "fasterrcnn_320": "faster_rcnn_320_ghostnet110_coco_1x",
-            "retinanet": "retinanet_ghostnet110_coco_1x",
+            "fasterrcnn": "faster_rcnn_ghostnet100_coco_1x",
+            "fasterrcnn_320": "faster_rcnn_320_ghostnet100_coco_1x",
+            "retinanet": "retinanet_ghostnet100_coco_1x",
         }[detector]
     else:
         name = f"{detector}_ghostnet_synthetic"

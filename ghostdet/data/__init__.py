@@ -1,4 +1,7 @@
-"""Detection data: COCO-format datasets, augmentation, grouped batching, embedded synthetic data."""
+"""Detection data: COCO-format datasets, augmentation, grouped batching, embedded synthetic data.
+
+Classification data (ImageFolder / CIFAR readers, a generated shapes set): :mod:`ghostdet.data.classification`.
+"""
 
 from ghostdet.data.coco import (
     BadImageWarning,
