@@ -246,6 +246,22 @@ def test_build_classifier_models_and_errors():
         build_classifier(ClsConfig(model="alexnet9"), 5)
     with pytest.raises(ConfigError, match="weights"):
         build_classifier(ClsConfig(model="vgg16_cifar", weights="imagenet"), 5)
+    with pytest.raises(ConfigError, match="weights"):
+        build_classifier(ClsConfig(model="resnet50", weights="imagenet"), 5)
+
+
+def test_classifier_names_come_from_the_registry():
+    from ghostdet.engine.train_cls import TORCHVISION_BASELINES, classifier_names
+    from ghostdet.models import list_models
+
+    names = classifier_names()
+    assert set(names) == set(list_models(kind="classifier")) | set(TORCHVISION_BASELINES)
+    assert {"ghostnet", "ghostnet_050", "vgg16_cifar", "resnet56_cifar", "mobilenet_v3_large"} <= set(names)
+    # the generic "ghostnet" takes the config's width; a name that binds a width keeps its own
+    half = build_classifier(ClsConfig(model="ghostnet", width=0.5), 4)
+    named = build_classifier(ClsConfig(model="ghostnet_050", width=1.3), 4)
+    assert [p.shape for p in half.parameters()] == [p.shape for p in named.parameters()]
+    assert half.classifier.out_features == 4
 
 
 # ----------------------------------------------------------------------------- checkpoint as backbone
