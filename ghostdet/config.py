@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import types
@@ -40,6 +41,10 @@ __all__ = [
     "config_from_dict",
     "default_config_path",
     "load_config",
+    "add_run_args",
+    "add_solver_args",
+    "none_or_str",
+    "overrides_from_args",
     "save_config",
 ]
 
@@ -333,13 +338,17 @@ def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "", source: 
     return cls(**kwargs)
 
 
-def check_config_key(key: str) -> None:
+def check_config_key(key: str, cls: Any = None) -> None:
     """Raise :class:`ConfigError` when ``key`` (``epochs``, ``synthetic.root``) names no config field.
 
     Keys below the mapping fields (``augment.*``, ``model_kwargs.*``) are checked where they are
     used.
+
+    Args:
+        key: dotted config key.
+        cls: the config dataclass (default :class:`TrainConfig`).
     """
-    cls: Any = TrainConfig
+    cls = TrainConfig if cls is None else cls
     prefix = ""
     for part in key.split("."):
         if not dataclasses.is_dataclass(cls):
@@ -352,8 +361,11 @@ def check_config_key(key: str) -> None:
 
 
 def config_from_dict(
-    data: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None, source: str = ""
-) -> TrainConfig:
+    data: Mapping[str, Any] | None,
+    overrides: Mapping[str, Any] | None = None,
+    source: str = "",
+    cls: type = TrainConfig,
+) -> Any:
     """Build and validate a :class:`TrainConfig` from a plain mapping plus overrides.
 
     Args:
@@ -362,6 +374,8 @@ def config_from_dict(
             as mappings (merged into the recipe's) and ``"synthetic.root"``-style dotted keys
             set one nested field.
         source: file name used in error messages.
+        cls: the config dataclass (with a ``validate()`` method), e.g.
+            :class:`ghostdet.cls_config.ClsConfig`; default :class:`TrainConfig`.
 
     Raises:
         ConfigError: unknown key, wrong type or invalid value (the message names the key).
@@ -380,16 +394,19 @@ def config_from_dict(
             merged[key] = {**merged.get(key, {}), **value}
         else:
             merged[key] = value
-    cfg = _from_mapping(TrainConfig, merged, source=source)
+    cfg = _from_mapping(cls, merged, source=source)
     return cfg.validate()
 
 
-def load_config(path: str | PathLike | None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+def load_config(
+    path: str | PathLike | None, overrides: Mapping[str, Any] | None = None, cls: type = TrainConfig
+) -> Any:
     """Load a YAML recipe, apply ``overrides`` and validate.
 
     Args:
         path: YAML file (``None``: the built-in defaults).
         overrides: see :func:`config_from_dict`.
+        cls: the config dataclass, see :func:`config_from_dict`.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -406,11 +423,73 @@ def load_config(path: str | PathLike | None, overrides: Mapping[str, Any] | None
             data = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:
             raise ConfigError(f"{p} is not valid YAML: {' '.join(str(e).split())}") from None
-    return config_from_dict(data, overrides, source=source)
+    return config_from_dict(data, overrides, source=source, cls=cls)
 
 
-def save_config(cfg: TrainConfig, path: str | PathLike) -> Path:
-    """Write the resolved config as YAML (loadable with :func:`load_config`)."""
+def overrides_from_args(given: Mapping[str, Any], keys: Mapping[str, str], cls: Any = None) -> dict[str, Any]:
+    """Config overrides of a tool's parsed flags: the flags actually passed, then ``--set``.
+
+    Args:
+        given: ``vars(args)`` of a parser built with ``argument_default=SUPPRESS`` (a flag that
+            was not passed is absent); ``--set KEY=VALUE`` items are under ``"set_"``.
+        keys: flag dest -> config key (dotted for nested keys).
+        cls: the config dataclass whose keys ``--set`` may name (default :class:`TrainConfig`).
+
+    Raises:
+        ConfigError: a ``--set`` item that is not ``KEY=VALUE``, names no config key or whose
+            value is not YAML; the message leads with ``--set ITEM``.
+    """
+    overrides = {key: given[dest] for dest, key in keys.items() if dest in given}
+    for item in given.get("set_", []):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            check_config_key(key, cls)
+            overrides[key] = yaml.safe_load(value)
+        except ConfigError as e:
+            raise ConfigError(f"--set {item}: {e}") from None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse {value!r} as YAML") from None
+    return overrides
+
+
+def none_or_str(value: str) -> str | None:
+    """argparse type: ``none``/``null``/empty -> ``None``, anything else unchanged."""
+    return None if value.lower() in ("none", "null", "") else value
+
+
+def add_solver_args(group: Any) -> None:
+    """The solver flags both training tools share (``--epochs`` ... ``--warmup-iters``)."""
+    group.add_argument("--epochs", type=int, help="training epochs")
+    group.add_argument("--batch-size", type=int, help="images per iteration per process")
+    group.add_argument("--lr", type=float, help="peak learning rate (for batch-size x processes)")
+    group.add_argument("--opt", choices=list(OPTIMIZERS), help="optimizer")
+    group.add_argument("--lr-scheduler", choices=list(SCHEDULERS), help="per-iteration lr schedule")
+    group.add_argument("--warmup-iters", type=int, help="linear warm-up iterations")
+
+
+def add_run_args(group: Any) -> None:
+    """The runtime flags both training tools share (``--amp`` ... ``--print-freq``)."""
+    group.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction,
+        help="mixed precision: float16 + GradScaler on CUDA, bfloat16 autocast on CPU",
+    )  # fmt: skip
+    group.add_argument("--device", help="auto (cuda if available), cpu, cuda or cuda:N")
+    group.add_argument("--threads", type=int, help="torch CPU threads per process")
+    group.add_argument("--output-dir", help="checkpoints, metrics.json, config.yaml, TensorBoard events")
+    group.add_argument(
+        "--resume", type=none_or_str,
+        help="checkpoint to resume from, a run folder, or 'auto' (OUTPUT_DIR/checkpoint.pth if present)",
+    )  # fmt: skip
+    group.add_argument("--seed", type=int, help="random seed (CPU runs are reproducible)")
+    group.add_argument("--print-freq", type=int, help="iterations between log lines / TensorBoard points")
+
+
+def save_config(cfg: Any, path: str | PathLike) -> Path:
+    """Write the resolved config (any config dataclass with ``to_dict``) as YAML (loadable with
+    :func:`load_config`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None))
@@ -422,14 +501,17 @@ def default_config_path(detector: str, real_data: bool = False) -> Path:
 
     Args:
         detector: ``fasterrcnn``, ``fasterrcnn_320`` or ``retinanet``.
-        real_data: a data path was given: the COCO 1x recipe instead of the synthetic one.
+        real_data: a data path was given: the COCO 1x recipe with a GhostNet 1.0x trunk and the
+            authors' published ImageNet checkpoint, instead of the synthetic one. (The paper's
+            1.1x recipes, ``*_ghostnet110_coco_1x.yaml``, need a 1.1x ImageNet checkpoint trained
+            with ``tools/train_cls.py`` and are only used when passed with ``--config``.)
     """
     _choice("detector", detector, tuple(DETECTORS))
     if real_data:
         name = {
-            "fasterrcnn": "faster_rcnn_ghostnet110_coco_1x",
-            "fasterrcnn_320": "faster_rcnn_320_ghostnet110_coco_1x",
-            "retinanet": "retinanet_ghostnet110_coco_1x",
+            "fasterrcnn": "faster_rcnn_ghostnet100_coco_1x",
+            "fasterrcnn_320": "faster_rcnn_320_ghostnet100_coco_1x",
+            "retinanet": "retinanet_ghostnet100_coco_1x",
         }.get(detector)
         if name is None:
             raise ConfigError(f"no COCO recipe for --detector {detector}: pass --config FILE")

@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
 from ghostdet.cli import ToolError, resolve_device
+from ghostdet.data.classification import IMAGENET_MEAN, IMAGENET_STD
 from ghostdet.inference import load_detector, read_image
 from ghostdet.models import GhostModule, get_model, list_models, model_entry
 
@@ -36,9 +37,6 @@ __all__ = [
     "run_visualize",
     "save_ghost_grid",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def list_ghost_modules(model: nn.Module) -> list[str]:
@@ -265,12 +263,26 @@ def save_ghost_grid(
     return path
 
 
-def _prepare_classifier_input(image: Tensor, size: int) -> Tensor:
-    """Resize the shorter side to ``size``, centre-crop ``size x size``, ImageNet-normalise."""
+def _prepare_classifier_input(
+    image: Tensor, size: int, mean: Any = IMAGENET_MEAN, std: Any = IMAGENET_STD
+) -> Tensor:
+    """Resize the shorter side to ``size``, centre-crop ``size x size``, normalise (ImageNet default)."""
     from torchvision.transforms.functional import center_crop, normalize, resize
 
     x = center_crop(resize(image, [size], antialias=True), [size, size])
-    return normalize(x, IMAGENET_MEAN, IMAGENET_STD).unsqueeze(0)
+    return normalize(x, list(mean), list(std)).unsqueeze(0)
+
+
+def _checkpoint_task(path: str | PathLike) -> str | None:
+    """The ``task`` entry of a training checkpoint (``"classification"`` for ``train_cls``), if any."""
+    p = Path(path)
+    if not p.is_file():
+        raise ToolError(f"checkpoint file not found: {p}")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception:
+        return None  # load_detector reports unreadable files
+    return ckpt.get("task") if isinstance(ckpt, dict) else None
 
 
 def run_visualize(
@@ -299,8 +311,11 @@ def run_visualize(
         model: a GhostNet classifier name (``ghostnet_050/100/110/130``); ignored with ``checkpoint``.
         width: override the classifier's width.
         weights: classifier weights: ``"imagenet"``, URL or file (default: random init with ``seed``).
-        checkpoint: a ``tools/train_det.py`` detector checkpoint instead of a classifier.
-        size: classifier input size (shorter side resize + centre crop); detectors use their own.
+        checkpoint: a ``tools/train_det.py`` detector checkpoint or a ``tools/train_cls.py``
+            classifier checkpoint (any model with GhostModules, e.g. a ghostified ResNet-56)
+            instead of ``model``/``weights``.
+        size: classifier input size (shorter side resize + centre crop); detectors use their own,
+            ``train_cls`` checkpoints the image size and normalisation they were trained with.
         num_maps: intrinsic maps drawn.
         columns: tiles per grid row.
         output: PNG path.
@@ -314,7 +329,16 @@ def run_visualize(
     """
     torch.manual_seed(seed)
     dev = resolve_device(device)
-    if checkpoint is not None:
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if checkpoint is not None and _checkpoint_task(checkpoint) == "classification":
+        from ghostdet.engine.train_cls import load_classifier
+
+        try:
+            net, ckpt = load_classifier(checkpoint, device=dev)
+        except ValueError as e:
+            raise ToolError(str(e)) from None
+        prepare, mean, std = int(ckpt["image_size"]), ckpt["mean"], ckpt["std"]
+    elif checkpoint is not None:
         net = load_detector(checkpoint, device=dev).model
         prepare = None
     else:
@@ -331,6 +355,10 @@ def run_visualize(
         net = net.to(dev).eval()
         prepare = size
     names = list_ghost_modules(net)
+    if not names:
+        raise ToolError(
+            "the model has no GhostModule (a train_cls checkpoint needs --ghostify or a GhostNet)"
+        )
     if list_only:
         for n in names:
             gm = net.get_submodule(n)
@@ -344,7 +372,7 @@ def run_visualize(
         img = read_image(image)
     except OSError as e:
         raise ToolError(str(e)) from None
-    inputs = _prepare_classifier_input(img, prepare).to(dev) if prepare else [img.to(dev)]
+    inputs = _prepare_classifier_input(img, prepare, mean, std).to(dev) if prepare else [img.to(dev)]
     captured = capture_ghost_maps(net, inputs)
     if target not in captured:
         raise ToolError(f"{target} is not used by this model's forward pass")

@@ -10,8 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 from ghostdet.checkpoint_io import CheckpointReadError, read_checkpoint
+from ghostdet.cli import ToolError
 from ghostdet.engine.checkpoint import load_checkpoint
-from ghostdet.inference import ToolError, load_detector
+from ghostdet.inference import load_detector
 from ghostdet.models.weights import load_state_dict_file
 
 STATE = {"conv.weight": torch.arange(6.0).reshape(2, 3), "conv.bias": torch.tensor([1.0, -2.0])}

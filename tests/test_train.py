@@ -184,9 +184,9 @@ def test_resume_restores_the_lr_position_not_the_old_schedule():
 
 def test_best_evaluation_is_found_by_epoch():
     history = [{"epoch": 1, "AP": 0.25}, {"epoch": 2, "AP": 0.5}, {"epoch": 3, "AP": 0.5}]
-    assert train_module._best_entry({"best_epoch": 1}, history) is history[0]
-    assert train_module._best_entry({}, history) is history[1]  # older checkpoints: first highest AP
-    assert train_module._best_entry({"best_epoch": 0}, []) is None
+    assert train_module.best_entry({"best_epoch": 1}, history) is history[0]
+    assert train_module.best_entry({}, history) is history[1]  # older checkpoints: first highest AP
+    assert train_module.best_entry({"best_epoch": 0}, []) is None
 
 
 def test_nonfinite_loss_names_image_ids_and_keeps_checkpoint(tiny_data, tmp_path, monkeypatch):

@@ -23,12 +23,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-import yaml
 
 from ghostdet.cli import ToolArgumentParser, run_tool
-from ghostdet.config import DETECTORS, ConfigError, check_config_key, default_config_path, load_config
+from ghostdet.config import (
+    DETECTORS,
+    ConfigError,
+    TrainConfig,
+    add_run_args,
+    add_solver_args,
+    default_config_path,
+    load_config,
+    none_or_str,
+    overrides_from_args,
+)
 
 S = argparse.SUPPRESS
 
@@ -70,10 +77,6 @@ _KEYS = {
 _DATA_FLAGS = ("data_path", "train_images", "train_ann", "val_images", "val_ann")
 
 
-def _none_or_str(value: str) -> str | None:
-    return None if value.lower() in ("none", "null", "") else value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ToolArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -109,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m = p.add_argument_group("model")
     m.add_argument("--width", type=float, help="GhostNet width multiplier (paper detectors: 1.1)")
     m.add_argument(
-        "--weights-backbone", type=_none_or_str,
+        "--weights-backbone", type=none_or_str,
         help="ImageNet weights of the trunk: imagenet, a URL, a file, or none (random init)",
     )  # fmt: skip
     m.add_argument(
@@ -119,28 +122,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m.add_argument("--min-size", type=int, help="detector resize: shorter image side")
     m.add_argument("--max-size", type=int, help="detector resize: cap of the longer side")
     s = p.add_argument_group("solver")
-    s.add_argument("--epochs", type=int, help="training epochs")
-    s.add_argument("--batch-size", type=int, help="images per iteration per process")
-    s.add_argument("--lr", type=float, help="peak learning rate (for batch-size x processes)")
-    s.add_argument("--opt", choices=["sgd", "adamw"], help="optimizer")
-    s.add_argument("--lr-scheduler", choices=["multistep", "cosine"], help="per-iteration lr schedule")
+    add_solver_args(s)
     s.add_argument("--lr-steps", type=int, nargs="+", help="multistep: epochs after which lr x lr_gamma")
-    s.add_argument("--warmup-iters", type=int, help="linear warm-up iterations")
     r = p.add_argument_group("run")
-    r.add_argument(
-        "--amp", action=argparse.BooleanOptionalAction,
-        help="mixed precision: float16 + GradScaler on CUDA, bfloat16 autocast on CPU",
-    )  # fmt: skip
-    r.add_argument("--device", help="auto (cuda if available), cpu, cuda or cuda:N")
-    r.add_argument("--threads", type=int, help="torch CPU threads per process")
-    r.add_argument("--output-dir", help="checkpoints, metrics.json, config.yaml, TensorBoard events")
-    r.add_argument(
-        "--resume", type=_none_or_str,
-        help="checkpoint to resume from, a run folder, or 'auto' (OUTPUT_DIR/checkpoint.pth if present)",
-    )  # fmt: skip
+    add_run_args(r)
     r.add_argument("--eval-every", type=int, help="evaluate every N epochs (the last is always evaluated)")
-    r.add_argument("--seed", type=int, help="random seed (CPU runs are reproducible)")
-    r.add_argument("--print-freq", type=int, help="iterations between log lines / TensorBoard points")
     return p.parse_args(argv)
 
 
@@ -155,21 +141,8 @@ def resolve_config(args: argparse.Namespace):
     or the recipe file.
     """
     given = vars(args)
-    overrides = {key: given[dest] for dest, key in _KEYS.items() if dest in given}
-    from_set: dict[str, str] = {}
-    for item in given.get("set_", []):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            check_config_key(key)
-            overrides[key] = yaml.safe_load(value)
-        except ConfigError as e:
-            raise ConfigError(f"--set {item}: {e}") from None
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: cannot parse {value!r} as YAML") from None
-        from_set[key] = item
+    overrides = overrides_from_args(given, _KEYS, TrainConfig)
+    from_set = {item.partition("=")[0].strip(): item for item in given.get("set_", [])}
     config = given.get("config")
     if config is None:
         real_data = any(k in given for k in _DATA_FLAGS)
@@ -187,30 +160,16 @@ def resolve_config(args: argparse.Namespace):
         raise
 
 
-def _train(args: argparse.Namespace, prog: str) -> int:
-    cfg = resolve_config(args)
-    from ghostdet.engine import NonFiniteLossError, Terminated, train
-
-    try:
-        train(cfg)
-    except NonFiniteLossError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as e:
-        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-        ckpt = Path(cfg.output_dir) / "checkpoint.pth"
-        if ckpt.is_file():
-            print(f"{prog}: {how}; {ckpt} is kept: resume with --resume auto", file=sys.stderr)
-        else:
-            print(f"{prog}: {how} before the first checkpoint; nothing to resume", file=sys.stderr)
-        return 143 if isinstance(e, Terminated) else 130
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     prog = "train_det.py"
-    return run_tool(lambda: _train(args, prog), prog, args.debug, argument_flags=_FLAGS)
+
+    def body() -> int:
+        from ghostdet.engine.train import run_training_job, train
+
+        return run_training_job(train, resolve_config(args), prog)
+
+    return run_tool(body, prog, args.debug, argument_flags=_FLAGS)
 
 
 if __name__ == "__main__":

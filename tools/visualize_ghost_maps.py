@@ -10,6 +10,8 @@ Examples::
     python tools/visualize_ghost_maps.py photo.jpg --module blocks.6.0.ghost1 --output docs/ghost_maps.png
     python tools/visualize_ghost_maps.py photo.jpg --weights imagenet          # pretrained GhostNet 1.0x
     python tools/visualize_ghost_maps.py photo.jpg --checkpoint best.pth --module blocks.3.0.ghost1
+    python tools/visualize_ghost_maps.py cat.png --checkpoint runs/cls_ghost_resnet56_cifar10/best.pth \\
+        --module layer1.0.conv1                    # a train_cls checkpoint (the CIFAR ghost-map picture)
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: random initialisation with --seed)",
     )
     p.add_argument(
-        "--checkpoint", help="use the GhostNet trunk of a tools/train_det.py detector checkpoint instead"
+        "--checkpoint",
+        help="use a tools/train_det.py detector checkpoint (its GhostNet trunk) or a tools/train_cls.py "
+        "classifier checkpoint (GhostNet or a --ghostify model; its image size and normalisation) instead",
     )
     p.add_argument(
         "--size",

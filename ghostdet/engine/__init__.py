@@ -1,4 +1,5 @@
-"""Training engine: :func:`train` runs a job from a :class:`ghostdet.config.TrainConfig`."""
+"""Training engine: :func:`train` runs a detection job from a :class:`ghostdet.config.TrainConfig`,
+:func:`train_classifier` a classification job from a :class:`ghostdet.cls_config.ClsConfig`."""
 
 from ghostdet.distributed import DistInfo, init_distributed
 from ghostdet.engine.checkpoint import atomic_save, load_checkpoint, resolve_resume_path
@@ -13,6 +14,7 @@ from ghostdet.engine.train import (
     train,
     train_one_epoch,
 )
+from ghostdet.engine.train_cls import train_classifier
 
 __all__ = [
     "DistInfo",
@@ -28,5 +30,6 @@ __all__ = [
     "load_checkpoint",
     "resolve_resume_path",
     "train",
+    "train_classifier",
     "train_one_epoch",
 ]

@@ -22,8 +22,9 @@ import contextlib
 import math
 import os
 import random
+import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,18 +52,33 @@ from ghostdet.engine.checkpoint import (
     set_rng_state,
 )
 from ghostdet.engine.logger import ProgressLog, RunLogger, atomic_write_json, stdout_is_tty
-from ghostdet.engine.signals import sigterm_as_interrupt
+from ghostdet.engine.signals import Terminated, sigterm_as_interrupt
 from ghostdet.models.weights import WeightsMismatchError, load_strict
 
 __all__ = [
     "LRSchedule",
     "NonFiniteLossError",
+    "autocast",
+    "backward_step",
+    "begin_run",
+    "best_entry",
     "build_datasets",
     "build_model",
     "build_optimizer",
+    "build_solver",
+    "config_differences",
+    "configure_threads",
     "evaluate",
+    "finish_run",
+    "open_tensorboard",
+    "restore_training_state",
+    "run_training_job",
+    "save_epoch",
+    "seed_everything",
     "train",
     "train_one_epoch",
+    "training_state",
+    "wrap_for_training",
 ]
 
 # Config keys that may change between a run and its resumption without breaking "exact" resume.
@@ -278,11 +294,32 @@ def _steps_this_epoch(batch_sampler: Any, epoch: int) -> int:
     return int(min(all_gather_objects(len(batch_sampler))))
 
 
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """Mixed precision for ``device`` when ``enabled``: float16 on CUDA, bfloat16 on CPU."""
     if not enabled:
         return contextlib.nullcontext()
     dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def backward_step(
+    loss: Tensor,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    clip_grad_norm: float | None = None,
+) -> None:
+    """One optimizer update from ``loss``: zero grads, (scaled) backward, optional clipping, step.
+
+    Shared by the detection and the classification loops (:mod:`ghostdet.engine.train_cls`).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip_grad_norm is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def _to_device(targets: Sequence[Mapping[str, Any]], device: torch.device) -> list[dict[str, Any]]:
@@ -336,7 +373,7 @@ def train_one_epoch(
             continue
         images = [img.to(info.device, non_blocking=True) for img in images]
         targets_d = _to_device(targets, info.device)
-        with _autocast(info.device, cfg.amp):
+        with autocast(info.device, cfg.amp):
             loss_dict = model(images, targets_d)
         loss_dict = {k: v.float() for k, v in loss_dict.items()}
         losses = sum(loss_dict.values())
@@ -350,13 +387,7 @@ def train_one_epoch(
                 f"batch image ids: {ids}. Training stopped; the last good checkpoint is kept "
                 "(try a lower --lr, more --warmup-iters or clip_grad_norm)"
             )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(losses).backward()
-        if cfg.clip_grad_norm is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
+        backward_step(losses, model, optimizer, scaler, cfg.clip_grad_norm)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
 
@@ -414,7 +445,7 @@ def evaluate(
     from ghostdet.evaluation import CocoEvaluator, run_inference
 
     evaluator = CocoEvaluator(val_ds.coco, val_ds.label_to_cat_id)
-    with _autocast(info.device, amp):
+    with autocast(info.device, amp):
         speed = run_inference(
             model, loader, info.device, evaluator, progress=info.is_main and stdout_is_tty()
         )
@@ -445,11 +476,217 @@ def _log_val_images(
         writer.add_image_with_boxes(f"val/image_{i}", image, boxes, step, labels=labels)
 
 
-# ----------------------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------- shared by both loops
+# The detection loop below and the classification loop (ghostdet.engine.train_cls) build their
+# runs from these: one copy of the checkpoint, RNG, solver, resume and TensorBoard logic.
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def configure_threads(threads: int | None, info: DistInfo) -> None:
+    """torch intra-op threads: ``threads``, or the CPU cores split over the processes of a CPU
+    ``torchrun`` job (unless ``OMP_NUM_THREADS`` is set)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    elif info.distributed and info.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world_size))
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Config keys (other than those free to change on resume) whose values differ, sorted."""
+    return sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE_KEYS and old.get(k) != new.get(k))
+
+
+def begin_run(cfg: Any, info: DistInfo) -> tuple[Path, RunLogger, Path | None, dict[str, Any] | None]:
+    """Process setup shared by the training loops: logger, threads, seed, the checkpoint to resume.
+
+    The checkpoint is read before anything is built, so a bad one fails early.
+
+    Args:
+        cfg: a training config (``output_dir``, ``threads``, ``amp``, ``seed``, ``resume``, ``to_dict()``).
+        info: process placement.
+
+    Returns:
+        ``(output_dir, log, resume_path or None, checkpoint dict or None)``.
+    """
+    out_dir = Path(cfg.output_dir)
+    log = RunLogger(out_dir / "log.txt", enabled=info.is_main)
+    configure_threads(cfg.threads, info)
+    if cfg.amp and info.device.type == "cpu":
+        log("amp on CPU: bfloat16 autocast (no GradScaler)")
+    seed_everything(cfg.seed + info.rank)
+    resume_path = resolve_resume_path(cfg.resume, out_dir)
+    if resume_path is None:
+        return out_dir, log, None, None
+    ckpt = load_checkpoint(resume_path)
+    diffs = config_differences(ckpt.get("config", {}), cfg.to_dict())
+    if diffs:
+        log(f"warning: resuming with a config that differs from the checkpoint's in: {', '.join(diffs)}")
+    return out_dir, log, resume_path, ckpt
+
+
+def build_solver(
+    cfg: Any, model: nn.Module, iters_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, torch.amp.GradScaler]:
+    """``(optimizer, per-iteration LambdaLR over an LRSchedule, GradScaler)`` of a config's solver keys.
+
+    Args:
+        cfg: a training config (``opt``, ``lr``, ``momentum``, ``weight_decay``, ``lr_scheduler``,
+            ``epochs``, ``lr_steps``, ``lr_gamma``, ``warmup_*``, ``min_lr_ratio``, ``amp``).
+        model: the model, already on its device (the scaler is enabled for CUDA AMP only).
+        iters_per_epoch: iterations of one epoch.
+    """
+    optimizer = build_optimizer(cfg, model)
+    schedule = LRSchedule(
+        cfg.lr_scheduler, iters_per_epoch, cfg.epochs, cfg.lr_steps, cfg.lr_gamma,
+        cfg.warmup_iters, cfg.warmup_factor, cfg.min_lr_ratio,
+    )  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    device_type = next((p.device.type for p in model.parameters()), "cpu")
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device_type == "cuda")
+    return optimizer, scheduler, scaler
+
+
+def training_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    epoch: int,
+    global_step: int,
+) -> dict[str, Any]:
+    """The resumable part of a checkpoint (both loops add their task's entries to it)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": _unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": int(epoch),
+        "global_step": int(global_step),
+        "rng": get_rng_state(),
+    }
+
+
+def _restore_scheduler(scheduler: torch.optim.lr_scheduler.LambdaLR, state: Mapping[str, Any]) -> None:
+    """Restore the scheduler's position (iteration count, last lrs) but not its schedule.
+
+    The schedule is this run's (e.g. a longer ``--epochs``): a ``None`` lr_lambda entry tells
+    ``LambdaLR.load_state_dict`` to leave that lambda as it is.
+    """
+    position = {k: v for k, v in state.items() if k != "lr_lambdas"}
+    position["lr_lambdas"] = [None] * len(scheduler.lr_lambdas)
+    scheduler.load_state_dict(position)
+
+
+def restore_training_state(
+    ckpt: Mapping[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    scaler: torch.amp.GradScaler,
+) -> tuple[int, int]:
+    """Load :func:`training_state`'s entries back; returns ``(start_epoch, global_step)``.
+
+    The scheduler keeps this run's schedule (e.g. a longer ``epochs``); only its position comes
+    from the checkpoint.
+    """
+    load_strict(model, ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    _restore_scheduler(scheduler, ckpt["lr_scheduler"])
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    if "rng" in ckpt:
+        set_rng_state(ckpt["rng"])
+    return int(ckpt["epoch"]) + 1, int(ckpt.get("global_step", 0))
+
+
+def best_entry(
+    ckpt: Mapping[str, Any], history: list[dict[str, Any]], metric: str = "AP"
+) -> dict[str, Any] | None:
+    """The checkpoint's best evaluation: the ``history`` entry of its ``best_epoch``.
+
+    Args:
+        ckpt: the checkpoint (``best_epoch``: 0 before the first evaluation).
+        history: its per-evaluation entries (each with ``epoch`` and ``metric``).
+        metric: the key that ranks entries, for checkpoints written before ``best_epoch`` was
+            recorded (the first highest wins).
+    """
+    if not history:
+        return None
+    if "best_epoch" not in ckpt:
+        return max(history, key=lambda h: h[metric])
+    return next((h for h in history if h["epoch"] == ckpt["best_epoch"]), None)
+
+
+def wrap_for_training(model: nn.Module, info: DistInfo) -> nn.Module:
+    """``model`` in DistributedDataParallel when the job is distributed (else ``model``)."""
+    if not info.distributed:
+        return model
+    ddp_kw = {"device_ids": [info.device.index]} if info.device.type == "cuda" else {}
+    return nn.parallel.DistributedDataParallel(model, **ddp_kw)
+
+
+def open_tensorboard(out_dir: Path, info: DistInfo, global_step: int) -> Any:
+    """A SummaryWriter in ``out_dir/tensorboard`` on rank 0 (``None`` elsewhere); events after
+    ``global_step`` of an interrupted run are purged."""
+    if not info.is_main:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(out_dir / "tensorboard"), purge_step=global_step or None)
+
+
+def save_epoch(out_dir: Path, ckpt_doc: dict[str, Any], improved: bool, metrics_doc: dict[str, Any]) -> None:
+    """Rank 0's end-of-epoch files: ``checkpoint.pth``, ``best.pth`` if improved, ``metrics.json``."""
+    atomic_save(ckpt_doc, out_dir / "checkpoint.pth")
+    if improved:
+        atomic_save(ckpt_doc, out_dir / "best.pth")
+    atomic_write_json(out_dir / "metrics.json", metrics_doc)
+
+
+def finish_run(
+    info: DistInfo, log: RunLogger, out_dir: Path, doc: dict[str, Any], start_epoch: int, epochs: int
+) -> None:
+    """Rank 0 writes the final ``metrics.json`` (and says so when a resumed run had nothing to do)."""
+    if not info.is_main:
+        return
+    if start_epoch > epochs:
+        log(f"nothing to do: the checkpoint already finished {start_epoch - 1} >= {epochs} epochs")
+    atomic_write_json(out_dir / "metrics.json", doc)
+
+
+def run_training_job(train_fn: Callable[[Any], Any], cfg: Any, prog: str) -> int:
+    """Run ``train_fn(cfg)`` for a training tool and report how it ended.
+
+    A NaN/inf loss is one ``prog: error: ...`` line and exit status 1; Ctrl-C (130) and SIGTERM
+    (143, see :mod:`ghostdet.engine.signals`) say whether ``cfg.output_dir`` holds a checkpoint
+    to resume from. Errors about the user's input propagate to :func:`ghostdet.cli.run_tool`.
+    """
+    try:
+        train_fn(cfg)
+    except NonFiniteLossError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        ckpt = Path(cfg.output_dir) / "checkpoint.pth"
+        if ckpt.is_file():
+            print(f"{prog}: {how}; {ckpt} is kept: resume with --resume auto", file=sys.stderr)
+        else:
+            print(f"{prog}: {how} before the first checkpoint; nothing to resume", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    return 0
+
+
+# ----------------------------------------------------------------------------- detection checkpoints
 @dataclass
 class _Run:
     """The state of a training job that its steps share (built by :func:`_set_up`).
@@ -487,13 +724,7 @@ class _Run:
 def _checkpoint_dict(run: _Run, epoch: int) -> dict[str, Any]:
     train_ds = run.train_ds
     return {
-        "format": CHECKPOINT_FORMAT,
-        "model": _unwrap(run.model).state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "lr_scheduler": run.scheduler.state_dict(),
-        "scaler": run.scaler.state_dict(),
-        "epoch": int(epoch),
-        "global_step": int(run.global_step),
+        **training_state(run.model, run.optimizer, run.scheduler, run.scaler, epoch, run.global_step),
         "config": run.cfg.to_dict(),
         "detector": run.cfg.builder,
         "width": float(run.cfg.width),
@@ -504,12 +735,7 @@ def _checkpoint_dict(run: _Run, epoch: int) -> dict[str, Any]:
         "history": run.history,
         "best_ap": run.best_ap,
         "best_epoch": int(run.best["epoch"]) if run.best is not None else 0,
-        "rng": get_rng_state(),
     }
-
-
-def _config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    return sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE_KEYS and old.get(k) != new.get(k))
 
 
 def _metrics_doc(history: list[dict[str, Any]], best: dict[str, Any] | None, done: bool) -> dict[str, Any]:
@@ -521,34 +747,7 @@ def _metrics_doc(history: list[dict[str, Any]], best: dict[str, Any] | None, don
     return doc
 
 
-def _best_entry(ckpt: Mapping[str, Any], history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The checkpoint's best evaluation: the entry of ``best_epoch`` (the first highest AP for
-    checkpoints written before ``best_epoch`` was recorded)."""
-    if not history:
-        return None
-    if "best_epoch" not in ckpt:
-        return max(history, key=lambda h: h["AP"])
-    return next((h for h in history if h["epoch"] == ckpt["best_epoch"]), None)
-
-
-def _restore_scheduler(scheduler: torch.optim.lr_scheduler.LambdaLR, state: Mapping[str, Any]) -> None:
-    """Restore the scheduler's position (iteration count, last lrs) but not its schedule.
-
-    The schedule is this run's (e.g. a longer ``--epochs``): a ``None`` lr_lambda entry tells
-    ``LambdaLR.load_state_dict`` to leave that lambda as it is.
-    """
-    position = {k: v for k, v in state.items() if k != "lr_lambdas"}
-    position["lr_lambdas"] = [None] * len(scheduler.lr_lambdas)
-    scheduler.load_state_dict(position)
-
-
 # ----------------------------------------------------------------------------- the job
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run a training job (see the module docstring for the output directory).
 
@@ -593,32 +792,6 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
     return _report(run)
 
 
-def _set_runtime(cfg: TrainConfig, info: DistInfo, log: RunLogger) -> None:
-    """Threads (split between the processes of a CPU job) and this rank's seeds."""
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    elif info.distributed and info.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world_size))
-    if cfg.amp and info.device.type == "cpu":
-        log("amp on CPU: bfloat16 autocast (no GradScaler)")
-    _seed_everything(cfg.seed + info.rank)
-
-
-def _read_resume(
-    cfg: TrainConfig, out_dir: Path, log: RunLogger
-) -> tuple[Path | None, dict[str, Any] | None]:
-    """The checkpoint to resume from (read before anything is built, so a bad one fails early)."""
-    resume_path = resolve_resume_path(cfg.resume, out_dir)
-    if resume_path is None:
-        return None, None
-    ckpt = load_checkpoint(resume_path)
-    _check_resumable(ckpt, cfg, resume_path)
-    diffs = _config_differences(ckpt.get("config", {}), cfg.to_dict())
-    if diffs:
-        log(f"warning: resuming with a config that differs from the checkpoint's in: {', '.join(diffs)}")
-    return resume_path, ckpt
-
-
 def _check_resumable(
     ckpt: Mapping[str, Any], cfg: TrainConfig, path: Path, num_classes: int | None = None
 ) -> None:
@@ -645,10 +818,9 @@ def _check_resumable(
 
 def _set_up(cfg: TrainConfig, info: DistInfo) -> tuple[_Run, Path | None, dict[str, Any] | None]:
     """Step 1: runtime settings, the resume checkpoint, data, model, optimizer and lr schedule."""
-    out_dir = Path(cfg.output_dir)
-    log = RunLogger(out_dir / "log.txt", enabled=info.is_main)
-    _set_runtime(cfg, info, log)
-    resume_path, ckpt = _read_resume(cfg, out_dir, log)
+    out_dir, log, resume_path, ckpt = begin_run(cfg, info)
+    if ckpt is not None:
+        _check_resumable(ckpt, cfg, resume_path)  # before anything is built, so a bad one fails early
 
     train_ds, val_ds = build_datasets(cfg, info, log)
     if info.is_main:
@@ -662,15 +834,10 @@ def _set_up(cfg: TrainConfig, info: DistInfo) -> tuple[_Run, Path | None, dict[s
     )
 
     model = build_model(cfg, train_ds.num_classes).to(info.device)
-    optimizer = build_optimizer(cfg, model)
-    schedule = LRSchedule(
-        cfg.lr_scheduler, _steps_this_epoch(batch_sampler, 0), cfg.epochs, cfg.lr_steps, cfg.lr_gamma,
-        cfg.warmup_iters, cfg.warmup_factor, cfg.min_lr_ratio,
-    )  # fmt: skip
+    optimizer, scheduler, scaler = build_solver(cfg, model, _steps_this_epoch(batch_sampler, 0))
     run = _Run(
         cfg, info, out_dir, log, train_ds, val_ds, batch_sampler, train_loader, val_loader, model, optimizer,
-        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
-        scaler=torch.amp.GradScaler("cuda", enabled=cfg.amp and info.device.type == "cuda"),
+        scheduler, scaler,
     )  # fmt: skip
     return run, resume_path, ckpt
 
@@ -679,33 +846,21 @@ def _resume(run: _Run, path: Path | None, ckpt: Mapping[str, Any]) -> None:
     """Step 2: continue from a checkpoint (weights, optimizer, lr position, RNGs, history)."""
     _check_resumable(ckpt, run.cfg, path, run.train_ds.num_classes)
     try:
-        load_strict(run.model, ckpt["model"])
+        run.start_epoch, run.global_step = restore_training_state(
+            ckpt, run.model, run.optimizer, run.scheduler, run.scaler
+        )
     except WeightsMismatchError as e:
         raise ValueError(f"cannot resume from {path}: its weights do not fit this run's model: {e}") from None
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    _restore_scheduler(run.scheduler, ckpt["lr_scheduler"])
-    if ckpt.get("scaler"):
-        run.scaler.load_state_dict(ckpt["scaler"])
-    run.start_epoch = int(ckpt["epoch"]) + 1
-    run.global_step = int(ckpt.get("global_step", 0))
     run.history = list(ckpt.get("history", []))
     run.metrics = dict(ckpt.get("metrics", {}))
-    run.best = _best_entry(ckpt, run.history)
-    if "rng" in ckpt:
-        set_rng_state(ckpt["rng"])
+    run.best = best_entry(ckpt, run.history, "AP")
     run.log(f"resumed from {path} (epoch {ckpt['epoch']} done, step {run.global_step})")
 
 
 def _start(run: _Run) -> None:
     """Wrap the model in DDP when distributed; open TensorBoard on the main rank."""
-    info = run.info
-    if info.distributed:
-        ddp_kw = {"device_ids": [info.device.index]} if info.device.type == "cuda" else {}
-        run.model = nn.parallel.DistributedDataParallel(run.model, **ddp_kw)
-    if info.is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        run.writer = SummaryWriter(str(run.out_dir / "tensorboard"), purge_step=run.global_step or None)
+    run.model = wrap_for_training(run.model, run.info)
+    run.writer = open_tensorboard(run.out_dir, run.info, run.global_step)
 
 
 def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, float], int]:
@@ -773,27 +928,18 @@ def _evaluate_epoch(run: _Run, epoch: int, stats: Mapping[str, float], skipped: 
 def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
     """Step 5: the epoch's checkpoint (and best.pth) and metrics.json, then wait for every rank."""
     if run.info.is_main:
-        ckpt_doc = _checkpoint_dict(run, epoch)
-        atomic_save(ckpt_doc, run.out_dir / "checkpoint.pth")
-        if improved:
-            atomic_save(ckpt_doc, run.out_dir / "best.pth")
-        doc = _metrics_doc(run.history, run.best, epoch == run.cfg.epochs)
-        atomic_write_json(run.out_dir / "metrics.json", doc)
+        metrics_doc = _metrics_doc(run.history, run.best, epoch == run.cfg.epochs)
+        save_epoch(run.out_dir, _checkpoint_dict(run, epoch), improved, metrics_doc)
     barrier()
 
 
 def _report(run: _Run) -> dict[str, Any]:
     """Step 6: the final metrics.json and summary line; returns the metrics document."""
     doc = _metrics_doc(run.history, run.best, True)
-    done, epochs = run.start_epoch - 1, run.cfg.epochs
-    if run.info.is_main:
-        if done >= epochs:
-            run.log(f"nothing to do: the checkpoint already finished {done} >= {epochs} epochs")
-        atomic_write_json(run.out_dir / "metrics.json", doc)
-        if run.history:
-            f = run.history[-1]
-            run.log(
-                f"done: final AP {f['AP']:.4f} AP50 {f['AP50']:.4f} (best AP {run.best_ap:.4f}), "
-                f"in {run.out_dir}"
-            )
+    finish_run(run.info, run.log, run.out_dir, doc, run.start_epoch, run.cfg.epochs)
+    if run.history:  # (log is silent off rank 0)
+        f = run.history[-1]
+        run.log(
+            f"done: final AP {f['AP']:.4f} AP50 {f['AP50']:.4f} (best AP {run.best_ap:.4f}), in {run.out_dir}"
+        )
     return doc

@@ -99,7 +99,10 @@ class BackboneFamily:
             published = ", ".join(f"{w:g}" for w in self.weights) or "none"
             raise ValueError(
                 f"no published ImageNet weights for {self.title} width {width:g} (published: {published}). "
-                "Pass weights=None to train from scratch, or a local checkpoint file."
+                "Train from scratch (weights=None; train_det.py: --weights-backbone none), or pass a "
+                "checkpoint file (weights=FILE; train_det.py: --weights-backbone FILE), e.g. a width "
+                f"{width:g} ImageNet classifier from tools/train_cls.py --model {self.name} "
+                f"--width {width:g}."
             )
         return found.url
 
