@@ -25,10 +25,12 @@ from ghostdet.models import family as family_module
 from ghostdet.models.ghostnet import STAGE_BLOCKS, STAGE_STRIDES
 
 DETECTOR_NAMES = ["fasterrcnn_ghostnet_320_fpn", "fasterrcnn_ghostnet_fpn", "retinanet_ghostnet_fpn"]
+# the same detectors on GhostNetV2 and V3 (built and trained in tests/test_detection_v2v3.py)
+VARIANT_NAMES = [n.replace("ghostnet", f"ghostnet{v}") for v in ("v2", "v3") for n in DETECTOR_NAMES]
 
 
 def test_kinds_partition_the_names() -> None:
-    assert list_models("detector") == DETECTOR_NAMES
+    assert list_models("detector") == sorted(DETECTOR_NAMES + VARIANT_NAMES)
     classifiers = list_models("classifier")
     assert {"ghostnet", "ghostnet_050", "ghostnet_130", "vgg16_cifar", "resnet56_cifar"} <= set(classifiers)
     assert {"ghostnet_fpn", "ghostnet_100_fpn", "ghostnet_110_fpn"} <= set(list_models("backbone"))
