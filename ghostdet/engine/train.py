@@ -81,7 +81,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     """The detector of ``cfg`` with ``num_classes`` classes (incl. background).
 
     Args:
-        cfg: uses ``detector``, ``width``, ``weights_backbone``, ``trainable_backbone_layers``,
+        cfg: uses ``detector``, ``backbone``, ``width``, ``weights_backbone``, ``trainable_backbone_layers``,
             ``min_size``, ``max_size`` and ``model_kwargs``.
         num_classes: classes including background.
     """
@@ -470,6 +470,7 @@ def _checkpoint_dict(
         "global_step": int(global_step),
         "config": cfg.to_dict(),
         "detector": cfg.builder,
+        "backbone": cfg.backbone,
         "width": float(cfg.width),
         "num_classes": int(train_ds.num_classes),
         "label_to_cat_id": {int(k): int(v) for k, v in train_ds.label_to_cat_id.items()},
