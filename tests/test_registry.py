@@ -89,7 +89,8 @@ def test_resolve_detector_name() -> None:
     assert resolve_detector_name("fasterrcnn_ghostnet_320_fpn") == "fasterrcnn_ghostnet_320_fpn"
     msg = (
         r"unknown detector 'ghostnet_100'; choose from fasterrcnn, fasterrcnn_320, retinanet, "
-        r"fasterrcnn_ghostnet_320_fpn, fasterrcnn_ghostnet_fpn, retinanet_ghostnet_fpn$"
+        r"fasterrcnn_ghostnet_320_fpn, fasterrcnn_ghostnet_fpn, fasterrcnn_ghostnetv2_320_fpn, .*, "
+        r"retinanet_ghostnetv3_fpn$"
     )
     with pytest.raises(ToolError, match=msg):
         resolve_detector_name("ghostnet_100")  # registered, but not a detector

@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from test_tools_eval import _load_tool, _one_thread  # noqa: F401 (an autouse fixture)
 
 from ghostdet.config import ConfigError, config_from_dict
 from ghostdet.data.synthetic import make_synthetic_coco
 from ghostdet.engine.checkpoint import checkpoint_backbone
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_backbone_key_selects_the_family_variant_and_is_validated() -> None:
