@@ -40,16 +40,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model",
         default="ghostnet_100",
-        help="classifier: ghostnet_050, ghostnet_100, ghostnet_110 or ghostnet_130 (default %(default)s)",
+        help="classifier of a GhostNet family: ghostnet_050/100/110/130, ghostnetv2_100/130/160 or "
+        "ghostnetv3_050/100/130/160 (default %(default)s)",
     )
     p.add_argument("--width", type=float, default=None, help="override the classifier's width multiplier")
     p.add_argument(
         "--weights",
-        help="classifier weights: 'imagenet' (downloads the authors' 1.0x checkpoint), URL or file "
+        help="classifier weights: 'imagenet' (downloads the authors' checkpoint for the width), URL or file "
         "(default: random initialisation with --seed)",
     )
     p.add_argument(
-        "--checkpoint", help="use the GhostNet trunk of a tools/train_det.py detector checkpoint instead"
+        "--checkpoint",
+        help="use the trunk of a tools/train_det.py detector checkpoint instead (its backbone is read "
+        "from the checkpoint)",
     )
     p.add_argument(
         "--size",
