@@ -4,6 +4,7 @@ Examples::
 
     python tools/export_onnx.py --model all --out-dir exports
     python tools/export_onnx.py --model fasterrcnn_320 --weights runs/exp/checkpoint.pth --out model.onnx
+    python tools/export_onnx.py --model classifier --backbone ghostnetv2 --weights imagenet
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ghostdet.export import export_names
+from ghostdet.models.family import list_families
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,6 +34,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--width", type=float, default=1.0, help="GhostNet width multiplier (default: %(default)s)"
+    )
+    p.add_argument(
+        "--backbone",
+        choices=list_families(),
+        default=None,
+        help="backbone family of the model (default: ghostnet, or for a detector the one its "
+        "tools/train_det.py checkpoint records)",
     )
     p.add_argument(
         "--num-classes",
@@ -80,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             image=args.image,
             opset=args.opset,
             verify=not args.no_verify,
+            backbone=args.backbone,
         ):
             print(line)
     except (ExportError, ValueError, FileNotFoundError, OSError) as e:
