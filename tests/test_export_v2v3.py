@@ -46,8 +46,9 @@ def test_build_for_export_takes_the_backbone_from_the_name_or_the_checkpoint(tmp
     torch.save(ckpt, path)
     # --model fasterrcnn_320 with a V3 checkpoint: the checkpoint's backbone is used
     got = build_for_export("fasterrcnn_320", str(path), 0.5, None)
+    got_state = got.state_dict()
     for k, v in det.state_dict().items():
-        assert torch.equal(got.state_dict()[k], v), k
+        assert torch.equal(got_state[k], v), k
 
 
 @needs_onnx
