@@ -167,6 +167,11 @@ def test_v3_weights_backbone_renames_the_release_names(tmp_path: Path) -> None:
     bb = ghostnetv3_fpn_backbone(width=0.5, weights=path)
     got = bb.body.blocks[3][0].dw_rpr_conv[1].bn1
     torch.testing.assert_close(got.running_mean, cls.blocks[3][0].dw_rpr_conv[1].bn1.running_mean)
+    # its branches' FrozenBatchNorms re-parameterise in deploy.fuse like BatchNorms
+    x = torch.randn(1, 3, 96, 128)
+    with torch.inference_mode():
+        ref, got_maps = bb.eval()(x), fuse(bb)(x)
+    assert all(_rel_err(ref[k], got_maps[k]) < 1e-4 for k in ref)
 
 
 def test_weights_backbone_imagenet_reads_the_published_v2_file(_torch_home: Path) -> None:
