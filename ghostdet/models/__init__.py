@@ -13,6 +13,7 @@ from ghostdet.models.detection import (
     fasterrcnn_ghostnet_320_fpn,
     fasterrcnn_ghostnet_fpn,
     ghostnet_fpn_backbone,
+    retinanet_ghostnet_320_fpn,
     retinanet_ghostnet_fpn,
 )
 from ghostdet.models.family import (
@@ -41,6 +42,7 @@ from ghostdet.models.ghostnetv2 import (
     fasterrcnn_ghostnetv2_fpn,
     ghostnetv2,
     ghostnetv2_fpn_backbone,
+    retinanet_ghostnetv2_320_fpn,
     retinanet_ghostnetv2_fpn,
 )
 from ghostdet.models.ghostnetv3 import (
@@ -50,6 +52,7 @@ from ghostdet.models.ghostnetv3 import (
     fasterrcnn_ghostnetv3_fpn,
     ghostnetv3,
     ghostnetv3_fpn_backbone,
+    retinanet_ghostnetv3_320_fpn,
     retinanet_ghostnetv3_fpn,
 )
 from ghostdet.models.registry import ModelEntry, get_model, list_models, model_entry, register_model
@@ -95,8 +98,11 @@ __all__ = [
     "register_family",
     "register_model",
     "resnet56_cifar",
+    "retinanet_ghostnet_320_fpn",
     "retinanet_ghostnet_fpn",
+    "retinanet_ghostnetv2_320_fpn",
     "retinanet_ghostnetv2_fpn",
+    "retinanet_ghostnetv3_320_fpn",
     "retinanet_ghostnetv3_fpn",
     "vgg16_cifar",
 ]

@@ -25,6 +25,7 @@ from ghostdet.models.detection import (
     fasterrcnn_ghostnet_320_fpn,
     fasterrcnn_ghostnet_fpn,
     ghostnet_fpn_backbone,
+    retinanet_ghostnet_320_fpn,
     retinanet_ghostnet_fpn,
 )
 from ghostdet.models.dfc import dfc_branch, dfc_gate
@@ -44,6 +45,7 @@ __all__ = [
     "fasterrcnn_ghostnetv2_fpn",
     "ghostnetv2",
     "ghostnetv2_fpn_backbone",
+    "retinanet_ghostnetv2_320_fpn",
     "retinanet_ghostnetv2_fpn",
 ]
 
@@ -206,3 +208,12 @@ def retinanet_ghostnetv2_fpn(**kwargs: Any) -> RetinaNet:
     """RetinaNet on GhostNetV2-FPN (P3-P7): :func:`~ghostdet.models.retinanet_ghostnet_fpn` with
     ``backbone="ghostnetv2"``; the same arguments."""
     return retinanet_ghostnet_fpn(**kwargs, backbone="ghostnetv2")
+
+
+@register_model(
+    "retinanet_ghostnetv2_320_fpn", kind="detector", class_key=RETINANET_CLASS_KEY, family="ghostnetv2"
+)
+def retinanet_ghostnetv2_320_fpn(**kwargs: Any) -> RetinaNet:
+    """The low-resolution RetinaNet CPU preset (:func:`~ghostdet.models.retinanet_ghostnet_320_fpn`)
+    on GhostNetV2-FPN; the same arguments."""
+    return retinanet_ghostnet_320_fpn(**kwargs, backbone="ghostnetv2")

@@ -40,6 +40,7 @@ from ghostdet.models.detection import (
     fasterrcnn_ghostnet_320_fpn,
     fasterrcnn_ghostnet_fpn,
     ghostnet_fpn_backbone,
+    retinanet_ghostnet_320_fpn,
     retinanet_ghostnet_fpn,
 )
 from ghostdet.models.dfc import dfc_branch, dfc_gate
@@ -65,6 +66,7 @@ __all__ = [
     "ghostnetv3_fpn_backbone",
     "rename_release_keys",
     "reparameterize",
+    "retinanet_ghostnetv3_320_fpn",
     "retinanet_ghostnetv3_fpn",
 ]
 
@@ -477,3 +479,12 @@ def retinanet_ghostnetv3_fpn(**kwargs: Any) -> RetinaNet:
     """RetinaNet on GhostNetV3-FPN (P3-P7), trained in the multi-branch form:
     :func:`~ghostdet.models.retinanet_ghostnet_fpn` with ``backbone="ghostnetv3"``; the same arguments."""
     return retinanet_ghostnet_fpn(**kwargs, backbone="ghostnetv3")
+
+
+@register_model(
+    "retinanet_ghostnetv3_320_fpn", kind="detector", class_key=RETINANET_CLASS_KEY, family="ghostnetv3"
+)
+def retinanet_ghostnetv3_320_fpn(**kwargs: Any) -> RetinaNet:
+    """The low-resolution RetinaNet CPU preset (:func:`~ghostdet.models.retinanet_ghostnet_320_fpn`)
+    on GhostNetV3-FPN, trained in the multi-branch form; the same arguments."""
+    return retinanet_ghostnet_320_fpn(**kwargs, backbone="ghostnetv3")
