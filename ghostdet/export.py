@@ -379,13 +379,14 @@ def build_for_export(
 def _checkpoint_model(weights: str | None) -> dict[str, Any]:
     """``backbone`` and ``width`` of a local ``tools/train_det.py`` checkpoint (``{}`` for any other
     file: the builder reads and reports it)."""
+    from ghostdet.checkpoint_io import CheckpointReadError, read_checkpoint
     from ghostdet.engine.checkpoint import checkpoint_backbone
 
     if weights is None or not Path(weights).is_file() or Path(weights).suffix == ".safetensors":
         return {}
     try:
-        ckpt = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception:
+        ckpt = read_checkpoint(weights)
+    except CheckpointReadError:
         return {}
     if not isinstance(ckpt, dict) or "detector" not in ckpt:
         return {}
