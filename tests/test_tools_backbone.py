@@ -12,6 +12,7 @@ from test_tools_eval import _load_tool, _one_thread  # noqa: F401 (an autouse fi
 from ghostdet.config import ConfigError, config_from_dict
 from ghostdet.data.synthetic import make_synthetic_coco
 from ghostdet.engine.checkpoint import checkpoint_backbone
+from ghostdet.engine.train import _check_resumable
 
 
 def test_backbone_key_selects_the_family_variant_and_is_validated() -> None:
@@ -31,6 +32,16 @@ def test_checkpoints_without_a_backbone_are_ghostnet() -> None:
     assert checkpoint_backbone({"detector": "retinanet_ghostnet_fpn"}) == "ghostnet"
     assert checkpoint_backbone({"config": {"backbone": "ghostnetv3"}}) == "ghostnetv3"
     assert checkpoint_backbone({"backbone": "ghostnetv2", "config": {}}) == "ghostnetv2"
+
+
+def test_resume_refuses_another_backbone(tmp_path: Path) -> None:
+    cfg = config_from_dict({"detector": "retinanet"})
+    path = tmp_path / "checkpoint.pth"
+    _check_resumable({"detector": "retinanet_ghostnet_fpn", "width": 1.0}, cfg, path)  # V1, no backbone
+    with pytest.raises(ValueError, match=r"trained with backbone 'ghostnetv2', this run has 'ghostnet'"):
+        _check_resumable({"backbone": "ghostnetv2", "width": 1.0}, cfg, path)
+    with pytest.raises(ValueError, match=r"trained with backbone 'ghostnet', this run has 'ghostnetv3'"):
+        _check_resumable({"width": 1.0}, config_from_dict({"backbone": "ghostnetv3"}), path)
 
 
 def test_train_det_backbone_round_trip_through_eval_det(tmp_path: Path, capsys) -> None:
@@ -54,6 +65,15 @@ def test_train_det_backbone_round_trip_through_eval_det(tmp_path: Path, capsys) 
     assert ckpt["config"]["backbone"] == "ghostnetv3"
     assert any("primary_rpr_conv" in k for k in ckpt["model"])  # saved in the multi-branch form
     capsys.readouterr()
+    code = _load_tool("train_det").main(
+        ["--detector", "fasterrcnn_320", "--width", "0.5", "--output-dir", str(out), "--resume", "auto"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert (
+        "trained with detector 'fasterrcnn_ghostnetv3_320_fpn', this run has 'fasterrcnn_ghostnet_320_fpn'"
+        in err
+    )
     code = _load_tool("eval_det").main(
         [
             "--checkpoint", str(out / "checkpoint.pth"), "--model", "fasterrcnn_320",
