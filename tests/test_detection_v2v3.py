@@ -202,6 +202,24 @@ def test_fused_classifier_equals_eager(build, native: bool) -> None:
     assert any(isinstance(m, ConvBn) for m in model.modules()) == (build is ghostnetv3)  # copy fused
 
 
+@pytest.mark.parametrize("build", [ghostnetv2, ghostnetv3])
+def test_fused_v2_v3_are_inference_only_and_check_their_input(build) -> None:
+    torch.manual_seed(0)
+    fused = fuse(build(width=0.5, num_classes=10).eval())
+    gate = next(m for m in fused.modules() if isinstance(m, DeployDFCGate))
+    for module in (fused, gate):
+        with pytest.raises(RuntimeError, match="cannot train"):
+            module.train()
+    assert not any(m.training for m in fused.modules())
+    with torch.inference_mode(), pytest.raises(ValueError, match=r"\(3, 64, 64\) \(add a batch dimension"):
+        fused(torch.zeros(3, 64, 64))
+    seen = []
+    fused.apply(seen.append)  # nn.Module.apply reaches the gates (their call is forward, not apply)
+    assert sum(isinstance(m, DeployDFCGate) for m in seen) == 14
+    with torch.inference_mode():
+        assert fused(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+
+
 def test_fused_v3_equals_timms_reparameterized_model(tmp_path: Path) -> None:
     timm = pytest.importorskip("timm")
     from timm.models import reparameterize_model
