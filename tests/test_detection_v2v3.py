@@ -253,6 +253,7 @@ def test_fused_fpn_backbone_equals_eager(builder) -> None:
     [
         ("fasterrcnn_ghostnetv2_320_fpn", {"box_score_thresh": 0.0, "width": 0.5}),
         ("retinanet_ghostnetv3_fpn", {"score_thresh": 0.0, "min_size": 192, "max_size": 256, "width": 0.5}),
+        ("retinanet_ghostnetv2_320_fpn", {"score_thresh": 0.0, "width": 0.5}),
     ],
 )
 def test_fused_detector_equals_eager(name: str, kw: dict) -> None:
