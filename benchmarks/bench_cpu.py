@@ -20,7 +20,8 @@ per call, which is what the setting changes. The memory section's subprocesses n
 Sections (``--sections``, comma separated):
 
 * ``backbone`` - GhostNet-1.0 ``forward_features`` vs ``mobilenet_v3_large().features`` (both end
-  in a 960-channel stride-32 map), batch 1, at 224x224 and 640x640.
+  in a 960-channel stride-32 map), batch 1, at 224x224 and 640x640; GhostNetV2 1.0x and
+  GhostNetV3 1.0x (re-parameterised) in deploy form against the same MobileNetV3 row.
   Each model's row also gives its GFLOP/s (2 x paper-convention MACs / median time) and the
   share of the machine's peak FP32 rate that this is; the peak is *measured* (best float32
   2048x2048 ``torch.mm`` at the same thread count), not derived from the CPU's specifications.
@@ -35,7 +36,8 @@ Sections (``--sections``, comma separated):
   (random weights, 91 classes, both presets' own defaults: min_size 320, max_size 640, 150
   test proposals) on one 480x640 image. ghostdet's preset has a light FPN (strides 16/32 + pool,
   128 channels); to show where its speed comes from it is also run with 256 FPN channels like
-  torchvision's (``l45_256``) and with the full strides-8/16/32 pyramid at 256 channels (``full``).
+  torchvision's (``l45_256``) and with the full strides-8/16/32 pyramid at 256 channels (``full``),
+  and the same preset on GhostNetV2 (``fasterrcnn_ghostnetv2_320_fpn``, deploy form).
 * ``train``    - one SGD step (forward + backward + step), batch 2 of 480x640 images with 3 boxes
   each, same two detectors in train mode (normal, non-fused models, trainable BatchNorm, all
   layers trainable for both).
@@ -110,7 +112,7 @@ def backbone_models(names: tuple[str, ...] | None = None) -> dict[str, torch.nn.
     from torchvision.models import mobilenet_v3_large
 
     from ghostdet.deploy import fuse
-    from ghostdet.models import ghostnet
+    from ghostdet.models import ghostnet, ghostnetv2, ghostnetv3
 
     torch.manual_seed(0)
     g = ghostnet(1.0).eval()
@@ -120,6 +122,8 @@ def backbone_models(names: tuple[str, ...] | None = None) -> dict[str, torch.nn.
         "ghost_generic": lambda: _generic(_Features(g)),
         "ghost_deploy": lambda: _Features(fuse(g)),
         "ghost_deploy_onednn": lambda: _Features(fuse(g, native_kernels=False)),
+        "ghostv2_deploy": lambda: _Features(fuse(ghostnetv2(1.0).eval())),
+        "ghostv3_deploy": lambda: _Features(fuse(ghostnetv3(1.0).eval())),
         "mnv3_plain": lambda: m.features,
         "mnv3_generic": lambda: _generic(m.features),
     }
@@ -129,27 +133,44 @@ def backbone_models(names: tuple[str, ...] | None = None) -> dict[str, torch.nn.
     return {k: build() for k, build in builders.items() if names is None or k in names}
 
 
-def backbone_macs(size: int, batch: int = 1) -> dict[str, int]:
-    """Paper-convention MACs of both trunks (every GhostNet treatment computes the same function,
-    so its count is the plain model's; ``FusedConv2d`` is not an ``nn.Conv2d`` and is not seen)."""
+#: The trunks whose MACs :func:`backbone_macs` counts; a model key's trunk is its first word.
+TRUNKS = ("ghost", "ghostv2", "ghostv3", "mnv3")
+
+
+def trunk_of(model_key: str) -> str:
+    """The trunk of a backbone/throughput model key (``ghostv2_deploy`` -> ``ghostv2``)."""
+    return model_key.split("_", 1)[0]
+
+
+def backbone_macs(size: int, batch: int = 1, trunks: tuple[str, ...] = ("ghost", "mnv3")) -> dict[str, int]:
+    """Paper-convention MACs of the ``trunks`` (see :data:`TRUNKS`; every treatment of a trunk
+    computes the same function, so its count is the eager model's, GhostNetV3's in its
+    re-parameterised form; ``FusedConv2d`` is not an ``nn.Conv2d`` and is not seen)."""
     from torchvision.models import mobilenet_v3_large
 
-    from ghostdet.models import ghostnet
+    from ghostdet.models import ghostnet, ghostnetv2, ghostnetv3
     from ghostdet.profiling import count_macs
 
-    shape = (batch, 3, size, size)
-    return {
-        "ghost": count_macs(_Features(ghostnet(1.0).eval()), shape),
-        "mnv3": count_macs(mobilenet_v3_large().eval().features, shape),
+    builders: dict[str, Callable[[], torch.nn.Module]] = {
+        "ghost": lambda: _Features(ghostnet(1.0).eval()),
+        "ghostv2": lambda: _Features(ghostnetv2(1.0).eval()),
+        "ghostv3": lambda: _Features(ghostnetv3(1.0).eval().reparameterize()),
+        "mnv3": lambda: mobilenet_v3_large().eval().features,
     }
+    unknown = sorted(set(trunks) - set(builders))
+    if unknown:
+        raise ValueError(f"unknown trunk(s) {unknown}; choose from {', '.join(builders)}")
+    shape = (batch, 3, size, size)
+    return {t: count_macs(builders[t](), shape) for t in trunks}
 
 
 def detector_models(train: bool) -> dict[str, torch.nn.Module]:
-    """The two 320 detectors (random weights); ``train`` keeps them trainable and unfused."""
+    """The 320 detectors (random weights); ``train`` keeps them trainable and unfused (V1 and
+    MobileNetV3 only)."""
     from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
 
     from ghostdet.deploy import fuse
-    from ghostdet.models import fasterrcnn_ghostnet_320_fpn
+    from ghostdet.models import fasterrcnn_ghostnet_320_fpn, fasterrcnn_ghostnetv2_320_fpn
 
     torch.manual_seed(0)
     g = fasterrcnn_ghostnet_320_fpn(num_classes=91)
@@ -177,6 +198,7 @@ def detector_models(train: bool) -> dict[str, torch.nn.Module]:
         "ghost_deploy": fuse(g),
         "ghost_l45_256_deploy": fuse(g256),
         "ghost_full_deploy": fuse(gfull),
+        "ghostv2_deploy": fuse(fasterrcnn_ghostnetv2_320_fpn(num_classes=91).eval()),
         "mnv3_plain": m,
         "mnv3_generic": m_generic,
     }
@@ -303,8 +325,8 @@ def _time_backbone_sizes(
         med = interleaved(fns, reps, args.warmup, faults=faults)
         macs = None
         if with_peak:
-            counts = backbone_macs(size)
-            macs = {k: counts["ghost" if k.startswith("ghost") else "mnv3"] for k in fns}
+            counts = backbone_macs(size, trunks=tuple(sorted({trunk_of(k) for k in fns})))
+            macs = {k: counts[trunk_of(k)] for k in fns}
         results[size] = _print_times(
             f"{title} {size}x{size}, batch 1 (reps={reps})",
             med,
@@ -335,6 +357,8 @@ def section_backbone(args: argparse.Namespace) -> dict:
             ("ghost plain / mnv3 plain", "ghost_plain", "mnv3_plain"),
             ("ghost deploy / mnv3 plain", "ghost_deploy", "mnv3_plain"),
             ("ghost deploy / ghost generic", "ghost_deploy", "ghost_generic"),
+            ("ghostnetv2 deploy / mnv3 generic", "ghostv2_deploy", "mnv3_generic"),
+            ("ghostnetv3 deploy / mnv3 generic", "ghostv3_deploy", "mnv3_generic"),
         ],
         with_peak=True,
     )
@@ -353,7 +377,7 @@ def section_throughput(args: argparse.Namespace) -> dict:
         reps = max(5, args.reps // (4 if size <= 224 else 16))
         med = interleaved({k: (lambda m=m, x=x: m(x)) for k, m in models.items()}, reps, args.warmup)
         counts = backbone_macs(size, batch)
-        macs = {k: counts["ghost" if k.startswith("ghost") else "mnv3"] for k in med}
+        macs = {k: counts[trunk_of(k)] for k in med}
         out = _print_times(
             f"throughput {size}x{size}, batch {batch} (reps={reps})",
             med,
@@ -381,6 +405,7 @@ def section_detector(args: argparse.Namespace) -> dict:
             ("ghost 256-ch FPN deploy / mnv3 generic", "ghost_l45_256_deploy", "mnv3_generic"),
             ("ghost full pyramid deploy / mnv3 generic", "ghost_full_deploy", "mnv3_generic"),
             ("ghost plain / mnv3 plain", "ghost_plain", "mnv3_plain"),
+            ("ghostnetv2 deploy / mnv3 generic", "ghostv2_deploy", "mnv3_generic"),
         ],
     )
 
@@ -402,7 +427,7 @@ def section_train(args: argparse.Namespace) -> dict:
 
 
 def section_compile(args: argparse.Namespace) -> dict:
-    models = backbone_models()
+    models = backbone_models(("ghost_generic", "ghost_deploy", "mnv3_generic"))
     x = torch.randn(1, 3, 224, 224).contiguous(memory_format=torch.channels_last)
     fns = {}
     errors = {}
@@ -446,10 +471,9 @@ def section_onnx(args: argparse.Namespace) -> dict:
         return {"skipped": "onnxruntime not installed"}
     import tempfile
 
-    models = backbone_models()
     # The deploy model exports its plain-conv fallback; onnxruntime then folds/fuses on its own,
     # as it does for the plain (BatchNorm) models.
-    chosen = {k: models[k] for k in ("ghost_deploy", "ghost_plain", "mnv3_plain")}
+    chosen = backbone_models(("ghost_deploy", "ghost_plain", "mnv3_plain"))
     sessions = {}
     errors = {}
     x_check = torch.randn(1, 3, 224, 224)
@@ -702,7 +726,7 @@ def memory_child(case: str, threads: int) -> None:
     torch.set_num_threads(threads)
     kind, name = MEMORY_CASES[case]
     if kind == "backbone":
-        model = backbone_models()[name]
+        model = backbone_models((name,))[name]
         x = torch.randn(1, 3, 640, 640).contiguous(memory_format=torch.channels_last)
 
         def run() -> object:

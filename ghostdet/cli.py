@@ -185,8 +185,8 @@ def add_detector_args(parser: argparse.ArgumentParser | Any) -> None:
     """
     parser.add_argument(
         "--checkpoint",
-        help="checkpoint written by tools/train_det.py (carries detector, width, num_classes, class names "
-        "and category mapping)",
+        help="checkpoint written by tools/train_det.py (carries detector, backbone, width, num_classes, "
+        "class names and category mapping)",
     )
     parser.add_argument(
         "--model",

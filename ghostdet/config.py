@@ -29,7 +29,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from ghostdet.models.registry import detector_aliases
+from ghostdet.models.family import list_families
+from ghostdet.models.registry import detector_aliases, family_variant
 
 __all__ = [
     "CONFIG_DIR",
@@ -110,6 +111,9 @@ class TrainConfig:
 
     Model:
         detector: ``fasterrcnn``, ``fasterrcnn_320`` or ``retinanet``.
+        backbone: the backbone family of the trunk, one of the registered families
+            (``ghostnet``, ``ghostnetv2``, ``ghostnetv3``); the detector is its variant of
+            ``detector`` (e.g. ``fasterrcnn_ghostnetv2_fpn``).
         width: GhostNet width multiplier (the paper's detectors use 1.1).
         weights_backbone: ImageNet weights of the trunk: ``imagenet``, a URL, a file or ``None``
             (random init, BatchNorm trained).
@@ -166,6 +170,7 @@ class TrainConfig:
 
     # model
     detector: str = "retinanet"
+    backbone: str = "ghostnet"
     width: float = 1.0
     weights_backbone: Optional[str] = None
     trainable_backbone_layers: Optional[int] = None
@@ -212,8 +217,8 @@ class TrainConfig:
 
     @property
     def builder(self) -> str:
-        """Builder name in :mod:`ghostdet.models` of ``detector``."""
-        return DETECTORS[self.detector]
+        """Builder name in :mod:`ghostdet.models` of ``detector`` on ``backbone``."""
+        return family_variant(DETECTORS[self.detector], self.backbone)
 
     def uses_synthetic(self) -> bool:
         """True when no data path is configured (the embedded synthetic data is used)."""
@@ -229,6 +234,11 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Check choices and ranges; raises :class:`ConfigError` naming the key. Returns self."""
         _choice("detector", self.detector, tuple(DETECTORS))
+        _choice("backbone", self.backbone, tuple(list_families()))
+        try:
+            self.builder  # noqa: B018 (a family without this detector)
+        except ValueError as e:
+            raise ConfigError(f"backbone: {e}") from None
         _choice("opt", self.opt, OPTIMIZERS)
         _choice("lr_scheduler", self.lr_scheduler, SCHEDULERS)
         for key in ("width", "lr"):
@@ -250,6 +260,7 @@ class TrainConfig:
         _check("lr_steps", list(self.lr_steps) == sorted(self.lr_steps), "must be increasing")
         _check("device", bool(self.device), "must not be empty")
         reserved = {"weights", "num_classes", "width", "weights_backbone", "trainable_backbone_layers"}
+        reserved.add("backbone")
         bad = sorted(reserved & set(self.model_kwargs))
         _check("model_kwargs", not bad, f"must not set {', '.join(bad)} (use the top-level keys)")
         from ghostdet.data import AugConfig

@@ -1,4 +1,4 @@
-"""ONNX export of GhostNet classifiers / backbones and GhostNet detectors, verified with onnxruntime.
+"""ONNX export of GhostNet (V1/V2/V3) classifiers / backbones and detectors, verified with onnxruntime.
 
 Models are exported in deploy mode (:func:`ghostdet.deploy.fuse`: BatchNorm folded; during export
 the fused convolutions trace as plain ``Conv`` nodes) with the TorchScript-based exporter
@@ -356,7 +356,7 @@ def export_names() -> tuple[str, ...]:
 
 
 def build_for_export(
-    name: str, weights: str | None, width: float, num_classes: int | None, family: str = "ghostnet"
+    name: str, weights: str | None, width: float, num_classes: int | None, family: str | None = None
 ) -> nn.Module:
     """Build ``classifier``, ``backbone`` or a detector (alias or registered name), in eval mode.
 
@@ -367,29 +367,60 @@ def build_for_export(
         weights: weights for the builder (``None``: random).
         width: width multiplier of the trunk.
         num_classes: classes (``None``: builder default / checkpoint).
-        family: backbone family of ``classifier`` and ``backbone`` (its classifier is registered
-            as ``<family>``, its FPN backbone as ``<family>_fpn``).
+        family: backbone family (its classifier is registered as ``<family>``, its FPN backbone
+            as ``<family>_fpn``, a detector as its variant, e.g. ``fasterrcnn_ghostnetv2_fpn``).
+            ``None``: ``ghostnet`` for the trunks; for a detector the family a ``tools/train_det.py``
+            checkpoint in ``weights`` records, else the one the name gives.
     """
     model = _build(name, weights, width, num_classes, family)
     return model if weights is not None else randomize_heads(model)
 
 
-def _build(name: str, weights: str | None, width: float, num_classes: int | None, family: str) -> nn.Module:
-    from ghostdet.models.registry import get_model, model_entry
+def _checkpoint_model(weights: str | None) -> dict[str, Any]:
+    """``backbone`` and ``width`` of a local ``tools/train_det.py`` checkpoint (``{}`` for any other
+    file: the builder reads and reports it)."""
+    from ghostdet.checkpoint_io import CheckpointReadError, read_checkpoint
+    from ghostdet.engine.checkpoint import checkpoint_backbone
+
+    if weights is None or not Path(weights).is_file() or Path(weights).suffix == ".safetensors":
+        return {}
+    try:
+        ckpt = read_checkpoint(weights)
+    except CheckpointReadError:
+        return {}
+    if not isinstance(ckpt, dict) or "detector" not in ckpt:
+        return {}
+    out: dict[str, Any] = {"backbone": checkpoint_backbone(ckpt)}
+    if isinstance(ckpt.get("width"), (int, float)):
+        out["width"] = float(ckpt["width"])
+    return out
+
+
+def _build(
+    name: str, weights: str | None, width: float, num_classes: int | None, family: str | None
+) -> nn.Module:
+    from ghostdet.models.registry import family_variant, get_model, model_entry
 
     if name == "classifier":
-        return get_model(family, width=width, num_classes=num_classes or 1000, weights=weights).eval()
+        cls = family or "ghostnet"
+        return get_model(cls, width=width, num_classes=num_classes or 1000, weights=weights).eval()
     if name == "backbone":
-        return get_model(f"{family}_fpn", width=width, weights=weights).eval()
+        return get_model(f"{family or 'ghostnet'}_fpn", width=width, weights=weights).eval()
     try:
         entry = model_entry(name)
     except ValueError:
         entry = None
     if entry is None or entry.kind != "detector":
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(export_names())}")
+    recorded = _checkpoint_model(weights)
+    family = family or recorded.get("backbone")
+    if family is not None:
+        entry = model_entry(family_variant(entry.name, family))
     kw: dict[str, Any] = {"weights": weights, "num_classes": num_classes}
     if weights is None:
         kw["width"] = width
+    elif "width" in recorded:  # a train_det checkpoint carries its width
+        kw["width"] = recorded["width"]
     return entry.build(**kw).eval()
 
 
@@ -403,6 +434,7 @@ def export_models(
     image: str | PathLike | None = None,
     opset: int = 17,
     verify: bool = True,
+    backbone: str | None = None,
 ):
     """Export several models (see :func:`build_for_export`), yielding one report line per model.
 
@@ -416,6 +448,8 @@ def export_models(
         image: image for tracing and verification (default: first coco128 image, else generated).
         opset: ONNX opset.
         verify: compare with onnxruntime.
+        backbone: backbone family (see :func:`build_for_export`; ``None``: GhostNet, or the
+            family a detector checkpoint records).
     """
     require_onnx()
     img_path = Path(image) if image is not None else _default_image()
@@ -423,7 +457,7 @@ def export_models(
     source = str(img_path) if img_path is not None else "generated 480x640 image"
     for name in models:
         torch.manual_seed(0)  # reproducible random weights
-        model = build_for_export(name, weights, width, num_classes)
+        model = build_for_export(name, weights, width, num_classes, backbone)
         if weights is None:
             calibrate_bn(model, img)
         path = Path(out) if out is not None else Path(out_dir) / f"{name}.onnx"

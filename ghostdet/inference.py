@@ -26,7 +26,9 @@ from torch import Tensor, nn
 
 from ghostdet.cli import ToolError, one_line, resolve_detector_name, resolve_device
 from ghostdet.drawing import draw_detections
+from ghostdet.engine.checkpoint import checkpoint_backbone
 from ghostdet.models import get_model, model_entry
+from ghostdet.models.registry import family_variant
 from ghostdet.models.weights import WeightsMismatchError, clean_state_dict, load_strict
 
 __all__ = [
@@ -84,6 +86,14 @@ def _int_keys(d: Mapping[Any, Any] | None, value: type) -> dict[int, Any] | None
     if not isinstance(d, Mapping):
         return None
     return {int(k): value(v) for k, v in d.items()}
+
+
+def _on_backbone(name: str, backbone: str, path: Path) -> str:
+    """The variant of detector ``name`` on the checkpoint's ``backbone`` (a ToolError if none)."""
+    try:
+        return family_variant(name, backbone)
+    except ValueError as e:
+        raise ToolError(f"checkpoint {path} records backbone {backbone!r}: {one_line(e)}") from None
 
 
 def _config_value(ckpt: Mapping[str, Any], key: str) -> Any:
@@ -149,8 +159,10 @@ def load_detector(
                 f"{path} is not a tools/train_det.py checkpoint (needs 'model' and 'detector' entries); "
                 "for a plain state dict use --model NAME --weights FILE"
             )
-        name = resolve_detector_name(str(ckpt["detector"]))
-        if model_name is not None and resolve_detector_name(model_name) != name:
+        # the checkpoint's backbone family (V1 for checkpoints that do not record one)
+        backbone = checkpoint_backbone(ckpt)
+        name = _on_backbone(resolve_detector_name(str(ckpt["detector"])), backbone, path)
+        if model_name is not None and _on_backbone(resolve_detector_name(model_name), backbone, path) != name:
             raise ToolError(
                 f"checkpoint {path} holds a {name}, not the requested {resolve_detector_name(model_name)}"
             )

@@ -25,6 +25,10 @@ from ghostdet.cli import ToolError, resolve_device
 from ghostdet.data.classification import IMAGENET_MEAN, IMAGENET_STD
 from ghostdet.inference import load_detector, read_image
 from ghostdet.models import GhostModule, get_model, list_models, model_entry
+from ghostdet.models.ghostnetv3 import GhostModuleV3, reparameterize
+
+# The Ghost modules drawn: V1's (and V2's, a subclass) and V3's in their re-parameterised form.
+GHOST_MODULES = (GhostModule, GhostModuleV3)
 
 __all__ = [
     "GhostMaps",
@@ -41,7 +45,7 @@ __all__ = [
 
 def list_ghost_modules(model: nn.Module) -> list[str]:
     """Names of every GhostModule in ``model``, in forward (registration) order."""
-    return [name for name, m in model.named_modules() if isinstance(m, GhostModule)]
+    return [name for name, m in model.named_modules() if isinstance(m, GHOST_MODULES)]
 
 
 def resolve_module_name(model: nn.Module, name: str) -> str:
@@ -118,6 +122,11 @@ class GhostMaps:
         return ghost_cosine(self.intrinsic, self.ghost, self.ratio)
 
 
+def _ratio(module: nn.Module) -> int:
+    """The Ghost module's ``s`` (GhostNetV3's modules are always 2)."""
+    return getattr(module, "ratio", 2)
+
+
 @torch.no_grad()
 def capture_ghost_maps(
     model: nn.Module, inputs: Any, names: Iterable[str] | None = None
@@ -125,7 +134,9 @@ def capture_ghost_maps(
     """Run ``model(inputs)`` once with forward hooks on GhostModules and return their maps.
 
     Args:
-        model: any module containing GhostModules (classifier, backbone or detector); put in eval mode.
+        model: any module containing GhostModules (classifier, backbone or detector); put in eval
+            mode. GhostNetV3 modules must be re-parameterised (``reparameterize``): their intrinsic
+            and ghost maps are then the outputs of one primary and one cheap conv.
         inputs: what ``model`` is called with.
         names: GhostModule names to capture (default: all).
 
@@ -139,7 +150,7 @@ def capture_ghost_maps(
     handles = []
     for n in names:
         gm = modules[n]
-        if not isinstance(gm, GhostModule):
+        if not isinstance(gm, GHOST_MODULES):
             raise ValueError(f"{n} is a {type(gm).__name__}, not a GhostModule")
 
         def keep(key: str, n: str = n):
@@ -163,7 +174,7 @@ def capture_ghost_maps(
         gm = modules[n]
         intrinsic = store[n]["intrinsic"]
         used = gm.oup - intrinsic.shape[1]
-        out[n] = GhostMaps(n, intrinsic, store[n]["ghost"][:, :used], gm.ratio)
+        out[n] = GhostMaps(n, intrinsic, store[n]["ghost"][:, :used], _ratio(gm))
     return out
 
 
@@ -308,7 +319,8 @@ def run_visualize(
         image: input image file (not needed with ``list_only``).
         module: GhostModule to draw (full name or unique suffix, e.g. ``blocks.6.0.ghost1``);
             default: the first GhostModule.
-        model: a GhostNet classifier name (``ghostnet_050/100/110/130``); ignored with ``checkpoint``.
+        model: a GhostNet-family classifier name (``ghostnet_100``, ``ghostnetv2_130``,
+            ``ghostnetv3_100``, ...); ignored with ``checkpoint``.
         width: override the classifier's width.
         weights: classifier weights: ``"imagenet"``, URL or file (default: random init with ``seed``).
         checkpoint: a ``tools/train_det.py`` detector checkpoint or a ``tools/train_cls.py``
@@ -354,6 +366,7 @@ def run_visualize(
             ) from None
         net = net.to(dev).eval()
         prepare = size
+    reparameterize(net)  # GhostNetV3: one primary and one cheap conv per module (same eval outputs)
     names = list_ghost_modules(net)
     if not names:
         raise ToolError(
@@ -363,7 +376,7 @@ def run_visualize(
         for n in names:
             gm = net.get_submodule(n)
             conv = gm.primary_conv[0]
-            log(f"{n}  in={conv.in_channels} out={gm.oup} intrinsic={conv.out_channels} s={gm.ratio}")
+            log(f"{n}  in={conv.in_channels} out={gm.oup} intrinsic={conv.out_channels} s={_ratio(gm)}")
         return {"modules": names, "cosine": {}, "output": None}
     if image is None:
         raise ToolError("give an IMAGE (or --list)")

@@ -117,6 +117,27 @@ def test_backbone_macs_match_the_published_counts(bench):
         bench.backbone_models(("ghost_deploy", "nope"))
 
 
+def test_v2_v3_trunk_macs_and_model_keys(bench):
+    macs = bench.backbone_macs(224, trunks=bench.TRUNKS)
+    # GhostNetV2 1.0x is ~167 M MACs with its head (~2.5 M): the DFC gates add ~26 M to V1's trunk;
+    # GhostNetV3 re-parameterised has V2's layers
+    assert 160e6 < macs["ghostv2"] < 167e6 and macs["ghostv3"] == macs["ghostv2"] > macs["ghost"]
+    assert [bench.trunk_of(k) for k in ("ghostv2_deploy", "ghost_deploy_onednn", "mnv3_generic")] == [
+        "ghostv2",
+        "ghost",
+        "mnv3",
+    ]
+    with pytest.raises(ValueError, match="unknown trunk"):
+        bench.backbone_macs(224, trunks=("ghostv4",))
+    x = torch.randn(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        shapes = {
+            k: tuple(m(x).shape)
+            for k, m in bench.backbone_models(("ghostv2_deploy", "ghostv3_deploy")).items()
+        }
+    assert shapes == {"ghostv2_deploy": (1, 960, 2, 2), "ghostv3_deploy": (1, 960, 2, 2)}
+
+
 def test_throughput_section_reports_images_per_second(bench, capsys):
     args = argparse.Namespace(reps=1, warmup=0, throughput_cases=((64, 2),), peak_gflops=50.0)
     out = bench.section_throughput(args)["64x2"]

@@ -60,6 +60,22 @@ def test_paper_coco_recipes(name, detector, lr):
     assert cfg.batch_size * 8 == 16  # per process, for 8 processes
 
 
+@pytest.mark.parametrize(
+    ("name", "builder"),
+    [
+        ("faster_rcnn_ghostnetv2_100_coco_1x", "fasterrcnn_ghostnetv2_fpn"),
+        ("retinanet_ghostnetv2_100_coco_1x", "retinanet_ghostnetv2_fpn"),
+    ],
+)
+def test_ghostnetv2_coco_recipes_are_the_paper_setting_on_v2(name, builder):
+    """The V2 1.0x recipes differ from the GhostNet 1.1x ones only in trunk and output folder."""
+    cfg = load_config(CONFIG_DIR / f"{name}.yaml")
+    assert (cfg.backbone, cfg.width, cfg.builder) == ("ghostnetv2", 1.0, builder)
+    v1 = load_config(CONFIG_DIR / f"{name.replace('ghostnetv2_100', 'ghostnet110')}.yaml").to_dict()
+    diff = {k for k, v in cfg.to_dict().items() if v1[k] != v}
+    assert diff == {"backbone", "width", "output_dir"}
+
+
 def test_default_recipe_selection():
     for det in ("fasterrcnn", "fasterrcnn_320", "retinanet"):
         p = default_config_path(det)

@@ -212,12 +212,6 @@ def check_stage_features(net: nn.Module) -> None:
     assert body.strides == [STAGE_STRIDES[s] for s in (3, 4, 5)] == [8, 16, 32]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="deploy.fuse does not know GhostModuleV2 yet: DeployBottleneck folds ghost1 as a V1 module and "
-    "drops the DFC gate (issue 13, item 4: deploy integration). Remove this mark once fuse handles V2.",
-)
 def test_deploy_fuse_keeps_the_dfc_gate() -> None:
     from ghostdet.deploy import fuse
 

@@ -16,6 +16,7 @@ from torch import nn
 from ghostdet.models import ghostnet, ghostnet_fpn_backbone
 from ghostdet.profiling import (
     BACKBONES,
+    DETECTION_BACKBONES,
     ComparisonRow,
     compare_backbones,
     count_macs,
@@ -361,8 +362,21 @@ def test_backbone_registry_paper_figures() -> None:
         "ghostnet_100": (5.2, 141),
         "ghostnet_110": (None, 164),
         "ghostnet_130": (7.3, 226),
+        "ghostnetv2_100": (6.1, 167),
+        "ghostnetv2_130": (8.9, 271),
+        "ghostnetv2_160": (12.3, 399),
+        "ghostnetv3_100": (None, None),
         "mobilenet_v2": (3.4, 300),
         "mobilenet_v3_large": (5.4, 219),
         "mobilenet_v3_small": (2.5, 56),
     }
     assert not any(s.detection for s in BACKBONES.values())
+
+
+def test_v2_v3_comparison_rows_count_the_inference_form() -> None:
+    """GhostNetV3's rows are built re-parameterised: V2's size plus nothing (the DFC gates are shared)."""
+    v2, v3 = BACKBONES["ghostnetv2_100"].build(), BACKBONES["ghostnetv3_100"].build()
+    assert round(count_params(v3) / 1e6, 2) == 6.15 and count_macs(v3) == count_macs(v2)
+    assert round(count_macs(v2) / 1e6, 1) == 167.0
+    fpn = DETECTION_BACKBONES["ghostnetv3_100_fpn"].build()
+    assert not any("_rpr_" in n for n, _ in fpn.named_parameters())

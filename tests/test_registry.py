@@ -30,10 +30,12 @@ DETECTOR_NAMES = [
     "retinanet_ghostnet_320_fpn",
     "retinanet_ghostnet_fpn",
 ]
+# the same detectors on GhostNetV2 and V3 (built and trained in tests/test_detection_v2v3.py)
+VARIANT_NAMES = [n.replace("ghostnet", f"ghostnet{v}") for v in ("v2", "v3") for n in DETECTOR_NAMES]
 
 
 def test_kinds_partition_the_names() -> None:
-    assert set(DETECTOR_NAMES) <= set(list_models("detector"))
+    assert list_models("detector") == sorted(DETECTOR_NAMES + VARIANT_NAMES)
     classifiers = list_models("classifier")
     assert {"ghostnet", "ghostnet_050", "ghostnet_130", "vgg16_cifar", "resnet56_cifar"} <= set(classifiers)
     assert {"ghostnet_fpn", "ghostnet_100_fpn", "ghostnet_110_fpn"} <= set(list_models("backbone"))
@@ -93,8 +95,8 @@ def test_resolve_detector_name() -> None:
     assert resolve_detector_name("fasterrcnn_ghostnet_320_fpn") == "fasterrcnn_ghostnet_320_fpn"
     msg = (
         r"unknown detector 'ghostnet_100'; choose from fasterrcnn, fasterrcnn_320, retinanet, retinanet_320, "
-        r"fasterrcnn_ghostnet_320_fpn, fasterrcnn_ghostnet_fpn, retinanet_ghostnet_320_fpn, "
-        r"retinanet_ghostnet_fpn$"
+        r"fasterrcnn_ghostnet_320_fpn, fasterrcnn_ghostnet_fpn, fasterrcnn_ghostnetv2_320_fpn, .*, "
+        r"retinanet_ghostnetv3_fpn$"
     )
     with pytest.raises(ToolError, match=msg):
         resolve_detector_name("ghostnet_100")  # registered, but not a detector

@@ -167,6 +167,18 @@ def test_tool_list(tool, capsys):
     assert len(lines) == 32 and lines[0].startswith("blocks.0.0.ghost1  in=")
 
 
+@pytest.mark.parametrize("model", ["ghostnetv2_100", "ghostnetv3_050"])
+def test_tool_draws_v2_and_v3_modules(tool, image, model, tmp_path, capsys):
+    """V2's gated modules and V3's re-parameterised ones are listed and drawn like V1's."""
+    assert tool.main(["--list", "--model", model]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 32 and lines[17].startswith("blocks.6.2.ghost2  in=") and lines[17].endswith("s=2")
+    out = tmp_path / "maps.png"
+    argv = [str(image), "--model", model, "--module", "blocks.6.2.ghost1", "--output", str(out)]
+    assert tool.main(argv) == 0
+    assert "blocks.6.2.ghost1" in capsys.readouterr().out and out.is_file()
+
+
 def test_tool_detector_checkpoint(tool, image, tmp_path, capsys):
     det = get_model("fasterrcnn_ghostnet_320_fpn", num_classes=3, width=0.5)
     ckpt = {

@@ -4,6 +4,7 @@ Examples::
 
     python tools/export_onnx.py --model all --out-dir exports
     python tools/export_onnx.py --model fasterrcnn_320 --weights runs/exp/checkpoint.pth --out model.onnx
+    python tools/export_onnx.py --model classifier --backbone ghostnetv2 --weights imagenet
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from ghostdet.cli import ToolArgumentParser, run_tool
 from ghostdet.export import export_names
+from ghostdet.models.family import list_families
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,6 +35,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--width", type=float, default=1.0, help="GhostNet width multiplier (default: %(default)s)"
+    )
+    p.add_argument(
+        "--backbone",
+        choices=list_families(),
+        default=None,
+        help="backbone family of the model (default: ghostnet, or for a detector the one its "
+        "tools/train_det.py checkpoint records)",
     )
     p.add_argument(
         "--num-classes",
@@ -86,6 +95,7 @@ def _export(args: argparse.Namespace) -> None:
         image=args.image,
         opset=args.opset,
         verify=not args.no_verify,
+        backbone=args.backbone,
     ):
         print(line)
 

@@ -6,6 +6,9 @@ Examples::
     # the default: embedded synthetic shapes data (generated under data/ on first use), ~10 min on 2 CPU cores
     python tools/train_det.py --detector retinanet
 
+    # the same on a GhostNetV2 trunk from the authors' ImageNet checkpoint
+    python tools/train_det.py --detector retinanet --backbone ghostnetv2 --weights-backbone imagenet
+
     # the paper's COCO recipe on 8 GPUs
     torchrun --nproc_per_node 8 tools/train_det.py --config configs/retinanet_ghostnet110_coco_1x.yaml \\
         --data-path /data/coco --output-dir runs/retinanet_coco
@@ -36,12 +39,14 @@ from ghostdet.config import (
     none_or_str,
     overrides_from_args,
 )
+from ghostdet.models.family import list_families
 
 S = argparse.SUPPRESS
 
 # flag dest -> config key (only flags the user actually passed are applied)
 _KEYS = {
     "detector": "detector",
+    "backbone": "backbone",
     "data_path": "data_path",
     "train_images": "train_images",
     "train_ann": "train_ann",
@@ -86,6 +91,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--config", help="YAML recipe (see configs/); flags below override its keys")
     p.add_argument("--detector", choices=sorted(DETECTORS), help="detector (default retinanet)")
+    p.add_argument(
+        "--backbone",
+        choices=list_families(),
+        help="backbone family of the trunk (default ghostnet; ghostnetv3 trains in the multi-branch form)",
+    )
     p.add_argument(
         "--set", dest="set_", metavar="KEY=VALUE", action="append",
         help="override any config key, VALUE parsed as YAML (e.g. --set augment.hflip_prob=0, "

@@ -42,18 +42,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model",
         default="ghostnet_100",
-        help="classifier: ghostnet_050, ghostnet_100, ghostnet_110 or ghostnet_130 (default %(default)s)",
+        help="classifier of a GhostNet family: ghostnet_050/100/110/130, ghostnetv2_100/130/160 or "
+        "ghostnetv3_050/100/130/160 (default %(default)s)",
     )
     p.add_argument("--width", type=float, default=None, help="override the classifier's width multiplier")
     p.add_argument(
         "--weights",
-        help="classifier weights: 'imagenet' (downloads the authors' 1.0x checkpoint), URL or file "
+        help="classifier weights: 'imagenet' (downloads the authors' checkpoint for the width), URL or file "
         "(default: random initialisation with --seed)",
     )
     p.add_argument(
         "--checkpoint",
-        help="use a tools/train_det.py detector checkpoint (its GhostNet trunk) or a tools/train_cls.py "
-        "classifier checkpoint (GhostNet or a --ghostify model; its image size and normalisation) instead",
+        help="use a tools/train_det.py detector checkpoint (its trunk; the backbone is read from the "
+        "checkpoint) or a tools/train_cls.py classifier checkpoint (GhostNet or a --ghostify model; its "
+        "image size and normalisation) instead",
     )
     p.add_argument(
         "--size",

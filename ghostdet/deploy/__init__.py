@@ -35,6 +35,12 @@ with fewer and cheaper operations on CPU:
   instead (``W @ (g * z) = (W * g) @ z``, a few thousand numbers instead of the map);
 * the Ghost module's ``[:, :oup]`` slice is skipped when it is a no-op, and the residual is added
   in place into the freshly concatenated output instead of allocating another tensor;
+* GhostNetV2/V3's DFC attention gate (:class:`DeployDFCGate`) runs with its three BatchNorms
+  folded, its convolutions as GEMMs / prepacked oneDNN calls on channels_last data at half
+  resolution, and its sigmoid and multiplication in place; bottlenecks with a gate run their
+  Ghost modules on the per-op kernels (the fused block kernels do not compute the gate);
+* GhostNetV3's parallel branches are re-parameterised into one conv per op, after which the
+  model has V1's shape and takes V1's path (native kernels included);
 * for torchvision detectors, the remaining convolutions (FPN, RPN / RetinaNet heads) get the
   same prepacked fused treatment; everything else (transform, anchors, RoI heads) is untouched.
 
@@ -59,6 +65,7 @@ from ghostdet.deploy.convert import fuse, is_fused
 from ghostdet.deploy.ghost import (
     FUSED_BLOCK_MAX_CHANNELS,
     DeployBottleneck,
+    DeployDFCGate,
     DeployGhostModule,
     DeployGhostNet,
     DeployGhostNetFeatures,
@@ -70,6 +77,7 @@ __all__ = [
     "FUSED_BLOCK_MAX_CHANNELS",
     "GEMM_MAX_PIXELS",
     "DeployBottleneck",
+    "DeployDFCGate",
     "DeployGhostModule",
     "DeployGhostNet",
     "DeployGhostNetFeatures",

@@ -1,6 +1,6 @@
 """The public entry of deploy mode: :func:`fuse` walks a model and converts its parts.
 
-GhostNet classifiers, feature trunks and bottlenecks become the modules of
+GhostNet (V1, V2, V3) classifiers, feature trunks and bottlenecks become the modules of
 :mod:`ghostdet.deploy.ghost`; the remaining torchvision convolutions are fused by
 :mod:`ghostdet.deploy.convfuse`; the native kernels are built here when the model uses them.
 """
@@ -15,9 +15,9 @@ from torch import nn
 from ghostdet.deploy import native
 from ghostdet.deploy.backend import FusedConv2d
 from ghostdet.deploy.convfuse import fuse_convs
-from ghostdet.deploy.ghost import DeployBottleneck, DeployGhostNet, DeployGhostNetFeatures
+from ghostdet.deploy.ghost import BOTTLENECK_TYPES, DeployBottleneck, DeployGhostNet, DeployGhostNetFeatures
 from ghostdet.models.detection import GhostNetFeatures
-from ghostdet.models.ghostnet import GhostBottleneck, GhostNet
+from ghostdet.models.ghostnet import GhostNet
 
 __all__ = ["fuse", "is_fused"]
 
@@ -27,7 +27,7 @@ def _convert(module: nn.Module) -> nn.Module:
         return DeployGhostNet(module)
     if isinstance(module, GhostNetFeatures):
         return DeployGhostNetFeatures(module)
-    if isinstance(module, GhostBottleneck):
+    if isinstance(module, BOTTLENECK_TYPES):
         return DeployBottleneck(module)
     for name, child in list(module.named_children()):
         new = _convert(child)
@@ -46,9 +46,12 @@ def fuse(
 ) -> nn.Module:
     """Return a deploy-mode (inference-only) version of a GhostNet model.
 
-    Works on a :class:`~ghostdet.models.GhostNet` classifier, a ``GhostNetFPN`` backbone (or its
-    ``GhostNetFeatures`` body), a ``GhostBottleneck``, or any model containing them such as the
-    torchvision Faster R-CNN / RetinaNet built by ``ghostdet``. The package docstring
+    Works on a :class:`~ghostdet.models.GhostNet` classifier (or a GhostNetV2 / GhostNetV3 one), a
+    ``GhostNetFPN`` backbone (or its ``GhostNetFeatures`` body), a ``GhostBottleneck`` (or a V3
+    one), or any model containing them such as the torchvision Faster R-CNN / RetinaNet built by
+    ``ghostdet``. GhostNetV3's branches are re-parameterised into one conv per op (the copy's,
+    or with ``inplace=True`` the model's own) and then run on V1's deploy path; GhostNetV2/V3's
+    DFC gates run with folded BatchNorms. The package docstring
     (:mod:`ghostdet.deploy`) says what changes. The result has no BatchNorm left in the GhostNet
     parts, its parameters do not require gradients and it is meant for
     ``torch.inference_mode()`` / ``torch.no_grad()``.

@@ -1,5 +1,8 @@
 """The Ghost deploy modules: GhostNet's modules with BatchNorms folded and kernels chosen for CPU.
 
+They cover V1 and its variants: GhostNetV2's DFC-gated Ghost modules (:class:`DeployDFCGate`) and
+GhostNetV3's bottlenecks once re-parameterised (one biased conv per op, V1's shape).
+
 :class:`DeployGhostModule`, :class:`DeploySqueezeExcite` and :class:`DeployBottleneck` replace
 their training-time counterparts; :class:`DeployGhostNet` and :class:`DeployGhostNetFeatures`
 are whole trunks that decide once per call whether the fast kernels may run. Every convolution is
@@ -17,13 +20,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ghostdet.deploy import native
-from ghostdet.deploy.backend import DeployModule, FusedConv2d, check_image_batch, fast_path_ok, fold_bn
+from ghostdet.deploy.backend import (
+    BN_TYPES,
+    DeployModule,
+    FusedConv2d,
+    check_image_batch,
+    fast_path_ok,
+    fold_bn,
+)
 from ghostdet.models.detection import GhostNetFeatures
 from ghostdet.models.ghostnet import ConvBnAct, GhostBottleneck, GhostModule, GhostNet, SqueezeExcite
+from ghostdet.models.ghostnetv3 import GhostBottleneckV3, GhostModuleV3
+
+#: The bottlenecks :class:`DeployBottleneck` converts (V3 ones in their re-parameterised form).
+BOTTLENECK_TYPES = (GhostBottleneck, GhostBottleneckV3)
 
 __all__ = [
     "FUSED_BLOCK_MAX_CHANNELS",
     "DeployBottleneck",
+    "DeployDFCGate",
     "DeployGhostModule",
     "DeployGhostNet",
     "DeployGhostNetFeatures",
@@ -38,31 +53,69 @@ __all__ = [
 FUSED_BLOCK_MAX_CHANNELS = 80
 
 
-def _has_relu(seq: nn.Sequential) -> bool:
-    return any(isinstance(m, nn.ReLU) for m in seq)
+def _fused_op(seq: nn.Sequential) -> FusedConv2d:
+    """``conv [+ BatchNorm] [+ ReLU]`` (V1's ``Conv-BN-act`` or a re-parameterised V3 ``conv-act``)
+    as one :class:`FusedConv2d`."""
+    bn = seq[1] if len(seq) > 1 and isinstance(seq[1], BN_TYPES) else None
+    return FusedConv2d.from_conv(seq[0], bn, any(isinstance(m, nn.ReLU) for m in seq))
+
+
+class DeployDFCGate(DeployModule):
+    """The DFC attention gate of GhostNetV2/V3 (:mod:`ghostdet.models.dfc`) with folded BatchNorms.
+
+    ``forward(out, x, fast)`` returns ``out * nearest_upsample(sigmoid(dfc(avg_pool_2x2(x))))``: the
+    projection and the 1x5 / 5x1 depthwise convs each run as one :class:`FusedConv2d` (a GEMM or
+    a prepacked oneDNN call on channels_last data at half resolution), and on the fast path the
+    sigmoid and the multiplication run in place.
+
+    Args:
+        branch: the eval-mode ``short_conv`` branch (:func:`~ghostdet.models.dfc.dfc_branch`).
+    """
+
+    def __init__(self, branch: nn.Sequential) -> None:
+        super().__init__()
+        self.proj = FusedConv2d.from_conv(branch[0], branch[1])
+        self.horizontal = FusedConv2d.from_conv(branch[2], branch[3])
+        self.vertical = FusedConv2d.from_conv(branch[4], branch[5])
+
+    def forward(self, out: Tensor, x: Tensor, fast: bool = False) -> Tensor:
+        """Gate ``out`` (the Ghost module's output, written in place on the fast path) by ``x``."""
+        s = F.avg_pool2d(x, kernel_size=2, stride=2)
+        s = self.vertical.run(self.horizontal.run(self.proj.run(s, fast), fast), fast)
+        gate = F.interpolate(s.sigmoid_() if fast else s.sigmoid(), size=out.shape[-2:], mode="nearest")
+        return out.mul_(gate) if fast else out * gate
 
 
 class DeployGhostModule(DeployModule):
-    """A :class:`GhostModule` with folded BatchNorms and fused ReLUs.
+    """A :class:`GhostModule` (V1, V2's gated one, or a re-parameterised V3 one) with folded
+    BatchNorms and fused ReLUs.
 
-    ``forward(x, residual=None)`` returns ``cat(p, cheap(p))[:, :oup] (+ residual)`` where the
-    slice is skipped when it keeps every channel, and the residual is added in place into the
-    freshly concatenated tensor (no extra allocation).
+    ``forward(x, residual=None)`` returns ``cat(p, cheap(p))[:, :oup] (* gate(x)) (+ residual)``
+    where the slice is skipped when it keeps every channel, the DFC gate (V2/V3, see
+    :class:`DeployDFCGate`) is applied when the module has one, and the residual is added in place
+    into the freshly concatenated tensor (no extra allocation).
 
     Args:
-        module: the eval-mode GhostModule to convert.
+        module: the eval-mode GhostModule to convert (a :class:`GhostModuleV3` is re-parameterised
+            first, in place).
     """
 
-    def __init__(self, module: GhostModule) -> None:
+    def __init__(self, module: GhostModule | GhostModuleV3) -> None:
         super().__init__()
-        relu = _has_relu(module.primary_conv)
-        self.primary_conv = FusedConv2d.from_conv(module.primary_conv[0], module.primary_conv[1], relu)
-        self.cheap_operation = FusedConv2d.from_conv(
-            module.cheap_operation[0], module.cheap_operation[1], _has_relu(module.cheap_operation)
-        )
+        if isinstance(module, GhostModuleV3):
+            module.reparameterize()
+        self.primary_conv = _fused_op(module.primary_conv)
+        self.cheap_operation = _fused_op(module.cheap_operation)
+        branch = getattr(module, "short_conv", None)
+        self.dfc = DeployDFCGate(branch) if branch is not None else None
         self.oup = module.oup
         total = self.primary_conv.weight.shape[0] + self.cheap_operation.weight.shape[0]
         self.needs_slice = total != self.oup
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "dfc" not in self._modules:  # pickled by a ghostdet without the DFC gate
+            self.__dict__.setdefault("dfc", None)
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         return self.run(x, fast_path_ok(x), residual)
@@ -88,10 +141,12 @@ class DeployGhostModule(DeployModule):
         """
         primary, cheap = self.primary_conv, self.cheap_operation
         if fast and cheap.is_native_dw and cheap.use_native and primary.gemm_fits(x):
-            return self.concat_parts([x], None, fast)
-        p = primary.run(x, fast)
-        out = torch.cat([p, cheap.run(p, fast)], dim=1)
-        return out[:, : self.oup] if self.needs_slice else out
+            out = self.concat_parts([x], None, fast)
+        else:
+            p = primary.run(x, fast)
+            out = torch.cat([p, cheap.run(p, fast)], dim=1)
+            out = out[:, : self.oup] if self.needs_slice else out
+        return out if self.dfc is None else self.dfc(out, x, fast)
 
     def concat_parts(self, parts: list[Tensor], scales: list[Tensor] | None, fast: bool) -> Tensor:
         """``concat`` for the input ``cat(parts, dim=1)``, each part optionally multiplied by
@@ -108,6 +163,8 @@ class DeployGhostModule(DeployModule):
             scales: ``None``, or one ``(N, C_i)`` tensor per part.
             fast: the fast-path flag (must be true).
         """
+        # A gate needs the whole input: concat() applies it to this result for one part; a
+        # gated module is never fed parts (DeployBottleneck.ghost2_by_parts).
         primary, cheap = self.primary_conv, self.cheap_operation
         wt = primary.flat_weight()  # (in, out)
         m, total = wt.shape[1], wt.shape[1] + cheap.weight.shape[0]
@@ -168,7 +225,8 @@ class DeploySqueezeExcite(DeployModule):
 
 
 class DeployBottleneck(DeployModule):
-    """A :class:`GhostBottleneck` in deploy form.
+    """A :class:`GhostBottleneck` (or a :class:`GhostBottleneckV3`, re-parameterised first, in
+    place) in deploy form.
 
     On large feature maps, ghost1's output is never concatenated: its two halves ``a`` (primary)
     and ``b`` (cheap) go separately through the strided depthwise conv (per-channel, so it splits
@@ -180,17 +238,22 @@ class DeployBottleneck(DeployModule):
     The SE gate is never multiplied into a feature map: it scales the columns of ghost2's 1x1
     weight instead. The identity residual is added in place after ghost2; a conv shortcut adds
     ghost2's output inside its 1x1 convolution. Blocks that fit the native fused kernels
-    (``ghostdet/deploy/csrc/ghostblock.c``) run as one call each.
+    (``ghostdet/deploy/csrc/ghostblock.c``) run as one call each; a DFC-gated ghost1 (V2/V3) runs
+    on the per-op kernels, concatenated, and its gate is applied before the strided conv.
 
     Args:
         block: the eval-mode GhostBottleneck to convert.
         split_min_numel: threshold for the split path (``0`` always, a huge number never).
     """
 
-    def __init__(self, block: GhostBottleneck, split_min_numel: int = 200_000) -> None:
+    def __init__(self, block: GhostBottleneck | GhostBottleneckV3, split_min_numel: int = 200_000) -> None:
         super().__init__()
+        if isinstance(block, GhostBottleneckV3):
+            block.reparameterize()
         self.ghost1 = DeployGhostModule(block.ghost1)
-        self.conv_dw = FusedConv2d.from_conv(block.conv_dw, block.bn_dw) if block.stride > 1 else None
+        self.conv_dw = None
+        if block.stride > 1:  # V3's re-parameterised conv_dw carries its bias and has no bn_dw
+            self.conv_dw = FusedConv2d.from_conv(block.conv_dw, getattr(block, "bn_dw", None))
         self.se = DeploySqueezeExcite(block.se) if block.se is not None else None
         self.ghost2 = DeployGhostModule(block.ghost2)
         if len(block.shortcut) == 0:
@@ -215,9 +278,11 @@ class DeployBottleneck(DeployModule):
         self.can_fuse_block_s2 = self._fusable_s2()
         self.can_fuse_block_se = self._fusable_se()
         # ghost2's primary is a 1x1 conv: it can take its input in parts (see concat_parts)
-        self.ghost2_by_parts = self.ghost2.primary_conv.gemm_max_pixels > 0
+        # (a gated Ghost module needs its whole input: never split, never in parts)
+        self.ghost2_by_parts = self.ghost2.primary_conv.gemm_max_pixels > 0 and self.ghost2.dfc is None
         self.can_split = (
-            not self.ghost1.needs_slice
+            self.ghost1.dfc is None
+            and not self.ghost1.needs_slice
             and self.ghost2_by_parts
             and (self.conv_dw is None or hasattr(self, "conv_dw_a"))
         )
@@ -233,12 +298,14 @@ class DeployBottleneck(DeployModule):
         """Whether both Ghost modules fit the native fused kernels (``csrc/ghostblock.c``):
         1x1 primaries and 3x3 depthwise cheap ops (ReLU in ghost1 only), no channel slicing,
         channel counts multiples of 4, and at most ``FUSED_BLOCK_MAX_CHANNELS`` output channels
-        (wider blocks are faster as separate GEMMs)."""
+        (wider blocks are faster as separate GEMMs), and no DFC gate."""
         p1, c1 = self.ghost1.primary_conv, self.ghost1.cheap_operation
         p2, c2 = self.ghost2.primary_conv, self.ghost2.cheap_operation
         m1, m2 = p1.weight.shape[0], p2.weight.shape[0]
         return (
-            not self.ghost1.needs_slice
+            self.ghost1.dfc is None
+            and self.ghost2.dfc is None
+            and not self.ghost1.needs_slice
             and not self.ghost2.needs_slice
             and all(pc.gemm_max_pixels > 0 for pc in (p1, p2))  # 1x1, stride 1, no padding
             and all(cc.is_native_dw and cc.weight.shape[-1] == 3 and cc.stride == [1, 1] for cc in (c1, c2))
@@ -361,7 +428,7 @@ class DeployBottleneck(DeployModule):
 def _convert_stage(stage: nn.Module) -> nn.Module:
     layers = []
     for block in stage:
-        if isinstance(block, GhostBottleneck):
+        if isinstance(block, BOTTLENECK_TYPES):
             layers.append(DeployBottleneck(block))
         elif isinstance(block, ConvBnAct):
             layers.append(FusedConv2d.from_conv(block.conv, block.bn1, relu=True))
@@ -392,7 +459,8 @@ def _run_trunk(
 
 
 class DeployGhostNet(DeployModule):
-    """A :class:`GhostNet` classifier in deploy form (same outputs as the eval-mode model).
+    """A :class:`GhostNet` classifier (V1, V2 or V3) in deploy form (same outputs as the eval-mode
+    model; a V3 one is re-parameterised first, in place).
 
     ``forward_features`` returns the ``channels_last`` 960-channel map; the head runs
     ``conv_head`` on the pooled vector as a matrix product. Dropout is gone (eval mode).

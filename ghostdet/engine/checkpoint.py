@@ -4,7 +4,8 @@ A checkpoint is a plain dict (tensors, dicts, lists, str, int, float only), so
 ``torch.load(path, weights_only=True)`` reads it::
 
     {"model", "optimizer", "lr_scheduler", "scaler", "epoch" (last finished, 1-based),
-     "config" (resolved TrainConfig dict), "detector" (builder name), "width", "num_classes",
+     "config" (resolved TrainConfig dict), "detector" (builder name), "backbone" (its backbone
+     family; checkpoints without it are ``ghostnet``), "width", "num_classes",
      "label_to_cat_id", "category_names", "metrics" (last evaluation), "history", "best_ap",
      "best_epoch" (0 before the first evaluation), "rng",
      "global_step", "format"}
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from ghostdet.checkpoint_io import read_checkpoint
 __all__ = [
     "CHECKPOINT_FORMAT",
     "atomic_save",
+    "checkpoint_backbone",
     "get_rng_state",
     "load_checkpoint",
     "resolve_resume_path",
@@ -133,3 +136,19 @@ def resolve_resume_path(resume: str | None, output_dir: str | PathLike) -> Path 
     if not p.is_file():
         raise FileNotFoundError(f"--resume checkpoint not found: {p}")
     return p
+
+
+def checkpoint_backbone(ckpt: Mapping[str, Any]) -> str:
+    """The backbone family a ``tools/train_det.py`` checkpoint was trained on.
+
+    Its ``backbone`` entry, else its config's; checkpoints written before the backbone was
+    recorded hold GhostNet V1 detectors, so without either it is ``"ghostnet"``.
+
+    Args:
+        ckpt: the loaded checkpoint dict.
+    """
+    cfg = ckpt.get("config")
+    for value in (ckpt.get("backbone"), cfg.get("backbone") if isinstance(cfg, Mapping) else None):
+        if isinstance(value, str) and value:
+            return value
+    return "ghostnet"

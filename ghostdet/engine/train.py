@@ -46,6 +46,7 @@ from ghostdet.distributed import (
 from ghostdet.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
+    checkpoint_backbone,
     get_rng_state,
     load_checkpoint,
     resolve_resume_path,
@@ -100,7 +101,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     """The detector of ``cfg`` with ``num_classes`` classes (incl. background).
 
     Args:
-        cfg: uses ``detector``, ``width``, ``weights_backbone``, ``trainable_backbone_layers``,
+        cfg: uses ``detector``, ``backbone``, ``width``, ``weights_backbone``, ``trainable_backbone_layers``,
             ``min_size``, ``max_size`` and ``model_kwargs``.
         num_classes: classes including background.
     """
@@ -727,6 +728,7 @@ def _checkpoint_dict(run: _Run, epoch: int) -> dict[str, Any]:
         **training_state(run.model, run.optimizer, run.scheduler, run.scaler, epoch, run.global_step),
         "config": run.cfg.to_dict(),
         "detector": run.cfg.builder,
+        "backbone": run.cfg.backbone,
         "width": float(run.cfg.width),
         "num_classes": int(train_ds.num_classes),
         "label_to_cat_id": {int(k): int(v) for k, v in train_ds.label_to_cat_id.items()},
@@ -796,11 +798,9 @@ def _check_resumable(
     ckpt: Mapping[str, Any], cfg: TrainConfig, path: Path, num_classes: int | None = None
 ) -> None:
     """Refuse, in one line, a checkpoint of another detector, backbone, width or class count."""
-    config = cfg.to_dict()
-    old = ckpt.get("config") if isinstance(ckpt.get("config"), Mapping) else {}
     pairs = [
         ("detector", ckpt.get("detector"), cfg.builder),
-        ("backbone", old.get("backbone"), config.get("backbone", "ghostnet")),  # the builders' default
+        ("backbone", checkpoint_backbone(ckpt), cfg.backbone),
         ("width", ckpt.get("width"), cfg.width),
         ("classes incl. background", ckpt.get("num_classes"), num_classes),
     ]

@@ -1,4 +1,4 @@
-"""GhostNet classifiers, GhostNet-FPN detectors, CIFAR baselines and the model registry.
+"""GhostNet (V1, V2, V3) classifiers, GhostNet-FPN detectors, CIFAR baselines and the model registry.
 
 Importing this package imports every model module, which registers its builders (see
 :mod:`ghostdet.models.registry`) and its backbone family (see :mod:`ghostdet.models.family`).
@@ -13,6 +13,7 @@ from ghostdet.models.detection import (
     fasterrcnn_ghostnet_320_fpn,
     fasterrcnn_ghostnet_fpn,
     ghostnet_fpn_backbone,
+    retinanet_ghostnet_320_fpn,
     retinanet_ghostnet_fpn,
 )
 from ghostdet.models.family import (
@@ -34,11 +35,33 @@ from ghostdet.models.ghostnet import (
     ghostnet,
     make_divisible,
 )
+from ghostdet.models.ghostnetv2 import (
+    GHOSTNETV2,
+    GhostNetV2,
+    fasterrcnn_ghostnetv2_320_fpn,
+    fasterrcnn_ghostnetv2_fpn,
+    ghostnetv2,
+    ghostnetv2_fpn_backbone,
+    retinanet_ghostnetv2_320_fpn,
+    retinanet_ghostnetv2_fpn,
+)
+from ghostdet.models.ghostnetv3 import (
+    GHOSTNETV3,
+    GhostNetV3,
+    fasterrcnn_ghostnetv3_320_fpn,
+    fasterrcnn_ghostnetv3_fpn,
+    ghostnetv3,
+    ghostnetv3_fpn_backbone,
+    retinanet_ghostnetv3_320_fpn,
+    retinanet_ghostnetv3_fpn,
+)
 from ghostdet.models.registry import ModelEntry, get_model, list_models, model_entry, register_model
 from ghostdet.models.weights import WeightsMismatchError
 
 __all__ = [
     "GHOSTNET",
+    "GHOSTNETV2",
+    "GHOSTNETV3",
     "GHOSTNET_CFG",
     "IMAGENET_URLS",
     "BackboneFamily",
@@ -48,16 +71,26 @@ __all__ = [
     "GhostNet",
     "GhostNetFPN",
     "GhostNetFeatures",
+    "GhostNetV2",
+    "GhostNetV3",
     "ModelEntry",
     "PretrainedWeights",
     "SqueezeExcite",
     "WeightsMismatchError",
     "fasterrcnn_ghostnet_320_fpn",
     "fasterrcnn_ghostnet_fpn",
+    "fasterrcnn_ghostnetv2_320_fpn",
+    "fasterrcnn_ghostnetv2_fpn",
+    "fasterrcnn_ghostnetv3_320_fpn",
+    "fasterrcnn_ghostnetv3_fpn",
     "get_family",
     "get_model",
     "ghostnet",
     "ghostnet_fpn_backbone",
+    "ghostnetv2",
+    "ghostnetv2_fpn_backbone",
+    "ghostnetv3",
+    "ghostnetv3_fpn_backbone",
     "list_families",
     "list_models",
     "make_divisible",
@@ -65,6 +98,11 @@ __all__ = [
     "register_family",
     "register_model",
     "resnet56_cifar",
+    "retinanet_ghostnet_320_fpn",
     "retinanet_ghostnet_fpn",
+    "retinanet_ghostnetv2_320_fpn",
+    "retinanet_ghostnetv2_fpn",
+    "retinanet_ghostnetv3_320_fpn",
+    "retinanet_ghostnetv3_fpn",
     "vgg16_cifar",
 ]

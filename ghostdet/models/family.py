@@ -49,6 +49,8 @@ class BackboneFamily:
         weights: width -> published ImageNet checkpoint (``weights="imagenet"``).
         stride_column: index of the stride in a row of ``cfg``.
         stem_stride: stride of the stem.
+        rename: maps a checkpoint's state dict to the trunk's names before strict loading
+            (e.g. an older release's names); ``None``: the names are the trunk's.
     """
 
     name: str
@@ -58,6 +60,7 @@ class BackboneFamily:
     weights: Mapping[float, PretrainedWeights] = field(default_factory=dict)
     stride_column: int = -1
     stem_stride: int = 2
+    rename: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     @cached_property
     def _stages(self) -> tuple[dict[int, tuple[int, ...]], dict[int, int]]:

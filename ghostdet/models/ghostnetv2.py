@@ -12,21 +12,41 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from os import PathLike
+from typing import Any
 
 from torch import Tensor
+from torchvision.models.detection import FasterRCNN, RetinaNet
 
 from ghostdet.models.arguments import check_builder_args
+from ghostdet.models.detection import (
+    FASTERRCNN_CLASS_KEY,
+    RETINANET_CLASS_KEY,
+    GhostNetFPN,
+    fasterrcnn_ghostnet_320_fpn,
+    fasterrcnn_ghostnet_fpn,
+    ghostnet_fpn_backbone,
+    retinanet_ghostnet_320_fpn,
+    retinanet_ghostnet_fpn,
+)
 from ghostdet.models.dfc import dfc_branch, dfc_gate
+from ghostdet.models.family import BackboneFamily, PretrainedWeights, register_family
 from ghostdet.models.ghostnet import GHOSTNET_CFG, GhostBottleneck, GhostModule, GhostNet
-from ghostdet.models.published import load_published_weights
+from ghostdet.models.registry import register_model
+from ghostdet.models.weights import load_ghostnet_weights
 
 __all__ = [
     "ATTENTION_FROM",
+    "GHOSTNETV2",
     "GHOSTNETV2_CFG",
     "GHOSTNETV2_URLS",
     "GhostModuleV2",
     "GhostNetV2",
+    "fasterrcnn_ghostnetv2_320_fpn",
+    "fasterrcnn_ghostnetv2_fpn",
     "ghostnetv2",
+    "ghostnetv2_fpn_backbone",
+    "retinanet_ghostnetv2_320_fpn",
+    "retinanet_ghostnetv2_fpn",
 ]
 
 # The block table of V1, ``(k, t, c, se_ratio, s)`` rows; its stride column gives the stages.
@@ -34,14 +54,6 @@ GHOSTNETV2_CFG = GHOSTNET_CFG
 
 # Index (counted over all bottlenecks, from 0) of the first bottleneck with DFC attention.
 ATTENTION_FROM = 2
-
-# The authors' ImageNet checkpoints (top-1 75.3%, 76.9%, 77.8%), keyed by width.
-_RELEASE = "https://github.com/huawei-noah/Efficient-AI-Backbones/releases/download/GhostNetV2"
-GHOSTNETV2_URLS: dict[float, str] = {
-    1.0: f"{_RELEASE}/ck_ghostnetv2_10.pth.tar",
-    1.3: f"{_RELEASE}/ck_ghostnetv2_13.pth.tar",
-    1.6: f"{_RELEASE}/ck_ghostnetv2_16.pth.tar",
-}
 
 
 class GhostModuleV2(GhostModule):
@@ -103,6 +115,10 @@ class GhostNetV2(GhostNet):
             block.ghost1 = GhostModuleV2(ghost.primary_conv[0].in_channels, ghost.oup, relu=True)
 
 
+@register_model("ghostnetv2", kind="classifier", family="ghostnetv2")
+@register_model("ghostnetv2_100", kind="classifier", family="ghostnetv2", width=1.0)
+@register_model("ghostnetv2_130", kind="classifier", family="ghostnetv2", width=1.3)
+@register_model("ghostnetv2_160", kind="classifier", family="ghostnetv2", width=1.6)
 def ghostnetv2(
     width: float = 1.0,
     num_classes: int = 1000,
@@ -117,7 +133,7 @@ def ghostnetv2(
         num_classes: number of classifier outputs. With ``weights`` and a ``num_classes``
             other than the checkpoint's, the classifier is left freshly initialised.
         weights: ``None``, ``"imagenet"`` (the authors' checkpoint for ``width``, see
-            :data:`GHOSTNETV2_URLS`), an http(s) URL or a local file (timm's
+            :data:`GHOSTNETV2`'s weights), an http(s) URL or a local file (timm's
             ``ghostnetv2_*`` state dicts load too). Loading is strict: any missing, unexpected
             or shape-mismatched key is an error.
         progress: show a progress bar while downloading.
@@ -133,5 +149,71 @@ def ghostnetv2(
     )
     model = GhostNetV2(GHOSTNETV2_CFG, num_classes=num_classes, width=width, dropout=dropout)
     if weights is not None:
-        load_published_weights(model, weights, GHOSTNETV2_URLS, "GhostNetV2", width, progress=progress)
+        load_ghostnet_weights(model, weights, width=width, progress=progress, family="ghostnetv2")
     return model
+
+
+_RELEASE = "https://github.com/huawei-noah/Efficient-AI-Backbones/releases/download/GhostNetV2"
+
+#: GhostNetV2 as a backbone family: the authors' ImageNet checkpoints at 1.0x, 1.3x and 1.6x.
+GHOSTNETV2 = register_family(
+    BackboneFamily(
+        name="ghostnetv2",
+        title="GhostNetV2",
+        cfg=GHOSTNETV2_CFG,
+        build_trunk=GhostNetV2,
+        weights={
+            1.0: PretrainedWeights(f"{_RELEASE}/ck_ghostnetv2_10.pth.tar", top1=75.3),
+            1.3: PretrainedWeights(f"{_RELEASE}/ck_ghostnetv2_13.pth.tar", top1=76.9),
+            1.6: PretrainedWeights(f"{_RELEASE}/ck_ghostnetv2_16.pth.tar", top1=77.8),
+        },
+    )
+)
+
+#: The published checkpoints by width (a view of :data:`GHOSTNETV2`).
+GHOSTNETV2_URLS: dict[float, str] = {w: p.url for w, p in GHOSTNETV2.weights.items()}
+
+
+@register_model("ghostnetv2_fpn", kind="backbone", family="ghostnetv2")
+def ghostnetv2_fpn_backbone(**kwargs: Any) -> GhostNetFPN:
+    """GhostNetV2 trunk + FPN: :func:`~ghostdet.models.ghostnet_fpn_backbone` with
+    ``family="ghostnetv2"`` (same arguments; ``weights`` takes GhostNetV2 classifier checkpoints)."""
+    return ghostnet_fpn_backbone(**kwargs, family="ghostnetv2")
+
+
+@register_model(
+    "fasterrcnn_ghostnetv2_fpn", kind="detector", class_key=FASTERRCNN_CLASS_KEY, family="ghostnetv2"
+)
+def fasterrcnn_ghostnetv2_fpn(**kwargs: Any) -> FasterRCNN:
+    """Faster R-CNN on GhostNetV2-FPN: :func:`~ghostdet.models.fasterrcnn_ghostnet_fpn` with
+    ``backbone="ghostnetv2"``; the same arguments (``weights``, ``progress``, ``num_classes``,
+    ``weights_backbone``: ``"imagenet"`` or a GhostNetV2 classifier file, ``trainable_backbone_layers``,
+    ``width``, ...)."""
+    return fasterrcnn_ghostnet_fpn(**kwargs, backbone="ghostnetv2")
+
+
+@register_model(
+    "fasterrcnn_ghostnetv2_320_fpn", kind="detector", class_key=FASTERRCNN_CLASS_KEY, family="ghostnetv2"
+)
+def fasterrcnn_ghostnetv2_320_fpn(**kwargs: Any) -> FasterRCNN:
+    """The low-resolution CPU preset (:func:`~ghostdet.models.fasterrcnn_ghostnet_320_fpn`) on
+    GhostNetV2-FPN; the same arguments."""
+    return fasterrcnn_ghostnet_320_fpn(**kwargs, backbone="ghostnetv2")
+
+
+@register_model(
+    "retinanet_ghostnetv2_fpn", kind="detector", class_key=RETINANET_CLASS_KEY, family="ghostnetv2"
+)
+def retinanet_ghostnetv2_fpn(**kwargs: Any) -> RetinaNet:
+    """RetinaNet on GhostNetV2-FPN (P3-P7): :func:`~ghostdet.models.retinanet_ghostnet_fpn` with
+    ``backbone="ghostnetv2"``; the same arguments."""
+    return retinanet_ghostnet_fpn(**kwargs, backbone="ghostnetv2")
+
+
+@register_model(
+    "retinanet_ghostnetv2_320_fpn", kind="detector", class_key=RETINANET_CLASS_KEY, family="ghostnetv2"
+)
+def retinanet_ghostnetv2_320_fpn(**kwargs: Any) -> RetinaNet:
+    """The low-resolution RetinaNet CPU preset (:func:`~ghostdet.models.retinanet_ghostnet_320_fpn`)
+    on GhostNetV2-FPN; the same arguments."""
+    return retinanet_ghostnet_320_fpn(**kwargs, backbone="ghostnetv2")

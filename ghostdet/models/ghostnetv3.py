@@ -25,18 +25,33 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from os import PathLike
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.models.detection import FasterRCNN, RetinaNet
 
 from ghostdet.models.arguments import check_builder_args
+from ghostdet.models.detection import (
+    FASTERRCNN_CLASS_KEY,
+    RETINANET_CLASS_KEY,
+    GhostNetFPN,
+    fasterrcnn_ghostnet_320_fpn,
+    fasterrcnn_ghostnet_fpn,
+    ghostnet_fpn_backbone,
+    retinanet_ghostnet_320_fpn,
+    retinanet_ghostnet_fpn,
+)
 from ghostdet.models.dfc import dfc_branch, dfc_gate
+from ghostdet.models.family import BackboneFamily, PretrainedWeights, register_family
 from ghostdet.models.ghostnet import GHOSTNET_CFG, GhostNet, SqueezeExcite
-from ghostdet.models.published import load_published_weights
+from ghostdet.models.registry import register_model
+from ghostdet.models.weights import load_ghostnet_weights
 
 __all__ = [
     "ATTENTION_FROM",
+    "GHOSTNETV3",
     "GHOSTNETV3_CFG",
     "GHOSTNETV3_URLS",
     "NUM_BRANCHES",
@@ -44,9 +59,15 @@ __all__ = [
     "GhostBottleneckV3",
     "GhostModuleV3",
     "GhostNetV3",
+    "fasterrcnn_ghostnetv3_320_fpn",
+    "fasterrcnn_ghostnetv3_fpn",
     "fuse_branches",
     "ghostnetv3",
+    "ghostnetv3_fpn_backbone",
     "rename_release_keys",
+    "reparameterize",
+    "retinanet_ghostnetv3_320_fpn",
+    "retinanet_ghostnetv3_fpn",
 ]
 
 # The block table of V1, ``(k, t, c, se_ratio, s)`` rows; its stride column gives the stages.
@@ -57,12 +78,6 @@ ATTENTION_FROM = 2
 
 # Parallel kxk Conv-BN branches per re-parameterisable op.
 NUM_BRANCHES = 3
-
-# The authors' ImageNet checkpoint (top-1 77.1%), keyed by width.
-GHOSTNETV3_URLS: dict[float, str] = {
-    1.0: "https://github.com/huawei-noah/Efficient-AI-Backbones/releases/download/GhostNetV3/"
-    "ghostnetv3-1.0.pth.tar",
-}
 
 
 class ConvBn(nn.Module):
@@ -337,10 +352,20 @@ class GhostNetV3(GhostNet):
 
         Uses BatchNorm running statistics, so the result equals the eval-mode model.
         """
-        for m in self.modules():
-            if isinstance(m, GhostBottleneckV3):
-                m.reparameterize()
-        return self
+        return reparameterize(self)
+
+
+def reparameterize(module: nn.Module) -> nn.Module:
+    """Switch every :class:`GhostBottleneckV3` inside ``module`` (a classifier, a feature trunk, a
+    detector) to the deploy form in place; returns ``module``. Uses BatchNorm running statistics.
+
+    Args:
+        module: any module; modules without V3 bottlenecks are returned unchanged.
+    """
+    for m in module.modules():
+        if isinstance(m, GhostBottleneckV3):
+            m.reparameterize()
+    return module
 
 
 def rename_release_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -357,6 +382,11 @@ def rename_release_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+@register_model("ghostnetv3", kind="classifier", family="ghostnetv3")
+@register_model("ghostnetv3_050", kind="classifier", family="ghostnetv3", width=0.5)
+@register_model("ghostnetv3_100", kind="classifier", family="ghostnetv3", width=1.0)
+@register_model("ghostnetv3_130", kind="classifier", family="ghostnetv3", width=1.3)
+@register_model("ghostnetv3_160", kind="classifier", family="ghostnetv3", width=1.6)
 def ghostnetv3(
     width: float = 1.0,
     num_classes: int = 1000,
@@ -373,7 +403,7 @@ def ghostnetv3(
         num_classes: number of classifier outputs. With ``weights`` and a ``num_classes``
             other than the checkpoint's, the classifier is left freshly initialised.
         weights: ``None``, ``"imagenet"`` (the authors' checkpoint, see
-            :data:`GHOSTNETV3_URLS`), an http(s) URL or a local file (timm's ``ghostnetv3_*``
+            :data:`GHOSTNETV3`'s weights), an http(s) URL or a local file (timm's ``ghostnetv3_*``
             training-form state dicts load too). Loading is strict: any missing, unexpected
             or shape-mismatched key is an error.
         progress: show a progress bar while downloading.
@@ -389,13 +419,72 @@ def ghostnetv3(
     )
     model = GhostNetV3(GHOSTNETV3_CFG, num_classes=num_classes, width=width, dropout=dropout)
     if weights is not None:
-        load_published_weights(
-            model,
-            weights,
-            GHOSTNETV3_URLS,
-            "GhostNetV3",
-            width,
-            progress=progress,
-            rename=rename_release_keys,
-        )
+        load_ghostnet_weights(model, weights, width=width, progress=progress, family="ghostnetv3")
     return model
+
+
+#: GhostNetV3 as a backbone family (trained in the multi-branch form): the authors' ImageNet
+#: checkpoint at 1.0x, whose branch BatchNorms are renamed on loading (:func:`rename_release_keys`).
+GHOSTNETV3 = register_family(
+    BackboneFamily(
+        name="ghostnetv3",
+        title="GhostNetV3",
+        cfg=GHOSTNETV3_CFG,
+        build_trunk=GhostNetV3,
+        weights={
+            1.0: PretrainedWeights(
+                "https://github.com/huawei-noah/Efficient-AI-Backbones/releases/download/GhostNetV3/"
+                "ghostnetv3-1.0.pth.tar",
+                top1=77.1,
+            ),
+        },
+        rename=rename_release_keys,
+    )
+)
+
+#: The published checkpoints by width (a view of :data:`GHOSTNETV3`).
+GHOSTNETV3_URLS: dict[float, str] = {w: p.url for w, p in GHOSTNETV3.weights.items()}
+
+
+@register_model("ghostnetv3_fpn", kind="backbone", family="ghostnetv3")
+def ghostnetv3_fpn_backbone(**kwargs: Any) -> GhostNetFPN:
+    """GhostNetV3 trunk (multi-branch form) + FPN: :func:`~ghostdet.models.ghostnet_fpn_backbone`
+    with ``family="ghostnetv3"`` (same arguments; ``weights`` takes GhostNetV3 classifier files)."""
+    return ghostnet_fpn_backbone(**kwargs, family="ghostnetv3")
+
+
+@register_model(
+    "fasterrcnn_ghostnetv3_fpn", kind="detector", class_key=FASTERRCNN_CLASS_KEY, family="ghostnetv3"
+)
+def fasterrcnn_ghostnetv3_fpn(**kwargs: Any) -> FasterRCNN:
+    """Faster R-CNN on GhostNetV3-FPN, trained in the multi-branch form (``deploy.fuse``
+    re-parameterises it): :func:`~ghostdet.models.fasterrcnn_ghostnet_fpn` with
+    ``backbone="ghostnetv3"``; the same arguments."""
+    return fasterrcnn_ghostnet_fpn(**kwargs, backbone="ghostnetv3")
+
+
+@register_model(
+    "fasterrcnn_ghostnetv3_320_fpn", kind="detector", class_key=FASTERRCNN_CLASS_KEY, family="ghostnetv3"
+)
+def fasterrcnn_ghostnetv3_320_fpn(**kwargs: Any) -> FasterRCNN:
+    """The low-resolution CPU preset (:func:`~ghostdet.models.fasterrcnn_ghostnet_320_fpn`) on
+    GhostNetV3-FPN; the same arguments."""
+    return fasterrcnn_ghostnet_320_fpn(**kwargs, backbone="ghostnetv3")
+
+
+@register_model(
+    "retinanet_ghostnetv3_fpn", kind="detector", class_key=RETINANET_CLASS_KEY, family="ghostnetv3"
+)
+def retinanet_ghostnetv3_fpn(**kwargs: Any) -> RetinaNet:
+    """RetinaNet on GhostNetV3-FPN (P3-P7), trained in the multi-branch form:
+    :func:`~ghostdet.models.retinanet_ghostnet_fpn` with ``backbone="ghostnetv3"``; the same arguments."""
+    return retinanet_ghostnet_fpn(**kwargs, backbone="ghostnetv3")
+
+
+@register_model(
+    "retinanet_ghostnetv3_320_fpn", kind="detector", class_key=RETINANET_CLASS_KEY, family="ghostnetv3"
+)
+def retinanet_ghostnetv3_320_fpn(**kwargs: Any) -> RetinaNet:
+    """The low-resolution RetinaNet CPU preset (:func:`~ghostdet.models.retinanet_ghostnet_320_fpn`)
+    on GhostNetV3-FPN, trained in the multi-branch form; the same arguments."""
+    return retinanet_ghostnet_320_fpn(**kwargs, backbone="ghostnetv3")

@@ -30,6 +30,7 @@ __all__ = [
     "KINDS",
     "ModelEntry",
     "detector_aliases",
+    "family_variant",
     "get_model",
     "list_models",
     "model_entry",
@@ -150,3 +151,28 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
 def detector_aliases() -> dict[str, str]:
     """Alias -> name of every detector, in registration order (the tools' ``--detector`` choices)."""
     return {a: e.name for e in _ENTRIES.values() if e.kind == "detector" for a in e.aliases}
+
+
+def family_variant(name: str, family: str) -> str:
+    """The registered name of the model ``name`` (a name or an alias) built on another backbone family.
+
+    Names follow torchvision's ``<model>_<backbone>[_<preset>]_fpn``, so the variant of
+    ``fasterrcnn_ghostnet_320_fpn`` on ``ghostnetv2`` is ``fasterrcnn_ghostnetv2_320_fpn``.
+
+    Args:
+        name: a registered name or alias (e.g. ``retinanet``).
+        family: the backbone family wanted (see :mod:`ghostdet.models.family`).
+
+    Raises:
+        ValueError: unknown name, or no variant of it registered on ``family`` (the message lists
+            the ones there are).
+    """
+    entry = model_entry(name)
+    if entry.family == family:
+        return entry.name
+    wanted = entry.name.replace(f"_{entry.family}_", f"_{family}_", 1) if entry.family else None
+    if wanted is not None and wanted in _ENTRIES and _ENTRIES[wanted].family == family:
+        return wanted
+    others = sorted(n for n, e in _ENTRIES.items() if e.family == family and e.kind == entry.kind)
+    listed = ", ".join(others) or "none"
+    raise ValueError(f"{entry.name} has no variant on backbone {family!r} (its {entry.kind}s: {listed})")

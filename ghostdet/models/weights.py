@@ -218,10 +218,13 @@ def load_ghostnet_weights(
     skip_classifier: bool | None = None,
     family: str = "ghostnet",
 ) -> None:
-    """Load GhostNet weights into a :class:`~ghostdet.models.ghostnet.GhostNet`, strictly.
+    """Load the weights of a backbone family's trunk (GhostNet by default) into it, strictly.
+
+    The family's ``rename`` (see :class:`~ghostdet.models.family.BackboneFamily`) is applied to
+    the file's state dict first.
 
     Args:
-        model: the GhostNet.
+        model: the trunk or classifier (e.g. a :class:`~ghostdet.models.ghostnet.GhostNet`).
         weights: ``"imagenet"``, URL or local file.
         width: the model's width (for ``"imagenet"``).
         progress: show a download progress bar.
@@ -229,7 +232,12 @@ def load_ghostnet_weights(
             checkpoint's classifier has a different number of classes than the model.
         family: backbone family of the model (for ``"imagenet"``).
     """
+    from ghostdet.models.family import get_family
+
     state_dict = load_state_dict_file(resolve_weights(weights, width, progress=progress, family=family))
+    rename = get_family(family).rename
+    if rename is not None:
+        state_dict = rename(state_dict)
     if skip_classifier is None:
         ck = state_dict.get("classifier.weight")
         own = model.state_dict().get("classifier.weight")

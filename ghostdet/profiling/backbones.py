@@ -18,6 +18,8 @@ from torchvision.models.detection.backbone_utils import mobilenet_backbone
 
 from ghostdet.models.detection import ghostnet_fpn_backbone
 from ghostdet.models.ghostnet import ghostnet
+from ghostdet.models.ghostnetv2 import ghostnetv2, ghostnetv2_fpn_backbone
+from ghostdet.models.ghostnetv3 import ghostnetv3, ghostnetv3_fpn_backbone, reparameterize
 from ghostdet.profiling.paper_figures import IMAGENET_BACKBONES
 
 __all__ = ["BACKBONES", "DETECTION_BACKBONES", "BackboneSpec"]
@@ -64,12 +66,29 @@ def _ghostnet(width: float) -> nn.Module:
     return ghostnet(width=width)
 
 
+def _ghostnetv2(width: float) -> nn.Module:
+    return ghostnetv2(width=width)
+
+
+def _ghostnetv3(width: float) -> nn.Module:
+    # the deploy form (one conv per op): what runs at inference
+    return ghostnetv3(width=width).eval().reparameterize()
+
+
 def _torchvision(name: str) -> nn.Module:
     return getattr(torchvision.models, name)(weights=None)
 
 
 def _ghostnet_fpn(width: float) -> nn.Module:
     return ghostnet_fpn_backbone(width=width, weights=None)
+
+
+def _ghostnetv2_fpn(width: float) -> nn.Module:
+    return ghostnetv2_fpn_backbone(width=width, weights=None)
+
+
+def _ghostnetv3_fpn(width: float) -> nn.Module:
+    return reparameterize(ghostnetv3_fpn_backbone(width=width, weights=None).eval())
 
 
 def _mobilenet_fpn(name: str) -> nn.Module:
@@ -84,6 +103,10 @@ _CLASSIFIER_ROWS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
     "ghostnet_100": ("GhostNet 1.0x", partial(_ghostnet, 1.0)),
     "ghostnet_110": ("GhostNet 1.1x", partial(_ghostnet, 1.1)),
     "ghostnet_130": ("GhostNet 1.3x", partial(_ghostnet, 1.3)),
+    "ghostnetv2_100": ("GhostNetV2 1.0x", partial(_ghostnetv2, 1.0)),
+    "ghostnetv2_130": ("GhostNetV2 1.3x", partial(_ghostnetv2, 1.3)),
+    "ghostnetv2_160": ("GhostNetV2 1.6x", partial(_ghostnetv2, 1.6)),
+    "ghostnetv3_100": ("GhostNetV3 1.0x (deploy form)", partial(_ghostnetv3, 1.0)),
     "mobilenet_v2": ("MobileNetV2 1.0x", partial(_torchvision, "mobilenet_v2")),
     "mobilenet_v3_large": ("MobileNetV3-Large 1.0x", partial(_torchvision, "mobilenet_v3_large")),
     "mobilenet_v3_small": ("MobileNetV3-Small 1.0x", partial(_torchvision, "mobilenet_v3_small")),
@@ -91,6 +114,8 @@ _CLASSIFIER_ROWS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
 _DETECTION_ROWS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
     "ghostnet_100_fpn": ("GhostNet 1.0x FPN", partial(_ghostnet_fpn, 1.0)),
     "ghostnet_110_fpn": ("GhostNet 1.1x FPN", partial(_ghostnet_fpn, 1.1)),
+    "ghostnetv2_100_fpn": ("GhostNetV2 1.0x FPN", partial(_ghostnetv2_fpn, 1.0)),
+    "ghostnetv3_100_fpn": ("GhostNetV3 1.0x FPN (deploy form)", partial(_ghostnetv3_fpn, 1.0)),
     "mobilenet_v3_large_fpn": (
         "MobileNetV3-Large FPN (torchvision)",
         partial(_mobilenet_fpn, "mobilenet_v3_large"),
