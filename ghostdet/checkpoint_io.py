@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["CheckpointReadError", "read_checkpoint"]
+__all__ = ["CheckpointReadError", "checkpoint_backbone", "read_checkpoint"]
 
 _MAX_REASON = 300
 
@@ -70,3 +71,19 @@ def read_checkpoint(path: str | PathLike) -> Any:
         ) from None
     except Exception as e:  # torch/safetensors raise RuntimeError, EOFError, KeyError, ... on bad files
         raise CheckpointReadError(f"could not read checkpoint {path}: {_reason(e)}") from None
+
+
+def checkpoint_backbone(ckpt: Mapping[str, Any]) -> str:
+    """The backbone family a ``tools/train_det.py`` checkpoint was trained on.
+
+    Its ``backbone`` entry, else its config's; checkpoints written before the backbone was
+    recorded hold GhostNet V1 detectors, so without either it is ``"ghostnet"``.
+
+    Args:
+        ckpt: the loaded checkpoint dict.
+    """
+    cfg = ckpt.get("config")
+    for value in (ckpt.get("backbone"), cfg.get("backbone") if isinstance(cfg, Mapping) else None):
+        if isinstance(value, str) and value:
+            return value
+    return "ghostnet"

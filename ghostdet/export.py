@@ -379,8 +379,7 @@ def build_for_export(
 def _checkpoint_model(weights: str | None) -> dict[str, Any]:
     """``backbone`` and ``width`` of a local ``tools/train_det.py`` checkpoint (``{}`` for any other
     file: the builder reads and reports it)."""
-    from ghostdet.checkpoint_io import CheckpointReadError, read_checkpoint
-    from ghostdet.engine.checkpoint import checkpoint_backbone
+    from ghostdet.checkpoint_io import CheckpointReadError, checkpoint_backbone, read_checkpoint
 
     if weights is None or not Path(weights).is_file() or Path(weights).suffix == ".safetensors":
         return {}

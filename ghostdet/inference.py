@@ -24,9 +24,9 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor, nn
 
+from ghostdet.checkpoint_io import checkpoint_backbone
 from ghostdet.cli import ToolError, one_line, resolve_detector_name, resolve_device
 from ghostdet.drawing import draw_detections
-from ghostdet.engine.checkpoint import checkpoint_backbone
 from ghostdet.models import get_model, model_entry
 from ghostdet.models.registry import family_variant
 from ghostdet.models.weights import WeightsMismatchError, clean_state_dict, load_strict

@@ -261,3 +261,50 @@ def test_load_failure_in_process_warns_and_returns_none(monkeypatch, tmp_path):
         assert native.load() is None
         assert native.load() is None  # decided once: no second build attempt, no second warning
     assert len(caught) == 1 and "unavailable" in str(caught[0].message)
+
+
+@pytest.mark.parametrize(
+    ("env", "machine", "flags", "expected"),
+    [
+        ("", "x86_64", {"avx2", "avx512f"}, True),
+        ("", "x86_64", {"avx2", "fma"}, False),  # AVX2 only: oneDNN is faster there
+        ("", "aarch64", set(), True),
+        ("1", "x86_64", {"avx2"}, True),
+        ("force", "x86_64", set(), True),
+        ("0", "x86_64", {"avx512f"}, False),
+        ("off", "aarch64", set(), False),
+    ],
+)
+def test_pays_off_follows_the_cpu_and_the_environment(monkeypatch, env, machine, flags, expected):
+    monkeypatch.setenv("GHOSTDET_NATIVE", env)
+    monkeypatch.setattr(native.platform, "machine", lambda: machine)
+    monkeypatch.setattr(native, "_cpu_flags", lambda: set(flags))
+    assert native.pays_off() is expected
+
+
+def test_cpu_flags_are_read_from_proc_cpuinfo():
+    flags = native._cpu_flags()
+    if not os.path.exists("/proc/cpuinfo"):
+        assert flags == set()
+    else:
+        with open("/proc/cpuinfo") as f:
+            line = next((ln for ln in f if ln.startswith("flags")), None)
+        assert (line is None and flags == set()) or flags == set(line.split(":", 1)[1].split())
+
+
+@pytest.mark.parametrize("pays", [True, False])
+def test_fuse_default_uses_the_native_kernels_only_where_they_pay(monkeypatch, pays):
+    from ghostdet.deploy import FusedConv2d, fuse
+    from ghostdet.models import ghostnet
+
+    monkeypatch.setattr(native, "pays_off", lambda: pays)
+    net = ghostnet(0.5).eval()
+    fused = fuse(net)
+    uses = {m.use_native for m in fused.modules() if isinstance(m, FusedConv2d)}
+    assert uses == {pays}
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (fused(x) - net(x)).abs().max() < 1e-4 * net(x).abs().max()
+    assert {
+        m.use_native for m in fuse(net, native_kernels=not pays).modules() if isinstance(m, FusedConv2d)
+    } == {not pays}

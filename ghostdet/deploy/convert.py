@@ -42,7 +42,10 @@ def is_fused(model: nn.Module) -> bool:
 
 
 def fuse(
-    model: nn.Module, inplace: bool = False, fuse_other_convs: bool = True, native_kernels: bool = True
+    model: nn.Module,
+    inplace: bool = False,
+    fuse_other_convs: bool = True,
+    native_kernels: bool | None = None,
 ) -> nn.Module:
     """Return a deploy-mode (inference-only) version of a GhostNet model.
 
@@ -68,7 +71,9 @@ def fuse(
         native_kernels: run depthwise convolutions, the stem and the narrow bottlenecks on
             ghostdet's own kernels (compiled on first use, see :mod:`ghostdet.deploy.native`);
             they are built here, so a missing compiler is reported now (one warning) and oneDNN
-            is used instead. ``False`` uses oneDNN throughout.
+            is used instead. ``False`` uses oneDNN throughout. ``None`` (default): where they pay
+            off, i.e. on CPUs with AVX-512 (:func:`ghostdet.deploy.native.pays_off`; on an
+            AVX2-only CPU they are slower than oneDNN), overridable with ``GHOSTDET_NATIVE=0/1``.
 
     Returns:
         The deploy model, in eval mode.
@@ -92,6 +97,8 @@ def fuse(
         model = _convert(model)
         if fuse_other_convs and not isinstance(model, (DeployGhostNet, DeployGhostNetFeatures)):
             model = fuse_convs(model)
+    if native_kernels is None:
+        native_kernels = native.pays_off()
     for m in model.modules():
         if isinstance(m, FusedConv2d):
             m.use_native = native_kernels

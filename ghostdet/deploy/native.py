@@ -183,6 +183,41 @@ def library_path() -> Path | None:
     return cache_dir() / "native" / f"ghostdet-kernels-{key.hexdigest()[:16]}.so"
 
 
+#: the CPU feature the native kernels were tuned for (16-float vectors in 32 vector registers)
+TUNED_FOR = "avx512f"
+
+
+def pays_off() -> bool:
+    """Whether :func:`ghostdet.deploy.fuse` uses the native kernels by default on this CPU.
+
+    They were written and measured on an AVX-512 CPU, where they beat oneDNN (README,
+    *Benchmark*). On an x86 CPU with AVX2 but no AVX-512 (measured 2026-12-02, 2-core AMD EPYC
+    VM) the same kernels took 1.2-1.6x the time of the oneDNN path at 224 and 640 px, because
+    their 16-float vectors split into two 8-float halves and spill the 16 AVX2 registers. So the
+    default is: on when ``/proc/cpuinfo`` lists ``avx512f`` (or the machine is not x86), off
+    otherwise. ``GHOSTDET_NATIVE=1`` forces them on, ``GHOSTDET_NATIVE=0`` off.
+    """
+    env = os.environ.get("GHOSTDET_NATIVE", "").strip().lower()
+    if env in ("0", "false", "no", "off"):
+        return False
+    if env in ("1", "true", "yes", "on", "force"):
+        return True
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
+        return True
+    return TUNED_FOR in _cpu_flags()
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def load() -> ctypes.CDLL | None:
     """The native kernel library, built on first use; ``None`` when it cannot be had (see module doc)."""
     if "lib" in _state:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ghostdet.checkpoint_io import read_checkpoint
+from ghostdet.checkpoint_io import checkpoint_backbone, read_checkpoint
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -136,19 +135,3 @@ def resolve_resume_path(resume: str | None, output_dir: str | PathLike) -> Path 
     if not p.is_file():
         raise FileNotFoundError(f"--resume checkpoint not found: {p}")
     return p
-
-
-def checkpoint_backbone(ckpt: Mapping[str, Any]) -> str:
-    """The backbone family a ``tools/train_det.py`` checkpoint was trained on.
-
-    Its ``backbone`` entry, else its config's; checkpoints written before the backbone was
-    recorded hold GhostNet V1 detectors, so without either it is ``"ghostnet"``.
-
-    Args:
-        ckpt: the loaded checkpoint dict.
-    """
-    cfg = ckpt.get("config")
-    for value in (ckpt.get("backbone"), cfg.get("backbone") if isinstance(cfg, Mapping) else None):
-        if isinstance(value, str) and value:
-            return value
-    return "ghostnet"
