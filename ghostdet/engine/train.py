@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -73,6 +73,7 @@ __all__ = [
     "finish_run",
     "open_tensorboard",
     "restore_training_state",
+    "run_in_process_group",
     "run_training_job",
     "save_epoch",
     "seed_everything",
@@ -81,6 +82,8 @@ __all__ = [
     "training_state",
     "wrap_for_training",
 ]
+
+T = TypeVar("T")
 
 # Config keys that may change between a run and its resumption without breaking "exact" resume.
 _RESUME_FREE_KEYS = {
@@ -769,10 +772,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         KeyboardInterrupt: Ctrl-C, or :class:`~ghostdet.engine.signals.Terminated` for SIGTERM;
             a checkpoint being written is removed, the last complete one is kept.
     """
+    return run_in_process_group(_train, cfg)
+
+
+def run_in_process_group(job: Callable[[Any, DistInfo], T], cfg: Any) -> T:
+    """``job(cfg, info)`` inside this process's place in a (possibly ``torchrun``) job.
+
+    Joins the process group (``cfg.device`` picks the backend), turns SIGTERM into
+    :class:`~ghostdet.engine.signals.Terminated` for the duration, and leaves the group it
+    created afterwards. Shared by the detection and the classification loops.
+    """
     with sigterm_as_interrupt():
         info = init_distributed(cfg.device)
         try:
-            return _train(cfg, info)
+            return job(cfg, info)
         finally:
             cleanup_distributed(info)
 

@@ -37,13 +37,10 @@ from ghostdet.distributed import (
     DistInfo,
     all_gather_objects,
     barrier,
-    cleanup_distributed,
-    init_distributed,
     reduce_mean,
 )
 from ghostdet.engine.checkpoint import load_checkpoint
 from ghostdet.engine.logger import ProgressLog, RunLogger
-from ghostdet.engine.signals import sigterm_as_interrupt
 from ghostdet.engine.train import (
     NonFiniteLossError,
     autocast,
@@ -54,6 +51,7 @@ from ghostdet.engine.train import (
     finish_run,
     open_tensorboard,
     restore_training_state,
+    run_in_process_group,
     save_epoch,
     training_state,
     wrap_for_training,
@@ -274,12 +272,7 @@ def train_classifier(cfg: ClsConfig) -> dict[str, Any]:
         KeyboardInterrupt: Ctrl-C, or :class:`~ghostdet.engine.signals.Terminated` for SIGTERM;
             a checkpoint being written is removed, the last complete one is kept.
     """
-    with sigterm_as_interrupt():
-        info = init_distributed(cfg.device)
-        try:
-            return _train_classifier(cfg, info)
-        finally:
-            cleanup_distributed(info)
+    return run_in_process_group(_train_classifier, cfg)
 
 
 def _train_classifier(cfg: ClsConfig, info: DistInfo) -> dict[str, Any]:
