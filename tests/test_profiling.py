@@ -365,12 +365,30 @@ def test_backbone_registry_paper_figures() -> None:
         "ghostnetv2_100": (6.1, 167),
         "ghostnetv2_130": (8.9, 271),
         "ghostnetv2_160": (12.3, 399),
+        "ghostnetv3_050": (None, None),
         "ghostnetv3_100": (None, None),
+        "ghostnetv3_130": (None, None),
+        "ghostnetv3_160": (None, None),
         "mobilenet_v2": (3.4, 300),
         "mobilenet_v3_large": (5.4, 219),
         "mobilenet_v3_small": (2.5, 56),
     }
     assert not any(s.detection for s in BACKBONES.values())
+
+
+def test_comparison_rows_come_from_the_registry() -> None:
+    """Every registered family width is a row, labelled by the family's title, the width and its form."""
+    labels = {n: s.label for n, s in {**BACKBONES, **DETECTION_BACKBONES}.items()}
+    assert labels["ghostnet_110"] == "GhostNet 1.1x" and labels["ghostnetv2_130"] == "GhostNetV2 1.3x"
+    assert labels["ghostnetv3_050"] == "GhostNetV3 0.5x (deploy form)"
+    assert labels["mobilenet_v3_small"] == "MobileNetV3-Small 1.0x"
+    ghostdet_fpns = ["ghostnet_100_fpn", "ghostnet_110_fpn", "ghostnetv2_100_fpn", "ghostnetv3_100_fpn"]
+    assert list(DETECTION_BACKBONES) == [*ghostdet_fpns, "mobilenet_v3_large_fpn"]
+    assert labels["ghostnetv3_100_fpn"] == "GhostNetV3 1.0x FPN (deploy form)"
+    assert labels["mobilenet_v3_large_fpn"] == "MobileNetV3-Large FPN (torchvision)"
+    # the row builds the registered model at its width
+    assert BACKBONES["ghostnet_130"].build().width == 1.3
+    assert all(s.detection for s in DETECTION_BACKBONES.values())
 
 
 def test_v2_v3_comparison_rows_count_the_inference_form() -> None:

@@ -51,6 +51,10 @@ class BackboneFamily:
         stem_stride: stride of the stem.
         rename: maps a checkpoint's state dict to the trunk's names before strict loading
             (e.g. an older release's names); ``None``: the names are the trunk's.
+        inference_form: turns an eval-mode model of the family (classifier, FPN backbone or
+            detector) into the form that runs at inference, in place, and returns it (GhostNetV3:
+            its re-parameterisation); ``None``: the trained form is the inference form. The
+            comparison tables count this form.
     """
 
     name: str
@@ -61,6 +65,7 @@ class BackboneFamily:
     stride_column: int = -1
     stem_stride: int = 2
     rename: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    inference_form: Callable[[nn.Module], nn.Module] | None = None
 
     @cached_property
     def _stages(self) -> tuple[dict[int, tuple[int, ...]], dict[int, int]]:

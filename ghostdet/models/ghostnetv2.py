@@ -175,6 +175,7 @@ GHOSTNETV2_URLS: dict[float, str] = {w: p.url for w, p in GHOSTNETV2.weights.ite
 
 
 @register_model("ghostnetv2_fpn", kind="backbone", family="ghostnetv2")
+@register_model("ghostnetv2_100_fpn", kind="backbone", family="ghostnetv2", width=1.0)
 def ghostnetv2_fpn_backbone(**kwargs: Any) -> GhostNetFPN:
     """GhostNetV2 trunk + FPN: :func:`~ghostdet.models.ghostnet_fpn_backbone` with
     ``family="ghostnetv2"`` (same arguments; ``weights`` takes GhostNetV2 classifier checkpoints)."""

@@ -439,6 +439,7 @@ GHOSTNETV3 = register_family(
             ),
         },
         rename=rename_release_keys,
+        inference_form=reparameterize,
     )
 )
 
@@ -447,6 +448,7 @@ GHOSTNETV3_URLS: dict[float, str] = {w: p.url for w, p in GHOSTNETV3.weights.ite
 
 
 @register_model("ghostnetv3_fpn", kind="backbone", family="ghostnetv3")
+@register_model("ghostnetv3_100_fpn", kind="backbone", family="ghostnetv3", width=1.0)
 def ghostnetv3_fpn_backbone(**kwargs: Any) -> GhostNetFPN:
     """GhostNetV3 trunk (multi-branch form) + FPN: :func:`~ghostdet.models.ghostnet_fpn_backbone`
     with ``family="ghostnetv3"`` (same arguments; ``weights`` takes GhostNetV3 classifier files)."""

@@ -2,8 +2,14 @@
 
 :data:`BACKBONES` (classifiers) and :data:`DETECTION_BACKBONES` (body + FPN) map a row name to
 a :class:`BackboneSpec`: its label, a builder (random init, no downloads) and, for classifiers,
-the published figures from :mod:`ghostdet.profiling.paper_figures`. The rows themselves are the
-one table between the ``Rows`` markers below.
+the published figures from :mod:`ghostdet.profiling.paper_figures`.
+
+The ghostdet rows come from the model registry: every classifier and every FPN backbone that
+is registered with a backbone family and binds a width (``ghostnet_100``, ``ghostnetv2_100_fpn``,
+...) is a row, labelled with the family's title and the width, and built in the family's
+inference form (:attr:`~ghostdet.models.family.BackboneFamily.inference_form`, GhostNetV3's
+re-parameterisation). Registering a width or a family adds its rows. The torchvision baselines
+(MobileNetV2/V3), which are not ghostdet models, are the small table :data:`_BASELINES`.
 """
 
 from __future__ import annotations
@@ -16,10 +22,8 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection.backbone_utils import mobilenet_backbone
 
-from ghostdet.models.detection import ghostnet_fpn_backbone
-from ghostdet.models.ghostnet import ghostnet
-from ghostdet.models.ghostnetv2 import ghostnetv2, ghostnetv2_fpn_backbone
-from ghostdet.models.ghostnetv3 import ghostnetv3, ghostnetv3_fpn_backbone, reparameterize
+from ghostdet.models.family import get_family
+from ghostdet.models.registry import ModelEntry, list_models, model_entry
 from ghostdet.profiling.paper_figures import IMAGENET_BACKBONES
 
 __all__ = ["BACKBONES", "DETECTION_BACKBONES", "BackboneSpec"]
@@ -62,33 +66,8 @@ class BackboneSpec:
         return model if self.detection else _Trunk(model)
 
 
-def _ghostnet(width: float) -> nn.Module:
-    return ghostnet(width=width)
-
-
-def _ghostnetv2(width: float) -> nn.Module:
-    return ghostnetv2(width=width)
-
-
-def _ghostnetv3(width: float) -> nn.Module:
-    # the deploy form (one conv per op): what runs at inference
-    return ghostnetv3(width=width).eval().reparameterize()
-
-
 def _torchvision(name: str) -> nn.Module:
     return getattr(torchvision.models, name)(weights=None)
-
-
-def _ghostnet_fpn(width: float) -> nn.Module:
-    return ghostnet_fpn_backbone(width=width, weights=None)
-
-
-def _ghostnetv2_fpn(width: float) -> nn.Module:
-    return ghostnetv2_fpn_backbone(width=width, weights=None)
-
-
-def _ghostnetv3_fpn(width: float) -> nn.Module:
-    return reparameterize(ghostnetv3_fpn_backbone(width=width, weights=None).eval())
 
 
 def _mobilenet_fpn(name: str) -> nn.Module:
@@ -96,37 +75,48 @@ def _mobilenet_fpn(name: str) -> nn.Module:
     return mobilenet_backbone(backbone_name=name, weights=None, fpn=True, trainable_layers=6)
 
 
-# ---- Rows: name -> (label, builder). ------------------------------------------------------
-# The one table of row names; when the model registry exists, its entries can come from there.
-_CLASSIFIER_ROWS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
-    "ghostnet_050": ("GhostNet 0.5x", partial(_ghostnet, 0.5)),
-    "ghostnet_100": ("GhostNet 1.0x", partial(_ghostnet, 1.0)),
-    "ghostnet_110": ("GhostNet 1.1x", partial(_ghostnet, 1.1)),
-    "ghostnet_130": ("GhostNet 1.3x", partial(_ghostnet, 1.3)),
-    "ghostnetv2_100": ("GhostNetV2 1.0x", partial(_ghostnetv2, 1.0)),
-    "ghostnetv2_130": ("GhostNetV2 1.3x", partial(_ghostnetv2, 1.3)),
-    "ghostnetv2_160": ("GhostNetV2 1.6x", partial(_ghostnetv2, 1.6)),
-    "ghostnetv3_100": ("GhostNetV3 1.0x (deploy form)", partial(_ghostnetv3, 1.0)),
-    "mobilenet_v2": ("MobileNetV2 1.0x", partial(_torchvision, "mobilenet_v2")),
-    "mobilenet_v3_large": ("MobileNetV3-Large 1.0x", partial(_torchvision, "mobilenet_v3_large")),
-    "mobilenet_v3_small": ("MobileNetV3-Small 1.0x", partial(_torchvision, "mobilenet_v3_small")),
+#: The torchvision baselines: kind -> row name -> (label, builder).
+_BASELINES: dict[str, dict[str, tuple[str, Callable[[], nn.Module]]]] = {
+    "classifier": {
+        "mobilenet_v2": ("MobileNetV2 1.0x", partial(_torchvision, "mobilenet_v2")),
+        "mobilenet_v3_large": ("MobileNetV3-Large 1.0x", partial(_torchvision, "mobilenet_v3_large")),
+        "mobilenet_v3_small": ("MobileNetV3-Small 1.0x", partial(_torchvision, "mobilenet_v3_small")),
+    },
+    "backbone": {
+        "mobilenet_v3_large_fpn": (
+            "MobileNetV3-Large FPN (torchvision)",
+            partial(_mobilenet_fpn, "mobilenet_v3_large"),
+        ),
+    },
 }
-_DETECTION_ROWS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
-    "ghostnet_100_fpn": ("GhostNet 1.0x FPN", partial(_ghostnet_fpn, 1.0)),
-    "ghostnet_110_fpn": ("GhostNet 1.1x FPN", partial(_ghostnet_fpn, 1.1)),
-    "ghostnetv2_100_fpn": ("GhostNetV2 1.0x FPN", partial(_ghostnetv2_fpn, 1.0)),
-    "ghostnetv3_100_fpn": ("GhostNetV3 1.0x FPN (deploy form)", partial(_ghostnetv3_fpn, 1.0)),
-    "mobilenet_v3_large_fpn": (
-        "MobileNetV3-Large FPN (torchvision)",
-        partial(_mobilenet_fpn, "mobilenet_v3_large"),
-    ),
-}
-# ---- end of rows --------------------------------------------------------------------------
+
+
+def _build_inference_form(entry: ModelEntry) -> nn.Module:
+    """``entry`` at random init, in its family's inference form (eval mode) if it has one."""
+    model = entry.build(weights=None)
+    convert = get_family(entry.family).inference_form
+    return model if convert is None else convert(model.eval())
+
+
+def _registered_rows(kind: str) -> dict[str, tuple[str, Callable[[], nn.Module]]]:
+    """Row name -> (label, builder) of the registered ``kind`` models on a family at a bound width."""
+    rows = {}
+    for name in list_models(kind):
+        entry = model_entry(name)
+        if entry.family is None or "width" not in entry.defaults:
+            continue
+        family = get_family(entry.family)
+        label = f"{family.title} {entry.defaults['width']:.1f}x" + (" FPN" if kind == "backbone" else "")
+        if family.inference_form is not None:
+            label += " (deploy form)"
+        rows[name] = (label, partial(_build_inference_form, entry))
+    return {**rows, **_BASELINES[kind]}
+
 
 BACKBONES: dict[str, BackboneSpec] = {
     name: BackboneSpec(label, build, False, *IMAGENET_BACKBONES.get(name, (None, None)))
-    for name, (label, build) in _CLASSIFIER_ROWS.items()
+    for name, (label, build) in _registered_rows("classifier").items()
 }
 DETECTION_BACKBONES: dict[str, BackboneSpec] = {
-    name: BackboneSpec(label, build, True) for name, (label, build) in _DETECTION_ROWS.items()
+    name: BackboneSpec(label, build, True) for name, (label, build) in _registered_rows("backbone").items()
 }
