@@ -510,22 +510,22 @@ def save_config(cfg: Any, path: str | PathLike) -> Path:
 def default_config_path(detector: str, real_data: bool = False) -> Path:
     """The recipe ``tools/train_det.py`` uses when no ``--config`` is given.
 
+    The file name is the detector alias followed by the trunk and the data:
+    ``configs/{detector}_ghostnet_synthetic.yaml`` or ``configs/{detector}_ghostnet100_coco_1x.yaml``.
+
     Args:
-        detector: ``fasterrcnn``, ``fasterrcnn_320`` or ``retinanet``.
+        detector: a detector alias (``fasterrcnn``, ``fasterrcnn_320``, ``retinanet``, ...).
         real_data: a data path was given: the COCO 1x recipe with a GhostNet 1.0x trunk and the
             authors' published ImageNet checkpoint, instead of the synthetic one. (The paper's
             1.1x recipes, ``*_ghostnet110_coco_1x.yaml``, need a 1.1x ImageNet checkpoint trained
             with ``tools/train_cls.py`` and are only used when passed with ``--config``.)
+
+    Raises:
+        ConfigError: unknown alias, or no such recipe is shipped for it.
     """
     _choice("detector", detector, tuple(DETECTORS))
-    if real_data:
-        name = {
-            "fasterrcnn": "faster_rcnn_ghostnet100_coco_1x",
-            "fasterrcnn_320": "faster_rcnn_320_ghostnet100_coco_1x",
-            "retinanet": "retinanet_ghostnet100_coco_1x",
-        }.get(detector)
-        if name is None:
-            raise ConfigError(f"no COCO recipe for --detector {detector}: pass --config FILE")
-    else:
-        name = f"{detector}_ghostnet_synthetic"
-    return CONFIG_DIR / f"{name}.yaml"
+    path = CONFIG_DIR / f"{detector}_{'ghostnet100_coco_1x' if real_data else 'ghostnet_synthetic'}.yaml"
+    if not path.is_file():
+        data = "COCO" if real_data else "synthetic"
+        raise ConfigError(f"no {data} recipe for --detector {detector} ({path.name}): pass --config FILE")
+    return path

@@ -43,7 +43,7 @@ def test_every_shipped_recipe_loads():
 @pytest.mark.parametrize(
     "name, detector, lr",
     [
-        ("faster_rcnn_ghostnet110_coco_1x", "fasterrcnn", 0.02),
+        ("fasterrcnn_ghostnet110_coco_1x", "fasterrcnn", 0.02),
         ("retinanet_ghostnet110_coco_1x", "retinanet", 0.01),
     ],
 )
@@ -63,7 +63,7 @@ def test_paper_coco_recipes(name, detector, lr):
 @pytest.mark.parametrize(
     ("name", "builder"),
     [
-        ("faster_rcnn_ghostnetv2_100_coco_1x", "fasterrcnn_ghostnetv2_fpn"),
+        ("fasterrcnn_ghostnetv2_100_coco_1x", "fasterrcnn_ghostnetv2_fpn"),
         ("retinanet_ghostnetv2_100_coco_1x", "retinanet_ghostnetv2_fpn"),
     ],
 )
@@ -89,6 +89,11 @@ def test_default_recipe_selection():
     assert coco.width == 1.0  # the published checkpoint's width (1.1x needs a train_cls.py checkpoint)
     with pytest.raises(ConfigError, match="detector"):
         default_config_path("yolo")
+    # the file name is the alias's: {alias}_ghostnet100_coco_1x.yaml
+    coco_320 = default_config_path("fasterrcnn_320", real_data=True)
+    assert coco_320.name == "fasterrcnn_320_ghostnet100_coco_1x.yaml"
+    with pytest.raises(ConfigError, match=r"no COCO recipe for --detector retinanet_320 .*--config FILE"):
+        default_config_path("retinanet_320", real_data=True)  # no such recipe is shipped
 
 
 def test_unknown_keys_are_errors_naming_the_key(tmp_path):

@@ -311,7 +311,7 @@ def test_train_det_weights_backbone_file_uses_the_checkpoint(ckpt_110):
 
     tool = _tool("train_det")
     args = tool.parse_args(
-        ["--config", str(CONFIG_DIR / "faster_rcnn_ghostnet110_coco_1x.yaml"), "--data-path", "/nowhere",
+        ["--config", str(CONFIG_DIR / "fasterrcnn_ghostnet110_coco_1x.yaml"), "--data-path", "/nowhere",
          "--weights-backbone", str(ckpt_110)]
     )  # fmt: skip
     cfg = tool.resolve_config(args)

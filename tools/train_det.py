@@ -14,7 +14,7 @@ Examples::
         --data-path /data/coco --output-dir runs/retinanet_coco
 
     # any COCO-format set, resuming the run in the output folder if it was interrupted
-    python tools/train_det.py --config configs/faster_rcnn_ghostnet110_coco_1x.yaml \\
+    python tools/train_det.py --config configs/fasterrcnn_ghostnet110_coco_1x.yaml \\
         --train-images imgs/train --train-ann train.json --val-images imgs/val --val-ann val.json \\
         --output-dir runs/mine --resume auto
 
