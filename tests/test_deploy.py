@@ -8,13 +8,26 @@ import pytest
 import torch
 from torch import nn
 
-from ghostdet.deploy import FusedConv2d, fold_bn, fuse
+from ghostdet.deploy import (
+    DeployBottleneck,
+    DeployGhostNet,
+    DeployGhostNetFeatures,
+    FusedConv2d,
+    fold_bn,
+    fuse,
+)
+from ghostdet.deploy.conversions import family_converter
 from ghostdet.models import (
+    GHOSTNET_CFG,
+    BackboneFamily,
+    GhostNet,
     fasterrcnn_ghostnet_320_fpn,
+    get_model,
     ghostnet,
     ghostnet_fpn_backbone,
     retinanet_ghostnet_fpn,
 )
+from ghostdet.models import family as family_module
 
 
 def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -613,3 +626,39 @@ def test_fused_se_blocks_take_only_narrow_se_blocks_and_check_inputs():
     with pytest.raises(ValueError, match="do not fit"):
         _native.ghost_back(z, res, [w[6][:, :4].contiguous(), *w[7:]])
     assert _native.ghost_back(z, res[:, :, :2], w[6:]) is None  # shortcut of the wrong size: declined
+
+
+class _Doubler(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * x
+
+
+def test_fuse_takes_the_conversion_a_family_declares(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fuse() replaces the module types a registered family declares by the converter it names."""
+    fam = BackboneFamily(
+        "doubling", "Doubling", GHOSTNET_CFG, GhostNet, deploy={_Doubler: "torch.nn:Identity"}
+    )
+    monkeypatch.setitem(family_module._FAMILIES, "doubling", fam)
+    model = nn.Sequential(_Doubler(), nn.Sequential(_Doubler())).eval()
+    fused = fuse(model, fuse_other_convs=False, native_kernels=False)
+    assert [type(m) for m in fused] == [nn.Identity, nn.Sequential] and type(fused[1][0]) is nn.Identity
+    assert type(model[0]) is _Doubler  # the copy was converted
+    bad = BackboneFamily("broken", "Broken", GHOSTNET_CFG, GhostNet, deploy={_Doubler: "torch.nn:Nope"})
+    monkeypatch.setitem(family_module._FAMILIES, "doubling", bad)
+    with pytest.raises(ImportError, match=r"'torch\.nn:Nope' declared by a backbone family does not exist"):
+        fuse(model, native_kernels=False)
+    with pytest.raises(TypeError, match=r"must be named 'package\.module:attribute', got 'DeployGhostNet'"):
+        BackboneFamily("b", "B", GHOSTNET_CFG, GhostNet, deploy={_Doubler: "DeployGhostNet"})
+    with pytest.raises(TypeError, match=r"deploy keys must be nn\.Module subclasses"):
+        BackboneFamily("b", "B", GHOSTNET_CFG, GhostNet, deploy={int: "torch.nn:Identity"})
+
+
+def test_families_declare_the_ghost_deploy_modules() -> None:
+    """Every shipped family's classifier, FPN body and bottlenecks have a declared deploy module."""
+    for family in ("ghostnet", "ghostnetv2", "ghostnetv3"):
+        net = get_model(family, width=0.5)
+        assert family_converter(net) is DeployGhostNet
+        assert family_converter(net.blocks[1][0]) is DeployBottleneck
+        body = get_model(f"{family}_fpn", width=0.5).body
+        assert family_converter(body) is DeployGhostNetFeatures
+    assert family_converter(nn.Conv2d(3, 3, 1)) is None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -180,3 +183,18 @@ def test_export_names_come_from_the_registry() -> None:
     ):
         build_for_export("ghostnet_100", None, 1.0, None)
     assert isinstance(build_for_export("retinanet_ghostnet_fpn", None, 0.5, 4), RetinaNet)
+
+
+def test_models_and_data_import_nothing_above_them() -> None:
+    """The layering rule: models and data import only themselves and the checkpoint reader (the
+    families name their deploy converters as strings, which ghostdet.deploy imports)."""
+    package = Path(__file__).resolve().parents[1] / "ghostdet"
+    allowed = ("ghostdet.models", "ghostdet.data", "ghostdet.checkpoint_io")
+    for path in [*(package / "models").glob("*.py"), *(package / "data").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                if name.split(".")[0] == "ghostdet":
+                    assert name.startswith(allowed), f"{path.name} imports {name}"

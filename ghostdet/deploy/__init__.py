@@ -49,7 +49,8 @@ ONNX export, ``torch.compile``), every fused convolution falls back to plain ``F
 + ReLU), so deploy models also export to ONNX and run under ``torch.compile``.
 
 The package, one concept per module: :mod:`~ghostdet.deploy.convert` (:func:`fuse`, walking the
-model), :mod:`~ghostdet.deploy.backend` (:class:`FusedConv2d`, BatchNorm folding),
+model), :mod:`~ghostdet.deploy.conversions` (which modules the backbone families declare
+convertible, and into what), :mod:`~ghostdet.deploy.backend` (:class:`FusedConv2d`, BatchNorm folding),
 :mod:`~ghostdet.deploy.ghost` (the Ghost deploy modules), :mod:`~ghostdet.deploy.convfuse`
 (generic torchvision conv fusion) and :mod:`~ghostdet.deploy.native` (building and calling the
 C kernels in ``csrc/``). ``tune_malloc`` lives in :mod:`ghostdet.runtime` and is re-exported here.

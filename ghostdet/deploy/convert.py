@@ -1,8 +1,10 @@
 """The public entry of deploy mode: :func:`fuse` walks a model and converts its parts.
 
-GhostNet (V1, V2, V3) classifiers, feature trunks and bottlenecks become the modules of
-:mod:`ghostdet.deploy.ghost`; the remaining torchvision convolutions are fused by
-:mod:`ghostdet.deploy.convfuse`; the native kernels are built here when the model uses them.
+The parts the backbone families declare convertible (``BackboneFamily.deploy``, see
+:mod:`ghostdet.deploy.conversions`: GhostNet V1/V2/V3 classifiers, feature trunks and
+bottlenecks) become the modules their family names (those of :mod:`ghostdet.deploy.ghost`); the
+remaining torchvision convolutions are fused by :mod:`ghostdet.deploy.convfuse`; the native
+kernels are built here when the model uses them.
 """
 
 from __future__ import annotations
@@ -14,21 +16,18 @@ from torch import nn
 
 from ghostdet.deploy import native
 from ghostdet.deploy.backend import FusedConv2d
+from ghostdet.deploy.conversions import family_converter
 from ghostdet.deploy.convfuse import fuse_convs
-from ghostdet.deploy.ghost import BOTTLENECK_TYPES, DeployBottleneck, DeployGhostNet, DeployGhostNetFeatures
-from ghostdet.models.detection import GhostNetFeatures
-from ghostdet.models.ghostnet import GhostNet
+from ghostdet.deploy.ghost import DeployGhostNet, DeployGhostNetFeatures
 
 __all__ = ["fuse", "is_fused"]
 
 
 def _convert(module: nn.Module) -> nn.Module:
-    if isinstance(module, GhostNet):
-        return DeployGhostNet(module)
-    if isinstance(module, GhostNetFeatures):
-        return DeployGhostNetFeatures(module)
-    if isinstance(module, BOTTLENECK_TYPES):
-        return DeployBottleneck(module)
+    """``module`` converted by the converter its family declares, else with its children converted."""
+    convert = family_converter(module)
+    if convert is not None:
+        return convert(module)
     for name, child in list(module.named_children()):
         new = _convert(child)
         if new is not child:

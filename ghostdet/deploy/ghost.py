@@ -28,12 +28,10 @@ from ghostdet.deploy.backend import (
     fast_path_ok,
     fold_bn,
 )
+from ghostdet.deploy.conversions import family_converter
 from ghostdet.models.detection import GhostNetFeatures
 from ghostdet.models.ghostnet import ConvBnAct, GhostBottleneck, GhostModule, GhostNet, SqueezeExcite
 from ghostdet.models.ghostnetv3 import GhostBottleneckV3, GhostModuleV3
-
-#: The bottlenecks :class:`DeployBottleneck` converts (V3 ones in their re-parameterised form).
-BOTTLENECK_TYPES = (GhostBottleneck, GhostBottleneckV3)
 
 __all__ = [
     "FUSED_BLOCK_MAX_CHANNELS",
@@ -426,10 +424,13 @@ class DeployBottleneck(DeployModule):
 
 
 def _convert_stage(stage: nn.Module) -> nn.Module:
+    """One ``blocks`` entry of a trunk: its bottlenecks by the converter their family declares
+    (:class:`DeployBottleneck` for GhostNet's), the final 1x1 ``ConvBnAct`` as one fused conv."""
     layers = []
     for block in stage:
-        if isinstance(block, BOTTLENECK_TYPES):
-            layers.append(DeployBottleneck(block))
+        convert = family_converter(block)
+        if convert is not None:
+            layers.append(convert(block))
         elif isinstance(block, ConvBnAct):
             layers.append(FusedConv2d.from_conv(block.conv, block.bn1, relu=True))
         else:

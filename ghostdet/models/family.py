@@ -1,10 +1,11 @@
 """Backbone families: what the FPN backbone, the detectors and weight loading need of a trunk.
 
-A family (GhostNet V1 today) declares its block table, how to build its trunk and its
-published weights. Its stages (one per output stride) and their strides are derived from
-the stride column of the block table, so there is no second hand-written table to keep in
-step. A new family is one module that defines its trunk, calls :func:`register_family` and
-registers its builders (see the README's "Adding a backbone").
+A family (GhostNet V1, V2, V3) declares its block table, how to build its trunk, its
+published weights and its deploy conversion (which of its module types
+:func:`ghostdet.deploy.fuse` replaces, and by what). Its stages (one per output stride) and
+their strides are derived from the stride column of the block table, so there is no second
+hand-written table to keep in step. A new family is one module that defines its trunk, calls
+:func:`register_family` and registers its builders (see the README's "Adding a backbone").
 
 The trunk contract: ``build_trunk(width=...)`` returns a module with a ``conv_stem``/``bn1``/
 ``act1`` stem of stride ``stem_stride``, a ``blocks`` ``nn.Sequential`` whose first
@@ -14,6 +15,7 @@ The trunk contract: ``build_trunk(width=...)`` returns a module with a ``conv_st
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -55,6 +57,16 @@ class BackboneFamily:
             detector) into the form that runs at inference, in place, and returns it (GhostNetV3:
             its re-parameterisation); ``None``: the trained form is the inference form. The
             comparison tables count this form.
+        deploy: the family's module types -> the converter :func:`ghostdet.deploy.fuse` replaces
+            them with, named ``"package.module:attribute"`` (a callable taking the eval-mode module
+            and returning its deploy module; a converted bottleneck must have deploy's
+            ``run(x, fast)``). The deploy package imports the converters when it fuses, so the
+            models import nothing from it. Modules are matched with ``isinstance``, the families
+            in name order and each family's entries in their order.
+
+    Raises:
+        TypeError: a ``deploy`` key that is not an ``nn.Module`` subclass, or a converter that is
+            not named ``"package.module:attribute"``.
     """
 
     name: str
@@ -66,6 +78,17 @@ class BackboneFamily:
     stem_stride: int = 2
     rename: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     inference_form: Callable[[nn.Module], nn.Module] | None = None
+    deploy: Mapping[type[nn.Module], str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for kind, converter in self.deploy.items():
+            if not (isinstance(kind, type) and issubclass(kind, nn.Module)):
+                raise TypeError(f"{self.title}: deploy keys must be nn.Module subclasses, got {kind!r}")
+            if not (isinstance(converter, str) and re.fullmatch(r"[\w.]+:[\w.]+", converter)):
+                raise TypeError(
+                    f"{self.title}: the deploy converter of {kind.__name__} must be named "
+                    f"'package.module:attribute', got {converter!r}"
+                )
 
     @cached_property
     def _stages(self) -> tuple[dict[int, tuple[int, ...]], dict[int, int]]:

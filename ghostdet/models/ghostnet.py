@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ghostdet.models.arguments import check_builder_args
+from ghostdet.models.detection import GhostNetFeatures
 from ghostdet.models.family import BackboneFamily, PretrainedWeights, register_family
 from ghostdet.models.registry import register_model
 
@@ -357,7 +358,11 @@ def ghostnet(
     return model
 
 
+_DEPLOY = "ghostdet.deploy.ghost"
+
 #: GhostNet V1 as a backbone family: the authors' published checkpoint at 1.0x (top-1 73.98%).
+#: Its deploy conversion covers the classifier, the FPN body of every family's trunk
+#: (``GhostNetFeatures``) and the bottlenecks.
 GHOSTNET = register_family(
     BackboneFamily(
         name="ghostnet",
@@ -369,6 +374,11 @@ GHOSTNET = register_family(
                 "https://github.com/huawei-noah/CV-backbones/releases/download/ghostnet_pth/ghostnet_1x.pth",
                 top1=73.98,
             ),
+        },
+        deploy={
+            GhostNet: f"{_DEPLOY}:DeployGhostNet",
+            GhostNetFeatures: f"{_DEPLOY}:DeployGhostNetFeatures",
+            GhostBottleneck: f"{_DEPLOY}:DeployBottleneck",
         },
     )
 )

@@ -30,7 +30,7 @@ from ghostdet.models.detection import (
 )
 from ghostdet.models.dfc import dfc_branch, dfc_gate
 from ghostdet.models.family import BackboneFamily, PretrainedWeights, register_family
-from ghostdet.models.ghostnet import GHOSTNET_CFG, GhostBottleneck, GhostModule, GhostNet
+from ghostdet.models.ghostnet import GHOSTNET, GHOSTNET_CFG, GhostBottleneck, GhostModule, GhostNet
 from ghostdet.models.registry import register_model
 from ghostdet.models.weights import load_ghostnet_weights
 
@@ -167,6 +167,8 @@ GHOSTNETV2 = register_family(
             1.3: PretrainedWeights(f"{_RELEASE}/ck_ghostnetv2_13.pth.tar", top1=76.9),
             1.6: PretrainedWeights(f"{_RELEASE}/ck_ghostnetv2_16.pth.tar", top1=77.8),
         },
+        # the trunk and the bottlenecks are V1's classes (the DFC gate is converted with them)
+        deploy=GHOSTNET.deploy,
     )
 )
 

@@ -45,7 +45,7 @@ from ghostdet.models.detection import (
 )
 from ghostdet.models.dfc import dfc_branch, dfc_gate
 from ghostdet.models.family import BackboneFamily, PretrainedWeights, register_family
-from ghostdet.models.ghostnet import GHOSTNET_CFG, GhostNet, SqueezeExcite
+from ghostdet.models.ghostnet import GHOSTNET, GHOSTNET_CFG, GhostNet, SqueezeExcite
 from ghostdet.models.registry import register_model
 from ghostdet.models.weights import load_ghostnet_weights
 
@@ -440,6 +440,8 @@ GHOSTNETV3 = register_family(
         },
         rename=rename_release_keys,
         inference_form=reparameterize,
+        # V1's conversion (its deploy trunks re-parameterise V3 first) and the V3 bottleneck
+        deploy={**GHOSTNET.deploy, GhostBottleneckV3: "ghostdet.deploy.ghost:DeployBottleneck"},
     )
 )
 
