@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from os import PathLike
 from typing import Any, Optional
 
-from ghostdet.config import (
+from ghostdet.recipe import (
     OPTIMIZERS,
     SCHEDULERS,
-    _check,
-    _choice,
     add_run_args,
     add_solver_args,
+    check_choice,
+    check_value,
     load_config,
     none_or_str,
 )
@@ -118,30 +118,30 @@ class ClsConfig:
 
     def validate(self) -> ClsConfig:
         """Check choices and ranges; raises :class:`ConfigError` naming the key. Returns self."""
-        _choice("dataset", self.dataset, DATASETS)
-        _choice("opt", self.opt, OPTIMIZERS)
-        _choice("lr_scheduler", self.lr_scheduler, SCHEDULERS)
-        _check("model", bool(self.model), "must not be empty")
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("opt", self.opt, OPTIMIZERS)
+        check_choice("lr_scheduler", self.lr_scheduler, SCHEDULERS)
+        check_value("model", bool(self.model), "must not be empty")
         for key in ("width", "lr"):
-            _check(key, getattr(self, key) > 0, "must be > 0")
+            check_value(key, getattr(self, key) > 0, "must be > 0")
         for key in ("epochs", "batch_size", "print_freq", "image_size"):
-            _check(key, getattr(self, key) >= 1, "must be >= 1")
+            check_value(key, getattr(self, key) >= 1, "must be >= 1")
         for key in ("workers", "warmup_iters"):
-            _check(key, getattr(self, key) >= 0, "must be >= 0")
+            check_value(key, getattr(self, key) >= 0, "must be >= 0")
         for key in ("momentum", "weight_decay", "lr_gamma", "min_lr_ratio", "warmup_factor"):
-            _check(key, math.isfinite(getattr(self, key)) and getattr(self, key) >= 0, "must be >= 0")
-        _check("dropout", 0 <= self.dropout < 1, "must be in [0, 1)")
-        _check("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)")
-        _check("ratio", self.ratio >= 2, "must be >= 2")
-        _check("dw_size", self.dw_size >= 1 and self.dw_size % 2 == 1, "must be an odd integer >= 1")
-        _check("threads", self.threads is None or self.threads >= 1, "must be >= 1")
+            check_value(key, math.isfinite(getattr(self, key)) and getattr(self, key) >= 0, "must be >= 0")
+        check_value("dropout", 0 <= self.dropout < 1, "must be in [0, 1)")
+        check_value("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)")
+        check_value("ratio", self.ratio >= 2, "must be >= 2")
+        check_value("dw_size", self.dw_size >= 1 and self.dw_size % 2 == 1, "must be an odd integer >= 1")
+        check_value("threads", self.threads is None or self.threads >= 1, "must be >= 1")
         if self.clip_grad_norm is not None:
-            _check("clip_grad_norm", self.clip_grad_norm > 0, "must be > 0")
-        _check("lr_steps", list(self.lr_steps) == sorted(self.lr_steps), "must be increasing")
-        _check("device", bool(self.device), "must not be empty")
+            check_value("clip_grad_norm", self.clip_grad_norm > 0, "must be > 0")
+        check_value("lr_steps", list(self.lr_steps) == sorted(self.lr_steps), "must be increasing")
+        check_value("device", bool(self.device), "must not be empty")
         reserved = {"num_classes", "width", "weights", "dropout"}
         bad = sorted(reserved & set(self.model_kwargs))
-        _check("model_kwargs", not bad, f"must not set {', '.join(bad)} (use the top-level keys)")
+        check_value("model_kwargs", not bad, f"must not set {', '.join(bad)} (use the top-level keys)")
         return self
 
 

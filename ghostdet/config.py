@@ -16,21 +16,18 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
-import yaml
-
+from ghostdet import recipe
 from ghostdet.models.family import list_families
 from ghostdet.models.registry import detector_aliases, family_variant
+from ghostdet.recipe import OPTIMIZERS, SCHEDULERS, ConfigError, check_choice, check_value
 
 __all__ = [
     "CONFIG_DIR",
@@ -38,15 +35,9 @@ __all__ = [
     "ConfigError",
     "SyntheticConfig",
     "TrainConfig",
-    "check_config_key",
     "config_from_dict",
     "default_config_path",
     "load_config",
-    "add_run_args",
-    "add_solver_args",
-    "none_or_str",
-    "overrides_from_args",
-    "save_config",
 ]
 
 #: The recipes shipped with the repository.
@@ -54,13 +45,6 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 #: ``--detector`` choices -> torchvision-style builder names: the detector aliases of the registry.
 DETECTORS: dict[str, str] = detector_aliases()
-
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULERS = ("multistep", "cosine")
-
-
-class ConfigError(ValueError):
-    """A recipe or override is invalid (unknown key, wrong type, value out of range)."""
 
 
 @dataclass
@@ -233,36 +217,38 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check choices and ranges; raises :class:`ConfigError` naming the key. Returns self."""
-        _choice("detector", self.detector, tuple(DETECTORS))
-        _choice("backbone", self.backbone, tuple(list_families()))
+        check_choice("detector", self.detector, tuple(DETECTORS))
+        check_choice("backbone", self.backbone, tuple(list_families()))
         try:
             self.builder  # noqa: B018 (a family without this detector)
         except ValueError as e:
             raise ConfigError(f"backbone: {e}") from None
-        _choice("opt", self.opt, OPTIMIZERS)
-        _choice("lr_scheduler", self.lr_scheduler, SCHEDULERS)
+        check_choice("opt", self.opt, OPTIMIZERS)
+        check_choice("lr_scheduler", self.lr_scheduler, SCHEDULERS)
         for key in ("width", "lr"):
-            _check(key, getattr(self, key) > 0, "must be > 0")
+            check_value(key, getattr(self, key) > 0, "must be > 0")
         for key in ("epochs", "batch_size", "print_freq"):
-            _check(key, getattr(self, key) >= 1, "must be >= 1")
+            check_value(key, getattr(self, key) >= 1, "must be >= 1")
         for key in ("workers", "warmup_iters", "eval_every", "vis_images", "aspect_ratio_group_factor"):
-            _check(key, getattr(self, key) >= 0, "must be >= 0")
+            check_value(key, getattr(self, key) >= 0, "must be >= 0")
         for key in ("momentum", "weight_decay", "lr_gamma", "min_lr_ratio", "warmup_factor"):
-            _check(key, math.isfinite(getattr(self, key)) and getattr(self, key) >= 0, "must be >= 0")
-        _check("warmup_factor", self.warmup_factor <= 1, "must be in [0, 1]")
+            check_value(key, math.isfinite(getattr(self, key)) and getattr(self, key) >= 0, "must be >= 0")
+        check_value("warmup_factor", self.warmup_factor <= 1, "must be in [0, 1]")
         if self.trainable_backbone_layers is not None:
-            _check("trainable_backbone_layers", 0 <= self.trainable_backbone_layers <= 5, "must be in 0..5")
+            check_value(
+                "trainable_backbone_layers", 0 <= self.trainable_backbone_layers <= 5, "must be in 0..5"
+            )
         for key in ("min_size", "max_size", "threads"):
             v = getattr(self, key)
-            _check(key, v is None or v >= 1, "must be >= 1")
+            check_value(key, v is None or v >= 1, "must be >= 1")
         if self.clip_grad_norm is not None:
-            _check("clip_grad_norm", self.clip_grad_norm > 0, "must be > 0")
-        _check("lr_steps", list(self.lr_steps) == sorted(self.lr_steps), "must be increasing")
-        _check("device", bool(self.device), "must not be empty")
+            check_value("clip_grad_norm", self.clip_grad_norm > 0, "must be > 0")
+        check_value("lr_steps", list(self.lr_steps) == sorted(self.lr_steps), "must be increasing")
+        check_value("device", bool(self.device), "must not be empty")
         reserved = {"weights", "num_classes", "width", "weights_backbone", "trainable_backbone_layers"}
         reserved.add("backbone")
         bad = sorted(reserved & set(self.model_kwargs))
-        _check("model_kwargs", not bad, f"must not set {', '.join(bad)} (use the top-level keys)")
+        check_value("model_kwargs", not bad, f"must not set {', '.join(bad)} (use the top-level keys)")
         from ghostdet.data import AugConfig
 
         try:
@@ -272,239 +258,27 @@ class TrainConfig:
         return self
 
 
-def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
-
-
-def _check(key: str, ok: bool, msg: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {msg}")
-
-
-def _is_optional(tp: Any) -> tuple[bool, Any]:
-    origin = typing.get_origin(tp)
-    if origin is Union or (hasattr(types, "UnionType") and isinstance(tp, types.UnionType)):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return True, args[0]
-    return False, tp
-
-
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Check ``value`` against the annotation ``tp`` (ints are accepted for floats)."""
-    optional, tp = _is_optional(tp)
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{key}: must not be null")
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return _from_mapping(tp, value, prefix=f"{key}.")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, PathLike)):
-            return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    return value
-
-
-def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "", source: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    where = f" in {source}" if source else ""
-    for key in data:
-        if key not in names:
-            raise ConfigError(
-                f"unknown config key {(prefix + key)!r}{where} (known keys: {', '.join(names)})"
-            )
-    kwargs = {k: _coerce(f"{prefix}{k}", v, hints[k]) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def check_config_key(key: str, cls: Any = None) -> None:
-    """Raise :class:`ConfigError` when ``key`` (``epochs``, ``synthetic.root``) names no config field.
-
-    Keys below the mapping fields (``augment.*``, ``model_kwargs.*``) are checked where they are
-    used.
-
-    Args:
-        key: dotted config key.
-        cls: the config dataclass (default :class:`TrainConfig`).
-    """
-    cls = TrainConfig if cls is None else cls
-    prefix = ""
-    for part in key.split("."):
-        if not dataclasses.is_dataclass(cls):
-            return
-        names = [f.name for f in dataclasses.fields(cls)]
-        if part not in names:
-            raise ConfigError(f"unknown config key {(prefix + part)!r} (known keys: {', '.join(names)})")
-        cls = typing.get_type_hints(cls)[part]
-        prefix += part + "."
-
-
 def config_from_dict(
-    data: Mapping[str, Any] | None,
-    overrides: Mapping[str, Any] | None = None,
-    source: str = "",
-    cls: type = TrainConfig,
-) -> Any:
-    """Build and validate a :class:`TrainConfig` from a plain mapping plus overrides.
-
-    Args:
-        data: recipe mapping (e.g. parsed YAML); ``None`` gives the defaults.
-        overrides: top-level keys replacing the recipe's; ``synthetic``/``augment`` may be given
-            as mappings (merged into the recipe's) and ``"synthetic.root"``-style dotted keys
-            set one nested field.
-        source: file name used in error messages.
-        cls: the config dataclass (with a ``validate()`` method), e.g.
-            :class:`ghostdet.cls_config.ClsConfig`; default :class:`TrainConfig`.
+    data: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None, source: str = ""
+) -> TrainConfig:
+    """A validated :class:`TrainConfig` from a plain mapping plus overrides
+    (:func:`ghostdet.recipe.config_from_dict`).
 
     Raises:
         ConfigError: unknown key, wrong type or invalid value (the message names the key).
     """
-    if data is not None and not isinstance(data, Mapping):
-        raise ConfigError(f"the config{' ' + source if source else ''} must be a YAML mapping of keys")
-    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in (data or {}).items()}
-    for key, value in (overrides or {}).items():
-        if "." in key:
-            head, sub = key.split(".", 1)
-            merged.setdefault(head, {})
-            if not isinstance(merged[head], dict):
-                raise ConfigError(f"{head}: expected a mapping")
-            merged[head][sub] = value
-        elif key in ("synthetic", "augment", "model_kwargs") and isinstance(value, Mapping):
-            merged[key] = {**merged.get(key, {}), **value}
-        else:
-            merged[key] = value
-    cfg = _from_mapping(cls, merged, source=source)
-    return cfg.validate()
+    return recipe.config_from_dict(data, overrides, source, cls=TrainConfig)
 
 
-def load_config(
-    path: str | PathLike | None, overrides: Mapping[str, Any] | None = None, cls: type = TrainConfig
-) -> Any:
-    """Load a YAML recipe, apply ``overrides`` and validate.
-
-    Args:
-        path: YAML file (``None``: the built-in defaults).
-        overrides: see :func:`config_from_dict`.
-        cls: the config dataclass, see :func:`config_from_dict`.
+def load_config(path: str | PathLike | None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Load a detection recipe (YAML; ``None``: the defaults), apply ``overrides`` and validate
+    (:func:`ghostdet.recipe.load_config`).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ConfigError: bad YAML, unknown key, wrong type or invalid value.
     """
-    data = None
-    source = ""
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file not found: {p}")
-        source = str(p)
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p} is not valid YAML: {' '.join(str(e).split())}") from None
-    return config_from_dict(data, overrides, source=source, cls=cls)
-
-
-def overrides_from_args(given: Mapping[str, Any], keys: Mapping[str, str], cls: Any = None) -> dict[str, Any]:
-    """Config overrides of a tool's parsed flags: the flags actually passed, then ``--set``.
-
-    Args:
-        given: ``vars(args)`` of a parser built with ``argument_default=SUPPRESS`` (a flag that
-            was not passed is absent); ``--set KEY=VALUE`` items are under ``"set_"``.
-        keys: flag dest -> config key (dotted for nested keys).
-        cls: the config dataclass whose keys ``--set`` may name (default :class:`TrainConfig`).
-
-    Raises:
-        ConfigError: a ``--set`` item that is not ``KEY=VALUE``, names no config key or whose
-            value is not YAML; the message leads with ``--set ITEM``.
-    """
-    overrides = {key: given[dest] for dest, key in keys.items() if dest in given}
-    for item in given.get("set_", []):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            check_config_key(key, cls)
-            overrides[key] = yaml.safe_load(value)
-        except ConfigError as e:
-            raise ConfigError(f"--set {item}: {e}") from None
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: cannot parse {value!r} as YAML") from None
-    return overrides
-
-
-def none_or_str(value: str) -> str | None:
-    """argparse type: ``none``/``null``/empty -> ``None``, anything else unchanged."""
-    return None if value.lower() in ("none", "null", "") else value
-
-
-def add_solver_args(group: Any) -> None:
-    """The solver flags both training tools share (``--epochs`` ... ``--warmup-iters``)."""
-    group.add_argument("--epochs", type=int, help="training epochs")
-    group.add_argument("--batch-size", type=int, help="images per iteration per process")
-    group.add_argument("--lr", type=float, help="peak learning rate (for batch-size x processes)")
-    group.add_argument("--opt", choices=list(OPTIMIZERS), help="optimizer")
-    group.add_argument("--lr-scheduler", choices=list(SCHEDULERS), help="per-iteration lr schedule")
-    group.add_argument("--warmup-iters", type=int, help="linear warm-up iterations")
-
-
-def add_run_args(group: Any) -> None:
-    """The runtime flags both training tools share (``--amp`` ... ``--print-freq``)."""
-    group.add_argument(
-        "--amp", action=argparse.BooleanOptionalAction,
-        help="mixed precision: float16 + GradScaler on CUDA, bfloat16 autocast on CPU",
-    )  # fmt: skip
-    group.add_argument("--device", help="auto (cuda if available), cpu, cuda or cuda:N")
-    group.add_argument("--threads", type=int, help="torch CPU threads per process")
-    group.add_argument("--output-dir", help="checkpoints, metrics.json, config.yaml, TensorBoard events")
-    group.add_argument(
-        "--resume", type=none_or_str,
-        help="checkpoint to resume from, a run folder, or 'auto' (OUTPUT_DIR/checkpoint.pth if present)",
-    )  # fmt: skip
-    group.add_argument("--seed", type=int, help="random seed (CPU runs are reproducible)")
-    group.add_argument("--print-freq", type=int, help="iterations between log lines / TensorBoard points")
-
-
-def save_config(cfg: Any, path: str | PathLike) -> Path:
-    """Write the resolved config (any config dataclass with ``to_dict``) as YAML (loadable with
-    :func:`load_config`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None))
-    return path
+    return recipe.load_config(path, overrides, cls=TrainConfig)
 
 
 def default_config_path(detector: str, real_data: bool = False) -> Path:
@@ -523,7 +297,7 @@ def default_config_path(detector: str, real_data: bool = False) -> Path:
     Raises:
         ConfigError: unknown alias, or no such recipe is shipped for it.
     """
-    _choice("detector", detector, tuple(DETECTORS))
+    check_choice("detector", detector, tuple(DETECTORS))
     path = CONFIG_DIR / f"{detector}_{'ghostnet100_coco_1x' if real_data else 'ghostnet_synthetic'}.yaml"
     if not path.is_file():
         data = "COCO" if real_data else "synthetic"

@@ -18,9 +18,9 @@ from ghostdet.config import (
     config_from_dict,
     default_config_path,
     load_config,
-    save_config,
 )
-from ghostdet.engine.train import LRSchedule
+from ghostdet.engine.solver import LRSchedule
+from ghostdet.recipe import save_config
 
 REPO = Path(__file__).resolve().parents[1]
 

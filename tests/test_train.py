@@ -21,7 +21,10 @@ import yaml
 
 from ghostdet.config import config_from_dict, load_config
 from ghostdet.data.synthetic import SHAPE_CATEGORIES, make_synthetic_coco
-from ghostdet.engine import NonFiniteLossError, train
+from ghostdet.engine import NonFiniteLossError, build_datasets, train
+from ghostdet.engine import state as state_module
+from ghostdet.engine.solver import LRSchedule
+from ghostdet.engine.state import best_entry
 from ghostdet.evaluation import COCO_STAT_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,14 +171,14 @@ def test_resume_restores_the_lr_position_not_the_old_schedule():
 
     def scheduler(epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
         opt = torch.optim.SGD(params, lr=1.0)
-        return torch.optim.lr_scheduler.LambdaLR(opt, train_module.LRSchedule("cosine", 10, epochs))
+        return torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule("cosine", 10, epochs))
 
     old = scheduler(1)
     for _ in range(3):
         old.optimizer.step()
         old.step()
     new = scheduler(4)  # resumed with a longer --epochs
-    train_module._restore_scheduler(new, old.state_dict())
+    state_module._restore_scheduler(new, old.state_dict())
     assert new.last_epoch == 3 and new.lr_lambdas[0].total_iters == 40
     new.optimizer.step()
     new.step()
@@ -184,9 +187,9 @@ def test_resume_restores_the_lr_position_not_the_old_schedule():
 
 def test_best_evaluation_is_found_by_epoch():
     history = [{"epoch": 1, "AP": 0.25}, {"epoch": 2, "AP": 0.5}, {"epoch": 3, "AP": 0.5}]
-    assert train_module.best_entry({"best_epoch": 1}, history) is history[0]
-    assert train_module.best_entry({}, history) is history[1]  # older checkpoints: first highest AP
-    assert train_module.best_entry({"best_epoch": 0}, []) is None
+    assert best_entry({"best_epoch": 1}, history) is history[0]
+    assert best_entry({}, history) is history[1]  # older checkpoints: first highest AP
+    assert best_entry({"best_epoch": 0}, []) is None
 
 
 def test_nonfinite_loss_names_image_ids_and_keeps_checkpoint(tiny_data, tmp_path, monkeypatch):
@@ -249,7 +252,7 @@ def test_synthetic_data_is_generated_from_the_recipe(tmp_path):
                        "object_size": [16, 32], "num_categories": 3}}
     )  # fmt: skip
     assert cfg.uses_synthetic()
-    train_ds, val_ds = train_module.build_datasets(cfg)
+    train_ds, val_ds = build_datasets(cfg)
     assert (len(train_ds), len(val_ds)) == (6, 2)
     assert train_ds.num_classes == 4 and train_ds.label_to_cat_id == {1: 1, 2: 3, 3: 5}
     manifest = json.loads((root / "ghostdet_synthetic.json").read_text())
@@ -258,7 +261,7 @@ def test_synthetic_data_is_generated_from_the_recipe(tmp_path):
     image, _ = val_ds[0]
     assert image.shape == (3, 64, 64)
     before = (root / "annotations" / "instances_train.json").stat().st_mtime_ns
-    train_module.build_datasets(cfg)  # second use: not regenerated
+    build_datasets(cfg)  # second use: not regenerated
     assert (root / "annotations" / "instances_train.json").stat().st_mtime_ns == before
 
 

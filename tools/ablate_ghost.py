@@ -24,8 +24,8 @@ from pathlib import Path
 
 from ghostdet.cli import ToolArgumentParser, one_line
 from ghostdet.cls_config import TRAIN_CLS_FLAGS, ClsConfig, add_train_cls_args, load_cls_config
-from ghostdet.config import ConfigError, overrides_from_args
 from ghostdet.engine.ablation import ABLATION_DW_SIZES, ABLATION_RATIOS
+from ghostdet.recipe import ConfigError, overrides_from_args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

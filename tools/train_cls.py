@@ -28,7 +28,7 @@ import sys
 
 from ghostdet.cli import ToolArgumentParser, run_tool
 from ghostdet.cls_config import TRAIN_CLS_FLAGS, ClsConfig, add_train_cls_args, load_cls_config
-from ghostdet.config import overrides_from_args
+from ghostdet.recipe import overrides_from_args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     prog = "train_cls.py"
 
     def body() -> int:
-        from ghostdet.engine.train import run_training_job
+        from ghostdet.engine.run import run_training_job
         from ghostdet.engine.train_cls import train_classifier
 
         overrides = overrides_from_args(given, TRAIN_CLS_FLAGS, ClsConfig)

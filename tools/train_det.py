@@ -28,18 +28,9 @@ import argparse
 import sys
 
 from ghostdet.cli import ToolArgumentParser, run_tool
-from ghostdet.config import (
-    DETECTORS,
-    ConfigError,
-    TrainConfig,
-    add_run_args,
-    add_solver_args,
-    default_config_path,
-    load_config,
-    none_or_str,
-    overrides_from_args,
-)
+from ghostdet.config import DETECTORS, TrainConfig, default_config_path, load_config
 from ghostdet.models.family import list_families
+from ghostdet.recipe import ConfigError, add_run_args, add_solver_args, none_or_str, overrides_from_args
 
 S = argparse.SUPPRESS
 
@@ -175,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     prog = "train_det.py"
 
     def body() -> int:
-        from ghostdet.engine.train import run_training_job, train
+        from ghostdet.engine.run import run_training_job
+        from ghostdet.engine.train import train
 
         return run_training_job(train, resolve_config(args), prog)
 

@@ -3,17 +3,11 @@
 
 from ghostdet.distributed import DistInfo, init_distributed
 from ghostdet.engine.checkpoint import atomic_save, load_checkpoint, resolve_resume_path
+from ghostdet.engine.detection_data import build_datasets
+from ghostdet.engine.run import NonFiniteLossError
 from ghostdet.engine.signals import Terminated
-from ghostdet.engine.train import (
-    LRSchedule,
-    NonFiniteLossError,
-    build_datasets,
-    build_model,
-    build_optimizer,
-    evaluate,
-    train,
-    train_one_epoch,
-)
+from ghostdet.engine.solver import LRSchedule, build_optimizer
+from ghostdet.engine.train import build_model, evaluate, train, train_one_epoch
 from ghostdet.engine.train_cls import train_classifier
 
 __all__ = [

@@ -32,7 +32,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ghostdet.cls_config import ClsConfig
-from ghostdet.config import ConfigError, config_from_dict, save_config
 from ghostdet.distributed import (
     DistInfo,
     all_gather_objects,
@@ -41,21 +40,18 @@ from ghostdet.distributed import (
 )
 from ghostdet.engine.checkpoint import load_checkpoint
 from ghostdet.engine.logger import ProgressLog, RunLogger
-from ghostdet.engine.train import (
+from ghostdet.engine.run import (
     NonFiniteLossError,
-    autocast,
-    backward_step,
     begin_run,
-    best_entry,
-    build_solver,
     finish_run,
     open_tensorboard,
-    restore_training_state,
     run_in_process_group,
     save_epoch,
-    training_state,
     wrap_for_training,
 )
+from ghostdet.engine.solver import autocast, backward_step, build_solver
+from ghostdet.engine.state import best_entry, restore_training_state, training_state
+from ghostdet.recipe import ConfigError, config_from_dict, save_config
 
 __all__ = [
     "TORCHVISION_BASELINES",

@@ -1,0 +1,176 @@
+"""The life of a training job, shared by the detection and the classification loops.
+
+Setting a process up (:func:`begin_run`: logger, threads, seed, the checkpoint to resume),
+joining the process group (:func:`run_in_process_group`), DDP wrapping, TensorBoard, the
+end-of-epoch and final files, and how a training tool reports the way a job ended
+(:func:`run_training_job`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ghostdet.distributed import DistInfo, cleanup_distributed, init_distributed
+from ghostdet.engine.checkpoint import atomic_save, load_checkpoint, resolve_resume_path
+from ghostdet.engine.logger import RunLogger, atomic_write_json
+from ghostdet.engine.signals import Terminated, sigterm_as_interrupt
+
+__all__ = [
+    "NonFiniteLossError",
+    "begin_run",
+    "config_differences",
+    "configure_threads",
+    "finish_run",
+    "open_tensorboard",
+    "run_in_process_group",
+    "run_training_job",
+    "save_epoch",
+    "seed_everything",
+    "wrap_for_training",
+]
+
+T = TypeVar("T")
+
+
+# Config keys that may change between a run and its resumption without breaking "exact" resume.
+_RESUME_FREE_KEYS = {
+    "epochs", "output_dir", "resume", "print_freq", "workers", "device", "eval_every", "threads",
+    "vis_images", "vis_score_thresh", "strict_data",
+}  # fmt: skip
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the message names the batch's image ids."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def configure_threads(threads: int | None, info: DistInfo) -> None:
+    """torch intra-op threads: ``threads``, or the CPU cores split over the processes of a CPU
+    ``torchrun`` job (unless ``OMP_NUM_THREADS`` is set)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    elif info.distributed and info.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world_size))
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Config keys (other than those free to change on resume) whose values differ, sorted."""
+    return sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE_KEYS and old.get(k) != new.get(k))
+
+
+def begin_run(cfg: Any, info: DistInfo) -> tuple[Path, RunLogger, Path | None, dict[str, Any] | None]:
+    """Process setup shared by the training loops: logger, threads, seed, the checkpoint to resume.
+
+    The checkpoint is read before anything is built, so a bad one fails early.
+
+    Args:
+        cfg: a training config (``output_dir``, ``threads``, ``amp``, ``seed``, ``resume``, ``to_dict()``).
+        info: process placement.
+
+    Returns:
+        ``(output_dir, log, resume_path or None, checkpoint dict or None)``.
+    """
+    out_dir = Path(cfg.output_dir)
+    log = RunLogger(out_dir / "log.txt", enabled=info.is_main)
+    configure_threads(cfg.threads, info)
+    if cfg.amp and info.device.type == "cpu":
+        log("amp on CPU: bfloat16 autocast (no GradScaler)")
+    seed_everything(cfg.seed + info.rank)
+    resume_path = resolve_resume_path(cfg.resume, out_dir)
+    if resume_path is None:
+        return out_dir, log, None, None
+    ckpt = load_checkpoint(resume_path)
+    diffs = config_differences(ckpt.get("config", {}), cfg.to_dict())
+    if diffs:
+        log(f"warning: resuming with a config that differs from the checkpoint's in: {', '.join(diffs)}")
+    return out_dir, log, resume_path, ckpt
+
+
+def wrap_for_training(model: nn.Module, info: DistInfo) -> nn.Module:
+    """``model`` in DistributedDataParallel when the job is distributed (else ``model``)."""
+    if not info.distributed:
+        return model
+    ddp_kw = {"device_ids": [info.device.index]} if info.device.type == "cuda" else {}
+    return nn.parallel.DistributedDataParallel(model, **ddp_kw)
+
+
+def open_tensorboard(out_dir: Path, info: DistInfo, global_step: int) -> Any:
+    """A SummaryWriter in ``out_dir/tensorboard`` on rank 0 (``None`` elsewhere); events after
+    ``global_step`` of an interrupted run are purged."""
+    if not info.is_main:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(out_dir / "tensorboard"), purge_step=global_step or None)
+
+
+def save_epoch(out_dir: Path, ckpt_doc: dict[str, Any], improved: bool, metrics_doc: dict[str, Any]) -> None:
+    """Rank 0's end-of-epoch files: ``checkpoint.pth``, ``best.pth`` if improved, ``metrics.json``."""
+    atomic_save(ckpt_doc, out_dir / "checkpoint.pth")
+    if improved:
+        atomic_save(ckpt_doc, out_dir / "best.pth")
+    atomic_write_json(out_dir / "metrics.json", metrics_doc)
+
+
+def finish_run(
+    info: DistInfo, log: RunLogger, out_dir: Path, doc: dict[str, Any], start_epoch: int, epochs: int
+) -> None:
+    """Rank 0 writes the final ``metrics.json`` (and says so when a resumed run had nothing to do)."""
+    if not info.is_main:
+        return
+    if start_epoch > epochs:
+        log(f"nothing to do: the checkpoint already finished {start_epoch - 1} >= {epochs} epochs")
+    atomic_write_json(out_dir / "metrics.json", doc)
+
+
+def run_training_job(train_fn: Callable[[Any], Any], cfg: Any, prog: str) -> int:
+    """Run ``train_fn(cfg)`` for a training tool and report how it ended.
+
+    A NaN/inf loss is one ``prog: error: ...`` line and exit status 1; Ctrl-C (130) and SIGTERM
+    (143, see :mod:`ghostdet.engine.signals`) say whether ``cfg.output_dir`` holds a checkpoint
+    to resume from. Errors about the user's input propagate to :func:`ghostdet.cli.run_tool`.
+    """
+    try:
+        train_fn(cfg)
+    except NonFiniteLossError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        ckpt = Path(cfg.output_dir) / "checkpoint.pth"
+        if ckpt.is_file():
+            print(f"{prog}: {how}; {ckpt} is kept: resume with --resume auto", file=sys.stderr)
+        else:
+            print(f"{prog}: {how} before the first checkpoint; nothing to resume", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    return 0
+
+
+def run_in_process_group(job: Callable[[Any, DistInfo], T], cfg: Any) -> T:
+    """``job(cfg, info)`` inside this process's place in a (possibly ``torchrun``) job.
+
+    Joins the process group (``cfg.device`` picks the backend), turns SIGTERM into
+    :class:`~ghostdet.engine.signals.Terminated` for the duration, and leaves the group it
+    created afterwards. Shared by the detection and the classification loops.
+    """
+    with sigterm_as_interrupt():
+        info = init_distributed(cfg.device)
+        try:
+            return job(cfg, info)
+        finally:
+            cleanup_distributed(info)

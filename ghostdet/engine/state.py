@@ -1,0 +1,97 @@
+"""The resumable state of a training run: what a checkpoint holds to continue exactly.
+
+:func:`training_state` collects model, optimizer, lr position, scaler, epoch and RNG states (each
+loop adds its task's entries); :func:`restore_training_state` loads them back, keeping this run's
+lr schedule; :func:`best_entry` finds the best evaluation of a checkpoint's history. Shared by the
+detection and the classification loops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ghostdet.engine.checkpoint import CHECKPOINT_FORMAT, get_rng_state, set_rng_state
+from ghostdet.models.weights import load_strict
+
+__all__ = ["best_entry", "restore_training_state", "training_state", "unwrap_model"]
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel (``model`` itself when not wrapped)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def training_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    epoch: int,
+    global_step: int,
+) -> dict[str, Any]:
+    """The resumable part of a checkpoint (both loops add their task's entries to it)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": unwrap_model(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": int(epoch),
+        "global_step": int(global_step),
+        "rng": get_rng_state(),
+    }
+
+
+def _restore_scheduler(scheduler: torch.optim.lr_scheduler.LambdaLR, state: Mapping[str, Any]) -> None:
+    """Restore the scheduler's position (iteration count, last lrs) but not its schedule.
+
+    The schedule is this run's (e.g. a longer ``--epochs``): a ``None`` lr_lambda entry tells
+    ``LambdaLR.load_state_dict`` to leave that lambda as it is.
+    """
+    position = {k: v for k, v in state.items() if k != "lr_lambdas"}
+    position["lr_lambdas"] = [None] * len(scheduler.lr_lambdas)
+    scheduler.load_state_dict(position)
+
+
+def restore_training_state(
+    ckpt: Mapping[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    scaler: torch.amp.GradScaler,
+) -> tuple[int, int]:
+    """Load :func:`training_state`'s entries back; returns ``(start_epoch, global_step)``.
+
+    The scheduler keeps this run's schedule (e.g. a longer ``epochs``); only its position comes
+    from the checkpoint.
+    """
+    load_strict(model, ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    _restore_scheduler(scheduler, ckpt["lr_scheduler"])
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    if "rng" in ckpt:
+        set_rng_state(ckpt["rng"])
+    return int(ckpt["epoch"]) + 1, int(ckpt.get("global_step", 0))
+
+
+def best_entry(
+    ckpt: Mapping[str, Any], history: list[dict[str, Any]], metric: str = "AP"
+) -> dict[str, Any] | None:
+    """The checkpoint's best evaluation: the ``history`` entry of its ``best_epoch``.
+
+    Args:
+        ckpt: the checkpoint (``best_epoch``: 0 before the first evaluation).
+        history: its per-evaluation entries (each with ``epoch`` and ``metric``).
+        metric: the key that ranks entries, for checkpoints written before ``best_epoch`` was
+            recorded (the first highest wins).
+    """
+    if not history:
+        return None
+    if "best_epoch" not in ckpt:
+        return max(history, key=lambda h: h[metric])
+    return next((h for h in history if h["epoch"] == ckpt["best_epoch"]), None)
