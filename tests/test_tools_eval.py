@@ -486,7 +486,7 @@ def test_infer_flag_errors(infer_tool, tiny_set, capsys):
 
 def test_load_detector_frozen_bn_checkpoint_and_model_kwargs(tmp_path):
     from ghostdet.inference import load_detector
-    from ghostdet.models.detection import _to_frozen_bn
+    from ghostdet.models.fpn import _to_frozen_bn
 
     torch.manual_seed(0)
     trained = get_model("fasterrcnn_ghostnet_320_fpn", num_classes=4, width=0.5, box_detections_per_img=7)

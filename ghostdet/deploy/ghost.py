@@ -8,6 +8,10 @@ their training-time counterparts; :class:`DeployGhostNet` and :class:`DeployGhos
 are whole trunks that decide once per call whether the fast kernels may run. Every convolution is
 a :class:`~ghostdet.deploy.backend.FusedConv2d`; bottlenecks that fit ghostdet's fused native
 kernels (``ghostdet/deploy/csrc/ghostblock.c``) run as one or two calls each.
+
+One concept, the deploy form of the Ghost modules, hence ~500 lines: :class:`DeployBottleneck`'s
+paths (fused native block, SE front/back calls, per-op kernels) and the rules that choose between
+them are most of it, and they only make sense beside the modules they run.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from ghostdet.deploy.backend import (
     fold_bn,
 )
 from ghostdet.deploy.conversions import family_converter
-from ghostdet.models.detection import GhostNetFeatures
+from ghostdet.models.fpn import GhostNetFeatures
 from ghostdet.models.ghostnet import ConvBnAct, GhostBottleneck, GhostModule, GhostNet, SqueezeExcite
 from ghostdet.models.ghostnetv3 import GhostBottleneckV3, GhostModuleV3
 

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from ghostdet.models.cifar import resnet56_cifar, vgg16_cifar
 from ghostdet.models.detection import (
-    GhostNetFeatures,
-    GhostNetFPN,
     fasterrcnn_ghostnet_320_fpn,
     fasterrcnn_ghostnet_fpn,
-    ghostnet_fpn_backbone,
     retinanet_ghostnet_320_fpn,
     retinanet_ghostnet_fpn,
 )
@@ -23,6 +20,7 @@ from ghostdet.models.family import (
     list_families,
     register_family,
 )
+from ghostdet.models.fpn import GhostNetFeatures, GhostNetFPN, ghostnet_fpn_backbone
 from ghostdet.models.ghostnet import (
     GHOSTNET,
     GHOSTNET_CFG,

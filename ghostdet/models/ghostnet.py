@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ghostdet.models.arguments import check_builder_args
-from ghostdet.models.detection import GhostNetFeatures
 from ghostdet.models.family import BackboneFamily, PretrainedWeights, register_family
+from ghostdet.models.fpn import GhostNetFeatures
 from ghostdet.models.registry import register_model
 
 __all__ = [

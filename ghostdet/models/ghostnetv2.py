@@ -21,15 +21,14 @@ from ghostdet.models.arguments import check_builder_args
 from ghostdet.models.detection import (
     FASTERRCNN_CLASS_KEY,
     RETINANET_CLASS_KEY,
-    GhostNetFPN,
     fasterrcnn_ghostnet_320_fpn,
     fasterrcnn_ghostnet_fpn,
-    ghostnet_fpn_backbone,
     retinanet_ghostnet_320_fpn,
     retinanet_ghostnet_fpn,
 )
 from ghostdet.models.dfc import dfc_branch, dfc_gate
 from ghostdet.models.family import BackboneFamily, PretrainedWeights, register_family
+from ghostdet.models.fpn import GhostNetFPN, ghostnet_fpn_backbone
 from ghostdet.models.ghostnet import GHOSTNET, GHOSTNET_CFG, GhostBottleneck, GhostModule, GhostNet
 from ghostdet.models.registry import register_model
 from ghostdet.models.weights import load_ghostnet_weights

@@ -20,7 +20,7 @@ from torch import nn
 
 from ghostdet.ghostify import ghostify
 from ghostdet.models.cifar import resnet56_cifar, vgg16_cifar
-from ghostdet.models.detection import ghostnet_fpn_backbone
+from ghostdet.models.fpn import ghostnet_fpn_backbone
 from ghostdet.profiling import paper_figures as paper
 from ghostdet.profiling.backbones import BACKBONES, BackboneSpec
 from ghostdet.profiling.counting import InputSize, count_macs, count_params, input_shape
