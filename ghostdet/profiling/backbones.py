@@ -24,7 +24,7 @@ from torchvision.models.detection.backbone_utils import mobilenet_backbone
 
 from ghostdet.models.family import get_family
 from ghostdet.models.registry import ModelEntry, list_models, model_entry
-from ghostdet.profiling.paper_figures import IMAGENET_BACKBONES
+from ghostdet.profiling.paper_figures import IMAGENET_BASELINES, IMAGENET_FAMILIES
 
 __all__ = ["BACKBONES", "DETECTION_BACKBONES", "BackboneSpec"]
 
@@ -52,6 +52,8 @@ class BackboneSpec:
         detection: ``True`` for a detection backbone (body + FPN) that is its own trunk.
         paper_params_m: the paper's parameter count in millions (``None`` if none).
         paper_macs_m: the paper's MACs at 224x224 in millions (``None`` if none).
+        family: the backbone family of a ghostdet row (``None`` for a torchvision baseline).
+        width: its width multiplier (``None`` for a torchvision baseline).
     """
 
     label: str
@@ -59,6 +61,8 @@ class BackboneSpec:
     detection: bool = False
     paper_params_m: float | None = None
     paper_macs_m: float | None = None
+    family: str | None = None
+    width: float | None = None
 
     def trunk(self, model: nn.Module) -> nn.Module:
         """The part run on detection-sized inputs: the model itself for detection backbones,
@@ -98,25 +102,30 @@ def _build_inference_form(entry: ModelEntry) -> nn.Module:
     return model if convert is None else convert(model.eval())
 
 
-def _registered_rows(kind: str) -> dict[str, tuple[str, Callable[[], nn.Module]]]:
-    """Row name -> (label, builder) of the registered ``kind`` models on a family at a bound width."""
+def _rows(kind: str) -> dict[str, BackboneSpec]:
+    """The rows of ``kind`` (``classifier`` or ``backbone``): the registered models on a family
+    at a bound width, then the torchvision baselines."""
+    detection = kind == "backbone"
     rows = {}
     for name in list_models(kind):
         entry = model_entry(name)
-        if entry.family is None or "width" not in entry.defaults:
+        width = entry.defaults.get("width")
+        if entry.family is None or width is None:
             continue
         family = get_family(entry.family)
-        label = f"{family.title} {entry.defaults['width']:.1f}x" + (" FPN" if kind == "backbone" else "")
+        label = f"{family.title} {width:.1f}x" + (" FPN" if detection else "")
         if family.inference_form is not None:
             label += " (deploy form)"
-        rows[name] = (label, partial(_build_inference_form, entry))
-    return {**rows, **_BASELINES[kind]}
+        figures = IMAGENET_FAMILIES.get((entry.family, float(width)), (None, None))
+        build = partial(_build_inference_form, entry)
+        rows[name] = BackboneSpec(
+            label, build, detection, *((None, None) if detection else figures), entry.family, float(width)
+        )
+    for name, (label, build) in _BASELINES[kind].items():
+        figures = IMAGENET_BASELINES.get(name, (None, None))
+        rows[name] = BackboneSpec(label, build, detection, *((None, None) if detection else figures))
+    return rows
 
 
-BACKBONES: dict[str, BackboneSpec] = {
-    name: BackboneSpec(label, build, False, *IMAGENET_BACKBONES.get(name, (None, None)))
-    for name, (label, build) in _registered_rows("classifier").items()
-}
-DETECTION_BACKBONES: dict[str, BackboneSpec] = {
-    name: BackboneSpec(label, build, True) for name, (label, build) in _registered_rows("backbone").items()
-}
+BACKBONES: dict[str, BackboneSpec] = _rows("classifier")
+DETECTION_BACKBONES: dict[str, BackboneSpec] = _rows("backbone")

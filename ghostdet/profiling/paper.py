@@ -178,8 +178,10 @@ def _resnet50_what_if_rows(r50: nn.Module) -> list[PaperRow]:
 
 
 _IMAGENET_TABLE = "ImageNet GhostNet vs MobileNets (224x224)"
+# GhostNet 1.1x: the paper's only figure for it is in its COCO table (the MACs of the trunk).
+_GHOSTNET_110 = ("ghostnet", 1.1)
 _IMAGENET_NOTES = {
-    "ghostnet_110": "full classifier; the paper's 164M is from its COCO table",
+    _GHOSTNET_110: "full classifier; the paper's 164M is from its COCO table",
     "mobilenet_v2": "torchvision model",
     "mobilenet_v3_large": "torchvision model",
     "mobilenet_v3_small": "torchvision model; paper figures from the MobileNetV3 paper",
@@ -192,8 +194,9 @@ def _imagenet_backbone_rows(what_if: bool) -> list[PaperRow]:
     for name, spec in BACKBONES.items():
         model = spec.build()
         figures = (spec.paper_params_m, spec.paper_macs_m)
-        rows.append(_row(_IMAGENET_TABLE, spec.label, model, 224, figures, _IMAGENET_NOTES.get(name, "")))
-        if what_if and name == "ghostnet_110":
+        key = (spec.family, spec.width) if spec.family is not None else name
+        rows.append(_row(_IMAGENET_TABLE, spec.label, model, 224, figures, _IMAGENET_NOTES.get(key, "")))
+        if what_if and key == _GHOSTNET_110:
             rows += _ghostnet_110_what_if_rows(spec, model)
     return rows
 

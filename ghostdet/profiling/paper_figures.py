@@ -24,18 +24,21 @@ GHOST_RESNET56_CIFAR: Figures = (0.43, 63)
 # ImageNet, 224x224 inputs.
 RESNET50: Figures = (25.6, 4100)
 GHOST_RESNET50_BY_RATIO: dict[int, Figures] = {2: (13.0, 2200), 4: (6.5, 1200)}
-# Keyed by the rows of ghostdet.profiling.BACKBONES. GhostNet 1.1x has no ImageNet row in the
-# paper; its 164M is from the COCO table. The paper lists MobileNetV2 with 3.4M params
-# (torchvision's model has 3.50M). MobileNetV3-Small is from the MobileNetV3 paper. GhostNetV2 is
-# from its paper (Tang et al., NeurIPS 2022, arXiv:2211.12905); GhostNetV3's rows carry no figures.
-IMAGENET_BACKBONES: dict[str, Figures] = {
-    "ghostnet_050": (2.6, 42),
-    "ghostnet_100": (5.2, 141),
-    "ghostnet_110": (None, 164),
-    "ghostnet_130": (7.3, 226),
-    "ghostnetv2_100": (6.1, 167),
-    "ghostnetv2_130": (8.9, 271),
-    "ghostnetv2_160": (12.3, 399),
+# The classifiers of ghostdet.profiling.BACKBONES: ghostdet's by (backbone family, width), the
+# torchvision baselines by row name. GhostNet 1.1x has no ImageNet row in the paper; its 164M is
+# from the COCO table. GhostNetV2 is from its paper (Tang et al., NeurIPS 2022, arXiv:2211.12905);
+# GhostNetV3's rows carry no figures. The paper lists MobileNetV2 with 3.4M params (torchvision's
+# model has 3.50M). MobileNetV3-Small is from the MobileNetV3 paper.
+IMAGENET_FAMILIES: dict[tuple[str, float], Figures] = {
+    ("ghostnet", 0.5): (2.6, 42),
+    ("ghostnet", 1.0): (5.2, 141),
+    ("ghostnet", 1.1): (None, 164),
+    ("ghostnet", 1.3): (7.3, 226),
+    ("ghostnetv2", 1.0): (6.1, 167),
+    ("ghostnetv2", 1.3): (8.9, 271),
+    ("ghostnetv2", 1.6): (12.3, 399),
+}
+IMAGENET_BASELINES: dict[str, Figures] = {
     "mobilenet_v2": (3.4, 300),
     "mobilenet_v3_large": (5.4, 219),
     "mobilenet_v3_small": (2.5, 56),
