@@ -1,7 +1,8 @@
 """Training loop for image classifiers (GhostNet, the paper's CIFAR networks, torchvision baselines).
 
 :func:`train_classifier` runs a job from a :class:`ghostdet.cls_config.ClsConfig` on the
-detection loop's infrastructure (:mod:`ghostdet.engine.train`): the same checkpoint module
+infrastructure it shares with the detection loop (:mod:`~ghostdet.engine.run`,
+:mod:`~ghostdet.engine.solver`, :mod:`~ghostdet.engine.state`): the same checkpoint module
 (atomic, ``weights_only``-loadable, resumable after a kill), distributed helpers (``torchrun``:
 gloo on CPU, NCCL on CUDA; a ``DistributedSampler`` whose order depends only on seed and
 epoch), logger, optimizer, per-iteration lr schedule, AMP and NaN/Inf guard.
