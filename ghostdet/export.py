@@ -3,8 +3,10 @@
 Models are exported in deploy mode (:func:`ghostdet.deploy.fuse`: BatchNorm folded; during export
 the fused convolutions trace as plain ``Conv`` nodes) with the TorchScript-based exporter
 (``torch.onnx.export(..., dynamo=False)``), which handles torchvision's detection post-processing.
-Height and width are dynamic axes for every model (and batch for the classifier/backbone);
-torchvision detectors take ONE image per call in ONNX.
+Height and width are dynamic axes for every model (and batch for the classifier/backbone) unless
+``static_shape=True``; torchvision detectors take ONE image per call in ONNX. A GhostNet (V1)
+classifier is exported in its portable form (:mod:`ghostdet.onnx_form`: no concat, slice or
+``ReduceMean``, channel parts padded to onnxruntime's block), which onnxruntime runs faster.
 
 Needs the optional extra ``pip install 'ghostdet[export]'`` (onnx, onnxruntime).
 """
@@ -21,6 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from ghostdet.deploy import fuse, is_fused
+from ghostdet.models.ghostnet import GhostNet
+from ghostdet.onnx_form import portable_ghostnet
 
 __all__ = [
     "TRUNK_KINDS",
@@ -181,6 +185,8 @@ def export_onnx(
     rtol: float = 1e-4,
     box_tol: float = 1e-3,
     min_matched: float = 0.98,
+    portable: bool = True,
+    static_shape: bool = False,
 ) -> dict[str, Any]:
     """Export an eval-mode GhostNet classifier, GhostNetFPN backbone or detector to ONNX.
 
@@ -199,6 +205,13 @@ def export_onnx(
             of PyTorch's detections has an ONNX partner (same label, box within ``box_tol``).
             Float differences of ~1e-6 can flip a top-k or NMS decision between nearly tied
             boxes, which replaces a detection by another one; that is not an export error.
+        portable: export a GhostNet (V1) classifier in its portable form
+            (:func:`ghostdet.onnx_form.portable_ghostnet`) instead of the fused one; other models
+            are always exported fused.
+        static_shape: classifier/backbone only: fix the input shape to the tracing input's
+            (1x3x224x224) instead of dynamic batch, height and width. onnxruntime then knows every
+            shape and fuses each residual addition into its convolution (with dynamic axes it
+            wraps them in reshapes instead); the file only accepts that shape.
 
     Returns:
         A report dict: ``path``, ``kind``, ``opset``, and per verified input size the measured
@@ -213,12 +226,19 @@ def export_onnx(
     kind = _kind(model)
     if kind == "detector" and opset < 11:
         raise ExportError(f"detectors need opset >= 11, got {opset}")
-    fused = model if is_fused(model) else fuse(model)
+    if static_shape and kind == "detector":
+        raise ExportError("static_shape is for classifiers and backbones; detectors take images of any size")
+    if portable and type(model) is GhostNet:
+        fused: nn.Module = portable_ghostnet(model)
+    else:
+        fused = model if is_fused(model) else fuse(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if image is None:
         image = load_image(None)
     args, input_names, output_names, dynamic_axes = _trace_spec(fused, kind, image)
+    if static_shape:
+        dynamic_axes = {}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -237,7 +257,7 @@ def export_onnx(
     if verify and kind == "detector":
         _verify_detector(fused, path, image, output_names, box_tol, min_matched, report["checks"])
     elif verify:
-        _verify_tensors(fused, path, args[0], kind, rtol, report["checks"])
+        _verify_tensors(fused, path, args[0], kind, rtol, report["checks"], other_size=not static_shape)
     return report
 
 
@@ -292,11 +312,18 @@ def _verify_detector(
 
 
 def _verify_tensors(
-    fused: nn.Module, path: Path, x: Tensor, kind: str, rtol: float, checks: list[dict[str, Any]]
+    fused: nn.Module,
+    path: Path,
+    x: Tensor,
+    kind: str,
+    rtol: float,
+    checks: list[dict[str, Any]],
+    other_size: bool = True,
 ) -> None:
-    """Compare a classifier's or backbone's outputs on ``x`` and on another batch and size."""
-    x2 = torch.cat([x, x.flip(-1)])[:, :, :160, :192]  # another batch and size (dynamic axes)
-    for inp in (x, x2):
+    """Compare a classifier's or backbone's outputs on ``x`` and (``other_size``) on another batch
+    and size, which checks the dynamic axes."""
+    x2 = torch.cat([x, x.flip(-1)])[:, :, :160, :192]
+    for inp in (x, x2) if other_size else (x,):
         with torch.inference_mode():
             ref = fused(inp)
         refs = [ref] if kind == "classifier" else list(ref.values())
@@ -434,6 +461,7 @@ def export_models(
     opset: int = 17,
     verify: bool = True,
     backbone: str | None = None,
+    static_shape: bool = False,
 ):
     """Export several models (see :func:`build_for_export`), yielding one report line per model.
 
@@ -449,6 +477,8 @@ def export_models(
         verify: compare with onnxruntime.
         backbone: backbone family (see :func:`build_for_export`; ``None``: GhostNet, or the
             family a detector checkpoint records).
+        static_shape: export the classifier and backbone for their tracing shape only (see
+            :func:`export_onnx`); detectors keep their dynamic size.
     """
     require_onnx()
     img_path = Path(image) if image is not None else _default_image()
@@ -460,7 +490,8 @@ def export_models(
         if weights is None:
             calibrate_bn(model, img)
         path = Path(out) if out is not None else Path(out_dir) / f"{name}.onnx"
-        rep = export_onnx(model, path, image=img, opset=opset, verify=verify)
+        static = static_shape and _kind(model) != "detector"
+        rep = export_onnx(model, path, image=img, opset=opset, verify=verify, static_shape=static)
         if not verify:
             yield f"{name}: wrote {path} (opset {opset}, not verified)"
             continue

@@ -65,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 11 (default: %(default)s)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison")
+    p.add_argument(
+        "--static-shape",
+        action="store_true",
+        help="classifier/backbone: export for a fixed 1x3x224x224 input (onnxruntime then fuses "
+        "the residual additions into the convolutions); detectors keep dynamic sizes",
+    )
     args = p.parse_args(argv)
     if args.out is not None and args.model == "all":
         p.error("--out needs a single --model (use --out-dir with --model all)")
@@ -96,6 +102,7 @@ def _export(args: argparse.Namespace) -> None:
         opset=args.opset,
         verify=not args.no_verify,
         backbone=args.backbone,
+        static_shape=args.static_shape,
     ):
         print(line)
 

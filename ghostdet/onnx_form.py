@@ -1,0 +1,294 @@
+"""The portable form of a GhostNet: a plain-conv graph that onnxruntime runs fast.
+
+onnxruntime's CPU provider runs convolutions in a blocked channel layout (NCHWc, 8 channels per
+block with AVX2, 16 with AVX-512) and converts tensors in and out of it around any node it
+cannot run blocked, such as a channel ``Slice``, a ``ReduceMean`` or a ``Concat`` of channel
+counts that are not multiples of the block. A GhostNet exported as written is full of these:
+every Ghost module concatenates its two halves (often 12, 20, 36 or 60 channels) and slices the
+result, and the SE gate averages with ``ReduceMean``. Profiled on a 2-core AVX2 machine, the
+reorders, concats and slices took about a third of its onnxruntime time.
+
+:func:`portable_ghostnet` rebuilds an eval-mode GhostNet (V1) as a graph with none of them. A
+feature map travels as a list of *parts*, each padded with zero channels to a multiple of
+``align``, and is never concatenated: a Ghost module's output is its primary part and its cheap
+part; a convolution reading several parts is one convolution per part, summed (onnxruntime fuses
+the sum into the convolution); depthwise convolutions, SE gates and residual additions work part
+by part; the SE average is a global average pool and its gate a ``HardSigmoid``. BatchNorms are
+folded. The padding channels are exactly zero all the way (zero weights, zero bias, and ReLU or
+a residual of zeros keeps them zero), so the outputs equal the model's up to float rounding.
+
+Only the ratio-2 Ghost modules of GhostNet V1 (all of its published widths) are supported;
+anything else is refused with a ``ValueError``, and is exported as written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ghostdet.deploy.backend import fold_bn
+from ghostdet.models.ghostnet import ConvBnAct, GhostBottleneck, GhostModule, GhostNet
+
+__all__ = ["PortableGhostNet", "portable_ghostnet"]
+
+Parts = list[Tensor]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a feature map: ``real`` channels followed by zero channels up to ``padded``."""
+
+    real: int
+    padded: int
+
+
+Layout = tuple[Part, ...]
+
+
+def _pad(channels: int, align: int) -> int:
+    return -(-channels // align) * align
+
+
+def ghost_layout(channels: int, align: int) -> Layout:
+    """The layout of a ratio-2 Ghost module's output: primary half, then cheap half."""
+    init = math.ceil(channels / 2)
+    padded = _pad(init, align)
+    return (Part(init, padded), Part(channels - init, padded))
+
+
+def _offsets(layout: Layout) -> list[int]:
+    starts, total = [], 0
+    for part in layout:
+        starts.append(total)
+        total += part.real
+    return starts
+
+
+class _Dense(nn.Module):
+    """A dense convolution from one layout to another: one conv per (output, input) part pair,
+    the input parts' results summed, then an optional ReLU."""
+
+    def __init__(
+        self,
+        weight: Tensor,
+        bias: Tensor,
+        layout_in: Layout,
+        layout_out: Layout,
+        stride: int = 1,
+        padding: int = 0,
+        relu: bool = False,
+    ) -> None:
+        super().__init__()
+        shape = (sum(p.real for p in layout_out), sum(p.real for p in layout_in))
+        if tuple(weight.shape[:2]) != shape:
+            raise ValueError(f"weight {tuple(weight.shape)} does not fit {layout_in} -> {layout_out}")
+        self.relu = relu
+        self.layout = layout_out
+        k = weight.shape[-1]
+        self.convs = nn.ModuleList()
+        for po, so in zip(layout_out, _offsets(layout_out)):
+            row = nn.ModuleList()
+            for pi, si in zip(layout_in, _offsets(layout_in)):
+                conv = nn.Conv2d(pi.padded, po.padded, k, stride, padding, bias=not row)
+                w = weight.new_zeros(po.padded, pi.padded, k, k)
+                w[: po.real, : pi.real] = weight[so : so + po.real, si : si + pi.real]
+                conv.weight.data.copy_(w)
+                if conv.bias is not None:
+                    b = bias.new_zeros(po.padded)
+                    b[: po.real] = bias[so : so + po.real]
+                    conv.bias.data.copy_(b)
+                row.append(conv)
+            self.convs.append(row)
+
+    def forward(self, parts: Parts) -> Parts:
+        out = []
+        for row in self.convs:
+            y = row[0](parts[0])
+            for conv, x in zip(row[1:], parts[1:]):
+                y = y + conv(x)
+            out.append(F.relu(y) if self.relu else y)
+        return out
+
+
+class _Depthwise(nn.Module):
+    """A depthwise convolution applied part by part (the layout's padded sizes are kept)."""
+
+    def __init__(
+        self, weight: Tensor, bias: Tensor, layout: Layout, stride: int = 1, relu: bool = False
+    ) -> None:
+        super().__init__()
+        self.relu = relu
+        k = weight.shape[-1]
+        self.convs = nn.ModuleList()
+        for part, start in zip(layout, _offsets(layout)):
+            conv = nn.Conv2d(part.padded, part.padded, k, stride, k // 2, groups=part.padded, bias=True)
+            w = weight.new_zeros(part.padded, 1, k, k)
+            b = bias.new_zeros(part.padded)
+            w[: part.real] = weight[start : start + part.real]
+            b[: part.real] = bias[start : start + part.real]
+            conv.weight.data.copy_(w)
+            conv.bias.data.copy_(b)
+            self.convs.append(conv)
+
+    def forward(self, parts: Parts) -> Parts:
+        out = [conv(x) for conv, x in zip(self.convs, parts)]
+        return [F.relu(y) for y in out] if self.relu else out
+
+
+class _Ghost(nn.Module):
+    """A ratio-2 Ghost module: the primary conv writes the first part, the cheap depthwise conv
+    (run on that part) the second; nothing is concatenated or sliced."""
+
+    def __init__(self, module: GhostModule, layout_in: Layout, align: int) -> None:
+        super().__init__()
+        if type(module) is not GhostModule:  # e.g. GhostNetV2's gated module: its gate would be lost
+            raise ValueError(f"the portable form supports V1 Ghost modules, not {type(module).__name__}")
+        if module.ratio != 2:
+            raise ValueError(f"the portable form supports Ghost modules of ratio 2, not {module.ratio}")
+        self.layout = ghost_layout(module.oup, align)
+        primary, cheap = module.primary_conv[0], module.cheap_operation[0]
+        relu = isinstance(module.primary_conv[2], nn.ReLU)
+        if primary.stride != (1, 1) or primary.dilation != (1, 1):
+            raise ValueError("the portable form supports stride-1, undilated primary convs only")
+        w, b = fold_bn(primary, module.primary_conv[1])
+        self.primary = _Dense(w, b, layout_in, self.layout[:1], 1, primary.padding[0], relu)
+        w, b = fold_bn(cheap, module.cheap_operation[1])
+        n = self.layout[1].real  # the cheap channels the slice keeps
+        # channel c of the cheap half is computed from channel c of the primary half
+        self.cheap = _Depthwise(w[:n], b[:n], (Part(n, self.layout[0].padded),), relu=relu)
+
+    def forward(self, parts: Parts) -> Parts:
+        p = self.primary(parts)
+        return [p[0], self.cheap(p)[0]]
+
+
+class _Bottleneck(nn.Module):
+    def __init__(self, block: GhostBottleneck, layout_in: Layout, align: int) -> None:
+        super().__init__()
+        self.ghost1 = _Ghost(block.ghost1, layout_in, align)
+        mid = self.ghost1.layout
+        self.conv_dw = None
+        if block.stride > 1:
+            w, b = fold_bn(block.conv_dw, block.bn_dw)
+            self.conv_dw = _Depthwise(w, b, mid, block.stride)
+        self.se_reduce = self.se_expand = None
+        if block.se is not None:
+            se = block.se
+            reduced = (Part(se.conv_reduce.out_channels, _pad(se.conv_reduce.out_channels, align)),)
+            w, b = fold_bn(se.conv_reduce, None)
+            self.se_reduce = _Dense(w, b, mid, reduced, relu=True)
+            w, b = fold_bn(se.conv_expand, None)
+            self.se_expand = _Dense(w, b, reduced, mid)
+        self.ghost2 = _Ghost(block.ghost2, mid, align)
+        self.layout = self.ghost2.layout
+        self.identity = len(block.shortcut) == 0
+        if self.identity:
+            if layout_in != self.layout:
+                raise ValueError(f"identity shortcut between layouts {layout_in} and {self.layout}")
+        else:
+            w, b = fold_bn(block.shortcut[0], block.shortcut[1])
+            self.short_dw = _Depthwise(w, b, layout_in, block.stride)
+            w, b = fold_bn(block.shortcut[2], block.shortcut[3])
+            self.short_pw = _Dense(w, b, layout_in, self.layout)
+
+    def forward(self, parts: Parts) -> Parts:
+        h = self.ghost1(parts)
+        if self.conv_dw is not None:
+            h = self.conv_dw(h)
+        if self.se_reduce is not None:
+            gate = self.se_expand(self.se_reduce([F.adaptive_avg_pool2d(x, 1) for x in h]))
+            h = [x * F.hardsigmoid(g) for x, g in zip(h, gate)]
+        out = self.ghost2(h)
+        short = parts if self.identity else self.short_pw(self.short_dw(parts))
+        return [o + s for o, s in zip(out, short)]
+
+
+class PortableGhostNet(nn.Module):
+    """A GhostNet (V1) classifier as a concat-free plain-conv graph (see the module docstring).
+
+    ``forward`` and ``forward_features`` compute what the source model's do.
+
+    Args:
+        model: an eval-mode :class:`~ghostdet.models.GhostNet` (any width).
+        align: channels per part are padded to a multiple of this: onnxruntime's NCHWc block, 8
+            floats with AVX2 (the default) and 16 with AVX-512. The model is correct with any
+            value; only its speed depends on it.
+    """
+
+    def __init__(self, model: GhostNet, align: int = 8) -> None:
+        super().__init__()
+        if type(model) is not GhostNet:
+            raise ValueError(
+                f"the portable form supports ghostdet's GhostNet (V1) classifier, not {type(model).__name__}"
+            )
+        if any(m.training for m in model.modules()):
+            raise ValueError("the portable form needs an eval-mode model: call model.eval() first")
+        if align < 1:
+            raise ValueError(f"align must be >= 1, got {align}")
+        first = model.blocks[0][0]
+        layout = ghost_layout(model.conv_stem.out_channels, align)
+        if len(first.shortcut) != 0:  # the stem feeds a projection: any layout will do
+            layout = (Part(model.conv_stem.out_channels, _pad(model.conv_stem.out_channels, align)),)
+        w, b = fold_bn(model.conv_stem, model.bn1)
+        self.stem = _Dense(w, b, (Part(3, 3),), layout, 2, 1, relu=True)
+        blocks: list[nn.Module] = []
+        for stage in model.blocks:
+            for block in stage:
+                if type(block) is GhostBottleneck:
+                    blocks.append(_Bottleneck(block, layout, align))
+                    layout = blocks[-1].layout
+                elif type(block) is ConvBnAct:
+                    w, b = fold_bn(block.conv, block.bn1)
+                    c = block.conv.out_channels
+                    layout_out = (Part(c, c),)
+                    blocks.append(_Dense(w, b, layout, layout_out, 1, block.conv.padding[0], relu=True))
+                    layout = layout_out
+                else:
+                    raise ValueError(f"the portable form does not know {type(block).__name__}")
+        self.blocks = nn.ModuleList(blocks)
+        self.layout = layout
+        self.global_pool = nn.AdaptiveAvgPool2d((1, 1))
+        self.conv_head = _copy_conv(model.conv_head)
+        self.classifier = nn.Linear(model.classifier.in_features, model.classifier.out_features)
+        self.classifier.load_state_dict(model.classifier.state_dict())
+        self.eval()
+        self.requires_grad_(False)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        parts = self.stem([x])
+        for block in self.blocks:
+            parts = block(parts)
+        return _join(parts, self.layout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(self.conv_head(self.global_pool(self.forward_features(x))))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def _copy_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    bias=conv.bias is not None)  # fmt: skip
+    new.load_state_dict(conv.state_dict())
+    return new
+
+
+def _join(parts: Sequence[Tensor], layout: Layout) -> Tensor:
+    """The real channels of ``parts`` as one tensor (no copy for a single unpadded part)."""
+    if len(parts) == 1 and layout[0].real == layout[0].padded:
+        return parts[0]
+    return torch.cat([x[:, : p.real] for x, p in zip(parts, layout)], dim=1)
+
+
+def portable_ghostnet(model: GhostNet, align: int = 8) -> PortableGhostNet:
+    """Return the portable (onnxruntime-friendly) form of an eval-mode GhostNet (V1) classifier.
+
+    Args:
+        model: the classifier, in eval mode; it is not modified.
+        align: see :class:`PortableGhostNet`.
+    """
+    return PortableGhostNet(model, align)

@@ -1,0 +1,120 @@
+"""The portable (onnxruntime-friendly) GhostNet form: equal outputs, zero padding, graph shape."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from torch import nn
+
+from ghostdet.models import ghostnet, ghostnetv2
+from ghostdet.models.ghostnet import GhostModule
+from ghostdet.onnx_form import Part, PortableGhostNet, _Ghost, ghost_layout, portable_ghostnet
+
+
+def _random_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+    return model.eval()
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+@pytest.mark.parametrize(("width", "align"), [(1.0, 8), (1.0, 16), (0.5, 8), (1.3, 1), (1.1, 8)])
+def test_equals_the_model(width: float, align: int) -> None:
+    torch.manual_seed(0)
+    model = _random_bn(ghostnet(width))
+    port = portable_ghostnet(model, align)
+    x = torch.randn(2, 3, 96, 80)
+    with torch.no_grad():
+        assert _rel(port.forward_features(x), model.forward_features(x)) < 1e-5
+        assert _rel(port(x), model(x)) < 1e-5
+    assert not any(p.requires_grad for p in port.parameters())
+
+
+def test_padding_channels_stay_zero_and_layouts_are_aligned() -> None:
+    torch.manual_seed(0)
+    model = _random_bn(ghostnet(1.0))
+    port = portable_ghostnet(model, 8)
+    seen = []
+    with torch.no_grad():
+        parts = port.stem([torch.randn(1, 3, 64, 64)])
+        for block in port.blocks:
+            parts = block(parts)
+            layout = block.layout
+            seen.append(layout)
+            for x, part in zip(parts, layout):
+                assert x.shape[1] == part.padded and part.padded % 8 == 0
+                assert torch.count_nonzero(x[:, part.real :]) == 0
+    # e.g. the 24-channel blocks travel as two parts of 12 real channels padded to 16
+    assert (Part(12, 16), Part(12, 16)) in seen
+
+
+def test_ghost_layout_of_odd_channels() -> None:
+    assert ghost_layout(13, 8) == (Part(7, 8), Part(6, 8))
+    assert ghost_layout(16, 8) == (Part(8, 8), Part(8, 8))
+
+
+def test_odd_ghost_module_keeps_the_sliced_channels() -> None:
+    torch.manual_seed(0)
+    module = _random_bn(nn.Sequential(GhostModule(10, 13, relu=True)))[0]
+    layout_in = (Part(10, 16),)
+    ghost = _Ghost(module, layout_in, 8)
+    x = torch.randn(2, 10, 9, 9)
+    padded = torch.cat([x, torch.zeros(2, 6, 9, 9)], 1)
+    with torch.no_grad():
+        p, c = ghost([padded])
+        got = torch.cat([p[:, :7], c[:, :6]], 1)
+        assert _rel(got, module(x)) < 1e-5
+
+
+def test_refuses_what_it_cannot_represent() -> None:
+    with pytest.raises(ValueError, match="GhostNetV2"):
+        portable_ghostnet(ghostnetv2(1.0).eval())
+    with pytest.raises(ValueError, match="eval-mode"):
+        portable_ghostnet(ghostnet(1.0))
+    with pytest.raises(ValueError, match="ratio 2"):
+        _Ghost(GhostModule(8, 12, ratio=3).eval(), (Part(8, 8),), 8)
+    with pytest.raises(ValueError, match="align"):
+        PortableGhostNet(ghostnet(0.5).eval(), align=0)
+
+
+def test_exported_graph_has_no_concat_slice_or_reduce(tmp_path) -> None:
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from ghostdet.export import export_onnx
+
+    torch.manual_seed(0)
+    model = _random_bn(ghostnet(0.5))
+    image = torch.rand(3, 224, 224)
+    for static in (False, True):
+        path = tmp_path / f"cls_{static}.onnx"
+        report = export_onnx(model, path, image=image, static_shape=static)
+        assert len(report["checks"]) == (1 if static else 2)
+        ops = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+        assert not {"Concat", "Slice", "ReduceMean"} & set(ops), ops
+        assert ops["HardSigmoid"] > 0 and ops["GlobalAveragePool"] > 0
+        dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+        assert [d.dim_value for d in dims] == ([1, 3, 224, 224] if static else [0, 3, 0, 0])
+    # the fused form (portable=False) is the concatenating one
+    export_onnx(model, tmp_path / "fused.onnx", image=image, portable=False, verify=False)
+    assert "Concat" in {n.op_type for n in onnx.load(str(tmp_path / "fused.onnx")).graph.node}
+
+
+def test_static_shape_is_refused_for_detectors(tmp_path) -> None:
+    pytest.importorskip("onnx")
+    from ghostdet.export import ExportError, export_onnx
+    from ghostdet.models import fasterrcnn_ghostnet_320_fpn
+
+    model = fasterrcnn_ghostnet_320_fpn(num_classes=3, width=0.5).eval()
+    with pytest.raises(ExportError, match="static_shape"):
+        export_onnx(model, tmp_path / "d.onnx", static_shape=True)
