@@ -472,48 +472,71 @@ def section_onnx(args: argparse.Namespace) -> dict:
     import tempfile
 
     # The deploy model exports its plain-conv fallback; onnxruntime then folds/fuses on its own,
-    # as it does for the plain (BatchNorm) models.
+    # as it does for the plain (BatchNorm) models. The portable form is what tools/export_onnx.py
+    # writes for a GhostNet classifier (ghostdet.onnx_form: no concat/slice, parts padded to
+    # onnxruntime's channel block).
+    from ghostdet.models import ghostnet
+    from ghostdet.onnx_form import portable_ghostnet
+
     chosen = backbone_models(("ghost_deploy", "ghost_plain", "mnv3_plain"))
-    sessions = {}
-    errors = {}
+    torch.manual_seed(0)
+    chosen["ghost_portable"] = _Features(portable_ghostnet(ghostnet(1.0).eval()))
+    tmp = tempfile.TemporaryDirectory()
+
+    def session(name: str, x: torch.Tensor, static: bool):
+        path = str(Path(tmp.name) / f"{name}_{'x'.join(map(str, x.shape)) if static else 'dyn'}.onnx")
+        torch.onnx.export(
+            chosen[name],
+            (x,),
+            path,
+            opset_version=17,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes=None if static else {"x": {2: "h", 3: "w"}},
+            dynamo=False,
+        )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = args.threads
+        opts.inter_op_num_threads = 1
+        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
     x_check = torch.randn(1, 3, 224, 224)
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, model in chosen.items():
-            path = str(Path(tmp) / f"{name}.onnx")
-            torch.onnx.export(
-                model,
-                (x_check,),
-                path,
-                opset_version=17,
-                input_names=["x"],
-                output_names=["y"],
-                dynamic_axes={"x": {2: "h", 3: "w"}},
-                dynamo=False,
-            )
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = args.threads
-            opts.inter_op_num_threads = 1
-            sessions[name] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-            with torch.inference_mode():
-                ref = model(x_check)
-            got = torch.from_numpy(sessions[name].run(None, {"x": x_check.numpy()})[0])
-            errors[name] = ((got - ref).abs().max() / ref.abs().max()).item()
+    sessions = {name: session(name, x_check, static=False) for name in chosen}
+    errors = {}
+    for name, sess in sessions.items():
+        with torch.inference_mode():
+            ref = chosen[name](x_check)
+        got = torch.from_numpy(sess.run(None, {"x": x_check.numpy()})[0])
+        errors[name] = ((got - ref).abs().max() / ref.abs().max()).item()
     print("\n## onnxruntime " + ort.__version__ + ", max relative difference to PyTorch: ", end="")
     print(", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
 
     def make_fns(x: torch.Tensor) -> dict[str, Callable[[], object]]:
         feed = {"x": x.numpy()}
-        return {k: (lambda s=s: s.run(None, feed)) for k, s in sessions.items()}
+        fns = {k: (lambda s=s: s.run(None, feed)) for k, s in sessions.items()}
+        # exported for this one shape: onnxruntime then fuses the residual additions into the
+        # convolutions (with dynamic axes it wraps them in reshapes)
+        for name in ("ghost_portable", "mnv3_plain"):
+            static = session(name, x, static=True)
+            fns[f"{name}_static"] = lambda s=static: s.run(None, feed)
+        return fns
 
-    results = _time_backbone_sizes(
-        args,
-        "onnxruntime backbone",
-        make_fns,
-        [
-            ("ort ghost deploy / ort mnv3", "ghost_deploy", "mnv3_plain"),
-            ("ort ghost plain / ort mnv3", "ghost_plain", "mnv3_plain"),
-        ],
-    )
+    with tmp:
+        results = _time_backbone_sizes(
+            args,
+            "onnxruntime backbone",
+            make_fns,
+            [
+                (
+                    "ort ghost portable / ort mnv3, static shapes  [target]",
+                    "ghost_portable_static",
+                    "mnv3_plain_static",
+                ),
+                ("ort ghost portable / ort mnv3, dynamic axes", "ghost_portable", "mnv3_plain"),
+                ("ort ghost deploy / ort mnv3, dynamic axes", "ghost_deploy", "mnv3_plain"),
+                ("ort ghost plain / ort mnv3, dynamic axes", "ghost_plain", "mnv3_plain"),
+            ],
+        )
     return {"max_rel_err": errors, **results}
 
 
