@@ -4,8 +4,8 @@ Models are exported in deploy mode (:func:`ghostdet.deploy.fuse`: BatchNorm fold
 the fused convolutions trace as plain ``Conv`` nodes) with the TorchScript-based exporter
 (``torch.onnx.export(..., dynamo=False)``), which handles torchvision's detection post-processing.
 Height and width are dynamic axes for every model (and batch for the classifier/backbone) unless
-``static_shape=True``; torchvision detectors take ONE image per call in ONNX. A GhostNet (V1)
-classifier is exported in its portable form (:mod:`ghostdet.onnx_form`: no concat, slice or
+``static_shape=True``; torchvision detectors take ONE image per call in ONNX. GhostNet (V1)
+trunks are exported in their portable form (:mod:`ghostdet.onnx_form`: no concat, slice or
 ``ReduceMean``, channel parts padded to onnxruntime's block), which onnxruntime runs faster.
 
 Needs the optional extra ``pip install 'ghostdet[export]'`` (onnx, onnxruntime).
@@ -23,8 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ghostdet.deploy import fuse, is_fused
-from ghostdet.models.ghostnet import GhostNet
-from ghostdet.onnx_form import portable_ghostnet
+from ghostdet.onnx_form import PortableGhostNet, portable_model
 
 __all__ = [
     "TRUNK_KINDS",
@@ -205,17 +204,18 @@ def export_onnx(
             of PyTorch's detections has an ONNX partner (same label, box within ``box_tol``).
             Float differences of ~1e-6 can flip a top-k or NMS decision between nearly tied
             boxes, which replaces a detection by another one; that is not an export error.
-        portable: export a GhostNet (V1) classifier in its portable form
-            (:func:`ghostdet.onnx_form.portable_ghostnet`) instead of the fused one; other models
-            are always exported fused.
+        portable: export the V1 GhostNet parts (a classifier, or the trunk of a GhostNet-FPN
+            backbone or detector) in their portable form (:func:`ghostdet.onnx_form.portable_model`),
+            the rest fused; models without V1 parts (GhostNetV2/V3) are exported fused.
         static_shape: classifier/backbone only: fix the input shape to the tracing input's
             (1x3x224x224) instead of dynamic batch, height and width. onnxruntime then knows every
             shape and fuses each residual addition into its convolution (with dynamic axes it
             wraps them in reshapes instead); the file only accepts that shape.
 
     Returns:
-        A report dict: ``path``, ``kind``, ``opset``, and per verified input size the measured
-        error (``max_rel_err`` or ``max_box_err``, ``num_detections``).
+        A report dict: ``path``, ``kind``, ``form`` (``"portable"`` or ``"fused"``), ``opset``, and
+        per verified input size the measured error (``max_rel_err`` or ``max_box_err``,
+        ``num_detections``).
 
     Raises:
         ExportError: missing extra, or outputs that do not match within tolerance.
@@ -228,10 +228,16 @@ def export_onnx(
         raise ExportError(f"detectors need opset >= 11, got {opset}")
     if static_shape and kind == "detector":
         raise ExportError("static_shape is for classifiers and backbones; detectors take images of any size")
-    if portable and type(model) is GhostNet:
-        fused: nn.Module = portable_ghostnet(model)
-    else:
-        fused = model if is_fused(model) else fuse(model)
+    form = "fused"
+    fused = model
+    if portable and not is_fused(model):
+        try:
+            fused = portable_model(model)
+            form = "portable"
+        except ValueError:  # no V1 GhostNet part: the fused form
+            pass
+    if not isinstance(fused, PortableGhostNet) and not is_fused(fused):
+        fused = fuse(fused)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if image is None:
@@ -253,7 +259,7 @@ def export_onnx(
             dynamo=False,
         )
     onnx.checker.check_model(str(path))
-    report: dict[str, Any] = {"path": str(path), "kind": kind, "opset": opset, "checks": []}
+    report: dict[str, Any] = {"path": str(path), "kind": kind, "form": form, "opset": opset, "checks": []}
     if verify and kind == "detector":
         _verify_detector(fused, path, image, output_names, box_tol, min_matched, report["checks"])
     elif verify:
@@ -493,7 +499,7 @@ def export_models(
         static = static_shape and _kind(model) != "detector"
         rep = export_onnx(model, path, image=img, opset=opset, verify=verify, static_shape=static)
         if not verify:
-            yield f"{name}: wrote {path} (opset {opset}, not verified)"
+            yield f"{name}: wrote {path} ({rep['form']} form, opset {opset}, not verified)"
             continue
         if rep["kind"] == "detector":
             checks = "; ".join(
@@ -506,4 +512,7 @@ def export_models(
             checks = "; ".join(
                 f"input {tuple(c['size'])}: max rel diff {c['max_rel_err']:.1e}" for c in rep["checks"]
             )
-        yield f"{name}: wrote {path} (opset {opset}); onnxruntime matches PyTorch on {source}: {checks}"
+        yield (
+            f"{name}: wrote {path} ({rep['form']} form, opset {opset}); onnxruntime matches PyTorch on "
+            f"{source}: {checks}"
+        )

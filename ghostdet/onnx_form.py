@@ -24,7 +24,9 @@ anything else is refused with a ``ValueError``, and is exported as written.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 
 import torch
@@ -32,9 +34,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ghostdet.deploy.backend import fold_bn
+from ghostdet.models.fpn import GhostNetFeatures
 from ghostdet.models.ghostnet import ConvBnAct, GhostBottleneck, GhostModule, GhostNet
 
-__all__ = ["PortableGhostNet", "portable_ghostnet"]
+__all__ = ["PortableFeatures", "PortableGhostNet", "portable_ghostnet", "portable_model"]
 
 Parts = list[Tensor]
 
@@ -208,6 +211,54 @@ class _Bottleneck(nn.Module):
         return [o + s for o, s in zip(out, short)]
 
 
+class _Trunk(nn.Module):
+    """Stem and blocks of a V1 trunk in the portable form; ``forward`` returns the parts after
+    each stage (one list per ``stages`` entry) and the layout after each is in ``layouts``."""
+
+    def __init__(self, conv_stem: nn.Conv2d, bn1: nn.Module, stages: Sequence[nn.Module], align: int) -> None:
+        super().__init__()
+        if align < 1:
+            raise ValueError(f"align must be >= 1, got {align}")
+        first = stages[0][0]
+        c = conv_stem.out_channels
+        layout = ghost_layout(c, align)
+        if type(first) is not GhostBottleneck or len(first.shortcut) != 0:  # the stem feeds a projection
+            layout = (Part(c, _pad(c, align)),)
+        w, b = fold_bn(conv_stem, bn1)
+        self.stem = _Dense(w, b, (Part(conv_stem.in_channels, conv_stem.in_channels),), layout,
+                           conv_stem.stride[0], conv_stem.padding[0], relu=True)  # fmt: skip
+        self.stages = nn.ModuleList()
+        self.layouts: list[Layout] = []
+        for stage in stages:
+            blocks = nn.ModuleList()
+            for block in stage:
+                if type(block) is GhostBottleneck:
+                    blocks.append(_Bottleneck(block, layout, align))
+                elif type(block) is ConvBnAct:
+                    w, b = fold_bn(block.conv, block.bn1)
+                    c = block.conv.out_channels
+                    blocks.append(_Dense(w, b, layout, (Part(c, c),), 1, block.conv.padding[0], relu=True))
+                else:
+                    raise ValueError(f"the portable form does not know {type(block).__name__}")
+                layout = blocks[-1].layout
+            self.stages.append(blocks)
+            self.layouts.append(layout)
+
+    def forward(self, x: Tensor) -> list[Parts]:
+        parts = self.stem([x])
+        outs = []
+        for stage in self.stages:
+            for block in stage:
+                parts = block(parts)
+            outs.append(parts)
+        return outs
+
+
+def _check_eval(model: nn.Module) -> None:
+    if any(m.training for m in model.modules()):
+        raise ValueError("the portable form needs an eval-mode model: call model.eval() first")
+
+
 class PortableGhostNet(nn.Module):
     """A GhostNet (V1) classifier as a concat-free plain-conv graph (see the module docstring).
 
@@ -226,32 +277,8 @@ class PortableGhostNet(nn.Module):
             raise ValueError(
                 f"the portable form supports ghostdet's GhostNet (V1) classifier, not {type(model).__name__}"
             )
-        if any(m.training for m in model.modules()):
-            raise ValueError("the portable form needs an eval-mode model: call model.eval() first")
-        if align < 1:
-            raise ValueError(f"align must be >= 1, got {align}")
-        first = model.blocks[0][0]
-        layout = ghost_layout(model.conv_stem.out_channels, align)
-        if len(first.shortcut) != 0:  # the stem feeds a projection: any layout will do
-            layout = (Part(model.conv_stem.out_channels, _pad(model.conv_stem.out_channels, align)),)
-        w, b = fold_bn(model.conv_stem, model.bn1)
-        self.stem = _Dense(w, b, (Part(3, 3),), layout, 2, 1, relu=True)
-        blocks: list[nn.Module] = []
-        for stage in model.blocks:
-            for block in stage:
-                if type(block) is GhostBottleneck:
-                    blocks.append(_Bottleneck(block, layout, align))
-                    layout = blocks[-1].layout
-                elif type(block) is ConvBnAct:
-                    w, b = fold_bn(block.conv, block.bn1)
-                    c = block.conv.out_channels
-                    layout_out = (Part(c, c),)
-                    blocks.append(_Dense(w, b, layout, layout_out, 1, block.conv.padding[0], relu=True))
-                    layout = layout_out
-                else:
-                    raise ValueError(f"the portable form does not know {type(block).__name__}")
-        self.blocks = nn.ModuleList(blocks)
-        self.layout = layout
+        _check_eval(model)
+        self.trunk = _Trunk(model.conv_stem, model.bn1, list(model.blocks), align)
         self.global_pool = nn.AdaptiveAvgPool2d((1, 1))
         self.conv_head = _copy_conv(model.conv_head)
         self.classifier = nn.Linear(model.classifier.in_features, model.classifier.out_features)
@@ -260,14 +287,38 @@ class PortableGhostNet(nn.Module):
         self.requires_grad_(False)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        parts = self.stem([x])
-        for block in self.blocks:
-            parts = block(parts)
-        return _join(parts, self.layout)
+        return _join(self.trunk(x)[-1], self.trunk.layouts[-1])
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.conv_head(self.global_pool(self.forward_features(x))))
         return self.classifier(torch.flatten(x, 1))
+
+
+class PortableFeatures(nn.Module):
+    """A V1 :class:`~ghostdet.models.GhostNetFeatures` (the detectors' trunk) in the portable
+    form: the same stage-end maps, each joined into one tensor only where it is returned.
+
+    Args:
+        features: the eval-mode trunk (BatchNorm2d or FrozenBatchNorm2d).
+        align: see :class:`PortableGhostNet`.
+    """
+
+    def __init__(self, features: GhostNetFeatures, align: int = 8) -> None:
+        super().__init__()
+        if type(features) is not GhostNetFeatures:
+            raise ValueError(f"the portable form supports GhostNetFeatures, not {type(features).__name__}")
+        _check_eval(features)
+        self.trunk = _Trunk(features.conv_stem, features.bn1, list(features.blocks), align)
+        self.taps = dict(features._taps)
+        self.eval()
+        self.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        stages = self.trunk(x)
+        out: OrderedDict[str, Tensor] = OrderedDict()
+        for i, name in sorted(self.taps.items()):
+            out[name] = _join(stages[i], self.trunk.layouts[i])
+        return out
 
 
 def _copy_conv(conv: nn.Conv2d) -> nn.Conv2d:
@@ -282,6 +333,30 @@ def _join(parts: Sequence[Tensor], layout: Layout) -> Tensor:
     if len(parts) == 1 and layout[0].real == layout[0].padded:
         return parts[0]
     return torch.cat([x[:, : p.real] for x, p in zip(parts, layout)], dim=1)
+
+
+def portable_model(model: nn.Module, align: int = 8) -> nn.Module:
+    """A copy of ``model`` whose V1 GhostNet parts are in the portable form.
+
+    ``model`` is a GhostNet (V1) classifier (returned as :class:`PortableGhostNet`) or contains
+    V1 :class:`~ghostdet.models.GhostNetFeatures` trunks, as the GhostNet-FPN backbones and
+    detectors do (each replaced by a :class:`PortableFeatures`; everything else is a deep copy).
+
+    Raises:
+        ValueError: nothing in ``model`` has a portable form (e.g. a GhostNetV2/V3 model).
+    """
+    if type(model) is GhostNet:
+        return PortableGhostNet(model, align)
+    _check_eval(model)
+    found = [name for name, m in model.named_modules() if type(m) is GhostNetFeatures]
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no GhostNet (V1) trunk with a portable form")
+    portable = {name: PortableFeatures(model.get_submodule(name), align) for name in found}
+    copy = deepcopy(model)
+    for name, new in portable.items():
+        parent, _, child = name.rpartition(".")
+        setattr(copy.get_submodule(parent) if parent else copy, child, new)
+    return copy
 
 
 def portable_ghostnet(model: GhostNet, align: int = 8) -> PortableGhostNet:

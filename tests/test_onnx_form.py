@@ -10,7 +10,15 @@ from torch import nn
 
 from ghostdet.models import ghostnet, ghostnetv2
 from ghostdet.models.ghostnet import GhostModule
-from ghostdet.onnx_form import Part, PortableGhostNet, _Ghost, ghost_layout, portable_ghostnet
+from ghostdet.onnx_form import (
+    Part,
+    PortableFeatures,
+    PortableGhostNet,
+    _Ghost,
+    ghost_layout,
+    portable_ghostnet,
+    portable_model,
+)
 
 
 def _random_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -47,14 +55,14 @@ def test_padding_channels_stay_zero_and_layouts_are_aligned() -> None:
     port = portable_ghostnet(model, 8)
     seen = []
     with torch.no_grad():
-        parts = port.stem([torch.randn(1, 3, 64, 64)])
-        for block in port.blocks:
-            parts = block(parts)
-            layout = block.layout
-            seen.append(layout)
-            for x, part in zip(parts, layout):
-                assert x.shape[1] == part.padded and part.padded % 8 == 0
-                assert torch.count_nonzero(x[:, part.real :]) == 0
+        parts = port.trunk.stem([torch.randn(1, 3, 64, 64)])
+        for stage in port.trunk.stages:
+            for block in stage:
+                parts = block(parts)
+                seen.append(block.layout)
+                for x, part in zip(parts, block.layout):
+                    assert x.shape[1] == part.padded and part.padded % 8 == 0
+                    assert torch.count_nonzero(x[:, part.real :]) == 0
     # e.g. the 24-channel blocks travel as two parts of 12 real channels padded to 16
     assert (Part(12, 16), Part(12, 16)) in seen
 
@@ -77,7 +85,33 @@ def test_odd_ghost_module_keeps_the_sliced_channels() -> None:
         assert _rel(got, module(x)) < 1e-5
 
 
+@pytest.mark.parametrize("returned_layers", [(3, 4, 5), (2, 3, 4, 5), (5,)])
+def test_features_and_detectors_equal_the_model(returned_layers) -> None:
+    from ghostdet.models import ghostnet_fpn_backbone, retinanet_ghostnet_320_fpn
+
+    torch.manual_seed(0)
+    backbone = _random_bn(ghostnet_fpn_backbone(width=1.0, returned_layers=returned_layers))
+    port = portable_model(backbone)
+    assert isinstance(port.body, PortableFeatures) and port.fpn is not backbone.fpn
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        ref, got = backbone(x), port(x)
+        assert list(got) == list(ref)
+        for k in ref:
+            assert _rel(got[k], ref[k]) < 1e-5
+    detector = retinanet_ghostnet_320_fpn(num_classes=3, width=0.5).eval()
+    port = portable_model(detector)
+    assert isinstance(port.backbone.body, PortableFeatures)
+    assert not isinstance(detector.backbone.body, PortableFeatures)  # the model is not modified
+    with torch.no_grad():
+        feats = detector.backbone.body(x)
+        for k, v in port.backbone.body(x).items():
+            assert _rel(v, feats[k]) < 1e-5
+
+
 def test_refuses_what_it_cannot_represent() -> None:
+    with pytest.raises(ValueError, match="no GhostNet"):
+        portable_model(ghostnetv2(1.0).eval())
     with pytest.raises(ValueError, match="GhostNetV2"):
         portable_ghostnet(ghostnetv2(1.0).eval())
     with pytest.raises(ValueError, match="eval-mode"):
@@ -105,9 +139,32 @@ def test_exported_graph_has_no_concat_slice_or_reduce(tmp_path) -> None:
         assert ops["HardSigmoid"] > 0 and ops["GlobalAveragePool"] > 0
         dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
         assert [d.dim_value for d in dims] == ([1, 3, 224, 224] if static else [0, 3, 0, 0])
+        assert report["form"] == "portable"
     # the fused form (portable=False) is the concatenating one
-    export_onnx(model, tmp_path / "fused.onnx", image=image, portable=False, verify=False)
+    report = export_onnx(model, tmp_path / "fused.onnx", image=image, portable=False, verify=False)
+    assert report["form"] == "fused"
     assert "Concat" in {n.op_type for n in onnx.load(str(tmp_path / "fused.onnx")).graph.node}
+    # V2 has no portable form: fused, and still verified
+    report = export_onnx(_random_bn(ghostnetv2(1.0)), tmp_path / "v2.onnx", image=image, static_shape=True)
+    assert report["form"] == "fused"
+
+
+def test_backbone_export_is_portable_and_verified(tmp_path) -> None:
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from ghostdet.export import export_onnx
+    from ghostdet.models import ghostnet_fpn_backbone
+
+    torch.manual_seed(0)
+    backbone = _random_bn(ghostnet_fpn_backbone(width=0.5))
+    report = export_onnx(backbone, tmp_path / "b.onnx", image=torch.rand(3, 224, 224))
+    assert report["form"] == "portable" and len(report["checks"]) == 2
+    export_onnx(backbone, tmp_path / "f.onnx", image=torch.rand(3, 224, 224), portable=False, verify=False)
+    ops, fused = (
+        Counter(n.op_type for n in onnx.load(str(tmp_path / f)).graph.node) for f in ("b.onnx", "f.onnx")
+    )
+    # only the three taps join their parts (and the FPN's upsampling computes its sizes)
+    assert ops["Concat"] + ops["Slice"] < (fused["Concat"] + fused["Slice"]) / 2
 
 
 def test_static_shape_is_refused_for_detectors(tmp_path) -> None:
