@@ -194,3 +194,10 @@ def test_feature_extractor_runs_v3(deploy: bool) -> None:
     if deploy:
         net.reparameterize()
     check_stage_features(net)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_reparameterize_keeps_the_mode(train: bool) -> None:
+    # the folded convs are new modules: they must not come out in training mode from an eval model
+    net = ghostnetv3(width=0.5).train(train).reparameterize()
+    assert {m.training for m in net.modules()} == {train}

@@ -231,6 +231,7 @@ class GhostModuleV3(nn.Module):
         del self.primary_rpr_conv, self.primary_activation
         del self.cheap_rpr_conv, self.cheap_rpr_scale, self.cheap_rpr_skip, self.cheap_activation
         self.reparameterized = True
+        self.train(self.training)  # the new convs take this module's mode (eval stays eval)
 
 
 class GhostBottleneckV3(nn.Module):
@@ -303,6 +304,7 @@ class GhostBottleneckV3(nn.Module):
         if self.stride > 1 and self.conv_dw is None:
             self.conv_dw = fuse_branches(self.dw_rpr_conv, self.dw_rpr_scale)
             del self.dw_rpr_conv, self.dw_rpr_scale
+        self.train(self.training)
 
 
 class GhostNetV3(GhostNet):
