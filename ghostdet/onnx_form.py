@@ -8,7 +8,7 @@ every Ghost module concatenates its two halves (often 12, 20, 36 or 60 channels)
 result, and the SE gate averages with ``ReduceMean``. Profiled on a 2-core AVX2 machine, the
 reorders, concats and slices took about a third of its onnxruntime time.
 
-:func:`portable_ghostnet` rebuilds an eval-mode GhostNet (V1) as a graph with none of them. A
+:func:`portable_model` rebuilds an eval-mode GhostNet (V1 or V2) as a graph with none of them. A
 feature map travels as a list of *parts*, each padded with zero channels to a multiple of
 ``align``, and is never concatenated: a Ghost module's output is its primary part and its cheap
 part; a convolution reading several parts is one convolution per part, summed (onnxruntime fuses
@@ -17,8 +17,10 @@ by part; the SE average is a global average pool and its gate a ``HardSigmoid``.
 folded. The padding channels are exactly zero all the way (zero weights, zero bias, and ReLU or
 a residual of zeros keeps them zero), so the outputs equal the model's up to float rounding.
 
-Only the ratio-2 Ghost modules of GhostNet V1 (all of its published widths) are supported;
-anything else is refused with a ``ValueError``, and is exported as written.
+V2's DFC gate runs part by part too (pool, projection, depthwise pair, sigmoid, upsampling,
+product). Only the ratio-2 Ghost modules of GhostNet V1/V2 (all of their published widths) are
+supported; anything else (GhostNetV3's modules, other ratios) is refused with a ``ValueError``,
+and :func:`ghostdet.export.export_onnx` exports it fused instead.
 """
 
 from __future__ import annotations
@@ -36,10 +38,14 @@ from torch import Tensor, nn
 from ghostdet.deploy.backend import fold_bn
 from ghostdet.models.fpn import GhostNetFeatures
 from ghostdet.models.ghostnet import ConvBnAct, GhostBottleneck, GhostModule, GhostNet
+from ghostdet.models.ghostnetv2 import GhostModuleV2, GhostNetV2
 
 __all__ = ["PortableFeatures", "PortableGhostNet", "portable_ghostnet", "portable_model"]
 
 Parts = list[Tensor]
+
+#: the classifiers :class:`PortableGhostNet` takes (their subclasses add modules it does not know)
+PORTABLE_CLASSIFIERS = (GhostNet, GhostNetV2)
 
 
 @dataclass(frozen=True)
@@ -126,11 +132,13 @@ class _Depthwise(nn.Module):
     ) -> None:
         super().__init__()
         self.relu = relu
-        k = weight.shape[-1]
+        kh, kw = weight.shape[-2:]
         self.convs = nn.ModuleList()
         for part, start in zip(layout, _offsets(layout)):
-            conv = nn.Conv2d(part.padded, part.padded, k, stride, k // 2, groups=part.padded, bias=True)
-            w = weight.new_zeros(part.padded, 1, k, k)
+            conv = nn.Conv2d(
+                part.padded, part.padded, (kh, kw), stride, (kh // 2, kw // 2), groups=part.padded
+            )
+            w = weight.new_zeros(part.padded, 1, kh, kw)
             b = bias.new_zeros(part.padded)
             w[: part.real] = weight[start : start + part.real]
             b[: part.real] = bias[start : start + part.real]
@@ -143,14 +151,35 @@ class _Depthwise(nn.Module):
         return [F.relu(y) for y in out] if self.relu else out
 
 
+class _DFCGate(nn.Module):
+    """GhostNetV2's DFC gate (:mod:`ghostdet.models.dfc`) part by part: average pool, the
+    projection into the output's layout, the 1x5 and 5x1 depthwise convs, sigmoid, nearest
+    upsampling, product. A padding channel's gate is 0.5 on a zero channel, so it stays zero."""
+
+    def __init__(self, branch: nn.Sequential, layout_in: Layout, layout_out: Layout) -> None:
+        super().__init__()
+        w, b = fold_bn(branch[0], branch[1])
+        self.proj = _Dense(w, b, layout_in, layout_out, branch[0].stride[0], branch[0].padding[0])
+        w, b = fold_bn(branch[2], branch[3])
+        self.horizontal = _Depthwise(w, b, layout_out)
+        w, b = fold_bn(branch[4], branch[5])
+        self.vertical = _Depthwise(w, b, layout_out)
+
+    def forward(self, out: Parts, x: Parts) -> Parts:
+        gate = self.vertical(self.horizontal(self.proj([F.avg_pool2d(p, 2, 2) for p in x])))
+        size = out[0].shape[-2:]
+        return [o * F.interpolate(g.sigmoid(), size=size, mode="nearest") for o, g in zip(out, gate)]
+
+
 class _Ghost(nn.Module):
     """A ratio-2 Ghost module: the primary conv writes the first part, the cheap depthwise conv
-    (run on that part) the second; nothing is concatenated or sliced."""
+    (run on that part) the second; nothing is concatenated or sliced. GhostNetV2's gated module
+    multiplies both parts by its DFC gate."""
 
     def __init__(self, module: GhostModule, layout_in: Layout, align: int) -> None:
         super().__init__()
-        if type(module) is not GhostModule:  # e.g. GhostNetV2's gated module: its gate would be lost
-            raise ValueError(f"the portable form supports V1 Ghost modules, not {type(module).__name__}")
+        if type(module) not in (GhostModule, GhostModuleV2):
+            raise ValueError(f"the portable form supports V1/V2 Ghost modules, not {type(module).__name__}")
         if module.ratio != 2:
             raise ValueError(f"the portable form supports Ghost modules of ratio 2, not {module.ratio}")
         self.layout = ghost_layout(module.oup, align)
@@ -164,10 +193,14 @@ class _Ghost(nn.Module):
         n = self.layout[1].real  # the cheap channels the slice keeps
         # channel c of the cheap half is computed from channel c of the primary half
         self.cheap = _Depthwise(w[:n], b[:n], (Part(n, self.layout[0].padded),), relu=relu)
+        self.gate = (
+            _DFCGate(module.short_conv, layout_in, self.layout) if type(module) is GhostModuleV2 else None
+        )
 
     def forward(self, parts: Parts) -> Parts:
         p = self.primary(parts)
-        return [p[0], self.cheap(p)[0]]
+        out = [p[0], self.cheap(p)[0]]
+        return out if self.gate is None else self.gate(out, parts)
 
 
 class _Bottleneck(nn.Module):
@@ -212,7 +245,7 @@ class _Bottleneck(nn.Module):
 
 
 class _Trunk(nn.Module):
-    """Stem and blocks of a V1 trunk in the portable form; ``forward`` returns the parts after
+    """Stem and blocks of a V1/V2 trunk in the portable form; ``forward`` returns the parts after
     each stage (one list per ``stages`` entry) and the layout after each is in ``layouts``."""
 
     def __init__(self, conv_stem: nn.Conv2d, bn1: nn.Module, stages: Sequence[nn.Module], align: int) -> None:
@@ -260,12 +293,12 @@ def _check_eval(model: nn.Module) -> None:
 
 
 class PortableGhostNet(nn.Module):
-    """A GhostNet (V1) classifier as a concat-free plain-conv graph (see the module docstring).
+    """A GhostNet V1 or V2 classifier as a concat-free plain-conv graph (see the module docstring).
 
     ``forward`` and ``forward_features`` compute what the source model's do.
 
     Args:
-        model: an eval-mode :class:`~ghostdet.models.GhostNet` (any width).
+        model: an eval-mode :class:`~ghostdet.models.GhostNet` or ``GhostNetV2`` (any width).
         align: channels per part are padded to a multiple of this: onnxruntime's NCHWc block, 8
             floats with AVX2 (the default) and 16 with AVX-512. The model is correct with any
             value; only its speed depends on it.
@@ -273,9 +306,9 @@ class PortableGhostNet(nn.Module):
 
     def __init__(self, model: GhostNet, align: int = 8) -> None:
         super().__init__()
-        if type(model) is not GhostNet:
+        if type(model) not in PORTABLE_CLASSIFIERS:
             raise ValueError(
-                f"the portable form supports ghostdet's GhostNet (V1) classifier, not {type(model).__name__}"
+                f"the portable form supports GhostNet V1/V2 classifiers, not {type(model).__name__}"
             )
         _check_eval(model)
         self.trunk = _Trunk(model.conv_stem, model.bn1, list(model.blocks), align)
@@ -295,7 +328,7 @@ class PortableGhostNet(nn.Module):
 
 
 class PortableFeatures(nn.Module):
-    """A V1 :class:`~ghostdet.models.GhostNetFeatures` (the detectors' trunk) in the portable
+    """A V1/V2 :class:`~ghostdet.models.GhostNetFeatures` (the detectors' trunk) in the portable
     form: the same stage-end maps, each joined into one tensor only where it is returned.
 
     Args:
@@ -336,21 +369,21 @@ def _join(parts: Sequence[Tensor], layout: Layout) -> Tensor:
 
 
 def portable_model(model: nn.Module, align: int = 8) -> nn.Module:
-    """A copy of ``model`` whose V1 GhostNet parts are in the portable form.
+    """A copy of ``model`` whose GhostNet V1/V2 parts are in the portable form.
 
-    ``model`` is a GhostNet (V1) classifier (returned as :class:`PortableGhostNet`) or contains
-    V1 :class:`~ghostdet.models.GhostNetFeatures` trunks, as the GhostNet-FPN backbones and
+    ``model`` is a GhostNet V1/V2 classifier (returned as :class:`PortableGhostNet`) or contains
+    V1/V2 :class:`~ghostdet.models.GhostNetFeatures` trunks, as the GhostNet-FPN backbones and
     detectors do (each replaced by a :class:`PortableFeatures`; everything else is a deep copy).
 
     Raises:
-        ValueError: nothing in ``model`` has a portable form (e.g. a GhostNetV2/V3 model).
+        ValueError: nothing in ``model`` has a portable form (e.g. a GhostNetV3 model).
     """
-    if type(model) is GhostNet:
+    if type(model) in PORTABLE_CLASSIFIERS:
         return PortableGhostNet(model, align)
     _check_eval(model)
     found = [name for name, m in model.named_modules() if type(m) is GhostNetFeatures]
     if not found:
-        raise ValueError(f"{type(model).__name__} has no GhostNet (V1) trunk with a portable form")
+        raise ValueError(f"{type(model).__name__} has no GhostNet V1/V2 trunk with a portable form")
     portable = {name: PortableFeatures(model.get_submodule(name), align) for name in found}
     copy = deepcopy(model)
     for name, new in portable.items():
@@ -360,7 +393,7 @@ def portable_model(model: nn.Module, align: int = 8) -> nn.Module:
 
 
 def portable_ghostnet(model: GhostNet, align: int = 8) -> PortableGhostNet:
-    """Return the portable (onnxruntime-friendly) form of an eval-mode GhostNet (V1) classifier.
+    """Return the portable (onnxruntime-friendly) form of an eval-mode GhostNet V1/V2 classifier.
 
     Args:
         model: the classifier, in eval mode; it is not modified.

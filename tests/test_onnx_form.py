@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ghostdet.models import ghostnet, ghostnetv2
+from ghostdet.models import ghostnet, ghostnetv2, ghostnetv3
 from ghostdet.models.ghostnet import GhostModule
 from ghostdet.onnx_form import (
     Part,
@@ -85,6 +85,20 @@ def test_odd_ghost_module_keeps_the_sliced_channels() -> None:
         assert _rel(got, module(x)) < 1e-5
 
 
+@pytest.mark.parametrize("width", [1.0, 1.3])
+def test_ghostnetv2_equals_the_model(width: float) -> None:
+    torch.manual_seed(0)
+    model = _random_bn(ghostnetv2(width))
+    port = portable_ghostnet(model)
+    gates = [m for m in port.modules() if type(m).__name__ == "_DFCGate"]
+    assert len(gates) == sum(type(m).__name__ == "GhostModuleV2" for m in model.modules()) > 0
+    # odd map sizes: the gate's pooled map is upsampled to the output's size, not doubled
+    for shape in ((2, 3, 96, 80), (1, 3, 100, 76)):
+        x = torch.randn(shape)
+        with torch.no_grad():
+            assert _rel(port(x), model(x)) < 1e-5
+
+
 @pytest.mark.parametrize("returned_layers", [(3, 4, 5), (2, 3, 4, 5), (5,)])
 def test_features_and_detectors_equal_the_model(returned_layers) -> None:
     from ghostdet.models import ghostnet_fpn_backbone, retinanet_ghostnet_320_fpn
@@ -111,9 +125,9 @@ def test_features_and_detectors_equal_the_model(returned_layers) -> None:
 
 def test_refuses_what_it_cannot_represent() -> None:
     with pytest.raises(ValueError, match="no GhostNet"):
-        portable_model(ghostnetv2(1.0).eval())
-    with pytest.raises(ValueError, match="GhostNetV2"):
-        portable_ghostnet(ghostnetv2(1.0).eval())
+        portable_model(ghostnetv3(1.0).eval())
+    with pytest.raises(ValueError, match="GhostNetV3"):
+        portable_ghostnet(ghostnetv3(1.0).eval())
     with pytest.raises(ValueError, match="eval-mode"):
         portable_ghostnet(ghostnet(1.0))
     with pytest.raises(ValueError, match="ratio 2"):
@@ -144,8 +158,9 @@ def test_exported_graph_has_no_concat_slice_or_reduce(tmp_path) -> None:
     report = export_onnx(model, tmp_path / "fused.onnx", image=image, portable=False, verify=False)
     assert report["form"] == "fused"
     assert "Concat" in {n.op_type for n in onnx.load(str(tmp_path / "fused.onnx")).graph.node}
-    # V2 has no portable form: fused, and still verified
-    report = export_onnx(_random_bn(ghostnetv2(1.0)), tmp_path / "v2.onnx", image=image, static_shape=True)
+    # V3 has no portable form: fused, and still verified
+    v3 = ghostnetv3(0.5).eval().reparameterize()
+    report = export_onnx(v3, tmp_path / "v3.onnx", image=image, static_shape=True)
     assert report["form"] == "fused"
 
 
