@@ -91,7 +91,7 @@
         }                                                                                         \
     }
 
-/* All channel blocks (16, then 8, then 4 wide) of rows [oy0, oy1). */
+/* All channel blocks (16, then 8, then 4 wide, up to GHOSTDET_VW) of rows [oy0, oy1). */
 #define DEFINE_ROWS(SUFFIX, K, SS, INTERIOR)                                                      \
     DEFINE_BLOCK(block16_##SUFFIX, v16, vi16, K, SS, INTERIOR)                                    \
     DEFINE_BLOCK(block8_##SUFFIX, v8, vi8, K, SS, INTERIOR)                                       \
@@ -100,9 +100,9 @@
                               const float *bias, int S, int P, float *out, int64_t op, int OW,    \
                               int oy0, int oy1, int relu) {                                       \
         int c = 0;                                                                                \
-        for (; c + 16 <= C; c += 16)                                                              \
+        for (; GHOSTDET_VW >= 16 && c + 16 <= C; c += 16)                                          \
             block16_##SUFFIX(in, ip, H, W, wt, C, bias, S, P, out, op, OW, oy0, oy1, c, relu);    \
-        for (; c + 8 <= C; c += 8)                                                                \
+        for (; GHOSTDET_VW >= 8 && c + 8 <= C; c += 8)                                             \
             block8_##SUFFIX(in, ip, H, W, wt, C, bias, S, P, out, op, OW, oy0, oy1, c, relu);     \
         for (; c + 4 <= C; c += 4)                                                                \
             block4_##SUFFIX(in, ip, H, W, wt, C, bias, S, P, out, op, OW, oy0, oy1, c, relu);     \

@@ -31,7 +31,7 @@ static inline int thread_id(void) {
  * NULL (k2 = 0). Pixels go 8 at a time (8 independent FMA chains hide the FMA latency, which 4
  * did not for the 8- and 4-wide vectors), output channels in 16/8/4-wide vectors. */
 #define PW_BLOCK(VT, VI, VW)                                                                      \
-    for (; c + VW <= cout; c += VW) {                                                             \
+    for (; VW <= GHOSTDET_VW && c + VW <= cout; c += VW) {                                         \
         const VT bv = LOADV(VT, bias + c);                                                           \
         int i = 0;                                                                                \
         for (; i + 8 <= npix; i += 8) {                                                           \
@@ -73,7 +73,7 @@ static void pointwise(const float *in1, int64_t p1, int k1, const float *in2, in
  * sp floats per pixel; out row r, column x reads src rows S*r.., columns S*x..; optional residual
  * res (rrow pixels per row, rp floats per pixel) and ReLU. */
 #define DW_BLOCK(VT, VI, VW)                                                                      \
-    for (; c + VW <= C; c += VW) {                                                                \
+    for (; VW <= GHOSTDET_VW && c + VW <= C; c += VW) {                                            \
         VT wk[25];                                                                                \
         for (int t = 0; t < K * K; t++) wk[t] = LOADV(VT, wt + t * C + c);                           \
         const VT bv = LOADV(VT, bias + c);                                                           \
