@@ -179,6 +179,7 @@ class FusedConv2d(DeployModule):
         # is available: no per-call set-up, and it can write into a channel slice of a wider tensor.
         self.is_native_dw = native.supports(weight, self.stride, self.padding, self.dilation, groups)
         # a dense conv on few input channels (the stem) also runs on a native kernel
+        # (each kind only where it pays off on this CPU: native.kernel_pays_off, asked per call)
         self.is_native_stem = native.supports_stem(weight, self.stride, self.padding, self.dilation, groups)
         self.use_native = True
 
@@ -267,7 +268,13 @@ class FusedConv2d(DeployModule):
         With ``out`` (e.g. a channel slice of a wider channels_last tensor) the result is
         written there and ``out`` is returned; the native depthwise kernel writes it directly.
         """
-        if fast and other is None and self.use_native and (self.is_native_dw or self.is_native_stem):
+        if (
+            fast
+            and other is None
+            and self.use_native
+            and (self.is_native_dw or self.is_native_stem)
+            and native.kernel_pays_off("dwconv" if self.is_native_dw else "stem")
+        ):
             wt = self.flat_weight()
             k, s, p = self.weight.shape[-1], self.stride[0], self.padding[0]
             if self.is_native_dw:

@@ -40,6 +40,8 @@ from torch import Tensor
 
 __all__ = [
     "ABI",
+    "AVX2_KERNELS",
+    "KINDS",
     "PARALLEL_MIN_MACS",
     "cache_dir",
     "conv_out_size",
@@ -48,6 +50,9 @@ __all__ = [
     "ghost_block_s1",
     "ghost_block_s2",
     "ghost_front",
+    "kernel_choice",
+    "kernel_pays_off",
+    "pays_off",
     "stem_conv",
     "library_path",
     "load",
@@ -65,7 +70,8 @@ KERNEL_SIZES = (3, 5, 7)
 PARALLEL_MIN_MACS = 150_000
 
 _lock = threading.Lock()
-_state: dict[str, object] = {}  # "lib": CDLL | None once loading was attempted
+# "lib": CDLL | None once loading was attempted; "choice": (GHOSTDET_NATIVE, kernel_choice())
+_state: dict[str, object] = {}
 
 
 def cache_dir() -> Path:
@@ -183,28 +189,68 @@ def library_path() -> Path | None:
     return cache_dir() / "native" / f"ghostdet-kernels-{key.hexdigest()[:16]}.so"
 
 
-#: the CPU feature the native kernels were tuned for (16-float vectors in 32 vector registers)
-TUNED_FOR = "avx512f"
+#: The kinds of native kernel, each used or not on its own (:func:`kernel_choice`): the stem
+#: conv (``csrc/stemconv.c``), depthwise convs (``csrc/dwconv.c``) and fused bottlenecks
+#: (``csrc/ghostblock.c``).
+KINDS = ("stem", "dwconv", "block")
+
+#: Which kinds beat oneDNN on an x86 CPU with AVX2 and FMA but no AVX-512, where the kernels use
+#: 8-float vectors (``GHOSTDET_VW`` in ``csrc/kernels.h``). Measured 2026-12-02 on a 2-core AMD EPYC
+#: VM with ``benchmarks/bench_cpu.py --sections kernels`` (each call vs the same module on oneDNN,
+#: summed per kind, GhostNet-1.0 at 224 and 640, 1 and 2 threads): the fused blocks took 0.5-0.8x
+#: oneDNN's time and the depthwise convs 0.75-0.93x in sum; the stem 1.03-1.08x (a tie or a small
+#: loss: oneDNN has a good AVX2 kernel for it), so it stays on oneDNN.
+AVX2_KERNELS = {"stem": False, "dwconv": True, "block": True}
+
+
+def kernel_choice() -> dict[str, bool]:
+    """Which kinds of native kernel (:data:`KINDS`) the deploy models use on this CPU.
+
+    On an x86 CPU with AVX-512 all of them (README, *Benchmark*: there they beat oneDNN); with
+    AVX2 and FMA but no AVX-512 those in :data:`AVX2_KERNELS`; on older x86 CPUs none (not
+    measured, and their vectors are narrower still). On other machines all of them.
+    ``GHOSTDET_NATIVE=1`` forces all on, ``GHOSTDET_NATIVE=0`` all off. A deploy module whose
+    ``use_native`` is off (``fuse(..., native_kernels=False)``) uses none whatever this says.
+    """
+    env = os.environ.get("GHOSTDET_NATIVE", "").strip().lower()
+    every = dict.fromkeys(KINDS, True)
+    if env in ("0", "false", "no", "off"):
+        return dict.fromkeys(KINDS, False)
+    if env in ("1", "true", "yes", "on", "force"):
+        return every
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
+        return every
+    flags = _cpu_flags()
+    if "avx512f" in flags:
+        return every
+    if {"avx2", "fma"} <= flags:
+        return dict(AVX2_KERNELS)
+    return dict.fromkeys(KINDS, False)
 
 
 def pays_off() -> bool:
-    """Whether :func:`ghostdet.deploy.fuse` uses the native kernels by default on this CPU.
+    """Whether :func:`ghostdet.deploy.fuse` turns the native kernels on by default on this CPU:
+    when at least one kind of them is used here (:func:`kernel_choice`). Each call then still
+    goes to oneDNN for a kind that :func:`kernel_pays_off` says loses here."""
+    return any(kernel_choice().values())
 
-    They were written and measured on an AVX-512 CPU, where they beat oneDNN (README,
-    *Benchmark*). On an x86 CPU with AVX2 but no AVX-512 (measured 2026-12-02, 2-core AMD EPYC
-    VM) the same kernels took 1.2-1.6x the time of the oneDNN path at 224 and 640 px, because
-    their 16-float vectors split into two 8-float halves and spill the 16 AVX2 registers. So the
-    default is: on when ``/proc/cpuinfo`` lists ``avx512f`` (or the machine is not x86), off
-    otherwise. ``GHOSTDET_NATIVE=1`` forces them on, ``GHOSTDET_NATIVE=0`` off.
+
+def kernel_pays_off(kind: str) -> bool:
+    """``kernel_choice()[kind]``, cached for the current ``GHOSTDET_NATIVE`` value (asked on
+    every native call, so it does not read ``/proc/cpuinfo`` each time).
+
+    Raises:
+        ValueError: for a kind not in :data:`KINDS`.
     """
-    env = os.environ.get("GHOSTDET_NATIVE", "").strip().lower()
-    if env in ("0", "false", "no", "off"):
-        return False
-    if env in ("1", "true", "yes", "on", "force"):
-        return True
-    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
-        return True
-    return TUNED_FOR in _cpu_flags()
+    env = os.environ.get("GHOSTDET_NATIVE", "")
+    cached = _state.get("choice")
+    if cached is None or cached[0] != env:  # type: ignore[index]
+        cached = (env, kernel_choice())
+        _state["choice"] = cached
+    choice = cached[1]  # type: ignore[index]
+    if kind not in choice:
+        raise ValueError(f"unknown native kernel kind {kind!r}; expected one of {KINDS}")
+    return choice[kind]
 
 
 def _cpu_flags() -> set[str]:
