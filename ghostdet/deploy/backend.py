@@ -3,7 +3,8 @@
 A :class:`FusedConv2d` is an inference-only convolution with its BatchNorm folded in, an optional
 fused ReLU and an optional fused residual add. On CPU float32 it picks the cheapest kernel for its
 shape: a prepacked oneDNN primitive, a BLAS GEMM for 1x1 convolutions on small maps, or one of
-ghostdet's native kernels (:mod:`ghostdet.deploy.native`) for depthwise convolutions and the stem.
+ghostdet's native kernels (:mod:`ghostdet.deploy.native`) for depthwise convolutions and the stem
+(each kind where it beats oneDNN on this CPU: :func:`~ghostdet.deploy.native.kernel_pays_off`).
 Weights derived for a kernel (oneDNN's blocked layout, the flattened ``(in, out)`` matrix) are
 cached on the module behind :meth:`FusedConv2d.flat_weight` and rebuilt when the weight changes.
 """

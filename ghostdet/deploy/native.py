@@ -11,6 +11,12 @@ in milliseconds. Nothing here is needed for correctness: when no compiler is fou
 fails, or ``GHOSTDET_NATIVE=0`` is set, :func:`load` returns ``None`` (with one warning saying
 why, except when disabled on purpose) and deploy models use oneDNN for every convolution.
 
+The kernels take their vector width from the instruction set they are compiled for
+(``GHOSTDET_VW`` in ``csrc/kernels.h``: 16 floats with AVX-512, 8 with AVX2, 4 otherwise), so
+their register tiles fit the machine's registers. Which kinds of kernel (stem, depthwise, fused
+blocks) the deploy models use is decided per kind and per CPU from measurements
+(:func:`kernel_choice`); a kind that loses to oneDNN on this CPU stays on oneDNN.
+
 The library's exported functions are declared for :mod:`ctypes` in ``_open`` and checked against
 its ABI version (``GHOSTDET_ABI`` in ``csrc/kernels.h``, :data:`ABI` here) before first use. This
 file is over 500 lines because it is one concept: each kernel's Python wrapper sits with the
