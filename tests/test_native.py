@@ -3,6 +3,7 @@ fallbacks; the library's build, cache and ABI."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -318,6 +319,37 @@ def test_kernel_pays_off_follows_a_changed_environment_and_rejects_unknown_kinds
         native.kernel_pays_off("gemm")
 
 
+def test_avx2_runs_only_small_depthwise_calls_natively(monkeypatch):
+    """On AVX2 a depthwise conv above AVX2_DWCONV_MAX_MACS goes to oneDNN (same result), a
+    smaller one to the native kernel; GHOSTDET_NATIVE=1 sends both to the native kernel."""
+    from ghostdet.deploy import FusedConv2d
+
+    if native.load() is None:
+        pytest.skip("no C compiler to build the native kernels")
+    monkeypatch.setattr(native.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(native, "_cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setitem(native._state, "choice", None)
+    limit = native.AVX2_DWCONV_MAX_MACS
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=True).eval()
+    fused = FusedConv2d.from_conv(conv)
+    calls: list[int] = []
+    real = native.dwconv2d
+    monkeypatch.setattr(native, "dwconv2d", lambda x, *a, **k: calls.append(x.shape[-1]) or real(x, *a, **k))
+    small = torch.randn(1, 64, 8, 8).contiguous(memory_format=torch.channels_last)  # 36,864 MACs
+    large = torch.randn(1, 64, 48, 48).contiguous(memory_format=torch.channels_last)  # 1,327,104 MACs
+    assert 64 * 8 * 8 * 9 <= limit < 64 * 48 * 48 * 9
+    for env, expected in [("", [8]), ("1", [8, 48])]:
+        monkeypatch.setenv("GHOSTDET_NATIVE", env)
+        calls.clear()
+        with torch.inference_mode():
+            for x in (small, large):
+                assert torch.allclose(fused(x), conv(x), atol=1e-5)
+        assert calls == expected
+    monkeypatch.setenv("GHOSTDET_NATIVE", "")
+    assert native.kernel_pays_off("dwconv", limit) and not native.kernel_pays_off("dwconv", limit + 1)
+    assert native.kernel_pays_off("block", 10**12) and not native.kernel_pays_off("stem", 1)
+
+
 def test_kinds_that_do_not_pay_run_on_onednn_with_the_same_result(monkeypatch):
     """With the native kernels on (``use_native``) but a kind switched off for this CPU, its calls
     go to oneDNN and the others stay native; the output does not change."""
@@ -345,7 +377,10 @@ def test_kinds_that_do_not_pay_run_on_onednn_with_the_same_result(monkeypatch):
             ("block", {"ghost_block_s1", "ghost_block_s2", "ghost_front"}),
         ]:
             choice = {**dict.fromkeys(native.KINDS, True), kind: False}
-            monkeypatch.setitem(native._state, "choice", (os.environ.get("GHOSTDET_NATIVE", ""), choice))
+            limits = dict.fromkeys(native.KINDS, math.inf)
+            monkeypatch.setitem(
+                native._state, "choice", (os.environ.get("GHOSTDET_NATIVE", ""), choice, limits)
+            )
             calls.clear()
             y = fused(x)
             assert not names & set(calls) and "dwconv2d" in calls

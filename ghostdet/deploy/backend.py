@@ -274,7 +274,7 @@ class FusedConv2d(DeployModule):
             and other is None
             and self.use_native
             and (self.is_native_dw or self.is_native_stem)
-            and native.kernel_pays_off("dwconv" if self.is_native_dw else "stem")
+            and native.kernel_pays_off(*self._native_call(x))
         ):
             wt = self.flat_weight()
             k, s, p = self.weight.shape[-1], self.stride[0], self.padding[0]
@@ -292,6 +292,15 @@ class FusedConv2d(DeployModule):
         if out is None:
             return y
         return out.copy_(y)
+
+    def _native_call(self, x: Tensor) -> tuple[str, int]:
+        """The native kernel kind of this conv and the multiply-adds of its call on ``x``."""
+        n, c, h, w = x.shape
+        k, s, p = self.weight.shape[-1], self.stride[0], self.padding[0]
+        oh, ow = native.conv_out_size(h, k, s, p), native.conv_out_size(w, k, s, p)
+        if self.is_native_dw:
+            return "dwconv", n * oh * ow * c * k * k
+        return "stem", n * oh * ow * c * k * k * self.weight.shape[0]
 
     def gemm_fits(self, x: Tensor) -> bool:
         """Whether this is a 1x1 convolution that runs as a GEMM on input ``x`` (a small map)."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import shlex
@@ -46,6 +47,7 @@ from torch import Tensor
 
 __all__ = [
     "ABI",
+    "AVX2_DWCONV_MAX_MACS",
     "AVX2_KERNELS",
     "KINDS",
     "PARALLEL_MIN_MACS",
@@ -76,7 +78,7 @@ KERNEL_SIZES = (3, 5, 7)
 PARALLEL_MIN_MACS = 150_000
 
 _lock = threading.Lock()
-# "lib": CDLL | None once loading was attempted; "choice": (GHOSTDET_NATIVE, kernel_choice())
+# "lib": CDLL | None once loading was attempted; "choice": (GHOSTDET_NATIVE, *_decide())
 _state: dict[str, object] = {}
 
 
@@ -203,35 +205,48 @@ KINDS = ("stem", "dwconv", "block")
 #: Which kinds beat oneDNN on an x86 CPU with AVX2 and FMA but no AVX-512, where the kernels use
 #: 8-float vectors (``GHOSTDET_VW`` in ``csrc/kernels.h``). Measured 2026-12-02 on a 2-core AMD EPYC
 #: VM with ``benchmarks/bench_cpu.py --sections kernels`` (each call vs the same module on oneDNN,
-#: summed per kind, GhostNet-1.0 at 224 and 640, 1 and 2 threads): the fused blocks took 0.5-0.8x
-#: oneDNN's time and the depthwise convs 0.75-0.93x in sum; the stem 1.03-1.08x (a tie or a small
-#: loss: oneDNN has a good AVX2 kernel for it), so it stays on oneDNN.
+#: GhostNet-1.0 at 224 and 640, 1 thread; the shared machine's 2-thread figures were too noisy):
+#: the fused blocks took 0.35-0.8x oneDNN's time; the stem 1.03-1.2x (oneDNN has a good AVX2
+#: kernel for it), so it stays on oneDNN; the depthwise convs see :data:`AVX2_DWCONV_MAX_MACS`.
 AVX2_KERNELS = {"stem": False, "dwconv": True, "block": True}
+
+#: On AVX2, depthwise convs of at most this many multiply-adds per call run natively: there
+#: oneDNN's fixed set-up cost dominates and the native kernel took 0.4-0.95x its time (every
+#: depthwise call at 224x224; 56x40x40 and 80x20x20 at 640x640). Larger ones (480x20x20, 336x40x40,
+#: the 640x640 shortcuts) took 1.1-1.7x oneDNN's time, so they run on oneDNN.
+AVX2_DWCONV_MAX_MACS = 1_000_000
+
+
+def _decide() -> tuple[dict[str, bool], dict[str, float]]:
+    """:func:`kernel_choice` and, per kind, the most multiply-adds per call that go native."""
+    env = os.environ.get("GHOSTDET_NATIVE", "").strip().lower()
+    every, unlimited = dict.fromkeys(KINDS, True), dict.fromkeys(KINDS, math.inf)
+    none = dict.fromkeys(KINDS, False)
+    if env in ("0", "false", "no", "off"):
+        return none, unlimited
+    if env in ("1", "true", "yes", "on", "force"):
+        return every, unlimited
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
+        return every, unlimited
+    flags = _cpu_flags()
+    if "avx512f" in flags:
+        return every, unlimited
+    if {"avx2", "fma"} <= flags:
+        return dict(AVX2_KERNELS), {**unlimited, "dwconv": AVX2_DWCONV_MAX_MACS}
+    return none, unlimited
 
 
 def kernel_choice() -> dict[str, bool]:
     """Which kinds of native kernel (:data:`KINDS`) the deploy models use on this CPU.
 
     On an x86 CPU with AVX-512 all of them (README, *Benchmark*: there they beat oneDNN); with
-    AVX2 and FMA but no AVX-512 those in :data:`AVX2_KERNELS`; on older x86 CPUs none (not
-    measured, and their vectors are narrower still). On other machines all of them.
-    ``GHOSTDET_NATIVE=1`` forces all on, ``GHOSTDET_NATIVE=0`` all off. A deploy module whose
+    AVX2 and FMA but no AVX-512 those in :data:`AVX2_KERNELS` (the depthwise kernel only for calls
+    up to :data:`AVX2_DWCONV_MAX_MACS`); on older x86 CPUs none (not measured, and their vectors
+    are narrower still). On other machines all of them. ``GHOSTDET_NATIVE=1`` forces all on
+    (whatever the call's size), ``GHOSTDET_NATIVE=0`` all off. A deploy module whose
     ``use_native`` is off (``fuse(..., native_kernels=False)``) uses none whatever this says.
     """
-    env = os.environ.get("GHOSTDET_NATIVE", "").strip().lower()
-    every = dict.fromkeys(KINDS, True)
-    if env in ("0", "false", "no", "off"):
-        return dict.fromkeys(KINDS, False)
-    if env in ("1", "true", "yes", "on", "force"):
-        return every
-    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
-        return every
-    flags = _cpu_flags()
-    if "avx512f" in flags:
-        return every
-    if {"avx2", "fma"} <= flags:
-        return dict(AVX2_KERNELS)
-    return dict.fromkeys(KINDS, False)
+    return _decide()[0]
 
 
 def pays_off() -> bool:
@@ -241,9 +256,11 @@ def pays_off() -> bool:
     return any(kernel_choice().values())
 
 
-def kernel_pays_off(kind: str) -> bool:
-    """``kernel_choice()[kind]``, cached for the current ``GHOSTDET_NATIVE`` value (asked on
-    every native call, so it does not read ``/proc/cpuinfo`` each time).
+def kernel_pays_off(kind: str, macs: int = 0) -> bool:
+    """Whether a call of this kind with ``macs`` multiply-adds runs natively on this CPU
+    (:func:`kernel_choice`, and the size limit on AVX2), cached for the current
+    ``GHOSTDET_NATIVE`` value: it is asked on every native call, so it does not read
+    ``/proc/cpuinfo`` each time.
 
     Raises:
         ValueError: for a kind not in :data:`KINDS`.
@@ -251,12 +268,12 @@ def kernel_pays_off(kind: str) -> bool:
     env = os.environ.get("GHOSTDET_NATIVE", "")
     cached = _state.get("choice")
     if cached is None or cached[0] != env:  # type: ignore[index]
-        cached = (env, kernel_choice())
+        cached = (env, *_decide())
         _state["choice"] = cached
-    choice = cached[1]  # type: ignore[index]
+    _, choice, limits = cached  # type: ignore[misc]
     if kind not in choice:
         raise ValueError(f"unknown native kernel kind {kind!r}; expected one of {KINDS}")
-    return choice[kind]
+    return choice[kind] and macs <= limits[kind]
 
 
 def _cpu_flags() -> set[str]:
