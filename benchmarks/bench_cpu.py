@@ -32,6 +32,11 @@ Sections (``--sections``, comma separated):
   fx-folded ``channels_last`` plain layer (``F.conv2d``), timed at 1 and 2 threads (and every
   ``--threads`` value), as a markdown table of 1-thread ms and speed-ups. Runs once, whatever
   ``--threads`` says.
+* ``kernels``  - each native kernel call of the GhostNet-1.0 deploy trunk (the stem, every
+  depthwise conv that runs on its own, every fused bottleneck) against the same module on oneDNN
+  (``use_native`` off), on the input it gets in the model, at 1 and 2 threads (and every
+  ``--threads`` value); a markdown table per size with the native / oneDNN time ratio, and the
+  sums per kernel kind (what ``ghostdet.deploy.native.pays_off`` decides on). Runs once.
 * ``detector`` - ``fasterrcnn_ghostnet_320_fpn`` vs ``fasterrcnn_mobilenet_v3_large_320_fpn``
   (random weights, 91 classes, both presets' own defaults: min_size 320, max_size 640, 150
   test proposals) on one 480x640 image. ghostdet's preset has a light FPN (strides 16/32 + pool,
@@ -78,9 +83,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SECTIONS = ("backbone", "throughput", "scaling", "detector", "train", "memory", "compile", "onnx")
+SECTIONS = ("backbone", "throughput", "scaling", "kernels", "detector", "train", "memory", "compile", "onnx")
 # sections that vary the thread count themselves: run once, not once per --threads value
-ONCE = ("scaling",)
+ONCE = ("scaling", "kernels")
 Row = tuple[str, float]
 
 
@@ -690,17 +695,158 @@ def scaling_threads(requested: list[int]) -> tuple[int, ...]:
     return tuple(sorted({1, 2, *requested}))
 
 
-def section_scaling(args: argparse.Namespace) -> dict:
+def _per_layer_tables(
+    args: argparse.Namespace,
+    measure: Callable[[int, tuple[int, ...], int, int], list[dict]],
+    fmt: Callable[[list[dict], tuple[int, ...]], str],
+    title: Callable[[int, int, tuple[int, ...]], str],
+) -> dict:
+    """Run a per-layer measurement (``measure(size, threads, reps, warmup)``) at every size, at
+    1, 2 and every ``--threads`` thread count, and print ``title(size, reps, threads)`` and its table."""
     threads = scaling_threads(args.thread_list)
     out = {}
     for size in args.sizes:
         reps = args.reps if size <= 224 else max(5, args.reps // 4)
-        rows = layer_scaling(size, threads, reps, args.warmup)
-        print(f"\n## thread scaling per layer, {size}x{size}, batch 1 (reps={reps}; speed-up = time at")
-        print(f"   {threads[0]} thread / time at N threads; 'total' sums the layers)\n")
-        print(format_scaling(rows, threads))
+        rows = measure(size, threads, reps, args.warmup)
+        print(title(size, reps, threads))
+        print(fmt(rows, threads))
         out[size] = rows
     return out
+
+
+def section_scaling(args: argparse.Namespace) -> dict:
+    return _per_layer_tables(
+        args,
+        layer_scaling,
+        format_scaling,
+        lambda size, reps, threads: (
+            f"\n## thread scaling per layer, {size}x{size}, batch 1 (reps={reps}; speed-up = time at\n"
+            f"   {threads[0]} thread / time at N threads; 'total' sums the layers)\n"
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# native kernels vs oneDNN, per call
+
+
+def _kernel_kind(module: torch.nn.Module) -> str | None:
+    """The native kernel a deploy module runs on (``None``: none of them)."""
+    from ghostdet.deploy import FusedConv2d
+    from ghostdet.deploy.ghost import DeployBottleneck
+
+    if isinstance(module, FusedConv2d):
+        k, s = module.weight.shape[-1], module.stride[0]
+        return "stem" if module.is_native_stem else f"dw k{k} s{s}" if module.is_native_dw else None
+    if isinstance(module, DeployBottleneck):
+        for flag, kind in (("can_fuse_block", "block s1"), ("can_fuse_block_s2", "block s2")):
+            if getattr(module, flag):
+                return kind
+        return "block se" if module.can_fuse_block_se else None
+    return None
+
+
+def kernel_calls(
+    size: int, threads: tuple[int, ...] = (1, 2), reps: int = 20, warmup: int = 3, width: float = 1.0
+) -> list[dict]:
+    """Every native kernel call of a GhostNet deploy trunk at ``size`` x ``size`` (batch 1),
+    timed against the same module with ``use_native`` off (oneDNN / GEMM), on the arguments it
+    gets in the model.
+
+    The calls are found by running the trunk once with each candidate module's ``run`` wrapped;
+    modules that a fused bottleneck replaces are never called, so they are not listed.
+
+    Args:
+        size: input image side.
+        threads: thread counts.
+        reps: timed repetitions (median reported), warmup: untimed ones.
+        width: GhostNet width multiplier.
+
+    Returns:
+        One dict per call: ``layer`` (module name), ``kind`` (``stem``, ``dw k3 s1``, ...,
+        ``block s1``/``s2``/``se``), ``input`` (CxHxW), ``ms`` (variant ``native``/``onednn`` ->
+        threads -> median ms).
+    """
+    import copy
+
+    from ghostdet.deploy import FusedConv2d, fuse
+    from ghostdet.models import ghostnet
+    from ghostdet.profiling import time_interleaved
+
+    torch.manual_seed(0)
+    net = fuse(ghostnet(width).eval(), native_kernels=True)
+    calls: dict[str, tuple[torch.nn.Module, tuple, dict]] = {}
+    for name, module in net.named_modules():
+        if _kernel_kind(module) is not None:
+
+            def spy(*args, _name=name, _module=module, _run=module.run, **kwargs):
+                calls.setdefault(_name, (_module, args, kwargs))
+                return _run(*args, **kwargs)
+
+            module.run = spy
+    with torch.inference_mode():
+        net.forward_features(torch.randn(1, 3, size, size).contiguous(memory_format=torch.channels_last))
+    for module, _, _ in calls.values():
+        del module.run
+    fns, rows = {}, []
+    for name, (module, args, kwargs) in calls.items():
+        slow = copy.deepcopy(module)
+        for m in slow.modules():
+            if isinstance(m, FusedConv2d):
+                m.use_native = False
+        fns[(name, "native")] = lambda m=module, a=args, k=kwargs: m.run(*a, **k)
+        fns[(name, "onednn")] = lambda m=slow, a=args, k=kwargs: m.run(*a, **k)
+        rows.append({"layer": name, "kind": _kernel_kind(module), "input": _shape(args[0]), "ms": {}})
+    for t in threads:
+        med = time_interleaved(
+            fns, runs=reps, warmup=warmup, rotate=False, context=torch.inference_mode, threads=t
+        ).medians()
+        for row in rows:
+            for variant in ("native", "onednn"):
+                row["ms"].setdefault(variant, {})[t] = 1000 * med[(row["layer"], variant)]
+    return rows
+
+
+def format_kernel_calls(rows: list[dict], threads: tuple[int, ...]) -> str:
+    """:func:`kernel_calls`' rows as a markdown table (native ms, oneDNN ms and their ratio at each
+    thread count), then one line per kernel kind with the summed times."""
+    head = ["call", "kind", "input"]
+    for t in threads:
+        head += [f"native ms {t}T", f"oneDNN ms {t}T", f"ratio {t}T"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    kinds: dict[str, dict] = {}
+    for r in rows:
+        cells = [r["layer"], r["kind"], r["input"]]
+        total = kinds.setdefault(
+            r["kind"], {"layer": f"sum ({r['kind']})", "kind": r["kind"], "input": 0, "ms": {}}
+        )
+        total["input"] += 1
+        for t in threads:
+            nat, one = r["ms"]["native"][t], r["ms"]["onednn"][t]
+            cells += [f"{nat:.3f}", f"{one:.3f}", f"{nat / one:.2f}"]
+            for variant, v in (("native", nat), ("onednn", one)):
+                total["ms"].setdefault(variant, {}).setdefault(t, 0.0)
+                total["ms"][variant][t] += v
+        lines.append("| " + " | ".join(cells) + " |")
+    for total in kinds.values():
+        cells = [f"**{total['layer']}**", total["kind"], f"{total['input']} calls"]
+        for t in threads:
+            nat, one = total["ms"]["native"][t], total["ms"]["onednn"][t]
+            cells += [f"{nat:.3f}", f"{one:.3f}", f"**{nat / one:.2f}**"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def section_kernels(args: argparse.Namespace) -> dict:
+    return _per_layer_tables(
+        args,
+        kernel_calls,
+        format_kernel_calls,
+        lambda size, reps, threads: (
+            f"\n## native kernels vs oneDNN per call, {size}x{size}, batch 1 (reps={reps};\n"
+            "   ratio = native / oneDNN; the sums decide ghostdet.deploy.native.pays_off)\n"
+        ),
+    )
 
 
 # --------------------------------------------------------------------------------------------

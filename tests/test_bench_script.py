@@ -165,6 +165,22 @@ def test_layer_scaling_covers_every_trunk_layer(bench):
     assert table.splitlines()[0].count("1->2T") == 3 and len(table.splitlines()) == 2 + len(rows)
 
 
+def test_kernel_calls_time_each_native_call_against_onednn(bench):
+    rows = bench.kernel_calls(64, threads=(1, 2), reps=1, warmup=0, width=0.5)
+    kinds = {r["kind"] for r in rows}
+    assert rows[0]["layer"] == "stem" and rows[0]["input"] == "3x64x64"
+    assert {"stem", "block s1", "block s2", "block se", "dw k3 s1"} <= kinds
+    assert not any(r["layer"].startswith("blocks.0.0.") for r in rows)  # inside a fused block
+    for r in rows:
+        assert set(r["ms"]) == {"native", "onednn"} and all(
+            r["ms"][v][t] > 0 for v in r["ms"] for t in (1, 2)
+        )
+    lines = bench.format_kernel_calls(rows, (1, 2)).splitlines()
+    assert len(lines) == 2 + len(rows) + len(kinds) and lines[0].count("ratio") == 2
+    stem_sum = next(ln for ln in lines if ln.startswith("| **sum (stem)**"))
+    assert "1 calls" in stem_sum
+
+
 def test_deploy_trunk_layers_walk_containers_in_order(bench):
     net = torch.nn.Module()
     net.stem = torch.nn.Identity()

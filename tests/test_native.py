@@ -3,6 +3,7 @@ fallbacks; the library's build, cache and ABI."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -267,7 +268,8 @@ def test_load_failure_in_process_warns_and_returns_none(monkeypatch, tmp_path):
     ("env", "machine", "flags", "expected"),
     [
         ("", "x86_64", {"avx2", "avx512f"}, True),
-        ("", "x86_64", {"avx2", "fma"}, False),  # AVX2 only: oneDNN is faster there
+        ("", "x86_64", {"avx2", "fma"}, True),  # AVX2: the depthwise and block kernels pay
+        ("", "x86_64", {"avx", "sse4_2"}, False),  # older x86: none (not measured)
         ("", "aarch64", set(), True),
         ("1", "x86_64", {"avx2"}, True),
         ("force", "x86_64", set(), True),
@@ -280,6 +282,110 @@ def test_pays_off_follows_the_cpu_and_the_environment(monkeypatch, env, machine,
     monkeypatch.setattr(native.platform, "machine", lambda: machine)
     monkeypatch.setattr(native, "_cpu_flags", lambda: set(flags))
     assert native.pays_off() is expected
+
+
+@pytest.mark.parametrize(
+    ("env", "machine", "flags", "expected"),
+    [
+        ("", "x86_64", {"avx2", "fma", "avx512f"}, {"stem": True, "dwconv": True, "block": True}),
+        ("", "x86_64", {"avx2", "fma"}, native.AVX2_KERNELS),
+        ("", "x86_64", {"avx2"}, {"stem": False, "dwconv": False, "block": False}),
+        ("", "aarch64", set(), {"stem": True, "dwconv": True, "block": True}),
+        ("1", "x86_64", {"avx2", "fma"}, {"stem": True, "dwconv": True, "block": True}),
+        ("0", "x86_64", {"avx512f"}, {"stem": False, "dwconv": False, "block": False}),
+    ],
+)
+def test_kernel_choice_per_kind(monkeypatch, env, machine, flags, expected):
+    monkeypatch.setenv("GHOSTDET_NATIVE", env)
+    monkeypatch.setattr(native.platform, "machine", lambda: machine)
+    monkeypatch.setattr(native, "_cpu_flags", lambda: set(flags))
+    assert native.kernel_choice() == expected and set(expected) == set(native.KINDS)
+    assert native.pays_off() is any(expected.values())
+    monkeypatch.setitem(native._state, "choice", None)
+    assert {k: native.kernel_pays_off(k) for k in native.KINDS} == expected
+
+
+def test_kernel_pays_off_follows_a_changed_environment_and_rejects_unknown_kinds(monkeypatch):
+    monkeypatch.setattr(native.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(native, "_cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setitem(native._state, "choice", None)
+    monkeypatch.setenv("GHOSTDET_NATIVE", "")
+    assert native.kernel_pays_off("stem") is native.AVX2_KERNELS["stem"]
+    monkeypatch.setenv("GHOSTDET_NATIVE", "1")
+    assert native.kernel_pays_off("stem") is True
+    monkeypatch.setenv("GHOSTDET_NATIVE", "0")
+    assert native.kernel_pays_off("block") is False
+    with pytest.raises(ValueError, match="unknown native kernel kind 'gemm'"):
+        native.kernel_pays_off("gemm")
+
+
+def test_avx2_runs_only_small_depthwise_calls_natively(monkeypatch):
+    """On AVX2 a depthwise conv above AVX2_DWCONV_MAX_MACS goes to oneDNN (same result), a
+    smaller one to the native kernel; GHOSTDET_NATIVE=1 sends both to the native kernel."""
+    from ghostdet.deploy import FusedConv2d
+
+    if native.load() is None:
+        pytest.skip("no C compiler to build the native kernels")
+    monkeypatch.setattr(native.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(native, "_cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setitem(native._state, "choice", None)
+    limit = native.AVX2_DWCONV_MAX_MACS
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=True).eval()
+    fused = FusedConv2d.from_conv(conv)
+    calls: list[int] = []
+    real = native.dwconv2d
+    monkeypatch.setattr(native, "dwconv2d", lambda x, *a, **k: calls.append(x.shape[-1]) or real(x, *a, **k))
+    small = torch.randn(1, 64, 8, 8).contiguous(memory_format=torch.channels_last)  # 36,864 MACs
+    large = torch.randn(1, 64, 48, 48).contiguous(memory_format=torch.channels_last)  # 1,327,104 MACs
+    assert 64 * 8 * 8 * 9 <= limit < 64 * 48 * 48 * 9
+    for env, expected in [("", [8]), ("1", [8, 48])]:
+        monkeypatch.setenv("GHOSTDET_NATIVE", env)
+        calls.clear()
+        with torch.inference_mode():
+            for x in (small, large):
+                assert torch.allclose(fused(x), conv(x), atol=1e-5)
+        assert calls == expected
+    monkeypatch.setenv("GHOSTDET_NATIVE", "")
+    assert native.kernel_pays_off("dwconv", limit) and not native.kernel_pays_off("dwconv", limit + 1)
+    assert native.kernel_pays_off("block", 10**12) and not native.kernel_pays_off("stem", 1)
+
+
+def test_kinds_that_do_not_pay_run_on_onednn_with_the_same_result(monkeypatch):
+    """With the native kernels on (``use_native``) but a kind switched off for this CPU, its calls
+    go to oneDNN and the others stay native; the output does not change."""
+    from ghostdet.deploy import fuse
+    from ghostdet.models import ghostnet
+
+    if native.load() is None:
+        pytest.skip("no C compiler to build the native kernels")
+    torch.manual_seed(0)
+    net = ghostnet(0.5).eval()
+    fused = fuse(net, native_kernels=True)
+    x = torch.randn(1, 3, 64, 64)
+    calls: list[str] = []
+    for name in ("stem_conv", "dwconv2d", "ghost_block_s1", "ghost_block_s2", "ghost_front"):
+        real = getattr(native, name)
+        monkeypatch.setattr(
+            native, name, lambda *a, _real=real, _n=name, **k: calls.append(_n) or _real(*a, **k)
+        )
+    with torch.inference_mode():
+        ref = net(x)
+        all_native = fused(x)
+        assert {"stem_conv", "dwconv2d", "ghost_block_s1", "ghost_block_s2", "ghost_front"} <= set(calls)
+        for kind, names in [
+            ("stem", {"stem_conv"}),
+            ("block", {"ghost_block_s1", "ghost_block_s2", "ghost_front"}),
+        ]:
+            choice = {**dict.fromkeys(native.KINDS, True), kind: False}
+            limits = dict.fromkeys(native.KINDS, math.inf)
+            monkeypatch.setitem(
+                native._state, "choice", (os.environ.get("GHOSTDET_NATIVE", ""), choice, limits)
+            )
+            calls.clear()
+            y = fused(x)
+            assert not names & set(calls) and "dwconv2d" in calls
+            assert (y - ref).abs().max() < 1e-4 * ref.abs().max()
+            assert (y - all_native).abs().max() < 1e-4 * ref.abs().max()
 
 
 def test_cpu_flags_are_read_from_proc_cpuinfo():

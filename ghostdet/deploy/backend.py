@@ -3,7 +3,8 @@
 A :class:`FusedConv2d` is an inference-only convolution with its BatchNorm folded in, an optional
 fused ReLU and an optional fused residual add. On CPU float32 it picks the cheapest kernel for its
 shape: a prepacked oneDNN primitive, a BLAS GEMM for 1x1 convolutions on small maps, or one of
-ghostdet's native kernels (:mod:`ghostdet.deploy.native`) for depthwise convolutions and the stem.
+ghostdet's native kernels (:mod:`ghostdet.deploy.native`) for depthwise convolutions and the stem
+(each kind where it beats oneDNN on this CPU: :func:`~ghostdet.deploy.native.kernel_pays_off`).
 Weights derived for a kernel (oneDNN's blocked layout, the flattened ``(in, out)`` matrix) are
 cached on the module behind :meth:`FusedConv2d.flat_weight` and rebuilt when the weight changes.
 """
@@ -179,6 +180,7 @@ class FusedConv2d(DeployModule):
         # is available: no per-call set-up, and it can write into a channel slice of a wider tensor.
         self.is_native_dw = native.supports(weight, self.stride, self.padding, self.dilation, groups)
         # a dense conv on few input channels (the stem) also runs on a native kernel
+        # (each kind only where it pays off on this CPU: native.kernel_pays_off, asked per call)
         self.is_native_stem = native.supports_stem(weight, self.stride, self.padding, self.dilation, groups)
         self.use_native = True
 
@@ -267,7 +269,13 @@ class FusedConv2d(DeployModule):
         With ``out`` (e.g. a channel slice of a wider channels_last tensor) the result is
         written there and ``out`` is returned; the native depthwise kernel writes it directly.
         """
-        if fast and other is None and self.use_native and (self.is_native_dw or self.is_native_stem):
+        if (
+            fast
+            and other is None
+            and self.use_native
+            and (self.is_native_dw or self.is_native_stem)
+            and native.kernel_pays_off(*self._native_call(x))
+        ):
             wt = self.flat_weight()
             k, s, p = self.weight.shape[-1], self.stride[0], self.padding[0]
             if self.is_native_dw:
@@ -284,6 +292,15 @@ class FusedConv2d(DeployModule):
         if out is None:
             return y
         return out.copy_(y)
+
+    def _native_call(self, x: Tensor) -> tuple[str, int]:
+        """The native kernel kind of this conv and the multiply-adds of its call on ``x``."""
+        n, c, h, w = x.shape
+        k, s, p = self.weight.shape[-1], self.stride[0], self.padding[0]
+        oh, ow = native.conv_out_size(h, k, s, p), native.conv_out_size(w, k, s, p)
+        if self.is_native_dw:
+            return "dwconv", n * oh * ow * c * k * k
+        return "stem", n * oh * ow * c * k * k * self.weight.shape[0]
 
     def gemm_fits(self, x: Tensor) -> bool:
         """Whether this is a 1x1 convolution that runs as a GEMM on input ``x`` (a small map)."""

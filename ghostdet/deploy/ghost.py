@@ -385,7 +385,7 @@ class DeployBottleneck(DeployModule):
 
     def run(self, x: Tensor, fast: bool) -> Tensor:
         """``forward`` with the fast-path eligibility decided by the caller."""
-        if fast and self.ghost1.cheap_operation.use_native:
+        if fast and self.ghost1.cheap_operation.use_native and native.kernel_pays_off("block"):
             y = None
             if self.can_fuse_block:
                 y = native.ghost_block_s1(x, self._fused_weights())

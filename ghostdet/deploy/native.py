@@ -11,6 +11,12 @@ in milliseconds. Nothing here is needed for correctness: when no compiler is fou
 fails, or ``GHOSTDET_NATIVE=0`` is set, :func:`load` returns ``None`` (with one warning saying
 why, except when disabled on purpose) and deploy models use oneDNN for every convolution.
 
+The kernels take their vector width from the instruction set they are compiled for
+(``GHOSTDET_VW`` in ``csrc/kernels.h``: 16 floats with AVX-512, 8 with AVX2, 4 otherwise), so
+their register tiles fit the machine's registers. Which kinds of kernel (stem, depthwise, fused
+blocks) the deploy models use is decided per kind and per CPU from measurements
+(:func:`kernel_choice`); a kind that loses to oneDNN on this CPU stays on oneDNN.
+
 The library's exported functions are declared for :mod:`ctypes` in ``_open`` and checked against
 its ABI version (``GHOSTDET_ABI`` in ``csrc/kernels.h``, :data:`ABI` here) before first use. This
 file is over 500 lines because it is one concept: each kernel's Python wrapper sits with the
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import shlex
@@ -40,6 +47,9 @@ from torch import Tensor
 
 __all__ = [
     "ABI",
+    "AVX2_DWCONV_MAX_MACS",
+    "AVX2_KERNELS",
+    "KINDS",
     "PARALLEL_MIN_MACS",
     "cache_dir",
     "conv_out_size",
@@ -48,6 +58,9 @@ __all__ = [
     "ghost_block_s1",
     "ghost_block_s2",
     "ghost_front",
+    "kernel_choice",
+    "kernel_pays_off",
+    "pays_off",
     "stem_conv",
     "library_path",
     "load",
@@ -65,7 +78,8 @@ KERNEL_SIZES = (3, 5, 7)
 PARALLEL_MIN_MACS = 150_000
 
 _lock = threading.Lock()
-_state: dict[str, object] = {}  # "lib": CDLL | None once loading was attempted
+# "lib": CDLL | None once loading was attempted; "choice": (GHOSTDET_NATIVE, *_decide())
+_state: dict[str, object] = {}
 
 
 def cache_dir() -> Path:
@@ -183,28 +197,83 @@ def library_path() -> Path | None:
     return cache_dir() / "native" / f"ghostdet-kernels-{key.hexdigest()[:16]}.so"
 
 
-#: the CPU feature the native kernels were tuned for (16-float vectors in 32 vector registers)
-TUNED_FOR = "avx512f"
+#: The kinds of native kernel, each used or not on its own (:func:`kernel_choice`): the stem
+#: conv (``csrc/stemconv.c``), depthwise convs (``csrc/dwconv.c``) and fused bottlenecks
+#: (``csrc/ghostblock.c``).
+KINDS = ("stem", "dwconv", "block")
+
+#: Which kinds beat oneDNN on an x86 CPU with AVX2 and FMA but no AVX-512, where the kernels use
+#: 8-float vectors (``GHOSTDET_VW`` in ``csrc/kernels.h``). Measured 2026-12-02 on a 2-core AMD EPYC
+#: VM with ``benchmarks/bench_cpu.py --sections kernels`` (each call vs the same module on oneDNN,
+#: GhostNet-1.0 at 224 and 640, 1 thread; the shared machine's 2-thread figures were too noisy):
+#: the fused blocks took 0.35-0.8x oneDNN's time; the stem 1.03-1.2x (oneDNN has a good AVX2
+#: kernel for it), so it stays on oneDNN; the depthwise convs see :data:`AVX2_DWCONV_MAX_MACS`.
+AVX2_KERNELS = {"stem": False, "dwconv": True, "block": True}
+
+#: On AVX2, depthwise convs of at most this many multiply-adds per call run natively: there
+#: oneDNN's fixed set-up cost dominates and the native kernel took 0.4-0.95x its time (every
+#: depthwise call at 224x224; 56x40x40 and 80x20x20 at 640x640). Larger ones (480x20x20, 336x40x40,
+#: the 640x640 shortcuts) took 1.1-1.7x oneDNN's time, so they run on oneDNN.
+AVX2_DWCONV_MAX_MACS = 1_000_000
+
+
+def _decide() -> tuple[dict[str, bool], dict[str, float]]:
+    """:func:`kernel_choice` and, per kind, the most multiply-adds per call that go native."""
+    env = os.environ.get("GHOSTDET_NATIVE", "").strip().lower()
+    every, unlimited = dict.fromkeys(KINDS, True), dict.fromkeys(KINDS, math.inf)
+    none = dict.fromkeys(KINDS, False)
+    if env in ("0", "false", "no", "off"):
+        return none, unlimited
+    if env in ("1", "true", "yes", "on", "force"):
+        return every, unlimited
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
+        return every, unlimited
+    flags = _cpu_flags()
+    if "avx512f" in flags:
+        return every, unlimited
+    if {"avx2", "fma"} <= flags:
+        return dict(AVX2_KERNELS), {**unlimited, "dwconv": AVX2_DWCONV_MAX_MACS}
+    return none, unlimited
+
+
+def kernel_choice() -> dict[str, bool]:
+    """Which kinds of native kernel (:data:`KINDS`) the deploy models use on this CPU.
+
+    On an x86 CPU with AVX-512 all of them (README, *Benchmark*: there they beat oneDNN); with
+    AVX2 and FMA but no AVX-512 those in :data:`AVX2_KERNELS` (the depthwise kernel only for calls
+    up to :data:`AVX2_DWCONV_MAX_MACS`); on older x86 CPUs none (not measured, and their vectors
+    are narrower still). On other machines all of them. ``GHOSTDET_NATIVE=1`` forces all on
+    (whatever the call's size), ``GHOSTDET_NATIVE=0`` all off. A deploy module whose
+    ``use_native`` is off (``fuse(..., native_kernels=False)``) uses none whatever this says.
+    """
+    return _decide()[0]
 
 
 def pays_off() -> bool:
-    """Whether :func:`ghostdet.deploy.fuse` uses the native kernels by default on this CPU.
+    """Whether :func:`ghostdet.deploy.fuse` turns the native kernels on by default on this CPU:
+    when at least one kind of them is used here (:func:`kernel_choice`). Each call then still
+    goes to oneDNN for a kind that :func:`kernel_pays_off` says loses here."""
+    return any(kernel_choice().values())
 
-    They were written and measured on an AVX-512 CPU, where they beat oneDNN (README,
-    *Benchmark*). On an x86 CPU with AVX2 but no AVX-512 (measured 2026-12-02, 2-core AMD EPYC
-    VM) the same kernels took 1.2-1.6x the time of the oneDNN path at 224 and 640 px, because
-    their 16-float vectors split into two 8-float halves and spill the 16 AVX2 registers. So the
-    default is: on when ``/proc/cpuinfo`` lists ``avx512f`` (or the machine is not x86), off
-    otherwise. ``GHOSTDET_NATIVE=1`` forces them on, ``GHOSTDET_NATIVE=0`` off.
+
+def kernel_pays_off(kind: str, macs: int = 0) -> bool:
+    """Whether a call of this kind with ``macs`` multiply-adds runs natively on this CPU
+    (:func:`kernel_choice`, and the size limit on AVX2), cached for the current
+    ``GHOSTDET_NATIVE`` value: it is asked on every native call, so it does not read
+    ``/proc/cpuinfo`` each time.
+
+    Raises:
+        ValueError: for a kind not in :data:`KINDS`.
     """
-    env = os.environ.get("GHOSTDET_NATIVE", "").strip().lower()
-    if env in ("0", "false", "no", "off"):
-        return False
-    if env in ("1", "true", "yes", "on", "force"):
-        return True
-    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
-        return True
-    return TUNED_FOR in _cpu_flags()
+    env = os.environ.get("GHOSTDET_NATIVE", "")
+    cached = _state.get("choice")
+    if cached is None or cached[0] != env:  # type: ignore[index]
+        cached = (env, *_decide())
+        _state["choice"] = cached
+    _, choice, limits = cached  # type: ignore[misc]
+    if kind not in choice:
+        raise ValueError(f"unknown native kernel kind {kind!r}; expected one of {KINDS}")
+    return choice[kind] and macs <= limits[kind]
 
 
 def _cpu_flags() -> set[str]:

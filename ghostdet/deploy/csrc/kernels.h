@@ -15,6 +15,20 @@ int ghostdet_abi(void);
 /* Output size of a convolution along one axis: input size, kernel, stride, zero padding. */
 static inline int conv_out_size(int size, int k, int s, int p) { return (size + 2 * p - k) / s + 1; }
 
+/* The widest vector the kernels use, in floats, from the instruction set the compiler targets:
+ * 16 with AVX-512 (32 registers of 16 floats), 8 with AVX/AVX2 (16 registers of 8 floats), 4
+ * otherwise. A vector wider than the registers is split into register-sized parts, so a register
+ * tile written for 16-float vectors (e.g. 8 pixels x 16 channels of accumulators) would need twice
+ * the registers and spill: on AVX2 the channels go in 8-float vectors instead. Each channel's
+ * arithmetic is the same whatever the width, so the results do not depend on it. */
+#if defined(__AVX512F__)
+#define GHOSTDET_VW 16
+#elif defined(__AVX__)
+#define GHOSTDET_VW 8
+#else
+#define GHOSTDET_VW 4
+#endif
+
 typedef float v16 __attribute__((vector_size(64)));
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v4 __attribute__((vector_size(16)));

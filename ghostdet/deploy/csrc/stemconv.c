@@ -29,7 +29,7 @@
     }
 
 #define STEM_BLOCK(VT, VI, VW)                                                                      \
-    for (; c + VW <= Cout; c += VW) {                                                               \
+    for (; VW <= GHOSTDET_VW && c + VW <= Cout; c += VW) {                                           \
         const VT bv = LOADV(VT, bias + c);                                                          \
         int ox = 0;                                                                                 \
         for (; ox < OW; ox++) { /* left border, and rows too narrow for an interior */              \
