@@ -70,9 +70,11 @@ def fuse(
         native_kernels: run depthwise convolutions, the stem and the narrow bottlenecks on
             ghostdet's own kernels (compiled on first use, see :mod:`ghostdet.deploy.native`);
             they are built here, so a missing compiler is reported now (one warning) and oneDNN
-            is used instead. ``False`` uses oneDNN throughout. ``None`` (default): where they pay
-            off, i.e. on CPUs with AVX-512 (:func:`ghostdet.deploy.native.pays_off`; on an
-            AVX2-only CPU they are slower than oneDNN), overridable with ``GHOSTDET_NATIVE=0/1``.
+            is used instead. ``False`` uses oneDNN throughout. ``None`` (default) or ``True``:
+            each kind of kernel where it pays off on this CPU
+            (:func:`ghostdet.deploy.native.kernel_choice`: all of them with AVX-512; with AVX2 the
+            fused blocks and the smaller depthwise calls, the stem and large depthwise calls stay
+            on oneDNN); ``GHOSTDET_NATIVE=1`` forces every kind on, ``GHOSTDET_NATIVE=0`` off.
 
     Returns:
         The deploy model, in eval mode.
