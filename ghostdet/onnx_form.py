@@ -6,7 +6,7 @@ cannot run blocked, such as a channel ``Slice``, a ``ReduceMean`` or a ``Concat`
 counts that are not multiples of the block. A GhostNet exported as written is full of these:
 every Ghost module concatenates its two halves (often 12, 20, 36 or 60 channels) and slices the
 result, and the SE gate averages with ``ReduceMean``. Profiled on a 2-core AVX2 machine, the
-reorders, concats and slices took about a third of its onnxruntime time.
+reorders, concats and slices took a quarter to a third of its onnxruntime time.
 
 :func:`portable_model` rebuilds an eval-mode GhostNet (V1 or V2) as a graph with none of them. A
 feature map travels as a list of *parts*, each padded with zero channels to a multiple of
