@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from helpers import randomise_bn
 from torch import nn
 
 from ghostdet.deploy import (
@@ -30,20 +31,6 @@ from ghostdet.models import (
 from ghostdet.models import family as family_module
 
 
-def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm non-trivial statistics and affine parameters, so folding is exercised."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-    return model
-
-
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item()
 
@@ -51,7 +38,7 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_fold_bn_matches_batchnorm():
     torch.manual_seed(0)
     conv = nn.Conv2d(6, 8, 3, padding=1, bias=True)
-    bn = _randomise_bn(nn.Sequential(nn.BatchNorm2d(8)))[0].eval()
+    bn = randomise_bn(nn.Sequential(nn.BatchNorm2d(8)))[0].eval()
     w, b = fold_bn(conv, bn)
     x = torch.randn(2, 6, 9, 9)
     ref = bn(conv(x))
@@ -65,7 +52,7 @@ def test_fold_bn_matches_batchnorm():
 def test_fused_conv_matches_reference(relu, with_other, groups):
     torch.manual_seed(1)
     conv = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=groups, bias=False)
-    bn = _randomise_bn(nn.Sequential(nn.BatchNorm2d(8)))[0].eval()
+    bn = randomise_bn(nn.Sequential(nn.BatchNorm2d(8)))[0].eval()
     fused = FusedConv2d.from_conv(conv, bn, relu=relu)
     for shape in [(1, 8, 16, 16), (2, 8, 11, 7)]:  # a second size reuses the prepacked weight
         x = torch.randn(shape)
@@ -87,7 +74,7 @@ def test_fused_conv_matches_reference(relu, with_other, groups):
 def test_pointwise_gemm_and_onednn_paths_match_reference(relu, with_other, gemm_max_pixels):
     torch.manual_seed(2)
     conv = nn.Conv2d(12, 20, 1, bias=False)
-    bn = _randomise_bn(nn.Sequential(nn.BatchNorm2d(20)))[0].eval()
+    bn = randomise_bn(nn.Sequential(nn.BatchNorm2d(20)))[0].eval()
     fused = FusedConv2d.from_conv(conv, bn, relu=relu)
     assert fused.gemm_max_pixels > 0  # 1x1, stride 1, no padding: GEMM-eligible by default
     fused.gemm_max_pixels = gemm_max_pixels
@@ -121,7 +108,7 @@ def _trained_bn_classifier() -> nn.Module:
     with torch.no_grad():
         for _ in range(3):
             model(torch.randn(4, 3, 64, 64) * 2 + 0.5)
-    _randomise_bn(model, seed=3)  # and non-trivial affine parameters
+    randomise_bn(model, seed=3)  # and non-trivial affine parameters
     return model.eval()
 
 
@@ -168,7 +155,7 @@ def test_concat_parts_matches_module_on_scaled_concat(oup, ratio, relu, batch, s
     from ghostdet.models.ghostnet import GhostModule
 
     torch.manual_seed(4)
-    module = _randomise_bn(GhostModule(20, oup, ratio=ratio, relu=relu), seed=5).eval()
+    module = randomise_bn(GhostModule(20, oup, ratio=ratio, relu=relu), seed=5).eval()
     fused = DeployGhostModule(module)
     a = torch.randn(batch, 12, 9, 7).contiguous(memory_format=torch.channels_last)
     b = torch.randn(batch, 8, 9, 7).contiguous(memory_format=torch.channels_last)
@@ -232,7 +219,7 @@ def test_native_and_onednn_depthwise_paths_both_match(native):
 
 def test_fpn_backbone_equivalence():
     torch.manual_seed(0)
-    bb = _randomise_bn(ghostnet_fpn_backbone(1.0, returned_layers=[2, 3, 4, 5])).eval()
+    bb = randomise_bn(ghostnet_fpn_backbone(1.0, returned_layers=[2, 3, 4, 5])).eval()
     fused = fuse(bb)
     x = torch.randn(1, 3, 160, 224)
     with torch.inference_mode():
@@ -347,7 +334,7 @@ def test_check_detections_allows_ties_only_at_the_cut_off():
 def _low_thresh_detector(builder, **kw) -> nn.Module:
     torch.manual_seed(0)
     model = builder(num_classes=5, **kw)
-    _randomise_bn(model, seed=1)
+    randomise_bn(model, seed=1)
     return model.eval()
 
 

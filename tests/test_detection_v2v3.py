@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import randomise_bn
 from test_deploy import _check_detections
-from test_ghostnetv2 import randomise_bn
 from torch import nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.ops import FrozenBatchNorm2d

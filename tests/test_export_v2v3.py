@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import randomise_bn
 from test_export import _tool, needs_onnx
-from test_ghostnetv2 import randomise_bn
 
 from ghostdet.export import build_for_export, export_onnx, load_image, run_onnx
 from ghostdet.models import get_model, ghostnetv2, ghostnetv3

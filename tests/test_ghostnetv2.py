@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import randomise_bn
 from torch import nn
 
 from ghostdet.models import GhostModule, GhostNetFeatures, WeightsMismatchError, ghostnet
@@ -24,20 +25,6 @@ from ghostdet.profiling import count_macs, count_params
 timm = pytest.importorskip("timm")
 
 TIMM_NAMES = {1.0: "ghostnetv2_100", 1.3: "ghostnetv2_130", 1.6: "ghostnetv2_160"}
-
-
-def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm non-trivial statistics and affine parameters (in place)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_((torch.rand(n, generator=g) - 0.5) * 0.4)
-    return model.eval()
 
 
 @pytest.fixture(autouse=True)

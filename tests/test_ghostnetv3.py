@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_ghostnetv2 import check_stage_features, go_offline, randomise_bn
+from helpers import randomise_bn
+from test_ghostnetv2 import check_stage_features, go_offline
 from torch import nn
 
 from ghostdet.models import WeightsMismatchError

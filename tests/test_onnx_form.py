@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 import torch
+from helpers import randomise_bn
 from torch import nn
 
 from ghostdet.models import ghostnet, ghostnetv2, ghostnetv3
@@ -21,18 +22,6 @@ from ghostdet.onnx_form import (
 )
 
 
-def _random_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-    return model.eval()
-
-
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
@@ -40,7 +29,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize(("width", "align"), [(1.0, 8), (1.0, 16), (0.5, 8), (1.3, 1), (1.1, 8)])
 def test_equals_the_model(width: float, align: int) -> None:
     torch.manual_seed(0)
-    model = _random_bn(ghostnet(width))
+    model = randomise_bn(ghostnet(width))
     port = portable_ghostnet(model, align)
     x = torch.randn(2, 3, 96, 80)
     with torch.no_grad():
@@ -51,7 +40,7 @@ def test_equals_the_model(width: float, align: int) -> None:
 
 def test_padding_channels_stay_zero_and_layouts_are_aligned() -> None:
     torch.manual_seed(0)
-    model = _random_bn(ghostnet(1.0))
+    model = randomise_bn(ghostnet(1.0))
     port = portable_ghostnet(model, 8)
     seen = []
     with torch.no_grad():
@@ -74,7 +63,7 @@ def test_ghost_layout_of_odd_channels() -> None:
 
 def test_odd_ghost_module_keeps_the_sliced_channels() -> None:
     torch.manual_seed(0)
-    module = _random_bn(nn.Sequential(GhostModule(10, 13, relu=True)))[0]
+    module = randomise_bn(nn.Sequential(GhostModule(10, 13, relu=True)))[0]
     layout_in = (Part(10, 16),)
     ghost = _Ghost(module, layout_in, 8)
     x = torch.randn(2, 10, 9, 9)
@@ -88,7 +77,7 @@ def test_odd_ghost_module_keeps_the_sliced_channels() -> None:
 @pytest.mark.parametrize("width", [1.0, 1.3])
 def test_ghostnetv2_equals_the_model(width: float) -> None:
     torch.manual_seed(0)
-    model = _random_bn(ghostnetv2(width))
+    model = randomise_bn(ghostnetv2(width))
     port = portable_ghostnet(model)
     gates = [m for m in port.modules() if type(m).__name__ == "_DFCGate"]
     assert len(gates) == sum(type(m).__name__ == "GhostModuleV2" for m in model.modules()) > 0
@@ -104,7 +93,7 @@ def test_features_and_detectors_equal_the_model(returned_layers) -> None:
     from ghostdet.models import ghostnet_fpn_backbone, retinanet_ghostnet_320_fpn
 
     torch.manual_seed(0)
-    backbone = _random_bn(ghostnet_fpn_backbone(width=1.0, returned_layers=returned_layers))
+    backbone = randomise_bn(ghostnet_fpn_backbone(width=1.0, returned_layers=returned_layers))
     port = portable_model(backbone)
     assert isinstance(port.body, PortableFeatures) and port.fpn is not backbone.fpn
     x = torch.randn(1, 3, 96, 128)
@@ -142,7 +131,7 @@ def test_exported_graph_has_no_concat_slice_or_reduce(tmp_path) -> None:
     from ghostdet.export import export_onnx
 
     torch.manual_seed(0)
-    model = _random_bn(ghostnet(0.5))
+    model = randomise_bn(ghostnet(0.5))
     image = torch.rand(3, 224, 224)
     for static in (False, True):
         path = tmp_path / f"cls_{static}.onnx"
@@ -171,7 +160,7 @@ def test_backbone_export_is_portable_and_verified(tmp_path) -> None:
     from ghostdet.models import ghostnet_fpn_backbone
 
     torch.manual_seed(0)
-    backbone = _random_bn(ghostnet_fpn_backbone(width=0.5))
+    backbone = randomise_bn(ghostnet_fpn_backbone(width=0.5))
     report = export_onnx(backbone, tmp_path / "b.onnx", image=torch.rand(3, 224, 224))
     assert report["form"] == "portable" and len(report["checks"]) == 2
     export_onnx(backbone, tmp_path / "f.onnx", image=torch.rand(3, 224, 224), portable=False, verify=False)
