@@ -313,9 +313,8 @@ class PortableGhostNet(nn.Module):
         _check_eval(model)
         self.trunk = _Trunk(model.conv_stem, model.bn1, list(model.blocks), align)
         self.global_pool = nn.AdaptiveAvgPool2d((1, 1))
-        self.conv_head = _copy_conv(model.conv_head)
-        self.classifier = nn.Linear(model.classifier.in_features, model.classifier.out_features)
-        self.classifier.load_state_dict(model.classifier.state_dict())
+        self.conv_head = deepcopy(model.conv_head)
+        self.classifier = deepcopy(model.classifier)
         self.eval()
         self.requires_grad_(False)
 
@@ -352,13 +351,6 @@ class PortableFeatures(nn.Module):
         for i, name in sorted(self.taps.items()):
             out[name] = _join(stages[i], self.trunk.layouts[i])
         return out
-
-
-def _copy_conv(conv: nn.Conv2d) -> nn.Conv2d:
-    new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    bias=conv.bias is not None)  # fmt: skip
-    new.load_state_dict(conv.state_dict())
-    return new
 
 
 def _join(parts: Sequence[Tensor], layout: Layout) -> Tensor:
