@@ -24,9 +24,9 @@ with fewer and cheaper operations on CPU:
 * bottlenecks with at most ``FUSED_BLOCK_MAX_CHANNELS`` output channels (GhostNet's memory-bound
   blocks on the large maps) run fused on native kernels (``csrc/ghostblock.c``): without SE, one
   call per block, row bands streaming through per-thread scratch so only the block's input is
-  read and its output written; with SE (whose gate needs the whole map's mean), a front call
-  (ghost1, the strided depthwise conv, channel sums) and a back call (ghost2, residual) around
-  the gate;
+  read and its output written; with SE (whose gate needs the whole map's mean) or a DFC gate, a
+  front call (ghost1, the strided depthwise conv, channel sums) and a back call (ghost2, residual)
+  around the gate;
 * the stem (3 input channels) runs on a native direct convolution (``csrc/stemconv.c``);
 * whether the fast kernels may be used is decided once per model call, not once per convolution;
 * the squeeze-excite block runs its two 1x1 convs on the pooled vector as matrix products, and
@@ -36,9 +36,12 @@ with fewer and cheaper operations on CPU:
 * the Ghost module's ``[:, :oup]`` slice is skipped when it is a no-op, and the residual is added
   in place into the freshly concatenated output instead of allocating another tensor;
 * GhostNetV2/V3's DFC attention gate (:class:`DeployDFCGate`) runs with its three BatchNorms
-  folded, its convolutions as GEMMs / prepacked oneDNN calls on channels_last data at half
-  resolution, and its sigmoid and multiplication in place; bottlenecks with a gate run their
-  Ghost modules on the per-op kernels (the fused block kernels do not compute the gate);
+  folded, as one native call (``csrc/dfcgate.c``: pool, projection, 1x5 and 5x1 depthwise convs,
+  sigmoid, at half resolution; on the small maps its five torch ops were mostly per-call cost).
+  The narrow gated bottlenecks run on the two-pass fused kernels, whose front call multiplies
+  ghost1's output by the gate as it computes it (before the strided conv); the wide ones gate
+  ghost1's output in one native pass (``gate_mul``: nearest upsampling and product in place).
+  Without the native kernels the gate runs as torch ops (GEMMs / prepacked oneDNN calls);
 * GhostNetV3's parallel branches are re-parameterised into one conv per op, after which the
   model has V1's shape and takes V1's path (native kernels included);
 * for torchvision detectors, the remaining convolutions (FPN, RPN / RetinaNet heads) get the

@@ -17,6 +17,7 @@ them are most of it, and they only make sense beside the modules they run.
 from __future__ import annotations
 
 import copy
+import functools
 from collections import OrderedDict
 
 import torch
@@ -67,8 +68,10 @@ class DeployDFCGate(DeployModule):
 
     ``forward(out, x, fast)`` returns ``out * nearest_upsample(sigmoid(dfc(avg_pool_2x2(x))))``: the
     projection and the 1x5 / 5x1 depthwise convs each run as one :class:`FusedConv2d` (a GEMM or
-    a prepacked oneDNN call on channels_last data at half resolution), and on the fast path the
-    sigmoid and the multiplication run in place.
+    a prepacked oneDNN call on channels_last data at half resolution). On the fast path the
+    sigmoid runs in place at half resolution and the native kernel (:func:`native.gate_mul`)
+    upsamples and multiplies in one pass over ``out``, in place; the fused bottleneck kernels take
+    the same half-resolution gate (:meth:`values`) and apply it as they compute ghost1.
 
     Args:
         branch: the eval-mode ``short_conv`` branch (:func:`~ghostdet.models.dfc.dfc_branch`).
@@ -79,13 +82,64 @@ class DeployDFCGate(DeployModule):
         self.proj = FusedConv2d.from_conv(branch[0], branch[1])
         self.horizontal = FusedConv2d.from_conv(branch[2], branch[3])
         self.vertical = FusedConv2d.from_conv(branch[4], branch[5])
+        self.fits_native = self._fits_native()
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.fits_native = self._fits_native()
+
+    def _fits_native(self) -> bool:
+        """Whether :func:`native.dfc_gate` computes this gate: a 1x1 stride-1 projection, the
+        1x5 / 5x1 pair with "same" padding, a multiple of 4 channels."""
+        p, h, v = self.proj, self.horizontal, self.vertical
+        c = p.weight.shape[0]
+        return (
+            p.gemm_max_pixels > 0
+            and not (p.relu or h.relu or v.relu)
+            and c % 4 == 0
+            and tuple(h.weight.shape) == (c, 1, 1, 5)
+            and tuple(v.weight.shape) == (c, 1, 5, 1)
+            and (h.stride, h.padding, v.stride, v.padding) == ([1, 1], [0, 2], [1, 1], [2, 0])
+            and h.groups == v.groups == c
+        )
+
+    def logits(self, x: Tensor, fast: bool) -> Tensor:
+        """The gate before its sigmoid, at half the resolution of ``x``."""
+        s = F.avg_pool2d(x, kernel_size=2, stride=2)
+        return self.vertical.run(self.horizontal.run(self.proj.run(s, fast), fast), fast)
+
+    def values(self, x: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
+        """The gate as the native kernels take it (fast path only): ``(g, gy, gx)``, the sigmoid
+        values at half resolution and, for each row and column of the ``size`` map it gates, the
+        gate row and column nearest upsampling takes."""
+        g = None
+        if self.fits_native:
+            convs = (self.proj, self.horizontal, self.vertical)
+            g = native.dfc_gate(x, [t for m in convs for t in (m.flat_weight(), m.bias)])
+        if g is None:
+            g = self.logits(x, True).sigmoid_()
+        gy, gx = (_nearest_index(o, i) for o, i in zip(size, g.shape[-2:]))
+        return g, gy, gx
 
     def forward(self, out: Tensor, x: Tensor, fast: bool = False) -> Tensor:
         """Gate ``out`` (the Ghost module's output, written in place on the fast path) by ``x``."""
-        s = F.avg_pool2d(x, kernel_size=2, stride=2)
-        s = self.vertical.run(self.horizontal.run(self.proj.run(s, fast), fast), fast)
-        gate = F.interpolate(s.sigmoid_() if fast else s.sigmoid(), size=out.shape[-2:], mode="nearest")
-        return out.mul_(gate) if fast else out * gate
+        if fast and self.horizontal.use_native and native.kernel_pays_off("block"):
+            g, gy, gx = self.values(x, out.shape[-2:])
+            if native.gate_mul(out, g.contiguous(memory_format=torch.channels_last), gy, gx):
+                return out
+            gate = F.interpolate(g, size=out.shape[-2:], mode="nearest")
+            return out.mul_(gate)
+        gate = F.interpolate(self.logits(x, fast).sigmoid(), size=out.shape[-2:], mode="nearest")
+        return out * gate
+
+
+@functools.lru_cache(maxsize=256)
+def _nearest_index(out_size: int, in_size: int) -> Tensor:
+    """The source index of each of ``out_size`` positions in nearest upsampling from ``in_size``,
+    as ``F.interpolate(mode="nearest")`` computes it (taken from it, so the two cannot differ);
+    int32 for the native kernels."""
+    src = torch.arange(in_size, dtype=torch.float32).view(1, 1, in_size)
+    return F.interpolate(src, size=out_size, mode="nearest").view(out_size).to(torch.int32)
 
 
 class DeployGhostModule(DeployModule):
@@ -240,8 +294,10 @@ class DeployBottleneck(DeployModule):
     The SE gate is never multiplied into a feature map: it scales the columns of ghost2's 1x1
     weight instead. The identity residual is added in place after ghost2; a conv shortcut adds
     ghost2's output inside its 1x1 convolution. Blocks that fit the native fused kernels
-    (``ghostdet/deploy/csrc/ghostblock.c``) run as one call each; a DFC-gated ghost1 (V2/V3) runs
-    on the per-op kernels, concatenated, and its gate is applied before the strided conv.
+    (``ghostdet/deploy/csrc/ghostblock.c``) run as one call each, or as a front and a back call
+    around an SE gate or with a DFC-gated ghost1 (V2/V3: the front kernel multiplies ghost1's
+    output by the gate as it computes it, before the strided conv). Other DFC-gated blocks run
+    ghost1 on the per-op kernels, concatenated, and gate it in one pass.
 
     Args:
         block: the eval-mode GhostBottleneck to convert.
@@ -300,13 +356,13 @@ class DeployBottleneck(DeployModule):
         """Whether both Ghost modules fit the native fused kernels (``csrc/ghostblock.c``):
         1x1 primaries and 3x3 depthwise cheap ops (ReLU in ghost1 only), no channel slicing,
         channel counts multiples of 4, and at most ``FUSED_BLOCK_MAX_CHANNELS`` output channels
-        (wider blocks are faster as separate GEMMs), and no DFC gate."""
+        (wider blocks are faster as separate GEMMs), and no DFC gate on ghost2 (one on ghost1 is
+        applied by the front kernel)."""
         p1, c1 = self.ghost1.primary_conv, self.ghost1.cheap_operation
         p2, c2 = self.ghost2.primary_conv, self.ghost2.cheap_operation
         m1, m2 = p1.weight.shape[0], p2.weight.shape[0]
         return (
-            self.ghost1.dfc is None
-            and self.ghost2.dfc is None
+            self.ghost2.dfc is None
             and not self.ghost1.needs_slice
             and not self.ghost2.needs_slice
             and all(pc.gemm_max_pixels > 0 for pc in (p1, p2))  # 1x1, stride 1, no padding
@@ -340,16 +396,29 @@ class DeployBottleneck(DeployModule):
         return self.shortcut_pw is None and p1.weight.shape[1] == 2 * p2.weight.shape[0]
 
     def _fusable(self) -> bool:
-        """The stride-1 fused kernel: no SE, identity shortcut."""
-        return self._ghosts_fit() and self.conv_dw is None and self.se is None and self._identity_fits()
+        """The stride-1 fused kernel: no SE or DFC gate, identity shortcut."""
+        return (
+            self._ghosts_fit()
+            and self.ghost1.dfc is None
+            and self.conv_dw is None
+            and self.se is None
+            and self._identity_fits()
+        )
 
     def _fusable_s2(self) -> bool:
-        """The stride-2 fused kernel: no SE, a conv shortcut (run separately)."""
-        return self._ghosts_fit() and self._dw_fits() and self.se is None and self.shortcut_pw is not None
+        """The stride-2 fused kernel: no SE or DFC gate, a conv shortcut (run separately)."""
+        return (
+            self._ghosts_fit()
+            and self.ghost1.dfc is None
+            and self._dw_fits()
+            and self.se is None
+            and self.shortcut_pw is not None
+        )
 
     def _fusable_se(self) -> bool:
-        """The two-pass fused kernels for blocks with SE (front, gate, back), stride 1 or 2."""
-        if self.se is None or not self._ghosts_fit():
+        """The two-pass fused kernels (front, gate, back), stride 1 or 2, for blocks with SE or
+        a DFC gate on ghost1."""
+        if (self.se is None and self.ghost1.dfc is None) or not self._ghosts_fit():
             return False
         if self.conv_dw is not None:
             return self._dw_fits() and self.shortcut_pw is not None
@@ -367,21 +436,25 @@ class DeployBottleneck(DeployModule):
         return out
 
     def _run_fused_se(self, x: Tensor, fast: bool, band: int = 8) -> Tensor | None:
-        """Front kernel (ghost1 [+ strided depthwise] and channel sums), the SE gate folded into
-        ghost2's 1x1 weight per image, back kernel (ghost2 + residual); ``band`` rows per task."""
+        """Front kernel (ghost1 [times its DFC gate] [+ strided depthwise] and channel sums), the
+        SE gate (if any) folded into ghost2's 1x1 weight per image, back kernel (ghost2 +
+        residual); ``band`` rows per task."""
         w = self._fused_weights()
         nf = 4 if self.conv_dw is None else 6  # [w1t, b1, d1, bd1 (, dzt, dz)] | [w2t, b2, d2, bd2]
         k = 3 if self.conv_dw is None else self.conv_dw.weight.shape[-1]
-        front = native.ghost_front(x, w[:nf], 1 if self.conv_dw is None else 2, k, band)
+        dfc = None if self.ghost1.dfc is None else self.ghost1.dfc.values(x, x.shape[-2:])
+        front = native.ghost_front(x, w[:nf], 1 if self.conv_dw is None else 2, k, band, dfc)
         if front is None:
             return None
         z, sums = front
-        gate = self.se.gate(sums / (z.shape[2] * z.shape[3]))
+        w2 = w[nf]
+        if self.se is not None:
+            w2 = w2 * self.se.gate(sums / (z.shape[2] * z.shape[3]))[:, :, None]
         if self.shortcut_pw is None:
             res = x
         else:
             res = self.shortcut_pw.run(self.shortcut_dw.run(x, fast), fast)
-        return native.ghost_back(z, res, [w[nf] * gate[:, :, None], *w[nf + 1 :]], band)
+        return native.ghost_back(z, res, [w2, *w[nf + 1 :]], band)
 
     def run(self, x: Tensor, fast: bool) -> Tensor:
         """``forward`` with the fast-path eligibility decided by the caller."""

@@ -1,7 +1,8 @@
 """The optional native kernels used by :mod:`ghostdet.deploy`: building, loading and calling them.
 
 ``csrc/dwconv.c`` (depthwise convolution), ``csrc/ghostblock.c`` (whole Ghost bottlenecks fused:
-stride 1 or 2 without SE in one call, with SE as a front and a back call around the gate) and
+stride 1 or 2 without SE in one call, with SE or a DFC gate as a front and a back call; and the
+DFC gate alone, upsampled and multiplied in one pass) and
 ``csrc/stemconv.c`` (the dense stem conv on an RGB image) are compiled on first use into one
 library, ``ghostdet-kernels-<key>.so``, with the system C compiler (``$CC``, else ``cc``, ``gcc``
 or ``clang``) for this CPU (``-O3 -march=native``, with OpenMP when the compiler has it) and
@@ -53,11 +54,13 @@ __all__ = [
     "PARALLEL_MIN_MACS",
     "cache_dir",
     "conv_out_size",
+    "dfc_gate",
     "dwconv2d",
     "ghost_back",
     "ghost_block_s1",
     "ghost_block_s2",
     "ghost_front",
+    "gate_mul",
     "kernel_choice",
     "kernel_pays_off",
     "pays_off",
@@ -69,10 +72,10 @@ __all__ = [
 ]
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
-SOURCES = (_CSRC / "dwconv.c", _CSRC / "ghostblock.c", _CSRC / "stemconv.c")  # one library
-HEADERS = (_CSRC / "kernels.h",)  # included by all three; part of the cache key
+SOURCES = tuple(_CSRC / f for f in ("dwconv.c", "ghostblock.c", "stemconv.c", "dfcgate.c"))  # one library
+HEADERS = (_CSRC / "kernels.h", _CSRC / "pointwise.h")  # included by the sources; part of the cache key
 # The library ABI the declarations in _open are written for: GHOSTDET_ABI in csrc/kernels.h.
-ABI = 4
+ABI = 5
 KERNEL_SIZES = (3, 5, 7)
 # Below this many multiply-adds a call runs on one thread: waking a second one costs more.
 PARALLEL_MIN_MACS = 150_000
@@ -174,9 +177,17 @@ def _open(path: Path) -> ctypes.CDLL:
     lib.ghostdet_ghost_block_s2_scratch.argtypes = [i, i, i, i, i, i]
     fn = lib.ghostdet_ghost_front
     fn.restype = i
-    fn.argtypes = [p, p, p, i, i, i, i, i, i, i, *[p] * 6, i, p, i]
+    fn.argtypes = [p, p, p, *[i] * 7, *[p] * 6, p, i, i, p, p, i, p, i]
     lib.ghostdet_ghost_front_scratch.restype = i64
-    lib.ghostdet_ghost_front_scratch.argtypes = [i, i, i, i, i, i]
+    lib.ghostdet_ghost_front_scratch.argtypes = [i, i, i, i, i, i, i]
+    fn = lib.ghostdet_gate_mul
+    fn.restype = i
+    fn.argtypes = [p, i64, i, i, i, i, p, i, i, p, p, i]
+    fn = lib.ghostdet_dfc_gate
+    fn.restype = i
+    fn.argtypes = [p, *[i] * 5, *[p] * 8, i]
+    lib.ghostdet_dfc_gate_scratch.restype = i64
+    lib.ghostdet_dfc_gate_scratch.argtypes = [i] * 5
     fn = lib.ghostdet_ghost_back
     fn.restype = i
     fn.argtypes = [p, p, p, i, i, i, i, i, p, i64, p, p, p, i, p, i]
@@ -582,11 +593,89 @@ def ghost_block_s2(
     return y if rc == 0 else None
 
 
+def _gate_args(gate: tuple[Tensor, Tensor, Tensor] | None, n: int, c: int, h: int, w: int) -> list | None:
+    """The C arguments ``g, Hg, Wg, gy, gx`` of a DFC gate (see :func:`gate_mul`), ``None`` when
+    the gate does not fit a ``(n, c, h, w)`` map, ``[0, 0, 0, 0, 0]`` without a gate."""
+    if gate is None:
+        return [0, 0, 0, 0, 0]
+    g, gy, gx = gate
+    if g.dtype != torch.float32 or g.dim() != 4 or g.shape[:2] != (n, c) or _pixel_pitch(g) != c:
+        return None
+    if gy.shape != (h,) or gx.shape != (w,) or gy.dtype != torch.int32 or gx.dtype != torch.int32:
+        return None
+    if not (gy.is_contiguous() and gx.is_contiguous()):
+        return None
+    return [g.data_ptr(), g.shape[2], g.shape[3], gy.data_ptr(), gx.data_ptr()]
+
+
+def dfc_gate(x: Tensor, weights: list[Tensor]) -> Tensor | None:
+    """The DFC attention gate of GhostNetV2/V3 in one native call: ``sigmoid(dw_5x1(dw_1x5(
+    avg_pool_2x2(x) @ Wp + bp) + bh) + bv)`` (``csrc/dfcgate.c``).
+
+    Args:
+        x: the gated Ghost module's input ``(N, Cin, H, W)``, float32, dense channels_last.
+        weights: ``[wpt (Cin, C), bp (C), wh (5, C), bh (C), wv (5, C), bv (C)]``, contiguous
+            float32: the 1x1 projection as (in, out), the 1x5 and 5x1 depthwise convs taps-major,
+            BatchNorms folded into them; ``C`` a multiple of 4.
+
+    Returns:
+        The gate ``(N, C, H // 2, W // 2)``, dense channels_last; or ``None`` when the native
+        library is unavailable or the input does not fit it (a map under 2x2, a strided layout).
+    """
+    lib = _lib_for(x)
+    if lib is None:
+        return None
+    n, cin, h, w = x.shape
+    c = weights[1].numel()
+    _check_weights(weights, [(cin, c), (c,), (5, c), (c,), (5, c), (c,)])
+    if _pixel_pitch(x) != cin or h < 2 or w < 2 or c % 4:
+        return None
+    hg, wg = h // 2, w // 2
+    g = torch.empty((n, c, hg, wg), dtype=x.dtype, memory_format=torch.channels_last)
+    scratch = torch.empty(lib.ghostdet_dfc_gate_scratch(n, h, w, cin, c), dtype=x.dtype)
+    threads = _threads(n * hg * wg * (cin * c + 10 * c))
+    ptrs = [t.data_ptr() for t in weights]
+    args = [x.data_ptr(), n, h, w, cin, c, *ptrs, g.data_ptr(), scratch.data_ptr(), threads]
+    rc = lib.ghostdet_dfc_gate(*args)
+    return g if rc == 0 else None
+
+
+def gate_mul(x: Tensor, g: Tensor, gy: Tensor, gx: Tensor) -> bool:
+    """``x *= g[:, :, gy][:, :, :, gx]`` in place: a DFC gate (GhostNetV2/V3) computed at a lower
+    resolution, upsampled by index, multiplied into a channels_last map in one pass.
+
+    Args:
+        x: ``(N, C, H, W)`` float32, channels_last or a channel slice of a channels_last tensor.
+        g: the gate values ``(N, C, Hg, Wg)``, dense channels_last float32.
+        gy, gx: int32 ``(H,)`` and ``(W,)``: the gate row of each row of ``x`` and the gate
+            column of each column (for nearest upsampling, torch's indices).
+
+    Returns:
+        Whether the kernel ran (``False``: the library is unavailable or the tensors do not fit
+        it, and ``x`` is unchanged).
+    """
+    lib = _lib_for(x)
+    if lib is None:
+        return False
+    n, c, h, w = x.shape
+    pitch = _pixel_pitch(x)
+    args = _gate_args((g, gy, gx), n, c, h, w)
+    if pitch is None or args is None:
+        return False
+    threads = _threads(n * h * w * c)
+    return lib.ghostdet_gate_mul(x.data_ptr(), pitch, n, h, w, c, *args, threads) == 0
+
+
 def ghost_front(
-    x: Tensor, weights: list[Tensor], stride: int, kernel_size: int = 3, band: int = 8
+    x: Tensor,
+    weights: list[Tensor],
+    stride: int,
+    kernel_size: int = 3,
+    band: int = 8,
+    gate: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor] | None:
-    """The first half of a Ghost bottleneck with SE, in one native call: ghost1 (and the stride-2
-    depthwise conv), and the channel sums the SE gate needs.
+    """The first half of a Ghost bottleneck with SE or a DFC gate, in one native call: ghost1
+    (times the DFC gate, and the stride-2 depthwise conv), and the channel sums an SE gate needs.
 
     Args:
         x: ``(N, Cin, H, W)`` float32, dense channels_last.
@@ -596,6 +685,8 @@ def ghost_front(
             of it, no ReLU).
         kernel_size: the stride-2 depthwise kernel (3 or 5, padding ``k // 2``).
         band: rows per task.
+        gate: optional DFC gate ``(g, gy, gx)`` of ghost1's ``(N, 2*M1, H, W)`` output, as
+            :func:`gate_mul` takes it; ghost1's output is multiplied by it before the strided conv.
 
     Returns:
         ``(z, sums)``: ``z`` ``(N, 2*M1, OH, OW)`` channels_last and its per-image channel sums
@@ -610,18 +701,19 @@ def ghost_front(
         raise ValueError(f"stride 1, or stride 2 with kernel 3 or 5, expected; got {stride}, {k}")
     shapes = [(cin, m1), (m1,), (9, m1), (m1,)] + ([(k * k, 2 * m1), (2 * m1,)] if stride == 2 else [])
     _check_weights(weights, shapes)
-    if _pixel_pitch(x) != cin:
+    gate_args = _gate_args(gate, n, 2 * m1, h, w)
+    if _pixel_pitch(x) != cin or gate_args is None:
         return None
     oh, ow = (conv_out_size(h, k, 2, k // 2), conv_out_size(w, k, 2, k // 2)) if stride == 2 else (h, w)
     macs = n * h * w * (cin * m1 + 9 * m1) + (n * oh * ow * 2 * m1 * k * k if stride == 2 else 0)
     threads = _threads(macs, 4 * PARALLEL_MIN_MACS)
     z = torch.empty((n, 2 * m1, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
     sums = torch.empty((n, 2 * m1), dtype=x.dtype)
-    per_thread = lib.ghostdet_ghost_front_scratch(n, w, m1, k, stride, band)
+    per_thread = lib.ghostdet_ghost_front_scratch(n, w, m1, k, stride, band, int(gate is not None))
     scratch = torch.empty(threads * per_thread, dtype=x.dtype)
     ptrs = [t.data_ptr() for t in weights] + ([0, 0] if stride == 1 else [])
     rc = lib.ghostdet_ghost_front(
-        x.data_ptr(), z.data_ptr(), sums.data_ptr(), n, h, w, cin, m1, k, stride, *ptrs, band,
+        x.data_ptr(), z.data_ptr(), sums.data_ptr(), n, h, w, cin, m1, k, stride, *ptrs, *gate_args, band,
         scratch.data_ptr(), threads,
     )  # fmt: skip
     return (z, sums) if rc == 0 else None

@@ -15,6 +15,7 @@
  * ghostdet_ghost_back split a block with SE into two calls around the gate. A thread doing
  * consecutive bands moves the rows they share instead of computing them twice. */
 #include "kernels.h"
+#include "pointwise.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -25,92 +26,6 @@ static inline int thread_id(void) {
 #else
     return 0;
 #endif
-}
-
-/* out[i, :] = act(bias + in1[i, :k1] W[:k1] + in2[i, :k2] W[k1:]) for npix pixels; in2 may be
- * NULL (k2 = 0). Pixels go 8 at a time (8 independent FMA chains hide the FMA latency, which 4
- * did not for the 8- and 4-wide vectors), output channels in 16/8/4-wide vectors. */
-#define PW_BLOCK(VT, VI, VW)                                                                      \
-    for (; VW <= GHOSTDET_VW && c + VW <= cout; c += VW) {                                         \
-        const VT bv = LOADV(VT, bias + c);                                                           \
-        int i = 0;                                                                                \
-        for (; i + 8 <= npix; i += 8) {                                                           \
-            VT acc[8] = {bv, bv, bv, bv, bv, bv, bv, bv};                                                         \
-            for (int k = 0; k < k1; k++) {                                                        \
-                const VT wv = LOADV(VT, w + (int64_t)k * cout + c);                                  \
-                for (int j = 0; j < 8; j++) acc[j] += in1[(int64_t)(i + j) * p1 + k] * wv;        \
-            }                                                                                     \
-            for (int k = 0; k < k2; k++) {                                                        \
-                const VT wv = LOADV(VT, w + (int64_t)(k1 + k) * cout + c);                           \
-                for (int j = 0; j < 8; j++) acc[j] += in2[(int64_t)(i + j) * p2 + k] * wv;        \
-            }                                                                                     \
-            for (int j = 0; j < 8; j++) {                                                         \
-                if (relu) RELUV(VI, acc[j]);                                                       \
-                STOREV(VT, out + (int64_t)(i + j) * po + c, acc[j]);                                  \
-            }                                                                                     \
-        }                                                                                         \
-        for (; i < npix; i++) {                                                                   \
-            VT acc = bv;                                                                          \
-            for (int k = 0; k < k1; k++) acc += in1[(int64_t)i * p1 + k] * LOADV(VT, w + (int64_t)k * cout + c); \
-            for (int k = 0; k < k2; k++)                                                          \
-                acc += in2[(int64_t)i * p2 + k] * LOADV(VT, w + (int64_t)(k1 + k) * cout + c);       \
-            if (relu) RELUV(VI, acc);                                                              \
-            STOREV(VT, out + (int64_t)i * po + c, acc);                                               \
-        }                                                                                         \
-    }
-
-/* With 16 registers (AVX2), 2 channel vectors x 6 pixels: 12 accumulators, 2 weight vectors and
- * a broadcast input fit, and each input load feeds 2 FMAs (1 with PW_BLOCK's 8 pixels x 1 vector,
- * which leaves the loads, not the FMAs, the limit). Each output is the same sum in the same order
- * as in PW_BLOCK. */
-#define PW_PAIR_ACC(VT, VW, NPX, IN, P, K0, KN)                                                    \
-    for (int k = 0; k < (KN); k++) {                                                               \
-        const float *wk = w + (int64_t)((K0) + k) * cout + c;                                      \
-        const VT w0 = LOADV(VT, wk), w1 = LOADV(VT, wk + VW);                                      \
-        for (int j = 0; j < NPX; j++) {                                                            \
-            const float v = IN[(int64_t)(i + j) * (P) + k];                                        \
-            a0[j] += v * w0;                                                                       \
-            a1[j] += v * w1;                                                                       \
-        }                                                                                          \
-    }
-#define PW_PAIR_STORE(VT, VI, VW, NPX)                                                             \
-    for (int j = 0; j < NPX; j++) {                                                                \
-        if (relu) {                                                                                \
-            RELUV(VI, a0[j]);                                                                      \
-            RELUV(VI, a1[j]);                                                                      \
-        }                                                                                          \
-        STOREV(VT, out + (int64_t)(i + j) * po + c, a0[j]);                                        \
-        STOREV(VT, out + (int64_t)(i + j) * po + c + VW, a1[j]);                                   \
-    }
-#define PW_PAIR(VT, VI, VW, NPX)                                                                   \
-    for (; c + 2 * VW <= cout; c += 2 * VW) {                                                      \
-        const VT b0 = LOADV(VT, bias + c), b1 = LOADV(VT, bias + c + VW);                          \
-        int i = 0;                                                                                 \
-        for (; i + NPX <= npix; i += NPX) {                                                        \
-            VT a0[NPX], a1[NPX];                                                                   \
-            for (int j = 0; j < NPX; j++) a0[j] = b0, a1[j] = b1;                                  \
-            PW_PAIR_ACC(VT, VW, NPX, in1, p1, 0, k1)                                               \
-            PW_PAIR_ACC(VT, VW, NPX, in2, p2, k1, k2)                                              \
-            PW_PAIR_STORE(VT, VI, VW, NPX)                                                         \
-        }                                                                                          \
-        for (; i < npix; i++) {                                                                    \
-            VT a0[1] = {b0}, a1[1] = {b1};                                                         \
-            PW_PAIR_ACC(VT, VW, 1, in1, p1, 0, k1)                                                 \
-            PW_PAIR_ACC(VT, VW, 1, in2, p2, k1, k2)                                                \
-            PW_PAIR_STORE(VT, VI, VW, 1)                                                           \
-        }                                                                                          \
-    }
-
-static void pointwise(const float *in1, int64_t p1, int k1, const float *in2, int64_t p2, int k2,
-                      const float *w, const float *bias, int cout, float *out, int64_t po, int npix,
-                      int relu) {
-    int c = 0;
-    PW_BLOCK(v16, vi16, 16)
-#if GHOSTDET_VW == 8
-    PW_PAIR(v8, vi8, 8, 6)
-#endif
-    PW_BLOCK(v8, vi8, 8)
-    PW_BLOCK(v4, vi4, 4)
 }
 
 /* KxK depthwise with stride S over rows held in scratch (no bounds checks: the caller points src
@@ -382,13 +297,72 @@ int ghostdet_ghost_block_s2(const float *x, const float *res, float *y, int N, i
     return 0;
 }
 
-/* Two-pass form for bottlenecks with SE, whose gate needs the mean of the whole map between
- * ghost1 and ghost2. Front: z = [a b] (S = 1) or z = dwK_s2([a b]) + dz (S = 2), written to the
- * caller's z (N x OH x OW x 2*M1, dense), and its per-image channel sums (N x 2*M1). Back: y =
- * [p, dw3(p) + d2] + res with p = z W2[n] + b2, where the caller folded the gate into W2[n]. */
-int64_t ghostdet_ghost_front_scratch(int N, int W, int M1, int K, int S, int band) {
+/* Two-pass form for bottlenecks whose ghost1 output needs something computed outside the band
+ * loop: an SE gate (the mean of the whole map, between ghost1 and ghost2) or a DFC gate
+ * (GhostNetV2/V3: an elementwise gate on ghost1's output, computed by the caller at half
+ * resolution). Front: z = g * [a b] (S = 1) or z = dwK_s2(g * [a b]) + dz (S = 2), written to the
+ * caller's z (N x OH x OW x 2*M1, dense), and its per-image channel sums (N x 2*M1); without a
+ * DFC gate g = 1. Back: y = [p, dw3(p) + d2] + res with p = z W2[n] + b2, where the caller
+ * folded any SE gate into W2[n]. */
+int64_t ghostdet_ghost_front_scratch(int N, int W, int M1, int K, int S, int band, int gated) {
     if (S == 1) return (int64_t)(band + 2) * (W + 2) * M1 + (int64_t)N * 2 * M1;
-    return (int64_t)(2 * band + K) * (W + 2 * (K / 2)) * 2 * M1 + (int64_t)N * 2 * M1;
+    /* a gated copy of the band's [a b] rows for the strided conv (the rows kept for the next band
+     * must stay ungated: its b rows are computed from them) */
+    const int64_t ab = (int64_t)(2 * band + K) * (W + 2 * (K / 2)) * 2 * M1;
+    return (gated ? 2 : 1) * ab + (int64_t)N * 2 * M1;
+}
+
+/* The DFC gate as the caller gives it: one image's N x Hg x Wg x C values g (dense) and, for
+ * each row and column of the gated map, the gate row gy[y] and column gx[x] it takes (nearest
+ * upsampling, as torch computes the indices). dst row = src row * g row gy[y], pixel by pixel;
+ * src and dst pixels are `pitch` floats apart, channels [0, C) of each. src may equal dst. */
+typedef struct {
+    const float *g;
+    int Hg, Wg;
+    const int32_t *gy, *gx;
+} dfc_gate;
+
+#define GATE_BLOCK(VT, VW)                                                                        \
+    for (; VW <= GHOSTDET_VW && c + VW <= C; c += VW)                                              \
+        STOREV(VT, d + c, LOADV(VT, s + c) * LOADV(VT, gp + c));
+
+static void gate_row(const float *src, float *dst, int64_t pitch, int W, int C, const float *grow,
+                     const int32_t *gx) {
+    for (int x = 0; x < W; x++) {
+        const float *s = src + (int64_t)x * pitch, *gp = grow + (int64_t)gx[x] * C;
+        float *d = dst + (int64_t)x * pitch;
+        int c = 0;
+        GATE_BLOCK(v16, 16)
+        GATE_BLOCK(v8, 8)
+        GATE_BLOCK(v4, 4)
+        for (; c < C; c++) d[c] = s[c] * gp[c];
+    }
+}
+
+/* The gate row for row y of image n, C channels per gate pixel. */
+static inline const float *gate_row_of(const dfc_gate *gt, int n, int y, int C) {
+    return gt->g + ((int64_t)n * gt->Hg + gt->gy[y]) * gt->Wg * C;
+}
+
+/* x (N x H x W, pixels `pitch` floats apart, channels [0, C) gated) *= the gate, in place. */
+int ghostdet_gate_mul(float *x, int64_t pitch, int N, int H, int W, int C, const float *g, int Hg, int Wg,
+                      const int32_t *gy, const int32_t *gx, int nthreads) {
+    if (pitch < C || C < 1 || Hg < 1 || Wg < 1 || nthreads < 1) return -1;
+    for (int y = 0; y < H; y++)
+        if (gy[y] < 0 || gy[y] >= Hg) return -1;
+    for (int i = 0; i < W; i++)
+        if (gx[i] < 0 || gx[i] >= Wg) return -1;
+    const int64_t total = (int64_t)N * H;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && total > 1)
+#endif
+    for (int64_t r = 0; r < total; r++) {
+        const int n = (int)(r / H), y = (int)(r % H);
+        float *row = x + r * W * pitch;
+        const dfc_gate gt = {g, Hg, Wg, gy, gx};
+        gate_row(row, row, pitch, W, C, gate_row_of(&gt, n, y, C), gx);
+    }
+    return 0;
 }
 
 static void add_sums(const float *z, int64_t npix, int C2, float *acc) {
@@ -396,15 +370,30 @@ static void add_sums(const float *z, int64_t npix, int C2, float *acc) {
         for (int c = 0; c < C2; c++) acc[c] += z[i * C2 + c];
 }
 
+static int gate_fits(const dfc_gate *gt, int H, int W) {
+    if (!gt->g) return 1;
+    if (gt->Hg < 1 || gt->Wg < 1) return 0;
+    for (int y = 0; y < H; y++)
+        if (gt->gy[y] < 0 || gt->gy[y] >= gt->Hg) return 0;
+    for (int i = 0; i < W; i++)
+        if (gt->gx[i] < 0 || gt->gx[i] >= gt->Wg) return 0;
+    return 1;
+}
+
+/* g: NULL, or the DFC gate of ghost1's output (N x Hg x Wg x 2*M1 dense, with gy[H], gx[W]: see
+ * dfc_gate); scratch: nthreads * ghostdet_ghost_front_scratch(..., g != NULL) floats. */
 int ghostdet_ghost_front(const float *x, float *z, float *sums, int N, int H, int W, int Cin, int M1, int K,
                          int S, const float *w1t, const float *b1, const float *d1, const float *bd1,
-                         const float *dzt, const float *dz, int band, float *scratch, int nthreads) {
+                         const float *dzt, const float *dz, const float *g, int Hg, int Wg, const int32_t *gy,
+                         const int32_t *gx, int band, float *scratch, int nthreads) {
+    const dfc_gate gt = {g, Hg, Wg, gy, gx};
     if ((S == 2 && K != 3 && K != 5) || (S != 1 && S != 2) || M1 % 4 || band < 1 || nthreads < 1) return -1;
+    if (!gate_fits(&gt, H, W)) return -1;
     const int P = S == 2 ? K / 2 : 0, C2 = 2 * M1;
     /* stride 1: z is ghost1's output, the size of x */
     const int OH = S == 2 ? conv_out_size(H, K, 2, P) : H, OW = S == 2 ? conv_out_size(W, K, 2, P) : W;
     const int64_t per_img = (OH + band - 1) / band, total = (int64_t)N * per_img;
-    const int64_t per_thread = ghostdet_ghost_front_scratch(N, W, M1, K, S, band);
+    const int64_t per_thread = ghostdet_ghost_front_scratch(N, W, M1, K, S, band, g != NULL);
     const int64_t Wp = W + 2, Wab = W + 2 * P;
     memset(sums, 0, sizeof(float) * N * C2);
 #ifdef _OPENMP
@@ -441,10 +430,29 @@ int ghostdet_ghost_front(const float *x, float *z, float *sums, int N, int H, in
                     for (int px = 0; px < W; px++) memcpy(zrow + (int64_t)px * C2, arow + (int64_t)px * M1, sizeof(float) * M1);
                 }
                 dw3_s1(buf, Wp, M1, R, W, M1, d1, bd1, zb + M1, W, C2, NULL, 0, 0, 1);
+                for (int r = 0; g && r < R; r++) {
+                    float *zrow = zb + (int64_t)r * W * C2;
+                    gate_row(zrow, zrow, C2, W, C2, gate_row_of(&gt, n, y0 + r, C2), gx);
+                }
             } else {
                 if (reuse) memmove(buf, buf + (int64_t)2 * band * Wab * C2, sizeof(float) * K * Wab * C2);
-                s2_fill_ab(xn, H, W, Cin, M1, K, 2 * y0 - P - 1, 2 * R + K, reuse ? K : 0, w1t, b1, d1, bd1, buf);
-                s2_z_rows(buf, W, OW, M1, K, 0, R, dzt, dz, zb, (int64_t)OW * C2);
+                const int base = 2 * y0 - P - 1;
+                s2_fill_ab(xn, H, W, Cin, M1, K, base, 2 * R + K, reuse ? K : 0, w1t, b1, d1, bd1, buf);
+                const float *ab = buf;
+                if (g) { /* the strided conv reads AB rows 1 .. 2R+K-2: gate them into the copy */
+                    float *gab = buf + (int64_t)(2 * band + K) * Wab * C2;
+                    for (int i = 1; i < 2 * R + K - 1; i++) {
+                        const int iy = base + i;
+                        float *grow = gab + (int64_t)i * Wab * C2;
+                        if (iy < 0 || iy >= H)
+                            memset(grow, 0, sizeof(float) * Wab * C2);
+                        else
+                            gate_row(buf + ((int64_t)i * Wab + P) * C2, grow + (int64_t)P * C2, C2, W, C2,
+                                     gate_row_of(&gt, n, iy, C2), gx);
+                    }
+                    ab = gab;
+                }
+                s2_z_rows(ab, W, OW, M1, K, 0, R, dzt, dz, zb, (int64_t)OW * C2);
             }
             add_sums(zb, (int64_t)R * OW, C2, part + (int64_t)n * C2);
         }

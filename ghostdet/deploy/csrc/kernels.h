@@ -9,7 +9,7 @@
 /* The library's ABI version, returned by ghostdet_abi(): bump it whenever an exported function's
  * signature or meaning changes, together with ABI in ghostdet/deploy/native.py (whose ctypes
  * argtypes are written for it; tests/test_native.py checks that the two agree). */
-#define GHOSTDET_ABI 4
+#define GHOSTDET_ABI 5
 int ghostdet_abi(void);
 
 /* Output size of a convolution along one axis: input size, kernel, stride, zero padding. */

@@ -1,0 +1,179 @@
+"""The native DFC-gate kernels (GhostNetV2/V3) against torch: the gate itself (``dfc_gate``),
+its upsample-and-multiply (``gate_mul``), and the two-pass fused bottlenecks with a gated ghost1
+(``ghost_front`` with a gate), each checked against the eval-mode model's own modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import randomise_bn
+
+from ghostdet.deploy import DeployBottleneck, fuse, native
+from ghostdet.deploy.ghost import DeployDFCGate
+from ghostdet.models import ghostnetv2, ghostnetv3
+from ghostdet.models.dfc import dfc_branch
+
+pytestmark = pytest.mark.skipif(native.load() is None, reason="no C compiler to build the native kernels")
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item()
+
+
+def _nhwc(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def _gate_weights(gate: DeployDFCGate) -> list[torch.Tensor]:
+    return [t for m in (gate.proj, gate.horizontal, gate.vertical) for t in (m.flat_weight(), m.bias)]
+
+
+@pytest.fixture
+def threads(request):
+    old = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+@pytest.mark.parametrize(
+    ("n", "cin", "c", "h", "w"), [(1, 24, 72, 56, 56), (2, 16, 20, 15, 9), (1, 160, 480, 7, 7)]
+)
+def test_dfc_gate_kernel_matches_the_branch(threads, n, cin, c, h, w):
+    """sigmoid(dfc(avg_pool(x))) in one call equals the eval-mode branch, odd sizes included."""
+    branch = randomise_bn(dfc_branch(cin, c), seed=c).eval()
+    torch.manual_seed(h)
+    for conv in branch[::2]:
+        conv.weight.data.normal_(0, 0.3)
+    gate = DeployDFCGate(branch)
+    assert gate.fits_native
+    x = _nhwc(torch.randn(n, cin, h, w))
+    with torch.no_grad():
+        ref = torch.sigmoid(branch(F.avg_pool2d(x, 2, 2)))
+        got = native.dfc_gate(x, _gate_weights(gate))
+        g, gy, gx = gate.values(x, (h, w))
+    assert got is not None and got.shape == ref.shape == (n, c, h // 2, w // 2)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert (got - ref).abs().max() < 1e-5  # sigmoid values: absolute
+    torch.testing.assert_close(g, got, rtol=0, atol=0)
+    upsampled = F.interpolate(ref, size=(h, w), mode="nearest")
+    torch.testing.assert_close(g[:, :, gy][:, :, :, gx], upsampled, rtol=0, atol=1e-5)
+
+
+def test_dfc_gate_kernel_checks_its_inputs():
+    gate = DeployDFCGate(dfc_branch(8, 12).eval())
+    w = _gate_weights(gate)
+    x = _nhwc(torch.randn(1, 8, 6, 6))
+    with pytest.raises(ValueError, match="do not fit"):
+        native.dfc_gate(x, [w[0][:4].contiguous(), *w[1:]])
+    assert native.dfc_gate(_nhwc(torch.randn(1, 8, 1, 6)), w) is None  # no 2x2 window
+    assert native.dfc_gate(torch.randn(1, 8, 6, 6)[:, :, :, :5], w) is None  # not dense NHWC
+    odd = DeployDFCGate(dfc_branch(8, 10).eval())  # 10 channels: not a multiple of 4
+    assert not odd.fits_native and native.dfc_gate(x, _gate_weights(odd)) is None
+
+
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+@pytest.mark.parametrize(("n", "h", "w"), [(1, 7, 7), (2, 15, 9), (1, 56, 56)])
+def test_gate_mul_is_nearest_upsampling_times_the_map(threads, n, h, w):
+    """In place, on a channel slice of a wider map too: the other channels stay as they were."""
+    g = _nhwc(torch.rand(n, 12, h // 2, w // 2))
+    wide = _nhwc(torch.randn(n, 20, h, w))
+    before = wide.clone()
+    view = wide[:, :12]
+    gy, gx = (torch.arange(o) * i // o for o, i in zip((h, w), g.shape[-2:]))
+    assert native.gate_mul(view, g, gy.int(), gx.int())
+    ref = before[:, :12] * F.interpolate(g, size=(h, w), mode="nearest")
+    torch.testing.assert_close(wide[:, :12], ref, rtol=0, atol=0)
+    torch.testing.assert_close(wide[:, 12:], before[:, 12:], rtol=0, atol=0)
+    assert not native.gate_mul(view, g, gy, gx.int())  # int64 indices: declined, nothing written
+    assert not native.gate_mul(view, g, gy.int()[:-1], gx.int())
+    torch.testing.assert_close(wide[:, :12], ref, rtol=0, atol=0)
+
+
+def _gated_blocks(builder) -> list[tuple[DeployBottleneck, torch.nn.Module]]:
+    """(deploy block, eval-mode block) for every bottleneck whose gated ghost1 runs on the front kernel."""
+    model = randomise_bn(builder().eval(), seed=3)
+    deployed = fuse(model)
+    ours = [b for stage in deployed.blocks for b in stage if isinstance(b, DeployBottleneck)]
+    theirs = [b for stage in model.blocks for b in stage if hasattr(b, "ghost1")]
+    assert len(ours) == len(theirs)
+    return [(d, m) for d, m in zip(ours, theirs) if d.ghost1.dfc is not None and d.can_fuse_block_se]
+
+
+@pytest.mark.parametrize("builder", [ghostnetv2, ghostnetv3])
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+@pytest.mark.parametrize("band", [1, 3, 8])
+def test_gated_blocks_on_the_front_kernel_match_the_model(builder, threads, band):
+    """Gated ghost1 (the DFC gate applied as the front kernel computes it, before the strided
+    conv), with and without SE, stride 1 and 2, any band height and thread split."""
+    pairs = _gated_blocks(builder)
+    kinds = {(d.conv_dw is None, d.se is None) for d, _ in pairs}
+    assert {True, False} <= {s1 for s1, _ in kinds} and {True, False} <= {no_se for _, no_se in kinds}
+    g = torch.Generator().manual_seed(band)
+    for d, m in pairs:
+        cin = d.ghost1.primary_conv.weight.shape[1]
+        for shape in [(2, 13, 9), (1, 24, 20)]:
+            x = _nhwc(torch.randn((shape[0], cin, *shape[1:]), generator=g))
+            with torch.no_grad():
+                ref = m.eval()(x)
+                got = d._run_fused_se(x, True, band=band)
+            assert got is not None and got.shape == ref.shape
+            assert _rel_err(ref, got) < 1e-5, (shape, type(m).__name__)
+
+
+@pytest.mark.parametrize("builder", [ghostnetv2, ghostnetv3])
+def test_deployed_v2_v3_use_the_gate_kernels(builder, monkeypatch):
+    """Every DFC gate runs natively (one dfc_gate call each), gated narrow blocks go through the
+    gated front kernel, the wide ones multiply by gate_mul; the output equals the model's."""
+    model = randomise_bn(builder().eval(), seed=5)
+    deployed = fuse(model)
+    calls: dict[str, int] = {}
+    for name in ("dfc_gate", "gate_mul", "ghost_front"):
+        real = getattr(native, name)
+
+        def counted(*a, _real=real, _name=name, **k):
+            out = _real(*a, **k)
+            gated = _name != "ghost_front" or (len(a) > 5 and a[5] is not None) or k.get("gate") is not None
+            calls[_name] = calls.get(_name, 0) + int(gated and out is not None and out is not False)
+            return out
+
+        monkeypatch.setattr(native, name, counted)
+    gates = [m for m in deployed.modules() if isinstance(m, DeployDFCGate)]
+    front = [b for b in deployed.modules() if isinstance(b, DeployBottleneck) and b.ghost1.dfc is not None]
+    n_front = sum(b.can_fuse_block_se for b in front)
+    x = torch.randn(1, 3, 96, 80)
+    with torch.no_grad():
+        ref, got = model(x), deployed(x)
+    assert _rel_err(ref, got) < 1e-4
+    assert calls == {"dfc_gate": len(gates), "ghost_front": n_front, "gate_mul": len(front) - n_front}
+    assert 0 < n_front < len(front)
+
+
+def test_gates_follow_the_block_kernel_choice(monkeypatch):
+    """With the "block" kind off (a CPU where the fused kernels lose), the gates run as torch
+    ops and no gate kernel is called; with use_native off (``fuse(native_kernels=False)``) too."""
+    import math
+    import os
+
+    model = randomise_bn(ghostnetv2(0.5).eval(), seed=7)
+    x = torch.randn(1, 3, 64, 48)
+    calls: list[str] = []
+    for name in ("dfc_gate", "gate_mul", "ghost_front"):
+        real = getattr(native, name)
+        monkeypatch.setattr(
+            native, name, lambda *a, _real=real, _n=name, **k: calls.append(_n) or _real(*a, **k)
+        )
+    with torch.no_grad():
+        ref = model(x)
+        choice = {**dict.fromkeys(native.KINDS, True), "block": False}
+        state = (os.environ.get("GHOSTDET_NATIVE", ""), choice, dict.fromkeys(native.KINDS, math.inf))
+        monkeypatch.setitem(native._state, "choice", state)
+        got = fuse(model, native_kernels=True)(x)
+        assert calls == [] and _rel_err(ref, got) < 1e-4
+        monkeypatch.delitem(native._state, "choice")
+        got = fuse(model, native_kernels=False)(x)
+        assert calls == [] and _rel_err(ref, got) < 1e-4
+        fuse(model, native_kernels=True)(x)
+        assert {"dfc_gate", "gate_mul", "ghost_front"} <= set(calls)
