@@ -177,3 +177,32 @@ def test_gates_follow_the_block_kernel_choice(monkeypatch):
         assert calls == [] and _rel_err(ref, got) < 1e-4
         fuse(model, native_kernels=True)(x)
         assert {"dfc_gate", "gate_mul", "ghost_front"} <= set(calls)
+
+
+def test_gated_split_path_gates_both_halves():
+    """On large maps a gated ghost1's halves are never concatenated: each is gated in place by
+    its channel slice of the gate (gate_mul on a sliced gate), and the output stays the model's."""
+    model = randomise_bn(ghostnetv2(0.5).eval(), seed=11)
+    deployed = fuse(model)
+    split = [
+        b for b in deployed.modules() if isinstance(b, DeployBottleneck) and b.can_split and b.ghost1.dfc
+    ]
+    assert split
+    for b in split:
+        b.split_min_numel = 0
+        b.can_fuse_block_se = False  # the op path, not the front kernel
+    x = torch.randn(2, 3, 72, 56)
+    with torch.no_grad():
+        assert _rel_err(model(x), deployed(x)) < 1e-4
+
+
+def test_gate_weights_follow_a_state_dict_load():
+    """The gate kernel's cached weights are rebuilt when the deployed model's weights change."""
+    a = fuse(randomise_bn(ghostnetv2(0.5).eval(), seed=1))
+    b = fuse(randomise_bn(ghostnetv2(0.5).eval(), seed=2))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before, want = a(x), b(x)
+        a.load_state_dict(b.state_dict())
+        got = a(x)
+    assert _rel_err(want, before) > 1e-2 and _rel_err(want, got) < 1e-5

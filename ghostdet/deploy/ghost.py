@@ -103,6 +103,17 @@ class DeployDFCGate(DeployModule):
             and h.groups == v.groups == c
         )
 
+    def _native_weights(self) -> list[Tensor]:
+        """The weights :func:`native.dfc_gate` takes, cached until a conv's weight or bias is
+        replaced or changed in place."""
+        convs = (self.proj, self.horizontal, self.vertical)
+        key = tuple((t.data_ptr(), t._version) for m in convs for t in (m.weight, m.bias))
+        cached = self.__dict__.get("_native_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, [t for m in convs for t in (m.flat_weight(), m.bias.contiguous())])
+            self.__dict__["_native_cache"] = cached
+        return cached[1]
+
     def logits(self, x: Tensor, fast: bool) -> Tensor:
         """The gate before its sigmoid, at half the resolution of ``x``."""
         s = F.avg_pool2d(x, kernel_size=2, stride=2)
@@ -112,10 +123,7 @@ class DeployDFCGate(DeployModule):
         """The gate as the native kernels take it (fast path only): ``(g, gy, gx)``, the sigmoid
         values at half resolution and, for each row and column of the ``size`` map it gates, the
         gate row and column nearest upsampling takes."""
-        g = None
-        if self.fits_native:
-            convs = (self.proj, self.horizontal, self.vertical)
-            g = native.dfc_gate(x, [t for m in convs for t in (m.flat_weight(), m.bias)])
+        g = native.dfc_gate(x, self._native_weights(), trusted_weights=True) if self.fits_native else None
         if g is None:
             g = self.logits(x, True).sigmoid_()
         gy, gx = (_nearest_index(o, i) for o, i in zip(size, g.shape[-2:]))
@@ -123,14 +131,23 @@ class DeployDFCGate(DeployModule):
 
     def forward(self, out: Tensor, x: Tensor, fast: bool = False) -> Tensor:
         """Gate ``out`` (the Ghost module's output, written in place on the fast path) by ``x``."""
+        return self.apply([out], x, fast)[0]
+
+    def apply(self, parts: list[Tensor], x: Tensor, fast: bool) -> list[Tensor]:
+        """Gate the Ghost module's output given as channel parts (``cat(parts, dim=1)``, e.g. its
+        primary and cheap halves), each part in place on the fast path."""
+        size = parts[0].shape[-2:]
         if fast and self.horizontal.use_native and native.kernel_pays_off("block"):
-            g, gy, gx = self.values(x, out.shape[-2:])
-            if native.gate_mul(out, g.contiguous(memory_format=torch.channels_last), gy, gx):
-                return out
-            gate = F.interpolate(g, size=out.shape[-2:], mode="nearest")
-            return out.mul_(gate)
-        gate = F.interpolate(self.logits(x, fast).sigmoid(), size=out.shape[-2:], mode="nearest")
-        return out * gate
+            g, gy, gx = self.values(x, size)
+            c0 = 0
+            for t in parts:
+                part = g[:, c0 : c0 + t.shape[1]]
+                c0 += t.shape[1]
+                if not native.gate_mul(t, part, gy, gx):
+                    t.mul_(F.interpolate(part, size=size, mode="nearest"))
+            return parts
+        gate = F.interpolate(self.logits(x, fast).sigmoid(), size=size, mode="nearest")
+        return [t * q for t, q in zip(parts, gate.split([t.shape[1] for t in parts], dim=1))]
 
 
 @functools.lru_cache(maxsize=256)
@@ -336,11 +353,10 @@ class DeployBottleneck(DeployModule):
         self.can_fuse_block_s2 = self._fusable_s2()
         self.can_fuse_block_se = self._fusable_se()
         # ghost2's primary is a 1x1 conv: it can take its input in parts (see concat_parts)
-        # (a gated Ghost module needs its whole input: never split, never in parts)
+        # (a gated ghost2 would need its whole input: never in parts; a gated ghost1 gates its halves)
         self.ghost2_by_parts = self.ghost2.primary_conv.gemm_max_pixels > 0 and self.ghost2.dfc is None
         self.can_split = (
-            self.ghost1.dfc is None
-            and not self.ghost1.needs_slice
+            not self.ghost1.needs_slice
             and self.ghost2_by_parts
             and (self.conv_dw is None or hasattr(self, "conv_dw_a"))
         )
@@ -475,6 +491,8 @@ class DeployBottleneck(DeployModule):
         if split:  # ghost1's halves are never concatenated
             a = self.ghost1.primary_conv.run(x, fast)
             b = self.ghost1.cheap_operation.run(a, fast)
+            if self.ghost1.dfc is not None:
+                a, b = self.ghost1.dfc.apply([a, b], x, fast)
             if self.conv_dw is not None:
                 a, b = self.conv_dw_a.run(a, fast), self.conv_dw_b.run(b, fast)
             parts = [a, b]

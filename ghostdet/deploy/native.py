@@ -182,7 +182,7 @@ def _open(path: Path) -> ctypes.CDLL:
     lib.ghostdet_ghost_front_scratch.argtypes = [i, i, i, i, i, i, i]
     fn = lib.ghostdet_gate_mul
     fn.restype = i
-    fn.argtypes = [p, i64, i, i, i, i, p, i, i, p, p, i]
+    fn.argtypes = [p, i64, i, i, i, i, p, i64, i, i, p, p, i]
     fn = lib.ghostdet_dfc_gate
     fn.restype = i
     fn.argtypes = [p, *[i] * 5, *[p] * 8, i]
@@ -593,22 +593,27 @@ def ghost_block_s2(
     return y if rc == 0 else None
 
 
-def _gate_args(gate: tuple[Tensor, Tensor, Tensor] | None, n: int, c: int, h: int, w: int) -> list | None:
-    """The C arguments ``g, Hg, Wg, gy, gx`` of a DFC gate (see :func:`gate_mul`), ``None`` when
-    the gate does not fit a ``(n, c, h, w)`` map, ``[0, 0, 0, 0, 0]`` without a gate."""
+def _gate_args(
+    gate: tuple[Tensor, Tensor, Tensor] | None, n: int, c: int, h: int, w: int, sliced: bool = False
+) -> list | None:
+    """The C arguments ``g, Hg, Wg, gy, gx`` of a DFC gate (see :func:`gate_mul`; ``g`` may be a
+    channel slice when ``sliced``, and its pixel pitch is then prepended), ``None`` when the gate
+    does not fit a ``(n, c, h, w)`` map, ``[0, 0, 0, 0, 0]`` without a gate."""
     if gate is None:
         return [0, 0, 0, 0, 0]
     g, gy, gx = gate
-    if g.dtype != torch.float32 or g.dim() != 4 or g.shape[:2] != (n, c) or _pixel_pitch(g) != c:
+    pitch = _pixel_pitch(g) if g.dim() == 4 else None
+    if g.dtype != torch.float32 or pitch is None or g.shape[:2] != (n, c) or (pitch != c and not sliced):
         return None
     if gy.shape != (h,) or gx.shape != (w,) or gy.dtype != torch.int32 or gx.dtype != torch.int32:
         return None
     if not (gy.is_contiguous() and gx.is_contiguous()):
         return None
-    return [g.data_ptr(), g.shape[2], g.shape[3], gy.data_ptr(), gx.data_ptr()]
+    args = [g.data_ptr(), g.shape[2], g.shape[3], gy.data_ptr(), gx.data_ptr()]
+    return [pitch, *args] if sliced else args
 
 
-def dfc_gate(x: Tensor, weights: list[Tensor]) -> Tensor | None:
+def dfc_gate(x: Tensor, weights: list[Tensor], trusted_weights: bool = False) -> Tensor | None:
     """The DFC attention gate of GhostNetV2/V3 in one native call: ``sigmoid(dw_5x1(dw_1x5(
     avg_pool_2x2(x) @ Wp + bp) + bh) + bv)`` (``csrc/dfcgate.c``).
 
@@ -617,6 +622,8 @@ def dfc_gate(x: Tensor, weights: list[Tensor]) -> Tensor | None:
         weights: ``[wpt (Cin, C), bp (C), wh (5, C), bh (C), wv (5, C), bv (C)]``, contiguous
             float32: the 1x1 projection as (in, out), the 1x5 and 5x1 depthwise convs taps-major,
             BatchNorms folded into them; ``C`` a multiple of 4.
+        trusted_weights: skip the weight checks (for callers that built them, as
+            ``ghostdet.deploy.DeployDFCGate`` does).
 
     Returns:
         The gate ``(N, C, H // 2, W // 2)``, dense channels_last; or ``None`` when the native
@@ -627,7 +634,10 @@ def dfc_gate(x: Tensor, weights: list[Tensor]) -> Tensor | None:
         return None
     n, cin, h, w = x.shape
     c = weights[1].numel()
-    _check_weights(weights, [(cin, c), (c,), (5, c), (c,), (5, c), (c,)])
+    if not trusted_weights:
+        _check_weights(weights, [(cin, c), (c,), (5, c), (c,), (5, c), (c,)])
+    elif weights[0].shape[0] != cin:
+        raise ValueError(f"the gate's projection takes {weights[0].shape[0]} channels, the input has {cin}")
     if _pixel_pitch(x) != cin or h < 2 or w < 2 or c % 4:
         return None
     hg, wg = h // 2, w // 2
@@ -646,7 +656,7 @@ def gate_mul(x: Tensor, g: Tensor, gy: Tensor, gx: Tensor) -> bool:
 
     Args:
         x: ``(N, C, H, W)`` float32, channels_last or a channel slice of a channels_last tensor.
-        g: the gate values ``(N, C, Hg, Wg)``, dense channels_last float32.
+        g: the gate values ``(N, C, Hg, Wg)``, float32, channels_last or a channel slice of it.
         gy, gx: int32 ``(H,)`` and ``(W,)``: the gate row of each row of ``x`` and the gate
             column of each column (for nearest upsampling, torch's indices).
 
@@ -659,11 +669,11 @@ def gate_mul(x: Tensor, g: Tensor, gy: Tensor, gx: Tensor) -> bool:
         return False
     n, c, h, w = x.shape
     pitch = _pixel_pitch(x)
-    args = _gate_args((g, gy, gx), n, c, h, w)
+    args = _gate_args((g, gy, gx), n, c, h, w, sliced=True)
     if pitch is None or args is None:
         return False
     threads = _threads(n * h * w * c)
-    return lib.ghostdet_gate_mul(x.data_ptr(), pitch, n, h, w, c, *args, threads) == 0
+    return lib.ghostdet_gate_mul(x.data_ptr(), pitch, n, h, w, c, args[1], args[0], *args[2:], threads) == 0
 
 
 def ghost_front(

@@ -63,26 +63,39 @@ static void pool_row(const float *r0, const float *r1, int Wg, int Cin, float *q
     }
 }
 
-/* dst pixel = bias + sum_k src[pixel + (k - 2) * step] * w[k] over the taps inside [0, len):
- * `len` pixels `step` floats apart (a row: step C; a column: step Wg * C), C channels. With
- * `sig`, dst = sigmoid of that. */
-#define TAP_BLOCK(VT, VW, SIG)                                                                    \
+/* dst[i] = bias + sum_k src[i + k - 2] * w[k] over the taps inside [0, len), for positions
+ * i0 <= i < i1, `step` floats apart along one axis (a row: step C; a column: step Wg * C), each position
+ * `count` pixels of C floats (a whole gate row when the axis is the height, so the loops read
+ * memory in order). With `sig`, dst = sigmoid of that. Interior positions take all five taps
+ * without bounds. */
+#define TAP_BLOCK(VT, VW, SIG, K0, K1)                                                             \
     for (; VW <= GHOSTDET_VW && c + VW <= C; c += VW) {                                            \
         VT acc = LOADV(VT, bias + c);                                                             \
-        for (int k = k0; k < k1; k++)                                                             \
-            acc += LOADV(VT, src + (int64_t)(i + k - 2) * step + c) * LOADV(VT, w + (int64_t)k * C + c); \
-        STOREV(VT, dst + (int64_t)i * step + c, sig ? SIG(acc) : acc);                            \
+        for (int k = (K0); k < (K1); k++)                                                         \
+            acc += LOADV(VT, p + (int64_t)(k - 2) * step + c) * LOADV(VT, w + (int64_t)k * C + c); \
+        STOREV(VT, d + c, sig ? SIG(acc) : acc);                                                  \
     }
+#define TAP_PIXEL(K0, K1)                                                                         \
+    do {                                                                                          \
+        int c = 0;                                                                                \
+        TAP_BLOCK(v16, 16, sigmoid16, K0, K1)                                                     \
+        TAP_BLOCK(v8, 8, sigmoid8, K0, K1)                                                        \
+        TAP_BLOCK(v4, 4, sigmoid4, K0, K1)                                                        \
+    } while (0)
 
-static void taps_line(const float *src, int64_t step, int len, int C, const float *w, const float *bias,
-                      float *dst, int sig) {
-    for (int i = 0; i < len; i++) {
-        const int k0 = i < 2 ? 2 - i : 0, k1 = len - i + 2 < DFC_K ? len - i + 2 : DFC_K;
-        int c = 0;
-        TAP_BLOCK(v16, 16, sigmoid16)
-        TAP_BLOCK(v8, 8, sigmoid8)
-        TAP_BLOCK(v4, 4, sigmoid4)
-    }
+static void taps_line(const float *src, int64_t step, int len, int i0, int i1, int count, int C,
+                      const float *w, const float *bias, float *dst, int sig) {
+    for (int i = i0; i < i1; i++)
+        for (int j = 0; j < count; j++) {
+            const float *p = src + (int64_t)i * step + (int64_t)j * C;
+            float *d = dst + (int64_t)i * step + (int64_t)j * C;
+            if (i >= 2 && i + 2 < len) {
+                TAP_PIXEL(0, DFC_K);
+            } else {
+                const int k0 = i < 2 ? 2 - i : 0, k1 = len - i + 2 < DFC_K ? len - i + 2 : DFC_K;
+                TAP_PIXEL(k0, k1);
+            }
+        }
 }
 
 /* Floats of scratch the call needs (shared by its threads). */
@@ -123,13 +136,14 @@ int ghostdet_dfc_gate(const float *x, int N, int H, int W, int Cin, int C, const
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (int64_t r = 0; r < rows; r++) taps_line(s + r * Wg * C, C, Wg, C, wh, bh, h + r * Wg * C, 0);
+        for (int64_t r = 0; r < rows; r++) taps_line(s + r * Wg * C, C, Wg, 0, Wg, 1, C, wh, bh, h + r * Wg * C, 0);
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (int64_t col = 0; col < (int64_t)N * Wg; col++) { /* one column of one image */
-            const int64_t off = col / Wg * plane + col % Wg * C;
-            taps_line(h + off, (int64_t)Wg * C, Hg, C, wv, bv, g + off, 1);
+        for (int64_t r = 0; r < rows; r++) { /* gate row y of image n: the vertical taps, whole row */
+            const int64_t off = r / Hg * plane;
+            const int y = (int)(r % Hg);
+            taps_line(h + off, (int64_t)Wg * C, Hg, y, y + 1, Wg, C, wv, bv, g + off, 1);
         }
     }
     return 0;

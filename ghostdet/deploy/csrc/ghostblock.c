@@ -320,6 +320,7 @@ typedef struct {
     const float *g;
     int Hg, Wg;
     const int32_t *gy, *gx;
+    int64_t pitch; /* floats between neighbouring gate pixels */
 } dfc_gate;
 
 #define GATE_BLOCK(VT, VW)                                                                        \
@@ -327,9 +328,9 @@ typedef struct {
         STOREV(VT, d + c, LOADV(VT, s + c) * LOADV(VT, gp + c));
 
 static void gate_row(const float *src, float *dst, int64_t pitch, int W, int C, const float *grow,
-                     const int32_t *gx) {
+                     int64_t gpitch, const int32_t *gx) {
     for (int x = 0; x < W; x++) {
-        const float *s = src + (int64_t)x * pitch, *gp = grow + (int64_t)gx[x] * C;
+        const float *s = src + (int64_t)x * pitch, *gp = grow + (int64_t)gx[x] * gpitch;
         float *d = dst + (int64_t)x * pitch;
         int c = 0;
         GATE_BLOCK(v16, 16)
@@ -339,15 +340,16 @@ static void gate_row(const float *src, float *dst, int64_t pitch, int W, int C, 
     }
 }
 
-/* The gate row for row y of image n, C channels per gate pixel. */
-static inline const float *gate_row_of(const dfc_gate *gt, int n, int y, int C) {
-    return gt->g + ((int64_t)n * gt->Hg + gt->gy[y]) * gt->Wg * C;
+/* The gate row for row y of image n. */
+static inline const float *gate_row_of(const dfc_gate *gt, int n, int y) {
+    return gt->g + ((int64_t)n * gt->Hg + gt->gy[y]) * gt->Wg * gt->pitch;
 }
 
-/* x (N x H x W, pixels `pitch` floats apart, channels [0, C) gated) *= the gate, in place. */
-int ghostdet_gate_mul(float *x, int64_t pitch, int N, int H, int W, int C, const float *g, int Hg, int Wg,
-                      const int32_t *gy, const int32_t *gx, int nthreads) {
-    if (pitch < C || C < 1 || Hg < 1 || Wg < 1 || nthreads < 1) return -1;
+/* x (N x H x W, pixels `pitch` floats apart, channels [0, C) gated) *= the gate, in place; the
+ * gate's pixels are `gpitch` floats apart (a channel slice of a wider gate). */
+int ghostdet_gate_mul(float *x, int64_t pitch, int N, int H, int W, int C, const float *g, int64_t gpitch,
+                      int Hg, int Wg, const int32_t *gy, const int32_t *gx, int nthreads) {
+    if (pitch < C || gpitch < C || C < 1 || Hg < 1 || Wg < 1 || nthreads < 1) return -1;
     for (int y = 0; y < H; y++)
         if (gy[y] < 0 || gy[y] >= Hg) return -1;
     for (int i = 0; i < W; i++)
@@ -359,8 +361,8 @@ int ghostdet_gate_mul(float *x, int64_t pitch, int N, int H, int W, int C, const
     for (int64_t r = 0; r < total; r++) {
         const int n = (int)(r / H), y = (int)(r % H);
         float *row = x + r * W * pitch;
-        const dfc_gate gt = {g, Hg, Wg, gy, gx};
-        gate_row(row, row, pitch, W, C, gate_row_of(&gt, n, y, C), gx);
+        const dfc_gate gt = {g, Hg, Wg, gy, gx, gpitch};
+        gate_row(row, row, pitch, W, C, gate_row_of(&gt, n, y), gpitch, gx);
     }
     return 0;
 }
@@ -386,7 +388,7 @@ int ghostdet_ghost_front(const float *x, float *z, float *sums, int N, int H, in
                          int S, const float *w1t, const float *b1, const float *d1, const float *bd1,
                          const float *dzt, const float *dz, const float *g, int Hg, int Wg, const int32_t *gy,
                          const int32_t *gx, int band, float *scratch, int nthreads) {
-    const dfc_gate gt = {g, Hg, Wg, gy, gx};
+    const dfc_gate gt = {g, Hg, Wg, gy, gx, 2 * (int64_t)M1};
     if ((S == 2 && K != 3 && K != 5) || (S != 1 && S != 2) || M1 % 4 || band < 1 || nthreads < 1) return -1;
     if (!gate_fits(&gt, H, W)) return -1;
     const int P = S == 2 ? K / 2 : 0, C2 = 2 * M1;
@@ -432,7 +434,7 @@ int ghostdet_ghost_front(const float *x, float *z, float *sums, int N, int H, in
                 dw3_s1(buf, Wp, M1, R, W, M1, d1, bd1, zb + M1, W, C2, NULL, 0, 0, 1);
                 for (int r = 0; g && r < R; r++) {
                     float *zrow = zb + (int64_t)r * W * C2;
-                    gate_row(zrow, zrow, C2, W, C2, gate_row_of(&gt, n, y0 + r, C2), gx);
+                    gate_row(zrow, zrow, C2, W, C2, gate_row_of(&gt, n, y0 + r), C2, gx);
                 }
             } else {
                 if (reuse) memmove(buf, buf + (int64_t)2 * band * Wab * C2, sizeof(float) * K * Wab * C2);
@@ -448,7 +450,7 @@ int ghostdet_ghost_front(const float *x, float *z, float *sums, int N, int H, in
                             memset(grow, 0, sizeof(float) * Wab * C2);
                         else
                             gate_row(buf + ((int64_t)i * Wab + P) * C2, grow + (int64_t)P * C2, C2, W, C2,
-                                     gate_row_of(&gt, n, iy, C2), gx);
+                                     gate_row_of(&gt, n, iy), C2, gx);
                     }
                     ab = gab;
                 }
