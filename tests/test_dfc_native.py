@@ -206,3 +206,12 @@ def test_gate_weights_follow_a_state_dict_load():
         a.load_state_dict(b.state_dict())
         got = a(x)
     assert _rel_err(want, before) > 1e-2 and _rel_err(want, got) < 1e-5
+
+
+def test_projection_chunk_agrees_with_the_kernel():
+    """The wrapper's thread choice assumes the kernel's projection task size."""
+    import re
+    from pathlib import Path
+
+    src = (Path(native.__file__).parent / "csrc" / "dfcgate.c").read_text()
+    assert [int(v) for v in re.findall(r"#define PROJ_CHUNK (\d+)", src)] == [native.DFC_PROJ_CHUNK]

@@ -107,7 +107,8 @@ class DeployDFCGate(DeployModule):
         """The weights :func:`native.dfc_gate` takes, cached until a conv's weight or bias is
         replaced or changed in place."""
         convs = (self.proj, self.horizontal, self.vertical)
-        key = tuple((t.data_ptr(), t._version) for m in convs for t in (m.weight, m.bias))
+        params = [m._parameters[n] for m in convs for n in ("weight", "bias")]  # (no __getattr__: per call)
+        key = tuple((t.data_ptr(), -1 if t.is_inference() else t._version) for t in params)
         cached = self.__dict__.get("_native_cache")
         if cached is None or cached[0] != key:
             cached = (key, [t for m in convs for t in (m.flat_weight(), m.bias.contiguous())])

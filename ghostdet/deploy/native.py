@@ -613,6 +613,10 @@ def _gate_args(
     return [pitch, *args] if sliced else args
 
 
+#: Pooled pixels per projection task of the DFC gate kernel (``PROJ_CHUNK`` in ``csrc/dfcgate.c``).
+DFC_PROJ_CHUNK = 48
+
+
 def dfc_gate(x: Tensor, weights: list[Tensor], trusted_weights: bool = False) -> Tensor | None:
     """The DFC attention gate of GhostNetV2/V3 in one native call: ``sigmoid(dw_5x1(dw_1x5(
     avg_pool_2x2(x) @ Wp + bp) + bh) + bv)`` (``csrc/dfcgate.c``).
@@ -643,7 +647,10 @@ def dfc_gate(x: Tensor, weights: list[Tensor], trusted_weights: bool = False) ->
     hg, wg = h // 2, w // 2
     g = torch.empty((n, c, hg, wg), dtype=x.dtype, memory_format=torch.channels_last)
     scratch = torch.empty(lib.ghostdet_dfc_gate_scratch(n, h, w, cin, c), dtype=x.dtype)
-    threads = _threads(n * hg * wg * (cin * c + 10 * c))
+    # the projection's tasks are chunks of DFC_PROJ_CHUNK pooled pixels: fewer than two chunks
+    # would leave a second thread only the cheap stages
+    pixels = n * hg * wg
+    threads = _threads(pixels * (cin * c + 10 * c)) if pixels >= 2 * DFC_PROJ_CHUNK else 1
     ptrs = [t.data_ptr() for t in weights]
     args = [x.data_ptr(), n, h, w, cin, c, *ptrs, g.data_ptr(), scratch.data_ptr(), threads]
     rc = lib.ghostdet_dfc_gate(*args)
