@@ -118,37 +118,54 @@ def test_gated_blocks_on_the_front_kernel_match_the_model(builder, threads, band
             x = _nhwc(torch.randn((shape[0], cin, *shape[1:]), generator=g))
             with torch.no_grad():
                 ref = m.eval()(x)
-                got = d._run_fused_se(x, True, band=band)
-            assert got is not None and got.shape == ref.shape
-            assert _rel_err(ref, got) < 1e-5, (shape, type(m).__name__)
+                got = [d._run_fused_se(x, True, band=band)]
+                if d.can_fuse_block:  # stride 1, no SE: also the one-pass kernel
+                    gate = d.ghost1.dfc.values(x, x.shape[-2:])
+                    got.append(native.ghost_block_s1(x, d._fused_weights(), band=band, gate=gate))
+            for y in got:
+                assert y is not None and y.shape == ref.shape
+                assert _rel_err(ref, y) < 1e-5, (shape, type(m).__name__)
+    assert any(d.can_fuse_block for d, _ in pairs)
 
 
 @pytest.mark.parametrize("builder", [ghostnetv2, ghostnetv3])
 def test_deployed_v2_v3_use_the_gate_kernels(builder, monkeypatch):
     """Every DFC gate runs natively (one dfc_gate call each), gated narrow blocks go through the
-    gated front kernel, the wide ones multiply by gate_mul; the output equals the model's."""
+    gated one-pass (stride 1, no SE) or front kernel, the wide ones multiply by gate_mul; the
+    output equals the model's."""
     model = randomise_bn(builder().eval(), seed=5)
     deployed = fuse(model)
     calls: dict[str, int] = {}
-    for name in ("dfc_gate", "gate_mul", "ghost_front"):
+    for name in ("dfc_gate", "gate_mul", "ghost_front", "ghost_block_s1"):
         real = getattr(native, name)
 
         def counted(*a, _real=real, _name=name, **k):
             out = _real(*a, **k)
-            gated = _name != "ghost_front" or (len(a) > 5 and a[5] is not None) or k.get("gate") is not None
+            gated = (
+                _name in ("dfc_gate", "gate_mul")
+                or k.get("gate") is not None
+                or (len(a) > 5 and a[5] is not None)
+            )
             calls[_name] = calls.get(_name, 0) + int(gated and out is not None and out is not False)
             return out
 
         monkeypatch.setattr(native, name, counted)
     gates = [m for m in deployed.modules() if isinstance(m, DeployDFCGate)]
     front = [b for b in deployed.modules() if isinstance(b, DeployBottleneck) and b.ghost1.dfc is not None]
-    n_front = sum(b.can_fuse_block_se for b in front)
+    n_one = sum(b.can_fuse_block for b in front)  # stride 1, no SE: the one-pass kernel
+    n_two = sum(b.can_fuse_block_se and not b.can_fuse_block for b in front)
     x = torch.randn(1, 3, 96, 80)
     with torch.no_grad():
         ref, got = model(x), deployed(x)
     assert _rel_err(ref, got) < 1e-4
-    assert calls == {"dfc_gate": len(gates), "ghost_front": n_front, "gate_mul": len(front) - n_front}
-    assert 0 < n_front < len(front)
+    want = {
+        "dfc_gate": len(gates),
+        "ghost_block_s1": n_one,
+        "ghost_front": n_two,
+        "gate_mul": len(front) - n_one - n_two,
+    }
+    assert calls == want
+    assert n_one > 0 and n_two > 0 and n_one + n_two < len(front)
 
 
 def test_gates_follow_the_block_kernel_choice(monkeypatch):

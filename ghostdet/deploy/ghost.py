@@ -413,10 +413,10 @@ class DeployBottleneck(DeployModule):
         return self.shortcut_pw is None and p1.weight.shape[1] == 2 * p2.weight.shape[0]
 
     def _fusable(self) -> bool:
-        """The stride-1 fused kernel: no SE or DFC gate, identity shortcut."""
+        """The stride-1 fused kernel: no SE, identity shortcut (a DFC gate on ghost1 is applied
+        by the kernel)."""
         return (
             self._ghosts_fit()
-            and self.ghost1.dfc is None
             and self.conv_dw is None
             and self.se is None
             and self._identity_fits()
@@ -478,7 +478,8 @@ class DeployBottleneck(DeployModule):
         if fast and self.ghost1.cheap_operation.use_native and native.kernel_pays_off("block"):
             y = None
             if self.can_fuse_block:
-                y = native.ghost_block_s1(x, self._fused_weights())
+                dfc = None if self.ghost1.dfc is None else self.ghost1.dfc.values(x, x.shape[-2:])
+                y = native.ghost_block_s1(x, self._fused_weights(), gate=dfc)
             elif self.can_fuse_block_s2:
                 res = self.shortcut_pw.run(self.shortcut_dw.run(x, fast), fast)
                 y = native.ghost_block_s2(x, res, self._fused_weights(), self.conv_dw.weight.shape[-1])

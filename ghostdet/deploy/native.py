@@ -167,9 +167,9 @@ def _open(path: Path) -> ctypes.CDLL:
     fn.argtypes = [p, i, i, i, i, p, p, i, i, i, i, p, i, i, i, i]
     fn = lib.ghostdet_ghost_block_s1
     fn.restype = i
-    fn.argtypes = [p, p, i, i, i, i, i, i, p, p, p, p, p, p, p, p, i, p, i]
+    fn.argtypes = [p, p, *[i] * 6, *[p] * 8, p, i, i, p, p, i, p, i]
     lib.ghostdet_ghost_block_scratch.restype = i64
-    lib.ghostdet_ghost_block_scratch.argtypes = [i, i, i, i]
+    lib.ghostdet_ghost_block_scratch.argtypes = [i, i, i, i, i]
     fn = lib.ghostdet_ghost_block_s2
     fn.restype = i
     fn.argtypes = [p, p, p, i, i, i, i, i, i, i, *[p] * 10, i, p, i]
@@ -501,7 +501,9 @@ def dwconv2d(
     return out if rc == 0 else None
 
 
-def ghost_block_s1(x: Tensor, weights: list[Tensor], band: int = 8) -> Tensor | None:
+def ghost_block_s1(
+    x: Tensor, weights: list[Tensor], band: int = 8, gate: tuple[Tensor, Tensor, Tensor] | None = None
+) -> Tensor | None:
     """A stride-1 Ghost bottleneck without SE and with an identity shortcut, in one native call.
 
     Args:
@@ -511,6 +513,8 @@ def ghost_block_s1(x: Tensor, weights: list[Tensor], band: int = 8) -> Tensor | 
             (ReLU), ghost2's 1x1 and 3x3 depthwise (no ReLU), BatchNorms folded, 1x1 weights as
             (in, out) and depthwise weights taps-major (see ``csrc/ghostblock.c``).
         band: output rows per task (its intermediate rows stay in cache).
+        gate: optional DFC gate ``(g, gy, gx)`` of ghost1's ``(N, 2*M1, H, W)`` output, as
+            :func:`gate_mul` takes it (dense ``g``); ghost2 then takes the gated output.
 
     Returns:
         The block's output (a new channels_last tensor), or ``None`` when the kernel is
@@ -526,14 +530,18 @@ def ghost_block_s1(x: Tensor, weights: list[Tensor], band: int = 8) -> Tensor | 
     _check_weights(weights, [(c, m1), (m1,), (9, m1), (m1,), (2 * m1, m2), (m2,), (9, m2), (m2,)])
     if c != 2 * m2:
         raise ValueError(f"weights do not fit {c} channels: ghost2 gives {2 * m2}")
+    gate_args = _gate_args(gate, n, 2 * m1, h, w)
+    if gate_args is None:
+        return None
     macs = n * h * w * (c * m1 + 9 * m1 + 2 * m1 * m2 + 9 * m2)
     threads = _threads(macs, 4 * PARALLEL_MIN_MACS)
     y = torch.empty_like(x, memory_format=torch.channels_last)
     # per-thread scratch from torch's allocator (no malloc inside the kernel)
-    scratch = torch.empty(threads * lib.ghostdet_ghost_block_scratch(w, m1, m2, band), dtype=torch.float32)
+    per_thread = lib.ghostdet_ghost_block_scratch(w, m1, m2, band, int(gate is not None))
+    scratch = torch.empty(threads * per_thread, dtype=torch.float32)
     ptrs = [t.data_ptr() for t in weights]
     rc = lib.ghostdet_ghost_block_s1(
-        x.data_ptr(), y.data_ptr(), n, h, w, c, m1, m2, *ptrs, band, scratch.data_ptr(), threads
+        x.data_ptr(), y.data_ptr(), n, h, w, c, m1, m2, *ptrs, *gate_args, band, scratch.data_ptr(), threads
     )
     return y if rc == 0 else None
 

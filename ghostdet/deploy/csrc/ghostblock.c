@@ -110,21 +110,68 @@ static inline band_task next_band(int64_t t, int64_t per_img, int band, int rows
     return bt;
 }
 
-/* Floats of scratch one thread needs for bands of `band` rows. */
-int64_t ghostdet_ghost_block_scratch(int W, int M1, int M2, int band) {
-    return (int64_t)(W + 2) * ((int64_t)(2 * band + 6) * M1 + (int64_t)(band + 2) * M2);
+/* The DFC gate as the caller gives it: one image's N x Hg x Wg x C values g (dense) and, for
+ * each row and column of the gated map, the gate row gy[y] and column gx[x] it takes (nearest
+ * upsampling, as torch computes the indices). dst row = src row * g row gy[y], pixel by pixel;
+ * src and dst pixels are `pitch` floats apart, channels [0, C) of each. src may equal dst. */
+typedef struct {
+    const float *g;
+    int Hg, Wg;
+    const int32_t *gy, *gx;
+    int64_t pitch; /* floats between neighbouring gate pixels */
+} dfc_gate;
+
+#define GATE_BLOCK(VT, VW)                                                                        \
+    for (; VW <= GHOSTDET_VW && c + VW <= C; c += VW)                                              \
+        STOREV(VT, d + c, LOADV(VT, s + c) * LOADV(VT, gp + c));
+
+static void gate_row(const float *src, float *dst, int64_t pitch, int W, int C, const float *grow,
+                     int64_t gpitch, const int32_t *gx) {
+    for (int x = 0; x < W; x++) {
+        const float *s = src + (int64_t)x * pitch, *gp = grow + (int64_t)gx[x] * gpitch;
+        float *d = dst + (int64_t)x * pitch;
+        int c = 0;
+        GATE_BLOCK(v16, 16)
+        GATE_BLOCK(v8, 8)
+        GATE_BLOCK(v4, 4)
+        for (; c < C; c++) d[c] = s[c] * gp[c];
+    }
+}
+
+/* The gate row for row y of image n. */
+static inline const float *gate_row_of(const dfc_gate *gt, int n, int y) {
+    return gt->g + ((int64_t)n * gt->Hg + gt->gy[y]) * gt->Wg * gt->pitch;
+}
+
+static int gate_fits(const dfc_gate *gt, int H, int W) {
+    if (!gt->g) return 1;
+    if (gt->Hg < 1 || gt->Wg < 1) return 0;
+    for (int y = 0; y < H; y++)
+        if (gt->gy[y] < 0 || gt->gy[y] >= gt->Hg) return 0;
+    for (int i = 0; i < W; i++)
+        if (gt->gx[i] < 0 || gt->gx[i] >= gt->Wg) return 0;
+    return 1;
+}
+
+/* Floats of scratch one thread needs for bands of `band` rows (with a DFC gate: and a gated
+ * copy of the band's a rows, since the band below computes its b rows from the ungated ones). */
+int64_t ghostdet_ghost_block_scratch(int W, int M1, int M2, int band, int gated) {
+    return (int64_t)(W + 2) * ((int64_t)(2 * band + 6 + (gated ? band + 2 : 0)) * M1 + (int64_t)(band + 2) * M2);
 }
 
 /* x, y: N x H x W x C dense NHWC (C = 2 * M2). w1t: C x M1, d1: 9 x M1, w2t: 2*M1 x M2,
- * d2: 9 x M2 (taps-major). scratch: nthreads * ghostdet_ghost_block_scratch(W, M1, M2, band)
+ * d2: 9 x M2 (taps-major). g: NULL, or a DFC gate on ghost1's output [a b] (see dfc_gate), applied
+ * before ghost2. scratch: nthreads * ghostdet_ghost_block_scratch(W, M1, M2, band, g != NULL)
  * floats, any content. Returns 0, or -1 when unsupported. */
 int ghostdet_ghost_block_s1(const float *x, float *y, int N, int H, int W, int C, int M1, int M2,
                             const float *w1t, const float *b1, const float *d1, const float *bd1,
                             const float *w2t, const float *b2, const float *d2, const float *bd2,
+                            const float *g, int Hg, int Wg, const int32_t *gy, const int32_t *gx,
                             int band, float *scratch, int nthreads) {
-    if (C != 2 * M2 || M1 % 4 || M2 % 4 || band < 1 || nthreads < 1) return -1;
+    const dfc_gate gt = {g, Hg, Wg, gy, gx, 2 * (int64_t)M1};
+    if (C != 2 * M2 || M1 % 4 || M2 % 4 || band < 1 || nthreads < 1 || !gate_fits(&gt, H, W)) return -1;
     const int64_t per_img = (H + band - 1) / band, total = (int64_t)N * per_img;
-    const int64_t Wp = W + 2, per_thread = ghostdet_ghost_block_scratch(W, M1, M2, band);
+    const int64_t Wp = W + 2, per_thread = ghostdet_ghost_block_scratch(W, M1, M2, band, g != NULL);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && total > 1)
 #endif
@@ -135,6 +182,7 @@ int ghostdet_ghost_block_s1(const float *x, float *y, int N, int H, int W, int C
         float *A = scratch + tid * per_thread;
         float *B = A + (int64_t)(band + 4) * Wp * M1;
         float *Pb = B + (int64_t)(band + 2) * Wp * M1;
+        float *GA = Pb + (int64_t)(band + 2) * Wp * M2; /* gated a rows 1 .. R+2 (with a gate) */
         memset(A, 0, sizeof(float) * per_thread);
         int64_t prev = -2; /* the band this thread did last */
 #ifdef _OPENMP
@@ -165,7 +213,7 @@ int ghostdet_ghost_block_s1(const float *x, float *y, int N, int H, int W, int C
             /* b rows y0-1 .. y0+R from a; rows outside the image are not needed as b (p is zero) */
             dw3_s1(A + (int64_t)r0 * Wp * M1, Wp, M1, R + 2 - r0, W, M1, d1, bd1, B + ((int64_t)r0 * Wp + 1) * M1,
                    Wp, M1, NULL, 0, 0, 1);
-            /* p rows y0-1 .. y0+R (zero outside the image) */
+            /* p rows y0-1 .. y0+R (zero outside the image) from g * [a b] */
             for (int r = r0; r < R + 2; r++) {
                 const int iy = y0 - 1 + r;
                 float *row = Pb + (int64_t)r * Wp * M2;
@@ -173,8 +221,16 @@ int ghostdet_ghost_block_s1(const float *x, float *y, int N, int H, int W, int C
                     memset(row, 0, sizeof(float) * Wp * M2);
                     continue;
                 }
-                pointwise(A + ((int64_t)(r + 1) * Wp + 1) * M1, M1, M1, B + ((int64_t)r * Wp + 1) * M1,
-                          M1, M1, w2t, b2, M2, row + M2, M2, W, 0);
+                const float *arow = A + ((int64_t)(r + 1) * Wp + 1) * M1;
+                float *brow = B + ((int64_t)r * Wp + 1) * M1;
+                if (g) { /* b in place (this band's own rows), a into its copy */
+                    const float *grow = gate_row_of(&gt, n, iy);
+                    float *garow = GA + ((int64_t)r * Wp + 1) * M1;
+                    gate_row(arow, garow, M1, W, M1, grow, 2 * M1, gx);
+                    gate_row(brow, brow, M1, W, M1, grow + M1, 2 * M1, gx);
+                    arow = garow;
+                }
+                pointwise(arow, M1, M1, brow, M1, M1, w2t, b2, M2, row + M2, M2, W, 0);
             }
             ghost2_output(Pb, R, W, M2, d2, bd2, xn + (int64_t)y0 * W * C, yn + (int64_t)y0 * W * C);
         }
@@ -312,39 +368,6 @@ int64_t ghostdet_ghost_front_scratch(int N, int W, int M1, int K, int S, int ban
     return (gated ? 2 : 1) * ab + (int64_t)N * 2 * M1;
 }
 
-/* The DFC gate as the caller gives it: one image's N x Hg x Wg x C values g (dense) and, for
- * each row and column of the gated map, the gate row gy[y] and column gx[x] it takes (nearest
- * upsampling, as torch computes the indices). dst row = src row * g row gy[y], pixel by pixel;
- * src and dst pixels are `pitch` floats apart, channels [0, C) of each. src may equal dst. */
-typedef struct {
-    const float *g;
-    int Hg, Wg;
-    const int32_t *gy, *gx;
-    int64_t pitch; /* floats between neighbouring gate pixels */
-} dfc_gate;
-
-#define GATE_BLOCK(VT, VW)                                                                        \
-    for (; VW <= GHOSTDET_VW && c + VW <= C; c += VW)                                              \
-        STOREV(VT, d + c, LOADV(VT, s + c) * LOADV(VT, gp + c));
-
-static void gate_row(const float *src, float *dst, int64_t pitch, int W, int C, const float *grow,
-                     int64_t gpitch, const int32_t *gx) {
-    for (int x = 0; x < W; x++) {
-        const float *s = src + (int64_t)x * pitch, *gp = grow + (int64_t)gx[x] * gpitch;
-        float *d = dst + (int64_t)x * pitch;
-        int c = 0;
-        GATE_BLOCK(v16, 16)
-        GATE_BLOCK(v8, 8)
-        GATE_BLOCK(v4, 4)
-        for (; c < C; c++) d[c] = s[c] * gp[c];
-    }
-}
-
-/* The gate row for row y of image n. */
-static inline const float *gate_row_of(const dfc_gate *gt, int n, int y) {
-    return gt->g + ((int64_t)n * gt->Hg + gt->gy[y]) * gt->Wg * gt->pitch;
-}
-
 /* x (N x H x W, pixels `pitch` floats apart, channels [0, C) gated) *= the gate, in place; the
  * gate's pixels are `gpitch` floats apart (a channel slice of a wider gate). */
 int ghostdet_gate_mul(float *x, int64_t pitch, int N, int H, int W, int C, const float *g, int64_t gpitch,
@@ -370,16 +393,6 @@ int ghostdet_gate_mul(float *x, int64_t pitch, int N, int H, int W, int C, const
 static void add_sums(const float *z, int64_t npix, int C2, float *acc) {
     for (int64_t i = 0; i < npix; i++)
         for (int c = 0; c < C2; c++) acc[c] += z[i * C2 + c];
-}
-
-static int gate_fits(const dfc_gate *gt, int H, int W) {
-    if (!gt->g) return 1;
-    if (gt->Hg < 1 || gt->Wg < 1) return 0;
-    for (int y = 0; y < H; y++)
-        if (gt->gy[y] < 0 || gt->gy[y] >= gt->Hg) return 0;
-    for (int i = 0; i < W; i++)
-        if (gt->gx[i] < 0 || gt->gx[i] >= gt->Wg) return 0;
-    return 1;
 }
 
 /* g: NULL, or the DFC gate of ghost1's output (N x Hg x Wg x 2*M1 dense, with gy[H], gx[W]: see
