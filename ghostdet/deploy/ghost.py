@@ -415,12 +415,7 @@ class DeployBottleneck(DeployModule):
     def _fusable(self) -> bool:
         """The stride-1 fused kernel: no SE, identity shortcut (a DFC gate on ghost1 is applied
         by the kernel)."""
-        return (
-            self._ghosts_fit()
-            and self.conv_dw is None
-            and self.se is None
-            and self._identity_fits()
-        )
+        return self._ghosts_fit() and self.conv_dw is None and self.se is None and self._identity_fits()
 
     def _fusable_s2(self) -> bool:
         """The stride-2 fused kernel: no SE or DFC gate, a conv shortcut (run separately)."""
