@@ -119,13 +119,17 @@ def test_gated_blocks_on_the_front_kernel_match_the_model(builder, threads, band
             with torch.no_grad():
                 ref = m.eval()(x)
                 got = [d._run_fused_se(x, True, band=band)]
-                if d.can_fuse_block:  # stride 1, no SE: also the one-pass kernel
-                    gate = d.ghost1.dfc.values(x, x.shape[-2:])
+                gate = d.ghost1.dfc.values(x, x.shape[-2:])
+                if d.can_fuse_block:  # no SE: also the one-pass kernels
                     got.append(native.ghost_block_s1(x, d._fused_weights(), band=band, gate=gate))
+                if d.can_fuse_block_s2:
+                    res = d.shortcut_pw.run(d.shortcut_dw.run(x, True), True)
+                    k = d.conv_dw.weight.shape[-1]
+                    got.append(native.ghost_block_s2(x, res, d._fused_weights(), k, band=band, gate=gate))
             for y in got:
                 assert y is not None and y.shape == ref.shape
                 assert _rel_err(ref, y) < 1e-5, (shape, type(m).__name__)
-    assert any(d.can_fuse_block for d, _ in pairs)
+    assert any(d.can_fuse_block for d, _ in pairs) and any(d.can_fuse_block_s2 for d, _ in pairs)
 
 
 @pytest.mark.parametrize("builder", [ghostnetv2, ghostnetv3])
@@ -136,7 +140,7 @@ def test_deployed_v2_v3_use_the_gate_kernels(builder, monkeypatch):
     model = randomise_bn(builder().eval(), seed=5)
     deployed = fuse(model)
     calls: dict[str, int] = {}
-    for name in ("dfc_gate", "gate_mul", "ghost_front", "ghost_block_s1"):
+    for name in ("dfc_gate", "gate_mul", "ghost_front", "ghost_block_s1", "ghost_block_s2"):
         real = getattr(native, name)
 
         def counted(*a, _real=real, _name=name, **k):
@@ -152,20 +156,22 @@ def test_deployed_v2_v3_use_the_gate_kernels(builder, monkeypatch):
         monkeypatch.setattr(native, name, counted)
     gates = [m for m in deployed.modules() if isinstance(m, DeployDFCGate)]
     front = [b for b in deployed.modules() if isinstance(b, DeployBottleneck) and b.ghost1.dfc is not None]
-    n_one = sum(b.can_fuse_block for b in front)  # stride 1, no SE: the one-pass kernel
-    n_two = sum(b.can_fuse_block_se and not b.can_fuse_block for b in front)
+    n_s1 = sum(b.can_fuse_block for b in front)  # no SE: the one-pass kernels
+    n_s2 = sum(b.can_fuse_block_s2 for b in front)
+    n_two = sum(b.can_fuse_block_se and not (b.can_fuse_block or b.can_fuse_block_s2) for b in front)
     x = torch.randn(1, 3, 96, 80)
     with torch.no_grad():
         ref, got = model(x), deployed(x)
     assert _rel_err(ref, got) < 1e-4
     want = {
         "dfc_gate": len(gates),
-        "ghost_block_s1": n_one,
+        "ghost_block_s1": n_s1,
+        "ghost_block_s2": n_s2,
         "ghost_front": n_two,
-        "gate_mul": len(front) - n_one - n_two,
+        "gate_mul": len(front) - n_s1 - n_s2 - n_two,
     }
     assert calls == want
-    assert n_one > 0 and n_two > 0 and n_one + n_two < len(front)
+    assert min(n_s1, n_s2, n_two) > 0 and n_s1 + n_s2 + n_two < len(front)
 
 
 def test_gates_follow_the_block_kernel_choice(monkeypatch):

@@ -418,14 +418,9 @@ class DeployBottleneck(DeployModule):
         return self._ghosts_fit() and self.conv_dw is None and self.se is None and self._identity_fits()
 
     def _fusable_s2(self) -> bool:
-        """The stride-2 fused kernel: no SE or DFC gate, a conv shortcut (run separately)."""
-        return (
-            self._ghosts_fit()
-            and self.ghost1.dfc is None
-            and self._dw_fits()
-            and self.se is None
-            and self.shortcut_pw is not None
-        )
+        """The stride-2 fused kernel: no SE, a conv shortcut (run separately); a DFC gate on
+        ghost1 is applied by the kernel."""
+        return self._ghosts_fit() and self._dw_fits() and self.se is None and self.shortcut_pw is not None
 
     def _fusable_se(self) -> bool:
         """The two-pass fused kernels (front, gate, back), stride 1 or 2, for blocks with SE or
@@ -472,12 +467,15 @@ class DeployBottleneck(DeployModule):
         """``forward`` with the fast-path eligibility decided by the caller."""
         if fast and self.ghost1.cheap_operation.use_native and native.kernel_pays_off("block"):
             y = None
+            dfc = None
+            if self.ghost1.dfc is not None and (self.can_fuse_block or self.can_fuse_block_s2):
+                dfc = self.ghost1.dfc.values(x, x.shape[-2:])
             if self.can_fuse_block:
-                dfc = None if self.ghost1.dfc is None else self.ghost1.dfc.values(x, x.shape[-2:])
                 y = native.ghost_block_s1(x, self._fused_weights(), gate=dfc)
             elif self.can_fuse_block_s2:
                 res = self.shortcut_pw.run(self.shortcut_dw.run(x, fast), fast)
-                y = native.ghost_block_s2(x, res, self._fused_weights(), self.conv_dw.weight.shape[-1])
+                k = self.conv_dw.weight.shape[-1]
+                y = native.ghost_block_s2(x, res, self._fused_weights(), k, gate=dfc)
             elif self.can_fuse_block_se:
                 y = self._run_fused_se(x, fast)
             if y is not None:

@@ -172,9 +172,9 @@ def _open(path: Path) -> ctypes.CDLL:
     lib.ghostdet_ghost_block_scratch.argtypes = [i, i, i, i, i]
     fn = lib.ghostdet_ghost_block_s2
     fn.restype = i
-    fn.argtypes = [p, p, p, i, i, i, i, i, i, i, *[p] * 10, i, p, i]
+    fn.argtypes = [p, p, p, *[i] * 7, *[p] * 10, p, i, i, p, p, i, p, i]
     lib.ghostdet_ghost_block_s2_scratch.restype = i64
-    lib.ghostdet_ghost_block_s2_scratch.argtypes = [i, i, i, i, i, i]
+    lib.ghostdet_ghost_block_s2_scratch.argtypes = [i] * 7
     fn = lib.ghostdet_ghost_front
     fn.restype = i
     fn.argtypes = [p, p, p, *[i] * 7, *[p] * 6, p, i, i, p, p, i, p, i]
@@ -547,7 +547,12 @@ def ghost_block_s1(
 
 
 def ghost_block_s2(
-    x: Tensor, res: Tensor, weights: list[Tensor], kernel_size: int, band: int = 8
+    x: Tensor,
+    res: Tensor,
+    weights: list[Tensor],
+    kernel_size: int,
+    band: int = 8,
+    gate: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> Tensor | None:
     """A stride-2 Ghost bottleneck without SE in one native call; its shortcut ``res`` is given.
 
@@ -559,6 +564,8 @@ def ghost_block_s2(
             depthwise conv (no ReLU), ghost2's 1x1 and 3x3 depthwise (no ReLU).
         kernel_size: the stride-2 depthwise kernel (3 or 5, padding ``k // 2``).
         band: output rows per task.
+        gate: optional DFC gate ``(g, gy, gx)`` of ghost1's ``(N, 2*M1, H, W)`` output, as
+            :func:`gate_mul` takes it (dense ``g``), applied before the strided conv.
 
     Returns:
         The block's output, or ``None`` when the native library is unavailable or the inputs do not fit.
@@ -576,10 +583,13 @@ def ghost_block_s2(
         raise ValueError(f"weights do not fit kernel_size {k}: 3 or 5 expected")
     front = [(cin, m1), (m1,), (9, m1), (m1,), (k * k, 2 * m1), (2 * m1,)]
     _check_weights(weights, [*front, (2 * m1, m2), (m2,), (9, m2), (m2,)])
+    gate_args = _gate_args(gate, n, 2 * m1, h, w)
+    if gate_args is None:
+        return None
     macs = n * h * w * (cin * m1 + 9 * m1) + n * oh * ow * (2 * m1 * k * k + 2 * m1 * m2 + 9 * m2)
     threads = _threads(macs, 4 * PARALLEL_MIN_MACS)
     y = torch.empty((n, 2 * m2, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
-    per_thread = lib.ghostdet_ghost_block_s2_scratch(w, ow, m1, m2, k, band)
+    per_thread = lib.ghostdet_ghost_block_s2_scratch(w, ow, m1, m2, k, band, int(gate is not None))
     scratch = torch.empty(threads * per_thread, dtype=torch.float32)
     ptrs = [t.data_ptr() for t in weights]
     rc = lib.ghostdet_ghost_block_s2(
@@ -594,6 +604,7 @@ def ghost_block_s2(
         m2,
         k,
         *ptrs,
+        *gate_args,
         band,
         scratch.data_ptr(),
         threads,

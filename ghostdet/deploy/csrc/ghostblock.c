@@ -295,11 +295,28 @@ static void ghost2_band(const float *z, int jlo, int jhi, int keep, int R, int O
     ghost2_output(PB, R, OW, M2, d2, bd2, res, y);
 }
 
-/* Floats of scratch one thread needs for the stride-2 block (bands of `band` output rows). */
-int64_t ghostdet_ghost_block_s2_scratch(int W, int OW, int M1, int M2, int K, int band) {
-    const int64_t Wab = W + 2 * (K / 2);
-    return (int64_t)(2 * band + K + 4) * Wab * 2 * M1 + (int64_t)(band + 2) * OW * 2 * M1 +
-           (int64_t)(band + 2) * (OW + 2) * M2;
+/* Floats of scratch one thread needs for the stride-2 block (bands of `band` output rows; with a
+ * DFC gate also a gated copy of the [a b] rows, which the next band needs ungated). */
+int64_t ghostdet_ghost_block_s2_scratch(int W, int OW, int M1, int M2, int K, int band, int gated) {
+    const int64_t Wab = W + 2 * (K / 2), ab = (int64_t)(2 * band + K + 4) * Wab * 2 * M1;
+    return (gated ? 2 : 1) * ab + (int64_t)(band + 2) * OW * 2 * M1 + (int64_t)(band + 2) * (OW + 2) * M2;
+}
+
+/* AB rows [i0, i1) (image rows base + i, W pixels of 2*M1 floats from column P on) gated into the
+ * same rows of GAB; rows outside the image are zero. */
+static void gate_ab_rows(const float *AB, float *GAB, int i0, int i1, int base, int H, int W, int P, int M1,
+                         const dfc_gate *gt, int n) {
+    const int C2 = 2 * M1;
+    const int64_t Wab = W + 2 * P;
+    for (int i = i0; i < i1; i++) {
+        const int iy = base + i;
+        float *grow = GAB + (int64_t)i * Wab * C2;
+        if (iy < 0 || iy >= H)
+            memset(grow, 0, sizeof(float) * Wab * C2);
+        else
+            gate_row(AB + ((int64_t)i * Wab + P) * C2, grow + (int64_t)P * C2, C2, W, C2, gate_row_of(gt, n, iy),
+                     C2, gt->gx);
+    }
 }
 
 /* Fused stride-2 Ghost bottleneck without SE; its shortcut is computed by the caller (res):
@@ -311,14 +328,16 @@ int64_t ghostdet_ghost_block_s2_scratch(int W, int OW, int M1, int M2, int K, in
 int ghostdet_ghost_block_s2(const float *x, const float *res, float *y, int N, int H, int W, int Cin,
                             int M1, int M2, int K, const float *w1t, const float *b1, const float *d1,
                             const float *bd1, const float *dzt, const float *dz, const float *w2t,
-                            const float *b2, const float *d2, const float *bd2, int band,
-                            float *scratch, int nthreads) {
-    if ((K != 3 && K != 5) || M1 % 4 || M2 % 4 || band < 1 || nthreads < 1) return -1;
+                            const float *b2, const float *d2, const float *bd2, const float *g, int Hg,
+                            int Wg, const int32_t *gy, const int32_t *gx, int band, float *scratch,
+                            int nthreads) {
+    const dfc_gate gt = {g, Hg, Wg, gy, gx, 2 * (int64_t)M1};
+    if ((K != 3 && K != 5) || M1 % 4 || M2 % 4 || band < 1 || nthreads < 1 || !gate_fits(&gt, H, W)) return -1;
     const int P = K / 2, C2 = 2 * M1, Cout = 2 * M2;
     const int OH = conv_out_size(H, K, 2, P), OW = conv_out_size(W, K, 2, P);
     const int64_t Wab = W + 2 * P;
     const int64_t per_img = (OH + band - 1) / band, total = (int64_t)N * per_img;
-    const int64_t per_thread = ghostdet_ghost_block_s2_scratch(W, OW, M1, M2, K, band);
+    const int64_t per_thread = ghostdet_ghost_block_s2_scratch(W, OW, M1, M2, K, band, g != NULL);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && total > 1)
 #endif
@@ -327,6 +346,7 @@ int ghostdet_ghost_block_s2(const float *x, const float *res, float *y, int N, i
         float *AB = scratch + tid * per_thread;                 /* a|b rows, P zero pixels each side */
         float *Z = AB + (int64_t)(2 * band + K + 4) * Wab * C2; /* z rows */
         float *PB = Z + (int64_t)(band + 2) * OW * C2;          /* p rows, 1 zero pixel each side */
+        float *GAB = PB + (int64_t)(band + 2) * (OW + 2) * M2;  /* gated AB rows (with a gate) */
         memset(AB, 0, sizeof(float) * per_thread);
         int64_t prev = -2; /* the band this thread did last */
 #ifdef _OPENMP
@@ -341,10 +361,13 @@ int ghostdet_ghost_block_s2(const float *x, const float *res, float *y, int N, i
                 memmove(AB, AB + (int64_t)2 * band * Wab * C2, sizeof(float) * (K + 4) * Wab * C2);
                 memmove(PB, PB + (int64_t)band * (OW + 2) * M2, sizeof(float) * 2 * (OW + 2) * M2);
             }
-            s2_fill_ab(x + (int64_t)n * H * W * Cin, H, W, Cin, M1, K, 2 * (oy0 - 1) - P - 1, 2 * R + K + 4,
-                       reuse ? K + 4 : 0, w1t, b1, d1, bd1, AB);
+            const int base = 2 * (oy0 - 1) - P - 1;
+            s2_fill_ab(x + (int64_t)n * H * W * Cin, H, W, Cin, M1, K, base, 2 * R + K + 4, reuse ? K + 4 : 0, w1t,
+                       b1, d1, bd1, AB);
             const int jlo = oy0 - 1 < 0 ? 1 : reuse ? 2 : 0, jhi = oy1 + 1 > OH ? R + 1 : R + 2;
-            s2_z_rows(AB, W, OW, M1, K, jlo, jhi, dzt, dz, Z + (int64_t)jlo * OW * C2, (int64_t)OW * C2);
+            if (g) /* z rows jlo .. jhi-1 read AB rows 2*jlo+1 .. 2*jhi+K-2 */
+                gate_ab_rows(AB, GAB, 2 * jlo + 1, 2 * jhi + K - 1, base, H, W, P, M1, &gt, n);
+            s2_z_rows(g ? GAB : AB, W, OW, M1, K, jlo, jhi, dzt, dz, Z + (int64_t)jlo * OW * C2, (int64_t)OW * C2);
             const int64_t out = ((int64_t)n * OH + oy0) * OW * Cout;
             ghost2_band(Z + (int64_t)jlo * OW * C2, jlo, jhi, reuse ? 2 : 0, R, OW, C2, M2, w2t, b2, d2, bd2, PB,
                         res + out, y + out);
@@ -456,15 +479,7 @@ int ghostdet_ghost_front(const float *x, float *z, float *sums, int N, int H, in
                 const float *ab = buf;
                 if (g) { /* the strided conv reads AB rows 1 .. 2R+K-2: gate them into the copy */
                     float *gab = buf + (int64_t)(2 * band + K) * Wab * C2;
-                    for (int i = 1; i < 2 * R + K - 1; i++) {
-                        const int iy = base + i;
-                        float *grow = gab + (int64_t)i * Wab * C2;
-                        if (iy < 0 || iy >= H)
-                            memset(grow, 0, sizeof(float) * Wab * C2);
-                        else
-                            gate_row(buf + ((int64_t)i * Wab + P) * C2, grow + (int64_t)P * C2, C2, W, C2,
-                                     gate_row_of(&gt, n, iy), C2, gx);
-                    }
+                    gate_ab_rows(buf, gab, 1, 2 * R + K - 1, base, H, W, P, M1, &gt, n);
                     ab = gab;
                 }
                 s2_z_rows(ab, W, OW, M1, K, 0, R, dzt, dz, zb, (int64_t)OW * C2);
