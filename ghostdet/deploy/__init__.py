@@ -27,6 +27,10 @@ with fewer and cheaper operations on CPU:
   read and its output written; with SE (whose gate needs the whole map's mean) or a DFC gate, a
   front call (ghost1, the strided depthwise conv, channel sums) and a back call (ghost2, residual)
   around the gate;
+* on maps of at most ``SMALL_BLOCK_MAX_PIXELS`` pixels (the 14x14 and 7x7 maps of a 224x224
+  input) every other bottleneck, whatever its width, runs whole in one native call
+  (``csrc/smallblock.c``): its ~20 separate ops cost more in per-call overhead than in
+  arithmetic there;
 * the stem (3 input channels) runs on a native direct convolution (``csrc/stemconv.c``);
 * whether the fast kernels may be used is decided once per model call, not once per convolution;
 * the squeeze-excite block runs its two 1x1 convs on the pooled vector as matrix products, and
@@ -68,6 +72,7 @@ from ghostdet.deploy.backend import GEMM_MAX_PIXELS, FusedConv2d, fold_bn
 from ghostdet.deploy.convert import fuse, is_fused
 from ghostdet.deploy.ghost import (
     FUSED_BLOCK_MAX_CHANNELS,
+    SMALL_BLOCK_MAX_PIXELS,
     DeployBottleneck,
     DeployDFCGate,
     DeployGhostModule,
@@ -80,6 +85,7 @@ from ghostdet.runtime import tune_malloc
 __all__ = [
     "FUSED_BLOCK_MAX_CHANNELS",
     "GEMM_MAX_PIXELS",
+    "SMALL_BLOCK_MAX_PIXELS",
     "DeployBottleneck",
     "DeployDFCGate",
     "DeployGhostModule",

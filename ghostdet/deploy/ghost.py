@@ -40,6 +40,7 @@ from ghostdet.models.ghostnetv3 import GhostBottleneckV3, GhostModuleV3
 
 __all__ = [
     "FUSED_BLOCK_MAX_CHANNELS",
+    "SMALL_BLOCK_MAX_PIXELS",
     "DeployBottleneck",
     "DeployDFCGate",
     "DeployGhostModule",
@@ -54,6 +55,11 @@ __all__ = [
 # 40-channel stride 2 0.72x (0.90x), 80 channels 0.77-0.85x (0.84-0.87x); 160 channels 1.7x
 # (2.4x: a 7x7 map is one band, so one thread).
 FUSED_BLOCK_MAX_CHANNELS = 80
+
+# Bottlenecks of any width on maps of at most this many pixels (the 14x14 and 7x7 maps of a
+# 224x224 input) run whole in one native call (csrc/smallblock.c): there the ~20 separate ops
+# of a block cost more in per-call overhead than in arithmetic.
+SMALL_BLOCK_MAX_PIXELS = 256
 
 
 def _fused_op(seq: nn.Sequential) -> FusedConv2d:
@@ -353,6 +359,7 @@ class DeployBottleneck(DeployModule):
         self.can_fuse_block = self._fusable()
         self.can_fuse_block_s2 = self._fusable_s2()
         self.can_fuse_block_se = self._fusable_se()
+        self.can_run_small = self._small_fits()
         # ghost2's primary is a 1x1 conv: it can take its input in parts (see concat_parts)
         # (a gated ghost2 would need its whole input: never in parts; a gated ghost1 gates its halves)
         self.ghost2_by_parts = self.ghost2.primary_conv.gemm_max_pixels > 0 and self.ghost2.dfc is None
@@ -369,7 +376,7 @@ class DeployBottleneck(DeployModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.run(x, fast_path_ok(x))
 
-    def _ghosts_fit(self) -> bool:
+    def _ghosts_fit(self, max_channels: int | None = FUSED_BLOCK_MAX_CHANNELS) -> bool:
         """Whether both Ghost modules fit the native fused kernels (``csrc/ghostblock.c``):
         1x1 primaries and 3x3 depthwise cheap ops (ReLU in ghost1 only), no channel slicing,
         channel counts multiples of 4, and at most ``FUSED_BLOCK_MAX_CHANNELS`` output channels
@@ -391,7 +398,7 @@ class DeployBottleneck(DeployModule):
             and p2.weight.shape[1] == 2 * m1
             and m1 % 4 == 0
             and m2 % 4 == 0
-            and 2 * m2 <= FUSED_BLOCK_MAX_CHANNELS
+            and (max_channels is None or 2 * m2 <= max_channels)
         )
 
     def _dw_fits(self) -> bool:
@@ -430,6 +437,39 @@ class DeployBottleneck(DeployModule):
         if self.conv_dw is not None:
             return self._dw_fits() and self.shortcut_pw is not None
         return self.shortcut_pw is not None or self._identity_fits()
+
+    def _small_fits(self) -> bool:
+        """The whole-block kernel for small maps (``csrc/smallblock.c``): the Ghost modules fit
+        (any width), the strided conv fits, the shortcut is an identity or a native depthwise
+        conv and a 1x1 conv (no ReLU)."""
+        if not self._ghosts_fit(max_channels=None) or (self.conv_dw is not None and not self._dw_fits()):
+            return False
+        if self.shortcut_pw is None:
+            return self._identity_fits()
+        sdw, spw = self.shortcut_dw, self.shortcut_pw
+        k = sdw.weight.shape[-1]
+        stride = [1, 1] if self.conv_dw is None else [2, 2]
+        return (
+            sdw.is_native_dw
+            and sdw.stride == stride
+            and sdw.padding == [k // 2] * 2
+            and spw.gemm_max_pixels > 0
+            and not (sdw.relu or spw.relu)
+        )
+
+    def _run_small(self, x: Tensor) -> Tensor | None:
+        """The whole block in one native call (:data:`SMALL_BLOCK_MAX_PIXELS`)."""
+        se = None
+        if self.se is not None:
+            m = self.se
+            se = [m.reduce_weight, m.reduce_bias, m.expand_weight, m.expand_bias]
+        shortcut, sk = None, 3
+        if self.shortcut_pw is not None:
+            sdw, spw = self.shortcut_dw, self.shortcut_pw
+            shortcut, sk = [sdw.flat_weight(), sdw.bias, spw.flat_weight(), spw.bias], sdw.weight.shape[-1]
+        stride, k = (1, 3) if self.conv_dw is None else (2, self.conv_dw.weight.shape[-1])
+        gate = None if self.ghost1.dfc is None else self.ghost1.dfc.values(x, x.shape[-2:])
+        return native.ghost_block_small(x, self._fused_weights(), stride, k, se, shortcut, sk, gate=gate)
 
     def _fused_weights(self) -> list[Tensor]:
         """The fused kernel's weights, from the modules' own derived-weight caches."""
@@ -478,6 +518,8 @@ class DeployBottleneck(DeployModule):
                 y = native.ghost_block_s2(x, res, self._fused_weights(), k, gate=dfc)
             elif self.can_fuse_block_se:
                 y = self._run_fused_se(x, fast)
+            elif self.can_run_small and x.shape[2] * x.shape[3] <= SMALL_BLOCK_MAX_PIXELS:
+                y = self._run_small(x)
             if y is not None:
                 return y
         # ghost1's primary conv keeps the map size (stride 1, "same" padding)

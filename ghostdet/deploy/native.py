@@ -59,6 +59,7 @@ __all__ = [
     "ghost_back",
     "ghost_block_s1",
     "ghost_block_s2",
+    "ghost_block_small",
     "ghost_front",
     "gate_mul",
     "kernel_choice",
@@ -72,8 +73,8 @@ __all__ = [
 ]
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
-SOURCES = tuple(_CSRC / f for f in ("dwconv.c", "ghostblock.c", "stemconv.c", "dfcgate.c"))  # one library
-HEADERS = (_CSRC / "kernels.h", _CSRC / "pointwise.h")  # included by the sources; part of the cache key
+SOURCES = tuple(_CSRC / f for f in ("dwconv.c", "ghostblock.c", "stemconv.c", "dfcgate.c", "smallblock.c"))
+HEADERS = tuple(_CSRC / f for f in ("kernels.h", "pointwise.h", "gate.h"))  # part of the cache key
 # The library ABI the declarations in _open are written for: GHOSTDET_ABI in csrc/kernels.h.
 ABI = 5
 KERNEL_SIZES = (3, 5, 7)
@@ -183,6 +184,11 @@ def _open(path: Path) -> ctypes.CDLL:
     fn = lib.ghostdet_gate_mul
     fn.restype = i
     fn.argtypes = [p, i64, i, i, i, i, p, i64, i, i, p, p, i]
+    fn = lib.ghostdet_ghost_block_small
+    fn.restype = i
+    fn.argtypes = [p, p, *[i] * 8, *[p] * 6, i, *[p] * 8, i, *[p] * 5, i, i, p, p, p, i]
+    lib.ghostdet_ghost_block_small_scratch.restype = i64
+    lib.ghostdet_ghost_block_small_scratch.argtypes = [i] * 10
     fn = lib.ghostdet_dfc_gate
     fn.restype = i
     fn.argtypes = [p, *[i] * 5, *[p] * 8, i]
@@ -700,6 +706,71 @@ def gate_mul(x: Tensor, g: Tensor, gy: Tensor, gx: Tensor) -> bool:
         return False
     threads = _threads(n * h * w * c)
     return lib.ghostdet_gate_mul(x.data_ptr(), pitch, n, h, w, c, args[1], args[0], *args[2:], threads) == 0
+
+
+def ghost_block_small(
+    x: Tensor,
+    weights: list[Tensor],
+    stride: int,
+    kernel_size: int = 3,
+    se: list[Tensor] | None = None,
+    shortcut: list[Tensor] | None = None,
+    shortcut_kernel: int = 3,
+    gate: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> Tensor | None:
+    """A whole Ghost bottleneck on a small map in one native call (``csrc/smallblock.c``): any
+    width, with or without SE, stride 1 or 2, identity or conv shortcut, optional DFC gate.
+
+    Args:
+        x: ``(N, Cin, H, W)`` float32, dense channels_last.
+        weights: as for :func:`ghost_block_s1` (stride 1) or :func:`ghost_block_s2` (stride 2).
+        stride: 1 or 2.
+        kernel_size: the stride-2 depthwise kernel (3, 5 or 7, padding ``k // 2``).
+        se: ``[reduce_weight (R, 2*M1), reduce_bias, expand_weight (2*M1, R), expand_bias]`` with
+            the hard-sigmoid folded (:class:`ghostdet.deploy.DeploySqueezeExcite`), or ``None``.
+        shortcut: ``[dw (k*k, Cin), dw bias, pw (Cin, 2*M2), pw bias]``, or ``None`` for an identity.
+        shortcut_kernel: the shortcut's depthwise kernel (padding ``k // 2``, the block's stride).
+        gate: optional DFC gate ``(g, gy, gx)`` of ghost1's ``(N, 2*M1, H, W)`` output (dense ``g``).
+
+    Returns:
+        The block's output ``(N, 2*M2, OH, OW)`` channels_last, or ``None`` when the native library
+        is unavailable or the inputs do not fit it.
+    """
+    lib = _lib_for(x)
+    if lib is None:
+        return None
+    n, cin, h, w = x.shape
+    k, m1 = kernel_size, weights[1].numel()
+    s2 = [(k * k, 2 * m1), (2 * m1,)] if stride == 2 else []
+    m2 = weights[len(s2) + 5].numel()
+    _check_weights(weights, [(cin, m1), (m1,), (9, m1), (m1,), *s2, (2 * m1, m2), (m2,), (9, m2), (m2,)])
+    r = 0 if se is None else se[1].numel()
+    if se is not None:
+        _check_weights(se, [(r, 2 * m1), (r,), (2 * m1, r), (2 * m1,)])
+    if shortcut is not None:
+        _check_weights(shortcut, [(shortcut_kernel**2, cin), (cin,), (cin, 2 * m2), (2 * m2,)])
+    gate_args = _gate_args(gate, n, 2 * m1, h, w)
+    if _pixel_pitch(x) != cin or gate_args is None or stride not in (1, 2):
+        return None
+    oh, ow = (conv_out_size(h, k, 2, k // 2), conv_out_size(w, k, 2, k // 2)) if stride == 2 else (h, w)
+    if oh < 1 or ow < 1:
+        return None
+    macs = n * h * w * cin * m1 + n * oh * ow * 2 * m1 * m2
+    threads = _threads(macs, 4 * PARALLEL_MIN_MACS)
+    y = torch.empty((n, 2 * m2, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
+    size = lib.ghostdet_ghost_block_small_scratch(
+        n, h, w, cin, m1, m2, stride, k, r, int(shortcut is not None)
+    )
+    scratch = torch.empty(size, dtype=x.dtype)
+    ptrs = [t.data_ptr() for t in weights]
+    front, back = ptrs[:4] + (ptrs[4:6] if stride == 2 else [0, 0]), ptrs[len(s2) + 4 :]
+    se_ptrs = [0, 0, 0, 0] if se is None else [t.data_ptr() for t in se]
+    sc_ptrs = [0, 0, 0, 0] if shortcut is None else [t.data_ptr() for t in shortcut]
+    rc = lib.ghostdet_ghost_block_small(
+        x.data_ptr(), y.data_ptr(), n, h, w, cin, m1, m2, stride, k, *front, r, *se_ptrs, *back,
+        shortcut_kernel, *sc_ptrs, *gate_args, scratch.data_ptr(), threads,
+    )  # fmt: skip
+    return y if rc == 0 else None
 
 
 def ghost_front(
