@@ -12,6 +12,7 @@ from typing import Any
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import (
     ExtraFPNBlock,
@@ -111,6 +112,7 @@ def fasterrcnn_ghostnet_fpn(
     returned_layers: Sequence[int] | None = None,
     fpn_channels: int = 256,
     backbone: str = "ghostnet",
+    representation_size: int = 1024,
     **kwargs: Any,
 ) -> FasterRCNN:
     """Faster R-CNN with a GhostNet-FPN backbone (the paper's detection setup uses width 1.1).
@@ -126,6 +128,9 @@ def fasterrcnn_ghostnet_fpn(
         returned_layers: trunk stages feeding the FPN (default strides 8/16/32 + a pooled level).
         fpn_channels: channels of the FPN levels (and of the RPN head).
         backbone: backbone family of the trunk.
+        representation_size: width of the box head's two fully connected layers (torchvision:
+            1024); its first layer, ``fpn_channels * 7 * 7`` inputs per sampled RoI, is most of
+            a training step at small inputs. Ignored where ``box_head`` is given.
         **kwargs: passed to :class:`torchvision.models.detection.FasterRCNN`.
     """
     state = None
@@ -149,6 +154,14 @@ def fasterrcnn_ghostnet_fpn(
         "box_roi_pool",
         MultiScaleRoIAlign([str(i) for i in range(n_maps)], output_size=7, sampling_ratio=2),
     )
+    if representation_size < 1:
+        raise ValueError(f"representation_size must be >= 1, got {representation_size}")
+    if "box_head" not in kwargs:
+        side = kwargs["box_roi_pool"].output_size[0]
+        kwargs["box_head"] = TwoMLPHead(fpn_channels * side * side, representation_size)
+        if "box_predictor" not in kwargs:
+            kwargs["box_predictor"] = FastRCNNPredictor(representation_size, num_classes)
+            num_classes = None  # FasterRCNN takes the classes from the predictor
     model = FasterRCNN(backbone, num_classes=num_classes, **kwargs)
     if state is not None:
         load_strict(model, state)
@@ -240,7 +253,9 @@ def retinanet_ghostnet_fpn(
         **kwargs: the structure (``returned_layers=(3, 4, 5)``; ``extra_levels``: ``"p6p7"``,
             ``"pool"`` (one max-pooled level) or ``"none"``; ``anchor_sizes`` per level, default
             4x its stride; ``scales_per_octave=3``; ``aspect_ratios=(0.5, 1.0, 2.0)``;
-            ``head_convs=4``; ``group_norm=32`` groups or ``None``; ``box_loss``, one of
+            ``head_convs=4``; ``group_norm=32`` groups or ``None``; ``separable_head=False``
+            (depthwise + 1x1 head convs, see :func:`~ghostdet.models.retinanet_head.retinanet_head`);
+            ``box_loss``, one of
             :data:`ghostdet.models.retinanet_head.BOX_LOSSES`; ``prior_probability=0.01``), the
             rest to :class:`torchvision.models.detection.RetinaNet`.
     """
@@ -281,6 +296,7 @@ def _retinanet_ghostnet(
     group_norm: int | None = 32,
     box_loss: str = "giou",
     prior_probability: float = 0.01,
+    separable_head: bool = False,
     **kwargs: Any,
 ) -> RetinaNet:
     """RetinaNet on GhostNet-FPN, every structural choice explicit (see :func:`retinanet_ghostnet_fpn`)."""
@@ -296,7 +312,8 @@ def _retinanet_ghostnet(
         state, num_classes = _load_detector_weights(
             weights, progress, num_classes, RETINANET_CLASS_KEY, per_anchor
         )
-        if head_convs and "head.classification_head.conv.0.1.weight" not in state:
+        norm_index = 2 if separable_head else 1  # where a GroupNorm sits in a head layer
+        if head_convs and f"head.classification_head.conv.0.{norm_index}.weight" not in state:
             group_norm = None  # a checkpoint of the original head (no GroupNorm)
         weights_backbone = None
     if num_classes is None:
@@ -328,8 +345,9 @@ def _retinanet_ghostnet(
         anchor_gen = retinanet_anchors(anchor_sizes, scales_per_octave, aspect_ratios)
     if "head" not in kwargs:
         kwargs["head"] = retinanet_head(
-            fpn_channels, per_anchor, num_classes, head_convs, group_norm, box_loss, prior_probability
-        )
+            fpn_channels, per_anchor, num_classes, head_convs, group_norm, box_loss, prior_probability,
+            separable_head,
+        )  # fmt: skip
     model = RetinaNet(backbone, num_classes=num_classes, anchor_generator=anchor_gen, **kwargs)
     if state is not None:
         load_strict(model, state)
