@@ -184,7 +184,10 @@ def fasterrcnn_ghostnet_320_fpn(**kwargs: Any) -> FasterRCNN:
     """Low-resolution Faster R-CNN preset (like torchvision's ``*_320_fpn``), built for CPU speed.
 
     ``min_size=320``, ``max_size=640``, 150 RPN proposals per image at test time (pre and
-    post NMS), ``box_score_thresh=0.05``, and a light FPN: stage ends at strides 16 and 32
+    post NMS), ``box_score_thresh=0.05``, a light box head (128 sampled RoIs per image in
+    training, ``box_batch_size_per_image=128``, and ``representation_size=256``: with
+    torchvision's 512 and 1024 the box head's first layer and RoIAlign's backward were ~3/4 of a
+    training step), and a light FPN: stage ends at strides 16 and 32
     (``returned_layers=[4, 5]``, plus the pooled stride-64 level) with 128 channels
     (``fpn_channels=128``), anchors of 32-512 px (:data:`LOWRES_ANCHOR_SIZES`). At 320 px a
     stride-8 level and 256 channels cost more than the whole trunk: the 3x3 FPN/RPN convs scale
@@ -203,6 +206,8 @@ def fasterrcnn_ghostnet_320_fpn(**kwargs: Any) -> FasterRCNN:
         "rpn_score_thresh": 0.05,
         "box_score_thresh": 0.05,
         "fpn_channels": 128,
+        "box_batch_size_per_image": 128,
+        "representation_size": 256,
     }
     if "returned_layers" not in kwargs:
         defaults["returned_layers"] = [4, 5]
@@ -362,6 +367,7 @@ RETINANET_320_DEFAULTS: dict[str, Any] = {
     "extra_levels": "pool",
     "fpn_channels": 128,
     "head_convs": 2,
+    "separable_head": True,
     "group_norm": 32,
     "box_loss": "giou",
     "fg_iou_thresh": 0.4,
@@ -382,11 +388,13 @@ def retinanet_ghostnet_320_fpn(**kwargs: Any) -> RetinaNet:
     The paper's RetinaNet runs four 256-channel 3x3 convs per branch on five levels: at 128-320
     px inputs that shared head is ~85% of the compute, several times the GhostNet trunk. The
     preset keeps the stride-8 level (small objects need it) but runs a 128-channel pyramid of
-    P3-P5 plus one max-pooled level (``extra_levels="pool"``), two convs per branch with
-    GroupNorm(32), a GIoU box loss and looser anchor matching (foreground IoU >= 0.4, background
-    < 0.3; the paper: 0.5 / 0.4), ``min_size=320``, ``max_size=640``. Anchors: 4x the stride
-    (32-256 px) x 3 octave scales x 3 ratios, the classification prior 0.01. What each choice
-    did on a same-budget run is in the README (*RetinaNet on a CPU budget*).
+    P3-P5 plus one max-pooled level (``extra_levels="pool"``), two depthwise-separable convs per
+    branch (``separable_head=True``: a depthwise 3x3 and a 1x1 conv, ~1/8 of a 3x3 conv's
+    multiply-adds) with GroupNorm(32), a GIoU box loss and looser anchor matching (foreground
+    IoU >= 0.4, background < 0.3; the paper: 0.5 / 0.4), ``min_size=320``, ``max_size=640``.
+    Anchors: 4x the stride (32-256 px) x 3 octave scales x 3 ratios, the classification prior
+    0.01. What each choice did on a same-budget run is in the README (*RetinaNet on a CPU
+    budget*).
 
     Args:
         **kwargs: as for :func:`retinanet_ghostnet_fpn`; they override
