@@ -185,6 +185,21 @@ def test_presets_and_kwargs_reach_torchvision() -> None:
     m2 = fasterrcnn_ghostnet_320_fpn(num_classes=5, width=0.5, min_size=256, box_detections_per_img=7)
     assert m2.transform.min_size == (256,) and m2.roi_heads.detections_per_img == 7
     assert m2.roi_heads.box_predictor.cls_score.out_features == 5
+    # the preset's light box head: 128 sampled RoIs per image, 256-wide layers
+    assert m2.roi_heads.fg_bg_sampler.batch_size_per_image == 128
+    fc6 = m2.roi_heads.box_head.fc6
+    assert (fc6.in_features, fc6.out_features, m2.roi_heads.box_head.fc7.out_features) == (128 * 49, 256, 256)
+    assert m2.roi_heads.box_predictor.cls_score.in_features == 256
+    assert m2.roi_heads.box_predictor.bbox_pred.out_features == 5 * 4
+    tv = fasterrcnn_ghostnet_fpn(num_classes=5, width=0.5)  # torchvision's 512 RoIs, 1024 wide
+    assert tv.roi_heads.fg_bg_sampler.batch_size_per_image == 512
+    assert tv.roi_heads.box_head.fc7.out_features == tv.roi_heads.box_predictor.cls_score.in_features == 1024
+    wide = fasterrcnn_ghostnet_320_fpn(num_classes=5, width=0.5, representation_size=1024)
+    assert wide.roi_heads.box_head.fc6.out_features == 1024
+    with pytest.raises(ValueError, match="representation_size"):
+        fasterrcnn_ghostnet_320_fpn(num_classes=5, representation_size=0)
+    with pytest.raises(ValueError, match="num_classes should be None"):  # torchvision's own check
+        fasterrcnn_ghostnet_fpn(num_classes=5, box_predictor=nn.Identity())
     r = retinanet_ghostnet_fpn(width=0.5)
     assert r.anchor_generator.num_anchors_per_location() == [9] * 5
     assert r.head.classification_head.num_classes == 91

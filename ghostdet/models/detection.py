@@ -12,6 +12,7 @@ from typing import Any
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import (
     ExtraFPNBlock,
@@ -111,6 +112,7 @@ def fasterrcnn_ghostnet_fpn(
     returned_layers: Sequence[int] | None = None,
     fpn_channels: int = 256,
     backbone: str = "ghostnet",
+    representation_size: int = 1024,
     **kwargs: Any,
 ) -> FasterRCNN:
     """Faster R-CNN with a GhostNet-FPN backbone (the paper's detection setup uses width 1.1).
@@ -126,6 +128,9 @@ def fasterrcnn_ghostnet_fpn(
         returned_layers: trunk stages feeding the FPN (default strides 8/16/32 + a pooled level).
         fpn_channels: channels of the FPN levels (and of the RPN head).
         backbone: backbone family of the trunk.
+        representation_size: width of the box head's two fully connected layers (torchvision:
+            1024); its first layer, ``fpn_channels * 7 * 7`` inputs per sampled RoI, is most of
+            a training step at small inputs. Ignored where ``box_head`` is given.
         **kwargs: passed to :class:`torchvision.models.detection.FasterRCNN`.
     """
     state = None
@@ -149,6 +154,14 @@ def fasterrcnn_ghostnet_fpn(
         "box_roi_pool",
         MultiScaleRoIAlign([str(i) for i in range(n_maps)], output_size=7, sampling_ratio=2),
     )
+    if representation_size < 1:
+        raise ValueError(f"representation_size must be >= 1, got {representation_size}")
+    if "box_head" not in kwargs:
+        side = kwargs["box_roi_pool"].output_size[0]
+        kwargs["box_head"] = TwoMLPHead(fpn_channels * side * side, representation_size)
+        if "box_predictor" not in kwargs:
+            kwargs["box_predictor"] = FastRCNNPredictor(representation_size, num_classes)
+            num_classes = None  # FasterRCNN takes the classes from the predictor
     model = FasterRCNN(backbone, num_classes=num_classes, **kwargs)
     if state is not None:
         load_strict(model, state)
@@ -171,7 +184,10 @@ def fasterrcnn_ghostnet_320_fpn(**kwargs: Any) -> FasterRCNN:
     """Low-resolution Faster R-CNN preset (like torchvision's ``*_320_fpn``), built for CPU speed.
 
     ``min_size=320``, ``max_size=640``, 150 RPN proposals per image at test time (pre and
-    post NMS), ``box_score_thresh=0.05``, and a light FPN: stage ends at strides 16 and 32
+    post NMS), ``box_score_thresh=0.05``, a light box head (128 sampled RoIs per image in
+    training, ``box_batch_size_per_image=128``, and ``representation_size=256``: with
+    torchvision's 512 and 1024 the box head's first layer and RoIAlign's backward were ~3/4 of a
+    training step), and a light FPN: stage ends at strides 16 and 32
     (``returned_layers=[4, 5]``, plus the pooled stride-64 level) with 128 channels
     (``fpn_channels=128``), anchors of 32-512 px (:data:`LOWRES_ANCHOR_SIZES`). At 320 px a
     stride-8 level and 256 channels cost more than the whole trunk: the 3x3 FPN/RPN convs scale
@@ -190,6 +206,8 @@ def fasterrcnn_ghostnet_320_fpn(**kwargs: Any) -> FasterRCNN:
         "rpn_score_thresh": 0.05,
         "box_score_thresh": 0.05,
         "fpn_channels": 128,
+        "box_batch_size_per_image": 128,
+        "representation_size": 256,
     }
     if "returned_layers" not in kwargs:
         defaults["returned_layers"] = [4, 5]
@@ -240,7 +258,9 @@ def retinanet_ghostnet_fpn(
         **kwargs: the structure (``returned_layers=(3, 4, 5)``; ``extra_levels``: ``"p6p7"``,
             ``"pool"`` (one max-pooled level) or ``"none"``; ``anchor_sizes`` per level, default
             4x its stride; ``scales_per_octave=3``; ``aspect_ratios=(0.5, 1.0, 2.0)``;
-            ``head_convs=4``; ``group_norm=32`` groups or ``None``; ``box_loss``, one of
+            ``head_convs=4``; ``group_norm=32`` groups or ``None``; ``separable_head=False``
+            (depthwise + 1x1 head convs, see :func:`~ghostdet.models.retinanet_head.retinanet_head`);
+            ``box_loss``, one of
             :data:`ghostdet.models.retinanet_head.BOX_LOSSES`; ``prior_probability=0.01``), the
             rest to :class:`torchvision.models.detection.RetinaNet`.
     """
@@ -281,6 +301,7 @@ def _retinanet_ghostnet(
     group_norm: int | None = 32,
     box_loss: str = "giou",
     prior_probability: float = 0.01,
+    separable_head: bool = False,
     **kwargs: Any,
 ) -> RetinaNet:
     """RetinaNet on GhostNet-FPN, every structural choice explicit (see :func:`retinanet_ghostnet_fpn`)."""
@@ -296,7 +317,8 @@ def _retinanet_ghostnet(
         state, num_classes = _load_detector_weights(
             weights, progress, num_classes, RETINANET_CLASS_KEY, per_anchor
         )
-        if head_convs and "head.classification_head.conv.0.1.weight" not in state:
+        norm_index = 2 if separable_head else 1  # where a GroupNorm sits in a head layer
+        if head_convs and f"head.classification_head.conv.0.{norm_index}.weight" not in state:
             group_norm = None  # a checkpoint of the original head (no GroupNorm)
         weights_backbone = None
     if num_classes is None:
@@ -328,8 +350,9 @@ def _retinanet_ghostnet(
         anchor_gen = retinanet_anchors(anchor_sizes, scales_per_octave, aspect_ratios)
     if "head" not in kwargs:
         kwargs["head"] = retinanet_head(
-            fpn_channels, per_anchor, num_classes, head_convs, group_norm, box_loss, prior_probability
-        )
+            fpn_channels, per_anchor, num_classes, head_convs, group_norm, box_loss, prior_probability,
+            separable_head,
+        )  # fmt: skip
     model = RetinaNet(backbone, num_classes=num_classes, anchor_generator=anchor_gen, **kwargs)
     if state is not None:
         load_strict(model, state)
@@ -344,6 +367,7 @@ RETINANET_320_DEFAULTS: dict[str, Any] = {
     "extra_levels": "pool",
     "fpn_channels": 128,
     "head_convs": 2,
+    "separable_head": True,
     "group_norm": 32,
     "box_loss": "giou",
     "fg_iou_thresh": 0.4,
@@ -364,11 +388,13 @@ def retinanet_ghostnet_320_fpn(**kwargs: Any) -> RetinaNet:
     The paper's RetinaNet runs four 256-channel 3x3 convs per branch on five levels: at 128-320
     px inputs that shared head is ~85% of the compute, several times the GhostNet trunk. The
     preset keeps the stride-8 level (small objects need it) but runs a 128-channel pyramid of
-    P3-P5 plus one max-pooled level (``extra_levels="pool"``), two convs per branch with
-    GroupNorm(32), a GIoU box loss and looser anchor matching (foreground IoU >= 0.4, background
-    < 0.3; the paper: 0.5 / 0.4), ``min_size=320``, ``max_size=640``. Anchors: 4x the stride
-    (32-256 px) x 3 octave scales x 3 ratios, the classification prior 0.01. What each choice
-    did on a same-budget run is in the README (*RetinaNet on a CPU budget*).
+    P3-P5 plus one max-pooled level (``extra_levels="pool"``), two depthwise-separable convs per
+    branch (``separable_head=True``: a depthwise 3x3 and a 1x1 conv, ~1/8 of a 3x3 conv's
+    multiply-adds) with GroupNorm(32), a GIoU box loss and looser anchor matching (foreground
+    IoU >= 0.4, background < 0.3; the paper: 0.5 / 0.4), ``min_size=320``, ``max_size=640``.
+    Anchors: 4x the stride (32-256 px) x 3 octave scales x 3 ratios, the classification prior
+    0.01. What each choice did on a same-budget run is in the README (*RetinaNet on a CPU
+    budget*).
 
     Args:
         **kwargs: as for :func:`retinanet_ghostnet_fpn`; they override

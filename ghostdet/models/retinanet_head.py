@@ -4,14 +4,14 @@ torchvision's :class:`~torchvision.models.detection.retinanet.RetinaNetHead` alw
 3x3 convs per branch and runs them on every pyramid level; at 128-320 px inputs that shared head,
 not the trunk, is most of the detector's compute. :func:`retinanet_head` builds the same module
 (same parameter names, so checkpoints and ONNX export work unchanged) with a chosen depth,
-optional GroupNorm (as torchvision's ``retinanet_resnet50_fpn_v2``), the box loss and the
-classification prior.
+optional GroupNorm (as torchvision's ``retinanet_resnet50_fpn_v2``), optionally depthwise-separable
+convs, the box loss and the classification prior.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from torch import Tensor, nn
@@ -33,6 +33,7 @@ def retinanet_head(
     group_norm: int | None = None,
     box_loss: str = "l1",
     prior_probability: float = 0.01,
+    separable: bool = False,
 ) -> RetinaNetHead:
     """A torchvision RetinaNet head with ``num_convs`` convs per branch.
 
@@ -46,6 +47,9 @@ def retinanet_head(
         box_loss: one of :data:`BOX_LOSSES` (torchvision's v1 head: ``"l1"``, v2: ``"giou"``).
         prior_probability: initial foreground probability of every anchor (the focal loss
             paper: 0.01); sets the classification bias.
+        separable: each of the ``num_convs`` layers is a depthwise 3x3 conv followed by a 1x1
+            conv (then the norm and ReLU) instead of a full 3x3 conv: ~1/8 of the multiply-adds
+            at 128 channels. The predictors (``cls_logits``, ``bbox_reg``) stay 3x3 convs.
     """
     if not 0 <= num_convs <= 4:
         raise ValueError(f"num_convs must be in 0..4, got {num_convs}")
@@ -59,11 +63,25 @@ def retinanet_head(
     head = RetinaNetHead(in_channels, num_anchors, num_classes, norm_layer=norm_layer)
     for branch in (head.classification_head, head.regression_head):
         branch.conv = branch.conv[:num_convs]
+        if separable:
+            layers = [_separable_layer(in_channels, norm_layer) for _ in range(num_convs)]
+            branch.conv = nn.Sequential(*layers)
     nn.init.constant_(
         head.classification_head.cls_logits.bias, -math.log((1 - prior_probability) / prior_probability)
     )
     head.regression_head._loss_type = box_loss
     return head
+
+
+def _separable_layer(channels: int, norm_layer: Callable[..., nn.Module] | None) -> nn.Sequential:
+    """Depthwise 3x3 conv, 1x1 conv, optional norm, ReLU (indices 0, 1, [2,] last)."""
+    depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+    pointwise = nn.Conv2d(channels, channels, 1, bias=norm_layer is None)
+    nn.init.normal_(pointwise.weight, std=0.01)  # torchvision's head init; the depthwise keeps its own
+    if pointwise.bias is not None:
+        nn.init.zeros_(pointwise.bias)
+    norm = [] if norm_layer is None else [norm_layer(channels)]
+    return nn.Sequential(depthwise, pointwise, *norm, nn.ReLU(inplace=True))
 
 
 def retinanet_anchors(
