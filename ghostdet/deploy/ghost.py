@@ -138,9 +138,9 @@ class DeployDFCGate(DeployModule):
 
     def forward(self, out: Tensor, x: Tensor, fast: bool = False) -> Tensor:
         """Gate ``out`` (the Ghost module's output, written in place on the fast path) by ``x``."""
-        return self.apply([out], x, fast)[0]
+        return self.gate_parts([out], x, fast)[0]
 
-    def apply(self, parts: list[Tensor], x: Tensor, fast: bool) -> list[Tensor]:
+    def gate_parts(self, parts: list[Tensor], x: Tensor, fast: bool) -> list[Tensor]:
         """Gate the Ghost module's output given as channel parts (``cat(parts, dim=1)``, e.g. its
         primary and cheap halves), each part in place on the fast path."""
         size = parts[0].shape[-2:]
@@ -529,7 +529,7 @@ class DeployBottleneck(DeployModule):
             a = self.ghost1.primary_conv.run(x, fast)
             b = self.ghost1.cheap_operation.run(a, fast)
             if self.ghost1.dfc is not None:
-                a, b = self.ghost1.dfc.apply([a, b], x, fast)
+                a, b = self.ghost1.dfc.gate_parts([a, b], x, fast)
             if self.conv_dw is not None:
                 a, b = self.conv_dw_a.run(a, fast), self.conv_dw_b.run(b, fast)
             parts = [a, b]
