@@ -21,6 +21,7 @@ from torchvision.ops.feature_pyramid_network import (
 )
 
 from ghostdet.models.arguments import check_builder_args
+from ghostdet.models.atss import ATSSRetinaNet
 from ghostdet.models.family import get_family
 from ghostdet.models.fpn import ghostnet_fpn_backbone
 from ghostdet.models.registry import register_model
@@ -281,6 +282,10 @@ def retinanet_ghostnet_fpn(
 #: convs on the top level (the paper's P6/P7), ``pool`` one max-pooled level, ``none`` nothing.
 EXTRA_LEVELS = {"p6p7": 2, "pool": 1, "none": 0}
 
+#: anchor assignment in training: ``iou`` torchvision's fixed IoU thresholds (``fg_iou_thresh``,
+#: ``bg_iou_thresh``), ``atss`` adaptive training sample selection (:mod:`ghostdet.models.atss`).
+MATCHERS = ("iou", "atss")
+
 
 def _retinanet_ghostnet(
     *,
@@ -302,11 +307,15 @@ def _retinanet_ghostnet(
     box_loss: str = "giou",
     prior_probability: float = 0.01,
     separable_head: bool = False,
+    matcher: str = "iou",
+    atss_topk: int = 9,
     **kwargs: Any,
 ) -> RetinaNet:
     """RetinaNet on GhostNet-FPN, every structural choice explicit (see :func:`retinanet_ghostnet_fpn`)."""
     if extra_levels not in EXTRA_LEVELS:
         raise ValueError(f"extra_levels must be one of {', '.join(EXTRA_LEVELS)}, got {extra_levels!r}")
+    if matcher not in MATCHERS:
+        raise ValueError(f"matcher must be one of {', '.join(MATCHERS)}, got {matcher!r}")
     anchor_gen: AnchorGenerator | None = kwargs.pop("anchor_generator", None)
     if anchor_gen is not None:
         per_anchor = anchor_gen.num_anchors_per_location()[0]
@@ -353,7 +362,12 @@ def _retinanet_ghostnet(
             fpn_channels, per_anchor, num_classes, head_convs, group_norm, box_loss, prior_probability,
             separable_head,
         )  # fmt: skip
-    model = RetinaNet(backbone, num_classes=num_classes, anchor_generator=anchor_gen, **kwargs)
+    if matcher == "atss":
+        model = ATSSRetinaNet(
+            backbone, num_classes=num_classes, anchor_generator=anchor_gen, atss_topk=atss_topk, **kwargs
+        )
+    else:
+        model = RetinaNet(backbone, num_classes=num_classes, anchor_generator=anchor_gen, **kwargs)
     if state is not None:
         load_strict(model, state)
     return model
