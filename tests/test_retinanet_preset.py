@@ -243,3 +243,35 @@ def test_retinanet_320_recipe() -> None:
         pytest.skip("the retinanet_320 detector alias is not registered")
     cfg = config.load_config(config.CONFIG_DIR / "retinanet_320_ghostnet_synthetic.yaml")
     _same_structure(build_model(cfg, 5), retinanet_ghostnet_320_fpn(num_classes=5))
+
+
+@pytest.mark.parametrize("box_loss", ["giou", "l1", "smooth_l1", "diou", "ciou"])
+def test_batched_head_loss_equals_torchvision_per_image_loss(box_loss: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    head = retinanet_head(32, 3, 5, num_convs=1, group_norm=8, box_loss=box_loss)
+    num_anchors = 60
+    targets, anchors, matched = [], [], []
+    for n in (3, 0, 1, 2):  # an image without boxes among them
+        xy = torch.rand(n, 2, generator=g) * 50
+        targets.append({"boxes": torch.cat([xy, xy + 5 + 20 * torch.rand(n, 2, generator=g)], 1),
+                        "labels": torch.randint(0, 5, (n,), generator=g)})  # fmt: skip
+        axy = torch.rand(num_anchors, 2, generator=g) * 50
+        anchors.append(torch.cat([axy, axy + 8 + 16 * torch.rand(num_anchors, 2, generator=g)], 1))
+        # foreground box indices, background (-1) and ignored (-2) anchors
+        m = torch.randint(-2, max(n, 1), (num_anchors,), generator=g) if n else torch.full((num_anchors,), -1)
+        matched.append(m)
+    outputs = {
+        "cls_logits": torch.randn(4, num_anchors, 5, generator=g, requires_grad=True),
+        "bbox_regression": (0.3 * torch.randn(4, num_anchors, 4, generator=g)).requires_grad_(),
+    }
+    got = head.compute_loss(targets, outputs, anchors, matched)
+    want = RetinaNetHead.compute_loss(head, targets, outputs, anchors, matched)
+    for key in ("classification", "bbox_regression"):
+        assert torch.allclose(got[key], want[key], rtol=1e-5, atol=1e-6), key
+        (g_got,) = torch.autograd.grad(
+            got[key], outputs["cls_logits" if key == "classification" else "bbox_regression"]
+        )
+        (g_want,) = torch.autograd.grad(
+            want[key], outputs["cls_logits" if key == "classification" else "bbox_regression"]
+        )
+        assert torch.allclose(g_got, g_want, rtol=1e-4, atol=1e-7), key

@@ -262,8 +262,9 @@ def retinanet_ghostnet_fpn(
             ``head_convs=4``; ``group_norm=32`` groups or ``None``; ``separable_head=False``
             (depthwise + 1x1 head convs, see :func:`~ghostdet.models.retinanet_head.retinanet_head`);
             ``box_loss``, one of
-            :data:`ghostdet.models.retinanet_head.BOX_LOSSES`; ``prior_probability=0.01``), the
-            rest to :class:`torchvision.models.detection.RetinaNet`.
+            :data:`ghostdet.models.retinanet_head.BOX_LOSSES`; ``prior_probability=0.01``;
+            ``matcher``, one of :data:`MATCHERS`, and ``atss_topk=9``), the rest to
+            :class:`torchvision.models.detection.RetinaNet`.
     """
     return _retinanet_ghostnet(
         weights=weights,
