@@ -123,7 +123,7 @@ def _batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
 
 def test_atss_retinanet_uses_atss_in_training_and_keeps_the_state_dict(tmp_path) -> None:
     torch.manual_seed(0)
-    model = retinanet_ghostnet_320_fpn(num_classes=4, matcher="atss", **SMALL).train()
+    model = retinanet_ghostnet_320_fpn(num_classes=4, **SMALL).train()  # the preset's default
     assert isinstance(model, ATSSRetinaNet) and model.atss_topk == 9
     calls = []
     model.proposal_matcher = lambda *a: calls.append(a)  # the IoU matcher must not be asked
@@ -137,9 +137,9 @@ def test_atss_retinanet_uses_atss_in_training_and_keeps_the_state_dict(tmp_path)
     assert not missing, missing
     # the same parameters as the IoU-matched preset: checkpoints load either way
     torch.save(model.state_dict(), tmp_path / "atss.pth")
-    plain = retinanet_ghostnet_320_fpn(num_classes=4, weights=tmp_path / "atss.pth", **SMALL)
+    plain = retinanet_ghostnet_320_fpn(num_classes=4, weights=tmp_path / "atss.pth", matcher="iou", **SMALL)
     assert type(plain).__name__ == "RetinaNet"
-    again = retinanet_ghostnet_320_fpn(num_classes=4, weights=tmp_path / "atss.pth", matcher="atss", **SMALL)
+    again = retinanet_ghostnet_320_fpn(num_classes=4, weights=tmp_path / "atss.pth", **SMALL)
     assert isinstance(again, ATSSRetinaNet)
     with torch.no_grad():
         out = again.eval()(images[:1])
@@ -148,7 +148,14 @@ def test_atss_retinanet_uses_atss_in_training_and_keeps_the_state_dict(tmp_path)
 
 def test_atss_retinanet_loss_equals_the_head_loss_on_atss_matches() -> None:
     torch.manual_seed(0)
-    model = retinanet_ghostnet_320_fpn(num_classes=4, matcher="atss", atss_topk=5, **SMALL).train()
+    model = retinanet_ghostnet_320_fpn(
+        num_classes=4,
+        atss_topk=5,
+        anchor_scale=4,
+        scales_per_octave=3,
+        aspect_ratios=(0.5, 1.0, 2.0),
+        **SMALL,
+    ).train()
     images, targets = _batch()
     captured = {}
     original = model.head.compute_loss

@@ -11,6 +11,7 @@ from torch import nn
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.retinanet import RetinaNetHead
 
+from ghostdet.models.atss import ATSSRetinaNet
 from ghostdet.models.detection import retinanet_ghostnet_320_fpn, retinanet_ghostnet_fpn
 from ghostdet.models.retinanet_head import retinanet_anchors, retinanet_head
 
@@ -53,10 +54,20 @@ def test_preset_structure() -> None:
         assert all(isinstance(layer[2], nn.GroupNorm) and layer[2].num_groups == 32 for layer in branch.conv)
     assert head.regression_head._loss_type == "giou"
     assert head.classification_head.cls_logits.bias[0].item() == pytest.approx(-math.log(99), rel=1e-6)
-    assert (model.proposal_matcher.high_threshold, model.proposal_matcher.low_threshold) == (0.4, 0.3)
-    # anchors 4x the stride (32-256) x 3 octave scales x 3 ratios
-    assert model.anchor_generator.sizes == ((32, 40, 50), (64, 80, 101), (128, 161, 203), (256, 322, 406))
-    assert model.anchor_generator.num_anchors_per_location() == [9] * 4
+    # ATSS assignment with one square anchor per location, 8x the stride
+    assert isinstance(model, ATSSRetinaNet) and model.atss_topk == 9
+    assert model.anchor_generator.sizes == ((64,), (128,), (256,), (512,))
+    assert model.anchor_generator.aspect_ratios == ((1.0,),) * 4
+    # matcher="iou" with the paper's anchors: IoU matching at 0.4 / 0.3
+    iou = retinanet_ghostnet_320_fpn(
+        num_classes=5, matcher="iou", anchor_scale=4, scales_per_octave=3, aspect_ratios=(0.5, 1.0, 2.0)
+    )
+    assert type(iou) is RetinaNet
+    assert (iou.proposal_matcher.high_threshold, iou.proposal_matcher.low_threshold) == (0.4, 0.3)
+    assert iou.anchor_generator.sizes == ((32, 40, 50), (64, 80, 101), (128, 161, 203), (256, 322, 406))
+    assert iou.anchor_generator.num_anchors_per_location() == [9] * 4
+    with pytest.raises(ValueError, match="anchor_scale"):
+        retinanet_ghostnet_320_fpn(anchor_scale=0)
 
 
 def test_default_retinanet_keeps_the_paper_pyramid() -> None:
@@ -134,9 +145,10 @@ def test_preset_overrides_and_errors() -> None:
         group_norm=None, box_loss="l1", **SMALL,
     )  # fmt: skip
     assert len(_levels(model)) == 3
-    assert model.anchor_generator.num_anchors_per_location() == [3] * 3
+    assert model.anchor_generator.num_anchors_per_location() == [1] * 3
+    assert model.anchor_generator.sizes == ((24,), (48,), (96,))
     assert len(model.head.classification_head.conv) == 0
-    assert model.head.classification_head.cls_logits.out_channels == 3 * 3
+    assert model.head.classification_head.cls_logits.out_channels == 3
     with pytest.raises(ValueError, match="anchor_sizes"):
         retinanet_ghostnet_320_fpn(anchor_sizes=(32, 64))
     with pytest.raises(ValueError, match="extra_levels"):
@@ -166,6 +178,13 @@ def test_separable_head_layers() -> None:
     x = torch.randn(2, 64, 9, 9)
     layer = head.classification_head.conv[0]
     assert torch.allclose(layer(x), torch.relu(layer[2](layer[1](layer[0](x)))))
+    # a 5x5 depthwise kernel keeps the map size
+    wide = retinanet_head(64, 3, 7, num_convs=2, group_norm=16, separable=True, separable_kernel=5)
+    dw = wide.regression_head.conv[1][0]
+    assert (dw.kernel_size, dw.padding, dw.groups) == ((5, 5), (2, 2), 64)
+    assert wide.regression_head.conv(x).shape == x.shape
+    with pytest.raises(ValueError, match="separable_kernel"):
+        retinanet_head(64, 3, 7, separable=True, separable_kernel=4)
 
 
 def test_separable_checkpoints_load_with_or_without_group_norm(tmp_path) -> None:
@@ -219,8 +238,12 @@ def _same_structure(a: RetinaNet, b: RetinaNet) -> None:
     assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
     assert a.anchor_generator.sizes == b.anchor_generator.sizes
     assert a.head.regression_head._loss_type == b.head.regression_head._loss_type
-    for attr in ("high_threshold", "low_threshold"):
-        assert getattr(a.proposal_matcher, attr) == getattr(b.proposal_matcher, attr)
+    assert type(a) is type(b)
+    if isinstance(a, ATSSRetinaNet):
+        assert a.atss_topk == b.atss_topk
+    else:
+        for attr in ("high_threshold", "low_threshold"):
+            assert getattr(a.proposal_matcher, attr) == getattr(b.proposal_matcher, attr)
 
 
 def test_make_train_recipe_trains_the_preset_structure() -> None:
@@ -230,8 +253,7 @@ def test_make_train_recipe_trains_the_preset_structure() -> None:
     cfg = load_config(CONFIG_DIR / "retinanet_ghostnet_synthetic.yaml")
     assert cfg.detector == "retinanet"
     model = build_model(cfg, 5)
-    # the recipe predates the preset's separable head (make train not re-measured with it)
-    _same_structure(model, retinanet_ghostnet_320_fpn(num_classes=5, separable_head=False))
+    _same_structure(model, retinanet_ghostnet_320_fpn(num_classes=5))
     assert (model.transform.min_size, model.transform.max_size) == ((128,), 128)
 
 

@@ -256,15 +256,17 @@ def retinanet_ghostnet_fpn(
         fpn_channels: channels of the FPN levels and thus of the shared RetinaNet head (256 as in
             the paper; 128 cuts the head, most of RetinaNet's compute at small inputs, by ~4x).
         backbone: backbone family of the trunk.
-        **kwargs: the structure (``returned_layers=(3, 4, 5)``; ``extra_levels``: ``"p6p7"``,
-            ``"pool"`` (one max-pooled level) or ``"none"``; ``anchor_sizes`` per level, default
-            4x its stride; ``scales_per_octave=3``; ``aspect_ratios=(0.5, 1.0, 2.0)``;
-            ``head_convs=4``; ``group_norm=32`` groups or ``None``; ``separable_head=False``
-            (depthwise + 1x1 head convs, see :func:`~ghostdet.models.retinanet_head.retinanet_head`);
-            ``box_loss``, one of
-            :data:`ghostdet.models.retinanet_head.BOX_LOSSES`; ``prior_probability=0.01``;
-            ``matcher``, one of :data:`MATCHERS`, and ``atss_topk=9``), the rest to
-            :class:`torchvision.models.detection.RetinaNet`.
+        **kwargs: the structure, the rest to :class:`torchvision.models.detection.RetinaNet`:
+            ``returned_layers=(3, 4, 5)``; ``extra_levels``: ``"p6p7"``, ``"pool"`` (one
+            max-pooled level) or ``"none"``; ``anchor_sizes`` per level, default
+            ``anchor_scale=4`` times its stride; ``scales_per_octave=3``;
+            ``aspect_ratios=(0.5, 1.0, 2.0)``; ``head_convs=4``; ``group_norm=32`` groups or
+            ``None``; ``separable_head=False`` and ``separable_kernel=3`` (depthwise + 1x1 head
+            convs, see :func:`~ghostdet.models.retinanet_head.retinanet_head`); ``box_loss``, one
+            of :data:`ghostdet.models.retinanet_head.BOX_LOSSES`; ``prior_probability=0.01``;
+            ``matcher``, one of :data:`MATCHERS` (``"iou"``: torchvision's ``fg_iou_thresh`` /
+            ``bg_iou_thresh``; ``"atss"``: :class:`~ghostdet.models.atss.ATSSRetinaNet`) and
+            ``atss_topk=9``.
     """
     return _retinanet_ghostnet(
         weights=weights,
@@ -301,6 +303,7 @@ def _retinanet_ghostnet(
     extra_levels: str = "p6p7",
     fpn_channels: int = 256,
     anchor_sizes: Sequence[int] | None = None,
+    anchor_scale: float = 4.0,
     scales_per_octave: int = 3,
     aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
     head_convs: int = 4,
@@ -308,6 +311,7 @@ def _retinanet_ghostnet(
     box_loss: str = "giou",
     prior_probability: float = 0.01,
     separable_head: bool = False,
+    separable_kernel: int = 3,
     matcher: str = "iou",
     atss_topk: int = 9,
     **kwargs: Any,
@@ -352,7 +356,9 @@ def _retinanet_ghostnet(
         strides = backbone.body.strides
         strides = strides + [strides[-1] * 2**i for i in range(1, EXTRA_LEVELS[extra_levels] + 1)]
         if anchor_sizes is None:
-            anchor_sizes = [4 * s for s in strides]  # 32-512 for P3-P7, as in the paper
+            anchor_sizes = [round(anchor_scale * s) for s in strides]  # 4: 32-512 for P3-P7, the paper
+        if anchor_scale <= 0:
+            raise ValueError(f"anchor_scale must be > 0, got {anchor_scale}")
         if len(anchor_sizes) != len(strides):
             raise ValueError(
                 f"{len(anchor_sizes)} anchor_sizes for the {len(strides)} levels (strides {strides})"
@@ -361,7 +367,7 @@ def _retinanet_ghostnet(
     if "head" not in kwargs:
         kwargs["head"] = retinanet_head(
             fpn_channels, per_anchor, num_classes, head_convs, group_norm, box_loss, prior_probability,
-            separable_head,
+            separable_head, separable_kernel,
         )  # fmt: skip
     if matcher == "atss":
         model = ATSSRetinaNet(
@@ -385,6 +391,10 @@ RETINANET_320_DEFAULTS: dict[str, Any] = {
     "separable_head": True,
     "group_norm": 32,
     "box_loss": "giou",
+    "matcher": "atss",
+    "anchor_scale": 8.0,
+    "scales_per_octave": 1,
+    "aspect_ratios": (1.0,),
     "fg_iou_thresh": 0.4,
     "bg_iou_thresh": 0.3,
 }
@@ -405,11 +415,13 @@ def retinanet_ghostnet_320_fpn(**kwargs: Any) -> RetinaNet:
     preset keeps the stride-8 level (small objects need it) but runs a 128-channel pyramid of
     P3-P5 plus one max-pooled level (``extra_levels="pool"``), two depthwise-separable convs per
     branch (``separable_head=True``: a depthwise 3x3 and a 1x1 conv, ~1/8 of a 3x3 conv's
-    multiply-adds) with GroupNorm(32), a GIoU box loss and looser anchor matching (foreground
-    IoU >= 0.4, background < 0.3; the paper: 0.5 / 0.4), ``min_size=320``, ``max_size=640``.
-    Anchors: 4x the stride (32-256 px) x 3 octave scales x 3 ratios, the classification prior
-    0.01. What each choice did on a same-budget run is in the README (*RetinaNet on a CPU
-    budget*).
+    multiply-adds) with GroupNorm(32), a GIoU box loss, ``min_size=320``, ``max_size=640``.
+    Training assigns anchors by ATSS (``matcher="atss"``, :mod:`ghostdet.models.atss`) instead
+    of fixed IoU thresholds, with one square anchor per location, 8x the stride (64-512 px), as
+    in the ATSS paper; the classification prior is 0.01. ``matcher="iou"`` falls back to IoU
+    matching at foreground >= 0.4, background < 0.3 (the paper: 0.5 / 0.4), best with the
+    paper's anchors (``anchor_scale=4, scales_per_octave=3, aspect_ratios=(0.5, 1.0, 2.0)``).
+    What each choice did on a same-budget run is in the README (*RetinaNet on a CPU budget*).
 
     Args:
         **kwargs: as for :func:`retinanet_ghostnet_fpn`; they override
