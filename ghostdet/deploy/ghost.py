@@ -468,8 +468,13 @@ class DeployBottleneck(DeployModule):
             sdw, spw = self.shortcut_dw, self.shortcut_pw
             shortcut, sk = [sdw.flat_weight(), sdw.bias, spw.flat_weight(), spw.bias], sdw.weight.shape[-1]
         stride, k = (1, 3) if self.conv_dw is None else (2, self.conv_dw.weight.shape[-1])
-        gate = None if self.ghost1.dfc is None else self.ghost1.dfc.values(x, x.shape[-2:])
-        return native.ghost_block_small(x, self._fused_weights(), stride, k, se, shortcut, sk, gate=gate)
+        return native.ghost_block_small(
+            x, self._fused_weights(), stride, k, se, shortcut, sk, gate=self._gate_values(x)
+        )
+
+    def _gate_values(self, x: Tensor) -> Tensor | None:
+        """ghost1's DFC gate on ``x`` at ``x``'s size (what the native kernels multiply by), or None."""
+        return None if self.ghost1.dfc is None else self.ghost1.dfc.values(x, x.shape[-2:])
 
     def _fused_weights(self) -> list[Tensor]:
         """The fused kernel's weights, from the modules' own derived-weight caches."""
@@ -489,8 +494,7 @@ class DeployBottleneck(DeployModule):
         w = self._fused_weights()
         nf = 4 if self.conv_dw is None else 6  # [w1t, b1, d1, bd1 (, dzt, dz)] | [w2t, b2, d2, bd2]
         k = 3 if self.conv_dw is None else self.conv_dw.weight.shape[-1]
-        dfc = None if self.ghost1.dfc is None else self.ghost1.dfc.values(x, x.shape[-2:])
-        front = native.ghost_front(x, w[:nf], 1 if self.conv_dw is None else 2, k, band, dfc)
+        front = native.ghost_front(x, w[:nf], 1 if self.conv_dw is None else 2, k, band, self._gate_values(x))
         if front is None:
             return None
         z, sums = front
@@ -507,15 +511,12 @@ class DeployBottleneck(DeployModule):
         """``forward`` with the fast-path eligibility decided by the caller."""
         if fast and self.ghost1.cheap_operation.use_native and native.kernel_pays_off("block"):
             y = None
-            dfc = None
-            if self.ghost1.dfc is not None and (self.can_fuse_block or self.can_fuse_block_s2):
-                dfc = self.ghost1.dfc.values(x, x.shape[-2:])
             if self.can_fuse_block:
-                y = native.ghost_block_s1(x, self._fused_weights(), gate=dfc)
+                y = native.ghost_block_s1(x, self._fused_weights(), gate=self._gate_values(x))
             elif self.can_fuse_block_s2:
                 res = self.shortcut_pw.run(self.shortcut_dw.run(x, fast), fast)
                 k = self.conv_dw.weight.shape[-1]
-                y = native.ghost_block_s2(x, res, self._fused_weights(), k, gate=dfc)
+                y = native.ghost_block_s2(x, res, self._fused_weights(), k, gate=self._gate_values(x))
             elif self.can_fuse_block_se:
                 y = self._run_fused_se(x, fast)
             elif self.can_run_small and x.shape[2] * x.shape[3] <= SMALL_BLOCK_MAX_PIXELS:
