@@ -23,7 +23,7 @@ from ghostdet.config import config_from_dict, load_config
 from ghostdet.data.synthetic import SHAPE_CATEGORIES, make_synthetic_coco
 from ghostdet.engine import NonFiniteLossError, build_datasets, train
 from ghostdet.engine import state as state_module
-from ghostdet.engine.solver import LRSchedule
+from ghostdet.engine.solver import LRSchedule, build_optimizer
 from ghostdet.engine.state import best_entry
 from ghostdet.evaluation import COCO_STAT_NAMES
 
@@ -352,3 +352,34 @@ def test_two_process_gloo_run(tiny_data, tmp_path):
     dets = json.loads((out / "detections.json").read_text())
     val = json.loads(Path(tiny_data["val_ann"]).read_text())
     assert {d["image_id"] for d in dets} <= {im["id"] for im in val["images"]}
+
+
+def test_adamw_is_fused_and_steps_like_the_per_tensor_loop() -> None:
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    # no norm after a biased conv: Adam would turn that bias's ~0 gradient (rounding noise) into full steps
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1))
+    twin = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1))
+    twin.load_state_dict(model.state_dict())
+    cfg = SimpleNamespace(opt="adamw", lr=1e-2, weight_decay=0.05, momentum=0.9)
+    fused = build_optimizer(cfg, model)
+    assert fused.defaults["fused"] is True
+    # norms and biases without weight decay, as in the per-tensor reference below
+    decay = [p for n, p in twin.named_parameters() if p.ndim > 1]
+    rest = [p for n, p in twin.named_parameters() if p.ndim <= 1]
+    reference = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
+        lr=1e-2,
+        foreach=False,
+    )
+    x = torch.randn(2, 3, 9, 9)
+    for _ in range(3):
+        for net, opt in ((model, fused), (twin, reference)):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
+    assert not torch.equal(model[0].weight, twin[0].weight.new_zeros(()))  # it moved
+    assert build_optimizer(SimpleNamespace(**{**vars(cfg), "opt": "sgd"}), model).defaults["momentum"] == 0.9
