@@ -177,3 +177,15 @@ def test_matcher_errors() -> None:
         retinanet_ghostnet_320_fpn(matcher="hungarian")
     with pytest.raises(ValueError, match="atss_topk"):
         retinanet_ghostnet_320_fpn(matcher="atss", atss_topk=0)
+
+
+def test_a_checkpoint_of_the_nine_anchor_preset_names_the_arguments_that_load_it(tmp_path) -> None:
+    old_anchors = {"anchor_scale": 4, "scales_per_octave": 3, "aspect_ratios": (0.5, 1.0, 2.0)}
+    old = retinanet_ghostnet_320_fpn(num_classes=4, matcher="iou", **old_anchors, **SMALL)
+    torch.save(old.state_dict(), tmp_path / "old.pth")
+    with pytest.raises(ValueError, match=r"predicts 9 anchors per location, this model 1.*matcher='iou'"):
+        retinanet_ghostnet_320_fpn(num_classes=4, weights=tmp_path / "old.pth", **SMALL)
+    again = retinanet_ghostnet_320_fpn(weights=tmp_path / "old.pth", matcher="iou", **old_anchors, **SMALL)
+    assert again.head.classification_head.num_classes == 4
+    for k, v in old.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k

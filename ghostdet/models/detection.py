@@ -43,6 +43,7 @@ __all__ = [
 # The state-dict keys whose first dimension gives the number of classes (per anchor for RetinaNet).
 FASTERRCNN_CLASS_KEY = "roi_heads.box_predictor.cls_score.weight"
 RETINANET_CLASS_KEY = "head.classification_head.cls_logits.weight"
+RETINANET_BOX_KEY = "head.regression_head.bbox_reg.weight"  # 4 rows per anchor
 
 
 def _load_detector_weights(
@@ -56,6 +57,14 @@ def _load_detector_weights(
     state = load_state_dict_file(resolve_weights(weights, width=0.0, progress=progress))
     if class_key not in state:
         raise ValueError(f"{weights} is not a checkpoint of this detector (no '{class_key}' entry)")
+    box = state.get(RETINANET_BOX_KEY)
+    if class_key == RETINANET_CLASS_KEY and box is not None and box.shape[0] != 4 * per_anchor:
+        raise ValueError(
+            f"the checkpoint {weights} predicts {box.shape[0] // 4} anchors per location, this model "
+            f"{per_anchor}; a retinanet_ghostnet_320_fpn checkpoint from before its ATSS default (9 "
+            "anchors) loads with anchor_scale=4, scales_per_octave=3, aspect_ratios=(0.5, 1.0, 2.0), "
+            "matcher='iou'"
+        )
     found = state[class_key].shape[0] // per_anchor
     if num_classes is not None and num_classes != found:
         raise ValueError(f"num_classes={num_classes} but the checkpoint {weights} has {found} classes")
