@@ -19,3 +19,18 @@ def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.weight.copy_(torch.rand(n, generator=g) + 0.5)
                 m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
     return model.eval()
+
+
+def detection_batch(empty_second: bool = False) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """Two random 128x128 images with boxes: two objects in the first, one (or none) in the second."""
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 128, 128, generator=g), torch.rand(3, 128, 128, generator=g)]
+    first = {
+        "boxes": torch.tensor([[10.0, 20.0, 60.0, 70.0], [70.0, 64.0, 120.0, 110.0]]),
+        "labels": torch.tensor([1, 2]),
+    }
+    if empty_second:
+        second = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    else:
+        second = {"boxes": torch.tensor([[30.0, 30.0, 90.0, 100.0]]), "labels": torch.tensor([3])}
+    return images, [first, second]

@@ -6,6 +6,7 @@ import statistics
 
 import pytest
 import torch
+from helpers import detection_batch
 
 from ghostdet.models.atss import ATSSRetinaNet, atss_match
 from ghostdet.models.detection import retinanet_ghostnet_320_fpn
@@ -108,26 +109,13 @@ def test_atss_match_edge_cases() -> None:
         atss_match(torch.tensor([[0.0, 0.0, 8.0, 8.0]]), anchors, counts, topk=0)
 
 
-def _batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-    g = torch.Generator().manual_seed(0)
-    images = [torch.rand(3, 128, 128, generator=g), torch.rand(3, 128, 128, generator=g)]
-    targets = [
-        {
-            "boxes": torch.tensor([[10.0, 20.0, 60.0, 70.0], [70.0, 64.0, 120.0, 110.0]]),
-            "labels": torch.tensor([1, 2]),
-        },
-        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},  # an empty image
-    ]
-    return images, targets
-
-
 def test_atss_retinanet_uses_atss_in_training_and_keeps_the_state_dict(tmp_path) -> None:
     torch.manual_seed(0)
     model = retinanet_ghostnet_320_fpn(num_classes=4, **SMALL).train()  # the preset's default
     assert isinstance(model, ATSSRetinaNet) and model.atss_topk == 9
     calls = []
     model.proposal_matcher = lambda *a: calls.append(a)  # the IoU matcher must not be asked
-    images, targets = _batch()
+    images, targets = detection_batch(empty_second=True)
     losses = model(images, targets)
     assert not calls
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
@@ -156,7 +144,7 @@ def test_atss_retinanet_loss_equals_the_head_loss_on_atss_matches() -> None:
         aspect_ratios=(0.5, 1.0, 2.0),
         **SMALL,
     ).train()
-    images, targets = _batch()
+    images, targets = detection_batch(empty_second=True)
     captured = {}
     original = model.head.compute_loss
 

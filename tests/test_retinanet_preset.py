@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import detection_batch
 from torch import nn
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.retinanet import RetinaNetHead
@@ -20,19 +21,6 @@ needs_onnx = pytest.mark.skipif(
     importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,
     reason="needs the [export] extra",
 )
-
-
-def _batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-    g = torch.Generator().manual_seed(0)
-    images = [torch.rand(3, 128, 128, generator=g), torch.rand(3, 128, 128, generator=g)]
-    targets = [
-        {
-            "boxes": torch.tensor([[10.0, 20.0, 60.0, 70.0], [70.0, 64.0, 120.0, 110.0]]),
-            "labels": torch.tensor([1, 2]),
-        },
-        {"boxes": torch.tensor([[30.0, 30.0, 90.0, 100.0]]), "labels": torch.tensor([3])},
-    ]
-    return images, targets
 
 
 def _levels(model: RetinaNet, size: int = 128) -> list[torch.Tensor]:
@@ -106,7 +94,7 @@ def test_checkpoint_of_the_original_head_still_loads(tmp_path) -> None:
 def test_preset_trains_with_every_parameter_receiving_a_gradient(kwargs: dict) -> None:
     torch.manual_seed(0)
     model = retinanet_ghostnet_320_fpn(num_classes=4, **SMALL, **kwargs).train()
-    images, targets = _batch()
+    images, targets = detection_batch()
     losses = model(images, targets)
     assert set(losses) == {"classification", "bbox_regression"}
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
@@ -126,7 +114,7 @@ def test_preset_trains_with_every_parameter_receiving_a_gradient(kwargs: dict) -
 def test_preset_inference_outputs() -> None:
     torch.manual_seed(0)
     model = retinanet_ghostnet_320_fpn(num_classes=4, **SMALL).eval()
-    images, _ = _batch()
+    images, _ = detection_batch()
     with torch.no_grad():
         out = model([images[0], torch.rand(3, 96, 160)])
     assert len(out) == 2
