@@ -285,3 +285,16 @@ def test_batched_head_loss_equals_torchvision_per_image_loss(box_loss: str) -> N
             want[key], outputs["cls_logits" if key == "classification" else "bbox_regression"]
         )
         assert torch.allclose(g_got, g_want, rtol=1e-4, atol=1e-7), key
+
+
+def test_batched_head_loss_under_bfloat16_autocast_is_float32() -> None:
+    torch.manual_seed(0)
+    model = retinanet_ghostnet_320_fpn(num_classes=4, **SMALL).train()
+    images, targets = detection_batch()
+    reference = model(images, targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(images, targets)
+    for key, value in losses.items():
+        assert value.dtype == torch.float32 and torch.isfinite(value)
+        assert value.item() == pytest.approx(reference[key].item(), rel=0.05), key
+    sum(losses.values()).backward()

@@ -109,20 +109,21 @@ class BatchedLossHead(RetinaNetHead):
         offsets = torch.tensor([0, *per_image[:-1]], device=matched.device).cumsum(0)
         img, anchor = torch.nonzero(matched >= 0, as_tuple=True)
         box = matched[img, anchor] + offsets[img]  # index into the batch's boxes
-        num_fg = torch.bincount(img, minlength=num_images).clamp(min=1).to(cls_logits.dtype)
+        # float32 sums and counts, also when autocast gives bfloat16/float16 outputs
+        num_fg = torch.bincount(img, minlength=num_images).clamp(min=1).float()
 
-        target = torch.zeros_like(cls_logits)
+        target = torch.zeros_like(cls_logits, dtype=torch.float32)
         target[img, anchor, torch.cat([t["labels"] for t in targets])[box]] = 1.0
-        focal = sigmoid_focal_loss(cls_logits, target, reduction="none")
+        focal = sigmoid_focal_loss(cls_logits.float(), target, reduction="none")
         valid = (matched != self.classification_head.BETWEEN_THRESHOLDS).unsqueeze(-1)
         cls_loss = (focal * valid).sum(dim=(1, 2)) / num_fg
 
         box_loss = self._box_loss_per_anchor(
             torch.stack(anchors)[img, anchor],
             torch.cat([t["boxes"] for t in targets])[box],
-            bbox_regression[img, anchor],
+            bbox_regression[img, anchor].float(),
         )
-        box_sums = bbox_regression.new_zeros(num_images).index_add(0, img, box_loss)
+        box_sums = box_loss.new_zeros(num_images).index_add(0, img, box_loss)
         return {"classification": cls_loss.mean(), "bbox_regression": (box_sums / num_fg).mean()}
 
     def _box_loss_per_anchor(self, anchors: Tensor, gt_boxes: Tensor, regression: Tensor) -> Tensor:
