@@ -47,8 +47,15 @@ RETINANET_BOX_KEY = "head.regression_head.bbox_reg.weight"  # 4 rows per anchor
 
 
 def _load_detector_weights(
-    weights: str | PathLike, progress: bool, num_classes: int | None, class_key: str, per_anchor: int
+    weights: str | PathLike,
+    progress: bool,
+    num_classes: int | None,
+    class_key: str,
+    per_anchor: int,
+    box_key: str | None = None,
 ) -> tuple[dict[str, Tensor], int]:
+    """The checkpoint's state dict and class count; ``box_key``: the box predictor's weight, 4 rows
+    per anchor, whose anchor count must be ``per_anchor``."""
     if str(weights).lower() == "imagenet":
         raise ValueError(
             "there are no published GhostNet detector weights; use weights_backbone='imagenet' for an "
@@ -57,8 +64,8 @@ def _load_detector_weights(
     state = load_state_dict_file(resolve_weights(weights, width=0.0, progress=progress))
     if class_key not in state:
         raise ValueError(f"{weights} is not a checkpoint of this detector (no '{class_key}' entry)")
-    box = state.get(RETINANET_BOX_KEY)
-    if class_key == RETINANET_CLASS_KEY and box is not None and box.shape[0] != 4 * per_anchor:
+    box = None if box_key is None else state.get(box_key)
+    if box is not None and box.shape[0] != 4 * per_anchor:
         raise ValueError(
             f"the checkpoint {weights} predicts {box.shape[0] // 4} anchors per location, this model "
             f"{per_anchor}; a retinanet_ghostnet_320_fpn checkpoint from before its ATSS default (9 "
@@ -338,7 +345,7 @@ def _retinanet_ghostnet(
     state = None
     if weights is not None:
         state, num_classes = _load_detector_weights(
-            weights, progress, num_classes, RETINANET_CLASS_KEY, per_anchor
+            weights, progress, num_classes, RETINANET_CLASS_KEY, per_anchor, RETINANET_BOX_KEY
         )
         norm_index = 2 if separable_head else 1  # where a GroupNorm sits in a head layer
         if head_convs and f"head.classification_head.conv.0.{norm_index}.weight" not in state:
@@ -364,10 +371,10 @@ def _retinanet_ghostnet(
     if anchor_gen is None:
         strides = backbone.body.strides
         strides = strides + [strides[-1] * 2**i for i in range(1, EXTRA_LEVELS[extra_levels] + 1)]
-        if anchor_sizes is None:
-            anchor_sizes = [round(anchor_scale * s) for s in strides]  # 4: 32-512 for P3-P7, the paper
         if anchor_scale <= 0:
             raise ValueError(f"anchor_scale must be > 0, got {anchor_scale}")
+        if anchor_sizes is None:
+            anchor_sizes = [round(anchor_scale * s) for s in strides]  # 4: 32-512 for P3-P7, the paper
         if len(anchor_sizes) != len(strides):
             raise ValueError(
                 f"{len(anchor_sizes)} anchor_sizes for the {len(strides)} levels (strides {strides})"
