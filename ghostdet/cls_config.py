@@ -69,8 +69,8 @@ class ClsConfig:
         lr_gamma, min_lr_ratio, warmup_iters, warmup_factor, clip_grad_norm.
 
     Runtime:
-        device, amp, output_dir, resume (a file, a run folder or ``auto``), seed, print_freq,
-        threads: as in :class:`ghostdet.config.TrainConfig`.
+        device, amp, channels_last, output_dir, resume (a file, a run folder or ``auto``), seed,
+        print_freq, threads: as in :class:`ghostdet.config.TrainConfig`.
     """
 
     # model
@@ -106,6 +106,7 @@ class ClsConfig:
     # runtime
     device: str = "auto"
     amp: bool = False
+    channels_last: bool = False
     output_dir: str = "runs/train_cls"
     resume: Optional[str] = None
     seed: int = 0
@@ -161,7 +162,7 @@ TRAIN_CLS_FLAGS: dict[str, str] = {
     for k in (
         "data_path", "dataset", "download", "model", "ghostify", "ratio", "dw_size", "width", "weights",
         "epochs", "batch_size", "lr", "opt", "lr_scheduler", "warmup_iters", "image_size", "label_smoothing",
-        "output_dir", "resume", "seed", "amp", "workers", "device", "threads", "print_freq",
+        "output_dir", "resume", "seed", "amp", "channels_last", "workers", "device", "threads", "print_freq",
     )
 }  # fmt: skip
 

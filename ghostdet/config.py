@@ -141,6 +141,9 @@ class TrainConfig:
     Runtime:
         device: ``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:N``.
         amp: mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU.
+        channels_last: keep the model's weights and activations in the channels_last memory
+            format (faster convolutions, depthwise ones above all, in training on CPU and with AMP
+            on CUDA).
         output_dir: where checkpoints, metrics, config and TensorBoard events go.
         resume: checkpoint to resume from, or ``auto`` (OUTPUT_DIR/checkpoint.pth if present).
         eval_every: evaluate every N epochs (the last epoch is always evaluated; 0: only the last).
@@ -190,6 +193,7 @@ class TrainConfig:
     # runtime
     device: str = "auto"
     amp: bool = False
+    channels_last: bool = False
     output_dir: str = "runs/train"
     resume: Optional[str] = None
     eval_every: int = 1

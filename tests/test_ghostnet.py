@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -11,6 +12,7 @@ from ghostdet.models import (
     GhostNet,
     SqueezeExcite,
     get_model,
+    ghost_cat,
     ghostnet,
     list_models,
     make_divisible,
@@ -216,3 +218,49 @@ def test_get_model_and_list_models() -> None:
     assert m.width == 0.5 and m.classifier.out_features == 3
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         get_model("resnet")
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("oup", [16, 15])
+def test_ghost_cat_hands_the_ghost_maps_a_dense_gradient(fmt: torch.memory_format, oup: int) -> None:
+    # autograd gives x2 a channel slice of the output's gradient; BatchNorm's backward is slow on it
+    torch.manual_seed(0)
+    a = torch.randn(2, 8, 6, 5).to(memory_format=fmt).requires_grad_()
+    b = torch.randn(2, 8, 6, 5).to(memory_format=fmt).requires_grad_()
+    w = torch.randn(2, oup, 6, 5)  # in NCHW: the gradient keeps the layout of x2 all the same
+    x1, x2 = a * 1.0, b * 1.0
+    out = ghost_cat(x1, x2, oup)
+    seen = []
+    x2.register_hook(lambda g: seen.append(g))  # runs after ghost_cat's own hook
+    (out * w).sum().backward()
+    assert torch.equal(out, torch.cat([a, b], 1)[:, :oup])
+    assert seen[0].is_contiguous(memory_format=fmt)
+    torch.testing.assert_close(b.grad, F.pad(w[:, 8:], (0, 0, 0, 0, 0, 16 - oup)))
+    torch.testing.assert_close(a.grad, w[:, :8])
+
+
+def test_ghost_module_still_traces_with_fx() -> None:
+    m = GhostModule(8, 16)
+    traced = torch.fx.symbolic_trace(m)  # a Proxy cannot take a hook
+    x = torch.randn(1, 8, 5, 5)
+    torch.testing.assert_close(traced(x), m(x))
+    traced.train()
+    traced(x).sum().backward()  # still trains
+    assert m.primary_conv[0].weight.grad is not None
+
+
+def test_channels_last_training_gives_the_contiguous_gradients() -> None:
+    torch.manual_seed(0)
+    ref = ghostnet(width=0.5, num_classes=10).train()
+    cl = copy.deepcopy(ref).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 64, 64)
+    target = torch.tensor([1, 7])
+    for model, inp in ((ref, x), (cl, x.to(memory_format=torch.channels_last))):
+        torch.manual_seed(1)  # the same dropout mask
+        F.cross_entropy(model(inp), target).backward()
+    grads = dict(cl.named_parameters())
+    scale = max(float(p.grad.abs().max()) for p in ref.parameters())  # summation order differs
+    for name, p in ref.named_parameters():
+        err = float((grads[name].grad - p.grad).abs().max())
+        assert err <= 1e-3 * float(p.grad.abs().max()) + 1e-5 * scale, (name, err)
+        assert grads[name].grad.stride() == grads[name].stride(), name

@@ -6,6 +6,7 @@ the subprocess-heavy cases (a SIGKILLed run, 2 gloo processes) are marked slow.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import math
@@ -24,7 +25,7 @@ from ghostdet.data.synthetic import SHAPE_CATEGORIES, make_synthetic_coco
 from ghostdet.engine import NonFiniteLossError, build_datasets, train
 from ghostdet.engine import state as state_module
 from ghostdet.engine.solver import LRSchedule, build_optimizer
-from ghostdet.engine.state import best_entry
+from ghostdet.engine.state import best_entry, match_param_layout
 from ghostdet.evaluation import COCO_STAT_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -383,3 +384,43 @@ def test_adamw_is_fused_and_steps_like_the_per_tensor_loop() -> None:
         assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
     assert not torch.equal(model[0].weight, twin[0].weight.new_zeros(()))  # it moved
     assert build_optimizer(SimpleNamespace(**{**vars(cfg), "opt": "sgd"}), model).defaults["momentum"] == 0.9
+
+
+def test_optimizer_state_takes_the_parameter_layout_on_resume() -> None:
+    # a state saved by a contiguous run, resumed into a channels_last model: the fused AdamW pairs
+    # elements by storage order, so without match_param_layout this step would be wrong
+    torch.manual_seed(0)
+    ref = torch.nn.Parameter(torch.randn(6, 4, 3, 3))
+    grads = [torch.randn(6, 4, 3, 3) for _ in range(3)]
+    opt_ref = torch.optim.AdamW([ref], lr=1e-2, fused=True)
+    for g in grads[:2]:
+        ref.grad = g.clone()
+        opt_ref.step()
+    saved = copy.deepcopy(opt_ref.state_dict())
+    results = {}
+    for fix in (False, True):
+        p = torch.nn.Parameter(ref.detach().clone().to(memory_format=torch.channels_last))
+        opt = torch.optim.AdamW([p], lr=1e-2, fused=True)
+        opt.load_state_dict(copy.deepcopy(saved))
+        if fix:
+            match_param_layout(opt)
+            assert opt.state[p]["exp_avg"].stride() == p.stride()
+        p.grad = grads[2].to(memory_format=torch.channels_last)
+        opt.step()
+        results[fix] = p.detach()
+    ref.grad = grads[2].clone()
+    opt_ref.step()
+    torch.testing.assert_close(results[True], ref.detach())
+    assert not torch.allclose(results[False], ref.detach(), atol=1e-4)  # the failure it prevents
+
+
+def test_channels_last_run_trains_and_resumes(tiny_data, tmp_path):
+    out = tmp_path / "cl"
+    train(tiny_cfg(tiny_data, out, epochs=1))
+    doc = train(tiny_cfg(tiny_data, out, epochs=2, channels_last=True, resume="auto"))
+    assert doc["final"]["epoch"] == 2 and math.isfinite(doc["final"]["AP"])
+    ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
+    conv = ckpt["model"]["backbone.body.conv_stem.weight"]
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    exp_avg = next(s["exp_avg"] for s in ckpt["optimizer"]["state"].values() if s["exp_avg"].dim() == 4)
+    assert exp_avg.is_contiguous(memory_format=torch.channels_last)

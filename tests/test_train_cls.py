@@ -173,10 +173,16 @@ def test_topk_correct_against_manual_count():
 
 
 # ----------------------------------------------------------------------------- the loop
-def test_imagefolder_training_learns_and_writes_outputs(trained):
+def test_imagefolder_training_learns(trained, tmp_path):
+    # 3 epochs (the shared run) leave it at chance or not by float rounding; 12 learn the set at
+    # every seed tried (0-2)
+    doc = train_classifier(_cfg(trained[1], tmp_path / "long", epochs=12))
+    assert doc["top1"] > 0.9  # chance is 1/3
+
+
+def test_imagefolder_training_writes_outputs(trained):
     tmp, _, doc = trained
     out = tmp / "run"
-    assert doc["top1"] > 0.6  # chance is 1/3
     assert doc["top5"] == 1.0  # 3 classes: top-5 always hits
     assert [h["epoch"] for h in doc["history"]] == [1, 2, 3]
     on_disk = json.loads((out / "metrics.json").read_text())

@@ -54,6 +54,7 @@ _KEYS = {
     "lr_steps": "lr_steps",
     "warmup_iters": "warmup_iters",
     "amp": "amp",
+    "channels_last": "channels_last",
     "workers": "workers",
     "device": "device",
     "output_dir": "output_dir",

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ghostdet.engine.checkpoint import CHECKPOINT_FORMAT, get_rng_state, set_rng_state
 from ghostdet.models.weights import load_strict
 
-__all__ = ["best_entry", "restore_training_state", "training_state", "unwrap_model"]
+__all__ = ["best_entry", "match_param_layout", "restore_training_state", "training_state", "unwrap_model"]
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -57,6 +57,22 @@ def _restore_scheduler(scheduler: torch.optim.lr_scheduler.LambdaLR, state: Mapp
     scheduler.load_state_dict(position)
 
 
+def match_param_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (Adam's moments, SGD's momentum) its parameter's
+    memory layout.
+
+    ``Optimizer.load_state_dict`` keeps the layout the state was saved in. The fused and foreach
+    kernels pair parameter and state elements by storage order, so a run resumed with another
+    ``channels_last`` setting than the one that saved it would silently update the wrong elements.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if isinstance(value, Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 def restore_training_state(
     ckpt: Mapping[str, Any],
     model: nn.Module,
@@ -71,6 +87,7 @@ def restore_training_state(
     """
     load_strict(model, ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
+    match_param_layout(optimizer)
     _restore_scheduler(scheduler, ckpt["lr_scheduler"])
     if ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])

@@ -62,9 +62,6 @@ __all__ = [
 ]
 
 
-# Config keys that may change between a run and its resumption without breaking "exact" resume.
-
-
 _EPOCH_META = {"loss", "iters", "images", "seconds", "images_per_s", "lr"}
 
 
@@ -390,6 +387,8 @@ def _set_up(cfg: TrainConfig, info: DistInfo) -> tuple[_Run, Path | None, dict[s
     )
 
     model = build_model(cfg, train_ds.num_classes).to(info.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler, scaler = build_solver(cfg, model, steps_this_epoch(batch_sampler, 0))
     run = _Run(
         cfg, info, out_dir, log, train_ds, val_ds, batch_sampler, train_loader, val_loader, model, optimizer,

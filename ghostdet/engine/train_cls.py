@@ -291,6 +291,8 @@ def _train_classifier(cfg: ClsConfig, info: DistInfo) -> dict[str, Any]:
         save_config(cfg, out_dir / "config.yaml")
     sampler, train_loader, val_loader = _loaders(cfg, info, train_ds, val_ds)
     model = build_classifier(cfg, len(classes)).to(info.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     n_params = sum(p.numel() for p in model.parameters())
     ghost = f" (ghostified s={cfg.ratio} d={cfg.dw_size})" if cfg.ghostify else ""
     log(

@@ -30,6 +30,7 @@ from ghostdet.models.ghostnet import (
     GhostModule,
     GhostNet,
     SqueezeExcite,
+    ghost_cat,
     ghostnet,
     make_divisible,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "fasterrcnn_ghostnetv3_fpn",
     "get_family",
     "get_model",
+    "ghost_cat",
     "ghostnet",
     "ghostnet_fpn_backbone",
     "ghostnetv2",

@@ -44,7 +44,7 @@ from ghostdet.models.detection import (
 from ghostdet.models.dfc import dfc_branch, dfc_gate
 from ghostdet.models.family import BackboneFamily, PretrainedWeights, register_family
 from ghostdet.models.fpn import GhostNetFPN, ghostnet_fpn_backbone
-from ghostdet.models.ghostnet import GHOSTNET, GHOSTNET_CFG, GhostNet, SqueezeExcite
+from ghostdet.models.ghostnet import GHOSTNET, GHOSTNET_CFG, GhostNet, SqueezeExcite, ghost_cat
 from ghostdet.models.registry import register_model
 from ghostdet.models.weights import load_ghostnet_weights
 
@@ -213,7 +213,7 @@ class GhostModuleV3(nn.Module):
             x1 = self.primary_activation(_sum_branches(x, self.primary_rpr_conv))
             x2 = _sum_branches(x1, self.cheap_rpr_conv, self.cheap_rpr_scale, self.cheap_rpr_skip)
             x2 = self.cheap_activation(x2)
-        out = torch.cat([x1, x2], dim=1)[:, : self.oup]
+        out = ghost_cat(x1, x2, self.oup)
         if self.short_conv is not None:
             out = dfc_gate(out, self.short_conv, x)
         return out
