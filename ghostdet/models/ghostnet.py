@@ -147,9 +147,8 @@ def ghost_cat(x1: Tensor, x2: Tensor, oup: int) -> Tensor:
     In training, autograd hands ``x2`` its gradient as a channel slice of the output's gradient.
     BatchNorm's backward on CPU runs 2-9x slower on such a strided gradient than on a dense one
     (measured at 8x24x64x64 to 8x128x16x16, more so in channels_last), so a hook makes it dense
-    first in channels_last training; ``x1``'s gradient is already a dense sum of its two uses. Nothing
-    changes in contiguous training, inference,
-    tracing, scripting or export.
+    first in channels_last training; ``x1``'s gradient is already a dense sum of its two uses.
+    Nothing changes in contiguous training, inference, tracing, scripting or export.
 
     Args:
         x1: the primary convolution's maps.
