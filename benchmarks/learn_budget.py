@@ -12,6 +12,8 @@ decay 1e-4), batch ``--batch``, linear warm-up over the first 20 iterations from
 then a cosine decay to 5% over the *time* budget (the iteration count is not known in advance),
 gradient norm clipped at 10, random horizontal flips. All models see images at their generated
 size (``min_size = max_size = --size``: no resizing, also for the ``*_320`` presets).
+``--channels-last`` converts every model, torchvision's included, to channels_last memory format
+before training (as ``train_det.py --channels-last``); inference is scored the same way.
 
 ``--concurrent`` trains the models in their own processes, ``--jobs`` at a time (default: as many
 as the usable cores hold at ``--threads`` threads each), each pinned to its own ``--threads``
@@ -186,12 +188,14 @@ def train_and_eval(
     seed: int = 0,
     clock: str = "wall",
     cores: Sequence[int] | None = None,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """Train one model (``spec``, see :func:`parse_model_spec`) for ``budget`` seconds and score it.
 
     ``clock="cpu"`` counts the budget in this process's CPU seconds instead of wall-clock ones:
     on a machine busy with other jobs it gives each model the same compute, not the same time.
     ``cores`` pins this process to those CPUs first (Linux only; ignored elsewhere).
+    ``channels_last`` converts the model to that memory format before training.
 
     Returns a dict with ``model``, ``ap``, ``ap50``, ``iters``, ``train_s`` (on ``clock``),
     ``cpu_s`` (process CPU seconds spent training), ``ms_per_img`` (inference, batch 1) and
@@ -207,6 +211,8 @@ def train_and_eval(
     size = train_x.shape[-1]
     torch.manual_seed(seed)
     model = MODELS[name](len(label_to_cat) + 1, size, **overrides)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
@@ -311,6 +317,7 @@ def run(
     clock: str = "wall",
     object_size: tuple[int, int] = (20, 100),
     jobs: int | None = None,
+    channels_last: bool = False,
 ) -> list[dict[str, Any]]:
     """Generate (once) the data set under ``data_root`` and run :func:`train_and_eval` per model.
 
@@ -325,6 +332,7 @@ def run(
         clock: ``"wall"`` or ``"cpu"`` seconds for ``budget`` (see :func:`train_and_eval`).
         size, num_train, num_val, object_size: the data set (shape sizes in pixels).
         jobs: models at once with ``concurrent`` (default :func:`default_jobs`).
+        channels_last: train (and score) every model in channels_last memory format.
 
     Returns:
         one result dict per model, in ``specs`` order, with ``ratio`` (AP / the reference's AP)
@@ -344,10 +352,13 @@ def run(
         for wave in plan_waves(specs, jobs or default_jobs(threads), threads):
             # a fresh pool per wave: the next wave starts when the whole wave is done
             with ProcessPoolExecutor(max_workers=len(wave), mp_context=ctx) as pool:
-                futures = [pool.submit(train_and_eval, spec, *call, cores=cores) for spec, cores in wave]
+                futures = [
+                    pool.submit(train_and_eval, spec, *call, cores=cores, channels_last=channels_last)
+                    for spec, cores in wave
+                ]
                 results += [f.result() for f in futures]
     else:
-        results = [train_and_eval(spec, *call) for spec in specs]
+        results = [train_and_eval(spec, *call, channels_last=channels_last) for spec in specs]
     ref = next((r["ap"] for r in results if r["model"] == REFERENCE), None)
     for r in results:
         r["ratio"] = r["ap"] / ref if ref else None
@@ -387,6 +398,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--object-size", type=int, nargs=2, default=(20, 100), help="min/max shape size (px)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--channels-last", action="store_true", help="train every model in channels_last memory format"
+    )
+    p.add_argument(
         "--clock", choices=sorted(CLOCKS), default="wall", help="budget in wall-clock or process CPU seconds"
     )
     p.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "ghostdet_learn_budget"))
@@ -413,12 +427,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(
         args.specs, args.budget, args.data, args.concurrent, args.threads, args.batch, args.lr, args.size,
         args.num_train, args.val, args.seed, args.clock, tuple(args.object_size), args.jobs,
+        args.channels_last,
     )  # fmt: skip
     if args.concurrent:
         mode = f"concurrently in waves of {args.jobs}, {args.threads} thread(s) each"
     else:
         mode = f"one after another, {args.threads} thread(s) each"
     recipe = f"{args.size}px, batch {args.batch}, lr {args.lr:g}"
+    if args.channels_last:
+        recipe += ", channels_last"
     print(f"budget {args.budget:g} {args.clock} s per model, {mode}, {recipe}")
     print(format_table(results))
     if args.json:

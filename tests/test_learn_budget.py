@@ -49,6 +49,7 @@ def test_parse_args(bench, capsys) -> None:
     args = bench.parse_args([])
     assert (args.budget, args.threads, args.batch, args.lr, args.size, args.val) == (480, 1, 8, 1e-3, 256, 50)
     assert args.specs == bench.DEFAULT_MODELS and not args.concurrent and args.clock == "wall"
+    assert not args.channels_last and bench.parse_args(["--channels-last"]).channels_last
     assert args.jobs == len(os.sched_getaffinity(0)) == bench.default_jobs(1)
     assert bench.parse_args(["--threads", "2"]).jobs == max(1, len(os.sched_getaffinity(0)) // 2)
     assert bench.parse_args(["--jobs", "3"]).jobs == 3
@@ -142,13 +143,13 @@ def test_concurrent_mode_runs_models_in_waves_of_jobs(bench, tmp_path) -> None:
     specs = ["retinanet_ghostnet_320_fpn:head_convs=0", "retinanet_ghostnet_320_fpn:head_convs=1"]
     cmd = [sys.executable, str(BENCH), "--concurrent", "--jobs", "1", "--budget", "10", "--clock", "cpu"]
     cmd += ["--models", *specs, "--size", "96", "--num-train", "8", "--val", "2", "--batch", "2"]
-    cmd += ["--data", str(tmp_path / "d")]
+    cmd += ["--data", str(tmp_path / "d"), "--channels-last"]
     proc = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     core = min(os.sched_getaffinity(0))
     assert f"wave 1/2: {specs[0]} (cores {core})" in proc.stdout
     assert f"wave 2/2: {specs[1]} (cores {core})" in proc.stdout
-    assert "concurrently in waves of 1, 1 thread(s) each" in proc.stdout
+    assert "concurrently in waves of 1, 1 thread(s) each" in proc.stdout and "channels_last" in proc.stdout
     results = json.loads(out.read_text())
     assert [r["model"] for r in results] == specs
     # the CPU clock counts the budget: each model's own training CPU time is at least the budget
