@@ -11,6 +11,7 @@ from helpers import detection_batch
 from torch import nn
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.ops import box_iou
 
 from ghostdet.models.atss import ATSSRetinaNet
 from ghostdet.models.detection import retinanet_ghostnet_320_fpn, retinanet_ghostnet_fpn
@@ -89,7 +90,8 @@ def test_checkpoint_of_the_original_head_still_loads(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{}, {"separable_head": True}, {"separable_head": True, "group_norm": None}]
+    "kwargs",
+    [{}, {"separable_head": True}, {"separable_head": True, "group_norm": None}, {"cls_loss": "qfl"}],
 )
 def test_preset_trains_with_every_parameter_receiving_a_gradient(kwargs: dict) -> None:
     torch.manual_seed(0)
@@ -196,6 +198,7 @@ def test_head_and_anchor_helpers() -> None:
         ({"group_norm": 24}, "divide"),
         ({"box_loss": "iou"}, "box_loss"),
         ({"prior_probability": 1.0}, "prior"),
+        ({"cls_loss": "varifocal"}, "cls_loss must be one of focal, qfl"),
     ]:
         with pytest.raises(ValueError, match=match):
             retinanet_head(64, 3, 7, **bad)
@@ -255,25 +258,30 @@ def test_retinanet_320_recipe() -> None:
     _same_structure(build_model(cfg, 5), retinanet_ghostnet_320_fpn(num_classes=5))
 
 
-@pytest.mark.parametrize("box_loss", ["giou", "l1", "smooth_l1", "diou", "ciou"])
-def test_batched_head_loss_equals_torchvision_per_image_loss(box_loss: str) -> None:
+def _head_loss_inputs(num_anchors: int = 60, num_classes: int = 5) -> tuple[list, dict, list, list]:
+    """Random targets, head outputs, anchors and matches of 4 images (one without boxes)."""
     g = torch.Generator().manual_seed(0)
-    head = retinanet_head(32, 3, 5, num_convs=1, group_norm=8, box_loss=box_loss)
-    num_anchors = 60
     targets, anchors, matched = [], [], []
-    for n in (3, 0, 1, 2):  # an image without boxes among them
+    for n in (3, 0, 1, 2):
         xy = torch.rand(n, 2, generator=g) * 50
         targets.append({"boxes": torch.cat([xy, xy + 5 + 20 * torch.rand(n, 2, generator=g)], 1),
-                        "labels": torch.randint(0, 5, (n,), generator=g)})  # fmt: skip
+                        "labels": torch.randint(0, num_classes, (n,), generator=g)})  # fmt: skip
         axy = torch.rand(num_anchors, 2, generator=g) * 50
         anchors.append(torch.cat([axy, axy + 8 + 16 * torch.rand(num_anchors, 2, generator=g)], 1))
         # foreground box indices, background (-1) and ignored (-2) anchors
         m = torch.randint(-2, max(n, 1), (num_anchors,), generator=g) if n else torch.full((num_anchors,), -1)
         matched.append(m)
     outputs = {
-        "cls_logits": torch.randn(4, num_anchors, 5, generator=g, requires_grad=True),
+        "cls_logits": torch.randn(4, num_anchors, num_classes, generator=g, requires_grad=True),
         "bbox_regression": (0.3 * torch.randn(4, num_anchors, 4, generator=g)).requires_grad_(),
     }
+    return targets, outputs, anchors, matched
+
+
+@pytest.mark.parametrize("box_loss", ["giou", "l1", "smooth_l1", "diou", "ciou"])
+def test_batched_head_loss_equals_torchvision_per_image_loss(box_loss: str) -> None:
+    head = retinanet_head(32, 3, 5, num_convs=1, group_norm=8, box_loss=box_loss)
+    targets, outputs, anchors, matched = _head_loss_inputs()
     got = head.compute_loss(targets, outputs, anchors, matched)
     want = RetinaNetHead.compute_loss(head, targets, outputs, anchors, matched)
     for key in ("classification", "bbox_regression"):
@@ -285,6 +293,39 @@ def test_batched_head_loss_equals_torchvision_per_image_loss(box_loss: str) -> N
             want[key], outputs["cls_logits" if key == "classification" else "bbox_regression"]
         )
         assert torch.allclose(g_got, g_want, rtol=1e-4, atol=1e-7), key
+
+
+def test_quality_focal_loss_follows_its_definition() -> None:
+    head = retinanet_head(32, 3, 5, num_convs=1, group_norm=8, box_loss="giou", cls_loss="qfl")
+    targets, outputs, anchors, matched = _head_loss_inputs()
+    got = head.compute_loss(targets, outputs, anchors, matched)
+    coder, per_image = head.regression_head.box_coder, []
+    for i, t in enumerate(targets):  # anchor by anchor: BCE(p, y) * |p - y|^2, y = IoU of the prediction
+        logits, regression, m = (
+            outputs["cls_logits"][i].detach(),
+            outputs["bbox_regression"][i].detach(),
+            matched[i],
+        )
+        total = 0.0
+        for a in range(len(m)):
+            if m[a] == -2:
+                continue
+            y = torch.zeros(5)
+            if m[a] >= 0:
+                pred = coder.decode_single(regression[a : a + 1], anchors[i][a : a + 1])
+                y[t["labels"][m[a]]] = box_iou(pred, t["boxes"][m[a] : m[a] + 1])[0, 0]
+            p = logits[a].sigmoid()
+            bce = -(y * p.log() + (1 - y) * (1 - p).log())
+            total += float((bce * (p - y) ** 2).sum())
+        per_image.append(total / max(int((m >= 0).sum()), 1))
+    assert got["classification"].item() == pytest.approx(sum(per_image) / len(per_image), rel=1e-5)
+    # the same box loss as the focal head; the IoU target carries no gradient into the boxes
+    focal = retinanet_head(32, 3, 5, num_convs=1, group_norm=8, box_loss="giou")
+    assert torch.equal(
+        got["bbox_regression"], focal.compute_loss(targets, outputs, anchors, matched)["bbox_regression"]
+    )
+    (grad,) = torch.autograd.grad(got["classification"], outputs["bbox_regression"], allow_unused=True)
+    assert grad is None
 
 
 def test_batched_head_loss_under_bfloat16_autocast_is_float32() -> None:

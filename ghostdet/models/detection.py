@@ -279,7 +279,8 @@ def retinanet_ghostnet_fpn(
             ``aspect_ratios=(0.5, 1.0, 2.0)``; ``head_convs=4``; ``group_norm=32`` groups or
             ``None``; ``separable_head=False`` and ``separable_kernel=3`` (depthwise + 1x1 head
             convs, see :func:`~ghostdet.models.retinanet_head.retinanet_head`); ``box_loss``, one
-            of :data:`ghostdet.models.retinanet_head.BOX_LOSSES`; ``prior_probability=0.01``;
+            of :data:`ghostdet.models.retinanet_head.BOX_LOSSES`; ``cls_loss="focal"`` or
+            ``"qfl"`` (:data:`~ghostdet.models.retinanet_head.CLS_LOSSES`); ``prior_probability=0.01``;
             ``matcher``, one of :data:`MATCHERS` (``"iou"``: torchvision's ``fg_iou_thresh`` /
             ``bg_iou_thresh``; ``"atss"``: :class:`~ghostdet.models.atss.ATSSRetinaNet`) and
             ``atss_topk=9``.
@@ -325,6 +326,7 @@ def _retinanet_ghostnet(
     head_convs: int = 4,
     group_norm: int | None = 32,
     box_loss: str = "giou",
+    cls_loss: str = "focal",
     prior_probability: float = 0.01,
     separable_head: bool = False,
     separable_kernel: int = 3,
@@ -383,7 +385,7 @@ def _retinanet_ghostnet(
     if "head" not in kwargs:
         kwargs["head"] = retinanet_head(
             fpn_channels, per_anchor, num_classes, head_convs, group_norm, box_loss, prior_probability,
-            separable_head, separable_kernel,
+            separable_head, separable_kernel, cls_loss,
         )  # fmt: skip
     if matcher == "atss":
         model = ATSSRetinaNet(

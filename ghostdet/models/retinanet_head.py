@@ -5,7 +5,7 @@ torchvision's :class:`~torchvision.models.detection.retinanet.RetinaNetHead` alw
 not the trunk, is most of the detector's compute. :func:`retinanet_head` builds the same module
 (same parameter names, so checkpoints and ONNX export work unchanged) with a chosen depth,
 optional GroupNorm (as torchvision's ``retinanet_resnet50_fpn_v2``), optionally depthwise-separable
-convs, the box loss and the classification prior.
+convs, the box loss, the classification loss and the classification prior.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +28,22 @@ from torchvision.ops import (
 )
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 
-__all__ = ["BOX_LOSSES", "BatchedLossHead", "NoExtraLevels", "retinanet_anchors", "retinanet_head"]
+__all__ = [
+    "BOX_LOSSES",
+    "CLS_LOSSES",
+    "BatchedLossHead",
+    "NoExtraLevels",
+    "retinanet_anchors",
+    "retinanet_head",
+]
 
 #: box regression losses of torchvision's RetinaNet (``_box_loss``).
 BOX_LOSSES = ("l1", "smooth_l1", "giou", "ciou", "diou")
+
+#: classification losses of :class:`BatchedLossHead`: ``focal`` (the RetinaNet paper's, on 0/1
+#: targets) or ``qfl``, the quality focal loss of GFL (Li et al., NeurIPS 2020), whose target
+#: for a foreground anchor's class is the IoU of its predicted box with its object.
+CLS_LOSSES = ("focal", "qfl")
 
 
 def retinanet_head(
@@ -43,6 +56,7 @@ def retinanet_head(
     prior_probability: float = 0.01,
     separable: bool = False,
     separable_kernel: int = 3,
+    cls_loss: str = "focal",
 ) -> RetinaNetHead:
     """A torchvision RetinaNet head with ``num_convs`` convs per branch.
 
@@ -61,11 +75,14 @@ def retinanet_head(
             at 128 channels. The predictors (``cls_logits``, ``bbox_reg``) stay 3x3 convs.
         separable_kernel: kernel of those depthwise convs (odd; 5 widens each branch's receptive
             field for a few more multiply-adds).
+        cls_loss: one of :data:`CLS_LOSSES` (see :class:`BatchedLossHead`).
     """
     if not 0 <= num_convs <= 4:
         raise ValueError(f"num_convs must be in 0..4, got {num_convs}")
     if box_loss not in BOX_LOSSES:
         raise ValueError(f"box_loss must be one of {', '.join(BOX_LOSSES)}, got {box_loss!r}")
+    if cls_loss not in CLS_LOSSES:
+        raise ValueError(f"cls_loss must be one of {', '.join(CLS_LOSSES)}, got {cls_loss!r}")
     if not 0.0 < prior_probability < 1.0:
         raise ValueError(f"prior_probability must be in (0, 1), got {prior_probability}")
     if separable_kernel < 1 or separable_kernel % 2 == 0:
@@ -73,7 +90,7 @@ def retinanet_head(
     if group_norm is not None and (group_norm < 1 or in_channels % group_norm):
         raise ValueError(f"group_norm={group_norm} groups do not divide in_channels={in_channels}")
     norm_layer = None if group_norm is None else partial(nn.GroupNorm, group_norm)
-    head = BatchedLossHead(in_channels, num_anchors, num_classes, norm_layer=norm_layer)
+    head = BatchedLossHead(in_channels, num_anchors, num_classes, norm_layer=norm_layer, cls_loss=cls_loss)
     for branch in (head.classification_head, head.regression_head):
         branch.conv = branch.conv[:num_convs]
         if separable:
@@ -93,7 +110,22 @@ class BatchedLossHead(RetinaNetHead):
     and a focal loss per image; this computes the same two losses (each image's sum over its
     foreground anchors' count, averaged over the images) in a few batched ops, ~3x faster at
     batch 8. Same modules and parameter names as :class:`RetinaNetHead`; ``forward`` is its own.
+
+    Args:
+        *args, **kwargs: as for :class:`RetinaNetHead`.
+        cls_loss: ``"focal"`` (torchvision's sigmoid focal loss, alpha 0.25, gamma 2, on 0/1
+            targets) or ``"qfl"``: the quality focal loss ``BCE(p, y) * |p - y| ** 2`` whose target
+            ``y`` is, for a foreground anchor's class, the IoU of its predicted box with its
+            object (no gradient through that IoU) and 0 elsewhere, so the score ranks boxes by
+            their localisation as well as their class (GFL, Li et al., NeurIPS 2020). Either is
+            summed over the non-ignored anchors and divided by the image's foreground count.
     """
+
+    def __init__(self, *args: Any, cls_loss: str = "focal", **kwargs: Any) -> None:
+        if cls_loss not in CLS_LOSSES:
+            raise ValueError(f"cls_loss must be one of {', '.join(CLS_LOSSES)}, got {cls_loss!r}")
+        super().__init__(*args, **kwargs)
+        self.cls_loss = cls_loss
 
     def compute_loss(
         self,
@@ -112,17 +144,26 @@ class BatchedLossHead(RetinaNetHead):
         # float32 sums and counts, also when autocast gives bfloat16/float16 outputs
         num_fg = torch.bincount(img, minlength=num_images).clamp(min=1).float()
 
+        fg_anchors = torch.stack(anchors)[img, anchor]
+        gt_boxes = torch.cat([t["boxes"] for t in targets])[box]
+        fg_regression = bbox_regression[img, anchor].float()
         target = torch.zeros_like(cls_logits, dtype=torch.float32)
-        target[img, anchor, torch.cat([t["labels"] for t in targets])[box]] = 1.0
-        focal = sigmoid_focal_loss(cls_logits.float(), target, reduction="none")
+        logits = cls_logits.float()
+        labels = torch.cat([t["labels"] for t in targets])[box]
+        if self.cls_loss == "qfl":
+            with torch.no_grad():
+                decoded = self.regression_head.box_coder.decode_single(fg_regression, fg_anchors)
+                target[img, anchor, labels] = _paired_iou(decoded, gt_boxes)
+            prob = logits.sigmoid()
+            per_logit = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            per_logit = per_logit * (prob - target).abs().pow(2)
+        else:
+            target[img, anchor, labels] = 1.0
+            per_logit = sigmoid_focal_loss(logits, target, reduction="none")
         valid = (matched != self.classification_head.BETWEEN_THRESHOLDS).unsqueeze(-1)
-        cls_loss = (focal * valid).sum(dim=(1, 2)) / num_fg
+        cls_loss = (per_logit * valid).sum(dim=(1, 2)) / num_fg
 
-        box_loss = self._box_loss_per_anchor(
-            torch.stack(anchors)[img, anchor],
-            torch.cat([t["boxes"] for t in targets])[box],
-            bbox_regression[img, anchor].float(),
-        )
+        box_loss = self._box_loss_per_anchor(fg_anchors, gt_boxes, fg_regression)
         box_sums = box_loss.new_zeros(num_images).index_add(0, img, box_loss)
         return {"classification": cls_loss.mean(), "bbox_regression": (box_sums / num_fg).mean()}
 
@@ -140,6 +181,15 @@ class BatchedLossHead(RetinaNetHead):
             "diou": distance_box_iou_loss,
         }[loss_type]
         return iou_loss(coder.decode_single(regression, anchors), gt_boxes, reduction="none", eps=1e-7)
+
+
+def _paired_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of ``a[i]`` with ``b[i]`` (boxes x1y1x2y2), 0 for degenerate pairs."""
+    wh = (torch.min(a[:, 2:], b[:, 2:]) - torch.max(a[:, :2], b[:, :2])).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=1)
+    return inter / (area_a + area_b - inter).clamp(min=1e-7)
 
 
 def _separable_layer(
