@@ -42,6 +42,7 @@ def test_preset_structure() -> None:
         assert all(layer[0].groups == 128 and layer[1].kernel_size == (1, 1) for layer in branch.conv)
         assert all(isinstance(layer[2], nn.GroupNorm) and layer[2].num_groups == 32 for layer in branch.conv)
     assert head.regression_head._loss_type == "giou"
+    assert head.cls_loss == "qfl" and retinanet_ghostnet_320_fpn(cls_loss="focal").head.cls_loss == "focal"
     assert head.classification_head.cls_logits.bias[0].item() == pytest.approx(-math.log(99), rel=1e-6)
     # ATSS assignment with one square anchor per location, 8x the stride
     assert isinstance(model, ATSSRetinaNet) and model.atss_topk == 9
@@ -63,7 +64,7 @@ def test_default_retinanet_keeps_the_paper_pyramid() -> None:
     model = retinanet_ghostnet_fpn(num_classes=5)
     feats = _levels(model, 256)
     assert [f.shape[-1] for f in feats] == [32, 16, 8, 4, 2] and {f.shape[1] for f in feats} == {256}
-    assert len(model.head.classification_head.conv) == 4
+    assert len(model.head.classification_head.conv) == 4 and model.head.cls_loss == "focal"
     assert model.anchor_generator.sizes[0] == (32, 40, 50) and model.anchor_generator.sizes[-1][0] == 512
 
 
@@ -229,6 +230,7 @@ def _same_structure(a: RetinaNet, b: RetinaNet) -> None:
     assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
     assert a.anchor_generator.sizes == b.anchor_generator.sizes
     assert a.head.regression_head._loss_type == b.head.regression_head._loss_type
+    assert a.head.cls_loss == b.head.cls_loss
     assert type(a) is type(b)
     if isinstance(a, ATSSRetinaNet):
         assert a.atss_topk == b.atss_topk

@@ -409,6 +409,7 @@ RETINANET_320_DEFAULTS: dict[str, Any] = {
     "separable_head": True,
     "group_norm": 32,
     "box_loss": "giou",
+    "cls_loss": "qfl",
     "matcher": "atss",
     "anchor_scale": 8.0,
     "scales_per_octave": 1,
@@ -436,7 +437,9 @@ def retinanet_ghostnet_320_fpn(**kwargs: Any) -> RetinaNet:
     multiply-adds) with GroupNorm(32), a GIoU box loss, ``min_size=320``, ``max_size=640``.
     Training assigns anchors by ATSS (``matcher="atss"``, :mod:`ghostdet.models.atss`) instead
     of fixed IoU thresholds, with one square anchor per location, 8x the stride (64-512 px), as
-    in the ATSS paper; the classification prior is 0.01. ``matcher="iou"`` falls back to IoU
+    in the ATSS paper; the classification prior is 0.01, and the classification loss is the
+    quality focal loss (``cls_loss="qfl"``: the foreground class's target is the IoU of the
+    predicted box, as in GFL; ``"focal"`` is the paper's). ``matcher="iou"`` falls back to IoU
     matching at foreground >= 0.4, background < 0.3 (the paper: 0.5 / 0.4), best with the
     paper's anchors (``anchor_scale=4, scales_per_octave=3, aspect_ratios=(0.5, 1.0, 2.0)``).
     What each choice did on a same-budget run is in the README (*RetinaNet on a CPU budget*).
