@@ -81,8 +81,6 @@ def retinanet_head(
         raise ValueError(f"num_convs must be in 0..4, got {num_convs}")
     if box_loss not in BOX_LOSSES:
         raise ValueError(f"box_loss must be one of {', '.join(BOX_LOSSES)}, got {box_loss!r}")
-    if cls_loss not in CLS_LOSSES:
-        raise ValueError(f"cls_loss must be one of {', '.join(CLS_LOSSES)}, got {cls_loss!r}")
     if not 0.0 < prior_probability < 1.0:
         raise ValueError(f"prior_probability must be in (0, 1), got {prior_probability}")
     if separable_kernel < 1 or separable_kernel % 2 == 0:
