@@ -92,7 +92,7 @@ def test_checkpoint_of_the_original_head_still_loads(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"separable_head": True}, {"separable_head": True, "group_norm": None}, {"cls_loss": "qfl"}],
+    [{}, {"separable_head": True}, {"separable_head": True, "group_norm": None}, {"cls_loss": "focal"}],
 )
 def test_preset_trains_with_every_parameter_receiving_a_gradient(kwargs: dict) -> None:
     torch.manual_seed(0)
