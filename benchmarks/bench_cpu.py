@@ -730,19 +730,25 @@ def section_scaling(args: argparse.Namespace) -> dict:
 # native kernels vs oneDNN, per call
 
 
-def _kernel_kind(module: torch.nn.Module) -> str | None:
-    """The native kernel a deploy module runs on (``None``: none of them)."""
-    from ghostdet.deploy import FusedConv2d
+def _kernel_kind(module: torch.nn.Module, x: torch.Tensor | None = None) -> str | None:
+    """The native kernel a deploy module runs on (``None``: none of them); for a bottleneck, on
+    input ``x`` (its map size decides), or on some input when ``x`` is None."""
+    from ghostdet.deploy import SMALL_BLOCK_MAX_PIXELS, FusedConv2d
     from ghostdet.deploy.ghost import DeployBottleneck
 
     if isinstance(module, FusedConv2d):
         k, s = module.weight.shape[-1], module.stride[0]
         return "stem" if module.is_native_stem else f"dw k{k} s{s}" if module.is_native_dw else None
     if isinstance(module, DeployBottleneck):
-        for flag, kind in (("can_fuse_block", "block s1"), ("can_fuse_block_s2", "block s2")):
-            if getattr(module, flag):
-                return kind
-        return "block se" if module.can_fuse_block_se else None
+        pixels = None if x is None else x.shape[2] * x.shape[3]
+        if pixels is None or pixels >= module.fuse_min_pixels:
+            for flag, kind in (("can_fuse_block", "block s1"), ("can_fuse_block_s2", "block s2")):
+                if getattr(module, flag):
+                    return kind
+            if module.can_fuse_block_se:
+                return "block se"
+        if module.can_run_small and (pixels is None or pixels <= SMALL_BLOCK_MAX_PIXELS):
+            return "block small"
     return None
 
 
@@ -764,7 +770,7 @@ def kernel_calls(
 
     Returns:
         One dict per call: ``layer`` (module name), ``kind`` (``stem``, ``dw k3 s1``, ...,
-        ``block s1``/``s2``/``se``), ``input`` (CxHxW), ``ms`` (variant ``native``/``onednn`` ->
+        ``block s1``/``s2``/``se``/``small``), ``input`` (CxHxW), ``ms`` (variant ``native``/``onednn`` ->
         threads -> median ms).
     """
     import copy
@@ -790,13 +796,16 @@ def kernel_calls(
         del module.run
     fns, rows = {}, []
     for name, (module, args, kwargs) in calls.items():
+        if _kernel_kind(module, args[0]) is None:  # a bottleneck that ran its separate ops
+            continue
         slow = copy.deepcopy(module)
         for m in slow.modules():
             if isinstance(m, FusedConv2d):
                 m.use_native = False
         fns[(name, "native")] = lambda m=module, a=args, k=kwargs: m.run(*a, **k)
         fns[(name, "onednn")] = lambda m=slow, a=args, k=kwargs: m.run(*a, **k)
-        rows.append({"layer": name, "kind": _kernel_kind(module), "input": _shape(args[0]), "ms": {}})
+        kind = _kernel_kind(module, args[0])
+        rows.append({"layer": name, "kind": kind, "input": _shape(args[0]), "ms": {}})
     for t in threads:
         med = time_interleaved(
             fns, runs=reps, warmup=warmup, rotate=False, context=torch.inference_mode, threads=t

@@ -475,10 +475,11 @@ def test_fused_block_matches_separate_ops_and_only_takes_eligible_blocks():
     fused = fuse(model)
     blocks = [m for m in fused.modules() if isinstance(m, DeployBottleneck)]
     eligible = [b for b in blocks if b.can_fuse_block]
-    assert eligible  # GhostNet's first stride-1 blocks (16 and 24 channels)
-    for b in blocks:  # stride 2, SE, conv shortcut or too wide: never fused
-        too_wide = b.ghost2.primary_conv.weight.shape[0] * 2 > FUSED_BLOCK_MAX_CHANNELS
-        if b.conv_dw is not None or b.se is not None or b.shortcut_pw is not None or too_wide:
+    # GhostNet's first stride-1 blocks (16 and 24 channels) and the 160-channel ones without SE
+    widths = {2 * b.ghost2.primary_conv.weight.shape[0] for b in eligible}
+    assert min(widths) <= FUSED_BLOCK_MAX_CHANNELS < max(widths)
+    for b in blocks:  # stride 2, SE or conv shortcut: never the one-pass stride-1 kernel
+        if b.conv_dw is not None or b.se is not None or b.shortcut_pw is not None:
             assert not b.can_fuse_block
     if _native.load() is None:
         pytest.skip("no C compiler to build the native kernels")
@@ -584,19 +585,29 @@ def test_fused_blocks_any_band_and_thread_count(band, threads):
         torch.set_num_threads(old_threads)
 
 
-def test_fused_se_blocks_take_only_narrow_se_blocks_and_check_inputs():
-    """The two-pass SE kernels run GhostNet's narrow SE blocks (40 channels out, stride 1 and
-    stride 2 with a 5x5 depthwise conv) and nothing wider; bad arguments are clear errors."""
-    from ghostdet.deploy import FUSED_BLOCK_MAX_CHANNELS, DeployBottleneck
+def test_fused_se_blocks_take_every_se_block_and_check_inputs():
+    """The two-pass SE kernels take GhostNet's SE blocks (stride 1, and stride 2 with a 5x5
+    depthwise conv): the narrow ones on every map, the wide ones from FUSED_WIDE_MIN_PIXELS on;
+    bad arguments are clear errors."""
+    from ghostdet.deploy import (
+        FUSED_BLOCK_MAX_CHANNELS,
+        FUSED_WIDE_MIN_PIXELS,
+        WIDE_BLOCK_BAND,
+        DeployBottleneck,
+    )
     from ghostdet.deploy import native as _native
 
     fused = fuse(_trained_bn_classifier())
     blocks = [m for m in fused.modules() if isinstance(m, DeployBottleneck)]
     se = [b for b in blocks if b.can_fuse_block_se]
     assert {b.conv_dw is None for b in se} == {True, False}
-    assert all(b.se is not None and not (b.can_fuse_block or b.can_fuse_block_s2) for b in se)
-    wide = [b for b in blocks if b.se is not None and b not in se]
-    assert wide and all(2 * b.ghost2.primary_conv.weight.shape[0] > FUSED_BLOCK_MAX_CHANNELS for b in wide)
+    assert se == [b for b in blocks if b.se is not None]
+    assert all(not (b.can_fuse_block or b.can_fuse_block_s2) for b in se)
+    for b in blocks:
+        wide = 2 * b.ghost2.primary_conv.weight.shape[0] > FUSED_BLOCK_MAX_CHANNELS
+        want = (FUSED_WIDE_MIN_PIXELS, WIDE_BLOCK_BAND) if wide else (0, 8)
+        assert (b.fuse_min_pixels, b.fused_band) == want
+    assert {b.fuse_min_pixels for b in se} == {0, FUSED_WIDE_MIN_PIXELS}
     if _native.load() is None:
         pytest.skip("no C compiler to build the native kernels")
     b = next(b for b in se if b.conv_dw is not None)
@@ -613,6 +624,51 @@ def test_fused_se_blocks_take_only_narrow_se_blocks_and_check_inputs():
     with pytest.raises(ValueError, match="do not fit"):
         _native.ghost_back(z, res, [w[6][:, :4].contiguous(), *w[7:]])
     assert _native.ghost_back(z, res[:, :, :2], w[6:]) is None  # shortcut of the wrong size: declined
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_wide_blocks_run_fused_on_large_maps_only(monkeypatch, threads):
+    """In a model, a bottleneck wider than FUSED_BLOCK_MAX_CHANNELS runs on the fused kernels
+    when its input map has at least FUSED_WIDE_MIN_PIXELS pixels and on the separate ops below
+    (the narrow ones always fused); in both cases the output equals the eval model's."""
+    from ghostdet.deploy import FUSED_BLOCK_MAX_CHANNELS, FUSED_WIDE_MIN_PIXELS, DeployBottleneck
+    from ghostdet.deploy import native as _native
+
+    if _native.load() is None:
+        pytest.skip("no C compiler to build the native kernels")
+    model = _trained_bn_classifier()
+    fused = fuse(model)
+    blocks = [b for b in fused.modules() if isinstance(b, DeployBottleneck)]
+    # a block is known by its ghost1 weight as the kernels get it (cached: same storage each call)
+    wide_by_weight = {
+        b.ghost1.primary_conv.flat_weight().data_ptr(): 2 * b.ghost2.primary_conv.weight.shape[0]
+        > FUSED_BLOCK_MAX_CHANNELS
+        for b in blocks
+    }
+    calls: list[tuple[bool, int]] = []  # (wide, input pixels) of each fused call
+    for name in ("ghost_block_s1", "ghost_front"):
+        real = getattr(_native, name)
+
+        def spy(x, weights, *args, _real=real, **kwargs):
+            calls.append((wide_by_weight[weights[0].data_ptr()], x.shape[2] * x.shape[3]))
+            return _real(x, weights, *args, **kwargs)
+
+        monkeypatch.setattr(_native, name, spy)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        # stride 16 (the 112-channel blocks): 24x24 = 576 pixels, 22x22 = 484
+        for side, stride16 in ((384, 24 * 24), (352, 22 * 22)):
+            calls.clear()
+            x = torch.randn(1, 3, side, side)
+            with torch.no_grad():
+                assert _rel_err(model(x), fused(x)) < 1e-4
+            wide_calls = [px for wide, px in calls if wide]
+            assert all(px >= FUSED_WIDE_MIN_PIXELS for px in wide_calls)
+            assert (stride16 in wide_calls) == (stride16 >= FUSED_WIDE_MIN_PIXELS), (side, calls)
+            assert len(calls) > len(wide_calls)  # the narrow blocks at every size
+    finally:
+        torch.set_num_threads(old)
 
 
 class _Doubler(nn.Module):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from helpers import randomise_bn
 
-from ghostdet.deploy import DeployBottleneck, fuse, native
+from ghostdet.deploy import FUSED_WIDE_MIN_PIXELS, DeployBottleneck, fuse, native
 from ghostdet.deploy.ghost import DeployDFCGate
 from ghostdet.models import ghostnetv2, ghostnetv3
 from ghostdet.models.dfc import dfc_branch
@@ -163,10 +163,13 @@ def test_deployed_v2_v3_use_the_gate_kernels(builder, monkeypatch):
         monkeypatch.setattr(native, name, counted)
     gates = [m for m in deployed.modules() if isinstance(m, DeployDFCGate)]
     front = [b for b in deployed.modules() if isinstance(b, DeployBottleneck) and b.ghost1.dfc is not None]
-    n_s1 = sum(b.can_fuse_block for b in front)  # no SE: the one-pass kernels
-    n_s2 = sum(b.can_fuse_block_s2 for b in front)
-    n_two = sum(b.can_fuse_block_se and not (b.can_fuse_block or b.can_fuse_block_s2) for b in front)
-    x = torch.randn(1, 3, 320, 288)  # the wide blocks on 20x18 maps (op path) and 10x9 (whole-block kernel)
+    # the wide blocks are on 20x18 maps (below FUSED_WIDE_MIN_PIXELS: op path) and 10x9 (whole-block kernel)
+    assert FUSED_WIDE_MIN_PIXELS > 20 * 18
+    narrow = [b for b in front if b.fuse_min_pixels == 0]
+    n_s1 = sum(b.can_fuse_block for b in narrow)  # no SE: the one-pass kernels
+    n_s2 = sum(b.can_fuse_block_s2 for b in narrow)
+    n_two = sum(b.can_fuse_block_se and not (b.can_fuse_block or b.can_fuse_block_s2) for b in narrow)
+    x = torch.randn(1, 3, 320, 288)
     with torch.no_grad():
         ref, got = model(x), deployed(x)
     assert _rel_err(ref, got) < 1e-4

@@ -22,7 +22,8 @@ with fewer and cheaper operations on CPU:
   concatenation copy is left. Without a C compiler, oneDNN runs them (``fuse(...,
   native_kernels=False)`` or ``GHOSTDET_NATIVE=0`` choose that on purpose);
 * bottlenecks with at most ``FUSED_BLOCK_MAX_CHANNELS`` output channels (GhostNet's memory-bound
-  blocks on the large maps) run fused on native kernels (``csrc/ghostblock.c``): without SE, one
+  blocks on the large maps), and wider ones on maps of at least ``FUSED_WIDE_MIN_PIXELS`` pixels,
+  run fused on native kernels (``csrc/ghostblock.c``): without SE, one
   call per block, row bands streaming through per-thread scratch so only the block's input is
   read and its output written; with SE (whose gate needs the whole map's mean) or a DFC gate, a
   front call (ghost1, the strided depthwise conv, channel sums) and a back call (ghost2, residual)
@@ -72,7 +73,9 @@ from ghostdet.deploy.backend import GEMM_MAX_PIXELS, FusedConv2d, fold_bn
 from ghostdet.deploy.convert import fuse, is_fused
 from ghostdet.deploy.ghost import (
     FUSED_BLOCK_MAX_CHANNELS,
+    FUSED_WIDE_MIN_PIXELS,
     SMALL_BLOCK_MAX_PIXELS,
+    WIDE_BLOCK_BAND,
     DeployBottleneck,
     DeployDFCGate,
     DeployGhostModule,
@@ -84,8 +87,10 @@ from ghostdet.runtime import tune_malloc
 
 __all__ = [
     "FUSED_BLOCK_MAX_CHANNELS",
+    "FUSED_WIDE_MIN_PIXELS",
     "GEMM_MAX_PIXELS",
     "SMALL_BLOCK_MAX_PIXELS",
+    "WIDE_BLOCK_BAND",
     "DeployBottleneck",
     "DeployDFCGate",
     "DeployGhostModule",

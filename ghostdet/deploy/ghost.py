@@ -40,7 +40,9 @@ from ghostdet.models.ghostnetv3 import GhostBottleneckV3, GhostModuleV3
 
 __all__ = [
     "FUSED_BLOCK_MAX_CHANNELS",
+    "FUSED_WIDE_MIN_PIXELS",
     "SMALL_BLOCK_MAX_PIXELS",
+    "WIDE_BLOCK_BAND",
     "DeployBottleneck",
     "DeployDFCGate",
     "DeployGhostModule",
@@ -50,11 +52,21 @@ __all__ = [
 ]
 
 # Bottlenecks without SE (stride 1, or stride 2 with a conv shortcut) with at most this many
-# output channels run as one fused native call (csrc/ghostblock.c). Measured against the
-# separate ops on a 2-core x86 CPU at 640x640 (224x224): 16 and 24 channels ~0.4x-0.55x,
-# 40-channel stride 2 0.72x (0.90x), 80 channels 0.77-0.85x (0.84-0.87x); 160 channels 1.7x
-# (2.4x: a 7x7 map is one band, so one thread).
+# output channels run as one fused native call (csrc/ghostblock.c) on maps of any size, those
+# with SE as two calls. Measured against the separate ops on a 2-core x86 CPU at 640x640
+# (224x224): 16 and 24 channels ~0.4x-0.55x, 40-channel stride 2 0.72x (0.90x), 80 channels
+# 0.77-0.85x (0.84-0.87x).
 FUSED_BLOCK_MAX_CHANNELS = 80
+
+# Wider bottlenecks run on the same fused kernels only on maps of at least this many pixels
+# (their input map), in bands of WIDE_BLOCK_BAND rows. Measured 2026-12-03 on a 2-core AVX-512 VM,
+# fused / separate ops per block, A/B in one process: 112-channel SE blocks 0.65-0.84x on 40x40
+# (1 and 2 threads), 0.74-0.84x on 50x50, 0.86-0.97x on 20x20-30x30; 160 channels 0.65-0.83x on
+# 25x25 but 1.0-1.1x on 20x20 (1.3-2x below that, where SMALL_BLOCK_MAX_PIXELS takes over).
+FUSED_WIDE_MIN_PIXELS = 512
+# Rows per task of the wide fused blocks: 40 rows in bands of 8 give two threads 3 + 2 bands; at
+# 2 threads bands of 4 took 0.80-0.93x the time of bands of 8 there (narrow blocks keep 8).
+WIDE_BLOCK_BAND = 4
 
 # Bottlenecks of any width on maps of at most this many pixels (the 14x14 and 7x7 maps of a
 # 224x224 input) run whole in one native call (csrc/smallblock.c): there the ~20 separate ops
@@ -360,6 +372,10 @@ class DeployBottleneck(DeployModule):
         self.can_fuse_block_s2 = self._fusable_s2()
         self.can_fuse_block_se = self._fusable_se()
         self.can_run_small = self._small_fits()
+        # the fused kernels run narrow blocks on any map, wide ones on large maps only
+        wide = 2 * self.ghost2.primary_conv.weight.shape[0] > FUSED_BLOCK_MAX_CHANNELS
+        self.fuse_min_pixels = FUSED_WIDE_MIN_PIXELS if wide else 0
+        self.fused_band = WIDE_BLOCK_BAND if wide else 8
         # ghost2's primary is a 1x1 conv: it can take its input in parts (see concat_parts)
         # (a gated ghost2 would need its whole input: never in parts; a gated ghost1 gates its halves)
         self.ghost2_by_parts = self.ghost2.primary_conv.gemm_max_pixels > 0 and self.ghost2.dfc is None
@@ -376,12 +392,12 @@ class DeployBottleneck(DeployModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.run(x, fast_path_ok(x))
 
-    def _ghosts_fit(self, max_channels: int | None = FUSED_BLOCK_MAX_CHANNELS) -> bool:
-        """Whether both Ghost modules fit the native fused kernels (``csrc/ghostblock.c``):
-        1x1 primaries and 3x3 depthwise cheap ops (ReLU in ghost1 only), no channel slicing,
-        channel counts multiples of 4, and at most ``FUSED_BLOCK_MAX_CHANNELS`` output channels
-        (wider blocks are faster as separate GEMMs), and no DFC gate on ghost2 (one on ghost1 is
-        applied by the front kernel)."""
+    def _ghosts_fit(self) -> bool:
+        """Whether both Ghost modules fit the native fused kernels (``csrc/ghostblock.c`` and
+        ``csrc/smallblock.c``): 1x1 primaries and 3x3 depthwise cheap ops (ReLU in ghost1 only),
+        no channel slicing, channel counts multiples of 4, and no DFC gate on ghost2 (one on
+        ghost1 is applied by the kernels). Whether they pay off for a block's width on a given
+        map is decided per call (``fuse_min_pixels``)."""
         p1, c1 = self.ghost1.primary_conv, self.ghost1.cheap_operation
         p2, c2 = self.ghost2.primary_conv, self.ghost2.cheap_operation
         m1, m2 = p1.weight.shape[0], p2.weight.shape[0]
@@ -398,7 +414,6 @@ class DeployBottleneck(DeployModule):
             and p2.weight.shape[1] == 2 * m1
             and m1 % 4 == 0
             and m2 % 4 == 0
-            and (max_channels is None or 2 * m2 <= max_channels)
         )
 
     def _dw_fits(self) -> bool:
@@ -442,7 +457,7 @@ class DeployBottleneck(DeployModule):
         """The whole-block kernel for small maps (``csrc/smallblock.c``): the Ghost modules fit
         (any width), the strided conv fits, the shortcut is an identity or a native depthwise
         conv and a 1x1 conv (no ReLU)."""
-        if not self._ghosts_fit(max_channels=None) or (self.conv_dw is not None and not self._dw_fits()):
+        if not self._ghosts_fit() or (self.conv_dw is not None and not self._dw_fits()):
             return False
         if self.shortcut_pw is None:
             return self._identity_fits()
@@ -510,16 +525,17 @@ class DeployBottleneck(DeployModule):
     def run(self, x: Tensor, fast: bool) -> Tensor:
         """``forward`` with the fast-path eligibility decided by the caller."""
         if fast and self.ghost1.cheap_operation.use_native and native.kernel_pays_off("block"):
-            y = None
-            if self.can_fuse_block:
-                y = native.ghost_block_s1(x, self._fused_weights(), gate=self._gate_values(x))
-            elif self.can_fuse_block_s2:
+            y, pixels, band = None, x.shape[2] * x.shape[3], self.fused_band
+            fused = pixels >= self.fuse_min_pixels
+            if fused and self.can_fuse_block:
+                y = native.ghost_block_s1(x, self._fused_weights(), band, gate=self._gate_values(x))
+            elif fused and self.can_fuse_block_s2:
                 res = self.shortcut_pw.run(self.shortcut_dw.run(x, fast), fast)
                 k = self.conv_dw.weight.shape[-1]
-                y = native.ghost_block_s2(x, res, self._fused_weights(), k, gate=self._gate_values(x))
-            elif self.can_fuse_block_se:
-                y = self._run_fused_se(x, fast)
-            elif self.can_run_small and x.shape[2] * x.shape[3] <= SMALL_BLOCK_MAX_PIXELS:
+                y = native.ghost_block_s2(x, res, self._fused_weights(), k, band, gate=self._gate_values(x))
+            elif fused and self.can_fuse_block_se:
+                y = self._run_fused_se(x, fast, band)
+            if y is None and self.can_run_small and pixels <= SMALL_BLOCK_MAX_PIXELS:
                 y = self._run_small(x)
             if y is not None:
                 return y
