@@ -177,10 +177,11 @@ def test_concat_parts_matches_module_on_scaled_concat(oup, ratio, relu, batch, s
 
 
 def test_se_gate_scales_weights_not_maps():
-    """With one image, no SE block multiplies a feature map by its gate: the gate goes into the
-    next 1x1 conv's weight (a few thousand numbers), and the result still matches."""
+    """With one image, no SE block on the per-op path (here: without the native kernels, whose
+    SE blocks fold the gate inside their kernels) multiplies a feature map by its gate: the gate
+    goes into the next 1x1 conv's weight (a few thousand numbers), and the result still matches."""
     model = _trained_bn_classifier()
-    fused = fuse(model)
+    fused = fuse(model, native_kernels=False)
     x = torch.randn(1, 3, 96, 96)
     with torch.inference_mode(), torch.profiler.profile(record_shapes=True) as prof:
         got = fused(x)
@@ -627,11 +628,18 @@ def test_fused_se_blocks_take_every_se_block_and_check_inputs():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_wide_blocks_run_fused_on_large_maps_only(monkeypatch, threads):
-    """In a model, a bottleneck wider than FUSED_BLOCK_MAX_CHANNELS runs on the fused kernels
-    when its input map has at least FUSED_WIDE_MIN_PIXELS pixels and on the separate ops below
-    (the narrow ones always fused); in both cases the output equals the eval model's."""
-    from ghostdet.deploy import FUSED_BLOCK_MAX_CHANNELS, FUSED_WIDE_MIN_PIXELS, DeployBottleneck
+def test_map_size_picks_each_blocks_kernel(monkeypatch, threads):
+    """In a model, each bottleneck runs whole (csrc/smallblock.c) on maps up to its
+    ``small_max_pixels`` (SMALL_BLOCK_MAX_PIXELS, or WIDE_SMALL_BLOCK_MAX_PIXELS when wider than
+    FUSED_BLOCK_MAX_CHANNELS), on the band kernels above that (a wide one from
+    FUSED_WIDE_MIN_PIXELS on); whatever ran, the output equals the eval model's."""
+    from ghostdet.deploy import (
+        FUSED_BLOCK_MAX_CHANNELS,
+        FUSED_WIDE_MIN_PIXELS,
+        SMALL_BLOCK_MAX_PIXELS,
+        WIDE_SMALL_BLOCK_MAX_PIXELS,
+        DeployBottleneck,
+    )
     from ghostdet.deploy import native as _native
 
     if _native.load() is None:
@@ -645,28 +653,41 @@ def test_wide_blocks_run_fused_on_large_maps_only(monkeypatch, threads):
         > FUSED_BLOCK_MAX_CHANNELS
         for b in blocks
     }
-    calls: list[tuple[bool, int]] = []  # (wide, input pixels) of each fused call
-    for name in ("ghost_block_s1", "ghost_front"):
+    assert set(wide_by_weight.values()) == {True, False}
+    calls: list[tuple[str, bool, int]] = []  # (kernel, wide, input pixels) of each block call
+    for name, w_arg in (
+        ("ghost_block_s1", 1),
+        ("ghost_block_s2", 2),
+        ("ghost_front", 1),
+        ("ghost_block_small", 1),
+    ):
         real = getattr(_native, name)
 
-        def spy(x, weights, *args, _real=real, **kwargs):
-            calls.append((wide_by_weight[weights[0].data_ptr()], x.shape[2] * x.shape[3]))
-            return _real(x, weights, *args, **kwargs)
+        def spy(*args, _real=real, _name=name, _w=w_arg, **kwargs):
+            x = args[0]
+            calls.append((_name, wide_by_weight[args[_w][0].data_ptr()], x.shape[2] * x.shape[3]))
+            return _real(*args, **kwargs)
 
         monkeypatch.setattr(_native, name, spy)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        # stride 16 (the 112-channel blocks): 24x24 = 576 pixels, 22x22 = 484
-        for side, stride16 in ((384, 24 * 24), (352, 22 * 22)):
+        # stride 16 / 32 maps: 22x22 and 11x11 (all whole-block); 66x66 = 4356 (wide: band
+        # kernels) and 33x33 = 1089 (wide: whole-block); the narrow ones at stride 2-8 are larger
+        for side in (352, 1056):
             calls.clear()
             x = torch.randn(1, 3, side, side)
             with torch.no_grad():
                 assert _rel_err(model(x), fused(x)) < 1e-4
-            wide_calls = [px for wide, px in calls if wide]
-            assert all(px >= FUSED_WIDE_MIN_PIXELS for px in wide_calls)
-            assert (stride16 in wide_calls) == (stride16 >= FUSED_WIDE_MIN_PIXELS), (side, calls)
-            assert len(calls) > len(wide_calls)  # the narrow blocks at every size
+            for kernel, wide, px in calls:
+                limit = WIDE_SMALL_BLOCK_MAX_PIXELS if wide else SMALL_BLOCK_MAX_PIXELS
+                assert (kernel == "ghost_block_small") == (px <= limit), (side, kernel, wide, px)
+                if wide and kernel != "ghost_block_small":
+                    assert px >= FUSED_WIDE_MIN_PIXELS
+            kinds = {(k == "ghost_block_small", wide) for k, wide, _ in calls}
+            # (whole-block, wide): the narrow 22x22 blocks run whole, the narrow 66x66 ones do not
+            want = {(True, True), (False, False), (True, False) if side == 352 else (False, True)}
+            assert kinds == want
     finally:
         torch.set_num_threads(old)
 

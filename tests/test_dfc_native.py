@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from helpers import randomise_bn
 
-from ghostdet.deploy import FUSED_WIDE_MIN_PIXELS, DeployBottleneck, fuse, native
+from ghostdet.deploy import DeployBottleneck, fuse, native
 from ghostdet.deploy.ghost import DeployDFCGate
 from ghostdet.models import ghostnetv2, ghostnetv3
 from ghostdet.models.dfc import dfc_branch
@@ -134,9 +134,9 @@ def test_gated_blocks_on_the_front_kernel_match_the_model(builder, threads, band
 
 @pytest.mark.parametrize("builder", [ghostnetv2, ghostnetv3])
 def test_deployed_v2_v3_use_the_gate_kernels(builder, monkeypatch):
-    """Every DFC gate runs natively (one dfc_gate call each), gated narrow blocks go through the
-    gated one-pass (stride 1, no SE) or front kernel, the wide ones multiply by gate_mul; the
-    output equals the model's."""
+    """Every DFC gate runs natively (one dfc_gate call each); each gated block goes through the
+    gated kernel its map size picks (whole-block, one-pass stride 1 or 2, or front), and a wide
+    block kept off the fused kernels multiplies by gate_mul; the output equals the model's."""
     model = randomise_bn(builder().eval(), seed=5)
     deployed = fuse(model)
     calls: dict[str, int] = {}
@@ -163,28 +163,42 @@ def test_deployed_v2_v3_use_the_gate_kernels(builder, monkeypatch):
         monkeypatch.setattr(native, name, counted)
     gates = [m for m in deployed.modules() if isinstance(m, DeployDFCGate)]
     front = [b for b in deployed.modules() if isinstance(b, DeployBottleneck) and b.ghost1.dfc is not None]
-    # the wide blocks are on 20x18 maps (below FUSED_WIDE_MIN_PIXELS: op path) and 10x9 (whole-block kernel)
-    assert FUSED_WIDE_MIN_PIXELS > 20 * 18
-    narrow = [b for b in front if b.fuse_min_pixels == 0]
-    n_s1 = sum(b.can_fuse_block for b in narrow)  # no SE: the one-pass kernels
-    n_s2 = sum(b.can_fuse_block_s2 for b in narrow)
-    n_two = sum(b.can_fuse_block_se and not (b.can_fuse_block or b.can_fuse_block_s2) for b in narrow)
+    pixels: dict[int, int] = {}  # each gated block's input map
+    for b in front:
+        monkeypatch.setattr(
+            b,
+            "run",
+            lambda x, fast, _b=b, _run=b.run: (
+                pixels.__setitem__(id(_b), x.shape[2] * x.shape[3]) or _run(x, fast)
+            ),
+        )
     x = torch.randn(1, 3, 320, 288)
     with torch.no_grad():
         ref, got = model(x), deployed(x)
     assert _rel_err(ref, got) < 1e-4
-    small = calls.pop("ghost_block_small", 0)
-    want = {
+    small = [b for b in front if b.can_run_small and pixels[id(b)] <= b.small_max_pixels]
+    banded = [b for b in front if b not in small and pixels[id(b)] >= b.fuse_min_pixels]
+    n_s1 = sum(b.can_fuse_block for b in banded)  # no SE: the one-pass kernels
+    n_s2 = sum(b.can_fuse_block_s2 for b in banded)
+    n_two = sum(b.can_fuse_block_se and not (b.can_fuse_block or b.can_fuse_block_s2) for b in banded)
+    assert calls == {
         "dfc_gate": len(gates),
+        "ghost_block_small": len(small),
         "ghost_block_s1": n_s1,
         "ghost_block_s2": n_s2,
         "ghost_front": n_two,
-        "gate_mul": len(front) - n_s1 - n_s2 - n_two - small,
-    }
-    ops = want.pop("gate_mul")  # blocks on the per-op path: one gate_mul each, two on the split path
-    assert ops <= calls.pop("gate_mul") <= 2 * ops and calls == want
-    assert small > 0 and ops > 0
-    assert min(n_s1, n_s2, n_two) > 0 and n_s1 + n_s2 + n_two < len(front)
+    }  # and no gate_mul
+    assert min(len(small), n_s1, n_s2, n_two) > 0 and len(small) + n_s1 + n_s2 + n_two == len(front)
+    # the wide blocks kept off every fused kernel: ghost1 on the per-op path, gated by gate_mul
+    wide = [b for b in front if b.fuse_min_pixels > 0]
+    for b in wide:
+        b.small_max_pixels, b.fuse_min_pixels = 0, 1 << 40
+    calls.clear()
+    with torch.no_grad():
+        assert _rel_err(ref, deployed(x)) < 1e-4
+    ops = len(wide)  # one gate_mul each, two on the split path
+    assert wide and ops <= calls.pop("gate_mul") <= 2 * ops
+    assert calls["ghost_block_small"] == len(small) - sum(b in small for b in wide)
 
 
 def test_gates_follow_the_block_kernel_choice(monkeypatch):
@@ -211,11 +225,11 @@ def test_gates_follow_the_block_kernel_choice(monkeypatch):
         monkeypatch.delitem(native._state, "choice")
         got = fuse(model, native_kernels=False)(x)
         assert calls == [] and _rel_err(ref, got) < 1e-4
-        fuse(model, native_kernels=True)(x)
-        assert {"dfc_gate", "gate_mul", "ghost_front"} <= set(calls)
+        fuse(model, native_kernels=True)(x)  # on these maps the gated blocks run whole
+        assert "dfc_gate" in calls
 
 
-def test_gated_split_path_gates_both_halves():
+def test_gated_split_path_gates_both_halves(monkeypatch):
     """On large maps a gated ghost1's halves are never concatenated: each is gated in place by
     its channel slice of the gate (gate_mul on a sliced gate), and the output stays the model's."""
     model = randomise_bn(ghostnetv2(0.5).eval(), seed=11)
@@ -226,10 +240,14 @@ def test_gated_split_path_gates_both_halves():
     assert split
     for b in split:
         b.split_min_numel = 0
-        b.can_fuse_block_se = False  # the op path, not the front kernel
+        b.small_max_pixels, b.fuse_min_pixels = 0, 1 << 40  # the op path, not a fused kernel
+    sliced: list[int] = []
+    real = native.gate_mul
+    monkeypatch.setattr(native, "gate_mul", lambda t, g, *a: sliced.append(g.shape[1]) or real(t, g, *a))
     x = torch.randn(2, 3, 72, 56)
     with torch.no_grad():
         assert _rel_err(model(x), deployed(x)) < 1e-4
+    assert len(sliced) >= 2 * len(split)  # each block's two halves, gated one by one
 
 
 def test_gate_weights_follow_a_state_dict_load():

@@ -359,11 +359,19 @@ def test_kinds_that_do_not_pay_run_on_onednn_with_the_same_result(monkeypatch):
     if native.load() is None:
         pytest.skip("no C compiler to build the native kernels")
     torch.manual_seed(0)
-    net = ghostnet(0.5).eval()
+    net = ghostnet(1.0).eval()
     fused = fuse(net, native_kernels=True)
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, 160, 160)  # maps above SMALL_BLOCK_MAX_PIXELS (band kernels) and below
     calls: list[str] = []
-    for name in ("stem_conv", "dwconv2d", "ghost_block_s1", "ghost_block_s2", "ghost_front"):
+    kernels = (
+        "stem_conv",
+        "dwconv2d",
+        "ghost_block_s1",
+        "ghost_block_s2",
+        "ghost_front",
+        "ghost_block_small",
+    )
+    for name in kernels:
         real = getattr(native, name)
         monkeypatch.setattr(
             native, name, lambda *a, _real=real, _n=name, **k: calls.append(_n) or _real(*a, **k)
@@ -371,10 +379,10 @@ def test_kinds_that_do_not_pay_run_on_onednn_with_the_same_result(monkeypatch):
     with torch.inference_mode():
         ref = net(x)
         all_native = fused(x)
-        assert {"stem_conv", "dwconv2d", "ghost_block_s1", "ghost_block_s2", "ghost_front"} <= set(calls)
+        assert set(kernels) <= set(calls)
         for kind, names in [
             ("stem", {"stem_conv"}),
-            ("block", {"ghost_block_s1", "ghost_block_s2", "ghost_front"}),
+            ("block", {"ghost_block_s1", "ghost_block_s2", "ghost_front", "ghost_block_small"}),
         ]:
             choice = {**dict.fromkeys(native.KINDS, True), kind: False}
             limits = dict.fromkeys(native.KINDS, math.inf)

@@ -8,7 +8,13 @@ import pytest
 import torch
 from helpers import randomise_bn
 
-from ghostdet.deploy import SMALL_BLOCK_MAX_PIXELS, DeployBottleneck, fuse, native
+from ghostdet.deploy import (
+    SMALL_BLOCK_MAX_PIXELS,
+    WIDE_SMALL_BLOCK_MAX_PIXELS,
+    DeployBottleneck,
+    fuse,
+    native,
+)
 from ghostdet.models import ghostnet, ghostnetv2, ghostnetv3
 
 pytestmark = pytest.mark.skipif(native.load() is None, reason="no C compiler to build the native kernels")
@@ -55,12 +61,13 @@ def test_every_block_runs_whole_on_small_maps(builder, threads):
 
 
 def test_small_maps_take_the_whole_block_kernel(monkeypatch):
-    """In a model, the wide blocks on maps up to SMALL_BLOCK_MAX_PIXELS go through the one call
-    (the narrow ones keep their band kernels); larger maps do not; outputs equal the model's."""
-    model = randomise_bn(
-        ghostnet().eval(), seed=9
-    )  # at 0.5x every block is narrow enough for the band kernels
+    """In a model, the blocks on maps up to their ``small_max_pixels`` go through the one call,
+    the narrow ones up to SMALL_BLOCK_MAX_PIXELS, the wide ones up to WIDE_SMALL_BLOCK_MAX_PIXELS
+    (larger maps do not); outputs equal the model's."""
+    model = randomise_bn(ghostnet().eval(), seed=9)
     deployed = fuse(model)
+    blocks = [b for b in deployed.modules() if isinstance(b, DeployBottleneck)]
+    assert {b.small_max_pixels for b in blocks} == {SMALL_BLOCK_MAX_PIXELS, WIDE_SMALL_BLOCK_MAX_PIXELS}
     sizes: list[int] = []
     real = native.ghost_block_small
     monkeypatch.setattr(
@@ -73,8 +80,10 @@ def test_small_maps_take_the_whole_block_kernel(monkeypatch):
         x = torch.randn(1, 3, side, side)
         with torch.no_grad():
             assert _rel_err(model(x), deployed(x)) < 1e-4
-        assert all(s <= SMALL_BLOCK_MAX_PIXELS for s in sizes)
-        assert bool(sizes) == (side == 224), sizes
+        # 224: every block from 28x28 down; 640: the 40x40 wide ones and the 20x20 ones
+        want = [28 * 28] * 2 + [14 * 14] * 6 + [7 * 7] * 4 if side == 224 else [40 * 40] * 3 + [20 * 20] * 4
+        assert sorted(sizes, reverse=True) == want
+        assert all(s <= WIDE_SMALL_BLOCK_MAX_PIXELS for s in sizes)
 
 
 def test_whole_block_kernel_checks_its_inputs():

@@ -43,6 +43,7 @@ __all__ = [
     "FUSED_WIDE_MIN_PIXELS",
     "SMALL_BLOCK_MAX_PIXELS",
     "WIDE_BLOCK_BAND",
+    "WIDE_SMALL_BLOCK_MAX_PIXELS",
     "DeployBottleneck",
     "DeployDFCGate",
     "DeployGhostModule",
@@ -62,16 +63,25 @@ FUSED_BLOCK_MAX_CHANNELS = 80
 # (their input map), in bands of WIDE_BLOCK_BAND rows. Measured 2026-12-03 on a 2-core AVX-512 VM,
 # fused / separate ops per block, A/B in one process: 112-channel SE blocks 0.65-0.84x on 40x40
 # (1 and 2 threads), 0.74-0.84x on 50x50, 0.86-0.97x on 20x20-30x30; 160 channels 0.65-0.83x on
-# 25x25 but 1.0-1.1x on 20x20 (1.3-2x below that, where SMALL_BLOCK_MAX_PIXELS takes over).
+# 25x25 but 1.0-1.1x on 20x20 (1.3-2x below that). The whole-block kernel below beats both up to
+# WIDE_SMALL_BLOCK_MAX_PIXELS, so the band kernels take the wide blocks on larger maps only.
 FUSED_WIDE_MIN_PIXELS = 512
 # Rows per task of the wide fused blocks: 40 rows in bands of 8 give two threads 3 + 2 bands; at
 # 2 threads bands of 4 took 0.80-0.93x the time of bands of 8 there (narrow blocks keep 8).
 WIDE_BLOCK_BAND = 4
 
-# Bottlenecks of any width on maps of at most this many pixels (the 14x14 and 7x7 maps of a
-# 224x224 input) run whole in one native call (csrc/smallblock.c): there the ~20 separate ops
-# of a block cost more in per-call overhead than in arithmetic.
-SMALL_BLOCK_MAX_PIXELS = 256
+# Bottlenecks of any width on maps of at most this many pixels (H*W, up to 32x32) run whole in
+# one native call (csrc/smallblock.c), and those wider than FUSED_BLOCK_MAX_CHANNELS on maps up
+# to WIDE_SMALL_BLOCK_MAX_PIXELS: each stage over the whole map, intermediates in scratch. On
+# the 7x7-14x14 maps the ~20 separate ops of a block cost more in dispatch than in arithmetic;
+# on larger maps the stages still beat the band kernels and the separate ops. Measured
+# 2026-12-03 on a 2-core AVX-512 VM, per block in one process, against what ran before (band
+# kernels, or separate ops for the wide blocks below FUSED_WIDE_MIN_PIXELS), 1 / 2 threads:
+# narrow blocks on 14x14-30x30 maps 0.70-0.85x / 0.65-1.0x, on 40x40 0.74-1.26x (so not there);
+# wide ones on 20x20-30x30 0.61-0.81x / 0.66-0.85x, 40x40 0.80-0.91x / 0.78-1.16x (0.87x / 0.95x
+# summed), 50x50 0.79-0.91x / 0.70-0.79x, 63x63 0.75-0.96x / 0.74-1.05x.
+SMALL_BLOCK_MAX_PIXELS = 1024
+WIDE_SMALL_BLOCK_MAX_PIXELS = 4096
 
 
 def _fused_op(seq: nn.Sequential) -> FusedConv2d:
@@ -376,6 +386,7 @@ class DeployBottleneck(DeployModule):
         wide = 2 * self.ghost2.primary_conv.weight.shape[0] > FUSED_BLOCK_MAX_CHANNELS
         self.fuse_min_pixels = FUSED_WIDE_MIN_PIXELS if wide else 0
         self.fused_band = WIDE_BLOCK_BAND if wide else 8
+        self.small_max_pixels = WIDE_SMALL_BLOCK_MAX_PIXELS if wide else SMALL_BLOCK_MAX_PIXELS
         # ghost2's primary is a 1x1 conv: it can take its input in parts (see concat_parts)
         # (a gated ghost2 would need its whole input: never in parts; a gated ghost1 gates its halves)
         self.ghost2_by_parts = self.ghost2.primary_conv.gemm_max_pixels > 0 and self.ghost2.dfc is None
@@ -473,7 +484,8 @@ class DeployBottleneck(DeployModule):
         )
 
     def _run_small(self, x: Tensor) -> Tensor | None:
-        """The whole block in one native call (:data:`SMALL_BLOCK_MAX_PIXELS`)."""
+        """The whole block in one native call (:data:`SMALL_BLOCK_MAX_PIXELS`,
+        :data:`WIDE_SMALL_BLOCK_MAX_PIXELS`)."""
         se = None
         if self.se is not None:
             m = self.se
@@ -526,7 +538,9 @@ class DeployBottleneck(DeployModule):
         """``forward`` with the fast-path eligibility decided by the caller."""
         if fast and self.ghost1.cheap_operation.use_native and native.kernel_pays_off("block"):
             y, pixels, band = None, x.shape[2] * x.shape[3], self.fused_band
-            fused = pixels >= self.fuse_min_pixels
+            if self.can_run_small and pixels <= self.small_max_pixels:
+                y = self._run_small(x)
+            fused = y is None and pixels >= self.fuse_min_pixels
             if fused and self.can_fuse_block:
                 y = native.ghost_block_s1(x, self._fused_weights(), band, gate=self._gate_values(x))
             elif fused and self.can_fuse_block_s2:
@@ -535,8 +549,6 @@ class DeployBottleneck(DeployModule):
                 y = native.ghost_block_s2(x, res, self._fused_weights(), k, band, gate=self._gate_values(x))
             elif fused and self.can_fuse_block_se:
                 y = self._run_fused_se(x, fast, band)
-            if y is None and self.can_run_small and pixels <= SMALL_BLOCK_MAX_PIXELS:
-                y = self._run_small(x)
             if y is not None:
                 return y
         # ghost1's primary conv keeps the map size (stride 1, "same" padding)
