@@ -441,6 +441,7 @@ def test_unpickled_blocks_plan_their_paths_again():
     fused = fuse(_trained_bn_classifier())
     blocks = [m for m in fused.modules() if isinstance(m, DeployBottleneck)]
     flags = ("can_fuse_block", "can_fuse_block_s2", "can_fuse_block_se", "ghost2_by_parts", "can_split")
+    flags += ("fuse_min_pixels", "fused_band", "small_max_pixels")
     expected = [[getattr(b, f) for f in flags] for b in blocks]
     for b in blocks:
         for f in flags:

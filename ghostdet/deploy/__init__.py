@@ -28,10 +28,11 @@ with fewer and cheaper operations on CPU:
   read and its output written; with SE (whose gate needs the whole map's mean) or a DFC gate, a
   front call (ghost1, the strided depthwise conv, channel sums) and a back call (ghost2, residual)
   around the gate;
-* on maps of at most ``SMALL_BLOCK_MAX_PIXELS`` pixels (the 14x14 and 7x7 maps of a 224x224
-  input) every other bottleneck, whatever its width, runs whole in one native call
-  (``csrc/smallblock.c``): its ~20 separate ops cost more in per-call overhead than in
-  arithmetic there;
+* on maps of at most ``SMALL_BLOCK_MAX_PIXELS`` pixels (32x32), and for bottlenecks wider than
+  ``FUSED_BLOCK_MAX_CHANNELS`` up to ``WIDE_SMALL_BLOCK_MAX_PIXELS`` (64x64), every bottleneck
+  runs whole in one native call (``csrc/smallblock.c``): on the 7x7-14x14 maps its ~20 separate
+  ops cost more in per-call overhead than in arithmetic, and up to those limits the whole-map
+  stages measured faster than the band kernels;
 * the stem (3 input channels) runs on a native direct convolution (``csrc/stemconv.c``);
 * whether the fast kernels may be used is decided once per model call, not once per convolution;
 * the squeeze-excite block runs its two 1x1 convs on the pooled vector as matrix products, and

@@ -1,5 +1,6 @@
-/* Whole Ghost bottlenecks on small maps, NHWC float32, in one call: GhostNet's wide blocks
- * (112-160 channels out, 480-960 hidden) on the 14x14 and 7x7 maps of a 224x224 input, with or
+/* Whole Ghost bottlenecks on small and medium maps, NHWC float32, in one call: any width on maps
+ * up to 32x32, the wide blocks (112-160 channels out, 480-960 hidden) up to 64x64 (the limits are
+ * SMALL_BLOCK_MAX_PIXELS and WIDE_SMALL_BLOCK_MAX_PIXELS in ghostdet/deploy/ghost.py), with or
  * without SE, stride 1 or 2, identity or conv shortcut, optionally a DFC gate (GhostNetV2/V3):
  *
  *   z = [a b],  a = relu(x W1 + b1),  b = relu(dw3(a) + d1)        2*M1 channels, H x W
@@ -11,7 +12,8 @@
  *
  * Why it exists: on these maps each of the block's ~20 torch ops (GEMMs, depthwise calls, the
  * SE's mean and matrix-vector products, slices, adds) costs tens of microseconds of dispatch
- * while its arithmetic is a few; the block's tensors fit in L2. Unlike the band kernels of
+ * while its arithmetic is a few; the block's tensors fit in L2. On larger maps (up to the limits
+ * above) the whole-map stages still measured faster than the band kernels. Unlike the band kernels of
  * ghostblock.c, every stage runs over the whole map (the 1x1 convs over all pixels of all
  * images at once, in chunks shared among threads), with the intermediates in the caller's
  * scratch. The depthwise convs are ghostdet_dwconv2d (dwconv.c). */
