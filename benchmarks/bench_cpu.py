@@ -83,7 +83,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SECTIONS = ("backbone", "throughput", "scaling", "kernels", "detector", "train", "memory", "compile", "onnx")
+SECTIONS = (
+    "backbone",
+    "throughput",
+    "scaling",
+    "kernels",
+    "detector",
+    "train",
+    "memory",
+    "compile",
+    "onnx",
+    "onnxprofile",
+)
 # sections that vary the thread count themselves: run once, not once per --threads value
 ONCE = ("scaling", "kernels")
 Row = tuple[str, float]
@@ -468,6 +479,59 @@ def section_compile(args: argparse.Namespace) -> dict:
     return out
 
 
+def ort_session(
+    model: torch.nn.Module, x: torch.Tensor, stem: Path, static: bool, threads: int, profile: bool = False
+):
+    """``model`` exported to ONNX (opset 17, at ``stem`` + a shape suffix) as an onnxruntime CPU
+    session with ``threads`` intra-op threads; static shapes or a dynamic height and width.
+    ``profile``: with onnxruntime's per-node profiler on (its trace goes next to the model)."""
+    import onnxruntime as ort
+
+    path = f"{stem}_{'x'.join(map(str, x.shape)) if static else 'dyn'}.onnx"
+    torch.onnx.export(
+        model,
+        (x,),
+        path,
+        opset_version=17,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes=None if static else {"x": {2: "h", 3: "w"}},
+        dynamo=False,
+    )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    if profile:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = f"{stem}_profile"
+        opts.optimized_model_filepath = f"{stem}_optimized.onnx"  # the graph the trace's nodes are from
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def _conv_kinds(optimized: Path) -> dict[str, str]:
+    """Each Conv node of an onnxruntime-optimised graph by name: ``Conv depthwise`` (one group per
+    channel), ``Conv 1x1`` or ``Conv kxk`` (dense)."""
+    import onnx
+
+    kinds = {}
+    graph = onnx.load(str(optimized)).graph
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type != "Conv":
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        w = weights.get(node.input[1])
+        k = attrs.get("kernel_shape") or (w[2:] if w else None)
+        group = attrs.get("group", 1)
+        if w is not None and group > 1 and w[1] == 1:
+            kinds[node.name] = "Conv depthwise"
+        elif k is not None and list(k) == [1, 1]:
+            kinds[node.name] = "Conv 1x1"
+        else:
+            kinds[node.name] = "Conv kxk" if k is None else f"Conv {k[0]}x{k[1]}"
+    return kinds
+
+
 def section_onnx(args: argparse.Namespace) -> dict:
     try:
         import onnxruntime as ort
@@ -489,21 +553,7 @@ def section_onnx(args: argparse.Namespace) -> dict:
     tmp = tempfile.TemporaryDirectory()
 
     def session(name: str, x: torch.Tensor, static: bool):
-        path = str(Path(tmp.name) / f"{name}_{'x'.join(map(str, x.shape)) if static else 'dyn'}.onnx")
-        torch.onnx.export(
-            chosen[name],
-            (x,),
-            path,
-            opset_version=17,
-            input_names=["x"],
-            output_names=["y"],
-            dynamic_axes=None if static else {"x": {2: "h", 3: "w"}},
-            dynamo=False,
-        )
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = args.threads
-        opts.inter_op_num_threads = 1
-        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        return ort_session(chosen[name], x, Path(tmp.name) / name, static, args.threads)
 
     x_check = torch.randn(1, 3, 224, 224)
     sessions = {name: session(name, x_check, static=False) for name in chosen}
@@ -543,6 +593,94 @@ def section_onnx(args: argparse.Namespace) -> dict:
             ],
         )
     return {"max_rel_err": errors, **results}
+
+
+def ort_node_profile(
+    sess, x: torch.Tensor, reps: int, warmup: int, optimized: Path | None = None
+) -> dict[str, dict[str, float]]:
+    """Per op type, the nodes per run and their summed time per run (ms), from onnxruntime's
+    profiler trace of ``reps`` runs of a session made with ``profile=True`` (:func:`ort_session`),
+    after ``warmup`` runs (those are in the trace too and are left out). With the session's
+    ``optimized`` graph, Conv nodes are split by kind (:func:`_conv_kinds`)."""
+    kinds = _conv_kinds(optimized) if optimized is not None else {}
+    feed = {"x": x.numpy()}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    for _ in range(reps):
+        sess.run(None, feed)
+    trace = json.loads(Path(sess.end_profiling()).read_text())
+    runs = [e for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    if len(runs) < warmup + reps:
+        raise RuntimeError(f"profile has {len(runs)} model runs, expected {warmup + reps}")
+    t0 = runs[warmup]["ts"]  # the first timed run's start
+    out: dict[str, dict[str, float]] = {}
+    for e in trace:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < t0:
+            continue
+        op = e["args"]["op_name"]
+        if op == "Conv":
+            op = kinds.get(e["name"][: -len("_kernel_time")], op)
+        row = out.setdefault(op, {"nodes": 0.0, "ms": 0.0})
+        row["nodes"] += 1 / reps
+        row["ms"] += e["dur"] / 1e3 / reps
+    return out
+
+
+def format_node_profile(profiles: dict[str, dict[str, dict[str, float]]]) -> str:
+    """:func:`ort_node_profile` results of several models side by side, one row per op type
+    (the most expensive first), then the totals."""
+    names = list(profiles)
+    ops = sorted(
+        {op for p in profiles.values() for op in p},
+        key=lambda op: -max(p.get(op, {}).get("ms", 0.0) for p in profiles.values()),
+    )
+    head = ["op type"] + [f"{n} {c}" for n in names for c in ("nodes", "ms")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for op in [*ops, "total"]:
+        cells = [op]
+        for n in names:
+            rows = profiles[n].values() if op == "total" else [profiles[n].get(op, {"nodes": 0.0, "ms": 0.0})]
+            cells += [f"{sum(r['nodes'] for r in rows):.0f}", f"{sum(r['ms'] for r in rows):.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def section_onnxprofile(args: argparse.Namespace) -> dict:
+    """onnxruntime's per-node profile of the exported GhostNet 1.0x (portable form, static
+    shapes: what ``--static-shape`` writes) and MobileNetV3-Large at each size: where the time
+    of each goes, by op type."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print('\n## onnxruntime: not installed (pip install -e ".[export]"), section skipped')
+        return {"skipped": "onnxruntime not installed"}
+    import tempfile
+
+    from ghostdet.models import ghostnet
+    from ghostdet.onnx_form import portable_ghostnet
+
+    torch.manual_seed(0)
+    models = {
+        "ghost_portable": _Features(portable_ghostnet(ghostnet(1.0).eval())),
+        "mnv3_plain": backbone_models(("mnv3_plain",))["mnv3_plain"],
+    }
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            reps = args.reps if size <= 224 else max(5, args.reps // 4)
+            x = torch.randn(1, 3, size, size)
+            profiles = {}
+            for name, model in models.items():
+                sess = ort_session(model, x, Path(tmp) / name, True, args.threads, profile=True)
+                optimized = Path(tmp) / f"{name}_optimized.onnx"
+                profiles[name] = ort_node_profile(sess, x, reps, args.warmup, optimized)
+            print(
+                f"\n## onnxruntime {ort.__version__} per-node profile, {size}x{size}, batch 1, static shapes "
+                f"(reps={reps}; ms per run summed over the nodes of each op type)"
+            )
+            print(format_node_profile(profiles))
+            results[size] = profiles
+    return results
 
 
 # --------------------------------------------------------------------------------------------

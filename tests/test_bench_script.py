@@ -282,3 +282,39 @@ def test_runner_arguments_and_failures(spread, tmp_path, capsys):
     failing.write_text("import sys\nsys.exit('benchmark broke')\n")
     with pytest.raises(RuntimeError, match=r"process 1 .* failed .*benchmark broke"):
         spread.run_processes(failing, [], 2)
+
+
+def test_onnx_node_profile_counts_the_graphs_nodes(bench, tmp_path):
+    """onnxruntime's per-node profile: per op type, the nodes of one run (counted independently in
+    the optimised graph onnxruntime saves) and their time, the timed runs only; with that graph,
+    convs split by kind."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        torch.nn.Conv2d(8, 4, 1),
+        torch.nn.Sigmoid(),
+    ).eval()
+    x = torch.randn(1, 3, 16, 16)
+    sess = bench.ort_session(model, x, tmp_path / "m", True, 1, profile=True)
+    prof = bench.ort_node_profile(sess, x, reps=3, warmup=2)
+    # the graph onnxruntime runs (after its fusions), saved by a second session on the same file
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(tmp_path / "m_1x3x16x16.onnx"), opts, providers=["CPUExecutionProvider"])
+    want: dict[str, int] = {}
+    for node in onnx.load(str(tmp_path / "opt.onnx")).graph.node:
+        want[node.op_type] = want.get(node.op_type, 0) + 1
+    assert {op: round(r["nodes"]) for op, r in prof.items()} == want
+    assert all(r["ms"] > 0 for r in prof.values())
+    sess = bench.ort_session(model, x, tmp_path / "p", True, 1, profile=True)
+    split = bench.ort_node_profile(sess, x, 3, 1, tmp_path / "p_optimized.onnx")
+    assert {op for op in split if op.startswith("Conv")} == {"Conv 3x3", "Conv depthwise", "Conv 1x1"}
+    assert sum(r["nodes"] for r in split.values()) == pytest.approx(sum(want.values()))
+    table = bench.format_node_profile({"a": prof, "b": prof}).splitlines()
+    assert table[0] == "| op type | a nodes | a ms | b nodes | b ms |"
+    assert len(table) == 2 + len(prof) + 1 and table[-1].startswith("| total |")
+    assert "onnxprofile" in bench.parse_args(["--sections", "onnxprofile"]).section_list
