@@ -596,13 +596,14 @@ def section_onnx(args: argparse.Namespace) -> dict:
 
 
 def ort_node_profile(
-    sess, x: torch.Tensor, reps: int, warmup: int, optimized: Path | None = None
+    sess, x: torch.Tensor, reps: int, warmup: int, split_convs: bool = True
 ) -> dict[str, dict[str, float]]:
     """Per op type, the nodes per run and their summed time per run (ms), from onnxruntime's
     profiler trace of ``reps`` runs of a session made with ``profile=True`` (:func:`ort_session`),
-    after ``warmup`` runs (those are in the trace too and are left out). With the session's
-    ``optimized`` graph, Conv nodes are split by kind (:func:`_conv_kinds`)."""
-    kinds = _conv_kinds(optimized) if optimized is not None else {}
+    after ``warmup`` runs (those are in the trace too and are left out). ``split_convs``: Conv
+    nodes split by kind (:func:`_conv_kinds`) from the optimised graph the session saved."""
+    optimized = sess.get_session_options().optimized_model_filepath
+    kinds = _conv_kinds(Path(optimized)) if split_convs else {}
     feed = {"x": x.numpy()}
     for _ in range(warmup):
         sess.run(None, feed)
@@ -672,8 +673,7 @@ def section_onnxprofile(args: argparse.Namespace) -> dict:
             profiles = {}
             for name, model in models.items():
                 sess = ort_session(model, x, Path(tmp) / name, True, args.threads, profile=True)
-                optimized = Path(tmp) / f"{name}_optimized.onnx"
-                profiles[name] = ort_node_profile(sess, x, reps, args.warmup, optimized)
+                profiles[name] = ort_node_profile(sess, x, reps, args.warmup)
             print(
                 f"\n## onnxruntime {ort.__version__} per-node profile, {size}x{size}, batch 1, static shapes "
                 f"(reps={reps}; ms per run summed over the nodes of each op type)"
@@ -869,24 +869,21 @@ def section_scaling(args: argparse.Namespace) -> dict:
 
 
 def _kernel_kind(module: torch.nn.Module, x: torch.Tensor | None = None) -> str | None:
-    """The native kernel a deploy module runs on (``None``: none of them); for a bottleneck, on
-    input ``x`` (its map size decides), or on some input when ``x`` is None."""
-    from ghostdet.deploy import SMALL_BLOCK_MAX_PIXELS, FusedConv2d
+    """The native kernel a deploy module runs on (``None``: none of them); for a bottleneck, the
+    first one it tries on input ``x`` (``DeployBottleneck.block_kernels``), or whether it has one
+    at all when ``x`` is None."""
+    from ghostdet.deploy import FusedConv2d
     from ghostdet.deploy.ghost import DeployBottleneck
 
     if isinstance(module, FusedConv2d):
         k, s = module.weight.shape[-1], module.stride[0]
         return "stem" if module.is_native_stem else f"dw k{k} s{s}" if module.is_native_dw else None
     if isinstance(module, DeployBottleneck):
-        pixels = None if x is None else x.shape[2] * x.shape[3]
-        if pixels is None or pixels >= module.fuse_min_pixels:
-            for flag, kind in (("can_fuse_block", "block s1"), ("can_fuse_block_s2", "block s2")):
-                if getattr(module, flag):
-                    return kind
-            if module.can_fuse_block_se:
-                return "block se"
-        if module.can_run_small and (pixels is None or pixels <= SMALL_BLOCK_MAX_PIXELS):
-            return "block small"
+        if x is None:
+            fits = ("can_run_small", "can_fuse_block", "can_fuse_block_s2", "can_fuse_block_se")
+            return "block" if any(getattr(module, f) for f in fits) else None
+        kernels = module.block_kernels(x)
+        return f"block {kernels[0]}" if kernels else None
     return None
 
 
@@ -934,7 +931,8 @@ def kernel_calls(
         del module.run
     fns, rows = {}, []
     for name, (module, args, kwargs) in calls.items():
-        if _kernel_kind(module, args[0]) is None:  # a bottleneck that ran its separate ops
+        kind = _kernel_kind(module, args[0])
+        if kind is None:  # a bottleneck that ran its separate ops
             continue
         slow = copy.deepcopy(module)
         for m in slow.modules():
@@ -942,7 +940,6 @@ def kernel_calls(
                 m.use_native = False
         fns[(name, "native")] = lambda m=module, a=args, k=kwargs: m.run(*a, **k)
         fns[(name, "onednn")] = lambda m=slow, a=args, k=kwargs: m.run(*a, **k)
-        kind = _kernel_kind(module, args[0])
         rows.append({"layer": name, "kind": kind, "input": _shape(args[0]), "ms": {}})
     for t in threads:
         med = time_interleaved(

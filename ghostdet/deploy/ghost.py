@@ -534,23 +534,44 @@ class DeployBottleneck(DeployModule):
             res = self.shortcut_pw.run(self.shortcut_dw.run(x, fast), fast)
         return native.ghost_back(z, res, [w2, *w[nf + 1 :]], band)
 
+    def block_kernels(self, x: Tensor) -> tuple[str, ...]:
+        """The native block kernels a fast-path call on ``x`` tries, in order (the next one when a
+        kernel declines the input; none left: the per-op path): ``"small"`` (the whole block,
+        ``csrc/smallblock.c``) on maps up to ``small_max_pixels``, then, from ``fuse_min_pixels``
+        on, one band kernel (``csrc/ghostblock.c``): ``"s1"``, ``"s2"`` or ``"se"`` (two-pass)."""
+        pixels = x.shape[2] * x.shape[3]
+        kernels = ("small",) if self.can_run_small and pixels <= self.small_max_pixels else ()
+        if pixels >= self.fuse_min_pixels:
+            for flag, kind in (
+                ("can_fuse_block", "s1"),
+                ("can_fuse_block_s2", "s2"),
+                ("can_fuse_block_se", "se"),
+            ):
+                if getattr(self, flag):
+                    return (*kernels, kind)
+        return kernels
+
+    def _run_block_kernel(self, kind: str, x: Tensor, fast: bool) -> Tensor | None:
+        """One native block kernel of :meth:`block_kernels` on ``x`` (``None``: it declined)."""
+        if kind == "small":
+            return self._run_small(x)
+        if kind == "se":
+            return self._run_fused_se(x, fast, self.fused_band)
+        if kind == "s1":
+            return native.ghost_block_s1(x, self._fused_weights(), self.fused_band, gate=self._gate_values(x))
+        res = self.shortcut_pw.run(self.shortcut_dw.run(x, fast), fast)
+        k = self.conv_dw.weight.shape[-1]
+        return native.ghost_block_s2(
+            x, res, self._fused_weights(), k, self.fused_band, gate=self._gate_values(x)
+        )
+
     def run(self, x: Tensor, fast: bool) -> Tensor:
         """``forward`` with the fast-path eligibility decided by the caller."""
         if fast and self.ghost1.cheap_operation.use_native and native.kernel_pays_off("block"):
-            y, pixels, band = None, x.shape[2] * x.shape[3], self.fused_band
-            if self.can_run_small and pixels <= self.small_max_pixels:
-                y = self._run_small(x)
-            fused = y is None and pixels >= self.fuse_min_pixels
-            if fused and self.can_fuse_block:
-                y = native.ghost_block_s1(x, self._fused_weights(), band, gate=self._gate_values(x))
-            elif fused and self.can_fuse_block_s2:
-                res = self.shortcut_pw.run(self.shortcut_dw.run(x, fast), fast)
-                k = self.conv_dw.weight.shape[-1]
-                y = native.ghost_block_s2(x, res, self._fused_weights(), k, band, gate=self._gate_values(x))
-            elif fused and self.can_fuse_block_se:
-                y = self._run_fused_se(x, fast, band)
-            if y is not None:
-                return y
+            for kind in self.block_kernels(x):
+                y = self._run_block_kernel(kind, x, fast)
+                if y is not None:
+                    return y
         # ghost1's primary conv keeps the map size (stride 1, "same" padding)
         # (only on the fast path: a traced/exported graph then has no size-dependent branch)
         split = fast and self.can_split and 2 * self.m * x.shape[2] * x.shape[3] >= self.split_min_numel
