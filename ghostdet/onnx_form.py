@@ -17,6 +17,11 @@ by part; the SE average is a global average pool and its gate a ``HardSigmoid``.
 folded. The padding channels are exactly zero all the way (zero weights, zero bias, and ReLU or
 a residual of zeros keeps them zero), so the outputs equal the model's up to float rounding.
 
+The best ``align`` is onnxruntime's NCHWc block on the machine that runs the model:
+:func:`nchwc_block` gives it for this machine, and it is the default. Measured on a 2-core
+AVX-512 VM (README, *Benchmark*), padding to 16 instead of 8 took GhostNet 1.0x from 1.02-1.16x
+MobileNetV3's onnxruntime time to 0.94-1.01x.
+
 V2's DFC gate runs part by part too (pool, projection, depthwise pair, sigmoid, upsampling,
 product). Only the ratio-2 Ghost modules of GhostNet V1/V2 (all of their published widths) are
 supported; anything else (GhostNetV3's modules, other ratios) is refused with a ``ValueError``,
@@ -36,11 +41,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ghostdet.deploy.backend import fold_bn
+from ghostdet.deploy.native import _cpu_flags
 from ghostdet.models.fpn import GhostNetFeatures
 from ghostdet.models.ghostnet import ConvBnAct, GhostBottleneck, GhostModule, GhostNet
 from ghostdet.models.ghostnetv2 import GhostModuleV2, GhostNetV2
 
-__all__ = ["PortableFeatures", "PortableGhostNet", "portable_ghostnet", "portable_model"]
+__all__ = ["PortableFeatures", "PortableGhostNet", "nchwc_block", "portable_ghostnet", "portable_model"]
 
 Parts = list[Tensor]
 
@@ -57,6 +63,20 @@ class Part:
 
 
 Layout = tuple[Part, ...]
+
+
+def nchwc_block() -> int:
+    """onnxruntime's NCHWc channel block on this machine's CPU: 16 floats with AVX-512F, else 8
+    (its AVX2 block; other CPUs run no NCHWc kernels, where any ``align`` is correct)."""
+    return 16 if "avx512f" in _cpu_flags() else 8
+
+
+def _resolve_align(align: int | None) -> int:
+    if align is None:
+        return nchwc_block()
+    if isinstance(align, bool) or not isinstance(align, int) or align < 1:
+        raise ValueError(f"align must be an int >= 1 or None (this machine's NCHWc block), got {align!r}")
+    return align
 
 
 def _pad(channels: int, align: int) -> int:
@@ -250,8 +270,6 @@ class _Trunk(nn.Module):
 
     def __init__(self, conv_stem: nn.Conv2d, bn1: nn.Module, stages: Sequence[nn.Module], align: int) -> None:
         super().__init__()
-        if align < 1:
-            raise ValueError(f"align must be >= 1, got {align}")
         first = stages[0][0]
         c = conv_stem.out_channels
         layout = ghost_layout(c, align)
@@ -300,18 +318,20 @@ class PortableGhostNet(nn.Module):
     Args:
         model: an eval-mode :class:`~ghostdet.models.GhostNet` or ``GhostNetV2`` (any width).
         align: channels per part are padded to a multiple of this: onnxruntime's NCHWc block, 8
-            floats with AVX2 (the default) and 16 with AVX-512. The model is correct with any
-            value; only its speed depends on it.
+            floats with AVX2 and 16 with AVX-512. ``None`` (the default): the block of this
+            machine (:func:`nchwc_block`); pass the target's when exporting for another CPU. The
+            model is correct with any value; only its speed depends on it. Kept as ``align``.
     """
 
-    def __init__(self, model: GhostNet, align: int = 8) -> None:
+    def __init__(self, model: GhostNet, align: int | None = None) -> None:
         super().__init__()
         if type(model) not in PORTABLE_CLASSIFIERS:
             raise ValueError(
                 f"the portable form supports GhostNet V1/V2 classifiers, not {type(model).__name__}"
             )
         _check_eval(model)
-        self.trunk = _Trunk(model.conv_stem, model.bn1, list(model.blocks), align)
+        self.align = _resolve_align(align)
+        self.trunk = _Trunk(model.conv_stem, model.bn1, list(model.blocks), self.align)
         self.global_pool = nn.AdaptiveAvgPool2d((1, 1))
         self.conv_head = deepcopy(model.conv_head)
         self.classifier = deepcopy(model.classifier)
@@ -335,12 +355,13 @@ class PortableFeatures(nn.Module):
         align: see :class:`PortableGhostNet`.
     """
 
-    def __init__(self, features: GhostNetFeatures, align: int = 8) -> None:
+    def __init__(self, features: GhostNetFeatures, align: int | None = None) -> None:
         super().__init__()
         if type(features) is not GhostNetFeatures:
             raise ValueError(f"the portable form supports GhostNetFeatures, not {type(features).__name__}")
         _check_eval(features)
-        self.trunk = _Trunk(features.conv_stem, features.bn1, list(features.blocks), align)
+        self.align = _resolve_align(align)
+        self.trunk = _Trunk(features.conv_stem, features.bn1, list(features.blocks), self.align)
         self.taps = dict(features._taps)
         self.eval()
         self.requires_grad_(False)
@@ -360,12 +381,13 @@ def _join(parts: Sequence[Tensor], layout: Layout) -> Tensor:
     return torch.cat([x[:, : p.real] for x, p in zip(parts, layout)], dim=1)
 
 
-def portable_model(model: nn.Module, align: int = 8) -> nn.Module:
+def portable_model(model: nn.Module, align: int | None = None) -> nn.Module:
     """A copy of ``model`` whose GhostNet V1/V2 parts are in the portable form.
 
     ``model`` is a GhostNet V1/V2 classifier (returned as :class:`PortableGhostNet`) or contains
     V1/V2 :class:`~ghostdet.models.GhostNetFeatures` trunks, as the GhostNet-FPN backbones and
     detectors do (each replaced by a :class:`PortableFeatures`; everything else is a deep copy).
+    ``align``: see :class:`PortableGhostNet`.
 
     Raises:
         ValueError: nothing in ``model`` has a portable form (e.g. a GhostNetV3 model).
@@ -384,7 +406,7 @@ def portable_model(model: nn.Module, align: int = 8) -> nn.Module:
     return copy
 
 
-def portable_ghostnet(model: GhostNet, align: int = 8) -> PortableGhostNet:
+def portable_ghostnet(model: GhostNet, align: int | None = None) -> PortableGhostNet:
     """Return the portable (onnxruntime-friendly) form of an eval-mode GhostNet V1/V2 classifier.
 
     Args:

@@ -86,6 +86,9 @@ def test_tool_bad_arguments_exit_nonzero(tmp_path):
     assert e.value.code != 0
     with pytest.raises(SystemExit):
         tool.parse_args(["--model", "all", "--out", "x.onnx"])
+    with pytest.raises(SystemExit):
+        tool.parse_args(["--align", "12"])  # not an NCHWc block
+    assert tool.parse_args([]).align is None and tool.parse_args(["--align", "16"]).align == 16
 
 
 def test_matched_fraction():

@@ -9,7 +9,7 @@ import torch
 from helpers import randomise_bn
 from torch import nn
 
-from ghostdet.models import ghostnet, ghostnetv2, ghostnetv3
+from ghostdet.models import ghostnet, ghostnet_fpn_backbone, ghostnetv2, ghostnetv3
 from ghostdet.models.ghostnet import GhostModule
 from ghostdet.onnx_form import (
     Part,
@@ -17,6 +17,7 @@ from ghostdet.onnx_form import (
     PortableGhostNet,
     _Ghost,
     ghost_layout,
+    nchwc_block,
     portable_ghostnet,
     portable_model,
 )
@@ -56,6 +57,32 @@ def test_padding_channels_stay_zero_and_layouts_are_aligned() -> None:
     assert (Part(12, 16), Part(12, 16)) in seen
 
 
+@pytest.mark.parametrize(
+    ("flags", "block"), [({"avx2", "fma", "avx512f"}, 16), ({"avx2", "fma"}, 8), (set(), 8)]
+)
+def test_default_align_is_this_cpus_nchwc_block(monkeypatch, flags: set[str], block: int) -> None:
+    """onnxruntime's NCHWc block is 16 floats with AVX-512F, else 8; the portable form pads to it
+    unless told otherwise, and an explicit align wins."""
+    import ghostdet.onnx_form as onnx_form
+
+    monkeypatch.setattr(onnx_form, "_cpu_flags", lambda: flags)
+    assert nchwc_block() == block
+    model = ghostnet(0.5).eval()
+    for port, want in ((portable_ghostnet(model), block), (portable_ghostnet(model, 4), 4)):
+        assert port.align == want
+        paddeds = [p.padded for layout in port.trunk.layouts for p in layout]
+        assert all(p % want == 0 for p in paddeds)
+        assert any(p % 8 for p in paddeds) == (want == 4)  # 4 really pads less than 8 does
+    backbone = portable_model(ghostnet_fpn_backbone(width=0.5).eval())
+    assert {m.align for m in backbone.modules() if isinstance(m, PortableFeatures)} == {block}
+
+
+@pytest.mark.parametrize("bad", [0, -8, 8.0, True, "16"])
+def test_bad_align_is_refused(bad) -> None:
+    with pytest.raises(ValueError, match="align must be an int >= 1"):
+        portable_ghostnet(ghostnet(0.5).eval(), bad)
+
+
 def test_ghost_layout_of_odd_channels() -> None:
     assert ghost_layout(13, 8) == (Part(7, 8), Part(6, 8))
     assert ghost_layout(16, 8) == (Part(8, 8), Part(8, 8))
@@ -90,7 +117,7 @@ def test_ghostnetv2_equals_the_model(width: float) -> None:
 
 @pytest.mark.parametrize("returned_layers", [(3, 4, 5), (2, 3, 4, 5), (5,)])
 def test_features_and_detectors_equal_the_model(returned_layers) -> None:
-    from ghostdet.models import ghostnet_fpn_backbone, retinanet_ghostnet_320_fpn
+    from ghostdet.models import retinanet_ghostnet_320_fpn
 
     torch.manual_seed(0)
     backbone = randomise_bn(ghostnet_fpn_backbone(width=1.0, returned_layers=returned_layers))
@@ -133,10 +160,15 @@ def test_exported_graph_has_no_concat_slice_or_reduce(tmp_path) -> None:
     torch.manual_seed(0)
     model = randomise_bn(ghostnet(0.5))
     image = torch.rand(3, 224, 224)
-    for static in (False, True):
+    for static, align in ((False, None), (True, 16)):
         path = tmp_path / f"cls_{static}.onnx"
-        report = export_onnx(model, path, image=image, static_shape=static)
+        report = export_onnx(model, path, image=image, static_shape=static, align=align)
         assert len(report["checks"]) == (1 if static else 2)
+        assert report["align"] == (nchwc_block() if align is None else align)
+        graph = onnx.load(str(path)).graph
+        shapes = {t.name: t.dims for t in graph.initializer}
+        outs = {shapes[n.input[1]][0] for n in graph.node if n.op_type == "Conv"}
+        assert all(c % report["align"] == 0 for c in outs), outs
         ops = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
         assert not {"Concat", "Slice", "ReduceMean"} & set(ops), ops
         assert ops["HardSigmoid"] > 0 and ops["GlobalAveragePool"] > 0
@@ -157,7 +189,6 @@ def test_backbone_export_is_portable_and_verified(tmp_path) -> None:
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     from ghostdet.export import export_onnx
-    from ghostdet.models import ghostnet_fpn_backbone
 
     torch.manual_seed(0)
     backbone = randomise_bn(ghostnet_fpn_backbone(width=0.5))

@@ -71,6 +71,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="classifier/backbone: export for a fixed 1x3x224x224 input (onnxruntime then fuses "
         "the residual additions into the convolutions); detectors keep dynamic sizes",
     )
+    p.add_argument(
+        "--align",
+        type=int,
+        choices=(8, 16),
+        default=None,
+        help="GhostNet V1/V2 parts: pad channels to this multiple, onnxruntime's NCHWc block on the "
+        "CPU that will run the file (16 with AVX-512, 8 with AVX2; default: this machine's)",
+    )
     args = p.parse_args(argv)
     if args.out is not None and args.model == "all":
         p.error("--out needs a single --model (use --out-dir with --model all)")
@@ -103,6 +111,7 @@ def _export(args: argparse.Namespace) -> None:
         verify=not args.no_verify,
         backbone=args.backbone,
         static_shape=args.static_shape,
+        align=args.align,
     ):
         print(line)
 
