@@ -50,10 +50,11 @@ Sections (``--sections``, comma separated):
   subprocess per model running its workload 3x; and the growth over the RSS before running.
 * ``compile``  - ``torch.compile`` (inductor) backbone timings at 224x224 for both, if it works.
 * ``onnx``     - both backbones exported to ONNX and run by onnxruntime (CPU execution provider,
-  the same thread count, its own graph optimisations for both; above 1 thread the pool does not
-  spin between runs, as sessions timed side by side would take each other's cores), at 224x224
-  and 640x640; the GhostNet portable form is padded to this machine's NCHWc block (16 floats
-  with AVX-512, else 8); skipped when onnxruntime is not installed (``pip install -e ".[export]"``).
+  the same thread count, its own graph optimisations for both; above 1 thread in a process of
+  its own whose sessions share one pool, as sessions with a pool each, timed side by side, take
+  each other's cores), at 224x224 and 640x640; the GhostNet portable form is padded to this
+  machine's NCHWc block (16 floats with AVX-512, else 8); skipped when onnxruntime is not
+  installed (``pip install -e ".[export]"``).
 
 Usage::
 
@@ -501,17 +502,72 @@ def ort_session(
         dynamo=False,
     )
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    if threads > 1:
-        # every session keeps its own pool, and one left spinning after its run takes a core
-        # from the next session timed beside it (on 2 cores that doubled both models' times)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    _ort_threads(opts, threads)
     if profile:
         opts.enable_profiling = True
         opts.profile_file_prefix = f"{stem}_profile"
         opts.optimized_model_filepath = f"{stem}_optimized.onnx"  # the graph the trace's nodes are from
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+#: threads of onnxruntime's process-wide pool, once this process has made it
+_ORT_POOL: dict[str, int] = {}
+
+
+def _ort_threads(opts, threads: int) -> None:
+    """Set ``threads`` intra-op threads on onnxruntime session options ``opts``.
+
+    Above 1 thread every session of the process shares one process-wide pool: with a pool per
+    session, the pool of the session that just ran keeps spinning and takes a core from the one
+    timed next (on 2 cores that doubled both models' 2-thread times); a shared pool runs each
+    model as it runs alone. The pool's size is fixed once made, and a process that has it cannot
+    make single-thread sessions: time another thread count in another process
+    (:func:`_ort_section`)."""
+    import onnxruntime as ort
+
+    pool = _ORT_POOL.get("threads")
+    if threads > 1:
+        if pool is None:
+            ort.capi._pybind_state.set_global_thread_pool_sizes(threads, 1)
+            pool = _ORT_POOL["threads"] = threads
+        if pool != threads:
+            raise RuntimeError(
+                f"onnxruntime's pool here has {pool} threads; time {threads} in another process"
+            )
+        opts.use_per_session_threads = False
+        return
+    if pool is not None:
+        raise RuntimeError(f"onnxruntime's pool here has {pool} threads; time 1 thread in another process")
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+
+
+def _ort_section(args: argparse.Namespace, name: str) -> dict | None:
+    """Above 1 thread, run onnxruntime section ``name`` in a fresh process (its pool then has
+    ``args.threads`` threads, see :func:`_ort_threads`), print what it prints and return its
+    results; ``None`` at 1 thread or in that process, where the caller runs the section."""
+    if args.ort_child:
+        # the export and the reference outputs need no threads of torch's beside onnxruntime's
+        torch.set_num_threads(1)
+        return None
+    if args.threads == 1:
+        return None
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "results.json"
+        cmd = [sys.executable, __file__, "--_ort-child", "--sections", name, "--threads", str(args.threads)]
+        cmd += ["--sizes", *map(str, args.sizes), "--reps", str(args.reps), "--warmup", str(args.warmup)]
+        cmd += ["--malloc", args.malloc, "--json", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            msg = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            raise RuntimeError(f"the {name} section's process at {args.threads} threads failed: {msg}")
+        lines = proc.stdout.splitlines()
+        start = lines.index(f"# {args.threads} thread(s)") + 1
+        end = next((i for i, line in enumerate(lines) if "load average at end" in line), len(lines))
+        print("\n".join(lines[start:end]).rstrip())
+        return json.loads(out.read_text())["runs"][str(args.threads)][name]
 
 
 def _conv_kinds(optimized: Path) -> dict[str, str]:
@@ -544,6 +600,9 @@ def section_onnx(args: argparse.Namespace) -> dict:
     except ImportError:
         print('\n## onnxruntime: not installed (pip install -e ".[export]"), section skipped')
         return {"skipped": "onnxruntime not installed"}
+    child = _ort_section(args, "onnx")
+    if child is not None:
+        return child
     import tempfile
 
     # The deploy model exports its plain-conv fallback; onnxruntime then folds/fuses on its own,
@@ -663,6 +722,9 @@ def section_onnxprofile(args: argparse.Namespace) -> dict:
     except ImportError:
         print('\n## onnxruntime: not installed (pip install -e ".[export]"), section skipped')
         return {"skipped": "onnxruntime not installed"}
+    child = _ort_section(args, "onnxprofile")
+    if child is not None:
+        return child
     import tempfile
 
     from ghostdet.models import ghostnet
@@ -1141,6 +1203,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: %(default)s)",
     )
     p.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_ort-child", dest="ort_child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if min(args.threads) < 1:
         p.error("--threads must be >= 1")

@@ -322,3 +322,72 @@ def test_onnx_node_profile_counts_the_graphs_nodes(bench, tmp_path):
     assert table[0] == "| op type | a nodes | a ms | b nodes | b ms |"
     assert len(table) == 2 + len(prof) + 1 and table[-1].startswith("| total |")
     assert "onnxprofile" in bench.parse_args(["--sections", "onnxprofile"]).section_list
+
+
+def test_onnxruntime_threads_share_one_pool_per_process(bench, monkeypatch):
+    """Above 1 thread, sessions use the process-wide pool (made once, of that size); a process
+    that has one refuses other thread counts instead of timing them wrongly."""
+    ort = pytest.importorskip("onnxruntime")
+    opts = ort.SessionOptions()
+    monkeypatch.setattr(bench, "_ORT_POOL", {})
+    bench._ort_threads(opts, 1)
+    assert opts.intra_op_num_threads == 1 and opts.use_per_session_threads
+    monkeypatch.setattr(bench, "_ORT_POOL", {"threads": 2})  # as if made: nothing global is touched
+    opts = ort.SessionOptions()
+    bench._ort_threads(opts, 2)
+    assert not opts.use_per_session_threads
+    for other in (1, 4):
+        with pytest.raises(RuntimeError, match=f"has 2 threads; time {other} .*another process"):
+            bench._ort_threads(ort.SessionOptions(), other)
+
+
+def test_onnx_sections_above_one_thread_run_in_their_own_process(bench, monkeypatch, capsys):
+    args = bench.parse_args(["--sections", "onnx", "--threads", "2", "--reps", "3", "--sizes", "64"])
+    assert bench._ort_section(bench.parse_args(["--threads", "1"]), "onnx") is None
+    seen = {}
+
+    def fake_run(cmd, **kwargs):
+        seen["cmd"] = cmd
+        out = Path(cmd[cmd.index("--json") + 1])
+        out.write_text(json.dumps({"runs": {"2": {"onnx": {"64": {"ratio": 0.9}}}}}))
+        stdout = "# ghostdet CPU benchmark\n  torch: x\n\n# 2 thread(s)\n\n## onnx table\n  row\n"
+        stdout += "\n  load average at end: 0\n"
+        return bench.subprocess.CompletedProcess(cmd, 0, stdout, "")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    assert bench._ort_section(args, "onnx") == {"64": {"ratio": 0.9}}
+    cmd = seen["cmd"]
+    assert "--_ort-child" in cmd and cmd[cmd.index("--threads") + 1] == "2"
+    assert cmd[cmd.index("--sections") + 1] == "onnx" and cmd[cmd.index("--sizes") + 1] == "64"
+    assert capsys.readouterr().out == "\n## onnx table\n  row\n"  # the child's section, not its header
+    # in the child itself the section runs there (with torch on 1 thread beside onnxruntime's pool)
+    child = bench.parse_args(["--_ort-child", "--sections", "onnx", "--threads", "2"])
+    threads = torch.get_num_threads()
+    try:
+        assert bench._ort_section(child, "onnx") is None and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+
+    def failing(cmd, **kwargs):
+        return bench.subprocess.CompletedProcess(cmd, 1, "", "Traceback\nValueError: broke\n")
+
+    monkeypatch.setattr(bench.subprocess, "run", failing)
+    with pytest.raises(RuntimeError, match="onnx section's process at 2 threads failed: ValueError: broke"):
+        bench._ort_section(args, "onnx")
+
+
+@pytest.mark.slow
+def test_onnx_section_at_two_threads_end_to_end(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, str(BENCHMARKS / "bench_cpu.py"), "--sections", "onnx", "--threads", "2", "1"]
+    cmd += ["--quick", "--sizes", "64", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    runs = json.loads(out.read_text())["runs"]
+    for t in ("2", "1"):
+        ratio = runs[t]["onnx"]["64"]["ratios"]
+        assert all(v > 0 for v in ratio.values()), ratio
+    assert proc.stdout.count("portable form aligned to") == 2
