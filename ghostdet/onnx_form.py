@@ -18,9 +18,9 @@ folded. The padding channels are exactly zero all the way (zero weights, zero bi
 a residual of zeros keeps them zero), so the outputs equal the model's up to float rounding.
 
 The best ``align`` is onnxruntime's NCHWc block on the machine that runs the model:
-:func:`nchwc_block` gives it for this machine, and it is the default. Measured on a 2-core
-AVX-512 VM (README, *Benchmark*), padding to 16 instead of 8 took GhostNet 1.0x from 1.02-1.16x
-MobileNetV3's onnxruntime time to 0.94-1.01x.
+:func:`nchwc_block` gives it for this machine, and it is the default. On a 2-core AVX-512 VM
+(README, *Benchmark*), padding to 16 instead of 8 took GhostNet 1.0x from 1.02-1.16x
+MobileNetV3's onnxruntime time to 0.94-0.99x (1 thread, A/B runs in one process).
 
 V2's DFC gate runs part by part too (pool, projection, depthwise pair, sigmoid, upsampling,
 product). Only the ratio-2 Ghost modules of GhostNet V1/V2 (all of their published widths) are
