@@ -39,10 +39,11 @@ def test_equals_the_model(width: float, align: int) -> None:
     assert not any(p.requires_grad for p in port.parameters())
 
 
-def test_padding_channels_stay_zero_and_layouts_are_aligned() -> None:
+@pytest.mark.parametrize("align", [8, 16])
+def test_padding_channels_stay_zero_and_layouts_are_aligned(align: int) -> None:
     torch.manual_seed(0)
     model = randomise_bn(ghostnet(1.0))
-    port = portable_ghostnet(model, 8)
+    port = portable_ghostnet(model, align)
     seen = []
     with torch.no_grad():
         parts = port.trunk.stem([torch.randn(1, 3, 64, 64)])
@@ -51,10 +52,12 @@ def test_padding_channels_stay_zero_and_layouts_are_aligned() -> None:
                 parts = block(parts)
                 seen.append(block.layout)
                 for x, part in zip(parts, block.layout):
-                    assert x.shape[1] == part.padded and part.padded % 8 == 0
+                    assert x.shape[1] == part.padded and part.padded % align == 0
                     assert torch.count_nonzero(x[:, part.real :]) == 0
-    # e.g. the 24-channel blocks travel as two parts of 12 real channels padded to 16
+    # e.g. the 24-channel blocks travel as two parts of 12 real channels padded to 16; with 16
+    # per block, the 16-channel first block's halves (8 + 8) fit in one part
     assert (Part(12, 16), Part(12, 16)) in seen
+    assert seen[0] == ((Part(16, 16),) if align == 16 else (Part(8, 8), Part(8, 8)))
 
 
 @pytest.mark.parametrize(
@@ -88,6 +91,30 @@ def test_ghost_layout_of_odd_channels() -> None:
     assert ghost_layout(16, 8) == (Part(8, 8), Part(8, 8))
 
 
+def test_ghost_layout_joins_halves_that_fit_in_the_primary_padding() -> None:
+    assert ghost_layout(16, 16) == (Part(16, 16),)
+    assert ghost_layout(15, 16) == (Part(15, 16),)
+    assert ghost_layout(6, 8) == (Part(6, 8),)
+    assert ghost_layout(24, 16) == (Part(12, 16), Part(12, 16))  # joined would need 32 > 16
+    assert ghost_layout(48, 16) == (Part(24, 32), Part(24, 32))
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_joined_ghost_module_equals_the_module(relu: bool) -> None:
+    """One part: the primary conv's copy passes the depthwise conv unchanged and the cheap half is
+    the module's (odd widths keep only the cheap channels the module's slice keeps)."""
+    torch.manual_seed(0)
+    for inp, oup in ((16, 16), (16, 15), (8, 5)):
+        module = randomise_bn(GhostModule(inp, oup, relu=relu))
+        ghost = _Ghost(module, (Part(inp, 16),), 16)
+        assert ghost.layout == (Part(oup, 16),)
+        x = torch.randn(2, inp, 9, 11)
+        with torch.no_grad():
+            (got,) = ghost([torch.cat([x, x.new_zeros(2, 16 - inp, 9, 11)], 1)])
+            assert _rel(got[:, :oup], module(x)) < 1e-6
+            assert torch.count_nonzero(got[:, oup:]) == 0
+
+
 def test_odd_ghost_module_keeps_the_sliced_channels() -> None:
     torch.manual_seed(0)
     module = randomise_bn(nn.Sequential(GhostModule(10, 13, relu=True)))[0]
@@ -101,11 +128,11 @@ def test_odd_ghost_module_keeps_the_sliced_channels() -> None:
         assert _rel(got, module(x)) < 1e-5
 
 
-@pytest.mark.parametrize("width", [1.0, 1.3])
-def test_ghostnetv2_equals_the_model(width: float) -> None:
+@pytest.mark.parametrize(("width", "align"), [(1.0, 16), (1.0, 8), (1.3, 16)])
+def test_ghostnetv2_equals_the_model(width: float, align: int) -> None:
     torch.manual_seed(0)
     model = randomise_bn(ghostnetv2(width))
-    port = portable_ghostnet(model)
+    port = portable_ghostnet(model, align)
     gates = [m for m in port.modules() if type(m).__name__ == "_DFCGate"]
     assert len(gates) == sum(type(m).__name__ == "GhostModuleV2" for m in model.modules()) > 0
     # odd map sizes: the gate's pooled map is upsampled to the output's size, not doubled
@@ -167,8 +194,10 @@ def test_exported_graph_has_no_concat_slice_or_reduce(tmp_path) -> None:
         assert report["align"] == (nchwc_block() if align is None else align)
         graph = onnx.load(str(path)).graph
         shapes = {t.name: t.dims for t in graph.initializer}
-        outs = {shapes[n.input[1]][0] for n in graph.node if n.op_type == "Conv"}
-        assert all(c % report["align"] == 0 for c in outs), outs
+        convs = [shapes[n.input[1]] for n in graph.node if n.op_type == "Conv"]
+        assert all(w[0] % report["align"] == 0 for w in convs), convs
+        # 0.5x: the first block's 4 + 4 channel halves fit in one block, so the stem is one conv
+        assert sum(w[1] == 3 for w in convs) == 1
         ops = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
         assert not {"Concat", "Slice", "ReduceMean"} & set(ops), ops
         assert ops["HardSigmoid"] > 0 and ops["GlobalAveragePool"] > 0
