@@ -74,7 +74,7 @@ Layout = tuple[Part, ...]
 
 def nchwc_block() -> int:
     """onnxruntime's NCHWc channel block on this machine's CPU: 16 floats with AVX-512F, else 8
-    (its AVX2 block; other CPUs run no NCHWc kernels, where any ``align`` is correct)."""
+    (its AVX2 block; on other CPUs 8 too, not measured there). Read from ``/proc/cpuinfo``."""
     return 16 if "avx512f" in _cpu_flags() else 8
 
 
