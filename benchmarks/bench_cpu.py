@@ -662,13 +662,28 @@ def section_onnx(args: argparse.Namespace) -> dict:
     return {"max_rel_err": errors, "align": portable.align, **results}
 
 
+def _map_class(shape: object, height: int) -> str:
+    """Which maps a node's output is on, from its shape in the profiler trace and the model
+    input's ``height``: ``pooled`` (1x1, the SE gates), ``stride <=8`` (the large maps) or
+    ``stride >=16`` (the small ones); the same layers fall in the same class at any input size."""
+    try:
+        h = int(next(iter(shape[0].values()))[-2])  # [{"float": [n, c, h, w]}]
+    except (IndexError, KeyError, TypeError, ValueError, AttributeError, StopIteration):
+        return "other"
+    if h == 1:
+        return "pooled"
+    return "stride <=8" if height / h <= 8 else "stride >=16"
+
+
 def ort_node_profile(
-    sess, x: torch.Tensor, reps: int, warmup: int, split_convs: bool = True
+    sess, x: torch.Tensor, reps: int, warmup: int, split_convs: bool = True, by_map: bool = False
 ) -> dict[str, dict[str, float]]:
     """Per op type, the nodes per run and their summed time per run (ms), from onnxruntime's
     profiler trace of ``reps`` runs of a session made with ``profile=True`` (:func:`ort_session`),
     after ``warmup`` runs (those are in the trace too and are left out). ``split_convs``: Conv
-    nodes split by kind (:func:`_conv_kinds`) from the optimised graph the session saved."""
+    nodes split by kind (:func:`_conv_kinds`) from the optimised graph the session saved.
+    ``by_map``: each op type also split by the maps it runs on (``"Conv 1x1 @ stride >=16"``,
+    :func:`_map_class`)."""
     optimized = sess.get_session_options().optimized_model_filepath
     kinds = _conv_kinds(Path(optimized)) if split_convs else {}
     feed = {"x": x.numpy()}
@@ -688,10 +703,83 @@ def ort_node_profile(
         op = e["args"]["op_name"]
         if op == "Conv":
             op = kinds.get(e["name"][: -len("_kernel_time")], op)
+        if by_map:
+            op = f"{op} @ {_map_class(e['args'].get('output_type_shape'), x.shape[-2])}"
         row = out.setdefault(op, {"nodes": 0.0, "ms": 0.0})
         row["nodes"] += 1 / reps
         row["ms"] += e["dur"] / 1e3 / reps
     return out
+
+
+def merge_map_classes(profile: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """A ``by_map`` profile (:func:`ort_node_profile`) summed back to one row per op type."""
+    out: dict[str, dict[str, float]] = {}
+    for key, row in profile.items():
+        merged = out.setdefault(key.split(" @ ")[0], {"nodes": 0.0, "ms": 0.0})
+        merged["nodes"] += row["nodes"]
+        merged["ms"] += row["ms"]
+    return out
+
+
+def profile_scaling(runs: dict[str, dict], threads: list[int]) -> dict[str, dict[str, dict[str, dict]]]:
+    """Each model's per-node time at the first of ``threads`` over its time at each other count
+    (the speed-up from more threads), per op type and maps, per size, from the ``onnxprofile``
+    results of ``runs`` (thread count -> section results, with the ``by_map`` profiles).
+
+    Returns ``{size: {model: {row: {"nodes", "ms@T" per count, "speedup": {T: x} per other
+    count}}}}`` with a ``total`` row per model."""
+    base, others = str(threads[0]), [str(t) for t in threads[1:]]
+    # sizes are ints in this process's results and strings in a child's JSON
+    by_size = {t: {str(k): v for k, v in runs[t]["onnxprofile"].items()} for t in [base, *others]}
+    out: dict = {}
+    for size, models in by_size[base].items():
+        out[size] = {}
+        for model, rows in models["by_map"].items():
+            table: dict[str, dict] = {}
+            for key in [*rows, "total"]:
+                entry: dict = {}
+                for t in [base, *others]:
+                    prof = by_size[t][size]["by_map"][model]
+                    picked = prof.values() if key == "total" else [prof.get(key, {"nodes": 0.0, "ms": 0.0})]
+                    entry["nodes"] = sum(r["nodes"] for r in picked)
+                    entry[f"ms@{t}"] = sum(r["ms"] for r in picked)
+                entry["speedup"] = {
+                    t: entry[f"ms@{base}"] / entry[f"ms@{t}"] for t in others if entry[f"ms@{t}"]
+                }
+                table[key] = entry
+            out[size][model] = table
+    return out
+
+
+def format_profile_scaling(scaling: dict, threads: list[int]) -> str:
+    """:func:`profile_scaling` as one markdown table per size: a row per op type and maps, each
+    model's nodes, ms at every thread count and speed-up, the most expensive rows first."""
+    base, others = threads[0], threads[1:]
+    blocks = []
+    for size, models in scaling.items():
+        names = list(models)
+        head = ["op type @ maps"]
+        for n in names:
+            head += [f"{n} nodes", *(f"{n} ms {t}T" for t in threads), *(f"{n} {base}T/{t}T" for t in others)]
+        rows = sorted(
+            {r for m in models.values() for r in m if r != "total"},
+            key=lambda r: -max(m.get(r, {}).get(f"ms@{base}", 0.0) for m in models.values()),
+        )
+        against = ", ".join(map(str, others))
+        lines = [f"\n## onnxruntime per-node time, {base} against {against} thread(s), {size}x{size}"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in [*rows, "total"]:
+            cells = [r]
+            for n in names:
+                e = models[n].get(r)
+                if e is None:
+                    cells += ["0"] + ["-"] * (len(threads) + len(others))
+                    continue
+                cells += [f"{e['nodes']:.0f}", *(f"{e[f'ms@{t}']:.3f}" for t in threads)]
+                cells += [f"{e['speedup'][str(t)]:.2f}" if str(t) in e["speedup"] else "-" for t in others]
+            lines.append("| " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)
 
 
 def format_node_profile(profiles: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -740,16 +828,17 @@ def section_onnxprofile(args: argparse.Namespace) -> dict:
         for size in args.sizes:
             reps = args.reps if size <= 224 else max(5, args.reps // 4)
             x = torch.randn(1, 3, size, size)
-            profiles = {}
+            by_map = {}
             for name, model in models.items():
                 sess = ort_session(model, x, Path(tmp) / name, True, args.threads, profile=True)
-                profiles[name] = ort_node_profile(sess, x, reps, args.warmup)
+                by_map[name] = ort_node_profile(sess, x, reps, args.warmup, by_map=True)
+            profiles = {name: merge_map_classes(p) for name, p in by_map.items()}
             print(
                 f"\n## onnxruntime {ort.__version__} per-node profile, {size}x{size}, batch 1, static shapes "
                 f"(reps={reps}; ms per run summed over the nodes of each op type)"
             )
             print(format_node_profile(profiles))
-            results[size] = profiles
+            results[size] = {**profiles, "by_map": by_map}
     return results
 
 
@@ -1282,6 +1371,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.section_list:
         if name in ONCE:
             results[name] = globals()[f"section_{name}"](args)
+    profiled = [
+        t
+        for t in args.thread_list
+        if "skipped" not in results["runs"][str(t)].get("onnxprofile", {"skipped": 1})
+    ]
+    if len(profiled) > 1:
+        results["onnxprofile_scaling"] = profile_scaling(results["runs"], profiled)
+        print(format_profile_scaling(results["onnxprofile_scaling"], profiled))
     info["load_avg_end"] = os.getloadavg()
     print(f"\n  load average at end: {info['load_avg_end']}")
     if args.json:

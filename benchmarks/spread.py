@@ -5,9 +5,10 @@ load), and interleaving inside it cannot see that. This runner starts ``benchmar
 (or ``--script``) ``--processes`` times, one after the other, each a fresh interpreter with the
 same arguments and its own ``--json`` file, and prints for every figure the minimum, median and
 maximum over the processes: first the ratios (the README's figures), then each model's absolute
-median ms and share of peak FP32. The header names the date, torch version, CPU model and thread
-counts, so the markdown can go into the README as it is. ``--json FILE`` writes every figure's
-samples and summary (per-layer scaling speed-ups included) for machines.
+median ms and share of peak FP32, then the speed-ups from more threads of onnxruntime's per-node
+profile (``--sections onnxprofile --threads 1 2``). The header names the date, torch version, CPU
+model and thread counts, so the markdown can go into the README as it is. ``--json FILE`` writes
+every figure's samples and summary (per-layer scaling speed-ups included) for machines.
 
 Usage (the benchmark's own arguments follow ``--``)::
 
@@ -123,6 +124,17 @@ def format_markdown(summary: dict[Path_, dict], header: dict) -> str:
             s = share.get((threads, where, name))
             pct = f"{100 * s['median']:.1f}%" if s else "-"
             lines.append(f"| {threads} | {where} | {name} | {' | '.join(_fmt(summary[path], 2))} | {pct} |")
+    # the scaling section's per-layer speed-ups are many; they stay in the JSON
+    speedups = [(p, f) for p, f in figures.items() if f[2] == "speedup" and f[1].split(" ")[0] != "scaling"]
+    if speedups:
+        lines += [
+            "",
+            "| threads | figure | speed-up at threads | min | median | max | n |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for path, (threads, where, _, name) in speedups:
+            stats = summary[path]
+            lines.append(f"| {threads} | {where} | {name} | {' | '.join(_fmt(stats, 2))} | {stats['n']} |")
     peaks = [(f[0], summary[p]) for p, f in figures.items() if f[2] == "peak_fp32_gflops"]
     if peaks:
         lines.append("")

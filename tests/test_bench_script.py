@@ -219,10 +219,12 @@ def _fake_results(ratio: float, with_detector: bool = True) -> dict:
     scaling = [
         {"layer": "stem", "input": "3x8x8", "ms": {"native": {"1": 1.0}}, "speedup": {"native": {"2": 1.5}}}
     ]
+    profile = {"224": {"ghost": {"Conv 1x1 @ pooled": {"nodes": 28, "ms@1": 1.0, "speedup": {"2": ratio}}}}}
     return {
         "info": {"torch": "9.9", "cpu_model": "Fake CPU", "threads": [2]},
         "runs": {"2": run},
         "scaling": {"224": scaling},
+        "onnxprofile_scaling": profile,
     }
 
 
@@ -244,6 +246,7 @@ def test_flatten_and_summarise(spread):
     assert "| 2 | detector | det | 1.000 | 1.400 | 1.800 | 3 |" in lines
     assert "| 2 | backbone 224 | ghost_deploy | 5.00 | 6.50 | 9.00 | 10.0% |" in lines
     assert not any(line.startswith("| - | scaling") for line in lines)  # scaling lives in the JSON
+    assert "| - | onnxprofile_scaling 224 ghost Conv 1x1 @ pooled | 2 | 0.50 | 0.65 | 0.90 | 4 |" in lines
 
 
 FAKE_BENCH = """
@@ -318,10 +321,50 @@ def test_onnx_node_profile_counts_the_graphs_nodes(bench, tmp_path):
     split = bench.ort_node_profile(sess, x, 3, 1)
     assert {op for op in split if op.startswith("Conv")} == {"Conv 3x3", "Conv depthwise", "Conv 1x1"}
     assert sum(r["nodes"] for r in split.values()) == pytest.approx(sum(want.values()))
+    sess = bench.ort_session(model, x, tmp_path / "q", True, 1, profile=True)
+    mapped = bench.ort_node_profile(sess, x, 3, 1, by_map=True)
+    assert {op.split(" @ ")[1] for op in mapped} == {"stride <=8"}  # every node keeps the 16x16 map
+    merged = bench.merge_map_classes(mapped)
+    assert {op: round(r["nodes"]) for op, r in merged.items()} == {
+        op: round(r["nodes"]) for op, r in split.items()
+    }
     table = bench.format_node_profile({"a": prof, "b": prof}).splitlines()
     assert table[0] == "| op type | a nodes | a ms | b nodes | b ms |"
     assert len(table) == 2 + len(prof) + 1 and table[-1].startswith("| total |")
     assert "onnxprofile" in bench.parse_args(["--sections", "onnxprofile"]).section_list
+
+
+def test_node_profile_by_maps_and_its_thread_speedups(bench):
+    """Profile rows split by the maps a node runs on (by stride, so the same layers at any size),
+    summed back per op type, and each row's speed-up from 1 to 2 threads (1-thread ms / 2-thread
+    ms, the totals over all rows) in a table."""
+    at = {"float": [1, 32, 7, 7]}
+    assert bench._map_class([at], 224) == "stride >=16" == bench._map_class([{"float": [1, 32, 20, 20]}], 640)
+    assert bench._map_class([{"float": [1, 16, 56, 56]}], 224) == "stride <=8"
+    assert bench._map_class([{"float": [1, 16, 1, 1]}], 224) == "pooled"
+    assert bench._map_class(None, 224) == bench._map_class([{}], 224) == "other"
+    one = {"Conv 1x1 @ pooled": {"nodes": 4, "ms": 1.0}, "Conv 1x1 @ stride >=16": {"nodes": 2, "ms": 3.0},
+           "Mul @ stride >=16": {"nodes": 1, "ms": 0.5}}  # fmt: skip
+    two = {"Conv 1x1 @ pooled": {"nodes": 4, "ms": 1.25}, "Conv 1x1 @ stride >=16": {"nodes": 2, "ms": 1.5},
+           "Mul @ stride >=16": {"nodes": 1, "ms": 1.0}}  # fmt: skip
+    assert bench.merge_map_classes(one) == {
+        "Conv 1x1": {"nodes": 6, "ms": 4.0},
+        "Mul": {"nodes": 1, "ms": 0.5},
+    }
+    # in this process sizes are ints; from the 2-thread child's JSON they come back as strings
+    runs = {
+        "1": {"onnxprofile": {224: {"by_map": {"g": one}}}},
+        "2": {"onnxprofile": {"224": {"by_map": {"g": two}}}},
+    }
+    scaling = bench.profile_scaling(runs, [1, 2])
+    rows = scaling["224"]["g"]
+    assert rows["Conv 1x1 @ pooled"]["speedup"]["2"] == pytest.approx(0.8)
+    assert rows["Conv 1x1 @ stride >=16"]["speedup"]["2"] == pytest.approx(2.0)
+    assert rows["total"] == {"nodes": 7, "ms@1": 4.5, "ms@2": 3.75, "speedup": {"2": pytest.approx(1.2)}}
+    table = bench.format_profile_scaling(scaling, [1, 2]).strip().splitlines()
+    assert table[1] == "| op type @ maps | g nodes | g ms 1T | g ms 2T | g 1T/2T |"
+    assert table[3] == "| Conv 1x1 @ stride >=16 | 2 | 3.000 | 1.500 | 2.00 |"  # the most expensive first
+    assert table[-1] == "| total | 7 | 4.500 | 3.750 | 1.20 |"
 
 
 def test_onnxruntime_threads_share_one_pool_per_process(bench, monkeypatch):
