@@ -367,6 +367,30 @@ def test_node_profile_by_maps_and_its_thread_speedups(bench):
     assert table[-1] == "| total | 7 | 4.500 | 3.750 | 1.20 |"
 
 
+def test_main_tabulates_the_profiles_speedups_from_the_fewest_threads(bench, monkeypatch, tmp_path, capsys):
+    """With onnxprofile at two thread counts (given in any order), main adds each row's speed-up
+    from the fewer threads to the more to the results and prints it."""
+    ms = {1: 2.0, 2: 1.6}
+
+    def fake_section(args):
+        return {224: {"by_map": {"g": {"Conv 1x1 @ pooled": {"nodes": 3, "ms": ms[args.threads]}}}}}
+
+    monkeypatch.setattr(bench, "section_onnxprofile", fake_section)
+    threads = torch.get_num_threads()
+    try:
+        assert (
+            bench.main(
+                ["--sections", "onnxprofile", "--threads", "2", "1", "--json", str(tmp_path / "r.json")]
+            )
+            == 0
+        )
+    finally:
+        torch.set_num_threads(threads)
+    rows = json.loads((tmp_path / "r.json").read_text())["onnxprofile_scaling"]["224"]["g"]
+    assert rows["total"]["speedup"] == {"2": pytest.approx(1.25)}
+    assert "| Conv 1x1 @ pooled | 3 | 2.000 | 1.600 | 1.25 |" in capsys.readouterr().out
+
+
 def test_onnxruntime_threads_share_one_pool_per_process(bench, monkeypatch):
     """Above 1 thread, sessions use the process-wide pool (made once, of that size); a process
     that has one refuses other thread counts instead of timing them wrongly."""
