@@ -804,7 +804,8 @@ def format_node_profile(profiles: dict[str, dict[str, dict[str, float]]]) -> str
 def section_onnxprofile(args: argparse.Namespace) -> dict:
     """onnxruntime's per-node profile of the exported GhostNet 1.0x (portable form, static
     shapes: what ``--static-shape`` writes) and MobileNetV3-Large at each size: where the time
-    of each goes, by op type."""
+    of each goes, per size ``{"by_op": {model: profile}, "by_map": {model: profile}}`` (by op
+    type, and by op type and maps: :func:`ort_node_profile`)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -838,7 +839,7 @@ def section_onnxprofile(args: argparse.Namespace) -> dict:
                 f"(reps={reps}; ms per run summed over the nodes of each op type)"
             )
             print(format_node_profile(profiles))
-            results[size] = {**profiles, "by_map": by_map}
+            results[size] = {"by_op": profiles, "by_map": by_map}
     return results
 
 
