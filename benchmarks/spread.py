@@ -113,7 +113,12 @@ def format_markdown(summary: dict[Path_, dict], header: dict) -> str:
             stats = summary[path]
             lines.append(f"| {threads} | {where} | {name} | {' | '.join(_fmt(stats, 3))} | {stats['n']} |")
     share = {(f[0], f[1], f[3]): summary[p] for p, f in figures.items() if f[2] == "share_of_peak"}
-    ms_rows = [(p, f) for p, f in figures.items() if f[2] == "ms" and f[1].split(" ")[0] != "scaling"]
+
+    def outside_scaling(kind: str) -> list:
+        # the scaling section's per-layer figures are many; they stay in the JSON
+        return [(p, f) for p, f in figures.items() if f[2] == kind and f[1].split(" ")[0] != "scaling"]
+
+    ms_rows = outside_scaling("ms")
     if ms_rows:
         lines += [
             "",
@@ -124,8 +129,7 @@ def format_markdown(summary: dict[Path_, dict], header: dict) -> str:
             s = share.get((threads, where, name))
             pct = f"{100 * s['median']:.1f}%" if s else "-"
             lines.append(f"| {threads} | {where} | {name} | {' | '.join(_fmt(summary[path], 2))} | {pct} |")
-    # the scaling section's per-layer speed-ups are many; they stay in the JSON
-    speedups = [(p, f) for p, f in figures.items() if f[2] == "speedup" and f[1].split(" ")[0] != "scaling"]
+    speedups = outside_scaling("speedup")
     if speedups:
         lines += [
             "",
