@@ -741,7 +741,8 @@ def profile_scaling(runs: dict[str, dict], threads: list[int]) -> dict[str, dict
                 for t in [base, *others]:
                     prof = by_size[t][size]["by_map"][model]
                     picked = prof.values() if key == "total" else [prof.get(key, {"nodes": 0.0, "ms": 0.0})]
-                    entry["nodes"] = sum(r["nodes"] for r in picked)
+                    if t == base:  # the same graph at every thread count: its nodes once
+                        entry["nodes"] = sum(r["nodes"] for r in picked)
                     entry[f"ms@{t}"] = sum(r["ms"] for r in picked)
                 entry["speedup"] = {
                     t: entry[f"ms@{base}"] / entry[f"ms@{t}"] for t in others if entry[f"ms@{t}"]
