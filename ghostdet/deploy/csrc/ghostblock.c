@@ -32,34 +32,62 @@ static inline int thread_id(void) {
 /* KxK depthwise with stride S over rows held in scratch (no bounds checks: the caller points src
  * at the top-left tap of output (0, 0) and provides zero padding). src: srow pixels per row,
  * sp floats per pixel; out row r, column x reads src rows S*r.., columns S*x..; optional residual
- * res (rrow pixels per row, rp floats per pixel) and ReLU. */
-#define DW_BLOCK(VT, VI, VW)                                                                      \
-    for (; VW <= GHOSTDET_VW && c + VW <= C; c += VW) {                                            \
+ * res (rrow pixels per row, rp floats per pixel) and ReLU.
+ *
+ * Row by row, and within a row every channel vector, so the K source rows an output row reads
+ * stay in cache across its channel vectors (channel vector by channel vector over the whole band
+ * read a band of hundreds of KB once per vector). With K = 3 four neighbouring pixels go
+ * together: per kernel row the 3*S+3 source vectors they share are loaded once and feed up to 3
+ * accumulators each. Each output is the same sum in the same order either way. */
+#define DW_PIXEL(VT, VI, x)                                                                       \
+    {                                                                                             \
+        VT acc = bv;                                                                              \
+        for (int ky = 0; ky < K; ky++)                                                            \
+            for (int kx = 0; kx < K; kx++)                                                        \
+                acc += LOADV(VT, s0 + ((int64_t)ky * srow + S * (x) + kx) * sp) * wk[ky * K + kx]; \
+        if (res) acc += LOADV(VT, rr + (int64_t)(x) * rp);                                        \
+        if (relu) RELUV(VI, acc);                                                                 \
+        STOREV(VT, dr + (int64_t)(x) * dp, acc);                                                  \
+    }
+#define DW_ROW(VT, VI, VW)                                                                        \
+    for (; VW <= GHOSTDET_VW && c + VW <= C; c += VW) {                                           \
         VT wk[25];                                                                                \
-        for (int t = 0; t < K * K; t++) wk[t] = LOADV(VT, wt + t * C + c);                           \
-        const VT bv = LOADV(VT, bias + c);                                                           \
-        for (int r = 0; r < rows; r++) {                                                          \
-            const float *s0 = src + (int64_t)r * S * srow * sp + c;                               \
-            for (int x = 0; x < W; x++) {                                                         \
-                VT acc = bv;                                                                      \
-                for (int ky = 0; ky < K; ky++)                                                    \
-                    for (int kx = 0; kx < K; kx++)                                                \
-                        acc += LOADV(VT, s0 + ((int64_t)ky * srow + S * x + kx) * sp) * wk[ky * K + kx]; \
-                if (res) acc += LOADV(VT, res + ((int64_t)r * rrow + x) * rp + c);                   \
-                if (relu) RELUV(VI, acc);                                                          \
-                STOREV(VT, dst + ((int64_t)r * drow + x) * dp + c, acc);                              \
+        for (int t = 0; t < K * K; t++) wk[t] = LOADV(VT, wt + t * C + c);                        \
+        const VT bv = LOADV(VT, bias + c);                                                        \
+        const float *s0 = src + (int64_t)r * S * srow * sp + c;                                   \
+        const float *rr = res ? res + (int64_t)r * rrow * rp + c : 0;                             \
+        float *dr = dst + (int64_t)r * drow * dp + c;                                             \
+        int x = 0;                                                                                \
+        for (; K == 3 && x + NPX <= W; x += NPX) {                                                \
+            VT acc[4];                                                                            \
+            for (int j = 0; j < NPX; j++) acc[j] = bv;                                            \
+            for (int ky = 0; ky < 3; ky++) {                                                      \
+                const float *pr = s0 + ((int64_t)ky * srow + S * x) * sp;                         \
+                VT v[3 * 2 + 3];                                                                  \
+                for (int i = 0; i < (NPX - 1) * S + 3; i++) v[i] = LOADV(VT, pr + (int64_t)i * sp); \
+                for (int kx = 0; kx < 3; kx++)                                                    \
+                    for (int j = 0; j < NPX; j++) acc[j] += v[j * S + kx] * wk[ky * 3 + kx];      \
+            }                                                                                     \
+            for (int j = 0; j < NPX; j++) {                                                       \
+                if (res) acc[j] += LOADV(VT, rr + (int64_t)(x + j) * rp);                         \
+                if (relu) RELUV(VI, acc[j]);                                                      \
+                STOREV(VT, dr + (int64_t)(x + j) * dp, acc[j]);                                   \
             }                                                                                     \
         }                                                                                         \
+        for (; x < W; x++) DW_PIXEL(VT, VI, x)                                                    \
     }
 
 static inline __attribute__((always_inline)) void dw_band(
     const float *src, int64_t srow, int64_t sp, int rows, int W, int C, int K, int S,
     const float *wt, const float *bias, float *dst, int64_t drow, int64_t dp, const float *res,
     int64_t rrow, int64_t rp, int relu) {
-    int c = 0;
-    DW_BLOCK(v16, vi16, 16)
-    DW_BLOCK(v8, vi8, 8)
-    DW_BLOCK(v4, vi4, 4)
+    const int NPX = S == 1 ? 4 : 2; /* pixels a group (4 at stride 2 spilled their addresses) */
+    for (int r = 0; r < rows; r++) {
+        int c = 0;
+        DW_ROW(v16, vi16, 16)
+        DW_ROW(v8, vi8, 8)
+        DW_ROW(v4, vi4, 4)
+    }
 }
 
 /* The specialisations the blocks use (K and S constant, so the tap loops unroll). */
@@ -158,39 +186,40 @@ int ghostdet_ghost_block_s1(const float *x, float *y, int N, int H, int W, int C
                 memmove(Pb, Pb + (int64_t)band * Wp * M2, sizeof(float) * 2 * Wp * M2);
             }
             const int r0 = reuse ? 2 : 0; /* first b and p row to compute (a: r0 + 2) */
-            /* a rows y0-2 .. y0+R+1 (zero outside the image); interior columns 1..W */
-            for (int r = reuse ? 4 : 0; r < R + 4; r++) {
-                const int iy = y0 - 2 + r;
-                float *row = A + (int64_t)r * Wp * M1;
-                if (iy < 0 || iy >= H) {
+            /* step st: a row st (a rows y0-2 .. y0+R+1, zero outside the image; interior columns
+             * 1..W), then b and p row st-2 (image row y0-3+st), then output row st-4: each row is
+             * read back while it is still in cache */
+            for (int st = reuse ? 4 : 0; st < R + 4; st++) {
+                const int iy = y0 - 2 + st;
+                float *row = A + (int64_t)st * Wp * M1;
+                if (iy < 0 || iy >= H)
                     memset(row, 0, sizeof(float) * Wp * M1);
-                    continue;
+                else
+                    pointwise(xn + (int64_t)iy * W * C, C, C, NULL, 0, 0, w1t, b1, M1, row + M1, M1, W, 1);
+                const int r = st - 2, py = y0 - 1 + r;
+                if (r >= r0 && r < R + 2) {
+                    float *prow = Pb + (int64_t)r * Wp * M2;
+                    if (py < 0 || py >= H) { /* p is zero outside the image (b is not needed there) */
+                        memset(prow, 0, sizeof(float) * Wp * M2);
+                    } else {
+                        const float *arow = A + ((int64_t)(r + 1) * Wp + 1) * M1;
+                        float *brow = B + ((int64_t)r * Wp + 1) * M1;
+                        dw3_s1(A + (int64_t)r * Wp * M1, Wp, M1, 1, W, M1, d1, bd1, brow, Wp, M1, NULL, 0, 0, 1);
+                        if (g) { /* b in place (this band's own rows), a into its copy */
+                            const float *grow = gate_row_of(&gt, n, py);
+                            float *garow = GA + ((int64_t)r * Wp + 1) * M1;
+                            gate_row(arow, garow, M1, W, M1, grow, 2 * M1, gx);
+                            gate_row(brow, brow, M1, W, M1, grow + M1, 2 * M1, gx);
+                            arow = garow;
+                        }
+                        pointwise(arow, M1, M1, brow, M1, M1, w2t, b2, M2, prow + M2, M2, W, 0);
+                    }
                 }
-                pointwise(xn + (int64_t)iy * W * C, C, C, NULL, 0, 0, w1t, b1, M1, row + M1, M1, W, 1);
+                const int o = st - 4; /* output row o reads p rows o .. o+2 */
+                if (o >= 0 && o < R)
+                    ghost2_output(Pb + (int64_t)o * Wp * M2, 1, W, M2, d2, bd2, xn + (int64_t)(y0 + o) * W * C,
+                                  yn + (int64_t)(y0 + o) * W * C);
             }
-            /* b rows y0-1 .. y0+R from a; rows outside the image are not needed as b (p is zero) */
-            dw3_s1(A + (int64_t)r0 * Wp * M1, Wp, M1, R + 2 - r0, W, M1, d1, bd1, B + ((int64_t)r0 * Wp + 1) * M1,
-                   Wp, M1, NULL, 0, 0, 1);
-            /* p rows y0-1 .. y0+R (zero outside the image) from g * [a b] */
-            for (int r = r0; r < R + 2; r++) {
-                const int iy = y0 - 1 + r;
-                float *row = Pb + (int64_t)r * Wp * M2;
-                if (iy < 0 || iy >= H) {
-                    memset(row, 0, sizeof(float) * Wp * M2);
-                    continue;
-                }
-                const float *arow = A + ((int64_t)(r + 1) * Wp + 1) * M1;
-                float *brow = B + ((int64_t)r * Wp + 1) * M1;
-                if (g) { /* b in place (this band's own rows), a into its copy */
-                    const float *grow = gate_row_of(&gt, n, iy);
-                    float *garow = GA + ((int64_t)r * Wp + 1) * M1;
-                    gate_row(arow, garow, M1, W, M1, grow, 2 * M1, gx);
-                    gate_row(brow, brow, M1, W, M1, grow + M1, 2 * M1, gx);
-                    arow = garow;
-                }
-                pointwise(arow, M1, M1, brow, M1, M1, w2t, b2, M2, row + M2, M2, W, 0);
-            }
-            ghost2_output(Pb, R, W, M2, d2, bd2, xn + (int64_t)y0 * W * C, yn + (int64_t)y0 * W * C);
         }
     }
     return 0;
@@ -199,32 +228,32 @@ int ghostdet_ghost_block_s1(const float *x, float *y, int N, int H, int W, int C
 /* The stride-2 blocks' first steps for z rows zy0 .. zy0+nz-1 of one image: AB row i holds
  * [a b] of image row base + i (base = 2*zy0 - P - 1, NA = 2*nz + K rows, P zero pixels each
  * side, rows outside the image zero). Rows below `keep` are already there (moved from the band
- * above: a valid in all of them, b in all but the last). */
-static void s2_fill_ab(const float *xn, int H, int W, int Cin, int M1, int K, int base, int NA, int keep,
+ * above: a valid in all of them, b in all but the last). b is needed in rows 1 .. NA-2 only.
+ *
+ * s2_ab_step(i) writes a in row i and then b in row i - 1 (whose three a rows are now there), so
+ * a row's a is read back while it is still in cache; after step i rows up to i - 1 are whole. */
+static void s2_ab_step(const float *xn, int H, int W, int Cin, int M1, int K, int base, int NA, int keep, int i,
                        const float *w1t, const float *b1, const float *d1, const float *bd1, float *AB) {
     const int P = K / 2, C2 = 2 * M1;
     const int64_t Wab = W + 2 * P;
-    for (int i = keep; i < NA; i++) {
-        const int iy = base + i;
-        float *row = AB + (int64_t)i * Wab * C2;
-        if (iy < 0 || iy >= H)
-            memset(row, 0, sizeof(float) * Wab * C2);
-        else
-            pointwise(xn + (int64_t)iy * W * Cin, Cin, Cin, 0, 0, 0, w1t, b1, M1, row + (int64_t)P * C2, C2, W, 1);
-    }
-    /* b = relu(dw3(a)) for rows max(1, keep-1) .. NA-2, then zero where the row is outside the image */
-    const int ib = keep > 1 ? keep - 1 : 1;
-    dw3_s1(AB + ((int64_t)(ib - 1) * Wab + P - 1) * C2, Wab, C2, NA - 1 - ib, W, M1, d1, bd1,
-           AB + ((int64_t)ib * Wab + P) * C2 + M1, Wab, C2, 0, 0, 0, 1);
-    for (int i = ib; i < NA - 1; i++) {
-        const int iy = base + i;
-        if (iy >= 0 && iy < H) continue;
-        float *row = AB + (int64_t)i * Wab * C2;
-        for (int64_t px = 0; px < Wab; px++) memset(row + px * C2 + M1, 0, sizeof(float) * M1);
-    }
+    const int iy = base + i;
+    float *row = AB + (int64_t)i * Wab * C2;
+    if (iy < 0 || iy >= H)
+        memset(row, 0, sizeof(float) * Wab * C2);
+    else
+        pointwise(xn + (int64_t)iy * W * Cin, Cin, Cin, 0, 0, 0, w1t, b1, M1, row + (int64_t)P * C2, C2, W, 1);
+    /* b = relu(dw3(a)) in row i - 1, or zero where that row is outside the image */
+    const int ib = i - 1, iyb = base + ib;
+    if (ib < (keep > 1 ? keep - 1 : 1) || ib > NA - 2) return;
+    float *brow = AB + (int64_t)ib * Wab * C2;
+    if (iyb >= 0 && iyb < H)
+        dw3_s1(brow - (Wab - P + 1) * C2, Wab, C2, 1, W, M1, d1, bd1, brow + (int64_t)P * C2 + M1, Wab, C2, 0, 0, 0,
+               1);
+    else
+        for (int64_t px = 0; px < Wab; px++) memset(brow + px * C2 + M1, 0, sizeof(float) * M1);
 }
 
-/* z rows j = jlo .. jhi-1 of the band filled by s2_fill_ab (z row zy0 + j, window top AB row
+/* z rows j = jlo .. jhi-1 of the band filled by s2_ab_step (z row zy0 + j, window top AB row
  * 2j + 1) into dst (row j at dst + (j - jlo) * zrow, pixels C2 apart). */
 static void s2_z_rows(const float *AB, int W, int OW, int M1, int K, int jlo, int jhi, const float *dzt,
                       const float *dz, float *dst, int64_t zrow) {
@@ -237,19 +266,25 @@ static void s2_z_rows(const float *AB, int W, int OW, int M1, int K, int jlo, in
         dw5_s2(src, Wab, C2, jhi - jlo, OW, C2, dzt, dz, dst, zrow / C2, C2);
 }
 
+/* PB row j of the stride-2 blocks' ghost2: p = z W2 + b2 from z row zrow, or zero (outside the
+ * image). PB rows are OW + 2 pixels of M2 floats with one zero pixel each side. */
+static inline void ghost2_p_row(const float *zrow, int OW, int C2, int M2, const float *w2t, const float *b2,
+                                float *row) {
+    if (!zrow)
+        memset(row, 0, sizeof(float) * (OW + 2) * M2);
+    else
+        pointwise(zrow, C2, C2, 0, 0, 0, w2t, b2, M2, row + M2, M2, OW, 0);
+}
+
 /* ghost2 and the residual for output rows oy0 .. oy0+R-1: p rows oy0-1 .. oy0+R (PB row j, zero
  * outside the image rows jlo .. jhi-1) from z (z row of PB row j at z + (j - jlo) * OW * C2),
  * rows below `keep` already in PB; then y = [p, dw3(p) + d2] + res (res, y at row oy0). */
 static void ghost2_band(const float *z, int jlo, int jhi, int keep, int R, int OW, int C2, int M2,
                         const float *w2t, const float *b2, const float *d2, const float *bd2, float *PB,
                         const float *res, float *y) {
-    for (int j = keep; j < R + 2; j++) {
-        float *row = PB + (int64_t)j * (OW + 2) * M2;
-        if (j < jlo || j >= jhi)
-            memset(row, 0, sizeof(float) * (OW + 2) * M2);
-        else
-            pointwise(z + (int64_t)(j - jlo) * OW * C2, C2, C2, 0, 0, 0, w2t, b2, M2, row + M2, M2, OW, 0);
-    }
+    for (int j = keep; j < R + 2; j++)
+        ghost2_p_row(j < jlo || j >= jhi ? 0 : z + (int64_t)(j - jlo) * OW * C2, OW, C2, M2, w2t, b2,
+                     PB + (int64_t)j * (OW + 2) * M2);
     ghost2_output(PB, R, OW, M2, d2, bd2, res, y);
 }
 
@@ -319,16 +354,31 @@ int ghostdet_ghost_block_s2(const float *x, const float *res, float *y, int N, i
                 memmove(AB, AB + (int64_t)2 * band * Wab * C2, sizeof(float) * (K + 4) * Wab * C2);
                 memmove(PB, PB + (int64_t)band * (OW + 2) * M2, sizeof(float) * 2 * (OW + 2) * M2);
             }
-            const int base = 2 * (oy0 - 1) - P - 1;
-            s2_fill_ab(x + (int64_t)n * H * W * Cin, H, W, Cin, M1, K, base, 2 * R + K + 4, reuse ? K + 4 : 0, w1t,
-                       b1, d1, bd1, AB);
+            /* one AB row at a time (s2_ab_step), each z row, p row and output row as soon as the
+             * rows it reads are there, so each row is read back while it is still in cache */
+            const int base = 2 * (oy0 - 1) - P - 1, NA = 2 * R + K + 4, keep = reuse ? K + 4 : 0;
             const int jlo = oy0 - 1 < 0 ? 1 : reuse ? 2 : 0, jhi = oy1 + 1 > OH ? R + 1 : R + 2;
-            if (g) /* z rows jlo .. jhi-1 read AB rows 2*jlo+1 .. 2*jhi+K-2 */
-                gate_ab_rows(AB, GAB, 2 * jlo + 1, 2 * jhi + K - 1, base, H, W, P, M1, &gt, n);
-            s2_z_rows(g ? GAB : AB, W, OW, M1, K, jlo, jhi, dzt, dz, Z + (int64_t)jlo * OW * C2, (int64_t)OW * C2);
+            const int g1 = 2 * jhi + K - 1; /* z rows jlo .. jhi-1 read AB rows 2*jlo+1 .. g1-1 */
+            const float *xn = x + (int64_t)n * H * W * Cin;
             const int64_t out = ((int64_t)n * OH + oy0) * OW * Cout;
-            ghost2_band(Z + (int64_t)jlo * OW * C2, jlo, jhi, reuse ? 2 : 0, R, OW, C2, M2, w2t, b2, d2, bd2, PB,
-                        res + out, y + out);
+            int ig = 2 * jlo + 1, jz = jlo, jp = reuse ? 2 : 0, ro = 0; /* next row to gate / of z, p, y */
+            for (int i = keep - 1; i < NA; i++) {
+                if (i >= keep) s2_ab_step(xn, H, W, Cin, M1, K, base, NA, keep, i, w1t, b1, d1, bd1, AB);
+                int ready = i - 1; /* AB rows 0 .. i-1 hold a and b */
+                if (g) {
+                    for (; ig <= ready && ig < g1; ig++) gate_ab_rows(AB, GAB, ig, ig + 1, base, H, W, P, M1, &gt, n);
+                    ready = ig - 1;
+                }
+                for (; jz < jhi && 2 * jz + K <= ready; jz++)
+                    s2_z_rows(g ? GAB : AB, W, OW, M1, K, jz, jz + 1, dzt, dz, Z + (int64_t)jz * OW * C2,
+                              (int64_t)OW * C2);
+                for (; jp < R + 2 && (jp < jlo || jp >= jhi || jp < jz); jp++)
+                    ghost2_p_row(jp < jlo || jp >= jhi ? 0 : Z + (int64_t)jp * OW * C2, OW, C2, M2, w2t, b2,
+                                 PB + (int64_t)jp * (OW + 2) * M2);
+                for (; ro < R && ro + 2 < jp; ro++)
+                    ghost2_output(PB + (int64_t)ro * (OW + 2) * M2, 1, OW, M2, d2, bd2, res + out + (int64_t)ro * OW * Cout,
+                                  y + out + (int64_t)ro * OW * Cout);
+            }
         }
     }
     return 0;
@@ -432,15 +482,22 @@ int ghostdet_ghost_front(const float *x, float *z, float *sums, int N, int H, in
                 }
             } else {
                 if (reuse) memmove(buf, buf + (int64_t)2 * band * Wab * C2, sizeof(float) * K * Wab * C2);
-                const int base = 2 * y0 - P - 1;
-                s2_fill_ab(xn, H, W, Cin, M1, K, base, 2 * R + K, reuse ? K : 0, w1t, b1, d1, bd1, buf);
-                const float *ab = buf;
-                if (g) { /* the strided conv reads AB rows 1 .. 2R+K-2: gate them into the copy */
-                    float *gab = buf + (int64_t)(2 * band + K) * Wab * C2;
-                    gate_ab_rows(buf, gab, 1, 2 * R + K - 1, base, H, W, P, M1, &gt, n);
-                    ab = gab;
+                /* AB rows one at a time, each z row as soon as its K rows are there (the
+                 * strided conv reads AB rows 1 .. 2R+K-2: with a gate, gated into the copy) */
+                const int base = 2 * y0 - P - 1, NA = 2 * R + K, keep = reuse ? K : 0;
+                float *gab = buf + (int64_t)(2 * band + K) * Wab * C2;
+                int ig = 1, jz = 0;
+                for (int i = keep - 1; i < NA; i++) {
+                    if (i >= keep) s2_ab_step(xn, H, W, Cin, M1, K, base, NA, keep, i, w1t, b1, d1, bd1, buf);
+                    int ready = i - 1; /* AB rows 0 .. i-1 hold a and b */
+                    if (g) {
+                        for (; ig <= ready && ig < NA - 1; ig++) gate_ab_rows(buf, gab, ig, ig + 1, base, H, W, P, M1, &gt, n);
+                        ready = ig - 1;
+                    }
+                    for (; jz < R && 2 * jz + K <= ready; jz++)
+                        s2_z_rows(g ? gab : buf, W, OW, M1, K, jz, jz + 1, dzt, dz, zb + (int64_t)jz * OW * C2,
+                                  (int64_t)OW * C2);
                 }
-                s2_z_rows(ab, W, OW, M1, K, 0, R, dzt, dz, zb, (int64_t)OW * C2);
             }
             add_sums(zb, (int64_t)R * OW, C2, part + (int64_t)n * C2);
         }
