@@ -432,6 +432,30 @@ def test_fused_model_survives_copy_pickle_and_weight_reload(tmp_path):
         assert _rel_err(fresh(x), changed) < 1e-4
 
 
+def test_block_kernels_read_replaced_weight_parameters():
+    """Weights and biases replaced by new Parameters after fusing (not changed in place) are what
+    the native block kernels use next: the blocks keep references to their convs, not to the
+    convs' tensors, and every kind of block kernel (whole-block, band, two-pass SE) runs here."""
+    torch.manual_seed(0)
+    fused = fuse(ghostnet(1.0).eval())
+    x = torch.randn(1, 3, 256, 256)
+    with torch.inference_mode():
+        before = fused.forward_features(x)  # fills the derived-weight caches
+    with torch.no_grad():
+        for m in fused.modules():
+            if isinstance(m, FusedConv2d):
+                m.weight = nn.Parameter(m.weight * 1.1, requires_grad=False)
+                m.bias = nn.Parameter(m.bias + 0.01, requires_grad=False)
+    reference = copy.deepcopy(fused)
+    for m in reference.modules():
+        if isinstance(m, FusedConv2d):
+            m.use_native = False  # every conv through oneDNN / GEMM: no native block kernel
+    with torch.inference_mode():
+        got = fused.forward_features(x)
+        assert _rel_err(before, got) > 1e-2
+        assert _rel_err(reference.forward_features(x), got) < 1e-4
+
+
 def test_unpickled_blocks_plan_their_paths_again():
     """A DeployBottleneck pickled without some path flags (an older ghostdet) gets them back."""
     import pickle

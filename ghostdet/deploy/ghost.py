@@ -313,6 +313,12 @@ class DeploySqueezeExcite(DeployModule):
         self.expand_weight = nn.Parameter(w2.flatten(1) / 6.0, requires_grad=False)
         self.expand_bias = nn.Parameter(b2 / 6.0 + 0.5, requires_grad=False)
 
+    def native_weights(self) -> list[Tensor]:
+        """``[reduce_weight, reduce_bias, expand_weight, expand_bias]``, the native kernels' SE
+        arguments, read without ``nn.Module.__getattr__`` (~1.5 us a lookup)."""
+        p = self._parameters
+        return [p["reduce_weight"], p["reduce_bias"], p["expand_weight"], p["expand_bias"]]  # type: ignore[list-item]
+
     def gate(self, pooled: Tensor) -> Tensor:
         """The ``(N, C)`` gate from the ``(N, C)`` spatial means."""
         if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export() and pooled.shape[0] == 1:
@@ -394,6 +400,19 @@ class DeployBottleneck(DeployModule):
             not self.ghost1.needs_slice
             and self.ghost2_by_parts
             and (self.conv_dw is None or hasattr(self, "conv_dw_a"))
+        )
+        # Plain references for the per-call path (each nn.Module attribute lookup there costs
+        # ~1.5 us, and a native block call made ~30): the fused kernels' convs in their weight
+        # order, and what the whole-block kernel takes besides. Submodules are not replaced after
+        # conversion (the flags above assume it too); their weights may be (see flat_weight).
+        g1, g2 = self.ghost1, self.ghost2
+        dw = () if self.conv_dw is None else (self.conv_dw,)
+        self._fused_convs = (g1.primary_conv, g1.cheap_operation, *dw, g2.primary_conv, g2.cheap_operation)
+        self._dfc1 = g1.dfc
+        self._small_extras = (
+            self.se,
+            None if self.shortcut_pw is None else (self.shortcut_dw, self.shortcut_pw),
+            (1, 3) if self.conv_dw is None else (2, self.conv_dw.weight.shape[-1]),
         )
 
     def __setstate__(self, state: dict) -> None:
@@ -486,32 +505,36 @@ class DeployBottleneck(DeployModule):
     def _run_small(self, x: Tensor) -> Tensor | None:
         """The whole block in one native call (:data:`SMALL_BLOCK_MAX_PIXELS`,
         :data:`WIDE_SMALL_BLOCK_MAX_PIXELS`)."""
-        se = None
-        if self.se is not None:
-            m = self.se
-            se = [m.reduce_weight, m.reduce_bias, m.expand_weight, m.expand_bias]
+        m, short, (stride, k) = self._small_extras
+        se = None if m is None else m.native_weights()
         shortcut, sk = None, 3
-        if self.shortcut_pw is not None:
-            sdw, spw = self.shortcut_dw, self.shortcut_pw
-            shortcut, sk = [sdw.flat_weight(), sdw.bias, spw.flat_weight(), spw.bias], sdw.weight.shape[-1]
-        stride, k = (1, 3) if self.conv_dw is None else (2, self.conv_dw.weight.shape[-1])
+        if short is not None:
+            sdw, spw = short
+            shortcut, sk = (
+                [sdw.flat_weight(), sdw.bias_t(), spw.flat_weight(), spw.bias_t()],
+                sdw.kernel_size(),
+            )
         return native.ghost_block_small(
-            x, self._fused_weights(), stride, k, se, shortcut, sk, gate=self._gate_values(x)
+            x,
+            self._fused_weights(),
+            stride,
+            k,
+            se,
+            shortcut,
+            sk,
+            gate=self._gate_values(x),
+            trusted_weights=True,
         )
 
     def _gate_values(self, x: Tensor) -> Tensor | None:
         """ghost1's DFC gate on ``x`` at ``x``'s size (what the native kernels multiply by), or None."""
-        return None if self.ghost1.dfc is None else self.ghost1.dfc.values(x, x.shape[-2:])
+        return None if self._dfc1 is None else self._dfc1.values(x, x.shape[-2:])
 
     def _fused_weights(self) -> list[Tensor]:
         """The fused kernel's weights, from the modules' own derived-weight caches."""
         out = []
-        for ghost in (self.ghost1, self.ghost2):
-            p, c = ghost.primary_conv, ghost.cheap_operation
-            out += [p.flat_weight(), p.bias]
-            out += [c.flat_weight(), c.bias]
-            if ghost is self.ghost1 and self.conv_dw is not None:
-                out += [self.conv_dw.flat_weight(), self.conv_dw.bias]
+        for conv in self._fused_convs:
+            out += [conv.flat_weight(), conv.bias_t()]
         return out
 
     def _run_fused_se(self, x: Tensor, fast: bool, band: int = 8) -> Tensor | None:
@@ -521,7 +544,8 @@ class DeployBottleneck(DeployModule):
         w = self._fused_weights()
         nf = 4 if self.conv_dw is None else 6  # [w1t, b1, d1, bd1 (, dzt, dz)] | [w2t, b2, d2, bd2]
         k = 3 if self.conv_dw is None else self.conv_dw.weight.shape[-1]
-        front = native.ghost_front(x, w[:nf], 1 if self.conv_dw is None else 2, k, band, self._gate_values(x))
+        stride = 1 if self.conv_dw is None else 2
+        front = native.ghost_front(x, w[:nf], stride, k, band, self._gate_values(x), trusted_weights=True)
         if front is None:
             return None
         z, sums = front
@@ -532,7 +556,7 @@ class DeployBottleneck(DeployModule):
             res = x
         else:
             res = self.shortcut_pw.run(self.shortcut_dw.run(x, fast), fast)
-        return native.ghost_back(z, res, [w2, *w[nf + 1 :]], band)
+        return native.ghost_back(z, res, [w2, *w[nf + 1 :]], band, trusted_weights=True)
 
     def block_kernels(self, x: Tensor) -> tuple[str, ...]:
         """The native block kernels a fast-path call on ``x`` tries, in order (the next one when a
@@ -558,16 +582,18 @@ class DeployBottleneck(DeployModule):
         if kind == "se":
             return self._run_fused_se(x, fast, self.fused_band)
         if kind == "s1":
-            return native.ghost_block_s1(x, self._fused_weights(), self.fused_band, gate=self._gate_values(x))
+            return native.ghost_block_s1(
+                x, self._fused_weights(), self.fused_band, gate=self._gate_values(x), trusted_weights=True
+            )
         res = self.shortcut_pw.run(self.shortcut_dw.run(x, fast), fast)
         k = self.conv_dw.weight.shape[-1]
         return native.ghost_block_s2(
-            x, res, self._fused_weights(), k, self.fused_band, gate=self._gate_values(x)
+            x, res, self._fused_weights(), k, self.fused_band, gate=self._gate_values(x), trusted_weights=True
         )
 
     def run(self, x: Tensor, fast: bool) -> Tensor:
         """``forward`` with the fast-path eligibility decided by the caller."""
-        if fast and self.ghost1.cheap_operation.use_native and native.kernel_pays_off("block"):
+        if fast and self._fused_convs[1].use_native and native.kernel_pays_off("block"):
             for kind in self.block_kernels(x):
                 y = self._run_block_kernel(kind, x, fast)
                 if y is not None:

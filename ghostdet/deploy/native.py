@@ -508,7 +508,11 @@ def dwconv2d(
 
 
 def ghost_block_s1(
-    x: Tensor, weights: list[Tensor], band: int = 8, gate: tuple[Tensor, Tensor, Tensor] | None = None
+    x: Tensor,
+    weights: list[Tensor],
+    band: int = 8,
+    gate: tuple[Tensor, Tensor, Tensor] | None = None,
+    trusted_weights: bool = False,
 ) -> Tensor | None:
     """A stride-1 Ghost bottleneck without SE and with an identity shortcut, in one native call.
 
@@ -521,6 +525,8 @@ def ghost_block_s1(
         band: output rows per task (its intermediate rows stay in cache).
         gate: optional DFC gate ``(g, gy, gx)`` of ghost1's ``(N, 2*M1, H, W)`` output, as
             :func:`gate_mul` takes it (dense ``g``); ghost2 then takes the gated output.
+        trusted_weights: skip the weight checks (for callers that built the weights, as
+            :class:`ghostdet.deploy.DeployBottleneck` does: they cost ~10 us a call).
 
     Returns:
         The block's output (a new channels_last tensor), or ``None`` when the kernel is
@@ -533,7 +539,8 @@ def ghost_block_s1(
     if _pixel_pitch(x) != c:
         return None
     m1, m2 = weights[1].numel(), weights[5].numel()
-    _check_weights(weights, [(c, m1), (m1,), (9, m1), (m1,), (2 * m1, m2), (m2,), (9, m2), (m2,)])
+    if not trusted_weights:
+        _check_weights(weights, [(c, m1), (m1,), (9, m1), (m1,), (2 * m1, m2), (m2,), (9, m2), (m2,)])
     if c != 2 * m2:
         raise ValueError(f"weights do not fit {c} channels: ghost2 gives {2 * m2}")
     gate_args = _gate_args(gate, n, 2 * m1, h, w)
@@ -559,6 +566,7 @@ def ghost_block_s2(
     kernel_size: int,
     band: int = 8,
     gate: tuple[Tensor, Tensor, Tensor] | None = None,
+    trusted_weights: bool = False,
 ) -> Tensor | None:
     """A stride-2 Ghost bottleneck without SE in one native call; its shortcut ``res`` is given.
 
@@ -572,6 +580,8 @@ def ghost_block_s2(
         band: output rows per task.
         gate: optional DFC gate ``(g, gy, gx)`` of ghost1's ``(N, 2*M1, H, W)`` output, as
             :func:`gate_mul` takes it (dense ``g``), applied before the strided conv.
+        trusted_weights: skip the weight checks (for callers that built the weights, as
+            :class:`ghostdet.deploy.DeployBottleneck` does: they cost ~10 us a call).
 
     Returns:
         The block's output, or ``None`` when the native library is unavailable or the inputs do not fit.
@@ -588,7 +598,8 @@ def ghost_block_s2(
     if k not in (3, 5):
         raise ValueError(f"weights do not fit kernel_size {k}: 3 or 5 expected")
     front = [(cin, m1), (m1,), (9, m1), (m1,), (k * k, 2 * m1), (2 * m1,)]
-    _check_weights(weights, [*front, (2 * m1, m2), (m2,), (9, m2), (m2,)])
+    if not trusted_weights:
+        _check_weights(weights, [*front, (2 * m1, m2), (m2,), (9, m2), (m2,)])
     gate_args = _gate_args(gate, n, 2 * m1, h, w)
     if gate_args is None:
         return None
@@ -717,6 +728,7 @@ def ghost_block_small(
     shortcut: list[Tensor] | None = None,
     shortcut_kernel: int = 3,
     gate: tuple[Tensor, Tensor, Tensor] | None = None,
+    trusted_weights: bool = False,
 ) -> Tensor | None:
     """A whole Ghost bottleneck on a small map in one native call (``csrc/smallblock.c``): any
     width, with or without SE, stride 1 or 2, identity or conv shortcut, optional DFC gate.
@@ -731,6 +743,8 @@ def ghost_block_small(
         shortcut: ``[dw (k*k, Cin), dw bias, pw (Cin, 2*M2), pw bias]``, or ``None`` for an identity.
         shortcut_kernel: the shortcut's depthwise kernel (padding ``k // 2``, the block's stride).
         gate: optional DFC gate ``(g, gy, gx)`` of ghost1's ``(N, 2*M1, H, W)`` output (dense ``g``).
+        trusted_weights: skip the weight checks (for callers that built the weights, as
+            :class:`ghostdet.deploy.DeployBottleneck` does: they cost ~10 us a call).
 
     Returns:
         The block's output ``(N, 2*M2, OH, OW)`` channels_last, or ``None`` when the native library
@@ -743,12 +757,13 @@ def ghost_block_small(
     k, m1 = kernel_size, weights[1].numel()
     s2 = [(k * k, 2 * m1), (2 * m1,)] if stride == 2 else []
     m2 = weights[len(s2) + 5].numel()
-    _check_weights(weights, [(cin, m1), (m1,), (9, m1), (m1,), *s2, (2 * m1, m2), (m2,), (9, m2), (m2,)])
     r = 0 if se is None else se[1].numel()
-    if se is not None:
-        _check_weights(se, [(r, 2 * m1), (r,), (2 * m1, r), (2 * m1,)])
-    if shortcut is not None:
-        _check_weights(shortcut, [(shortcut_kernel**2, cin), (cin,), (cin, 2 * m2), (2 * m2,)])
+    if not trusted_weights:
+        _check_weights(weights, [(cin, m1), (m1,), (9, m1), (m1,), *s2, (2 * m1, m2), (m2,), (9, m2), (m2,)])
+        if se is not None:
+            _check_weights(se, [(r, 2 * m1), (r,), (2 * m1, r), (2 * m1,)])
+        if shortcut is not None:
+            _check_weights(shortcut, [(shortcut_kernel**2, cin), (cin,), (cin, 2 * m2), (2 * m2,)])
     gate_args = _gate_args(gate, n, 2 * m1, h, w)
     if _pixel_pitch(x) != cin or gate_args is None or stride not in (1, 2):
         return None
@@ -780,6 +795,7 @@ def ghost_front(
     kernel_size: int = 3,
     band: int = 8,
     gate: tuple[Tensor, Tensor, Tensor] | None = None,
+    trusted_weights: bool = False,
 ) -> tuple[Tensor, Tensor] | None:
     """The first half of a Ghost bottleneck with SE or a DFC gate, in one native call: ghost1
     (times the DFC gate, and the stride-2 depthwise conv), and the channel sums an SE gate needs.
@@ -794,6 +810,8 @@ def ghost_front(
         band: rows per task.
         gate: optional DFC gate ``(g, gy, gx)`` of ghost1's ``(N, 2*M1, H, W)`` output, as
             :func:`gate_mul` takes it; ghost1's output is multiplied by it before the strided conv.
+        trusted_weights: skip the weight checks (for callers that built the weights, as
+            :class:`ghostdet.deploy.DeployBottleneck` does: they cost ~10 us a call).
 
     Returns:
         ``(z, sums)``: ``z`` ``(N, 2*M1, OH, OW)`` channels_last and its per-image channel sums
@@ -807,7 +825,8 @@ def ghost_front(
     if stride not in (1, 2) or (stride == 2 and k not in (3, 5)):
         raise ValueError(f"stride 1, or stride 2 with kernel 3 or 5, expected; got {stride}, {k}")
     shapes = [(cin, m1), (m1,), (9, m1), (m1,)] + ([(k * k, 2 * m1), (2 * m1,)] if stride == 2 else [])
-    _check_weights(weights, shapes)
+    if not trusted_weights:
+        _check_weights(weights, shapes)
     gate_args = _gate_args(gate, n, 2 * m1, h, w)
     if _pixel_pitch(x) != cin or gate_args is None:
         return None
@@ -826,7 +845,9 @@ def ghost_front(
     return (z, sums) if rc == 0 else None
 
 
-def ghost_back(z: Tensor, res: Tensor, weights: list[Tensor], band: int = 8) -> Tensor | None:
+def ghost_back(
+    z: Tensor, res: Tensor, weights: list[Tensor], band: int = 8, trusted_weights: bool = False
+) -> Tensor | None:
     """The second half of a Ghost bottleneck (after :func:`ghost_front` and the SE gate) in one
     native call: ``y = [p, dw3(p) + bd2] + res`` with ``p = z @ w2t[n] + b2``.
 
@@ -836,6 +857,8 @@ def ghost_back(z: Tensor, res: Tensor, weights: list[Tensor], band: int = 8) -> 
         weights: ``[w2t (N, C2, M2) or (C2, M2), b2 (M2), d2 (9, M2), bd2 (M2)]``: ghost2's 1x1
             weight per image (the SE gate folded into its rows) or shared, and its 3x3 depthwise.
         band: output rows per task.
+        trusted_weights: skip the weight checks (for callers that built the weights, as
+            :class:`ghostdet.deploy.DeployBottleneck` does: they cost ~10 us a call).
 
     Returns:
         The block's output, or ``None`` when the native library is unavailable or the inputs do not fit.
@@ -847,7 +870,8 @@ def ghost_back(z: Tensor, res: Tensor, weights: list[Tensor], band: int = 8) -> 
     m2 = weights[1].numel()
     w2 = weights[0]
     per_image = w2.dim() == 3
-    _check_weights(weights, [(n, c2, m2) if per_image else (c2, m2), (m2,), (9, m2), (m2,)])
+    if not trusted_weights:
+        _check_weights(weights, [(n, c2, m2) if per_image else (c2, m2), (m2,), (9, m2), (m2,)])
     if _pixel_pitch(z) != c2 or res.shape != (n, 2 * m2, oh, ow) or _pixel_pitch(res) != 2 * m2:
         return None
     macs = n * oh * ow * (c2 * m2 + 9 * m2)

@@ -68,21 +68,26 @@
         PW_PAIR_ACC(VT, VW, NPX, in2, p2, k1, k2)                                                  \
         PW_PAIR_STORE(VT, VI, VW, NPX)                                                             \
     }
-/* The pixels left after the tiles of 6 (1-5: a 7- or 49-pixel map leaves 1) go as one tile, so
- * the weight block is read once for them rather than once per pixel (on small maps with wide
+/* The pixels go in T = ceil(npix / 6) tiles of as even a size as fits (49 pixels: 4 x 6 + 5 x 5;
+ * 320: 50 x 6 + 4 x 5), rather than tiles of 6 and one of what is left: a tile of 1-3 pixels has
+ * too few accumulators to hide the FMA latency (each of its FMAs waits for the one before on the
+ * same accumulator), so its K steps cost about as much as a full tile's. Tiles of 4-6 keep the
+ * FMA units busy. The weight block is read once per tile either way (on small maps with wide
  * weights, e.g. 960 x 160 on a 3x3 map, those reads are the cost). */
 #define PW_PAIR(VT, VI, VW, NPX)                                                                   \
     for (; c + 2 * VW <= cout; c += 2 * VW) {                                                      \
         const VT b0 = LOADV(VT, bias + c), b1 = LOADV(VT, bias + c + VW);                          \
-        int i = 0;                                                                                 \
-        for (; i + NPX <= npix; i += NPX) PW_PAIR_TILE(VT, VI, VW, NPX)                            \
-        switch (npix - i) {                                                                        \
-        case 5: PW_PAIR_TILE(VT, VI, VW, 5) break;                                                 \
-        case 4: PW_PAIR_TILE(VT, VI, VW, 4) break;                                                 \
-        case 3: PW_PAIR_TILE(VT, VI, VW, 3) break;                                                 \
-        case 2: PW_PAIR_TILE(VT, VI, VW, 2) break;                                                 \
-        case 1: PW_PAIR_TILE(VT, VI, VW, 1) break;                                                 \
-        default: break;                                                                            \
+        const int ntiles = (npix + NPX - 1) / NPX, size = ntiles ? npix / ntiles : 0;              \
+        const int bigger = ntiles ? npix % ntiles : 0; /* the first `bigger` tiles: size + 1 */    \
+        for (int t = 0, i = 0; t < ntiles; t++) {                                                  \
+            switch (size + (t < bigger)) {                                                         \
+            case 6: PW_PAIR_TILE(VT, VI, VW, 6) i += 6; break;                                     \
+            case 5: PW_PAIR_TILE(VT, VI, VW, 5) i += 5; break;                                     \
+            case 4: PW_PAIR_TILE(VT, VI, VW, 4) i += 4; break;                                     \
+            case 3: PW_PAIR_TILE(VT, VI, VW, 3) i += 3; break;                                     \
+            case 2: PW_PAIR_TILE(VT, VI, VW, 2) i += 2; break;                                     \
+            default: PW_PAIR_TILE(VT, VI, VW, 1) i += 1; break;                                    \
+            }                                                                                      \
         }                                                                                          \
     }
 
