@@ -220,6 +220,15 @@ def test_fused_v2_v3_are_inference_only_and_check_their_input(build) -> None:
         assert fused(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
 
 
+@pytest.mark.parametrize("build", [ghostnetv2, ghostnetv3], ids=["ghostnetv2", "ghostnetv3"])
+def test_fused_state_dict_holds_each_tensor_once(build) -> None:
+    """The deploy blocks' per-call references (their convs, DFC gate, SE module) are not
+    registered as submodules again: every state_dict entry is its own tensor."""
+    sd = fuse(build(width=0.5).eval()).state_dict()
+    assert not [k for k in sd if "._" in k]  # no private attribute registered as a module
+    assert len({v.data_ptr() for v in sd.values()}) == len(sd)
+
+
 def test_fused_v3_equals_timms_reparameterized_model(tmp_path: Path) -> None:
     timm = pytest.importorskip("timm")
     from timm.models import reparameterize_model

@@ -402,14 +402,16 @@ class DeployBottleneck(DeployModule):
             and (self.conv_dw is None or hasattr(self, "conv_dw_a"))
         )
         # Plain references for the per-call path (each nn.Module attribute lookup there costs
-        # ~1.5 us, and a native block call made ~30): the fused kernels' convs in their weight
-        # order, and what the whole-block kernel takes besides. Submodules are not replaced after
-        # conversion (the flags above assume it too); their weights may be (see flat_weight).
+        # ~1.5 us, and a native block call made ~30), in tuples so that nn.Module does not
+        # register them as submodules: the fused kernels' convs in their weight order, and
+        # ghost1's DFC gate, the SE module, the shortcut convs and (stride, k) of the strided
+        # depthwise conv. Submodules are not replaced after conversion (the flags above assume
+        # it too); their weights may be (FusedConv2d reads them per call).
         g1, g2 = self.ghost1, self.ghost2
         dw = () if self.conv_dw is None else (self.conv_dw,)
         self._fused_convs = (g1.primary_conv, g1.cheap_operation, *dw, g2.primary_conv, g2.cheap_operation)
-        self._dfc1 = g1.dfc
-        self._small_extras = (
+        self._block_extras = (
+            g1.dfc,
             self.se,
             None if self.shortcut_pw is None else (self.shortcut_dw, self.shortcut_pw),
             (1, 3) if self.conv_dw is None else (2, self.conv_dw.weight.shape[-1]),
@@ -505,7 +507,7 @@ class DeployBottleneck(DeployModule):
     def _run_small(self, x: Tensor) -> Tensor | None:
         """The whole block in one native call (:data:`SMALL_BLOCK_MAX_PIXELS`,
         :data:`WIDE_SMALL_BLOCK_MAX_PIXELS`)."""
-        m, short, (stride, k) = self._small_extras
+        _, m, short, (stride, k) = self._block_extras
         se = None if m is None else m.native_weights()
         shortcut, sk = None, 3
         if short is not None:
@@ -528,7 +530,8 @@ class DeployBottleneck(DeployModule):
 
     def _gate_values(self, x: Tensor) -> Tensor | None:
         """ghost1's DFC gate on ``x`` at ``x``'s size (what the native kernels multiply by), or None."""
-        return None if self._dfc1 is None else self._dfc1.values(x, x.shape[-2:])
+        dfc = self._block_extras[0]
+        return None if dfc is None else dfc.values(x, x.shape[-2:])
 
     def _fused_weights(self) -> list[Tensor]:
         """The fused kernel's weights, from the modules' own derived-weight caches."""

@@ -225,6 +225,8 @@ KINDS = ("stem", "dwconv", "block")
 #: GhostNet-1.0 at 224 and 640, 1 thread; the shared machine's 2-thread figures were too noisy):
 #: the fused blocks took 0.35-0.8x oneDNN's time; the stem 1.03-1.2x (oneDNN has a good AVX2
 #: kernel for it), so it stays on oneDNN; the depthwise convs see :data:`AVX2_DWCONV_MAX_MACS`.
+#: Re-measured 2026-12-04 after the row-streamed band kernels (same VM kind, 1 and 2 threads):
+#: blocks 0.40-0.71x, stem 0.98-1.64x, the 640x640 depthwise shortcuts 1.18-1.34x: the same choice.
 AVX2_KERNELS = {"stem": False, "dwconv": True, "block": True}
 
 #: On AVX2, depthwise convs of at most this many multiply-adds per call run natively: there

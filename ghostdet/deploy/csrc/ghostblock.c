@@ -8,7 +8,9 @@
  *   y = [p c] + x                  C = 2 * M2 channels
  *
  * Rows are processed in bands; a band's a, b and p rows (with the halo the 3x3 convs need) live
- * in per-thread scratch that stays in cache, so only x is read and y written. The caller
+ * in per-thread scratch, so only x is read and y written. Within a band each row of each stage
+ * is computed as soon as the rows it reads are there, so it is read back from L1/L2 (a whole
+ * stage at a time, a band of a large map's rows had gone to L3 before the next stage read it). The caller
  * provides the scratch (ghostdet_ghost_block_scratch floats per thread), so nothing is allocated
  * here. ghostdet_ghost_block_s2 (below) is the stride-2 form with a strided depthwise conv
  * between the Ghost modules and a shortcut computed by the caller; ghostdet_ghost_front and
