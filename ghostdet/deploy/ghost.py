@@ -545,9 +545,8 @@ class DeployBottleneck(DeployModule):
         SE gate (if any) folded into ghost2's 1x1 weight per image, back kernel (ghost2 +
         residual); ``band`` rows per task."""
         w = self._fused_weights()
-        nf = 4 if self.conv_dw is None else 6  # [w1t, b1, d1, bd1 (, dzt, dz)] | [w2t, b2, d2, bd2]
-        k = 3 if self.conv_dw is None else self.conv_dw.weight.shape[-1]
-        stride = 1 if self.conv_dw is None else 2
+        stride, k = self._block_extras[3]
+        nf = 4 if stride == 1 else 6  # [w1t, b1, d1, bd1 (, dzt, dz)] | [w2t, b2, d2, bd2]
         front = native.ghost_front(x, w[:nf], stride, k, band, self._gate_values(x), trusted_weights=True)
         if front is None:
             return None
@@ -589,7 +588,7 @@ class DeployBottleneck(DeployModule):
                 x, self._fused_weights(), self.fused_band, gate=self._gate_values(x), trusted_weights=True
             )
         res = self.shortcut_pw.run(self.shortcut_dw.run(x, fast), fast)
-        k = self.conv_dw.weight.shape[-1]
+        k = self._block_extras[3][1]
         return native.ghost_block_s2(
             x, res, self._fused_weights(), k, self.fused_band, gate=self._gate_values(x), trusted_weights=True
         )

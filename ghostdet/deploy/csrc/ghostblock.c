@@ -268,6 +268,42 @@ static void s2_z_rows(const float *AB, int W, int OW, int M1, int K, int jlo, in
         dw5_s2(src, Wab, C2, jhi - jlo, OW, C2, dzt, dz, dst, zrow / C2, C2);
 }
 
+/* AB rows [i0, i1) (image rows base + i, W pixels of 2*M1 floats from column P on) gated into the
+ * same rows of GAB; rows outside the image are zero. */
+static void gate_ab_rows(const float *AB, float *GAB, int i0, int i1, int base, int H, int W, int P, int M1,
+                         const dfc_gate *gt, int n) {
+    const int C2 = 2 * M1;
+    const int64_t Wab = W + 2 * P;
+    for (int i = i0; i < i1; i++) {
+        const int iy = base + i;
+        float *grow = GAB + (int64_t)i * Wab * C2;
+        if (iy < 0 || iy >= H)
+            memset(grow, 0, sizeof(float) * Wab * C2);
+        else
+            gate_row(AB + ((int64_t)i * Wab + P) * C2, grow + (int64_t)P * C2, C2, W, C2, gate_row_of(gt, n, iy),
+                     C2, gt->gx);
+    }
+}
+
+/* One step of the stride-2 kernels' row stream: AB row i (s2_ab_step; the step i = keep - 1 only
+ * takes stock of the kept rows), then, with a DFC gate (gt->g), the gated copies in GAB of the AB
+ * rows now whole (up to row g1 - 1), then the z rows j < jhi whose K AB rows are there (z row j
+ * at Z + j * OW * 2*M1). *ig and *jz: the next AB row to gate and the next z row. */
+static void s2_stream_step(const float *xn, int H, int W, int OW, int Cin, int M1, int K, int base, int NA,
+                           int keep, int i, const float *w1t, const float *b1, const float *d1, const float *bd1,
+                           const float *dzt, const float *dz, float *AB, float *GAB, const dfc_gate *gt, int n,
+                           int g1, int jhi, float *Z, int *ig, int *jz) {
+    const int C2 = 2 * M1;
+    if (i >= keep) s2_ab_step(xn, H, W, Cin, M1, K, base, NA, keep, i, w1t, b1, d1, bd1, AB);
+    int ready = i - 1; /* AB rows 0 .. i-1 hold a and b */
+    if (gt->g) {
+        for (; *ig <= ready && *ig < g1; ++*ig) gate_ab_rows(AB, GAB, *ig, *ig + 1, base, H, W, K / 2, M1, gt, n);
+        ready = *ig - 1;
+    }
+    for (; *jz < jhi && 2 * *jz + K <= ready; ++*jz)
+        s2_z_rows(gt->g ? GAB : AB, W, OW, M1, K, *jz, *jz + 1, dzt, dz, Z + (int64_t)*jz * OW * C2, (int64_t)OW * C2);
+}
+
 /* PB row j of the stride-2 blocks' ghost2: p = z W2 + b2 from z row zrow, or zero (outside the
  * image). PB rows are OW + 2 pixels of M2 floats with one zero pixel each side. */
 static inline void ghost2_p_row(const float *zrow, int OW, int C2, int M2, const float *w2t, const float *b2,
@@ -295,23 +331,6 @@ static void ghost2_band(const float *z, int jlo, int jhi, int keep, int R, int O
 int64_t ghostdet_ghost_block_s2_scratch(int W, int OW, int M1, int M2, int K, int band, int gated) {
     const int64_t Wab = W + 2 * (K / 2), ab = (int64_t)(2 * band + K + 4) * Wab * 2 * M1;
     return (gated ? 2 : 1) * ab + (int64_t)(band + 2) * OW * 2 * M1 + (int64_t)(band + 2) * (OW + 2) * M2;
-}
-
-/* AB rows [i0, i1) (image rows base + i, W pixels of 2*M1 floats from column P on) gated into the
- * same rows of GAB; rows outside the image are zero. */
-static void gate_ab_rows(const float *AB, float *GAB, int i0, int i1, int base, int H, int W, int P, int M1,
-                         const dfc_gate *gt, int n) {
-    const int C2 = 2 * M1;
-    const int64_t Wab = W + 2 * P;
-    for (int i = i0; i < i1; i++) {
-        const int iy = base + i;
-        float *grow = GAB + (int64_t)i * Wab * C2;
-        if (iy < 0 || iy >= H)
-            memset(grow, 0, sizeof(float) * Wab * C2);
-        else
-            gate_row(AB + ((int64_t)i * Wab + P) * C2, grow + (int64_t)P * C2, C2, W, C2, gate_row_of(gt, n, iy),
-                     C2, gt->gx);
-    }
 }
 
 /* Fused stride-2 Ghost bottleneck without SE; its shortcut is computed by the caller (res):
@@ -365,15 +384,8 @@ int ghostdet_ghost_block_s2(const float *x, const float *res, float *y, int N, i
             const int64_t out = ((int64_t)n * OH + oy0) * OW * Cout;
             int ig = 2 * jlo + 1, jz = jlo, jp = reuse ? 2 : 0, ro = 0; /* next row to gate / of z, p, y */
             for (int i = keep - 1; i < NA; i++) {
-                if (i >= keep) s2_ab_step(xn, H, W, Cin, M1, K, base, NA, keep, i, w1t, b1, d1, bd1, AB);
-                int ready = i - 1; /* AB rows 0 .. i-1 hold a and b */
-                if (g) {
-                    for (; ig <= ready && ig < g1; ig++) gate_ab_rows(AB, GAB, ig, ig + 1, base, H, W, P, M1, &gt, n);
-                    ready = ig - 1;
-                }
-                for (; jz < jhi && 2 * jz + K <= ready; jz++)
-                    s2_z_rows(g ? GAB : AB, W, OW, M1, K, jz, jz + 1, dzt, dz, Z + (int64_t)jz * OW * C2,
-                              (int64_t)OW * C2);
+                s2_stream_step(xn, H, W, OW, Cin, M1, K, base, NA, keep, i, w1t, b1, d1, bd1, dzt, dz, AB, GAB, &gt,
+                               n, g1, jhi, Z, &ig, &jz);
                 for (; jp < R + 2 && (jp < jlo || jp >= jhi || jp < jz); jp++)
                     ghost2_p_row(jp < jlo || jp >= jhi ? 0 : Z + (int64_t)jp * OW * C2, OW, C2, M2, w2t, b2,
                                  PB + (int64_t)jp * (OW + 2) * M2);
@@ -489,17 +501,9 @@ int ghostdet_ghost_front(const float *x, float *z, float *sums, int N, int H, in
                 const int base = 2 * y0 - P - 1, NA = 2 * R + K, keep = reuse ? K : 0;
                 float *gab = buf + (int64_t)(2 * band + K) * Wab * C2;
                 int ig = 1, jz = 0;
-                for (int i = keep - 1; i < NA; i++) {
-                    if (i >= keep) s2_ab_step(xn, H, W, Cin, M1, K, base, NA, keep, i, w1t, b1, d1, bd1, buf);
-                    int ready = i - 1; /* AB rows 0 .. i-1 hold a and b */
-                    if (g) {
-                        for (; ig <= ready && ig < NA - 1; ig++) gate_ab_rows(buf, gab, ig, ig + 1, base, H, W, P, M1, &gt, n);
-                        ready = ig - 1;
-                    }
-                    for (; jz < R && 2 * jz + K <= ready; jz++)
-                        s2_z_rows(g ? gab : buf, W, OW, M1, K, jz, jz + 1, dzt, dz, zb + (int64_t)jz * OW * C2,
-                                  (int64_t)OW * C2);
-                }
+                for (int i = keep - 1; i < NA; i++)
+                    s2_stream_step(xn, H, W, OW, Cin, M1, K, base, NA, keep, i, w1t, b1, d1, bd1, dzt, dz, buf, gab,
+                                   &gt, n, NA - 1, R, zb, &ig, &jz);
             }
             add_sums(zb, (int64_t)R * OW, C2, part + (int64_t)n * C2);
         }
