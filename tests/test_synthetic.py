@@ -121,8 +121,11 @@ def test_ensure_generates_once_and_regenerates_on_change(tmp_path):
     assert len(json.loads(ann.read_text())["images"]) == 5
     assert len(list(Path(p1["train_images"]).glob("*.jpg"))) == 5  # stale images removed
 
-    Path(p1["manifest"]).unlink()  # an interrupted generation has no manifest
+    # an interrupted generation leaves the manifest it writes first, marked partial
+    manifest = Path(p1["manifest"])
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "partial": True}))
     ensure_synthetic_coco(root, seed=0, **SMALL)
+    assert "partial" not in json.loads(manifest.read_text())
     assert len(json.loads(ann.read_text())["images"]) == SMALL["num_train"]
 
     with pytest.raises(TypeError, match="bogus"):
@@ -134,6 +137,40 @@ def test_ensure_refuses_foreign_folder(tmp_path):
     with pytest.raises(FileExistsError, match=r"mine\.txt"):
         ensure_synthetic_coco(tmp_path, **SMALL)
     assert (tmp_path / "mine.txt").read_text() == "do not delete"
+
+
+def _real_dataset(root: Path) -> dict[str, str]:
+    """A user's COCO-layout folder (train/ val/ annotations/, the layout --data-path reads)."""
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        (root / split / "photo.jpg").write_bytes(b"\xff\xd8 user photo " + split.encode())
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_train.json").write_text('{"images": []}')
+    return {str(p): p.read_bytes().hex() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("call", ["ensure", "make"])
+def test_a_real_dataset_folder_is_never_replaced(tmp_path, call):
+    root = tmp_path / "coco"
+    before = _real_dataset(root)
+    fn = ensure_synthetic_coco if call == "ensure" else make_synthetic_coco
+    with pytest.raises(FileExistsError, match=r"annotations, train, val.*left untouched"):
+        fn(root, **SMALL)
+    assert {str(p): p.read_bytes().hex() for p in sorted(root.rglob("*")) if p.is_file()} == before
+
+
+def test_train_tool_synthetic_root_on_a_real_dataset_is_one_line(tmp_path):
+    root = tmp_path / "coco"
+    before = _real_dataset(root)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "train_det.py"), "--synthetic-root", str(root),
+         "--epochs", "1", "--output-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert str(root) in r.stderr and "left untouched" in r.stderr
+    assert {str(p): p.read_bytes().hex() for p in sorted(root.rglob("*")) if p.is_file()} == before
 
 
 def test_tool_writes_dataset_and_reports_bad_input(tmp_path):

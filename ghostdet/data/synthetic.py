@@ -373,7 +373,8 @@ def make_synthetic_coco(
     """Write a deterministic COCO-format shapes dataset (train and val splits) under ``root``.
 
     Args:
-        root: output folder (created). Files already there with the same names are overwritten.
+        root: output folder (created). It must be empty, missing, or a folder this module wrote
+            (it holds the manifest); files there with the same names are then overwritten.
         num_train: number of train images (at least 1).
         num_val: number of val images (at least 1).
         image_size: ``S`` (square) or ``(H, W)`` in pixels, at least 32.
@@ -395,17 +396,19 @@ def make_synthetic_coco(
     Raises:
         ValueError: an argument of the wrong type or out of range (an empty split, a negative
             size or seed, a probability outside [0, 1]); the message names it. Nothing is written.
+        FileExistsError: ``root`` holds files this module did not write; nothing is written.
     """
     params = _params(
         num_train, num_val, image_size, seed, num_categories, object_size, max_objects, empty_prob,
         max_overlap_iou, jpeg_quality,
     )  # fmt: skip
     root = Path(root)
+    _refuse_foreign(root)
     paths = synthetic_paths(root)
     manifest = Path(paths["manifest"])
-    if manifest.exists():  # invalidate first: an interrupted run must not look complete
-        manifest.unlink()
     (root / "annotations").mkdir(parents=True, exist_ok=True)
+    # mark the folder as ours and incomplete first: an interrupted run must not look complete
+    _atomic_write_json(manifest, {**params, "partial": True})
     for split in ("train", "val"):
         data = _write_split(root, split, params)
         _atomic_write_json(Path(paths[f"{split}_ann"]), data)
@@ -424,6 +427,28 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
         return json.loads((root / MANIFEST_NAME).read_text())
     except (OSError, ValueError):
         return None
+
+
+def _refuse_foreign(root: Path) -> None:
+    """Refuse a folder that holds anything and was not written by this module.
+
+    A folder is ours when it holds this module's manifest (written first, marked ``partial``,
+    and rewritten complete last). Anything else -- a real dataset with the same ``train/ val/
+    annotations/`` layout included -- is never modified.
+
+    Raises:
+        FileExistsError: ``root`` is a file, or a non-empty folder without the manifest.
+    """
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"synthetic dataset folder {root} is a file; choose another folder")
+    if not root.is_dir() or not any(root.iterdir()) or isinstance(_read_manifest(root), dict):
+        return
+    held = sorted(p.name for p in root.iterdir())
+    raise FileExistsError(
+        f"{root} holds files not written by ghostdet's synthetic-data generator ({', '.join(held[:4])}"
+        f"{', ...' if len(held) > 4 else ''}); it is left untouched: choose another folder for the "
+        "synthetic dataset"
+    )
 
 
 def _is_complete(root: Path, params: dict[str, Any]) -> bool:
@@ -479,7 +504,8 @@ def ensure_synthetic_coco(
 
     The dataset is (re)generated when ``root``'s manifest is missing or records different
     parameters (or expected files are missing). Stale generated folders are removed first; a
-    non-empty ``root`` that was not made by this module is never touched (``FileExistsError``).
+    non-empty ``root`` without this module's manifest (say, a real dataset) is never touched
+    (``FileExistsError``).
     Concurrent callers (e.g. several ``torchrun`` ranks) are serialised with a lock file next to
     ``root``.
 
@@ -498,14 +524,8 @@ def ensure_synthetic_coco(
     with _FileLock(root.parent / f".{root.name}.lock"):
         if _is_complete(root, params):  # another process finished while we waited
             return synthetic_paths(root)
-        if root.exists() and any(root.iterdir()):
-            ours = {"train", "val", "annotations", MANIFEST_NAME}
-            foreign = sorted(p.name for p in root.iterdir() if p.name not in ours)
-            if foreign:
-                raise FileExistsError(
-                    f"{root} exists and holds files not written by ghostdet.data.synthetic "
-                    f"({', '.join(foreign[:3])}...); choose another folder for the synthetic dataset"
-                )
+        _refuse_foreign(root)
+        if root.is_dir():  # ours (it holds the manifest): stale generated folders go
             for name in ("train", "val", "annotations"):
                 shutil.rmtree(root / name, ignore_errors=True)
         if verbose:
