@@ -428,8 +428,12 @@ def build_coco_datasets(
 
     Args:
         data_path: COCO 2017 root or synthetic-layout root.
-        train_images, train_ann, val_images, val_ann: explicit paths (override ``data_path``).
-        train_transforms, val_transforms: dataset transforms of each split.
+        train_images: explicit train image folder (overrides ``data_path``).
+        train_ann: explicit train annotation file (overrides ``data_path``).
+        val_images: explicit val image folder (overrides ``data_path``).
+        val_ann: explicit val annotation file (overrides ``data_path``).
+        train_transforms: dataset transforms of the train split.
+        val_transforms: dataset transforms of the val split.
         drop_empty_train: drop train images without boxes (val keeps every image).
         min_box_size: see :class:`CocoDetection`.
         strict: see :class:`CocoDetection` (both splits).

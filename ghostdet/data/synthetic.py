@@ -511,7 +511,11 @@ def ensure_synthetic_coco(
 
     Args:
         root: dataset folder.
-        num_train, num_val, image_size, seed, **kwargs: as for :func:`make_synthetic_coco`.
+        num_train: as for :func:`make_synthetic_coco`.
+        num_val: as for :func:`make_synthetic_coco`.
+        image_size: as for :func:`make_synthetic_coco`.
+        seed: as for :func:`make_synthetic_coco`.
+        **kwargs: as for :func:`make_synthetic_coco`.
         verbose: print one line when generating.
     """
     root = Path(root)

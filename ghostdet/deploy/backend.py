@@ -142,7 +142,10 @@ class FusedConv2d(DeployModule):
     Args:
         weight: convolution weight ``(out, in/groups, kh, kw)``.
         bias: bias ``(out,)``.
-        stride, padding, dilation, groups: as for ``nn.Conv2d`` (zero padding only).
+        stride: as for ``nn.Conv2d``.
+        padding: as for ``nn.Conv2d`` (zero padding only).
+        dilation: as for ``nn.Conv2d``.
+        groups: as for ``nn.Conv2d``.
         relu: apply ReLU to the result.
     """
 

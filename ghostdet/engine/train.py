@@ -113,7 +113,9 @@ def train_one_epoch(
 
     Args:
         model: the (possibly DDP-wrapped) detector in train mode.
-        optimizer, scheduler, scaler: stepped every iteration (``scheduler`` per iteration).
+        optimizer: stepped every iteration.
+        scheduler: lr schedule, stepped per iteration.
+        scaler: AMP gradient scaler, stepped every iteration.
         loader: yields ``(images, targets)``; ``len(loader)`` iterations are run.
         info: process placement.
         epoch: 1-based epoch number (for logs).
