@@ -20,7 +20,8 @@ annotations are left out of ``coco`` too. ``strict=True`` makes invalid entries 
 
 Box filtering (the same rule is used for ``drop_empty`` and in :func:`count_valid_boxes`):
 ``[x, y, w, h]`` becomes ``[x, y, x + w, y + h]``, is clipped to the image, and is kept only when
-it is not a crowd annotation (``iscrowd`` 0 or absent) and both sides of the clipped box are at
+it is not a crowd annotation (``iscrowd`` 0, false or absent; any other value than 0, 1 or a
+bool makes the annotation malformed) and both sides of the clipped box are at
 least ``min_box_size`` pixels (default 1.0). Images left without a box are kept as negatives
 unless ``drop_empty=True``.
 
@@ -28,17 +29,17 @@ Labels: category ids sorted ascending map to ``1..K`` (``cat_id_to_label`` / ``l
 ``category_names`` maps label -> name. Evaluation converts back with ``label_to_cat_id`` so
 results carry the dataset's real category ids.
 
-EXIF orientation: the EXIF orientation tag is applied (``ImageOps.exif_transpose``), as image
-viewers and detectron2 do. COCO's own JSON ``width``/``height`` however describe the *stored*
-pixels (pycocotools and torchvision never rotate). So when the rotated image no longer matches
-the JSON size but the stored one does (a 90/270 degree tag on an image annotated unrotated), the
-stored pixels are used and a warning names the file. Tags that keep the size (180 degrees,
-mirrors) cannot be detected this way and are applied.
+Image files are opened by :func:`ghostdet.data.images.open_rgb` (the same function evaluation
+uses, so training and evaluation see the same pixels). EXIF orientation: the orientation whose
+size is the JSON's ``width``/``height`` is used: the displayed (EXIF-applied) image when its
+size matches (also when both match: 180-degree and mirror tags, square images), else the stored
+pixels with a warning naming the file; an image whose size matches neither is skipped as below.
 
-Unreadable images: a missing, truncated or non-image file never stops training (``strict``
-only checks at start-up that every file exists; decoding is left to loading).
-``__getitem__`` warns (:class:`BadImageWarning`, naming the file), increments the dataset's
-process-local ``skipped`` counter and returns ``None``. PIL's global ``LOAD_TRUNCATED_IMAGES`` is
+Unreadable images: a missing, truncated or non-image file, one above the pixel limit
+(:func:`ghostdet.data.images.pixel_limit`, PIL's decompression-bomb threshold) or one whose
+size is not the JSON's never stops training (``strict`` only checks at start-up that every file
+exists; decoding is left to loading). ``__getitem__`` warns (:class:`BadImageWarning`, naming the
+file), increments the dataset's process-local ``skipped`` counter and returns ``None``. PIL's global ``LOAD_TRUNCATED_IMAGES`` is
 never touched. The collate functions drop ``None`` items and report how many they dropped, which
 is the reliable count when the DataLoader uses worker processes (each worker has its own copy
 of the dataset, so ``dataset.skipped`` in the main process stays 0 there):
@@ -65,10 +66,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from pycocotools.coco import COCO
 from torch import Tensor
 
+from ghostdet.data.images import ImageReadError, read_rgb_array
 from ghostdet.data.validation import LENIENT_PROBLEMS, PROBLEMS, DataError, DataReport, read_annotations
 
 __all__ = [
@@ -149,41 +150,19 @@ def _load_coco(
     return coco, report
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
-    return img.convert("RGB")
-
-
 def load_rgb_image(path: str | PathLike, expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode an image file to an ``(H, W, 3)`` uint8 RGB array with EXIF orientation applied.
+    """Decode an image file to an ``(H, W, 3)`` uint8 RGB array (:func:`ghostdet.data.images.read_rgb_array`).
 
     Args:
         path: image file.
-        expected_size: ``(width, height)`` from the annotation JSON. When the EXIF-rotated image
-            does not match it but the stored pixels do, the stored pixels are returned (with a
-            warning), because the annotations were made on them.
+        expected_size: ``(width, height)`` from the annotation JSON: the orientation (EXIF
+            applied or stored pixels) with this size is returned; ``None`` applies the EXIF tag.
 
     Raises:
-        OSError: the file is missing, truncated or not an image (PIL's errors).
+        ImageReadError: an ``OSError`` naming the file: missing, truncated, not an image, above
+            the pixel limit, or of neither orientation's size.
     """
-    with Image.open(path) as raw:
-        raw.load()  # decode fully now: truncated files raise here, not later
-        img = ImageOps.exif_transpose(raw)
-        expected = None if expected_size is None else tuple(expected_size)
-        if expected is not None and img.size != raw.size and img.size != expected and raw.size == expected:
-            warnings.warn(
-                f"{path}: EXIF orientation would rotate the image to {img.size}, but the "
-                f"annotations give its stored size {raw.size}; using the stored pixels",
-                stacklevel=2,
-            )
-            img = raw
-        return np.array(_to_rgb(img), dtype=np.uint8)
+    return read_rgb_array(path, expected_size)
 
 
 def _json_targets(
@@ -303,9 +282,9 @@ class CocoDetection(torch.utils.data.Dataset):
         path = self.image_path(index)
         try:
             image = load_rgb_image(path, (int(info["width"]), int(info["height"])))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        except ImageReadError as e:
             self.skipped += 1
-            warnings.warn(f"skipping unreadable image {path}: {e}", BadImageWarning, stacklevel=2)
+            warnings.warn(f"skipping image {path}: {e}", BadImageWarning, stacklevel=2)
             return None
 
         anns = self.coco.imgToAnns.get(image_id, [])
@@ -409,6 +388,33 @@ def _why_empty(report: DataReport) -> str:
     return f"all {report.images} image entries are invalid: {report._line('malformed_image', detailed=False)}"
 
 
+def _check_readable(ds: CocoDetection, split: str) -> None:
+    """Raise :class:`DataError` when not one image of ``ds`` can be read.
+
+    The images are tried in order through the dataset itself, stopping at the first that loads
+    (normally the first one), so this costs one decode. The dataset's ``skipped`` counter is
+    left as it was.
+    """
+    skipped = ds.skipped
+    first_reason = ""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", BadImageWarning)
+            for i in range(len(ds)):
+                if ds[i] is not None:
+                    return
+                bad = [w for w in caught if issubclass(w.category, BadImageWarning)]
+                if bad and not first_reason:
+                    first_reason = str(bad[0].message)
+    finally:
+        ds.skipped = skipped
+    why = f"; e.g. {first_reason.removeprefix('skipping unreadable image ')}" if first_reason else ""
+    raise DataError(
+        f"{ds.ann_file}: none of the {len(ds)} {split} images in {ds.images_dir} can be read "
+        f"(every one is missing, truncated or not an image{why})"
+    )
+
+
 def build_coco_datasets(
     data_path: str | PathLike | None = None,
     train_images: str | PathLike | None = None,
@@ -443,7 +449,8 @@ def build_coco_datasets(
 
     Raises:
         DataError: a malformed annotation file, invalid entries under ``strict``, a split left
-            without images, or different categories in the two splits.
+            without images, a val split of which not one image can be read (checked here, so
+            training never runs to score nothing), or different categories in the two splits.
     """
     p = resolve_coco_paths(data_path, train_images, train_ann, val_images, val_ann)
     train = CocoDetection(
@@ -467,4 +474,5 @@ def build_coco_datasets(
             f"({sorted(train.cat_id_to_label)} vs {sorted(val.cat_id_to_label)}): "
             f"{p['train_ann']}, {p['val_ann']}"
         )
+    _check_readable(val, "val")
     return train, val

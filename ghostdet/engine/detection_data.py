@@ -36,7 +36,9 @@ def build_datasets(cfg: TrainConfig, info: DistInfo | None = None, log: RunLogge
     Raises:
         FileNotFoundError / ValueError: missing paths (the message names the expected layout).
         ghostdet.data.DataError: a malformed annotation file, invalid entries with
-            ``cfg.strict_data``, or a split without images.
+            ``cfg.strict_data``, a split without images, or a val split of which not one image
+            can be read. Both files are validated here, before the first epoch, so a bad val
+            file never costs an epoch of training.
     """
     from ghostdet.data import build_coco_datasets, build_transforms
 
