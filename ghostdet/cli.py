@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import torch
 
+from ghostdet.errors import GhostdetError
 from ghostdet.models.registry import detector_aliases, list_models, model_entry
 
 __all__ = [
@@ -50,7 +51,7 @@ class ToolError(Exception):
 #: The errors :func:`run_tool` reports as one line: the library raises ValueError subclasses
 #: (ConfigError, DataError, CheckpointReadError, WeightsMismatchError) for bad content and
 #: OSError subclasses (FileNotFoundError, a failed download) for files it cannot get.
-USER_ERRORS: tuple[type[BaseException], ...] = (ToolError, ValueError, OSError)
+USER_ERRORS: tuple[type[BaseException], ...] = (GhostdetError, ToolError, ValueError, OSError)
 
 #: Library argument (and config key) names -> the flag that sets them in the tools.
 ARG_FLAGS: dict[str, str] = {

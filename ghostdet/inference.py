@@ -10,6 +10,7 @@ JSON. The tools' shared flags and error handling are in :mod:`ghostdet.cli`.
 from __future__ import annotations
 
 import glob
+import io
 import json
 import math
 import os
@@ -27,9 +28,11 @@ from torch import Tensor, nn
 from ghostdet.checkpoint_io import checkpoint_backbone
 from ghostdet.cli import ToolError, one_line, resolve_detector_name, resolve_device
 from ghostdet.drawing import draw_detections
+from ghostdet.errors import OutputError
 from ghostdet.models import get_model, model_entry
 from ghostdet.models.registry import family_variant
 from ghostdet.models.weights import WeightsMismatchError, clean_state_dict, load_strict
+from ghostdet.utils.files import ProtectedFiles, atomic_write_bytes
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -296,29 +299,35 @@ def collect_images(inputs: Iterable[str | PathLike]) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def check_output_dir(output_dir: str | PathLike, inputs: Sequence[Path]) -> Path:
+def check_output_dir(output_dir: str | PathLike, inputs: Sequence[Path]) -> ProtectedFiles:
     """Refuse an output folder that would overwrite an input or cannot be a folder.
 
     The drawn copies and JSON files are written into ``output_dir`` under the inputs' names, so
-    the folder of any input image is refused (it would replace the user's photos), as is a path
-    that is a file or lies under one.
+    a folder that lists or holds any input image is refused (compared by device and inode, so a
+    folder of links to the photos, or the same folder under another path, is caught too), as is
+    a path that is a file or lies under one.
+
+    Returns:
+        the inputs as :class:`~ghostdet.utils.files.ProtectedFiles`, for a check of every write.
 
     Raises:
-        ToolError: naming ``--output-dir`` and the input or file in the way.
+        OutputError: naming ``output_dir`` (``argument="output_dir"``) and the input or file in
+            the way.
     """
     out = Path(output_dir).expanduser()
     for parent in (out, *out.parents):
         if parent.exists() and not parent.is_dir():
             where = "is a file" if parent == out else f"is under the file {parent}"
-            raise ToolError(f"--output-dir {out} {where}; give a folder")
-    resolved = out.resolve()
-    for path in inputs:
-        if path.resolve().parent == resolved:
-            raise ToolError(
-                f"--output-dir {out} holds the input image {path}: the drawn copies would overwrite "
-                "the inputs; give another folder (e.g. a subfolder such as OUTPUT/detections)"
-            )
-    return out
+            raise OutputError(f"{out} {where}; give a folder", argument="output_dir")
+    protected = ProtectedFiles(inputs, what="input image")
+    held = protected.input_in_folder(out)
+    if held is not None:
+        raise OutputError(
+            f"{out} holds the input image {held}: the drawn copies would overwrite the inputs; give "
+            "another folder (e.g. a subfolder such as OUTPUT/detections)",
+            argument="output_dir",
+        )
+    return protected
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
@@ -360,8 +369,16 @@ def predict_images(
         ``file``, ``width``, ``height`` and ``detections`` (``label``, ``category_id``, ``name``,
         ``score``, ``box`` xyxy pixels).
     """
-    out_dir = check_output_dir(output_dir, paths)
+    protected = check_output_dir(output_dir, paths)
+    out_dir = Path(output_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
+
+    def write(name: str, data: bytes) -> Path:
+        # every write: never an input under any name, never through a link (atomic rename)
+        target = out_dir / name
+        protected.check(target)
+        return atomic_write_bytes(target, data)
+
     device = torch.device(device)
     model = detector.model.eval()
     # The model's own score cut becomes the requested one (also when it is below the default 0.05).
@@ -389,12 +406,13 @@ def predict_images(
         stem = _unique_stem(path, used)
         if draw:
             drawn = draw_detections(image, boxes, labels.tolist(), scores.tolist(), detector.category_names)
-            suffix = ".png" if path.suffix.lower() == ".png" else ".jpg"
-            Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out_dir / f"{stem}{suffix}", quality=92)
-            entry["drawn"] = str(out_dir / f"{stem}{suffix}")
-        (out_dir / f"{stem}.json").write_text(json.dumps(entry, indent=1))
+            png = path.suffix.lower() == ".png"
+            buf = io.BytesIO()
+            Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(buf, "PNG" if png else "JPEG", quality=92)
+            entry["drawn"] = str(write(f"{stem}{'.png' if png else '.jpg'}", buf.getvalue()))
+        write(f"{stem}.json", json.dumps(entry, indent=1).encode())
         entries.append(entry)
-    (out_dir / "detections.json").write_text(json.dumps(entries, indent=1))
+    write("detections.json", json.dumps(entries, indent=1).encode())
     return {"images": entries, "skipped": skipped, "output_dir": str(out_dir)}
 
 
@@ -436,8 +454,9 @@ def run_infer(
         warn: printer of skipped-file lines (default: stderr).
 
     Raises:
-        ToolError: bad inputs or checkpoint, an output folder that holds an input image or is
-            (under) a file (see :func:`check_output_dir`), or no image could be read.
+        ToolError: bad inputs or checkpoint, or no image could be read.
+        OutputError: an output folder that holds an input image or is (under) a file (see
+            :func:`check_output_dir`), or an output file that is an input under another name.
     """
     if warn is None:
 

@@ -710,6 +710,74 @@ def test_infer_refuses_to_overwrite_inputs(tmp_path, capsys, case, out, expected
     assert _hashes(tmp_path) == before
 
 
+def _links_to_photos(folder: Path) -> Path:
+    """A folder of symbolic links to the photos (a user's selection)."""
+    sel = folder.parent / "sel"
+    sel.mkdir()
+    for p in sorted(folder.iterdir()):
+        (sel / p.name).symlink_to(p)
+    return sel
+
+
+LINK_CASES = [
+    # (input, output folder): the same photos reached through links
+    ("folder_of_symlinks_as_input_and_output", "sel", "sel"),
+    ("output_is_a_symlink_to_the_input_folder", "photos", "link"),
+    ("input_through_a_linked_folder", "link", "photos"),
+]
+
+
+@pytest.mark.parametrize("case,given,out", LINK_CASES, ids=[c[0] for c in LINK_CASES])
+def test_infer_refuses_inputs_reached_through_links(tmp_path, capsys, case, given, out):
+    folder = _images(tmp_path)
+    (tmp_path / "link").symlink_to(folder, target_is_directory=True)
+    _links_to_photos(folder)
+    before = _hashes(folder)
+    argv = ["--model", "fasterrcnn", "--weights", str(tmp_path / "unused.pth"), str(tmp_path / given),
+            "--output-dir", str(tmp_path / out), "--device", "cpu"]  # fmt: skip
+    assert _load_tool("infer")(argv) == 2
+    _one_error_line(capsys.readouterr().err, "infer.py: error: --output-dir", "holds the input image")
+    assert _hashes(folder) == before
+
+
+def _tiny_detector_checkpoint(path: Path) -> Path:
+    import torch
+
+    from ghostdet.models import get_model
+
+    torch.manual_seed(0)
+    model = get_model("fasterrcnn_ghostnet_320_fpn", num_classes=2, width=0.5, min_size=64, max_size=64)
+    cfg = {"detector": "fasterrcnn_ghostnet_320_fpn", "width": 0.5, "min_size": 64, "max_size": 64}
+    ckpt = {"model": model.state_dict(), "epoch": 0, "config": cfg, "detector": cfg["detector"], "width": 0.5}
+    torch.save({**ckpt, "num_classes": 2}, path)
+    return path
+
+
+def test_infer_never_writes_an_input_or_through_a_link(tmp_path, capsys):
+    folder = _images(tmp_path)
+    ckpt = _tiny_detector_checkpoint(tmp_path / "ck.pth")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a user's file")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "p1.json").symlink_to(notes)  # a link in the output folder: replaced, never written through
+    before = _hashes(folder)
+    infer = _load_tool("infer")
+    argv = [str(ckpt), str(folder), "--output-dir", str(out), "--device", "cpu", "--score-threshold", "0"]
+    assert infer(argv) == 0
+    capsys.readouterr()
+    assert notes.read_text() == "a user's file" and not (out / "p1.json").is_symlink()
+    assert json.loads((out / "p1.json").read_text())["file"] == str(folder / "p1.png")
+
+    # a hard link of an input where a drawn copy goes: refused before it is replaced
+    (out / "p2.png").unlink()
+    (out / "p2.png").hardlink_to(folder / "p2.png")
+    assert infer(argv) == 2
+    _one_error_line(capsys.readouterr().err, "infer.py: error:", f"{out / 'p2.png'}", "the same file as")
+    assert _hashes(folder) == before
+    assert (out / "p2.png").samefile(folder / "p2.png")
+
+
 def test_infer_subprocess_refuses_output_dir_equal_to_input(tmp_path):
     folder = _images(tmp_path)
     before = _hashes(tmp_path)

@@ -1,0 +1,1 @@
+"""Helpers below every other layer: safe file writing and run-folder claims."""
