@@ -39,10 +39,11 @@ Unreadable images: a missing, truncated or non-image file, one above the pixel l
 (:func:`ghostdet.data.images.pixel_limit`, PIL's decompression-bomb threshold) or one whose
 size is not the JSON's never stops training (``strict`` only checks at start-up that every file
 exists; decoding is left to loading). ``__getitem__`` warns (:class:`BadImageWarning`, naming the
-file), increments the dataset's process-local ``skipped`` counter and returns ``None``. PIL's global ``LOAD_TRUNCATED_IMAGES`` is
-never touched. The collate functions drop ``None`` items and report how many they dropped, which
-is the reliable count when the DataLoader uses worker processes (each worker has its own copy
-of the dataset, so ``dataset.skipped`` in the main process stays 0 there):
+file), increments the dataset's process-local ``skipped`` counter and returns ``None``. PIL's
+global ``LOAD_TRUNCATED_IMAGES`` is never touched. The collate functions drop ``None`` items and
+report how many they dropped, which is the reliable count when the DataLoader uses worker
+processes (each worker has its own copy of the dataset, so ``dataset.skipped`` in the main
+process stays 0 there):
 
 * :func:`collate_fn` returns a :class:`Batch`, a ``tuple`` ``(images, targets)`` (so
   ``images, targets = batch`` works) with an extra ``.skipped`` attribute. Note that
