@@ -409,7 +409,9 @@ def _check_readable(ds: CocoDetection, split: str) -> None:
                     first_reason = str(bad[0].message)
     finally:
         ds.skipped = skipped
-    why = f"; e.g. {first_reason.removeprefix('skipping unreadable image ')}" if first_reason else ""
+    for prefix in ("skipping unreadable image ", "skipping image "):  # the warning's own lead-in
+        first_reason = first_reason.removeprefix(prefix)
+    why = f"; e.g. {first_reason}" if first_reason else ""
     raise DataError(
         f"{ds.ann_file}: none of the {len(ds)} {split} images in {ds.images_dir} can be read "
         f"(every one is missing, truncated or not an image{why})"
