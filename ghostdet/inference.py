@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor, nn
 
 from ghostdet.checkpoint_io import checkpoint_backbone
 from ghostdet.cli import ToolError, one_line, resolve_detector_name, resolve_device
+from ghostdet.data.images import read_rgb_tensor
 from ghostdet.drawing import draw_detections
 from ghostdet.errors import OutputError
 from ghostdet.models import get_model, model_entry
@@ -252,21 +253,22 @@ def _torchvision_coco_names() -> dict[int, str]:
     return {i: n for i, n in enumerate(cats) if i > 0 and n != "N/A"}
 
 
-def read_image(path: str | PathLike) -> Tensor:
-    """Decode an image file to a float32 RGB tensor (C, H, W) in [0, 1], EXIF orientation applied.
+def read_image(path: str | PathLike, expected_size: tuple[int, int] | None = None) -> Tensor:
+    """Decode an image file to a float32 RGB tensor (C, H, W) in [0, 1].
+
+    The project's one image reader (:func:`ghostdet.data.images.open_rgb`): the EXIF orientation
+    is applied (what a viewer shows) unless ``expected_size`` says otherwise, and images above
+    the pixel limit (PIL's decompression-bomb threshold) are refused.
+
+    Args:
+        path: image file.
+        expected_size: ``(width, height)`` from an annotation file, or ``None`` for a plain image.
 
     Raises:
-        OSError: the file is missing, not an image, or truncated.
+        ImageReadError: (an ``OSError``) the file is missing, not an image, truncated, above the
+            pixel limit, or not of ``expected_size`` in either orientation; the message names it.
     """
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            im.load()
-            rgb = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise OSError(f"cannot read image {path}: {one_line(e)}") from None
-    t = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(rgb.height, rgb.width, 3)
-    return t.permute(2, 0, 1).float().div_(255.0)
+    return read_rgb_tensor(path, expected_size)
 
 
 def collect_images(inputs: Iterable[str | PathLike]) -> list[Path]:
