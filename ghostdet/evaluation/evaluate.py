@@ -5,29 +5,42 @@ list is sharded, detections are gathered on every rank, rank 0 scores and writes
 pycocotools table, per-category AP (worst first) and images/s, and writes ``metrics.json`` plus
 the COCO results JSON. With ``results_only`` no annotations are needed: only detections are
 written (e.g. for COCO test-dev).
+
+The ground-truth file goes through the validation pass training uses
+(:func:`ghostdet.data.validation.read_annotations`): invalid image and annotation entries are
+left out of scoring and counted (the counts are printed and kept in ``metrics.json`` under
+``skipped_ground_truth``), or, with ``strict_data``, are a :class:`~ghostdet.data.DataError`
+naming the file. A results file (``rescore_results``) is checked entry by entry
+(:func:`ghostdet.data.validation.read_results`): a bad entry is a ``DataError`` naming the file,
+the entry and the key.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import torch
+from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 
 from ghostdet.cli import ToolError, resolve_device
+from ghostdet.data.coco import BadImageWarning
+from ghostdet.data.images import ImageReadError
+from ghostdet.data.validation import DataReport, read_annotations, read_results
 from ghostdet.distributed import cleanup_distributed, init_distributed, rank_world
 from ghostdet.evaluation.coco_eval import (
     COCO_STAT_NAMES,
     CocoEvaluator,
     format_stats_table,
-    load_coco,
     no_ground_truth_warning,
     per_category_ap,
     run_cocoeval,
@@ -60,23 +73,36 @@ class CocoImageList(Dataset):
     """Images of a COCO-format set, decoded for inference (no targets, no resizing).
 
     Items are ``(image, {"image_id": int, "file_name": str})`` with ``image`` a float32 RGB
-    tensor (C, H, W) in [0, 1], EXIF orientation applied; an unreadable image gives ``None``
-    with a warning (:func:`image_list_collate` drops it and ``skipped`` counts it).
+    tensor (C, H, W) in [0, 1], read by :func:`ghostdet.data.images.open_rgb` as training reads
+    it: with the annotated ``(width, height)`` of ``sizes`` the orientation (EXIF applied or
+    stored pixels) of that size, without one the EXIF orientation applied. An unreadable image,
+    one above the pixel limit or one whose size is not the annotated one gives ``None`` with a
+    :class:`~ghostdet.data.coco.BadImageWarning` naming the file (:func:`image_list_collate`
+    drops it, ``skipped`` counts it, and it is left out of the scored images).
 
     Args:
         images_dir: folder of the image files.
         entries: ``(image_id, file_name)`` pairs.
+        sizes: image id -> annotated ``(width, height)``; ids not in it are plain images.
     """
 
-    def __init__(self, images_dir: str | PathLike, entries: Sequence[tuple[int, str]]) -> None:
+    def __init__(
+        self,
+        images_dir: str | PathLike,
+        entries: Sequence[tuple[int, str]],
+        sizes: Mapping[int, tuple[int, int]] | None = None,
+    ) -> None:
         self.images_dir = Path(images_dir)
         self.entries = list(entries)
+        self.sizes = dict(sizes or {})
         self.skipped = 0
 
     @classmethod
     def from_coco(cls, images_dir: str | PathLike, coco: Any) -> CocoImageList:
-        """All images listed in a pycocotools COCO object, in file order."""
-        return cls(images_dir, [(int(im["id"]), im["file_name"]) for im in coco.dataset.get("images", [])])
+        """All images listed in a pycocotools COCO object, in file order, with their JSON sizes."""
+        images = coco.dataset.get("images", [])
+        sizes = {int(im["id"]): size for im in images if (size := _annotated_size(im)) is not None}
+        return cls(images_dir, [(int(im["id"]), im["file_name"]) for im in images], sizes)
 
     @classmethod
     def from_folder(cls, images_dir: str | PathLike) -> CocoImageList:
@@ -97,12 +123,21 @@ class CocoImageList(Dataset):
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, dict[str, Any]] | None:
         img_id, name = self.entries[idx]
         try:
-            image = read_image(self.images_dir / name)
-        except OSError as e:
-            warnings.warn(f"skipping unreadable image (id {img_id}): {e}", stacklevel=2)
+            image = read_image(self.images_dir / name, self.sizes.get(img_id))
+        except ImageReadError as e:
+            warnings.warn(f"skipping image (id {img_id}): {e}", BadImageWarning, stacklevel=2)
             self.skipped += 1
             return None
         return image, {"image_id": img_id, "file_name": name}
+
+
+def _annotated_size(image: Mapping[str, Any]) -> tuple[int, int] | None:
+    """``(width, height)`` of a JSON image entry as training reads it, or ``None`` without valid ones."""
+    w, h = image.get("width"), image.get("height")
+    ok = all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in (w, h)
+    )
+    return (int(w), int(h)) if ok else None
 
 
 def image_list_collate(batch: Sequence[Any]) -> tuple[tuple, tuple]:
@@ -173,11 +208,40 @@ def format_per_category(rows: Sequence[tuple[int, str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _read_annotations(ann_file: str | PathLike) -> Any:
-    try:
-        return load_coco(ann_file)
-    except (ValueError, KeyError, TypeError, AssertionError) as e:
-        raise ToolError(f"{ann_file} is not a COCO-format JSON file: {e!r}"[:400]) from None
+def _read_annotations(
+    ann_file: str | PathLike,
+    images_dir: str | PathLike | None = None,
+    strict: bool = False,
+    log: Callable[[str], None] = print,
+) -> tuple[COCO, DataReport]:
+    """The validated ground truth as a pycocotools ``COCO`` (no prints) and its report.
+
+    The same pass as training (an image list without annotations is accepted too, for
+    ``results_only``); what it left out is printed through ``log``.
+
+    Raises:
+        DataError: the file is not a COCO-format JSON, or ``strict`` and invalid entries.
+    """
+    check_files = strict and images_dir is not None
+    data, report = read_annotations(
+        Path(ann_file),
+        None if images_dir is None else Path(images_dir),
+        1.0,
+        strict,
+        check_files=check_files,
+        image_list_ok=True,
+    )
+    lines = report.problem_lines(lenient=False)
+    if lines:
+        log(
+            f"ground truth {ann_file}: entries left out, as training leaves them out "
+            "(strict_data makes them an error):\n" + "\n".join(f"  {line}" for line in lines)
+        )
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco, report
 
 
 def _json_safe(x: float) -> float | None:
@@ -198,6 +262,7 @@ def evaluate_detector(
     results_only: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    strict_data: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a loaded detector on a COCO-format set (sharded across torch.distributed ranks).
 
@@ -217,14 +282,19 @@ def evaluate_detector(
         results_only: write detections without scoring.
         progress: progress bar (rank 0).
         log: printer for the report (called on rank 0 only).
+        strict_data: invalid ground-truth entries (and image files missing from ``images_dir``)
+            are a :class:`~ghostdet.data.DataError` instead of being left out and counted.
 
     Returns:
         The metrics dict written to ``metrics.json`` (on every rank; only rank 0 writes files).
+
+    Raises:
+        DataError: ``ann_file`` is not a COCO-format JSON, or ``strict_data`` and invalid entries.
     """
     rank, world = rank_world()
     say = log if rank == 0 else (lambda _msg: None)
     device = torch.device(device)
-    coco, dataset = _eval_images(images_dir, ann_file, results_only, limit)
+    coco, report, dataset = _eval_images(images_dir, ann_file, results_only, limit, strict_data, say)
     all_entries = list(dataset.entries)
     dataset.entries = dataset.entries[rank::world]
     has_gt = coco is not None and "annotations" in coco.dataset and not results_only
@@ -258,6 +328,7 @@ def evaluate_detector(
         "skipped_images": len(all_entries) - n_done,
         "detections": len(evaluator.results),
         "dropped_unknown_labels": evaluator.dropped,
+        "skipped_ground_truth": {} if report is None else report.errors(),
         "score_threshold": score_threshold,
         "max_dets": max_dets,
         "processes": world,
@@ -278,10 +349,16 @@ def evaluate_detector(
 
 
 def _eval_images(
-    images_dir: str | PathLike, ann_file: str | PathLike | None, results_only: bool, limit: int | None
-) -> tuple[Any, CocoImageList]:
-    """The annotations (``None`` without a file) and the images to run, all ranks together."""
-    coco = _read_annotations(ann_file) if ann_file is not None else None
+    images_dir: str | PathLike,
+    ann_file: str | PathLike | None,
+    results_only: bool,
+    limit: int | None,
+    strict: bool = False,
+    log: Callable[[str], None] = print,
+) -> tuple[COCO | None, DataReport | None, CocoImageList]:
+    """The validated annotations and their report (``None`` without a file) and the images to
+    run, all ranks together."""
+    coco, report = _read_annotations(ann_file, images_dir, strict, log) if ann_file else (None, None)
     if coco is not None and not results_only and "annotations" not in coco.dataset:
         raise ToolError(
             f"{ann_file} has no 'annotations' (an image list?); add --results-only to write detections"
@@ -290,11 +367,16 @@ def _eval_images(
         dataset = CocoImageList.from_folder(images_dir)
     else:
         dataset = CocoImageList.from_coco(images_dir, coco)
+        if not dataset.entries and report is not None and report.images:
+            raise ToolError(
+                f"{ann_file} lists no valid images: all {report.images} image entries are invalid "
+                f"({'; '.join(report.problem_lines(only=('malformed_image', 'missing_image')))})"
+            )
         if not dataset.entries:
             raise ToolError(f"{ann_file} lists no images")
     if limit is not None:
         dataset.entries = dataset.entries[:limit]
-    return coco, dataset
+    return coco, report, dataset
 
 
 def _score(coco: Any, evaluator: CocoEvaluator, say: Callable[[str], None]) -> dict[str, Any]:
@@ -340,25 +422,40 @@ def rescore_results(
     ann_file: str | PathLike,
     output_dir: str | PathLike | None = None,
     log: Callable[[str], None] = print,
+    strict_data: bool = False,
 ) -> dict[str, Any]:
     """Score an existing COCO results JSON (no model): print the table and per-category AP.
 
-    Scoring covers every image of ``ann_file`` (as pycocotools does by default).
+    Scoring covers every valid image of ``ann_file`` (as pycocotools does by default). The
+    ground truth is validated as for :func:`evaluate_detector`; detections on image entries it
+    left out are dropped (and counted).
 
     Args:
         results_file: a COCO results JSON (list of image_id/category_id/bbox/score).
         ann_file: the ground truth.
         output_dir: if given, ``metrics.json`` is written there.
         log: printer.
+        strict_data: invalid ground-truth entries are a :class:`~ghostdet.data.DataError`
+            instead of being left out and counted.
+
+    Raises:
+        ToolError: ``results_file`` is missing.
+        DataError: ``ann_file`` is not a COCO-format JSON (or ``strict_data`` and invalid
+            entries), or ``results_file`` is not JSON, not a list, or has a bad entry (one line
+            naming the file, the entry and the key).
     """
     path = Path(results_file)
     if not path.is_file():
         raise ToolError(f"results file not found: {path}")
-    coco = _read_annotations(ann_file)
-    try:
-        stats, coco_eval, table = run_cocoeval(coco, path)
-    except (ValueError, KeyError, AssertionError, json.JSONDecodeError) as e:
-        raise ToolError(f"{path} is not a COCO results file for {ann_file}: {e!r}"[:400]) from None
+    coco, report = _read_annotations(ann_file, None, strict_data, log)
+    if "annotations" not in coco.dataset:
+        raise ToolError(
+            f"{ann_file} has no 'annotations' (an image list?): there is nothing to score against"
+        )
+    dets, dropped = read_results(path, set(coco.getImgIds()), ann_file, report.skipped_image_ids)
+    if dropped:
+        log(f"left out {dropped} detections on image entries skipped from {ann_file}")
+    stats, coco_eval, table = run_cocoeval(coco, dets)
     per_cat = per_category_ap(coco_eval)
     warning = no_ground_truth_warning(coco)
     if warning:
@@ -367,6 +464,8 @@ def rescore_results(
     if per_cat:
         log("per-category AP@[.50:.95], worst first:\n" + format_per_category(per_cat))
     metrics: dict[str, Any] = {"results_file": str(path), "ann_file": str(ann_file), "stats": stats, **stats}
+    metrics["skipped_ground_truth"] = report.errors()
+    metrics["dropped_detections"] = dropped
     metrics["per_category_ap"] = [{"id": c, "name": n, "AP": _json_safe(ap)} for c, n, ap in per_cat]
     if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
@@ -390,6 +489,7 @@ def run_eval(
     min_size: int | None = None,
     max_size: int | None = None,
     threads: int | None = None,
+    strict_data: bool = False,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Everything ``tools/eval_det.py`` does: resolve data, join torchrun, load, evaluate, write.
@@ -409,6 +509,8 @@ def run_eval(
         min_size: override the detector's resize min size.
         max_size: override the detector's resize max size.
         threads: ``torch.set_num_threads`` for this process (``None`` keeps torch's default).
+        strict_data: invalid ground-truth entries are an error instead of being left out and
+            counted (as ``tools/train_det.py --strict-data``).
         **kwargs: passed to :func:`evaluate_detector` (batch_size, workers, score_threshold,
             max_dets, limit, results_only, progress, log).
     """
@@ -419,7 +521,9 @@ def run_eval(
         ann = Path(val_ann) if val_ann else Path(data_path) / "annotations" / "instances_val2017.json"
         if not ann.is_file():
             raise ToolError(f"annotation file not found: {ann}")
-        return rescore_results(results, ann, output_dir, log=kwargs.get("log", print))
+        return rescore_results(
+            results, ann, output_dir, log=kwargs.get("log", print), strict_data=strict_data
+        )
     images_dir, ann_file = resolve_eval_data(data_path, val_images, val_ann, results_only)
     if threads:
         torch.set_num_threads(threads)
@@ -428,6 +532,8 @@ def run_eval(
         detector = load_detector(
             checkpoint, model, weights, width, num_classes, min_size, max_size, device=info.device
         )
-        return evaluate_detector(detector, images_dir, ann_file, output_dir, device=info.device, **kwargs)
+        return evaluate_detector(
+            detector, images_dir, ann_file, output_dir, device=info.device, strict_data=strict_data, **kwargs
+        )
     finally:
         cleanup_distributed(info)
