@@ -55,6 +55,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="JSON",
         help="no model: score this existing COCO results JSON against --val-ann/--data-path",
     )
+    d.add_argument(
+        "--strict-data",
+        action="store_true",
+        help="invalid ground-truth entries are an error instead of being left out and counted "
+        "(as tools/train_det.py --strict-data; crowd and tiny boxes are always kept)",
+    )
     r = p.add_argument_group("run")
     r.add_argument(
         "--score-threshold",
@@ -112,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit,
             results_only=args.results_only,
             progress=not args.no_progress,
+            strict_data=args.strict_data,
         ),
         "eval_det.py",
         args.debug,

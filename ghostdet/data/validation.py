@@ -120,14 +120,17 @@ class DataReport:
         more = f" ({detail})" if detail and detailed else ""
         return f"{self.counts[problem]} {desc}{more}, e.g. {kind} ids {ex}"
 
-    def problem_lines(self, lenient: bool = True) -> list[str]:
+    def problem_lines(self, lenient: bool = True, only: Collection[str] | None = None) -> list[str]:
         """One line per counted class, in :data:`PROBLEMS` order (count, description, example ids).
 
         Args:
             lenient: include the :data:`LENIENT_PROBLEMS` classes (crowd, tiny, lost all boxes).
+            only: just these classes (``None``: every class).
         """
         return [
-            self._line(k) for k in PROBLEMS if self.counts.get(k) and (lenient or k not in LENIENT_PROBLEMS)
+            self._line(k)
+            for k in PROBLEMS
+            if self.counts.get(k) and (lenient or k not in LENIENT_PROBLEMS) and (only is None or k in only)
         ]
 
     def summary(self) -> str:
@@ -382,12 +385,10 @@ def read_annotations(
 def _result_problem(r: Any, image_ids: Collection[int] | None, ann_file: str) -> str | None:
     """What is wrong with one results entry (``None``: nothing)."""
     if not isinstance(r, dict):
-        return (
-            f"is a JSON {_json_kind(r)} ({_short(r)}), not an {{image_id, category_id, bbox, score}} object"
-        )
+        return f"a JSON {_json_kind(r)} ({_short(r)}), not an {{image_id, category_id, bbox, score}} object"
     for key in ("image_id", "category_id", "bbox", "score"):
         if key not in r:
-            return f"has no '{key}'"
+            return f"no '{key}' key"
     for key in ("image_id", "category_id"):
         if not _is_int(r[key]):
             return f"'{key}' must be an integer, got {_short(r[key])}"
@@ -454,7 +455,7 @@ def check_results(
         if not first:
             ident = r.get("image_id") if isinstance(r, dict) else None
             ref = f"#{i} (image_id {ident})" if _is_int(ident) else f"#{i}"
-            first = f"{source}: results entry {ref} {problem}"
+            first = f"{source}: results entry {ref}: {problem}"
     if n_bad:
         more = f" ({n_bad} of {len(results)} entries are bad)" if n_bad > 1 else ""
         raise DataError(first + more)

@@ -25,6 +25,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor, nn
 
+from ghostdet.data.validation import read_results
 from ghostdet.distributed import all_gather_objects
 
 __all__ = [
@@ -92,10 +93,10 @@ def load_coco(ann_file: str | PathLike) -> COCO:
         return COCO(str(path))
 
 
-def _load_results(results: ResultsLike) -> list[dict[str, Any]]:
+def _load_results(results: ResultsLike, coco_gt: COCO | None = None) -> list[dict[str, Any]]:
+    """Copies of the result entries; a file is checked entry by entry (:func:`read_results`)."""
     if isinstance(results, (str, PathLike)):
-        with open(results) as f:
-            results = json.load(f)
+        return read_results(results, None if coco_gt is None else set(coco_gt.getImgIds()))[0]
     if not isinstance(results, list):
         raise ValueError("COCO results must be a JSON list of {image_id, category_id, bbox, score}")
     # loadRes adds keys (area, id, segmentation) in place: hand it copies.
@@ -134,8 +135,13 @@ def run_cocoeval(
     Returns:
         ``(stats, cocoeval, summary_text)``. With no detections the stats are all 0.0 and
         ``cocoeval`` is ``None`` (pycocotools' ``loadRes`` cannot take an empty list).
+
+    Raises:
+        DataError: ``results`` is a file that is not JSON, not a list, or holds a bad entry
+            (the message names the file, the entry and the key; see
+            :func:`ghostdet.data.validation.read_results`).
     """
-    dets = _load_results(results)
+    dets = _load_results(results, coco_gt)
     if not dets:
         stats = dict.fromkeys(COCO_STAT_NAMES, 0.0)
         return stats, None, "No detections: all metrics are 0.0\n" + format_stats_table(stats)

@@ -235,7 +235,7 @@ def _read_annotations(
     if lines:
         log(
             f"ground truth {ann_file}: entries left out, as training leaves them out "
-            "(strict_data makes them an error):\n" + "\n".join(f"  {line}" for line in lines)
+            "(--strict-data makes them an error):\n" + "\n".join(f"  {line}" for line in lines)
         )
     coco = COCO()
     coco.dataset = data
