@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from ghostdet.cli import ToolError, resolve_device
 from ghostdet.data.classification import IMAGENET_MEAN, IMAGENET_STD
-from ghostdet.inference import load_detector, read_image
+from ghostdet.data.images import ImageReadError, read_rgb_tensor
+from ghostdet.inference import load_detector
 from ghostdet.models import GhostModule, get_model, list_models, model_entry
 from ghostdet.models.ghostnetv3 import GhostModuleV3, reparameterize
 
@@ -382,8 +383,8 @@ def run_visualize(
         raise ToolError("give an IMAGE (or --list)")
     target = resolve_module_name(net, module) if module else names[0]
     try:
-        img = read_image(image)
-    except OSError as e:
+        img = read_rgb_tensor(image)  # the tools' one reader: EXIF orientation applied, pixel limit
+    except ImageReadError as e:  # unreadable or above the pixel limit: one line naming the file
         raise ToolError(str(e)) from None
     inputs = _prepare_classifier_input(img, prepare, mean, std).to(dev) if prepare else [img.to(dev)]
     captured = capture_ghost_maps(net, inputs)

@@ -6,19 +6,33 @@
 * ``cifar10`` / ``cifar100``: torchvision's readers over its on-disk python format (md5-checked;
   ``download=True`` fetches it). Training: 4-pixel zero padding + random crop + flip; evaluation:
   the plain image (CIFAR mean/std).
+* ImageFolder images are read by :func:`ghostdet.data.images.open_rgb` (the reader of every tool:
+  EXIF orientation applied, the pixel limit of PIL's decompression-bomb guard). An image that
+  cannot be used (missing, truncated, not an image, too large) is skipped as detection training
+  skips it: :class:`SkippingImageFolder` warns (:class:`~ghostdet.data.coco.BadImageWarning`,
+  naming the file) and yields ``None``, :func:`collate_skipping` drops it and counts it in the
+  batch's ``skipped``, and :class:`SkipCountingLoader` sums those counts (exact also with
+  DataLoader worker processes) and leaves out batches with no image left.
 * :func:`make_synthetic_classification` writes a small ImageFolder set of shapes (one shape per
   image, the class is the shape) for smoke tests and the README's two-command example.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
+from torch import Tensor
 from torch.utils.data import Dataset
+
+from ghostdet.data.coco import BadImageWarning
+from ghostdet.data.images import ImageReadError, open_rgb
 
 __all__ = [
     "CIFAR_FILES",
@@ -26,8 +40,12 @@ __all__ = [
     "CIFAR_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "ClsBatch",
+    "SkipCountingLoader",
+    "SkippingImageFolder",
     "build_classification_datasets",
     "build_classification_transforms",
+    "collate_skipping",
     "make_synthetic_classification",
     "normalization",
 ]
@@ -50,7 +68,7 @@ CIFAR_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
             "test_batch",
             "batches.meta",
         ),
-    ),  # fmt: skip
+    ),
     "cifar100": ("cifar-100-python", ("train", "test", "meta")),
 }
 
@@ -82,6 +100,116 @@ def build_classification_transforms(train: bool, dataset: str, image_size: int) 
     return T.Compose([T.Resize(round(image_size / 0.875)), T.CenterCrop(image_size), *tail])
 
 
+class SkippingImageFolder(Dataset):
+    """torchvision's ``ImageFolder`` read by :func:`~ghostdet.data.images.open_rgb`, skipping bad images.
+
+    Items are ``(transform(RGB PIL image), class index)``. An image that cannot be used
+    (:class:`~ghostdet.data.images.ImageReadError`: missing, truncated, not an image, above the
+    pixel limit) gives ``None`` instead, with a :class:`~ghostdet.data.coco.BadImageWarning`
+    naming the file, and adds one to the process-local ``skipped``. Batch with
+    :func:`collate_skipping`. Other attributes (``classes``, ``class_to_idx``, ``samples``,
+    ``targets``, ``root``, ``transform``) are the ``ImageFolder``'s.
+
+    Args:
+        root: folder with one sub-folder of images per class.
+        transform: applied to the decoded RGB PIL image.
+
+    Raises:
+        FileNotFoundError: ``root`` has no class folder or no image (torchvision's message).
+    """
+
+    def __init__(self, root: str | PathLike, transform: Any = None) -> None:
+        from torchvision.datasets import ImageFolder
+
+        self.folder = ImageFolder(str(root), transform, loader=open_rgb)
+        self.skipped = 0
+
+    def __getattr__(self, name: str) -> Any:
+        folder = self.__dict__.get("folder")
+        if folder is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(folder, name)
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, index: int) -> tuple[Any, int] | None:
+        try:
+            return self.folder[index]
+        except ImageReadError as e:
+            self.skipped += 1
+            warnings.warn(
+                f"skipping image {self.folder.samples[index][0]}: {e}", BadImageWarning, stacklevel=2
+            )
+            return None
+
+
+class ClsBatch(tuple):
+    """``(images, labels)`` with the number of dropped unreadable items in ``.skipped``.
+
+    ``DataLoader(pin_memory=True)`` keeps the attribute (it calls :meth:`pin_memory`).
+    """
+
+    skipped: int
+
+    def __new__(cls, images: Tensor, labels: Tensor, skipped: int = 0) -> ClsBatch:
+        obj = super().__new__(cls, (images, labels))
+        obj.skipped = int(skipped)
+        return obj
+
+    def __reduce__(self) -> tuple:  # keep .skipped across DataLoader worker pickling
+        return (ClsBatch, (self[0], self[1], self.skipped))
+
+    def pin_memory(self) -> ClsBatch:
+        """The batch with its tensors in pinned memory (called by the DataLoader)."""
+        return ClsBatch(self[0].pin_memory(), self[1].pin_memory(), self.skipped)
+
+
+def collate_skipping(batch: Sequence[Any]) -> ClsBatch:
+    """Collate ``(image tensor, label)`` items into a :class:`ClsBatch`, dropping ``None`` items.
+
+    Args:
+        batch: dataset items; ``None`` marks an image that could not be read.
+
+    Returns:
+        ``(images (N, C, H, W), labels (N,) int64)`` with ``.skipped`` the number of ``None``
+        items; both tensors are empty when every item was ``None``.
+    """
+    kept = [item for item in batch if item is not None]
+    skipped = len(batch) - len(kept)
+    if not kept:
+        return ClsBatch(torch.empty(0), torch.empty(0, dtype=torch.int64), skipped)
+    images = torch.stack([torch.as_tensor(image) for image, _ in kept])
+    labels = torch.as_tensor([int(label) for _, label in kept], dtype=torch.int64)
+    return ClsBatch(images, labels, skipped)
+
+
+class SkipCountingLoader:
+    """A DataLoader wrapper that yields ``(images, labels)`` and counts the skipped images.
+
+    Batches from :func:`collate_skipping` are unpacked; their ``skipped`` counts add up in
+    ``skipped`` (also when the loader uses worker processes); a batch with no image left is not
+    yielded. ``len()`` is the wrapped loader's.
+
+    Args:
+        loader: a DataLoader using :func:`collate_skipping`.
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for batch in self.loader:
+            self.skipped += int(getattr(batch, "skipped", 0))
+            images, labels = batch[0], batch[1]
+            if len(labels):
+                yield images, labels
+
+
 def _cifar(dataset: str, root: Path, download: bool, image_size: int) -> tuple[Dataset, Dataset, list[str]]:
     from torchvision.datasets import CIFAR10, CIFAR100
 
@@ -102,8 +230,6 @@ def _cifar(dataset: str, root: Path, download: bool, image_size: int) -> tuple[D
 
 
 def _imagefolder(root: Path, image_size: int) -> tuple[Dataset, Dataset, list[str]]:
-    from torchvision.datasets import ImageFolder
-
     for split in ("train", "val"):
         if not (root / split).is_dir():
             raise FileNotFoundError(
@@ -111,11 +237,11 @@ def _imagefolder(root: Path, image_size: int) -> tuple[Dataset, Dataset, list[st
                 "each with one sub-folder of images per class (the ImageNet layout)"
             )
     try:
-        train = ImageFolder(
-            str(root / "train"), build_classification_transforms(True, "imagefolder", image_size)
+        train = SkippingImageFolder(
+            root / "train", build_classification_transforms(True, "imagefolder", image_size)
         )
-        val = ImageFolder(
-            str(root / "val"), build_classification_transforms(False, "imagefolder", image_size)
+        val = SkippingImageFolder(
+            root / "val", build_classification_transforms(False, "imagefolder", image_size)
         )
     except (FileNotFoundError, RuntimeError) as e:
         raise FileNotFoundError(f"ImageFolder data under {root}: {' '.join(str(e).split())}") from None

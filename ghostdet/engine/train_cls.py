@@ -217,26 +217,30 @@ def _train_epoch(
     }
 
 
-def _loaders(
-    cfg: ClsConfig, info: DistInfo, train_ds: Any, val_ds: Any
-) -> tuple[Any, DataLoader, DataLoader]:
+def _loaders(cfg: ClsConfig, info: DistInfo, train_ds: Any, val_ds: Any) -> tuple[Any, Any, Any]:
+    from ghostdet.data.classification import SkipCountingLoader, collate_skipping
+
     # A DistributedSampler also in single-process runs: its order is a pure function of
     # (seed, epoch), so a resumed run sees the same batches as an uninterrupted one.
     sampler = DistributedSampler(
         train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
     )
     pin = info.device.type == "cuda"
-    train_loader = DataLoader(
+    # unreadable images are dropped from their batch and counted (loader.skipped)
+    train_loader = SkipCountingLoader(DataLoader(
         train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, pin_memory=pin,
-        drop_last=True,
-    )  # fmt: skip
+        drop_last=True, collate_fn=collate_skipping,
+    ))  # fmt: skip
     if len(train_loader) == 0:
         raise ValueError(
             f"batch_size {cfg.batch_size} is larger than the {len(sampler)} training images per process"
         )
     # Every rank evaluates a disjoint stride of the val set (no padding, so every image counts once).
     val_part = Subset(val_ds, range(info.rank, len(val_ds), info.world_size))
-    val_loader = DataLoader(val_part, batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=pin)
+    val_loader = SkipCountingLoader(DataLoader(
+        val_part, batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=pin,
+        collate_fn=collate_skipping,
+    ))  # fmt: skip
     return sampler, train_loader, val_loader
 
 
@@ -329,12 +333,14 @@ def _train_classifier(cfg: ClsConfig, info: DistInfo) -> dict[str, Any]:
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
             sampler.set_epoch(epoch - 1)
+            train_loader.skipped = val_loader.skipped = 0
             stats = _train_epoch(
                 train_model, criterion, optimizer, scheduler, scaler, train_loader, info, epoch, cfg, log,
                 writer, global_step,
             )  # fmt: skip
             global_step += int(stats["iters"])
             val = evaluate_classifier(model, val_loader, info, cfg.amp)
+            skipped = [int(sum(all_gather_objects(ld.skipped))) for ld in (train_loader, val_loader)]
             entry = {
                 "epoch": epoch,
                 "top1": val["top1"],
@@ -345,6 +351,8 @@ def _train_classifier(cfg: ClsConfig, info: DistInfo) -> dict[str, Any]:
                 "lr": float(optimizer.param_groups[0]["lr"]),
                 "train_images_per_s": stats["images_per_s"],
                 "seconds": stats["seconds"],
+                "train_skipped_images": skipped[0],
+                "val_skipped_images": skipped[1],
             }
             history.append(entry)
             improved = best is None or val["top1"] > best["top1"]
@@ -354,6 +362,11 @@ def _train_classifier(cfg: ClsConfig, info: DistInfo) -> dict[str, Any]:
                 f"epoch {epoch}/{cfg.epochs}: train loss {stats['loss']:.4f} top-1 {stats['top1']:.4f} "
                 f"({stats['images_per_s']:.1f} img/s), val top-1 {val['top1']:.4f} top-5 {val['top5']:.4f} "
                 f"loss {val['loss']:.4f} ({int(val['images'])} images), lr {entry['lr']:.3g}"
+                + (
+                    f"; skipped {skipped[0]} train / {skipped[1]} val unreadable image(s)"
+                    if any(skipped)
+                    else ""
+                )
             )
             if info.is_main:
                 if writer is not None:
