@@ -15,21 +15,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from os import PathLike
 from typing import Any, Optional
 
+from ghostdet.config import _DEVICE, _SANE, MAX_IMAGE_SIDE, MAX_SEED
 from ghostdet.recipe import (
     OPTIMIZERS,
     SCHEDULERS,
     add_run_args,
     add_solver_args,
-    check_choice,
     check_value,
     load_config,
     none_or_str,
+    setting,
 )
 
 __all__ = ["DATASETS", "TRAIN_CLS_FLAGS", "ClsConfig", "add_train_cls_args", "load_cls_config"]
@@ -73,76 +73,70 @@ class ClsConfig:
         print_freq, threads: as in :class:`ghostdet.config.TrainConfig`.
     """
 
-    # model
-    model: str = "ghostnet"
-    width: float = 1.0
-    dropout: float = 0.2
+    # model (each field's range is declared beside it, see ghostdet.recipe.setting)
+    model: str = setting("ghostnet", pattern=r".+", what="a model name")
+    width: float = setting(1.0, gt=0)
+    dropout: float = setting(0.2, ge=0, lt=1)
     weights: Optional[str] = None
     ghostify: bool = False
-    ratio: int = 2
-    dw_size: int = 3
+    ratio: int = setting(2, ge=2)
+    dw_size: int = setting(3, ge=1, odd=True)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     # data
-    dataset: str = "imagefolder"
+    dataset: str = setting("imagefolder", choices=DATASETS)
     data_path: Optional[str] = None
     download: bool = False
-    image_size: int = 224
-    label_smoothing: float = 0.0
-    workers: int = 2
+    image_size: int = setting(224, ge=1, le=MAX_IMAGE_SIDE, why=_SANE)
+    label_smoothing: float = setting(0.0, ge=0, lt=1)
+    workers: int = setting(2, ge=0)
     # solver
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 0.1
-    opt: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_scheduler: str = "cosine"
-    lr_steps: list[int] = field(default_factory=list)
-    lr_gamma: float = 0.1
-    min_lr_ratio: float = 0.0
-    warmup_iters: int = 0
-    warmup_factor: float = 0.001
-    clip_grad_norm: Optional[float] = None
+    epochs: int = setting(200, ge=1)
+    batch_size: int = setting(128, ge=1)
+    lr: float = setting(0.1, gt=0)
+    opt: str = setting("sgd", choices=OPTIMIZERS)
+    momentum: float = setting(0.9, ge=0, lt=1)
+    weight_decay: float = setting(5e-4, ge=0)
+    lr_scheduler: str = setting("cosine", choices=SCHEDULERS)
+    lr_steps: list[int] = setting(default_factory=list, ge=1)  # noqa: RUF009 (a field())
+    lr_gamma: float = setting(0.1, ge=0, le=1)
+    min_lr_ratio: float = setting(0.0, ge=0, le=1)
+    warmup_iters: int = setting(0, ge=0)
+    warmup_factor: float = setting(0.001, ge=0, le=1)
+    clip_grad_norm: Optional[float] = setting(None, gt=0)
     # runtime
-    device: str = "auto"
+    device: str = setting("auto", **_DEVICE)
     amp: bool = False
     channels_last: bool = False
     output_dir: str = "runs/train_cls"
     resume: Optional[str] = None
-    seed: int = 0
-    print_freq: int = 50
-    threads: Optional[int] = None
+    seed: int = setting(0, ge=0, le=MAX_SEED)
+    print_freq: int = setting(50, ge=1)
+    threads: Optional[int] = setting(None, ge=1)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (YAML/JSON/``torch.load(weights_only=True)`` safe)."""
         return dataclasses.asdict(self)
 
     def validate(self) -> ClsConfig:
-        """Check choices and ranges; raises :class:`ConfigError` naming the key. Returns self."""
-        check_choice("dataset", self.dataset, DATASETS)
-        check_choice("opt", self.opt, OPTIMIZERS)
-        check_choice("lr_scheduler", self.lr_scheduler, SCHEDULERS)
-        check_value("model", bool(self.model), "must not be empty")
-        for key in ("width", "lr"):
-            check_value(key, getattr(self, key) > 0, "must be > 0")
-        for key in ("epochs", "batch_size", "print_freq", "image_size"):
-            check_value(key, getattr(self, key) >= 1, "must be >= 1")
-        for key in ("workers", "warmup_iters"):
-            check_value(key, getattr(self, key) >= 0, "must be >= 0")
-        for key in ("momentum", "weight_decay", "lr_gamma", "min_lr_ratio", "warmup_factor"):
-            check_value(key, math.isfinite(getattr(self, key)) and getattr(self, key) >= 0, "must be >= 0")
-        check_value("dropout", 0 <= self.dropout < 1, "must be in [0, 1)")
-        check_value("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)")
-        check_value("ratio", self.ratio >= 2, "must be >= 2")
-        check_value("dw_size", self.dw_size >= 1 and self.dw_size % 2 == 1, "must be an odd integer >= 1")
-        check_value("threads", self.threads is None or self.threads >= 1, "must be >= 1")
-        if self.clip_grad_norm is not None:
-            check_value("clip_grad_norm", self.clip_grad_norm > 0, "must be > 0")
+        """Check what the fields' declared ranges (:func:`ghostdet.recipe.check_fields`, applied
+        before this) cannot: keys across fields and ``model_kwargs`` against the builder.
+        Raises :class:`ConfigError` naming the key. Returns self."""
         check_value("lr_steps", list(self.lr_steps) == sorted(self.lr_steps), "must be increasing")
-        check_value("device", bool(self.device), "must not be empty")
         reserved = {"num_classes", "width", "weights", "dropout"}
         bad = sorted(reserved & set(self.model_kwargs))
         check_value("model_kwargs", not bad, f"must not set {', '.join(bad)} (use the top-level keys)")
+        if self.model_kwargs:
+            from ghostdet.builder_kwargs import check_model_kwargs
+            from ghostdet.models.registry import model_entry
+
+            try:
+                builder: Any = model_entry(self.model).name
+            except ValueError:  # a torchvision baseline (or an unknown name, refused when built)
+                import torchvision
+
+                builder = getattr(torchvision.models, self.model, None)
+            if builder is not None:
+                check_model_kwargs(builder, self.model_kwargs)
         return self
 
 

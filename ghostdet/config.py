@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from os import PathLike
@@ -27,14 +29,19 @@ from typing import Any, Optional
 from ghostdet import recipe
 from ghostdet.models.family import list_families
 from ghostdet.models.registry import detector_aliases, family_variant
-from ghostdet.recipe import OPTIMIZERS, SCHEDULERS, ConfigError, check_choice, check_value
+from ghostdet.recipe import OPTIMIZERS, SCHEDULERS, ConfigError, check_choice, check_value, setting
 
 __all__ = [
     "CONFIG_DIR",
     "DETECTORS",
+    "DEVICE_PATTERN",
+    "MAX_IMAGE_SIDE",
+    "MAX_SEED",
+    "MAX_SYNTHETIC_IMAGE_SIZE",
     "ConfigError",
     "SyntheticConfig",
     "TrainConfig",
+    "check_augment",
     "config_from_dict",
     "default_config_path",
     "load_config",
@@ -45,6 +52,20 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 #: ``--detector`` choices -> torchvision-style builder names: the detector aliases of the registry.
 DETECTORS: dict[str, str] = detector_aliases()
+
+#: Largest side of a synthetic image (a sane maximum: 4096 x 4096 RGB is 48 MiB per image).
+MAX_SYNTHETIC_IMAGE_SIZE = 4096
+
+#: Largest resize target of a detector (``min_size``, ``max_size``; a sane maximum).
+MAX_IMAGE_SIDE = 8192
+
+#: Largest random seed (torch takes 64-bit seeds; beyond this a seed is an overflow).
+MAX_SEED = 2**63 - 1
+
+#: The devices a recipe may name (whether CUDA is there is checked when the run starts).
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
+_DEVICE = {"pattern": DEVICE_PATTERN, "what": "auto, cpu, cuda or cuda:N"}
+_SANE = "a sane maximum"
 
 
 @dataclass
@@ -69,16 +90,16 @@ class SyntheticConfig:
     """
 
     root: str = "data/synthetic"
-    num_train: int = 480
-    num_val: int = 80
-    image_size: int = 192
-    seed: int = 0
-    num_categories: Optional[int] = None
-    object_size: Optional[list[int]] = None
-    max_objects: Optional[int] = None
-    empty_prob: Optional[float] = None
-    max_overlap_iou: Optional[float] = None
-    jpeg_quality: Optional[int] = None
+    num_train: int = setting(480, ge=1)
+    num_val: int = setting(80, ge=1)
+    image_size: int = setting(192, ge=32, le=MAX_SYNTHETIC_IMAGE_SIZE, why=_SANE)
+    seed: int = setting(0, ge=0, le=MAX_SEED)
+    num_categories: Optional[int] = setting(None, ge=1)
+    object_size: Optional[list[int]] = setting(None, ge=8, le=MAX_SYNTHETIC_IMAGE_SIZE)  # noqa: RUF009
+    max_objects: Optional[int] = setting(None, ge=1)
+    empty_prob: Optional[float] = setting(None, ge=0, le=1)
+    max_overlap_iou: Optional[float] = setting(None, ge=0, le=1)
+    jpeg_quality: Optional[int] = setting(None, ge=1, le=100)
 
     def generator_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``ensure_synthetic_coco`` (without ``root``; ``None`` left out)."""
@@ -155,14 +176,14 @@ class TrainConfig:
         vis_score_thresh: score threshold of the drawn boxes.
     """
 
-    # model
-    detector: str = "retinanet"
-    backbone: str = "ghostnet"
-    width: float = 1.0
+    # model (each field's range is declared beside it, see ghostdet.recipe.setting)
+    detector: str = setting("retinanet", choices=lambda: tuple(DETECTORS))
+    backbone: str = setting("ghostnet", choices=list_families)
+    width: float = setting(1.0, gt=0)
     weights_backbone: Optional[str] = None
-    trainable_backbone_layers: Optional[int] = None
-    min_size: Optional[int] = None
-    max_size: Optional[int] = None
+    trainable_backbone_layers: Optional[int] = setting(None, ge=0, le=5)
+    min_size: Optional[int] = setting(None, ge=1, le=MAX_IMAGE_SIDE, why=_SANE)
+    max_size: Optional[int] = setting(None, ge=1, le=MAX_IMAGE_SIDE, why=_SANE)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     # data
     data_path: Optional[str] = None
@@ -174,34 +195,34 @@ class TrainConfig:
     drop_empty: bool = False
     strict_data: bool = False
     augment: dict[str, Any] = field(default_factory=dict)
-    aspect_ratio_group_factor: int = 3
-    workers: int = 2
+    aspect_ratio_group_factor: int = setting(3, ge=0)
+    workers: int = setting(2, ge=0)
     # solver
-    epochs: int = 12
-    batch_size: int = 2
-    lr: float = 0.02
-    opt: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lr_scheduler: str = "multistep"
-    lr_steps: list[int] = field(default_factory=lambda: [8, 11])
-    lr_gamma: float = 0.1
-    min_lr_ratio: float = 0.0
-    warmup_iters: int = 1000
-    warmup_factor: float = 0.001
-    clip_grad_norm: Optional[float] = None
+    epochs: int = setting(12, ge=1)
+    batch_size: int = setting(2, ge=1)
+    lr: float = setting(0.02, gt=0)
+    opt: str = setting("sgd", choices=OPTIMIZERS)
+    momentum: float = setting(0.9, ge=0, lt=1)
+    weight_decay: float = setting(1e-4, ge=0)
+    lr_scheduler: str = setting("multistep", choices=SCHEDULERS)
+    lr_steps: list[int] = setting(default_factory=lambda: [8, 11], ge=1)  # noqa: RUF009 (a field())
+    lr_gamma: float = setting(0.1, ge=0, le=1)
+    min_lr_ratio: float = setting(0.0, ge=0, le=1)
+    warmup_iters: int = setting(1000, ge=0)
+    warmup_factor: float = setting(0.001, ge=0, le=1)
+    clip_grad_norm: Optional[float] = setting(None, gt=0)
     # runtime
-    device: str = "auto"
+    device: str = setting("auto", **_DEVICE)
     amp: bool = False
     channels_last: bool = False
     output_dir: str = "runs/train"
     resume: Optional[str] = None
-    eval_every: int = 1
-    seed: int = 0
-    print_freq: int = 20
-    threads: Optional[int] = None
-    vis_images: int = 4
-    vis_score_thresh: float = 0.3
+    eval_every: int = setting(1, ge=0)
+    seed: int = setting(0, ge=0, le=MAX_SEED)
+    print_freq: int = setting(20, ge=1)
+    threads: Optional[int] = setting(None, ge=1)
+    vis_images: int = setting(4, ge=0)
+    vis_score_thresh: float = setting(0.3, ge=0, le=1)
 
     @property
     def builder(self) -> str:
@@ -220,46 +241,63 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> TrainConfig:
-        """Check choices and ranges; raises :class:`ConfigError` naming the key. Returns self."""
-        check_choice("detector", self.detector, tuple(DETECTORS))
-        check_choice("backbone", self.backbone, tuple(list_families()))
+        """Check what the fields' declared ranges (:func:`ghostdet.recipe.check_fields`, applied
+        before this) cannot: the keys across fields, ``augment`` and ``model_kwargs`` against
+        what they configure. Raises :class:`ConfigError` naming the key. Returns self."""
         try:
             self.builder  # noqa: B018 (a family without this detector)
         except ValueError as e:
-            raise ConfigError(f"backbone: {e}") from None
-        check_choice("opt", self.opt, OPTIMIZERS)
-        check_choice("lr_scheduler", self.lr_scheduler, SCHEDULERS)
-        for key in ("width", "lr"):
-            check_value(key, getattr(self, key) > 0, "must be > 0")
-        for key in ("epochs", "batch_size", "print_freq"):
-            check_value(key, getattr(self, key) >= 1, "must be >= 1")
-        for key in ("workers", "warmup_iters", "eval_every", "vis_images", "aspect_ratio_group_factor"):
-            check_value(key, getattr(self, key) >= 0, "must be >= 0")
-        for key in ("momentum", "weight_decay", "lr_gamma", "min_lr_ratio", "warmup_factor"):
-            check_value(key, math.isfinite(getattr(self, key)) and getattr(self, key) >= 0, "must be >= 0")
-        check_value("warmup_factor", self.warmup_factor <= 1, "must be in [0, 1]")
-        if self.trainable_backbone_layers is not None:
-            check_value(
-                "trainable_backbone_layers", 0 <= self.trainable_backbone_layers <= 5, "must be in 0..5"
-            )
-        for key in ("min_size", "max_size", "threads"):
-            v = getattr(self, key)
-            check_value(key, v is None or v >= 1, "must be >= 1")
-        if self.clip_grad_norm is not None:
-            check_value("clip_grad_norm", self.clip_grad_norm > 0, "must be > 0")
+            raise ConfigError(f"backbone: {e}", key="backbone") from None
         check_value("lr_steps", list(self.lr_steps) == sorted(self.lr_steps), "must be increasing")
-        check_value("device", bool(self.device), "must not be empty")
         reserved = {"weights", "num_classes", "width", "weights_backbone", "trainable_backbone_layers"}
         reserved.add("backbone")
         bad = sorted(reserved & set(self.model_kwargs))
         check_value("model_kwargs", not bad, f"must not set {', '.join(bad)} (use the top-level keys)")
-        from ghostdet.data import AugConfig
+        from ghostdet.builder_kwargs import check_model_kwargs
 
-        try:
-            AugConfig.from_dict(self.augment)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"augment: {e}") from None
+        check_model_kwargs(self.builder, self.model_kwargs)
+        check_augment(self.augment)
         return self
+
+
+def check_augment(augment: Mapping[str, Any]) -> None:
+    """Check an ``augment`` mapping against :class:`ghostdet.data.AugConfig`.
+
+    Raises:
+        ConfigError: an unknown key (``augment.KEY``, with close matches) or a value the
+            augmentation refuses.
+    """
+    import difflib
+
+    from ghostdet.data import AugConfig
+
+    known = [f.name for f in dataclasses.fields(AugConfig)]
+    for name in augment:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise ConfigError(
+                f"augment.{name}: unknown augmentation option ({hint}known: {', '.join(known)})",
+                key=f"augment.{name}",
+            )
+    hints = typing.get_type_hints(AugConfig)
+    for name, value in augment.items():
+        key = f"augment.{name}"
+        if hints[name] in (int, float):
+            value = recipe.coerce_value(key, value, hints[name])
+            check_value(key, math.isfinite(value), f"must be a finite number, got {value!r}")
+        elif not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+        ):
+            raise ConfigError(f"{key}: expected a list of finite numbers, got {value!r}", key=key)
+    try:
+        AugConfig.from_dict(dict(augment))
+    except (TypeError, ValueError) as e:
+        named = re.search(r"AugConfig\.(\w+)", str(e))
+        key = f"augment.{named[1]}" if named else "augment"
+        raise ConfigError(
+            f"{key}: {str(e).replace(f'AugConfig.{named[1]} ' if named else '', '')}", key=key
+        ) from None
 
 
 def config_from_dict(

@@ -7,15 +7,24 @@ recipe is a YAML mapping of their fields, every value is checked against the fie
 flags override only the keys the user passed (:func:`overrides_from_args`, ``--set KEY=VALUE``).
 The solver and run flags the two training tools share are defined once (:func:`add_solver_args`,
 :func:`add_run_args`).
+
+Ranges are declared with the fields: a field made with :func:`setting` carries a :class:`Check`
+(bounds, choices, a pattern) that :func:`check_fields` applies to every config, and every float
+field must be finite. A tool flag that sets no config key can reuse the same rules through
+:func:`ranged_type` (or :func:`flag_type` for a config field). An error names the key and where
+its value came from: the flag, ``--set ITEM`` or the recipe file.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any, Union
@@ -25,17 +34,24 @@ import yaml
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULERS",
+    "Check",
     "ConfigError",
+    "Overrides",
     "add_run_args",
     "add_solver_args",
     "check_choice",
     "check_config_key",
+    "check_fields",
     "check_value",
+    "coerce_value",
     "config_from_dict",
+    "flag_type",
     "load_config",
     "none_or_str",
     "overrides_from_args",
+    "ranged_type",
     "save_config",
+    "setting",
 ]
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -44,19 +60,197 @@ SCHEDULERS = ("multistep", "cosine")
 
 
 class ConfigError(ValueError):
-    """A recipe or override is invalid (unknown key, wrong type, value out of range)."""
+    """A recipe or override is invalid (unknown key, wrong type, value out of range).
+
+    Args:
+        message: the one-line message; it names the key.
+        key: the config key it is about (``lr``, ``synthetic.image_size``, ``lr_steps[1]``,
+            ``model_kwargs.score_thresh``), ``None`` for the recipe as a whole. It lets
+            :func:`config_from_dict` say where the bad value came from.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
-def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+def check_choice(key: str, value: Any, choices: Iterable[str]) -> None:
     """Raise :class:`ConfigError` ``key: VALUE is not one of ...`` unless ``value`` is in ``choices``."""
+    choices = tuple(choices)
     if value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}", key=key)
 
 
 def check_value(key: str, ok: bool, msg: str) -> None:
     """Raise :class:`ConfigError` ``key: msg`` unless ``ok``."""
     if not ok:
-        raise ConfigError(f"{key}: {msg}")
+        raise ConfigError(f"{key}: {msg}", key=key)
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(v)
+
+
+@dataclass(frozen=True)
+class Check:
+    """The declared rule of one config field (see :func:`setting`); ``None`` values are not checked.
+
+    Args:
+        ge, gt, le, lt: bounds (>=, >, <=, <) of a number, or of every item of a list.
+        odd: an odd integer.
+        choices: the allowed values, or a function returning them (for registries that fill
+            at import time).
+        pattern: a regular expression the whole string must match, described by ``what``.
+        what: the rule in words for ``pattern`` (``"auto, cpu, cuda or cuda:N"``).
+        why: a note appended to a bound's rule (``"a sane maximum"``).
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    odd: bool = False
+    choices: tuple[Any, ...] | Callable[[], Iterable[Any]] | None = None
+    pattern: str | None = None
+    what: str = ""
+    why: str = ""
+
+    def rule(self) -> str:
+        """The bounds in words: ``must be >= 1``, ``must be in [0, 1)``, ``must be an odd integer >= 1``."""
+        lo = (f"[{_num(self.ge)}" if self.ge is not None else None) or (
+            f"({_num(self.gt)}" if self.gt is not None else None
+        )
+        hi = (f"{_num(self.le)}]" if self.le is not None else None) or (
+            f"{_num(self.lt)})" if self.lt is not None else None
+        )
+        odd = "an odd integer " if self.odd else ""
+        if lo and hi:
+            text = f"must be {odd}in {lo}, {hi}"
+        elif lo:
+            text = f"must be {odd}{'>=' if lo[0] == '[' else '>'} {lo[1:]}"
+        elif hi:
+            text = f"must be {odd}{'<=' if hi[-1] == ']' else '<'} {hi[:-1]}"
+        else:
+            text = "must be an odd integer" if self.odd else ""
+        return f"{text} ({self.why})" if text and self.why else text
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` (``"must be >= 1, got 0"``), ``None`` if nothing."""
+        if value is None:
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number, got {value!r}"
+        if self.choices is not None:
+            choices = tuple(self.choices() if callable(self.choices) else self.choices)
+            if value not in choices:
+                return f"{value!r} is not one of {', '.join(map(str, choices))}"
+        if self.pattern is not None and not (
+            isinstance(value, str) and re.fullmatch(self.pattern, value) is not None
+        ):
+            return f"must be {self.what or 'a match of ' + self.pattern}, got {value!r}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            bad = (
+                (self.ge is not None and not value >= self.ge)
+                or (self.gt is not None and not value > self.gt)
+                or (self.le is not None and not value <= self.le)
+                or (self.lt is not None and not value < self.lt)
+                or (self.odd and not (isinstance(value, int) and value % 2 == 1))
+            )
+            if bad:
+                return f"{self.rule()}, got {value!r}"
+        return None
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    **check: Any,
+) -> Any:
+    """A dataclass field with its rule declared beside it: ``epochs: int = setting(12, ge=1)``.
+
+    Args:
+        default: the default value.
+        default_factory: or a factory of it (lists, mappings).
+        **check: the :class:`Check` of the field (``ge``, ``gt``, ``le``, ``lt``, ``odd``,
+            ``choices``, ``pattern``, ``what``, ``why``).
+    """
+    return dataclasses.field(
+        default=default, default_factory=default_factory, metadata={"check": Check(**check)}
+    )
+
+
+def check_fields(cfg: Any, prefix: str = "") -> None:
+    """Apply every field's declared :class:`Check` to the config dataclass ``cfg`` (nested ones too).
+
+    Every float value must be finite, declared or not; a list's items are checked one by one
+    (``lr_steps[1]``).
+
+    Args:
+        cfg: a config dataclass instance.
+        prefix: key prefix of a nested config (``"synthetic."``).
+
+    Raises:
+        ConfigError: ``KEY: must be ..., got VALUE``, with ``key`` set.
+    """
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            check_fields(value, key + ".")
+            continue
+        check: Check = f.metadata.get("check", Check())
+        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        for i, v in items:
+            problem = check.problem(v)
+            if problem is not None:
+                k = key if i is None else f"{key}[{i}]"
+                raise ConfigError(f"{k}: {problem}", key=k)
+
+
+def ranged_type(base: type = int, **check: Any) -> Callable[[str], Any]:
+    """An argparse ``type`` that parses ``base`` (int or float) and applies a :class:`Check`.
+
+    A value out of range is argparse's usage error ``argument --FLAG: must be ..., got VALUE``
+    (exit status 2); a non-finite float is always refused.
+
+    Args:
+        base: ``int`` or ``float``.
+        **check: the rule, as for :func:`setting`.
+    """
+    rule = Check(**check)
+    what = "an integer" if base is int else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = base(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        problem = rule.problem(value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = base.__name__
+    return parse
+
+
+def flag_type(cls: Any, key: str) -> Callable[[str], Any]:
+    """The argparse ``type`` of a flag that sets the int or float config field ``key`` of ``cls``
+    (dotted for nested fields), checked by the field's declared rule (:func:`ranged_type`).
+
+    Args:
+        cls: the config dataclass.
+        key: the field, e.g. ``min_size`` or ``synthetic.image_size``.
+    """
+    head, _, rest = key.partition(".")
+    f = {f.name: f for f in dataclasses.fields(cls)}[head]
+    tp = _is_optional(typing.get_type_hints(cls)[head])[1]
+    if rest:
+        return flag_type(tp, rest)
+    if typing.get_origin(tp) is list:
+        tp = typing.get_args(tp)[0]
+    check: Check = f.metadata.get("check", Check())
+    return ranged_type(tp, **{k.name: getattr(check, k.name) for k in dataclasses.fields(check)})
 
 
 def _is_optional(tp: Any) -> tuple[bool, Any]:
@@ -73,54 +267,68 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if value is None:
         if optional:
             return None
-        raise ConfigError(f"{key}: must not be null")
+        raise ConfigError(f"{key}: must not be null", key=key)
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}", key=key)
         return _from_mapping(tp, value, prefix=f"{key}.")
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        raise ConfigError(f"{key}: expected true/false, got {value!r}", key=key)
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        raise ConfigError(f"{key}: expected an integer, got {value!r}", key=key)
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        raise ConfigError(f"{key}: expected a number, got {value!r}", key=key)
     if tp is str:
         if isinstance(value, (str, PathLike)):
             return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
+        raise ConfigError(f"{key}: expected a string, got {value!r}", key=key)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {value!r}", key=key)
         return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}", key=key)
         return dict(value)
     return value
 
 
-def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "", source: str = "") -> Any:
+def coerce_value(key: str, value: Any, tp: Any) -> Any:
+    """``value`` checked against the annotation ``tp`` as a recipe's values are (ints are accepted
+    for floats and integral floats for ints).
+
+    Args:
+        key: the config key, for the message.
+        value: the value.
+        tp: the annotation (``int``, ``Optional[float]``, ``list[int]``, a dataclass, ...).
+
+    Raises:
+        ConfigError: ``KEY: expected ..., got VALUE``.
+    """
+    return _coerce(key, value, tp)
+
+
+def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    where = f" in {source}" if source else ""
     for key in data:
         if key not in names:
             raise ConfigError(
-                f"unknown config key {(prefix + key)!r}{where} (known keys: {', '.join(names)})"
+                f"unknown config key {(prefix + key)!r} (known keys: {', '.join(names)})", key=prefix + key
             )
     kwargs = {k: _coerce(f"{prefix}{k}", v, hints[k]) for k, v in data.items()}
     return cls(**kwargs)
@@ -142,7 +350,9 @@ def check_config_key(key: str, cls: Any) -> None:
             return
         names = [f.name for f in dataclasses.fields(cls)]
         if part not in names:
-            raise ConfigError(f"unknown config key {(prefix + part)!r} (known keys: {', '.join(names)})")
+            raise ConfigError(
+                f"unknown config key {(prefix + part)!r} (known keys: {', '.join(names)})", key=prefix + part
+            )
         cls = typing.get_type_hints(cls)[part]
         prefix += part + "."
 
@@ -166,23 +376,54 @@ def config_from_dict(
             :class:`ghostdet.config.TrainConfig` or :class:`ghostdet.cls_config.ClsConfig`.
 
     Raises:
-        ConfigError: unknown key, wrong type or invalid value (the message names the key).
+        ConfigError: unknown key, wrong type or invalid value (the message names the key and
+            where its value came from: an override's flag or ``--set ITEM`` when ``overrides``
+            is an :class:`Overrides`, else ``source`` when the key is not overridden).
     """
     if data is not None and not isinstance(data, Mapping):
         raise ConfigError(f"the config{' ' + source if source else ''} must be a YAML mapping of keys")
+    origins = dict.fromkeys(overrides or {}, "")
+    origins.update(getattr(overrides, "origins", {}))
+    try:
+        return _config_from_dict(data, overrides, cls)
+    except ConfigError as e:
+        raise _located(e, origins, source) from None
+
+
+def _located(err: ConfigError, origins: Mapping[str, str], source: str) -> ConfigError:
+    """``err`` with where its key's value came from: ``--lr: ...``, ``--set lr=-1: ...``,
+    ``recipe.yaml: lr: ...`` (a key set by a plain override, or with no file, stays as it is)."""
+    key = err.key
+    if key is None:
+        return err
+    parts = re.sub(r"\[\d+\]", "", key).split(".")
+    heads = (".".join(parts[:n]) for n in range(len(parts), 0, -1))
+    origin = next((origins[h] for h in heads if h in origins), None)
+    text = str(err)
+    if origin:
+        text = f"{origin}: {text.removeprefix(key + ': ')}"
+    elif origin is None and source:
+        text = f"{source}: {text}"
+    else:
+        return err
+    return ConfigError(text, key=key)
+
+
+def _config_from_dict(data: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None, cls: type) -> Any:
     merged: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in (data or {}).items()}
     for key, value in (overrides or {}).items():
         if "." in key:
             head, sub = key.split(".", 1)
             merged.setdefault(head, {})
             if not isinstance(merged[head], dict):
-                raise ConfigError(f"{head}: expected a mapping")
+                raise ConfigError(f"{head}: expected a mapping", key=head)
             merged[head][sub] = value
         elif key in ("synthetic", "augment", "model_kwargs") and isinstance(value, Mapping):
             merged[key] = {**merged.get(key, {}), **value}
         else:
             merged[key] = value
-    cfg = _from_mapping(cls, merged, source=source)
+    cfg = _from_mapping(cls, merged)
+    check_fields(cfg)
     return cfg.validate()
 
 
@@ -196,7 +437,7 @@ def load_config(path: str | PathLike | None, overrides: Mapping[str, Any] | None
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ConfigError: bad YAML, unknown key, wrong type or invalid value.
+        ConfigError: bad YAML (or not UTF-8 text), unknown key, wrong type or invalid value.
     """
     data = None
     source = ""
@@ -206,14 +447,36 @@ def load_config(path: str | PathLike | None, overrides: Mapping[str, Any] | None
             raise FileNotFoundError(f"config file not found: {p}")
         source = str(p)
         try:
-            data = yaml.safe_load(p.read_text())
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"{p} is not a YAML recipe: not UTF-8 text ({e.reason} at byte {e.start})"
+            ) from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{p} is not valid YAML: {' '.join(str(e).split())}") from None
     return config_from_dict(data, overrides, source=source, cls=cls)
 
 
-def overrides_from_args(given: Mapping[str, Any], keys: Mapping[str, str], cls: Any) -> dict[str, Any]:
+class Overrides(dict):
+    """Config overrides (key -> value) that remember where each key came from.
+
+    Args:
+        *args, **kwargs: as for ``dict``.
+        origins: config key -> its source for error messages: the flag (``--lr``) or
+            ``--set ITEM``.
+    """
+
+    def __init__(self, *args: Any, origins: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.origins: dict[str, str] = dict(origins or {})
+
+
+def overrides_from_args(given: Mapping[str, Any], keys: Mapping[str, str], cls: Any) -> Overrides:
     """Config overrides of a tool's parsed flags: the flags actually passed, then ``--set``.
+
+    The result is an :class:`Overrides` whose ``origins`` name each key's flag (``--KEY-NAME``
+    of its dest) or ``--set ITEM``, so that :func:`config_from_dict` blames the flag for a bad
+    value, not the recipe file.
 
     Args:
         given: ``vars(args)`` of a parser built with ``argument_default=SUPPRESS`` (a flag that
@@ -225,7 +488,8 @@ def overrides_from_args(given: Mapping[str, Any], keys: Mapping[str, str], cls: 
         ConfigError: a ``--set`` item that is not ``KEY=VALUE``, names no config key or whose
             value is not YAML; the message leads with ``--set ITEM``.
     """
-    overrides = {key: given[dest] for dest, key in keys.items() if dest in given}
+    overrides = Overrides({key: given[dest] for dest, key in keys.items() if dest in given})
+    overrides.origins = {key: "--" + dest.replace("_", "-") for dest, key in keys.items() if dest in given}
     for item in given.get("set_", []):
         key, sep, value = item.partition("=")
         key = key.strip()
@@ -234,6 +498,7 @@ def overrides_from_args(given: Mapping[str, Any], keys: Mapping[str, str], cls: 
         try:
             check_config_key(key, cls)
             overrides[key] = yaml.safe_load(value)
+            overrides.origins[key] = f"--set {item}"
         except ConfigError as e:
             raise ConfigError(f"--set {item}: {e}") from None
         except yaml.YAMLError:
@@ -272,6 +537,11 @@ def add_run_args(group: Any) -> None:
     group.add_argument(
         "--resume", type=none_or_str,
         help="checkpoint to resume from, a run folder, or 'auto' (OUTPUT_DIR/checkpoint.pth if present)",
+    )  # fmt: skip
+    group.add_argument(
+        "--exist-ok", action=argparse.BooleanOptionalAction,
+        help="start afresh in an --output-dir that holds another run (its results are removed); by "
+        "default a new run there takes the next free name (runs/x2) and says so",
     )  # fmt: skip
     group.add_argument("--seed", type=int, help="random seed (CPU runs are reproducible)")
     group.add_argument("--print-freq", type=int, help="iterations between log lines / TensorBoard points")

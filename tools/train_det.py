@@ -30,7 +30,7 @@ import sys
 from ghostdet.cli import ToolArgumentParser, run_tool
 from ghostdet.config import DETECTORS, TrainConfig, default_config_path, load_config
 from ghostdet.models.family import list_families
-from ghostdet.recipe import ConfigError, add_run_args, add_solver_args, none_or_str, overrides_from_args
+from ghostdet.recipe import add_run_args, add_solver_args, none_or_str, overrides_from_args
 
 S = argparse.SUPPRESS
 
@@ -140,26 +140,15 @@ def resolve_config(args: argparse.Namespace):
     """The TrainConfig of the parsed flags (recipe + passed flags + --set).
 
     A ConfigError names where the bad key came from: the flag that set it, ``--set KEY=VALUE``,
-    or the recipe file.
+    or the recipe file (the overrides remember their flags, see ``ghostdet.recipe.Overrides``).
     """
     given = vars(args)
     overrides = overrides_from_args(given, _KEYS, TrainConfig)
-    from_set = {item.partition("=")[0].strip(): item for item in given.get("set_", [])}
     config = given.get("config")
     if config is None:
         real_data = any(k in given for k in _DATA_FLAGS)
         config = default_config_path(given.get("detector", "retinanet"), real_data=real_data)
-    try:
-        return load_config(config, overrides)
-    except ConfigError as e:
-        key = str(e).split(":", 1)[0].split("[", 1)[0]  # "lr_steps[1]: ..." is about lr_steps
-        if key in from_set:
-            raise ConfigError(f"--set {from_set[key]}: {str(e).split(':', 1)[1].strip()}") from None
-        if key in overrides:  # set by its flag: the message leads with the flag
-            e.argument = key
-        elif ":" in str(e) and " " not in key:
-            raise ConfigError(f"{e} (in {config})") from None
-        raise
+    return load_config(config, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
