@@ -488,13 +488,11 @@ def test_train_tool_imagenet_offline_is_one_line_with_the_flag(tmp_path, capsys,
     """'imagenet' without network: the URL, the cache path and --weights-backbone, no traceback."""
     import urllib.error
 
-    import torch
-
     def offline(url, dst, *args, **kwargs):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr("ghostdet.models.weights._download_to_file", offline)
     _tiny_data(tmp_path)
     argv = _train_argv(tmp_path, "--weights-backbone", "imagenet")
     argv[argv.index("--width") + 1] = "1.0"  # the published width

@@ -153,7 +153,7 @@ def go_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     def offline(url: str, dst: str, progress: bool = True) -> None:
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr("ghostdet.models.weights._download_to_file", offline)
 
 
 def test_imagenet_offline_error_names_url_and_local_file(monkeypatch: pytest.MonkeyPatch) -> None:

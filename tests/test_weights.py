@@ -8,7 +8,7 @@ import torch
 
 from ghostdet.checkpoint_io import CheckpointReadError
 from ghostdet.models import IMAGENET_URLS, WeightsMismatchError, ghostnet
-from ghostdet.models.weights import clean_state_dict, load_state_dict_file
+from ghostdet.models.weights import cached_weights_path, clean_state_dict, load_state_dict_file
 
 
 @pytest.fixture(scope="module")
@@ -146,4 +146,4 @@ def test_http_download(tmp_path: Path, _torch_home: Path, reference: dict) -> No
         _assert_same(ghostnet(width=0.5, weights=url, progress=False), reference)
     finally:
         server.shutdown()
-    assert (_torch_home / "hub" / "checkpoints" / "ghost_half.pth").is_file()
+    assert cached_weights_path(url).is_file()  # keyed by URL (tests/test_download.py)

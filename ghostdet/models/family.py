@@ -33,10 +33,20 @@ class PretrainedWeights:
     Attributes:
         url: http(s) address of the checkpoint.
         top1: its published ImageNet top-1 accuracy (%), ``None`` if not published.
+        sha256: the sha256 of the file at ``url`` (64 hex digits), checked on download and on the
+            cached file; ``None`` where no public source gives it (never a guess).
+
+    Raises:
+        ValueError: ``sha256`` is not 64 hex digits.
     """
 
     url: str
     top1: float | None = None
+    sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise ValueError(f"{self.url}: sha256 must be 64 lower-case hex digits, got {self.sha256!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,6 +135,14 @@ class BackboneFamily:
         Raises:
             ValueError: none is published at that width (the message lists the published ones).
         """
+        return self.pretrained(width).url
+
+    def pretrained(self, width: float) -> PretrainedWeights:
+        """The published checkpoint at ``width`` (its URL and, where known, its sha256).
+
+        Raises:
+            ValueError: none is published at that width (the message lists the published ones).
+        """
         found = self.weights.get(float(width))
         if found is None:
             published = ", ".join(f"{w:g}" for w in self.weights) or "none"
@@ -135,7 +153,7 @@ class BackboneFamily:
                 f"{width:g} ImageNet classifier from tools/train_cls.py --model {self.name} "
                 f"--width {width:g}."
             )
-        return found.url
+        return found
 
 
 _FAMILIES: dict[str, BackboneFamily] = {}

@@ -8,8 +8,13 @@ that lists all of them. There is no silent partial load.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import http.client
 import os
+import re
 import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from os import PathLike
 from pathlib import Path
@@ -25,6 +30,7 @@ __all__ = [
     "WeightsDownloadError",
     "WeightsMismatchError",
     "argument_context",
+    "cached_weights_path",
     "clean_state_dict",
     "download_weights",
     "load_ghostnet_weights",
@@ -36,6 +42,11 @@ __all__ = [
 _SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 _WRAPPER_KEYS = ("state_dict_ema", "state_dict", "model")
 _THOP_SUFFIXES = ("total_ops", "total_params")
+_CHUNK = 1 << 16
+_URL_KEY_DIGITS = 16
+
+#: Seconds a download may wait for the server (to connect, or for the next bytes) before failing.
+DOWNLOAD_TIMEOUT_S = 60.0
 
 
 class WeightsMismatchError(ValueError, RuntimeError):
@@ -70,32 +81,165 @@ def _is_url(s: str) -> bool:
     return urlparse(s).scheme in ("http", "https")
 
 
-def download_weights(url: str, progress: bool = True) -> Path:
-    """Download ``url`` into the torch hub cache (``$TORCH_HOME/hub/checkpoints``) once.
+def _cache_root() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _url_filename(url: str) -> str:
+    return os.path.basename(urlparse(url).path) or "weights.pth"
+
+
+def cached_weights_path(url: str) -> Path:
+    """Where :func:`download_weights` keeps the file of ``url``.
+
+    The cache is keyed by the whole URL, not the file name: ``$TORCH_HOME/hub/checkpoints/<key>/<name>``,
+    ``<key>`` being the first 16 hex digits of the sha256 of ``url`` and ``<name>`` the URL's file
+    name, so ``https://host/a/best.pth`` and ``https://host/b/best.pth`` never share a file.
+
+    Args:
+        url: http(s) address of a checkpoint.
+    """
+    key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:_URL_KEY_DIGITS]
+    return _cache_root() / key / _url_filename(url)
+
+
+def _check_sha256(sha256: str | None) -> str | None:
+    if sha256 is None:
+        return None
+    if not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
+        raise ValueError(f"sha256 must be 64 hex digits or None, got {sha256!r}")
+    return sha256.lower()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _short(err: BaseException | str, limit: int = 120) -> str:
+    """``err`` on one line, at most ``limit`` characters."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _verify_cached(path: Path, url: str, sha256: str | None) -> Path:
+    """``path`` if its sha256 is ``sha256`` (or none is known); one-line error naming it otherwise."""
+    if sha256 is None:
+        return path
+    try:
+        got = _file_sha256(path)
+    except OSError as e:
+        raise WeightsDownloadError(
+            f"cached download {path} of {url} cannot be read ({_short(e)}); delete it and run again"
+        ) from None
+    if got != sha256:
+        raise WeightsDownloadError(
+            f"cached download {path} does not match the sha256 of {url} (expected {sha256[:16]}..., "
+            f"got {got[:16]}...): it is corrupt or another file; delete it and run again to download it again"
+        )
+    return path
+
+
+def _download_to_file(url: str, dst: str | PathLike, progress: bool = True) -> None:
+    """Write the body of ``url`` to ``dst``, raising when it arrives incomplete.
+
+    Every socket wait is bounded by ``DOWNLOAD_TIMEOUT_S``. When the server sends a
+    Content-Length, fewer bytes (a connection dropped part-way) raise ``ConnectionError``; a
+    chunked body cut short raises ``http.client.IncompleteRead``. ``dst``'s folder is created
+    only once the server has answered (offline, nothing is created).
+    """
+    from tqdm import tqdm
+
+    request = urllib.request.Request(url, headers={"User-Agent": "ghostdet"})
+    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length is not None and length.strip().isdigit() else None
+        received = 0
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        with (
+            open(dst, "wb") as f,
+            tqdm(
+                total=expected,
+                disable=not progress,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                leave=False,
+            ) as bar,
+        ):
+            while chunk := response.read(_CHUNK):
+                f.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    if expected is not None and received != expected:
+        raise ConnectionError(f"connection closed after {received} of {expected} bytes")
+
+
+def download_weights(url: str, progress: bool = True, sha256: str | None = None) -> Path:
+    """Download ``url`` once into the torch hub cache and return the local file.
+
+    The file is kept at :func:`cached_weights_path` (keyed by the whole URL). It is downloaded
+    to a temporary file next to it and renamed into place only when complete: all the bytes the
+    server announced (Content-Length) arrived and, when ``sha256`` is given, their sha256
+    matches. A failed download leaves nothing in the cache. A cached file is checked against
+    ``sha256`` too (a file that cannot be read as weights is reported when it is loaded, see
+    :func:`load_state_dict_file`).
 
     Args:
         url: http(s) address of a checkpoint.
         progress: show a download progress bar.
+        sha256: the file's known sha256 (64 hex digits), or ``None`` when none is known.
 
     Raises:
-        WeightsDownloadError: the download failed (an ``OSError``), naming the URL and how to
-            use a local file instead.
+        WeightsDownloadError: the download failed or arrived incomplete or different (the
+            message names the URL and, offline, how to use a local file instead), or the cached
+            file does not match ``sha256`` (the message names the file to delete).
+        ValueError: ``sha256`` is not 64 hex digits.
     """
-    cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    filename = os.path.basename(urlparse(url).path) or "weights.pth"
-    dst = cache_dir / filename
+    sha256 = _check_sha256(sha256)
+    dst = cached_weights_path(url)
     if dst.is_file():
-        return dst
+        return _verify_cached(dst, url, sha256)
+    tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex}.partial"
     try:
-        torch.hub.download_url_to_file(url, str(dst), progress=progress)
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        raise WeightsDownloadError(
-            f"could not download weights from {url} ({e}). If this machine is offline, download "
-            f"the file elsewhere and pass its local path instead (e.g. /path/{filename}), "
-            f"or place it at {dst}."
-        ) from e
+        try:
+            _download_to_file(url, tmp, progress=progress)
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            # URLError/HTTPError, refused/reset connections, timeouts, truncated bodies
+            # one line that fits a tool's error line (400 characters) with the long release URLs
+            raise WeightsDownloadError(
+                f"could not download weights from {url} ({_short(e, 80)}); offline, download it elsewhere "
+                f"and pass its local path instead, or place the file at {dst}"
+            ) from e
+        if sha256 is not None:
+            got = _file_sha256(tmp)
+            if got != sha256:
+                raise WeightsDownloadError(
+                    f"the download of {url} does not match its expected sha256 (expected {sha256[:16]}..., "
+                    f"got {got[:16]}...): corrupt or changed on the server; nothing was cached"
+                )
+        os.replace(tmp, dst)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
     return dst
+
+
+def _published_weights(url: str, sha256: str | None, progress: bool) -> Path:
+    """:func:`download_weights`, also accepting the published file placed in the hub cache by hand.
+
+    A file under the release's own name directly in ``$TORCH_HOME/hub/checkpoints`` (where
+    ``torch.hub.load_state_dict_from_url`` and older ghostdet versions put it, and where the
+    README says to drop it offline) is used when the URL-keyed one is absent; it is checked
+    against the published sha256 when one is known.
+    """
+    plain = _cache_root() / _url_filename(url)
+    if not cached_weights_path(url).is_file() and plain.is_file():
+        return _verify_cached(plain, url, _check_sha256(sha256))
+    return download_weights(url, progress=progress, sha256=sha256)
 
 
 def load_state_dict_file(path: str | PathLike) -> dict[str, Tensor]:
@@ -112,14 +256,33 @@ def load_state_dict_file(path: str | PathLike) -> dict[str, Tensor]:
     Raises:
         CheckpointReadError: the file is missing or unreadable (the message names it).
         NotAStateDictError / ValueError: the file holds no state dict (the message names it).
+        WeightsDownloadError: ``path`` is in the download cache (``$TORCH_HOME/hub/checkpoints``)
+            and cannot be read as weights (e.g. truncated by an interrupted download of an
+            older version): one line naming the file to delete.
     """
-    obj = read_checkpoint(path)
     try:
-        return clean_state_dict(obj)
-    except NotAStateDictError as e:
-        raise NotAStateDictError(f"{path}: {e}") from None
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        obj = read_checkpoint(path)
+        try:
+            return clean_state_dict(obj)
+        except NotAStateDictError as e:
+            raise NotAStateDictError(f"{path}: {e}") from None
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+    except ValueError as e:  # CheckpointReadError and NotAStateDictError are ValueErrors
+        if not _in_download_cache(path):
+            raise
+        reason = str(e).removeprefix(f"could not read checkpoint {path}: ").removeprefix(f"{path}: ")
+        raise WeightsDownloadError(
+            f"cached download {path} cannot be read as weights ({_short(reason)}): it is "
+            "corrupt (e.g. an interrupted download); delete it and run again to download it again"
+        ) from None
+
+
+def _in_download_cache(path: str | PathLike) -> bool:
+    try:
+        return Path(path).resolve().is_relative_to(_cache_root().resolve())
+    except (OSError, RuntimeError):
+        return False
 
 
 def clean_state_dict(obj: object) -> dict[str, Tensor]:
@@ -165,7 +328,8 @@ def resolve_weights(
     if s.lower() == "imagenet":
         from ghostdet.models.family import get_family
 
-        return download_weights(get_family(family).url(width), progress=progress)
+        published = get_family(family).pretrained(width)
+        return _published_weights(published.url, published.sha256, progress)
     if _is_url(s):
         return download_weights(s, progress=progress)
     path = Path(s).expanduser()
