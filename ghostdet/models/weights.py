@@ -3,6 +3,12 @@
 Loading is always strict and safe: files are read with ``weights_only=True`` (or safetensors),
 and any missing, unexpected or shape-mismatched key raises one :class:`WeightsMismatchError`
 that lists all of them. There is no silent partial load.
+
+Downloads go to the torch hub cache, keyed by the whole URL (:func:`cached_weights_path`), and
+only complete files get there: a download is written to a temporary file and renamed into place
+once every announced byte arrived and, where the sha256 is known (``sha256=``, or the family's
+weights table), it matches. A cached file that cannot be read, or whose sha256 is wrong, is one
+error line naming the file to delete.
 """
 
 from __future__ import annotations
@@ -319,7 +325,9 @@ def resolve_weights(
     """Turn a ``weights`` argument into a local file path, downloading if needed.
 
     Args:
-        weights: ``"imagenet"``, an http(s) URL or a local file path.
+        weights: ``"imagenet"`` (the family's published checkpoint, checked against its sha256
+            where the table has one; also found in the hub cache under the release's own file
+            name), an http(s) URL (see :func:`download_weights`) or a local file path.
         width: the model's width multiplier (``"imagenet"`` exists only for published widths).
         progress: show a download progress bar.
         family: backbone family whose weights table ``"imagenet"`` refers to.
