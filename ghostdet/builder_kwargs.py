@@ -264,10 +264,12 @@ def check_model_kwargs(
             if accepted.open:
                 continue
             close = difflib.get_close_matches(name, list(accepted.params), n=3, cutoff=0.6)
-            hint = f"did you mean {' or '.join(close)}?" if close else "see the builder's documentation"
+            names = sorted(accepted.params)
+            listed = f"it accepts {', '.join(names)}" if len(names) <= 12 else "see its documentation"
+            hint = f"did you mean {' or '.join(close)}?" if close else listed
             raise ConfigError(f"{k}: {label} accepts no keyword {name!r} ({hint})", key=k)
         annotation, default = accepted.params[name]
         tp = _expected_type(name, annotation, default)
         if tp is not None and not _fits(value, tp):
             owner = accepted.owners[name]
-            raise ConfigError(f"{k}: must be {_describe(tp)} ({owner}), got {value!r}", key=k)
+            raise ConfigError(f"{k}: must be {_describe(tp)} (as {owner} takes it), got {value!r}", key=k)

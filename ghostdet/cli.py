@@ -204,8 +204,18 @@ def add_detector_args(parser: argparse.ArgumentParser | Any) -> None:
         default=None,
         help="classes incl. background of --model (default: from weights)",
     )
-    parser.add_argument("--min-size", type=int, default=None, help="override the detector's resize min size")
-    parser.add_argument("--max-size", type=int, default=None, help="override the detector's resize max size")
+    from ghostdet.config import TrainConfig
+    from ghostdet.recipe import flag_type
+
+    # the same declared ranges as the training recipe's min_size / max_size
+    parser.add_argument(
+        "--min-size", type=flag_type(TrainConfig, "min_size"), default=None,
+        help="override the detector's resize min size",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-size", type=flag_type(TrainConfig, "max_size"), default=None,
+        help="override the detector's resize max size",
+    )  # fmt: skip
     parser.add_argument(
         "--device",
         default="auto",
@@ -247,13 +257,31 @@ def resolve_detector_name(name: str) -> str:
 
 
 def resolve_device(device: str | None) -> torch.device:
-    """``None``/``"auto"`` -> cuda if available else cpu; otherwise checked ``torch.device(device)``."""
+    """``None``/``"auto"`` -> cuda if available else cpu; otherwise a checked ``torch.device(device)``.
+
+    Only ``cpu``, ``cuda`` and ``cuda:N`` of a GPU that exists are accepted: the tools run on
+    nothing else (``mps``, ``xpu``, ... and ``meta``, which holds no data, are refused).
+
+    Raises:
+        ToolError: an unknown or unsupported device, CUDA asked for but not available, or a
+            GPU index beyond the GPUs there are.
+    """
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError as e:
-        raise ToolError(f"bad --device {device!r}: {one_line(e)}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ToolError(f"--device {device} requested but CUDA is not available")
+    except (RuntimeError, TypeError):
+        raise ToolError(f"bad --device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ToolError(f"unsupported --device {device!r}: use auto, cpu, cuda or cuda:N")
+    if dev.type == "cpu" and dev.index not in (None, 0):
+        raise ToolError(f"bad --device {device!r}: use cpu (there is one CPU device)")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ToolError(f"--device {device} requested but CUDA is not available")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ToolError(
+                f"--device {device}: there are {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            )
     return dev

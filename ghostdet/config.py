@@ -65,7 +65,7 @@ MAX_SEED = 2**63 - 1
 #: The devices a recipe may name (whether CUDA is there is checked when the run starts).
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 _DEVICE = {"pattern": DEVICE_PATTERN, "what": "auto, cpu, cuda or cuda:N"}
-_SANE = "a sane maximum"
+_SANE = "the maximum is a sane limit"
 
 
 @dataclass

@@ -38,6 +38,7 @@ __all__ = [
     "randomize_heads",
     "require_onnx",
     "run_onnx",
+    "supported_opsets",
 ]
 
 EXTRA_MESSAGE = "ONNX export needs the optional extra: pip install 'ghostdet[export]' (onnx, onnxruntime)"
@@ -45,6 +46,22 @@ EXTRA_MESSAGE = "ONNX export needs the optional extra: pip install 'ghostdet[exp
 
 class ExportError(RuntimeError):
     """Export or verification failed (missing extra, mismatching outputs, ...)."""
+
+
+#: The lowest opset the exports support (detectors need ONNX's RoiAlign / NonMaxSuppression of 11).
+MIN_EXPORT_OPSET = 11
+
+
+def supported_opsets() -> tuple[int, int]:
+    """The opsets :func:`export_onnx` accepts: ``(11, the newest this torch's TorchScript exporter
+    writes)`` (torch 2.x: 20; the export runs with ``dynamo=False``)."""
+    try:
+        from torch.onnx import _constants
+
+        hi = int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", _constants.ONNX_MAX_OPSET))
+    except (ImportError, AttributeError):  # a torch without the table: the range torch 2.0-2.14 share
+        hi = 17
+    return MIN_EXPORT_OPSET, hi
 
 
 def require_onnx() -> tuple[Any, Any]:
@@ -195,7 +212,7 @@ def export_onnx(
         path: output ``.onnx`` file (parent folders are created).
         image: CHW float image used for tracing and verification (default: a generated
             480x640 image; classifiers use a 224x224 crop of it).
-        opset: ONNX opset (>= 11 for detectors).
+        opset: ONNX opset, in :func:`supported_opsets` (11 to 20 with torch 2.x).
         verify: compare onnxruntime's outputs with PyTorch's on ``image`` and on a second input
             size (which checks the dynamic axes).
         rtol: classifier/backbone tolerance, max abs difference relative to the max abs output.
@@ -223,14 +240,19 @@ def export_onnx(
         ``num_detections``).
 
     Raises:
-        ExportError: missing extra, or outputs that do not match within tolerance.
+        ExportError: missing extra, an opset outside :func:`supported_opsets`, or outputs that do
+            not match within tolerance.
     """
     onnx, _ = require_onnx()
     if any(m.training for m in model.modules()):
         raise ExportError("export_onnx needs an eval-mode model: call model.eval() first")
     kind = _kind(model)
-    if kind == "detector" and opset < 11:
-        raise ExportError(f"detectors need opset >= 11, got {opset}")
+    lo, hi = supported_opsets()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not lo <= opset <= hi:
+        raise ExportError(
+            f"opset must be an integer in [{lo}, {hi}] (the range torch {torch.__version__}'s ONNX "
+            f"exporter writes for these models), got {opset!r}"
+        )
     if static_shape and kind == "detector":
         raise ExportError("static_shape is for classifiers and backbones; detectors take images of any size")
     form = "fused"

@@ -88,6 +88,8 @@ def check_value(key: str, ok: bool, msg: str) -> None:
 
 
 def _num(v: float) -> str:
+    if isinstance(v, int) and v.bit_length() > 32 and v + 1 == 2 ** (v + 1).bit_length() // 2:
+        return f"2**{v.bit_length()} - 1"  # 9223372036854775807 -> 2**63 - 1
     return str(int(v)) if float(v).is_integer() else repr(v)
 
 
@@ -102,7 +104,8 @@ class Check:
             at import time).
         pattern: a regular expression the whole string must match, described by ``what``.
         what: the rule in words for ``pattern`` (``"auto, cpu, cuda or cuda:N"``).
-        why: a note appended to a bound's rule (``"a sane maximum"``).
+        why: a note appended to the message of a value out of bounds (``"the maximum is a sane
+            limit"``).
     """
 
     ge: float | None = None
@@ -132,7 +135,7 @@ class Check:
             text = f"must be {odd}{'<=' if hi[-1] == ']' else '<'} {hi[:-1]}"
         else:
             text = "must be an odd integer" if self.odd else ""
-        return f"{text} ({self.why})" if text and self.why else text
+        return text
 
     def problem(self, value: Any) -> str | None:
         """What is wrong with ``value`` (``"must be >= 1, got 0"``), ``None`` if nothing."""
@@ -157,7 +160,8 @@ class Check:
                 or (self.odd and not (isinstance(value, int) and value % 2 == 1))
             )
             if bad:
-                return f"{self.rule()}, got {value!r}"
+                high = (self.le is not None and value > self.le) or (self.lt is not None and value >= self.lt)
+                return f"{self.rule()}, got {value!r}" + (f" ({self.why})" if self.why and high else "")
         return None
 
 
@@ -398,10 +402,11 @@ def _located(err: ConfigError, origins: Mapping[str, str], source: str) -> Confi
         return err
     parts = re.sub(r"\[\d+\]", "", key).split(".")
     heads = (".".join(parts[:n]) for n in range(len(parts), 0, -1))
-    origin = next((origins[h] for h in heads if h in origins), None)
+    head = next((h for h in heads if h in origins), None)
+    origin = None if head is None else origins[head]
     text = str(err)
-    if origin:
-        text = f"{origin}: {text.removeprefix(key + ': ')}"
+    if origin:  # "--set lr=-1: must be > 0", but "--lr-steps: lr_steps[1]: must be >= 1"
+        text = f"{origin}: {text.removeprefix(key + ': ') if key == head else text}"
     elif origin is None and source:
         text = f"{source}: {text}"
     else:

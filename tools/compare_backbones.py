@@ -29,6 +29,9 @@ from ghostdet.profiling import (
     write_csv,
 )
 
+#: Largest side of a detection input size (a sane maximum: larger is no detector input).
+MAX_DET_SIDE = 8192
+
 
 def _size(text: str) -> tuple[int, int]:
     try:
@@ -39,6 +42,10 @@ def _size(text: str) -> tuple[int, int]:
         parts *= 2
     if len(parts) != 2 or min(parts) < 1:
         raise argparse.ArgumentTypeError(f"expected HxW with positive integers, got {text!r}")
+    if max(parts) > MAX_DET_SIDE:
+        raise argparse.ArgumentTypeError(
+            f"sides must be at most {MAX_DET_SIDE} (a sane maximum), got {text!r}"
+        )
     return parts[0], parts[1]
 
 

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 from ghostdet.cli import ToolArgumentParser, run_tool
-from ghostdet.export import export_names
+from ghostdet.export import export_names, supported_opsets
 from ghostdet.models.family import list_families
+from ghostdet.recipe import ranged_type
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,7 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="image used to trace and verify; default: the first image of ../shared/data/coco128 "
         "next to the repository if present, else a generated 480x640 image",
     )
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 11 (default: %(default)s)")
+    lo, hi = supported_opsets()
+    p.add_argument(
+        "--opset", type=ranged_type(int, ge=lo, le=hi), default=17,
+        help=f"ONNX opset, {lo} to {hi} (what this torch's exporter writes; default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison")
     p.add_argument(
         "--static-shape",
@@ -84,8 +89,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--out needs a single --model (use --out-dir with --model all)")
     if args.image is not None and not args.image.is_file():
         p.error(f"--image {args.image} does not exist")
-    if args.opset < 11:
-        p.error("--opset must be >= 11")
     return args
 
 

@@ -12,7 +12,9 @@ import argparse
 import sys
 
 from ghostdet.cli import ToolArgumentParser, run_tool
+from ghostdet.config import MAX_SEED, MAX_SYNTHETIC_IMAGE_SIZE, SyntheticConfig
 from ghostdet.data.synthetic import SHAPE_CATEGORIES, make_synthetic_coco
+from ghostdet.recipe import flag_type
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,16 +27,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", default="data/synthetic", help="output folder (created)")
     p.add_argument("--num-train", type=int, default=480, help="number of train images")
     p.add_argument("--num-val", type=int, default=80, help="number of val images")
-    p.add_argument("--image-size", type=int, nargs="+", default=[128], metavar="S",
-                   help="image size in pixels: S for square or H W")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical files)")
+    p.add_argument("--image-size", type=flag_type(SyntheticConfig, "image_size"), nargs="+", default=[128],
+                   metavar="S", help=f"image size in pixels: S for square or H W "
+                   f"(32 to {MAX_SYNTHETIC_IMAGE_SIZE}, a sane maximum)")  # fmt: skip
+    p.add_argument("--seed", type=flag_type(SyntheticConfig, "seed"), default=0,
+                   help=f"random seed, 0 to {MAX_SEED} (same seed -> identical files)")  # fmt: skip
     p.add_argument("--num-categories", type=int, default=4,
                    help=f"number of shape classes, taken in order from: {names}")  # fmt: skip
     p.add_argument("--min-object-size", type=int, default=24, help="smallest shape size in pixels")
     p.add_argument("--max-object-size", type=int, default=64, help="largest shape size in pixels")
     p.add_argument("--max-objects", type=int, default=3, help="most shapes in one image")
     p.add_argument("--empty-prob", type=float, default=0.05, help="fraction of images with no shape")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if len(args.image_size) > 2:
+        p.error(f"--image-size takes S or H W, got {len(args.image_size)} values")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
