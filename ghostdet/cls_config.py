@@ -69,7 +69,8 @@ class ClsConfig:
         lr_gamma, min_lr_ratio, warmup_iters, warmup_factor, clip_grad_norm.
 
     Runtime:
-        device, amp, channels_last, output_dir, resume (a file, a run folder or ``auto``), seed,
+        device, amp, channels_last, output_dir, resume (a file, a run folder or ``auto``), exist_ok
+            (reuse an ``output_dir`` that holds another run), seed,
         print_freq, threads: as in :class:`ghostdet.config.TrainConfig`.
     """
 
@@ -109,6 +110,7 @@ class ClsConfig:
     channels_last: bool = False
     output_dir: str = "runs/train_cls"
     resume: Optional[str] = None
+    exist_ok: bool = False
     seed: int = setting(0, ge=0, le=MAX_SEED)
     print_freq: int = setting(50, ge=1)
     threads: Optional[int] = setting(None, ge=1)
@@ -156,7 +158,8 @@ TRAIN_CLS_FLAGS: dict[str, str] = {
     for k in (
         "data_path", "dataset", "download", "model", "ghostify", "ratio", "dw_size", "width", "weights",
         "epochs", "batch_size", "lr", "opt", "lr_scheduler", "warmup_iters", "image_size", "label_smoothing",
-        "output_dir", "resume", "seed", "amp", "channels_last", "workers", "device", "threads", "print_freq",
+        "output_dir", "resume", "exist_ok", "seed", "amp", "channels_last", "workers", "device", "threads",
+        "print_freq",
     )
 }  # fmt: skip
 

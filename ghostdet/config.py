@@ -167,6 +167,8 @@ class TrainConfig:
             on CUDA).
         output_dir: where checkpoints, metrics, config and TensorBoard events go.
         resume: checkpoint to resume from, or ``auto`` (OUTPUT_DIR/checkpoint.pth if present).
+        exist_ok: write a fresh run into an ``output_dir`` that holds another run (its results are
+            removed first); by default such a run takes the next free name (``runs/x2``).
         eval_every: evaluate every N epochs (the last epoch is always evaluated; 0: only the last).
         seed: random seed (runs on CPU are reproducible).
         print_freq: iterations between log lines (when stdout is not a terminal) and
@@ -217,6 +219,7 @@ class TrainConfig:
     channels_last: bool = False
     output_dir: str = "runs/train"
     resume: Optional[str] = None
+    exist_ok: bool = False
     eval_every: int = setting(1, ge=0)
     seed: int = setting(0, ge=0, le=MAX_SEED)
     print_freq: int = setting(20, ge=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -393,10 +394,20 @@ def test_ablation_writes_table_and_skips_done_cells(trained, tmp_path, monkeypat
     assert rows[0]["params"] > rows[1]["params"]  # larger s: fewer parameters
     md = (tmp_path / "sweep" / "ablation.md").read_text()
     assert md.count("\n| ghostnet | ") == 2 and "top-1" in md
-    # a second run skips both cells (training would fail) and keeps the table
+    # a resumed run skips both cells (training would fail) and keeps the table
     monkeypatch.setattr("ghostdet.engine.train_cls.train_classifier", lambda cfg: 1 / 0)
-    again = ablation.run_ablation(base, tmp_path / "sweep", ratios=[2, 3], dw_sizes=[1], baseline=False)
+    resumed = dataclasses.replace(base, resume="auto")
+    again = ablation.run_ablation(resumed, tmp_path / "sweep", ratios=[2, 3], dw_sizes=[1], baseline=False)
     assert [r["top1"] for r in again] == [r["top1"] for r in rows]
+    # a new sweep leaves the folder alone and takes the next free name
+    before = (tmp_path / "sweep" / "ablation.csv").read_bytes()
+    lines: list[str] = []
+    with pytest.raises(ZeroDivisionError):  # it trains its own cells
+        ablation.run_ablation(
+            base, tmp_path / "sweep", ratios=[2], dw_sizes=[1], baseline=False, log=lines.append
+        )
+    assert (tmp_path / "sweep" / "ablation.csv").read_bytes() == before
+    assert "writing to" in lines[0] and str(tmp_path / "sweep2") in lines[0]
 
 
 def test_visualize_accepts_train_cls_checkpoint(trained, tmp_path):

@@ -3,7 +3,9 @@
 
 Every cell trains ghostify(model, ratio=s, dw_size=d) with the same epoch budget (and, unless
 --no-baseline, the dense model once); OUTPUT_DIR gets ablation.csv and ablation.md (params, MACs,
-top-1, top-5 per cell). Re-running the same command skips the cells that are done.
+top-1, top-5 per cell). Re-running with --resume auto continues the sweep (cells that are done
+are skipped); without it a folder that holds a sweep is left alone and the next free name is
+used (--exist-ok replaces the sweep instead).
 
 Examples::
 
@@ -20,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from ghostdet.cli import ToolArgumentParser, one_line
+from ghostdet.cli import ToolArgumentParser, run_tool
 from ghostdet.cls_config import TRAIN_CLS_FLAGS, ClsConfig, add_train_cls_args, load_cls_config
 from ghostdet.engine.ablation import ABLATION_DW_SIZES, ABLATION_RATIOS
-from ghostdet.recipe import ConfigError, overrides_from_args
+from ghostdet.recipe import overrides_from_args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,23 +50,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    prog = Path(sys.argv[0]).name
-    try:
-        given = vars(args)
+    given = vars(args)
+
+    def body() -> None:
+        from ghostdet.engine.ablation import run_ablation
+
         overrides = overrides_from_args(given, TRAIN_CLS_FLAGS, ClsConfig)
         overrides.setdefault("output_dir", "runs/ablate_ghost")
         cfg = load_cls_config(given.get("config"), overrides)
-        from ghostdet.engine.ablation import run_ablation
+        run_ablation(cfg, cfg.output_dir, args.ratios, args.dw_sizes, baseline=not args.no_baseline)
 
-        rows = run_ablation(cfg, cfg.output_dir, args.ratios, args.dw_sizes, baseline=not args.no_baseline)
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted (run the same command again to continue)", file=sys.stderr)
-        return 130
-    print(f"{len(rows)} cell(s) in {Path(cfg.output_dir) / 'ablation.csv'} and ablation.md")
-    return 0
+    return run_tool(body, "ablate_ghost.py", args.debug)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ _KEYS = {
     "device": "device",
     "output_dir": "output_dir",
     "resume": "resume",
+    "exist_ok": "exist_ok",
     "eval_every": "eval_every",
     "seed": "seed",
     "print_freq": "print_freq",

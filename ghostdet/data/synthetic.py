@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from collections.abc import Sequence
 from os import PathLike
@@ -39,6 +38,9 @@ from typing import Any, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from ghostdet.utils.files import atomic_write_text
+from ghostdet.utils.locking import FileLock
 
 __all__ = [
     "SHAPE_CATEGORIES",
@@ -408,18 +410,16 @@ def make_synthetic_coco(
     manifest = Path(paths["manifest"])
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     # mark the folder as ours and incomplete first: an interrupted run must not look complete
-    _atomic_write_json(manifest, {**params, "partial": True})
+    _write_json(manifest, {**params, "partial": True})
     for split in ("train", "val"):
         data = _write_split(root, split, params)
-        _atomic_write_json(Path(paths[f"{split}_ann"]), data)
-    _atomic_write_json(manifest, params)
+        _write_json(Path(paths[f"{split}_ann"]), data)
+    _write_json(manifest, params)
     return paths
 
 
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=None, separators=(",", ":")))
-    os.replace(tmp, path)
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=None, separators=(",", ":")))
 
 
 def _read_manifest(root: Path) -> dict[str, Any] | None:
@@ -464,32 +464,6 @@ def _is_complete(root: Path, params: dict[str, Any]) -> bool:
     return True
 
 
-class _FileLock:
-    """Exclusive advisory lock (POSIX ``flock``; a no-op where unavailable)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd: int | None = None
-
-    def __enter__(self) -> _FileLock:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            import fcntl
-
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-
 def ensure_synthetic_coco(
     root: str | PathLike,
     num_train: int = 480,
@@ -525,7 +499,7 @@ def ensure_synthetic_coco(
     params = _params(num_train, num_val, image_size, seed, **{**_OPTION_DEFAULTS, **kwargs})
     if _is_complete(root, params):
         return synthetic_paths(root)
-    with _FileLock(root.parent / f".{root.name}.lock"):
+    with FileLock(root.parent / f".{root.name}.lock"):
         if _is_complete(root, params):  # another process finished while we waited
             return synthetic_paths(root)
         _refuse_foreign(root)

@@ -7,21 +7,27 @@
     OUTPUT_DIR/ablation.md     the same as a markdown table
     OUTPUT_DIR/s{S}_d{D}/      each cell's train_cls run (baseline: OUTPUT_DIR/dense/)
 
-A cell whose row is already in ``ablation.csv`` for the same epoch budget is skipped, and an
-interrupted cell resumes from its own ``checkpoint.pth``, so re-running the same command
-continues the sweep.
+The sweep folder follows the run-folder rule (:mod:`ghostdet.utils.run_dir`): a new sweep into
+a folder that holds one takes the next free name. With ``resume`` set in the base config, a
+cell whose row is already in ``ablation.csv`` for the same epoch budget is skipped and an
+interrupted cell resumes from its own ``checkpoint.pth``, so the sweep continues; with
+``exist_ok`` the old sweep's table and cells are replaced.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 from collections.abc import Callable, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 from ghostdet.cls_config import ClsConfig
+from ghostdet.errors import OutputError
+from ghostdet.utils.files import atomic_write_text
+from ghostdet.utils.run_dir import claim_run_dir
 
 __all__ = ["ABLATION_DW_SIZES", "ABLATION_RATIOS", "ablation_markdown", "run_ablation"]
 
@@ -32,19 +38,37 @@ _FIELDS = ("model", "s", "d", "params", "macs", "top1", "top5", "epochs")
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of an ``ablation.csv`` this module wrote ([] when there is none).
+
+    Raises:
+        OutputError: the file is not such a table (``argument="output_dir"``).
+    """
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            fields = tuple(reader.fieldnames or ())
+        for r in rows:
+            int(r["epochs"]), float(r["top1"])  # the values this module reads back must parse
+    except (UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError):
+        fields = ()
+    if fields != _FIELDS:
+        raise OutputError(
+            f"{path} is not an ablation table written by ghostdet (columns {', '.join(_FIELDS)}); it is left "
+            "untouched: choose another output folder",
+            argument="output_dir",
+        )
+    return rows
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=_FIELDS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def ablation_markdown(rows: Sequence[dict[str, Any]]) -> str:
@@ -70,7 +94,10 @@ def run_ablation(
 
     Args:
         base: the run config every cell starts from (model, data, solver, epoch budget);
-            ``ghostify``/``ratio``/``dw_size``/``output_dir``/``resume`` are set per cell.
+            ``ghostify``/``ratio``/``dw_size``/``output_dir``/``resume`` are set per cell. Its
+            ``resume`` (any value) continues the sweep in ``output_dir``; its ``exist_ok``
+            replaces the sweep there; neither: a folder holding a sweep is left alone and the
+            next free name is used.
         output_dir: the sweep's folder (CSV, markdown, one sub-folder per cell).
         ratios: the ``s`` values.
         dw_sizes: the ``d`` values.
@@ -79,12 +106,31 @@ def run_ablation(
 
     Returns:
         the rows of ``ablation.csv`` (every cell done so far, in sweep order).
+
+    Raises:
+        OutputError: ``output_dir`` is (under) a file, holds an ``ablation.csv`` this module
+            did not write, or another process is writing the sweep.
     """
+    continues = bool(base.resume)
+    fresh = base.exist_ok and not continues
+    with claim_run_dir(output_dir, reuse=continues or base.exist_ok, fresh=fresh, log=log) as folder:
+        rows = _sweep(base, folder.path, ratios, dw_sizes, baseline, fresh, log)
+    log(f"{len(rows)} cell(s) in {folder.path / 'ablation.csv'} and ablation.md")
+    return rows
+
+
+def _sweep(
+    base: ClsConfig,
+    out: Path,
+    ratios: Sequence[int],
+    dw_sizes: Sequence[int],
+    baseline: bool,
+    fresh: bool,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
     from ghostdet.engine.train_cls import build_classifier, train_classifier
     from ghostdet.profiling import count_macs, count_params
 
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "ablation.csv"
     cells: list[tuple[str, str]] = [("-", "-")] if baseline else []
     cells += [(str(s), str(d)) for s in ratios for d in dw_sizes]
@@ -108,7 +154,8 @@ def run_ablation(
             ratio=base.ratio if dense else int(s),
             dw_size=base.dw_size if dense else int(d),
             output_dir=str(out / ("dense" if dense else f"s{s}_d{d}")),
-            resume="auto",
+            resume=None if fresh else "auto",  # a fresh sweep replaces old cells, else they continue
+            exist_ok=True,
         ).validate()
         log(
             f"[{i}/{len(cells)}] s={s} d={d}: training {cfg.model} for {cfg.epochs} epoch(s) "
@@ -128,6 +175,6 @@ def run_ablation(
         }
         rows.append(row)
         _write_rows(csv_path, rows + kept)
-        (out / "ablation.md").write_text(ablation_markdown(rows))
-    (out / "ablation.md").write_text(ablation_markdown(rows))
+        atomic_write_text(out / "ablation.md", ablation_markdown(rows))
+    atomic_write_text(out / "ablation.md", ablation_markdown(rows))
     return rows

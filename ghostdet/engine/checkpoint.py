@@ -13,7 +13,7 @@ A checkpoint is a plain dict (tensors, dicts, lists, str, int, float only), so
 
 from __future__ import annotations
 
-import os
+import io
 import random
 from os import PathLike
 from pathlib import Path
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ghostdet.checkpoint_io import checkpoint_backbone, read_checkpoint
+from ghostdet.utils.files import atomic_write_bytes
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -40,21 +41,14 @@ CHECKPOINT_FORMAT = 1
 def atomic_save(obj: Any, path: str | PathLike) -> Path:
     """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``.
 
-    A reader (or a crash at any point) sees either the old file or the complete new one.
+    A reader (or a crash at any point) sees either the old file or the complete new one (see
+    :func:`ghostdet.utils.files.atomic_write`).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    # serialised in memory first: torch's zip writer turns a failed write (disk full, a file-size
+    # limit) into an opaque RuntimeError, a plain write keeps the OSError that says why
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getbuffer(), fsync=True)
 
 
 def get_rng_state() -> dict[str, Any]:

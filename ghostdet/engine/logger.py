@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -11,7 +9,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["ProgressLog", "RunLogger", "atomic_write_json", "stdout_is_tty"]
+__all__ = ["ProgressLog", "RunLogger", "stdout_is_tty"]
 
 T = TypeVar("T")
 
@@ -22,20 +20,6 @@ def stdout_is_tty() -> bool:
         return sys.stdout.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-def atomic_write_json(path: str | PathLike, obj: Any) -> Path:
-    """Write JSON to a temporary file, then ``os.replace`` it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 class RunLogger:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,14 +20,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from ghostdet.distributed import DistInfo, cleanup_distributed, init_distributed
+from ghostdet.distributed import DistInfo, all_gather_objects, cleanup_distributed, init_distributed
 from ghostdet.engine.checkpoint import atomic_save, load_checkpoint, resolve_resume_path
-from ghostdet.engine.logger import RunLogger, atomic_write_json
+from ghostdet.engine.logger import RunLogger
 from ghostdet.engine.signals import Terminated, sigterm_as_interrupt
+from ghostdet.utils.files import atomic_write_json, same_folder, write_failure
+from ghostdet.utils.run_dir import RunFolder, claim_run_dir
 
 __all__ = [
     "NonFiniteLossError",
+    "TensorBoardWriter",
     "begin_run",
+    "claim_output_dir",
     "config_differences",
     "configure_threads",
     "finish_run",
@@ -43,7 +48,7 @@ T = TypeVar("T")
 
 # Config keys that may change between a run and its resumption without breaking "exact" resume.
 _RESUME_FREE_KEYS = {
-    "epochs", "output_dir", "resume", "print_freq", "workers", "device", "eval_every", "threads",
+    "epochs", "output_dir", "resume", "exist_ok", "print_freq", "workers", "device", "eval_every", "threads",
     "vis_images", "vis_score_thresh", "strict_data",
 }  # fmt: skip
 
@@ -109,22 +114,91 @@ def wrap_for_training(model: nn.Module, info: DistInfo) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, **ddp_kw)
 
 
-def open_tensorboard(out_dir: Path, info: DistInfo, global_step: int) -> Any:
-    """A SummaryWriter in ``out_dir/tensorboard`` on rank 0 (``None`` elsewhere); events after
-    ``global_step`` of an interrupted run are purged."""
+class TensorBoardWriter:
+    """A ``SummaryWriter`` whose failed writes are one :class:`~ghostdet.errors.OutputError`.
+
+    TensorBoard writes its event file from a thread of its own; a write that fails there (disk
+    full, a file-size limit) surfaces at a later call in the training thread as a bare
+    ``OSError``. Every method call is passed on; such an error becomes one line naming the
+    events folder and the last checkpoint, and the writer thread's own traceback is not printed
+    (see :func:`_quiet_writer_thread`).
+
+    Args:
+        writer: the SummaryWriter.
+        out_dir: the run folder (for the message about the last checkpoint).
+    """
+
+    def __init__(self, writer: Any, out_dir: Path) -> None:
+        self._writer = writer
+        self._out_dir = out_dir
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._writer, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except OSError as e:
+                folder = self._out_dir / "tensorboard"
+                raise write_failure(folder, e, _kept(self._out_dir)) from e
+
+        return call
+
+
+def _quiet_writer_thread(args: Any) -> None:
+    """``threading.excepthook`` that keeps TensorBoard's writer-thread OSErrors quiet (the training
+    thread reports them, see :class:`TensorBoardWriter`) and passes anything else on."""
+    tb = args.exc_traceback
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    if issubclass(args.exc_type, OSError) and any("tensorboard" in f for f in frames):
+        return
+    _previous_excepthook(args)
+
+
+_previous_excepthook = threading.excepthook
+
+
+def open_tensorboard(out_dir: Path, info: DistInfo, global_step: int) -> TensorBoardWriter | None:
+    """A :class:`TensorBoardWriter` in ``out_dir/tensorboard`` on rank 0 (``None`` elsewhere);
+    events after ``global_step`` of an interrupted run are purged."""
     if not info.is_main:
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(str(out_dir / "tensorboard"), purge_step=global_step or None)
+    threading.excepthook = _quiet_writer_thread
+    try:
+        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=global_step or None)
+    except OSError as e:
+        raise write_failure(out_dir / "tensorboard", e, _kept(out_dir)) from e
+    return TensorBoardWriter(writer, out_dir)
+
+
+def _kept(out_dir: Path) -> str:
+    last = out_dir / "checkpoint.pth"
+    return f"the last checkpoint {last} is intact" if last.is_file() else "no checkpoint was written yet"
 
 
 def save_epoch(out_dir: Path, ckpt_doc: dict[str, Any], improved: bool, metrics_doc: dict[str, Any]) -> None:
-    """Rank 0's end-of-epoch files: ``checkpoint.pth``, ``best.pth`` if improved, ``metrics.json``."""
-    atomic_save(ckpt_doc, out_dir / "checkpoint.pth")
-    if improved:
-        atomic_save(ckpt_doc, out_dir / "best.pth")
-    atomic_write_json(out_dir / "metrics.json", metrics_doc)
+    """Rank 0's end-of-epoch files: ``checkpoint.pth``, ``best.pth`` if improved, ``metrics.json``.
+
+    Raises:
+        OutputError: a file could not be written (disk full, a file-size limit); the message
+            names it and says that the last complete checkpoint is intact.
+    """
+    for name, write in (
+        ("checkpoint.pth", lambda p: atomic_save(ckpt_doc, p)),
+        ("best.pth", lambda p: atomic_save(ckpt_doc, p) if improved else None),
+        ("metrics.json", lambda p: atomic_write_json(p, metrics_doc)),
+    ):
+        try:
+            write(out_dir / name)
+        except OSError as e:
+            raise write_failure(out_dir / name, e, _kept(out_dir)) from e
 
 
 def finish_run(
@@ -135,7 +209,10 @@ def finish_run(
         return
     if start_epoch > epochs:
         log(f"nothing to do: the checkpoint already finished {start_epoch - 1} >= {epochs} epochs")
-    atomic_write_json(out_dir / "metrics.json", doc)
+    try:
+        atomic_write_json(out_dir / "metrics.json", doc)
+    except OSError as e:
+        raise write_failure(out_dir / "metrics.json", e, _kept(out_dir)) from e
 
 
 def run_training_job(train_fn: Callable[[Any], Any], cfg: Any, prog: str) -> int:
@@ -161,16 +238,51 @@ def run_training_job(train_fn: Callable[[Any], Any], cfg: Any, prog: str) -> int
     return 0
 
 
+def claim_output_dir(cfg: Any, info: DistInfo) -> RunFolder | None:
+    """Claim ``cfg.output_dir`` for this job by the run-folder rule (:mod:`ghostdet.utils.run_dir`).
+
+    Rank 0 claims and locks the folder; every rank then writes ``cfg.output_dir`` as the folder
+    claimed (the next free name when the requested one holds another run). The folder is reused
+    when the job resumes a run in it (``resume: auto``, or a checkpoint inside it) or
+    ``exist_ok`` is set; ``exist_ok`` without ``resume`` starts afresh.
+
+    Returns:
+        the claimed folder on rank 0 (release it when the job ends), ``None`` on other ranks.
+    """
+    requested = Path(cfg.output_dir)
+    resume = cfg.resume or None
+    if resume is None or resume == "auto":
+        continues = resume == "auto"
+    else:  # a checkpoint in the requested folder, or the folder itself
+        continues = same_folder(Path(resume) if Path(resume).is_dir() else Path(resume).parent, requested)
+    exist_ok = bool(getattr(cfg, "exist_ok", False))
+    folder = None
+    if info.is_main:
+        folder = claim_run_dir(requested, reuse=continues or exist_ok, fresh=exist_ok and not continues)
+    if info.distributed:
+        path = all_gather_objects(str(folder.path) if folder is not None else None)[0]
+    else:
+        path = str(folder.path)
+    cfg.output_dir = path
+    return folder
+
+
 def run_in_process_group(job: Callable[[Any, DistInfo], T], cfg: Any) -> T:
     """``job(cfg, info)`` inside this process's place in a (possibly ``torchrun``) job.
 
-    Joins the process group (``cfg.device`` picks the backend), turns SIGTERM into
-    :class:`~ghostdet.engine.signals.Terminated` for the duration, and leaves the group it
-    created afterwards. Shared by the detection and the classification loops.
+    Joins the process group (``cfg.device`` picks the backend), claims and locks the run folder
+    (:func:`claim_output_dir`: ``cfg.output_dir`` becomes the folder written), turns SIGTERM
+    into :class:`~ghostdet.engine.signals.Terminated` for the duration, and afterwards releases
+    the folder and leaves the group it created, on every exit path. Shared by the detection and
+    the classification loops.
     """
     with sigterm_as_interrupt():
         info = init_distributed(cfg.device)
+        folder = None
         try:
+            folder = claim_output_dir(cfg, info)
             return job(cfg, info)
         finally:
+            if folder is not None:
+                folder.release()
             cleanup_distributed(info)

@@ -378,6 +378,8 @@ def _set_up(cfg: TrainConfig, info: DistInfo) -> tuple[_Run, Path | None, dict[s
         _check_resumable(ckpt, cfg, resume_path)  # before anything is built, so a bad one fails early
 
     train_ds, val_ds = build_datasets(cfg, info, log)
+    if ckpt is not None:  # the class count is known now; refuse before config.yaml is written
+        _check_resumable(ckpt, cfg, resume_path, train_ds.num_classes)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")

@@ -290,6 +290,12 @@ def _train_classifier(cfg: ClsConfig, info: DistInfo) -> dict[str, Any]:
     )
     if cfg.download and info.is_main:
         barrier()
+    if ckpt is not None and ckpt.get("num_classes") not in (None, len(classes)):
+        # refused before config.yaml is written
+        raise ValueError(
+            f"cannot resume from {resume_path}: it was trained with {ckpt['num_classes']} classes, this "
+            f"run's data has {len(classes)}: resume with the same data, or start anew"
+        )
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")

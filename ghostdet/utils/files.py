@@ -97,7 +97,7 @@ def atomic_write(path: str | PathLike, write: Callable[[IO[bytes]], Any], fsync:
     return path
 
 
-def atomic_write_bytes(path: str | PathLike, data: bytes, fsync: bool = False) -> Path:
+def atomic_write_bytes(path: str | PathLike, data: bytes | memoryview, fsync: bool = False) -> Path:
     """:func:`atomic_write` of ``data``."""
     return atomic_write(path, lambda f: f.write(data), fsync=fsync)
 
