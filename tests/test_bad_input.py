@@ -776,6 +776,45 @@ def test_infer_never_writes_an_input_or_through_a_link(tmp_path, capsys):
     assert (out / "p2.png").samefile(folder / "p2.png")
 
 
+EVAL_OVERWRITE_CASES = [
+    # (output file made a link to an input, how, argv extras)
+    ("metrics_json_is_a_symlink_to_the_results", "metrics.json", "symlink", "results"),
+    ("metrics_json_is_a_hard_link_to_the_annotations", "metrics.json", "hardlink", "ann"),
+    ("detections_json_is_the_annotation_file", "detections.json", "same", "model"),
+]
+
+
+@pytest.mark.parametrize("case,name,how,mode", EVAL_OVERWRITE_CASES, ids=[c[0] for c in EVAL_OVERWRITE_CASES])
+def test_eval_never_writes_an_input(tmp_path, capsys, case, name, how, mode):
+    img_dir, ann = _write(tmp_path, _base(), "val")
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 16], "score": 0.9}]))
+    out = tmp_path / "out"
+    out.mkdir()
+    source = results if mode == "results" else ann
+    if how == "symlink":
+        (out / name).symlink_to(source)
+    elif how == "hardlink":
+        (out / name).hardlink_to(source)
+    else:  # the annotation file itself lies in the output folder under the output's name
+        ann = ann.rename(out / name)
+    before = _hashes(tmp_path)
+    argv = ["--val-ann", str(ann), "--output-dir", str(out), "--device", "cpu"]
+    if mode == "model":
+        argv += [
+            "--checkpoint",
+            str(_tiny_detector_checkpoint(tmp_path / "ck.pth")),
+            "--val-images",
+            str(img_dir),
+        ]
+        before = _hashes(tmp_path)
+    else:
+        argv += ["--results", str(results)]
+    assert _load_tool("eval_det")(argv) == 2
+    _one_error_line(capsys.readouterr().err, "eval_det.py: error:", f"refusing to write {out / name}")
+    assert _hashes(tmp_path) == before
+
+
 def test_infer_subprocess_refuses_output_dir_equal_to_input(tmp_path):
     folder = _images(tmp_path)
     before = _hashes(tmp_path)

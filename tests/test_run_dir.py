@@ -270,3 +270,26 @@ def test_a_failed_tensorboard_write_is_one_line(tmp_path):
     _one_error_line(
         r.stderr, f"could not write {tmp_path / 'tensorboard'}", "file-size limit", "no checkpoint"
     )
+
+
+ABLATE_CASES = [
+    ("output_under_a_file", "file/sweep", "is under the file"),
+    ("foreign_ablation_csv", "foreign", "not an ablation table written by ghostdet"),
+]
+
+
+@pytest.mark.parametrize("case,out,expected", ABLATE_CASES, ids=[c[0] for c in ABLATE_CASES])
+@pytest.mark.parametrize("debug", [False, True])
+def test_ablate_tool_output_errors_are_one_line(tmp_path, capsys, case, out, expected, debug):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "ablation.csv").write_text("name,score\nmine,1\n")
+    before = _hashes(tmp_path)
+    argv = ["--data-path", str(tmp_path / "no_data"), "--output-dir", str(tmp_path / out), "--resume", "auto"]
+    assert _load_tool("ablate_ghost")([*argv, *(["--debug"] if debug else [])]) == 2
+    err = capsys.readouterr().err
+    if debug:  # --debug: the traceback, then the same line
+        assert "Traceback" in err and err.strip().splitlines()[-1].startswith("ablate_ghost.py: error:")
+    else:
+        _one_error_line(err, "ablate_ghost.py: error: --output-dir", expected)
+    assert {k: v for k, v in _hashes(tmp_path).items() if not k.endswith(LOCK_NAME)} == before

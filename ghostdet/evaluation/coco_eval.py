@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import sys
 import time
@@ -27,6 +26,7 @@ from torch import Tensor, nn
 
 from ghostdet.data.validation import read_results
 from ghostdet.distributed import all_gather_objects
+from ghostdet.utils.files import atomic_write_json
 
 __all__ = [
     "COCO_STAT_NAMES",
@@ -302,16 +302,13 @@ class CocoEvaluator:
         self.dropped = dropped
 
     def write_results(self, path: str | PathLike) -> Path:
-        """Write the results as a COCO results JSON (accepted by ``COCO.loadRes`` unchanged).
+        """Write the results as a COCO results JSON (accepted by ``COCO.loadRes`` unchanged), by
+        atomic rename.
 
         Args:
             path: output file; parent directories are created.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(self.results, f)
-        return path
+        return atomic_write_json(path, self.results, indent=None)
 
     def evaluate(self) -> dict[str, float]:
         """Score the collected results on the images seen; returns the 12 COCO stats.

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import time
 import warnings
@@ -53,6 +52,7 @@ from ghostdet.inference import (
     load_detector,
     read_image,
 )
+from ghostdet.utils.files import ProtectedFiles, atomic_write_json
 
 __all__ = [
     "CocoImageList",
@@ -294,6 +294,8 @@ def evaluate_detector(
     rank, world = rank_world()
     say = log if rank == 0 else (lambda _msg: None)
     device = torch.device(device)
+    names = (RESULTS_NAME, METRICS_NAME, *((IMAGES_NAME,) if results_only else ()))
+    protected = _refuse_overwriting_inputs(output_dir, names, [ann_file, detector.source])
     coco, report, dataset = _eval_images(images_dir, ann_file, results_only, limit, strict_data, say)
     all_entries = list(dataset.entries)
     dataset.entries = dataset.entries[rank::world]
@@ -344,7 +346,9 @@ def evaluate_detector(
         + (f" x {world} processes" if world > 1 else "")
     )
     if rank == 0:
-        _write_outputs(Path(output_dir), evaluator, metrics, all_entries if results_only else None, say)
+        _write_outputs(
+            Path(output_dir), evaluator, metrics, all_entries if results_only else None, say, protected
+        )
     return metrics
 
 
@@ -398,22 +402,37 @@ def _score(coco: Any, evaluator: CocoEvaluator, say: Callable[[str], None]) -> d
     }
 
 
+def _refuse_overwriting_inputs(
+    output_dir: str | PathLike, names: Sequence[str], inputs: Sequence[str | PathLike | None]
+) -> ProtectedFiles:
+    """Refuse, before any work, an output file that is one of the inputs under any name."""
+    protected = ProtectedFiles([p for p in inputs if p is not None])
+    for name in names:
+        protected.check(Path(output_dir) / name)
+    return protected
+
+
 def _write_outputs(
     out_dir: Path,
     evaluator: CocoEvaluator,
     metrics: dict[str, Any],
     image_entries: Sequence[tuple[int, str]] | None,
     say: Callable[[str], None],
+    protected: ProtectedFiles,
 ) -> None:
-    """Write the detections, ``images.json`` (when ``image_entries`` is given) and ``metrics.json``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results_path = evaluator.write_results(out_dir / RESULTS_NAME)
+    """Write the detections, ``images.json`` (when ``image_entries`` is given) and ``metrics.json``
+    (never over an input, never through a link)."""
+    results_path = out_dir / RESULTS_NAME
+    protected.check(results_path)
+    evaluator.write_results(results_path)
     metrics["results_file"] = str(results_path)
     if image_entries is not None:  # which image each id stands for (ids may be sequential for a folder)
         images = [{"id": i, "file_name": f} for i, f in image_entries]
-        (out_dir / IMAGES_NAME).write_text(json.dumps(images))
+        protected.check(out_dir / IMAGES_NAME)
+        atomic_write_json(out_dir / IMAGES_NAME, images, indent=None)
         metrics["images_file"] = str(out_dir / IMAGES_NAME)
-    (out_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
+    protected.check(out_dir / METRICS_NAME)
+    atomic_write_json(out_dir / METRICS_NAME, metrics)
     say(f"wrote {results_path} ({len(evaluator.results)} detections) and {out_dir / METRICS_NAME}")
 
 
@@ -447,6 +466,9 @@ def rescore_results(
     path = Path(results_file)
     if not path.is_file():
         raise ToolError(f"results file not found: {path}")
+    protected = None
+    if output_dir is not None:
+        protected = _refuse_overwriting_inputs(output_dir, [METRICS_NAME], [path, ann_file])
     coco, report = _read_annotations(ann_file, None, strict_data, log)
     if "annotations" not in coco.dataset:
         raise ToolError(
@@ -467,9 +489,9 @@ def rescore_results(
     metrics["skipped_ground_truth"] = report.errors()
     metrics["dropped_detections"] = dropped
     metrics["per_category_ap"] = [{"id": c, "name": n, "AP": _json_safe(ap)} for c, n, ap in per_cat]
-    if output_dir is not None:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(output_dir) / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
+    if output_dir is not None and protected is not None:
+        protected.check(Path(output_dir) / METRICS_NAME)
+        atomic_write_json(Path(output_dir) / METRICS_NAME, metrics)
     return metrics
 
 
