@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ghostdet.deploy import fuse, is_fused
 from ghostdet.onnx_form import PortableGhostNet, _resolve_align, portable_model
+from ghostdet.utils.files import ProtectedFiles
 
 __all__ = [
     "TRUNK_KINDS",
@@ -529,6 +530,7 @@ def export_models(
         if weights is None:
             calibrate_bn(model, img)
         path = Path(out) if out is not None else Path(out_dir) / f"{name}.onnx"
+        ProtectedFiles([p for p in (weights, img_path) if p is not None and Path(p).exists()]).check(path)
         static = static_shape and _kind(model) != "detector"
         rep = export_onnx(
             model, path, image=img, opset=opset, verify=verify, static_shape=static, align=align

@@ -9,6 +9,7 @@ each ghost map is to its source and :func:`save_ghost_grid` draws them side by s
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from ghostdet.data.images import ImageReadError, read_rgb_tensor
 from ghostdet.inference import load_detector
 from ghostdet.models import GhostModule, get_model, list_models, model_entry
 from ghostdet.models.ghostnetv3 import GhostModuleV3, reparameterize
+from ghostdet.utils.files import ProtectedFiles, atomic_write_bytes
 
 # The Ghost modules drawn: V1's (and V2's, a subclass) and V3's in their re-parameterised form.
 GHOST_MODULES = (GhostModule, GhostModuleV3)
@@ -269,10 +271,9 @@ def save_ghost_grid(
         draw.text(
             (6 + c * (tile_w + 6) + 2, header + 6 + r * (tile_h + 6)), f"#{idx} cos {cap}", fill=(0, 0, 0)
         )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _prepare_classifier_input(
@@ -405,6 +406,7 @@ def run_visualize(
         note = f"weights: {Path(checkpoint).name}"
     else:
         note = f"{model}, " + (f"weights: {weights}" if weights else f"random init (seed {seed})")
+    ProtectedFiles([p for p in (image, weights, checkpoint) if p is not None]).check(output)
     path = save_ghost_grid(captured[target], output, num_maps=num_maps, columns=columns, note=note)
     log(f"wrote {path} ({target})")
     return {"modules": names, "cosine": cos, "output": str(path), "module": target}

@@ -866,6 +866,45 @@ def test_export_tool_bad_weights_is_one_line(tmp_path, capsys, kind):
     assert _hashes(tmp_path) == before and not (tmp_path / "x.onnx").exists()
 
 
+def test_export_tool_never_writes_over_its_weights(tmp_path, capsys):
+    import torch
+
+    from ghostdet.models import get_model
+
+    weights = tmp_path / "w.pth"
+    torch.save(get_model("ghostnet", width=0.5).state_dict(), weights)
+    link = tmp_path / "w.onnx"
+    link.symlink_to(weights)
+    before = _hashes(tmp_path)
+    for out in (weights, link):
+        argv = [
+            "--model",
+            "classifier",
+            "--width",
+            "0.5",
+            "--weights",
+            str(weights),
+            "--out",
+            str(out),
+            "--no-verify",
+        ]
+        assert _load_tool("export_onnx")(argv) == 2
+        _one_error_line(
+            capsys.readouterr().err, "export_onnx.py: error:", f"refusing to write {out}", "w.pth"
+        )
+    assert _hashes(tmp_path) == before
+
+
+def test_visualize_never_writes_over_its_image(tmp_path, capsys):
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(image)
+    before = _hashes(tmp_path)
+    argv = [str(image), "--model", "ghostnet_050", "--size", "64", "--output", str(image)]
+    assert _load_tool("visualize_ghost_maps")(argv) == 2
+    _one_error_line(capsys.readouterr().err, "visualize_ghost_maps.py: error:", f"refusing to write {image}")
+    assert _hashes(tmp_path) == before
+
+
 @pytest.mark.parametrize(
     "tool,argv",
     [("eval_det", ["--model", "fasterrcnn"]), ("infer", ["--model", "fasterrcnn", "x.jpg"]),
