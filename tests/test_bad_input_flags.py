@@ -131,7 +131,7 @@ CASES = [
     ("export_opset_99", "export_onnx", ["--opset", "99"], ["argument --opset", "got 99"], None),
     ("export_opset_10", "export_onnx", ["--opset", "10"], ["argument --opset", "must be in [11, "], None),
     ("synth_image_huge", "make_synthetic_coco", ["--image-size", "100000"],
-     ["argument --image-size", f"[32, {MAX_SYNTHETIC_IMAGE_SIZE}]", "sane"], None),
+     ["argument --image-size", f"must be <= {MAX_SYNTHETIC_IMAGE_SIZE}", "sane"], None),
     ("synth_image_hw_huge", "make_synthetic_coco", ["--image-size", "64", "9000"],
      ["--image-size", "got 9000"], None),
     ("synth_image_three", "make_synthetic_coco", ["--image-size", "64", "64", "64"],

@@ -12,9 +12,9 @@ import argparse
 import sys
 
 from ghostdet.cli import ToolArgumentParser, run_tool
-from ghostdet.config import MAX_SEED, MAX_SYNTHETIC_IMAGE_SIZE, SyntheticConfig
+from ghostdet.config import _SANE, MAX_SEED, MAX_SYNTHETIC_IMAGE_SIZE
 from ghostdet.data.synthetic import SHAPE_CATEGORIES, make_synthetic_coco
-from ghostdet.recipe import flag_type
+from ghostdet.recipe import ranged_type
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,11 +27,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", default="data/synthetic", help="output folder (created)")
     p.add_argument("--num-train", type=int, default=480, help="number of train images")
     p.add_argument("--num-val", type=int, default=80, help="number of val images")
-    p.add_argument("--image-size", type=flag_type(SyntheticConfig, "image_size"), nargs="+", default=[128],
-                   metavar="S", help=f"image size in pixels: S for square or H W "
+    # upper bounds here (the recipe's declared ones); the generator names its lower bounds itself
+    p.add_argument("--image-size", type=ranged_type(int, le=MAX_SYNTHETIC_IMAGE_SIZE, why=_SANE), nargs="+",
+                   default=[128], metavar="S", help=f"image size in pixels: S for square or H W "
                    f"(32 to {MAX_SYNTHETIC_IMAGE_SIZE}, a sane maximum)")  # fmt: skip
-    p.add_argument("--seed", type=flag_type(SyntheticConfig, "seed"), default=0,
-                   help=f"random seed, 0 to {MAX_SEED} (same seed -> identical files)")  # fmt: skip
+    p.add_argument("--seed", type=ranged_type(int, le=MAX_SEED), default=0,
+                   help="random seed, 0 to 2**63 - 1 (same seed -> identical files)")  # fmt: skip
     p.add_argument("--num-categories", type=int, default=4,
                    help=f"number of shape classes, taken in order from: {names}")  # fmt: skip
     p.add_argument("--min-object-size", type=int, default=24, help="smallest shape size in pixels")
