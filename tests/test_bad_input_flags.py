@@ -389,3 +389,20 @@ def test_cls_model_kwargs_checked_against_the_classifier_builder():
         load_cls_config(None, {"model": "resnet56_cifar", "model_kwargs": {"shortcut": 2}})
     cfg = load_cls_config(None, {"model": "resnet56_cifar", "model_kwargs": {"shortcut": "B"}})
     assert cfg.model_kwargs == {"shortcut": "B"}
+
+
+# ---------------------------------------------------------------------------------- export opset
+def test_export_refuses_an_opset_torch_cannot_write(tmp_path):
+    pytest.importorskip("onnx")
+    from torch.onnx import _constants
+
+    from ghostdet.export import ExportError, export_onnx, supported_opsets
+    from ghostdet.models import ghostnet
+
+    lo, hi = supported_opsets()
+    assert (lo, hi) == (11, _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+    model = ghostnet(width=0.5, num_classes=10).eval()
+    for opset in (hi + 1, 99, lo - 1, "17"):
+        with pytest.raises(ExportError, match=rf"opset must be an integer in \[{lo}, {hi}\]"):
+            export_onnx(model, tmp_path / "m.onnx", opset=opset, verify=False)
+    assert not any(tmp_path.iterdir())
