@@ -167,8 +167,8 @@ def backbone_macs(size: int, batch: int = 1, trunks: tuple[str, ...] = ("ghost",
     re-parameterised form; ``FusedConv2d`` is not an ``nn.Conv2d`` and is not seen)."""
     from torchvision.models import mobilenet_v3_large
 
+    from ghostdet.analysis import count_macs
     from ghostdet.models import ghostnet, ghostnetv2, ghostnetv3
-    from ghostdet.profiling import count_macs
 
     builders: dict[str, Callable[[], torch.nn.Module]] = {
         "ghost": lambda: _Features(ghostnet(1.0).eval()),
@@ -261,10 +261,10 @@ def interleaved(
     faults: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Median wall time (ms) of each callable; every repetition runs all of them in turn, in
-    the same order (``ghostdet.profiling.time_interleaved`` without rotation), under
+    the same order (``ghostdet.analysis.time_interleaved`` without rotation), under
     ``torch.inference_mode`` (``torch.enable_grad`` if ``grad``). ``faults``, when given,
     receives each callable's mean minor page faults per call."""
-    from ghostdet.profiling import time_interleaved
+    from ghostdet.analysis import time_interleaved
 
     timings = time_interleaved(
         fns,
@@ -283,7 +283,7 @@ def peak_fp32_gflops(threads: int, n: int = 2048, reps: int = 8) -> float:
     """The machine's peak FP32 rate as measured, not derived: the best rate (GFLOP/s,
     ``2 n^3 / t``) of a square ``n x n`` float32 ``torch.mm`` over ``reps`` calls at ``threads``
     threads (the BLAS torch links, usually oneDNN/MKL, is close to the FMA units' limit there)."""
-    from ghostdet.profiling import time_interleaved
+    from ghostdet.analysis import time_interleaved
 
     a, b = torch.randn(n, n), torch.randn(n, n)
     out = torch.empty(n, n)
@@ -605,12 +605,13 @@ def section_onnx(args: argparse.Namespace) -> dict:
         return child
     import tempfile
 
+    from ghostdet.export.portable import portable_ghostnet
+
     # The deploy model exports its plain-conv fallback; onnxruntime then folds/fuses on its own,
     # as it does for the plain (BatchNorm) models. The portable form is what tools/export_onnx.py
-    # writes for a GhostNet classifier (ghostdet.onnx_form: no concat/slice, parts padded to
+    # writes for a GhostNet classifier (ghostdet.export.portable: no concat/slice, parts padded to
     # onnxruntime's channel block).
     from ghostdet.models import ghostnet
-    from ghostdet.onnx_form import portable_ghostnet
 
     chosen = backbone_models(("ghost_deploy", "ghost_plain", "mnv3_plain"))
     torch.manual_seed(0)
@@ -817,8 +818,8 @@ def section_onnxprofile(args: argparse.Namespace) -> dict:
         return child
     import tempfile
 
+    from ghostdet.export.portable import portable_ghostnet
     from ghostdet.models import ghostnet
-    from ghostdet.onnx_form import portable_ghostnet
 
     torch.manual_seed(0)
     models = {
@@ -910,9 +911,9 @@ def layer_scaling(
         (variant -> threads -> median ms) and ``speedup`` (variant -> threads -> ms at
         ``threads[0]`` / ms at threads).
     """
+    from ghostdet.analysis import time_interleaved
     from ghostdet.deploy import fuse
     from ghostdet.models import ghostnet
-    from ghostdet.profiling import time_interleaved
 
     torch.manual_seed(0)
     net = ghostnet(width).eval()
@@ -1071,9 +1072,9 @@ def kernel_calls(
     """
     import copy
 
+    from ghostdet.analysis import time_interleaved
     from ghostdet.deploy import FusedConv2d, fuse
     from ghostdet.models import ghostnet
-    from ghostdet.profiling import time_interleaved
 
     torch.manual_seed(0)
     net = fuse(ghostnet(width).eval(), native_kernels=True)
@@ -1335,7 +1336,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torchvision
 
-    from ghostdet.runtime import tune_malloc
+    from ghostdet.utils.runtime import tune_malloc
 
     malloc = "glibc defaults"
     if args.malloc == "tuned":

@@ -1,6 +1,6 @@
 """CUDA benchmark: ghostdet GhostNet-1.0 vs torchvision MobileNetV3-Large, one command, <= 5 minutes.
 
-Every comparison runs the two models interleaved (``ghostdet.profiling.time_interleaved``: each
+Every comparison runs the two models interleaved (``ghostdet.analysis.time_interleaved``: each
 repetition calls both once), each call ending in ``torch.cuda.synchronize()`` so a sample is the
 whole GPU time of the call; the median after warm-up is reported, and the ratio ghostdet /
 MobileNetV3 (< 1: ghostdet faster). ``torch.backends.cudnn.benchmark`` is on. Cases, in order:
@@ -126,7 +126,7 @@ def time_pair(
     grad: bool = False,
 ) -> dict[str, float]:
     """Median ms of each callable, interleaved, each call followed by a device synchronisation."""
-    from ghostdet.profiling import time_interleaved
+    from ghostdet.analysis import time_interleaved
 
     sync = _sync(device)
 
@@ -169,7 +169,7 @@ def _section(title: str) -> Iterator[None]:
 
 def backbones(device: torch.device) -> dict[str, torch.nn.Module]:
     """Both trunks (random weights, eval, on ``device``), as the comparison table builds them."""
-    from ghostdet.profiling import BACKBONES
+    from ghostdet.analysis import BACKBONES
 
     torch.manual_seed(0)
     out = {}

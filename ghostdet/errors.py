@@ -7,7 +7,7 @@ keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["GhostdetError", "OutputError", "RunFolderBusyError"]
+__all__ = ["CheckpointError", "GhostdetError", "InputError", "OutputError", "RunFolderBusyError", "one_line"]
 
 
 class GhostdetError(Exception):
@@ -30,3 +30,18 @@ class OutputError(GhostdetError):
 
 class RunFolderBusyError(OutputError):
     """Another process holds the run folder's lock (it is writing into the same folder)."""
+
+
+class InputError(GhostdetError):
+    """An input the user named is missing or unusable: a file or folder, a model name, a device."""
+
+
+class CheckpointError(GhostdetError, ValueError):
+    """A checkpoint or weights file that cannot be used for what was asked (wrong model, width,
+    class count, or not a checkpoint at all)."""
+
+
+def one_line(err: BaseException) -> str:
+    """A single-line, bounded description of ``err`` (for messages that quote another error)."""
+    text = "; ".join(s.strip() for s in str(err).splitlines() if s.strip()) or type(err).__name__
+    return text if len(text) <= 400 else text[:397] + "..."

@@ -1,6 +1,6 @@
 """Bad flags and recipe values: every one is a single error line naming the flag or key and its source.
 
-The ranges are declared with the config fields (``ghostdet.recipe.setting``), so the matrix
+The ranges are declared with the config fields (``ghostdet.config.recipe.setting``), so the matrix
 runs each class of bad value through each tool's ``main()`` (exit status 2, one line, no
 traceback, nothing written, the recipe file unchanged), and the library tests check the
 declarations themselves and the ``model_kwargs`` check against the builders' real signatures.
@@ -19,9 +19,15 @@ import pytest
 import torch
 from test_bad_input import _load_tool
 
-from ghostdet.cls_config import ClsConfig, load_cls_config
-from ghostdet.config import MAX_SEED, MAX_SYNTHETIC_IMAGE_SIZE, TrainConfig, config_from_dict, load_config
-from ghostdet.recipe import Check, ConfigError, flag_type
+from ghostdet.config.classification import ClsConfig, load_cls_config
+from ghostdet.config.detection import (
+    MAX_SEED,
+    MAX_SYNTHETIC_IMAGE_SIZE,
+    TrainConfig,
+    config_from_dict,
+    load_config,
+)
+from ghostdet.config.recipe import Check, ConfigError, flag_type
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "configs" / "retinanet_ghostnet_synthetic.yaml"
@@ -177,25 +183,29 @@ def test_infer_device_meta_is_refused_before_anything_runs(tmp_path, capsys):
             "--output-dir", str(tmp_path / "out"), str(tmp_path / "x.jpg")]  # fmt: skip
     assert _run("infer", argv) == 2
     line = _one_line(capsys.readouterr().err)
-    assert "--device 'meta'" in line and "cpu, cuda or cuda:N" in line
+    assert (
+        line.startswith("infer.py: error: --device: unsupported device 'meta'")
+        and "cpu, cuda or cuda:N" in line
+    )
     assert {p.name: _sha(p) for p in tmp_path.iterdir()} == before
 
 
 # ------------------------------------------------------------------------------- resolve_device
 @pytest.mark.parametrize(
     "device,expected",
-    [("meta", "unsupported --device 'meta'"), ("mps", "unsupported --device 'mps'"),
-     ("xla", "unsupported --device 'xla'"), ("cpu:1", "one CPU device"),
-     ("gpu", "bad --device 'gpu'"), ("cuda:99", "cuda")],
+    [("meta", "unsupported device 'meta'"), ("mps", "unsupported device 'mps'"),
+     ("xla", "unsupported device 'xla'"), ("cpu:1", "one CPU device"),
+     ("gpu", "bad device 'gpu'"), ("cuda:99", "cuda")],
 )  # fmt: skip
 def test_resolve_device_only_takes_devices_that_exist(device, expected):
-    from ghostdet.cli import ToolError, resolve_device
+    from ghostdet.errors import InputError
+    from ghostdet.utils.devices import resolve_device
 
     if device == "cuda:99" and torch.cuda.is_available():
         expected = f"there are {torch.cuda.device_count()} CUDA device(s)"
-    with pytest.raises(ToolError) as e:
+    with pytest.raises(InputError) as e:
         resolve_device(device)
-    assert expected in str(e.value)
+    assert expected in str(e.value) and e.value.argument == "device"
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -312,7 +322,7 @@ def test_accepted_kwargs_follow_the_chain_into_torchvision():
     from torchvision.models.detection import FasterRCNN, RetinaNet
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-    from ghostdet.builder_kwargs import accepted_kwargs, builder_of
+    from ghostdet.config.model_kwargs import accepted_kwargs, builder_of
 
     def named(c):  # keyword parameters of a torchvision constructor, read independently
         return {
@@ -396,7 +406,7 @@ def test_export_refuses_an_opset_torch_cannot_write(tmp_path):
     pytest.importorskip("onnx")
     from torch.onnx import _constants
 
-    from ghostdet.export import ExportError, export_onnx, supported_opsets
+    from ghostdet.export.onnx import ExportError, export_onnx, supported_opsets
     from ghostdet.models import ghostnet
 
     lo, hi = supported_opsets()

@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ghostdet.checkpoint_io import CheckpointReadError, read_checkpoint
-from ghostdet.cli import ToolError
 from ghostdet.engine.checkpoint import load_checkpoint
-from ghostdet.inference import load_detector
+from ghostdet.errors import CheckpointError
+from ghostdet.models.loading import load_detector
 from ghostdet.models.weights import load_state_dict_file
+from ghostdet.utils.checkpoint_io import CheckpointReadError, read_checkpoint
 
 STATE = {"conv.weight": torch.arange(6.0).reshape(2, 3), "conv.bias": torch.tensor([1.0, -2.0])}
 
@@ -108,6 +108,6 @@ def test_weights_training_and_detector_loads_share_the_reader(kind, tmp_path):
         with pytest.raises(CheckpointReadError) as e:
             load(path)
         assert str(e.value) == str(direct.value)
-    with pytest.raises(ToolError) as e:  # the tools' one-line error, same message
+    with pytest.raises(CheckpointError) as e:  # a project error (one line in the tools), same message
         load_detector(checkpoint=path)
     assert str(e.value) == str(direct.value)

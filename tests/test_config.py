@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ghostdet.config import (
+from ghostdet.config.detection import (
     CONFIG_DIR,
     ConfigError,
     TrainConfig,
@@ -19,8 +19,8 @@ from ghostdet.config import (
     default_config_path,
     load_config,
 )
+from ghostdet.config.recipe import save_config
 from ghostdet.engine.solver import LRSchedule
-from ghostdet.recipe import save_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from ghostdet.distributed import (
+from ghostdet.utils.distributed import (
     DistInfo,
     all_gather_objects,
     barrier,
@@ -98,7 +98,7 @@ def test_two_gloo_processes_follow_the_group(tmp_path):
 
 def test_evaluation_does_not_import_engine():
     code = (
-        "import sys, ghostdet.evaluation.evaluate, ghostdet.distributed; "
+        "import sys, ghostdet.evaluation.evaluate, ghostdet.utils.distributed; "
         "print(sorted(m for m in sys.modules if m.startswith('ghostdet.engine')))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -330,7 +330,7 @@ def test_corrupt_cached_file_is_one_line_naming_the_file_to_delete(
 
 
 def test_corrupt_file_outside_the_cache_keeps_its_checkpoint_error(tmp_path: Path) -> None:
-    from ghostdet.checkpoint_io import CheckpointReadError
+    from ghostdet.utils.checkpoint_io import CheckpointReadError
 
     path = tmp_path / "w.pth"
     path.write_bytes(BYTES_A[:40])

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from ghostdet.export import ExportError, export_onnx, load_image, matched_fraction, require_onnx, run_onnx
+from ghostdet.export.onnx import (
+    ExportError,
+    export_onnx,
+    load_image,
+    matched_fraction,
+    require_onnx,
+    run_onnx,
+)
 from ghostdet.models import fasterrcnn_ghostnet_320_fpn, ghostnet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +111,7 @@ def test_matched_fraction():
 @needs_onnx
 @pytest.mark.slow
 def test_fasterrcnn_320_export_on_real_image(tmp_path):
-    from ghostdet.export import calibrate_bn, randomize_heads
+    from ghostdet.export.onnx import calibrate_bn, randomize_heads
 
     images = sorted((COCO128 / "train2017").glob("*.jpg")) if COCO128.is_dir() else []
     img = load_image(images[0] if images else None)

@@ -9,11 +9,11 @@ import torch
 import torchvision
 from torch import nn
 
-from ghostdet.ghostify import GhostifySummary, ghostify, is_replaceable
+from ghostdet.analysis import count_macs, count_params
+from ghostdet.analysis.paper import fc_as_conv
 from ghostdet.models import GhostModule, ghostnet
 from ghostdet.models.cifar import VGG16_CIFAR_CFG, CifarResNet, resnet56_cifar, vgg16_cifar
-from ghostdet.profiling import count_macs, count_params
-from ghostdet.profiling.paper import fc_as_conv
+from ghostdet.models.ghostify import GhostifySummary, ghostify, is_replaceable
 
 # ----------------------------------------------------------------------------------------------
 # Independent formulas

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from helpers import randomise_bn
 from torch import nn
 
+from ghostdet.analysis import count_macs, count_params
 from ghostdet.models import GhostModule, GhostNetFeatures, WeightsMismatchError, ghostnet
 from ghostdet.models.ghostnet import GHOSTNET_CFG, STAGE_BLOCKS, STAGE_STRIDES
 from ghostdet.models.ghostnetv2 import (
@@ -20,7 +21,6 @@ from ghostdet.models.ghostnetv2 import (
     GhostNetV2,
     ghostnetv2,
 )
-from ghostdet.profiling import count_macs, count_params
 
 timm = pytest.importorskip("timm")
 

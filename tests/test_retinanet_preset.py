@@ -212,7 +212,7 @@ def test_head_and_anchor_helpers() -> None:
 @needs_onnx
 @pytest.mark.slow
 def test_preset_exports_to_onnx(tmp_path) -> None:
-    from ghostdet.export import calibrate_bn, export_onnx, load_image, randomize_heads
+    from ghostdet.export.onnx import calibrate_bn, export_onnx, load_image, randomize_heads
 
     img = load_image(None, (240, 320))
     torch.manual_seed(0)
@@ -240,7 +240,7 @@ def _same_structure(a: RetinaNet, b: RetinaNet) -> None:
 
 
 def test_make_train_recipe_trains_the_preset_structure() -> None:
-    from ghostdet.config import CONFIG_DIR, load_config
+    from ghostdet.config.detection import CONFIG_DIR, load_config
     from ghostdet.engine.train import build_model
 
     cfg = load_config(CONFIG_DIR / "retinanet_ghostnet_synthetic.yaml")

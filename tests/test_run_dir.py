@@ -246,7 +246,7 @@ def test_a_failed_tensorboard_write_is_one_line(tmp_path):
         import resource, signal, sys
         from pathlib import Path
         from ghostdet.cli import run_tool
-        from ghostdet.distributed import DistInfo
+        from ghostdet.utils.distributed import DistInfo
         from ghostdet.engine.run import open_tensorboard
         import torch
 

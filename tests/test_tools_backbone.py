@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_tools_eval import _load_tool, _one_thread  # noqa: F401 (an autouse fixture)
 
-from ghostdet.config import ConfigError, config_from_dict
+from ghostdet.config.detection import ConfigError, config_from_dict
 from ghostdet.data.synthetic import make_synthetic_coco
 from ghostdet.engine.checkpoint import checkpoint_backbone
 from ghostdet.engine.train import _check_resumable

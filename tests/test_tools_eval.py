@@ -385,7 +385,7 @@ def infer_tool():
 
 
 def test_infer_folder_glob_and_bad_file(infer_tool, tiny_set, tmp_path, capsys):
-    from ghostdet.inference import read_image
+    from ghostdet.data.images import read_rgb_tensor as read_image
 
     src = tmp_path / "src"
     src.mkdir()
@@ -485,8 +485,8 @@ def test_infer_flag_errors(infer_tool, tiny_set, capsys):
 
 
 def test_load_detector_frozen_bn_checkpoint_and_model_kwargs(tmp_path):
-    from ghostdet.inference import load_detector
     from ghostdet.models.fpn import _to_frozen_bn
+    from ghostdet.models.loading import load_detector
 
     torch.manual_seed(0)
     trained = get_model("fasterrcnn_ghostnet_320_fpn", num_classes=4, width=0.5, box_detections_per_img=7)

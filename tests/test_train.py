@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from ghostdet.config import config_from_dict, load_config
+from ghostdet.config.detection import config_from_dict, load_config
 from ghostdet.data.synthetic import SHAPE_CATEGORIES, make_synthetic_coco
 from ghostdet.engine import NonFiniteLossError, build_datasets, train
 from ghostdet.engine import state as state_module

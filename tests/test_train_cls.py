@@ -17,8 +17,8 @@ import torch
 import yaml
 from PIL import Image
 
-from ghostdet.cls_config import ClsConfig, load_cls_config
-from ghostdet.config import CONFIG_DIR, ConfigError, default_config_path, load_config
+from ghostdet.config.classification import ClsConfig, load_cls_config
+from ghostdet.config.detection import CONFIG_DIR, ConfigError, default_config_path, load_config
 from ghostdet.data.classification import (
     CIFAR_MEAN,
     CIFAR_STD,
@@ -379,9 +379,9 @@ def test_classification_recipes():
 
 # ----------------------------------------------------------------------------- ablation and visualisation
 def test_ablation_writes_table_and_skips_done_cells(trained, tmp_path, monkeypatch):
+    from ghostdet.analysis import count_macs, count_params
     from ghostdet.engine import ablation
-    from ghostdet.ghostify import ghostify
-    from ghostdet.profiling import count_macs, count_params
+    from ghostdet.models.ghostify import ghostify
 
     _, data, _ = trained
     base = _cfg(data, tmp_path / "unused", epochs=1)
@@ -411,7 +411,7 @@ def test_ablation_writes_table_and_skips_done_cells(trained, tmp_path, monkeypat
 
 
 def test_visualize_accepts_train_cls_checkpoint(trained, tmp_path):
-    from ghostdet.visualize import run_visualize
+    from ghostdet.analysis.ghost_maps import run_visualize
 
     tmp, data, _ = trained
     image = next((data / "val" / "red").glob("*.png"))

@@ -12,9 +12,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ghostdet.cli import ToolError
+from ghostdet.analysis.ghost_maps import (
+    capture_ghost_maps,
+    ghost_cosine,
+    list_ghost_modules,
+    resolve_module_name,
+)
+from ghostdet.errors import InputError
 from ghostdet.models import GhostModule, get_model
-from ghostdet.visualize import capture_ghost_maps, ghost_cosine, list_ghost_modules, resolve_module_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +96,7 @@ def test_names_and_suffix_resolution():
     assert len(names) == 32 and names[0] == "blocks.0.0.ghost1" and "blocks.6.0.ghost1" in names
     det = get_model("fasterrcnn_ghostnet_320_fpn", num_classes=3, width=0.5)
     assert resolve_module_name(det, "blocks.6.0.ghost1") == "backbone.body.blocks.6.0.ghost1"
-    with pytest.raises(ToolError, match=r"no GhostModule named 'blocks\.6\.0'"):
+    with pytest.raises(InputError, match=r"no GhostModule named 'blocks\.6\.0'"):
         resolve_module_name(net, "blocks.6.0")
 
 
@@ -140,8 +145,8 @@ def test_tool_prints_every_layer_and_writes_grid(tool, image, tmp_path, capsys):
     # Independent check of one printed value: same seed, same preprocessing, hooks on our own.
     torch.manual_seed(0)
     net = get_model("ghostnet_050").eval()
-    from ghostdet.inference import read_image
-    from ghostdet.visualize import _prepare_classifier_input
+    from ghostdet.analysis.ghost_maps import _prepare_classifier_input
+    from ghostdet.data.images import read_rgb_tensor as read_image
 
     x = _prepare_classifier_input(read_image(image), 64)
     gm = net.get_submodule("blocks.6.0.ghost1")

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ghostdet.checkpoint_io import CheckpointReadError
 from ghostdet.models import IMAGENET_URLS, WeightsMismatchError, ghostnet
 from ghostdet.models.weights import cached_weights_path, clean_state_dict, load_state_dict_file
+from ghostdet.utils.checkpoint_io import CheckpointReadError
 
 
 @pytest.fixture(scope="module")

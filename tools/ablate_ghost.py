@@ -24,9 +24,9 @@ import argparse
 import sys
 
 from ghostdet.cli import ToolArgumentParser, run_tool
-from ghostdet.cls_config import TRAIN_CLS_FLAGS, ClsConfig, add_train_cls_args, load_cls_config
+from ghostdet.config.classification import TRAIN_CLS_FLAGS, ClsConfig, add_train_cls_args, load_cls_config
+from ghostdet.config.recipe import overrides_from_args
 from ghostdet.engine.ablation import ABLATION_DW_SIZES, ABLATION_RATIOS
-from ghostdet.recipe import overrides_from_args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -19,8 +19,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from ghostdet.cli import ToolArgumentParser, run_tool
-from ghostdet.profiling import (
+from ghostdet.analysis import (
     BACKBONES,
     DETECTION_BACKBONES,
     compare_backbones,
@@ -28,6 +27,7 @@ from ghostdet.profiling import (
     plot_macs_latency,
     write_csv,
 )
+from ghostdet.cli import ToolArgumentParser, run_tool
 
 #: Largest side of a detection input size (a sane maximum: larger is no detector input).
 MAX_DET_SIDE = 8192

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from ghostdet.cli import ToolArgumentParser, run_tool
-from ghostdet.export import export_names, supported_opsets
+from ghostdet.config.recipe import ranged_type
+from ghostdet.export.onnx import export_names, supported_opsets
 from ghostdet.models.family import list_families
-from ghostdet.recipe import ranged_type
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,13 +94,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ghostdet.export import ExportError
+    from ghostdet.export.onnx import ExportError
 
     return run_tool(lambda: _export(args), "export_onnx.py", args.debug, expected=(ExportError,))
 
 
 def _export(args: argparse.Namespace) -> None:
-    from ghostdet.export import export_models
+    from ghostdet.export.onnx import export_models
 
     for line in export_models(
         models=export_names() if args.model == "all" else (args.model,),

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from ghostdet.cli import ToolArgumentParser, add_detector_args, detector_kwargs, run_tool
-from ghostdet.inference import run_infer
+from ghostdet.predict.infer import run_infer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

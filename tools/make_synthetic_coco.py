@@ -12,9 +12,9 @@ import argparse
 import sys
 
 from ghostdet.cli import ToolArgumentParser, run_tool
-from ghostdet.config import _SANE, MAX_SEED, MAX_SYNTHETIC_IMAGE_SIZE
+from ghostdet.config.detection import _SANE, MAX_SEED, MAX_SYNTHETIC_IMAGE_SIZE
+from ghostdet.config.recipe import ranged_type
 from ghostdet.data.synthetic import SHAPE_CATEGORIES, make_synthetic_coco
-from ghostdet.recipe import ranged_type
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

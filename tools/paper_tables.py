@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ghostdet.analysis.paper import format_paper_tables, paper_tables
 from ghostdet.cli import ToolArgumentParser, run_tool
-from ghostdet.profiling.paper import format_paper_tables, paper_tables
 
 
 def build_parser() -> ToolArgumentParser:

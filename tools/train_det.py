@@ -28,9 +28,9 @@ import argparse
 import sys
 
 from ghostdet.cli import ToolArgumentParser, run_tool
-from ghostdet.config import DETECTORS, TrainConfig, default_config_path, load_config
+from ghostdet.config.detection import DETECTORS, TrainConfig, default_config_path, load_config
+from ghostdet.config.recipe import add_run_args, add_solver_args, none_or_str, overrides_from_args
 from ghostdet.models.family import list_families
-from ghostdet.recipe import add_run_args, add_solver_args, none_or_str, overrides_from_args
 
 S = argparse.SUPPRESS
 
@@ -141,7 +141,7 @@ def resolve_config(args: argparse.Namespace):
     """The TrainConfig of the parsed flags (recipe + passed flags + --set).
 
     A ConfigError names where the bad key came from: the flag that set it, ``--set KEY=VALUE``,
-    or the recipe file (the overrides remember their flags, see ``ghostdet.recipe.Overrides``).
+    or the recipe file (the overrides remember their flags, see ``ghostdet.config.recipe.Overrides``).
     """
     given = vars(args)
     overrides = overrides_from_args(given, _KEYS, TrainConfig)

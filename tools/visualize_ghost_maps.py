@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ghostdet.analysis.ghost_maps import run_visualize
 from ghostdet.cli import ToolArgumentParser, run_tool
-from ghostdet.visualize import run_visualize
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

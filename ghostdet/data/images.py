@@ -46,6 +46,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "EXIF_ORIENTATION",
     "ImageReadError",
     "choose_orientation",
@@ -80,6 +81,10 @@ class ImageReadError(OSError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+#: File extensions taken as images when a folder or glob is expanded.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 def pixel_limit() -> int | None:

@@ -62,7 +62,7 @@ model), :mod:`~ghostdet.deploy.conversions` (which modules the backbone families
 convertible, and into what), :mod:`~ghostdet.deploy.backend` (:class:`FusedConv2d`, BatchNorm folding),
 :mod:`~ghostdet.deploy.ghost` (the Ghost deploy modules), :mod:`~ghostdet.deploy.convfuse`
 (generic torchvision conv fusion) and :mod:`~ghostdet.deploy.native` (building and calling the
-C kernels in ``csrc/``). ``tune_malloc`` lives in :mod:`ghostdet.runtime` and is re-exported here.
+C kernels in ``csrc/``). ``tune_malloc`` lives in :mod:`ghostdet.utils.runtime` and is re-exported here.
 
 Example::
 
@@ -85,7 +85,7 @@ from ghostdet.deploy.ghost import (
     DeployGhostNetFeatures,
     DeploySqueezeExcite,
 )
-from ghostdet.runtime import tune_malloc
+from ghostdet.utils.runtime import tune_malloc
 
 __all__ = [
     "FUSED_BLOCK_MAX_CHANNELS",

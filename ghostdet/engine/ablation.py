@@ -24,7 +24,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from ghostdet.cls_config import ClsConfig
+from ghostdet.config.classification import ClsConfig
 from ghostdet.errors import OutputError
 from ghostdet.utils.files import atomic_write_text
 from ghostdet.utils.run_dir import claim_run_dir
@@ -129,7 +129,7 @@ def _sweep(
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     from ghostdet.engine.train_cls import build_classifier, train_classifier
-    from ghostdet.profiling import count_macs, count_params
+    from ghostdet.utils.counting import count_macs, count_params
 
     csv_path = out / "ablation.csv"
     cells: list[tuple[str, str]] = [("-", "-")] if baseline else []

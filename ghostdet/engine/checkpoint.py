@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ghostdet.checkpoint_io import checkpoint_backbone, read_checkpoint
+from ghostdet.utils.checkpoint_io import checkpoint_backbone, read_checkpoint
 from ghostdet.utils.files import atomic_write_bytes
 
 __all__ = [

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 
-from ghostdet.config import TrainConfig
-from ghostdet.distributed import DistInfo, all_gather_objects
+from ghostdet.config.detection import TrainConfig
 from ghostdet.engine.logger import RunLogger
+from ghostdet.utils.distributed import DistInfo, all_gather_objects
 
 __all__ = ["CountingLoader", "build_datasets", "make_loaders", "steps_this_epoch"]
 

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ghostdet.distributed import DistInfo, all_gather_objects, cleanup_distributed, init_distributed
 from ghostdet.engine.checkpoint import atomic_save, load_checkpoint, resolve_resume_path
 from ghostdet.engine.logger import RunLogger
 from ghostdet.engine.signals import Terminated, sigterm_as_interrupt
+from ghostdet.utils.distributed import DistInfo, all_gather_objects, cleanup_distributed, init_distributed
 from ghostdet.utils.files import atomic_write_json, same_folder, write_failure
 from ghostdet.utils.run_dir import RunFolder, claim_run_dir
 

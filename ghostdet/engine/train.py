@@ -35,8 +35,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ghostdet.config import TrainConfig
-from ghostdet.distributed import DistInfo, all_gather_objects, barrier, reduce_mean
+from ghostdet.config.detection import TrainConfig
+from ghostdet.config.recipe import save_config
 from ghostdet.engine.checkpoint import checkpoint_backbone
 from ghostdet.engine.detection_data import CountingLoader, build_datasets, make_loaders, steps_this_epoch
 from ghostdet.engine.logger import ProgressLog, RunLogger, stdout_is_tty
@@ -52,7 +52,7 @@ from ghostdet.engine.run import (
 from ghostdet.engine.solver import autocast, backward_step, build_solver
 from ghostdet.engine.state import best_entry, restore_training_state, training_state, unwrap_model
 from ghostdet.models.weights import WeightsMismatchError
-from ghostdet.recipe import save_config
+from ghostdet.utils.distributed import DistInfo, all_gather_objects, barrier, reduce_mean
 
 __all__ = [
     "build_model",

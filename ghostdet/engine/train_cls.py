@@ -1,6 +1,6 @@
 """Training loop for image classifiers (GhostNet, the paper's CIFAR networks, torchvision baselines).
 
-:func:`train_classifier` runs a job from a :class:`ghostdet.cls_config.ClsConfig` on the
+:func:`train_classifier` runs a job from a :class:`ghostdet.config.classification.ClsConfig` on the
 infrastructure it shares with the detection loop (:mod:`~ghostdet.engine.run`,
 :mod:`~ghostdet.engine.solver`, :mod:`~ghostdet.engine.state`): the same checkpoint module
 (atomic, ``weights_only``-loadable, resumable after a kill), distributed helpers (``torchrun``:
@@ -32,13 +32,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from ghostdet.cls_config import ClsConfig
-from ghostdet.distributed import (
-    DistInfo,
-    all_gather_objects,
-    barrier,
-    reduce_mean,
-)
+from ghostdet.config.classification import ClsConfig
+from ghostdet.config.recipe import ConfigError, config_from_dict, save_config
 from ghostdet.engine.checkpoint import load_checkpoint
 from ghostdet.engine.logger import ProgressLog, RunLogger
 from ghostdet.engine.run import (
@@ -52,7 +47,12 @@ from ghostdet.engine.run import (
 )
 from ghostdet.engine.solver import autocast, backward_step, build_solver
 from ghostdet.engine.state import best_entry, restore_training_state, training_state
-from ghostdet.recipe import ConfigError, config_from_dict, save_config
+from ghostdet.utils.distributed import (
+    DistInfo,
+    all_gather_objects,
+    barrier,
+    reduce_mean,
+)
 
 __all__ = [
     "TORCHVISION_BASELINES",
@@ -119,7 +119,7 @@ def build_classifier(cfg: ClsConfig, num_classes: int) -> nn.Module:
     else:
         model = get_model(name, num_classes=num_classes, **_registry_kwargs(name, cfg), **kw)
     if cfg.ghostify:
-        from ghostdet.ghostify import ghostify
+        from ghostdet.models.ghostify import ghostify
 
         model, _ = ghostify(model, ratio=cfg.ratio, dw_size=cfg.dw_size, inplace=True)
     return model
@@ -261,7 +261,7 @@ def train_classifier(cfg: ClsConfig) -> dict[str, Any]:
     Launched by ``torchrun``, every process calls this; rank 0 logs and writes files.
 
     Args:
-        cfg: a validated config (see :func:`ghostdet.cls_config.load_cls_config`).
+        cfg: a validated config (see :func:`ghostdet.config.classification.load_cls_config`).
 
     Returns:
         the ``metrics.json`` document: ``top1``, ``top5`` (val fractions of the last epoch),

@@ -25,7 +25,7 @@ from pycocotools.cocoeval import COCOeval
 from torch import Tensor, nn
 
 from ghostdet.data.validation import read_results
-from ghostdet.distributed import all_gather_objects
+from ghostdet.utils.distributed import all_gather_objects
 from ghostdet.utils.files import atomic_write_json
 
 __all__ = [

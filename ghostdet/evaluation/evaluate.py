@@ -31,11 +31,10 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 
-from ghostdet.cli import ToolError, resolve_device
 from ghostdet.data.coco import BadImageWarning
-from ghostdet.data.images import ImageReadError
+from ghostdet.data.images import IMAGE_EXTENSIONS, ImageReadError, read_rgb_tensor
 from ghostdet.data.validation import DataReport, read_annotations, read_results
-from ghostdet.distributed import cleanup_distributed, init_distributed, rank_world
+from ghostdet.errors import InputError
 from ghostdet.evaluation.coco_eval import (
     COCO_STAT_NAMES,
     CocoEvaluator,
@@ -45,13 +44,9 @@ from ghostdet.evaluation.coco_eval import (
     run_cocoeval,
     run_inference,
 )
-from ghostdet.inference import (
-    IMAGE_EXTENSIONS,
-    LoadedDetector,
-    configure_postprocess,
-    load_detector,
-    read_image,
-)
+from ghostdet.models.loading import LoadedDetector, configure_postprocess, load_detector
+from ghostdet.utils.devices import resolve_device
+from ghostdet.utils.distributed import cleanup_distributed, init_distributed, rank_world
 from ghostdet.utils.files import ProtectedFiles, atomic_write_json
 
 __all__ = [
@@ -111,7 +106,7 @@ class CocoImageList(Dataset):
         folder = Path(images_dir)
         files = sorted(f.name for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
-            raise ToolError(f"no image files in {folder}")
+            raise InputError(f"no image files in {folder}")
         stems = [Path(f).stem for f in files]
         if all(s.isdigit() for s in stems) and len(set(map(int, stems))) == len(stems):
             return cls(folder, [(int(s), f) for s, f in zip(stems, files)])
@@ -123,7 +118,7 @@ class CocoImageList(Dataset):
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, dict[str, Any]] | None:
         img_id, name = self.entries[idx]
         try:
-            image = read_image(self.images_dir / name, self.sizes.get(img_id))
+            image = read_rgb_tensor(self.images_dir / name, self.sizes.get(img_id))
         except ImageReadError as e:
             warnings.warn(f"skipping image (id {img_id}): {e}", BadImageWarning, stacklevel=2)
             self.skipped += 1
@@ -161,23 +156,23 @@ def resolve_eval_data(
     file is optional (an image-info JSON such as ``image_info_test-dev2017.json`` fixes ids).
 
     Raises:
-        ToolError: a folder or file is missing, naming the expected layout.
+        InputError: a folder or file is missing, naming the expected layout.
     """
     root = Path(data_path).expanduser() if data_path is not None else None
     if root is not None and not root.is_dir():
-        raise ToolError(f"--data-path {root} is not a folder (expected val2017/ and annotations/ inside)")
+        raise InputError(f"--data-path {root} is not a folder (expected val2017/ and annotations/ inside)")
     images = Path(val_images).expanduser() if val_images else (root / "val2017" if root else None)
     ann = Path(val_ann).expanduser() if val_ann else None
     if ann is None and root is not None and not results_only:
         ann = root / "annotations" / "instances_val2017.json"
     if images is None:
-        raise ToolError("no evaluation images: give --data-path ROOT (with val2017/) or --val-images DIR")
+        raise InputError("no evaluation images: give --data-path ROOT (with val2017/) or --val-images DIR")
     if not images.is_dir():
-        raise ToolError(f"image folder not found: {images} (expected ROOT/val2017 or --val-images DIR)")
+        raise InputError(f"image folder not found: {images} (expected ROOT/val2017 or --val-images DIR)")
     if ann is None and not results_only:
-        raise ToolError("no annotation file: give --val-ann FILE, --data-path ROOT, or --results-only")
+        raise InputError("no annotation file: give --val-ann FILE, --data-path ROOT, or --results-only")
     if ann is not None and not ann.is_file():
-        raise ToolError(
+        raise InputError(
             f"annotation file not found: {ann} (expected ROOT/annotations/instances_val2017.json)"
         )
     return images, ann
@@ -267,7 +262,7 @@ def evaluate_detector(
     """Evaluate a loaded detector on a COCO-format set (sharded across torch.distributed ranks).
 
     Args:
-        detector: from :func:`ghostdet.inference.load_detector`.
+        detector: from :func:`ghostdet.models.loading.load_detector`.
         images_dir: image folder.
         ann_file: COCO instances JSON (or, with ``results_only``, an image-info JSON or ``None``
             to take every image file of the folder, ids from numeric file names).
@@ -364,7 +359,7 @@ def _eval_images(
     run, all ranks together."""
     coco, report = _read_annotations(ann_file, images_dir, strict, log) if ann_file else (None, None)
     if coco is not None and not results_only and "annotations" not in coco.dataset:
-        raise ToolError(
+        raise InputError(
             f"{ann_file} has no 'annotations' (an image list?); add --results-only to write detections"
         )
     if results_only and coco is None:
@@ -372,12 +367,12 @@ def _eval_images(
     else:
         dataset = CocoImageList.from_coco(images_dir, coco)
         if not dataset.entries and report is not None and report.images:
-            raise ToolError(
+            raise InputError(
                 f"{ann_file} lists no valid images: all {report.images} image entries are invalid "
                 f"({'; '.join(report.problem_lines(only=('malformed_image', 'missing_image')))})"
             )
         if not dataset.entries:
-            raise ToolError(f"{ann_file} lists no images")
+            raise InputError(f"{ann_file} lists no images")
     if limit is not None:
         dataset.entries = dataset.entries[:limit]
     return coco, report, dataset
@@ -458,20 +453,20 @@ def rescore_results(
             instead of being left out and counted.
 
     Raises:
-        ToolError: ``results_file`` is missing.
+        InputError: ``results_file`` is missing.
         DataError: ``ann_file`` is not a COCO-format JSON (or ``strict_data`` and invalid
             entries), or ``results_file`` is not JSON, not a list, or has a bad entry (one line
             naming the file, the entry and the key).
     """
     path = Path(results_file)
     if not path.is_file():
-        raise ToolError(f"results file not found: {path}")
+        raise InputError(f"results file not found: {path}")
     protected = None
     if output_dir is not None:
         protected = _refuse_overwriting_inputs(output_dir, [METRICS_NAME], [path, ann_file])
     coco, report = _read_annotations(ann_file, None, strict_data, log)
     if "annotations" not in coco.dataset:
-        raise ToolError(
+        raise InputError(
             f"{ann_file} has no 'annotations' (an image list?): there is nothing to score against"
         )
     dets, dropped = read_results(path, set(coco.getImgIds()), ann_file, report.skipped_image_ids)
@@ -539,10 +534,10 @@ def run_eval(
     results_only = bool(kwargs.get("results_only", False))
     if results is not None:
         if val_ann is None and data_path is None:
-            raise ToolError("scoring --results needs --val-ann FILE or --data-path ROOT")
+            raise InputError("scoring --results needs --val-ann FILE or --data-path ROOT")
         ann = Path(val_ann) if val_ann else Path(data_path) / "annotations" / "instances_val2017.json"
         if not ann.is_file():
-            raise ToolError(f"annotation file not found: {ann}")
+            raise InputError(f"annotation file not found: {ann}")
         return rescore_results(
             results, ann, output_dir, log=kwargs.get("log", print), strict_data=strict_data
         )

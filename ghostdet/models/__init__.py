@@ -10,8 +10,16 @@ from ghostdet.models.cifar import resnet56_cifar, vgg16_cifar
 from ghostdet.models.detection import (
     fasterrcnn_ghostnet_320_fpn,
     fasterrcnn_ghostnet_fpn,
+    fasterrcnn_ghostnetv2_320_fpn,
+    fasterrcnn_ghostnetv2_fpn,
+    fasterrcnn_ghostnetv3_320_fpn,
+    fasterrcnn_ghostnetv3_fpn,
     retinanet_ghostnet_320_fpn,
     retinanet_ghostnet_fpn,
+    retinanet_ghostnetv2_320_fpn,
+    retinanet_ghostnetv2_fpn,
+    retinanet_ghostnetv3_320_fpn,
+    retinanet_ghostnetv3_fpn,
 )
 from ghostdet.models.family import (
     BackboneFamily,
@@ -37,22 +45,14 @@ from ghostdet.models.ghostnet import (
 from ghostdet.models.ghostnetv2 import (
     GHOSTNETV2,
     GhostNetV2,
-    fasterrcnn_ghostnetv2_320_fpn,
-    fasterrcnn_ghostnetv2_fpn,
     ghostnetv2,
     ghostnetv2_fpn_backbone,
-    retinanet_ghostnetv2_320_fpn,
-    retinanet_ghostnetv2_fpn,
 )
 from ghostdet.models.ghostnetv3 import (
     GHOSTNETV3,
     GhostNetV3,
-    fasterrcnn_ghostnetv3_320_fpn,
-    fasterrcnn_ghostnetv3_fpn,
     ghostnetv3,
     ghostnetv3_fpn_backbone,
-    retinanet_ghostnetv3_320_fpn,
-    retinanet_ghostnetv3_fpn,
 )
 from ghostdet.models.registry import ModelEntry, get_model, list_models, model_entry, register_model
 from ghostdet.models.weights import WeightsMismatchError

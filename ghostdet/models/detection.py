@@ -36,8 +36,16 @@ from ghostdet.models.weights import (
 __all__ = [
     "fasterrcnn_ghostnet_320_fpn",
     "fasterrcnn_ghostnet_fpn",
+    "fasterrcnn_ghostnetv2_320_fpn",
+    "fasterrcnn_ghostnetv2_fpn",
+    "fasterrcnn_ghostnetv3_320_fpn",
+    "fasterrcnn_ghostnetv3_fpn",
     "retinanet_ghostnet_320_fpn",
     "retinanet_ghostnet_fpn",
+    "retinanet_ghostnetv2_320_fpn",
+    "retinanet_ghostnetv2_fpn",
+    "retinanet_ghostnetv3_320_fpn",
+    "retinanet_ghostnetv3_fpn",
 ]
 
 # The state-dict keys whose first dimension gives the number of classes (per anchor for RetinaNet).
@@ -449,3 +457,80 @@ def retinanet_ghostnet_320_fpn(**kwargs: Any) -> RetinaNet:
             :data:`RETINANET_320_DEFAULTS`.
     """
     return retinanet_ghostnet_fpn(**{**RETINANET_320_DEFAULTS, **kwargs})
+
+
+# ----------------------------------------------------------------------------- GhostNetV2 trunks
+@register_model(
+    "fasterrcnn_ghostnetv2_fpn", kind="detector", class_key=FASTERRCNN_CLASS_KEY, family="ghostnetv2"
+)
+def fasterrcnn_ghostnetv2_fpn(**kwargs: Any) -> FasterRCNN:
+    """Faster R-CNN on GhostNetV2-FPN: :func:`~ghostdet.models.fasterrcnn_ghostnet_fpn` with
+    ``backbone="ghostnetv2"``; the same arguments (``weights``, ``progress``, ``num_classes``,
+    ``weights_backbone``: ``"imagenet"`` or a GhostNetV2 classifier file, ``trainable_backbone_layers``,
+    ``width``, ...)."""
+    return fasterrcnn_ghostnet_fpn(**kwargs, backbone="ghostnetv2")
+
+
+@register_model(
+    "fasterrcnn_ghostnetv2_320_fpn", kind="detector", class_key=FASTERRCNN_CLASS_KEY, family="ghostnetv2"
+)
+def fasterrcnn_ghostnetv2_320_fpn(**kwargs: Any) -> FasterRCNN:
+    """The low-resolution CPU preset (:func:`~ghostdet.models.fasterrcnn_ghostnet_320_fpn`) on
+    GhostNetV2-FPN; the same arguments."""
+    return fasterrcnn_ghostnet_320_fpn(**kwargs, backbone="ghostnetv2")
+
+
+@register_model(
+    "retinanet_ghostnetv2_fpn", kind="detector", class_key=RETINANET_CLASS_KEY, family="ghostnetv2"
+)
+def retinanet_ghostnetv2_fpn(**kwargs: Any) -> RetinaNet:
+    """RetinaNet on GhostNetV2-FPN (P3-P7): :func:`~ghostdet.models.retinanet_ghostnet_fpn` with
+    ``backbone="ghostnetv2"``; the same arguments."""
+    return retinanet_ghostnet_fpn(**kwargs, backbone="ghostnetv2")
+
+
+@register_model(
+    "retinanet_ghostnetv2_320_fpn", kind="detector", class_key=RETINANET_CLASS_KEY, family="ghostnetv2"
+)
+def retinanet_ghostnetv2_320_fpn(**kwargs: Any) -> RetinaNet:
+    """The low-resolution RetinaNet CPU preset (:func:`~ghostdet.models.retinanet_ghostnet_320_fpn`)
+    on GhostNetV2-FPN; the same arguments."""
+    return retinanet_ghostnet_320_fpn(**kwargs, backbone="ghostnetv2")
+
+
+# ----------------------------------------------------------------------------- GhostNetV3 trunks
+@register_model(
+    "fasterrcnn_ghostnetv3_fpn", kind="detector", class_key=FASTERRCNN_CLASS_KEY, family="ghostnetv3"
+)
+def fasterrcnn_ghostnetv3_fpn(**kwargs: Any) -> FasterRCNN:
+    """Faster R-CNN on GhostNetV3-FPN, trained in the multi-branch form (``deploy.fuse``
+    re-parameterises it): :func:`~ghostdet.models.fasterrcnn_ghostnet_fpn` with
+    ``backbone="ghostnetv3"``; the same arguments."""
+    return fasterrcnn_ghostnet_fpn(**kwargs, backbone="ghostnetv3")
+
+
+@register_model(
+    "fasterrcnn_ghostnetv3_320_fpn", kind="detector", class_key=FASTERRCNN_CLASS_KEY, family="ghostnetv3"
+)
+def fasterrcnn_ghostnetv3_320_fpn(**kwargs: Any) -> FasterRCNN:
+    """The low-resolution CPU preset (:func:`~ghostdet.models.fasterrcnn_ghostnet_320_fpn`) on
+    GhostNetV3-FPN; the same arguments."""
+    return fasterrcnn_ghostnet_320_fpn(**kwargs, backbone="ghostnetv3")
+
+
+@register_model(
+    "retinanet_ghostnetv3_fpn", kind="detector", class_key=RETINANET_CLASS_KEY, family="ghostnetv3"
+)
+def retinanet_ghostnetv3_fpn(**kwargs: Any) -> RetinaNet:
+    """RetinaNet on GhostNetV3-FPN (P3-P7), trained in the multi-branch form:
+    :func:`~ghostdet.models.retinanet_ghostnet_fpn` with ``backbone="ghostnetv3"``; the same arguments."""
+    return retinanet_ghostnet_fpn(**kwargs, backbone="ghostnetv3")
+
+
+@register_model(
+    "retinanet_ghostnetv3_320_fpn", kind="detector", class_key=RETINANET_CLASS_KEY, family="ghostnetv3"
+)
+def retinanet_ghostnetv3_320_fpn(**kwargs: Any) -> RetinaNet:
+    """The low-resolution RetinaNet CPU preset (:func:`~ghostdet.models.retinanet_ghostnet_320_fpn`)
+    on GhostNetV3-FPN, trained in the multi-branch form; the same arguments."""
+    return retinanet_ghostnet_320_fpn(**kwargs, backbone="ghostnetv3")

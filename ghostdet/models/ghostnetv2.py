@@ -15,17 +15,8 @@ from os import PathLike
 from typing import Any
 
 from torch import Tensor
-from torchvision.models.detection import FasterRCNN, RetinaNet
 
 from ghostdet.models.arguments import check_builder_args
-from ghostdet.models.detection import (
-    FASTERRCNN_CLASS_KEY,
-    RETINANET_CLASS_KEY,
-    fasterrcnn_ghostnet_320_fpn,
-    fasterrcnn_ghostnet_fpn,
-    retinanet_ghostnet_320_fpn,
-    retinanet_ghostnet_fpn,
-)
 from ghostdet.models.dfc import dfc_branch, dfc_gate
 from ghostdet.models.family import BackboneFamily, PretrainedWeights, register_family
 from ghostdet.models.fpn import GhostNetFPN, ghostnet_fpn_backbone
@@ -40,12 +31,8 @@ __all__ = [
     "GHOSTNETV2_URLS",
     "GhostModuleV2",
     "GhostNetV2",
-    "fasterrcnn_ghostnetv2_320_fpn",
-    "fasterrcnn_ghostnetv2_fpn",
     "ghostnetv2",
     "ghostnetv2_fpn_backbone",
-    "retinanet_ghostnetv2_320_fpn",
-    "retinanet_ghostnetv2_fpn",
 ]
 
 # The block table of V1, ``(k, t, c, se_ratio, s)`` rows; its stride column gives the stages.
@@ -181,41 +168,3 @@ def ghostnetv2_fpn_backbone(**kwargs: Any) -> GhostNetFPN:
     """GhostNetV2 trunk + FPN: :func:`~ghostdet.models.ghostnet_fpn_backbone` with
     ``family="ghostnetv2"`` (same arguments; ``weights`` takes GhostNetV2 classifier checkpoints)."""
     return ghostnet_fpn_backbone(**kwargs, family="ghostnetv2")
-
-
-@register_model(
-    "fasterrcnn_ghostnetv2_fpn", kind="detector", class_key=FASTERRCNN_CLASS_KEY, family="ghostnetv2"
-)
-def fasterrcnn_ghostnetv2_fpn(**kwargs: Any) -> FasterRCNN:
-    """Faster R-CNN on GhostNetV2-FPN: :func:`~ghostdet.models.fasterrcnn_ghostnet_fpn` with
-    ``backbone="ghostnetv2"``; the same arguments (``weights``, ``progress``, ``num_classes``,
-    ``weights_backbone``: ``"imagenet"`` or a GhostNetV2 classifier file, ``trainable_backbone_layers``,
-    ``width``, ...)."""
-    return fasterrcnn_ghostnet_fpn(**kwargs, backbone="ghostnetv2")
-
-
-@register_model(
-    "fasterrcnn_ghostnetv2_320_fpn", kind="detector", class_key=FASTERRCNN_CLASS_KEY, family="ghostnetv2"
-)
-def fasterrcnn_ghostnetv2_320_fpn(**kwargs: Any) -> FasterRCNN:
-    """The low-resolution CPU preset (:func:`~ghostdet.models.fasterrcnn_ghostnet_320_fpn`) on
-    GhostNetV2-FPN; the same arguments."""
-    return fasterrcnn_ghostnet_320_fpn(**kwargs, backbone="ghostnetv2")
-
-
-@register_model(
-    "retinanet_ghostnetv2_fpn", kind="detector", class_key=RETINANET_CLASS_KEY, family="ghostnetv2"
-)
-def retinanet_ghostnetv2_fpn(**kwargs: Any) -> RetinaNet:
-    """RetinaNet on GhostNetV2-FPN (P3-P7): :func:`~ghostdet.models.retinanet_ghostnet_fpn` with
-    ``backbone="ghostnetv2"``; the same arguments."""
-    return retinanet_ghostnet_fpn(**kwargs, backbone="ghostnetv2")
-
-
-@register_model(
-    "retinanet_ghostnetv2_320_fpn", kind="detector", class_key=RETINANET_CLASS_KEY, family="ghostnetv2"
-)
-def retinanet_ghostnetv2_320_fpn(**kwargs: Any) -> RetinaNet:
-    """The low-resolution RetinaNet CPU preset (:func:`~ghostdet.models.retinanet_ghostnet_320_fpn`)
-    on GhostNetV2-FPN; the same arguments."""
-    return retinanet_ghostnet_320_fpn(**kwargs, backbone="ghostnetv2")

@@ -30,17 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models.detection import FasterRCNN, RetinaNet
 
 from ghostdet.models.arguments import check_builder_args
-from ghostdet.models.detection import (
-    FASTERRCNN_CLASS_KEY,
-    RETINANET_CLASS_KEY,
-    fasterrcnn_ghostnet_320_fpn,
-    fasterrcnn_ghostnet_fpn,
-    retinanet_ghostnet_320_fpn,
-    retinanet_ghostnet_fpn,
-)
 from ghostdet.models.dfc import dfc_branch, dfc_gate
 from ghostdet.models.family import BackboneFamily, PretrainedWeights, register_family
 from ghostdet.models.fpn import GhostNetFPN, ghostnet_fpn_backbone
@@ -58,15 +49,11 @@ __all__ = [
     "GhostBottleneckV3",
     "GhostModuleV3",
     "GhostNetV3",
-    "fasterrcnn_ghostnetv3_320_fpn",
-    "fasterrcnn_ghostnetv3_fpn",
     "fuse_branches",
     "ghostnetv3",
     "ghostnetv3_fpn_backbone",
     "rename_release_keys",
     "reparameterize",
-    "retinanet_ghostnetv3_320_fpn",
-    "retinanet_ghostnetv3_fpn",
 ]
 
 # The block table of V1, ``(k, t, c, se_ratio, s)`` rows; its stride column gives the stages.
@@ -456,40 +443,3 @@ def ghostnetv3_fpn_backbone(**kwargs: Any) -> GhostNetFPN:
     """GhostNetV3 trunk (multi-branch form) + FPN: :func:`~ghostdet.models.ghostnet_fpn_backbone`
     with ``family="ghostnetv3"`` (same arguments; ``weights`` takes GhostNetV3 classifier files)."""
     return ghostnet_fpn_backbone(**kwargs, family="ghostnetv3")
-
-
-@register_model(
-    "fasterrcnn_ghostnetv3_fpn", kind="detector", class_key=FASTERRCNN_CLASS_KEY, family="ghostnetv3"
-)
-def fasterrcnn_ghostnetv3_fpn(**kwargs: Any) -> FasterRCNN:
-    """Faster R-CNN on GhostNetV3-FPN, trained in the multi-branch form (``deploy.fuse``
-    re-parameterises it): :func:`~ghostdet.models.fasterrcnn_ghostnet_fpn` with
-    ``backbone="ghostnetv3"``; the same arguments."""
-    return fasterrcnn_ghostnet_fpn(**kwargs, backbone="ghostnetv3")
-
-
-@register_model(
-    "fasterrcnn_ghostnetv3_320_fpn", kind="detector", class_key=FASTERRCNN_CLASS_KEY, family="ghostnetv3"
-)
-def fasterrcnn_ghostnetv3_320_fpn(**kwargs: Any) -> FasterRCNN:
-    """The low-resolution CPU preset (:func:`~ghostdet.models.fasterrcnn_ghostnet_320_fpn`) on
-    GhostNetV3-FPN; the same arguments."""
-    return fasterrcnn_ghostnet_320_fpn(**kwargs, backbone="ghostnetv3")
-
-
-@register_model(
-    "retinanet_ghostnetv3_fpn", kind="detector", class_key=RETINANET_CLASS_KEY, family="ghostnetv3"
-)
-def retinanet_ghostnetv3_fpn(**kwargs: Any) -> RetinaNet:
-    """RetinaNet on GhostNetV3-FPN (P3-P7), trained in the multi-branch form:
-    :func:`~ghostdet.models.retinanet_ghostnet_fpn` with ``backbone="ghostnetv3"``; the same arguments."""
-    return retinanet_ghostnet_fpn(**kwargs, backbone="ghostnetv3")
-
-
-@register_model(
-    "retinanet_ghostnetv3_320_fpn", kind="detector", class_key=RETINANET_CLASS_KEY, family="ghostnetv3"
-)
-def retinanet_ghostnetv3_320_fpn(**kwargs: Any) -> RetinaNet:
-    """The low-resolution RetinaNet CPU preset (:func:`~ghostdet.models.retinanet_ghostnet_320_fpn`)
-    on GhostNetV3-FPN, trained in the multi-branch form; the same arguments."""
-    return retinanet_ghostnet_320_fpn(**kwargs, backbone="ghostnetv3")

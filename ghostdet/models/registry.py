@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from ghostdet.errors import InputError
+
 __all__ = [
     "KINDS",
     "ModelEntry",
@@ -35,6 +37,7 @@ __all__ = [
     "list_models",
     "model_entry",
     "register_model",
+    "resolve_detector_name",
 ]
 
 KINDS = ("classifier", "detector", "backbone")
@@ -176,3 +179,19 @@ def family_variant(name: str, family: str) -> str:
     others = sorted(n for n, e in _ENTRIES.items() if e.family == family and e.kind == entry.kind)
     listed = ", ".join(others) or "none"
     raise ValueError(f"{entry.name} has no variant on backbone {family!r} (its {entry.kind}s: {listed})")
+
+
+def resolve_detector_name(name: str) -> str:
+    """Registered detector name of an alias (``fasterrcnn``, ``retinanet``, ...) or of a detector name.
+
+    Raises:
+        InputError: ``name`` is not a registered detector; the message lists the choices.
+    """
+    try:
+        entry = model_entry(name)
+    except ValueError:
+        entry = None
+    if entry is None or entry.kind != "detector":
+        choices = [*detector_aliases(), *list_models("detector")]
+        raise InputError(f"unknown detector {name!r}; choose from {', '.join(choices)}", argument="model")
+    return entry.name

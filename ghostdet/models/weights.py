@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from ghostdet.checkpoint_io import read_checkpoint
+from ghostdet.utils.checkpoint_io import read_checkpoint
 
 __all__ = [
     "NotAStateDictError",
@@ -252,7 +252,7 @@ def load_state_dict_file(path: str | PathLike) -> dict[str, Tensor]:
     """Read a checkpoint file without executing pickled code, and return a clean state dict.
 
     Accepts ``.safetensors`` and torch files (``weights_only=True``, see
-    :func:`ghostdet.checkpoint_io.read_checkpoint`); unwraps ``state_dict``, ``state_dict_ema``
+    :func:`ghostdet.utils.checkpoint_io.read_checkpoint`); unwraps ``state_dict``, ``state_dict_ema``
     and ``model`` wrappers, strips a ``module.`` prefix and drops thop's
     ``total_ops``/``total_params`` entries.
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from ghostdet.recipe import ConfigError
+from ghostdet.config.recipe import ConfigError
 
 __all__ = ["Accepted", "accepted_kwargs", "builder_of", "check_model_kwargs"]
 

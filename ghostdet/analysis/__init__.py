@@ -2,24 +2,26 @@
 
 Layers, lowest first (a module imports only modules listed before it):
 
-* :mod:`~ghostdet.profiling.counting` - params and MACs (paper convention and thop),
+* :mod:`~ghostdet.utils.counting` - params and MACs (paper convention and thop),
   :func:`profile`. It imports nothing of ghostdet, so :func:`ghostdet.ghostify` counts with it.
-* :mod:`~ghostdet.profiling.latency` - interleaved CPU timing (:func:`measure_latency`,
+* :mod:`~ghostdet.analysis.latency` - interleaved CPU timing (:func:`measure_latency`,
   :func:`time_interleaved`).
-* :mod:`~ghostdet.profiling.paper_figures` - the published figures, as data.
-* :mod:`~ghostdet.profiling.backbones` - the comparison table's rows (:data:`BACKBONES`,
+* :mod:`~ghostdet.analysis.paper_figures` - the published figures, as data.
+* :mod:`~ghostdet.analysis.backbones` - the comparison table's rows (:data:`BACKBONES`,
   :data:`DETECTION_BACKBONES`).
-* :mod:`~ghostdet.profiling.comparison` and :mod:`~ghostdet.profiling.report` - the comparison
+* :mod:`~ghostdet.analysis.comparison` and :mod:`~ghostdet.analysis.report` - the comparison
   (:func:`compare_backbones`) and its markdown/CSV/plot output (``tools/compare_backbones.py``).
-* :mod:`~ghostdet.profiling.paper` - the GhostNet paper's tables (``tools/paper_tables.py``).
+* :mod:`~ghostdet.analysis.paper` - the GhostNet paper's tables (``tools/paper_tables.py``).
   It builds Ghost models with :func:`ghostdet.ghostify`, which sits above ``counting``, so it is
   not imported here (that would make this package and ``ghostify`` import each other): use
-  ``from ghostdet.profiling.paper import paper_tables, format_paper_tables``.
+  ``from ghostdet.analysis.paper import paper_tables, format_paper_tables``.
 """
 
-from ghostdet.profiling.backbones import BACKBONES, DETECTION_BACKBONES, BackboneSpec
-from ghostdet.profiling.comparison import ComparisonRow, compare_backbones
-from ghostdet.profiling.counting import (
+from ghostdet.analysis.backbones import BACKBONES, DETECTION_BACKBONES, BackboneSpec
+from ghostdet.analysis.comparison import ComparisonRow, compare_backbones
+from ghostdet.analysis.latency import Timings, measure_latency, time_interleaved
+from ghostdet.analysis.report import format_markdown, plot_macs_latency, write_csv
+from ghostdet.utils.counting import (
     InputSize,
     Profile,
     count_macs,
@@ -30,8 +32,6 @@ from ghostdet.profiling.counting import (
     split_macs,
     thop_macs,
 )
-from ghostdet.profiling.latency import Timings, measure_latency, time_interleaved
-from ghostdet.profiling.report import format_markdown, plot_macs_latency, write_csv
 
 __all__ = [
     "BACKBONES",

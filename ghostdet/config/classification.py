@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from os import PathLike
 from typing import Any, Optional
 
-from ghostdet.config import _DEVICE, _SANE, MAX_IMAGE_SIDE, MAX_SEED
-from ghostdet.recipe import (
+from ghostdet.config.detection import _DEVICE, _SANE, MAX_IMAGE_SIDE, MAX_SEED
+from ghostdet.config.recipe import (
     OPTIMIZERS,
     SCHEDULERS,
     add_run_args,
@@ -74,7 +74,7 @@ class ClsConfig:
         print_freq, threads: as in :class:`ghostdet.config.TrainConfig`.
     """
 
-    # model (each field's range is declared beside it, see ghostdet.recipe.setting)
+    # model (each field's range is declared beside it, see ghostdet.config.recipe.setting)
     model: str = setting("ghostnet", pattern=r".+", what="a model name")
     width: float = setting(1.0, gt=0)
     dropout: float = setting(0.2, ge=0, lt=1)
@@ -120,7 +120,7 @@ class ClsConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> ClsConfig:
-        """Check what the fields' declared ranges (:func:`ghostdet.recipe.check_fields`, applied
+        """Check what the fields' declared ranges (:func:`ghostdet.config.recipe.check_fields`, applied
         before this) cannot: keys across fields and ``model_kwargs`` against the builder.
         Raises :class:`ConfigError` naming the key. Returns self."""
         check_value("lr_steps", list(self.lr_steps) == sorted(self.lr_steps), "must be increasing")
@@ -128,7 +128,7 @@ class ClsConfig:
         bad = sorted(reserved & set(self.model_kwargs))
         check_value("model_kwargs", not bad, f"must not set {', '.join(bad)} (use the top-level keys)")
         if self.model_kwargs:
-            from ghostdet.builder_kwargs import check_model_kwargs
+            from ghostdet.config.model_kwargs import check_model_kwargs
             from ghostdet.models.registry import model_entry
 
             try:

@@ -22,12 +22,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
-from ghostdet.cli import ToolError, resolve_device
 from ghostdet.data.classification import IMAGENET_MEAN, IMAGENET_STD
 from ghostdet.data.images import ImageReadError, read_rgb_tensor
-from ghostdet.inference import load_detector
+from ghostdet.errors import InputError
 from ghostdet.models import GhostModule, get_model, list_models, model_entry
 from ghostdet.models.ghostnetv3 import GhostModuleV3, reparameterize
+from ghostdet.models.loading import load_detector
+from ghostdet.utils.devices import resolve_device
 from ghostdet.utils.files import ProtectedFiles, atomic_write_bytes
 
 # The Ghost modules drawn: V1's (and V2's, a subclass) and V3's in their re-parameterised form.
@@ -56,7 +57,7 @@ def resolve_module_name(model: nn.Module, name: str) -> str:
     also finds ``backbone.body.blocks.6.0.ghost1`` in a detector).
 
     Raises:
-        ToolError: no (or more than one) GhostModule matches.
+        InputError: no (or more than one) GhostModule matches.
     """
     names = list_ghost_modules(model)
     if name in names:
@@ -65,8 +66,8 @@ def resolve_module_name(model: nn.Module, name: str) -> str:
     if len(hits) == 1:
         return hits[0]
     if len(hits) > 1:
-        raise ToolError(f"module name {name!r} is ambiguous: {', '.join(hits)}")
-    raise ToolError(
+        raise InputError(f"module name {name!r} is ambiguous: {', '.join(hits)}")
+    raise InputError(
         f"no GhostModule named {name!r}; use --list to see the {len(names)} names (e.g. {names[0]})"
     )
 
@@ -290,7 +291,7 @@ def _checkpoint_task(path: str | PathLike) -> str | None:
     """The ``task`` entry of a training checkpoint (``"classification"`` for ``train_cls``), if any."""
     p = Path(path)
     if not p.is_file():
-        raise ToolError(f"checkpoint file not found: {p}")
+        raise InputError(f"checkpoint file not found: {p}")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception:
@@ -350,7 +351,7 @@ def run_visualize(
         try:
             net, ckpt = load_classifier(checkpoint, device=dev)
         except ValueError as e:
-            raise ToolError(str(e)) from None
+            raise InputError(str(e)) from None
         prepare, mean, std = int(ckpt["image_size"]), ckpt["mean"], ckpt["std"]
     elif checkpoint is not None:
         net = load_detector(checkpoint, device=dev).model
@@ -358,12 +359,12 @@ def run_visualize(
     else:
         choices = [m for m in list_models("classifier") if model_entry(m).family is not None]
         if model not in choices:
-            raise ToolError(f"--model must be one of {', '.join(choices)}, got {model!r}")
+            raise InputError(f"--model must be one of {', '.join(choices)}, got {model!r}")
         kw: dict[str, Any] = {"width": width} if width is not None else {}
         try:
             net = get_model(model, weights=weights, progress=False, **kw)
         except (FileNotFoundError, ValueError, RuntimeError) as e:
-            raise ToolError(
+            raise InputError(
                 f"could not load weights {weights} into {model}: {e}".splitlines()[0][:400]
             ) from None
         net = net.to(dev).eval()
@@ -371,7 +372,7 @@ def run_visualize(
     reparameterize(net)  # GhostNetV3: one primary and one cheap conv per module (same eval outputs)
     names = list_ghost_modules(net)
     if not names:
-        raise ToolError(
+        raise InputError(
             "the model has no GhostModule (a train_cls checkpoint needs --ghostify or a GhostNet)"
         )
     if list_only:
@@ -381,16 +382,16 @@ def run_visualize(
             log(f"{n}  in={conv.in_channels} out={gm.oup} intrinsic={conv.out_channels} s={_ratio(gm)}")
         return {"modules": names, "cosine": {}, "output": None}
     if image is None:
-        raise ToolError("give an IMAGE (or --list)")
+        raise InputError("give an IMAGE (or --list)")
     target = resolve_module_name(net, module) if module else names[0]
     try:
         img = read_rgb_tensor(image)  # the tools' one reader: EXIF orientation applied, pixel limit
     except ImageReadError as e:  # unreadable or above the pixel limit: one line naming the file
-        raise ToolError(str(e)) from None
+        raise InputError(str(e)) from None
     inputs = _prepare_classifier_input(img, prepare, mean, std).to(dev) if prepare else [img.to(dev)]
     captured = capture_ghost_maps(net, inputs)
     if target not in captured:
-        raise ToolError(f"{target} is not used by this model's forward pass")
+        raise InputError(f"{target} is not used by this model's forward pass")
     width_col = max(len(n) for n in captured)
     log(f"{'GhostModule':<{width_col}}  {'maps':>9}  {'size':>9}  mean cos(ghost, intrinsic source)")
     cos: dict[str, float] = {}

@@ -22,14 +22,15 @@ import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib.resources import files
 from os import PathLike
 from pathlib import Path
 from typing import Any, Optional
 
-from ghostdet import recipe
+from ghostdet.config import recipe
+from ghostdet.config.recipe import OPTIMIZERS, SCHEDULERS, ConfigError, check_choice, check_value, setting
 from ghostdet.models.family import list_families
 from ghostdet.models.registry import detector_aliases, family_variant
-from ghostdet.recipe import OPTIMIZERS, SCHEDULERS, ConfigError, check_choice, check_value, setting
 
 __all__ = [
     "CONFIG_DIR",
@@ -47,8 +48,8 @@ __all__ = [
     "load_config",
 ]
 
-#: The recipes shipped with the repository.
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+#: The recipes shipped inside the package (a clone's ``configs/`` links to this folder).
+CONFIG_DIR = Path(str(files("ghostdet.config") / "recipes"))
 
 #: ``--detector`` choices -> torchvision-style builder names: the detector aliases of the registry.
 DETECTORS: dict[str, str] = detector_aliases()
@@ -178,7 +179,7 @@ class TrainConfig:
         vis_score_thresh: score threshold of the drawn boxes.
     """
 
-    # model (each field's range is declared beside it, see ghostdet.recipe.setting)
+    # model (each field's range is declared beside it, see ghostdet.config.recipe.setting)
     detector: str = setting("retinanet", choices=lambda: tuple(DETECTORS))
     backbone: str = setting("ghostnet", choices=list_families)
     width: float = setting(1.0, gt=0)
@@ -244,7 +245,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> TrainConfig:
-        """Check what the fields' declared ranges (:func:`ghostdet.recipe.check_fields`, applied
+        """Check what the fields' declared ranges (:func:`ghostdet.config.recipe.check_fields`, applied
         before this) cannot: the keys across fields, ``augment`` and ``model_kwargs`` against
         what they configure. Raises :class:`ConfigError` naming the key. Returns self."""
         try:
@@ -256,7 +257,7 @@ class TrainConfig:
         reserved.add("backbone")
         bad = sorted(reserved & set(self.model_kwargs))
         check_value("model_kwargs", not bad, f"must not set {', '.join(bad)} (use the top-level keys)")
-        from ghostdet.builder_kwargs import check_model_kwargs
+        from ghostdet.config.model_kwargs import check_model_kwargs
 
         check_model_kwargs(self.builder, self.model_kwargs)
         check_augment(self.augment)
@@ -307,7 +308,7 @@ def config_from_dict(
     data: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None, source: str = ""
 ) -> TrainConfig:
     """A validated :class:`TrainConfig` from a plain mapping plus overrides
-    (:func:`ghostdet.recipe.config_from_dict`).
+    (:func:`ghostdet.config.recipe.config_from_dict`).
 
     Raises:
         ConfigError: unknown key, wrong type or invalid value (the message names the key).
@@ -317,7 +318,7 @@ def config_from_dict(
 
 def load_config(path: str | PathLike | None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     """Load a detection recipe (YAML; ``None``: the defaults), apply ``overrides`` and validate
-    (:func:`ghostdet.recipe.load_config`).
+    (:func:`ghostdet.config.recipe.load_config`).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.

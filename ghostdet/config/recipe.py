@@ -1,7 +1,7 @@
 """Typed training recipes: a config dataclass from YAML, a mapping, and command-line flags.
 
 Both training configs, :class:`ghostdet.config.TrainConfig` (detection) and
-:class:`ghostdet.cls_config.ClsConfig` (classification), are dataclasses read through here: a
+:class:`ghostdet.config.classification.ClsConfig` (classification), are dataclasses read through here: a
 recipe is a YAML mapping of their fields, every value is checked against the field's annotation
 (:func:`config_from_dict`), an unknown key is a :class:`ConfigError` that names it, and a tool's
 flags override only the keys the user passed (:func:`overrides_from_args`, ``--set KEY=VALUE``).
@@ -98,7 +98,10 @@ class Check:
     """The declared rule of one config field (see :func:`setting`); ``None`` values are not checked.
 
     Args:
-        ge, gt, le, lt: bounds (>=, >, <=, <) of a number, or of every item of a list.
+        ge: lower bound (>=) of a number, or of every item of a list.
+        gt: lower bound (>).
+        le: upper bound (<=).
+        lt: upper bound (<).
         odd: an odd integer.
         choices: the allowed values, or a function returning them (for registries that fill
             at import time).
@@ -377,7 +380,7 @@ def config_from_dict(
             set one nested field.
         source: file name used in error messages.
         cls: the config dataclass (with a ``validate()`` method):
-            :class:`ghostdet.config.TrainConfig` or :class:`ghostdet.cls_config.ClsConfig`.
+            :class:`ghostdet.config.TrainConfig` or :class:`ghostdet.config.classification.ClsConfig`.
 
     Raises:
         ConfigError: unknown key, wrong type or invalid value (the message names the key and
@@ -466,9 +469,10 @@ class Overrides(dict):
     """Config overrides (key -> value) that remember where each key came from.
 
     Args:
-        *args, **kwargs: as for ``dict``.
+        *args: as for ``dict``.
         origins: config key -> its source for error messages: the flag (``--lr``) or
             ``--set ITEM``.
+        **kwargs: as for ``dict``.
     """
 
     def __init__(self, *args: Any, origins: Mapping[str, str] | None = None, **kwargs: Any) -> None:

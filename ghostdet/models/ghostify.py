@@ -28,7 +28,7 @@ Design decisions:
   Ghost-VGG-16 figures are matched with everything replaced (see ``tools/paper_tables.py``).
   Its Ghost-ResNet-50 figures (13.0M / 2.2G at s=2) are only reproduced with the 7x7 stem kept
   dense (``skip="conv1"``) and the fc layer converted as well (as a 1x1 conv, see
-  :func:`ghostdet.profiling.paper.fc_as_conv`); that is reported, not made the default. Pass e.g.
+  :func:`ghostdet.analysis.paper.fc_as_conv`); that is reported, not made the default. Pass e.g.
   ``skip=("conv1", "*.downsample.0")`` to keep the stem and the projection shortcuts dense.
   ``nn.Linear`` layers are never touched.
 """
@@ -44,7 +44,7 @@ from typing import Union
 from torch import nn
 
 from ghostdet.models.ghostnet import GhostModule
-from ghostdet.profiling.counting import InputSize, count_macs, count_params, input_shape
+from ghostdet.utils.counting import InputSize, count_macs, count_params, input_shape
 
 __all__ = ["GhostifySummary", "ghostify", "is_replaceable"]
 
@@ -156,7 +156,7 @@ def ghostify(
         inplace: convert ``model`` itself; by default a deep copy is converted and ``model``
             is left untouched.
         input_size: if given, the summary reports MACs before/after at this input size (see
-            :func:`ghostdet.profiling.input_shape`, e.g. ``32`` or ``(1, 3, 224, 224)``).
+            :func:`ghostdet.utils.counting.input_shape`, e.g. ``32`` or ``(1, 3, 224, 224)``).
 
     Returns:
         ``(converted_model, summary)``.

@@ -2,7 +2,7 @@
 
 :data:`BACKBONES` (classifiers) and :data:`DETECTION_BACKBONES` (body + FPN) map a row name to
 a :class:`BackboneSpec`: its label, a builder (random init, no downloads) and, for classifiers,
-the published figures from :mod:`ghostdet.profiling.paper_figures`.
+the published figures from :mod:`ghostdet.analysis.paper_figures`.
 
 The ghostdet rows come from the model registry: every classifier and every FPN backbone that
 is registered with a backbone family and binds a width (``ghostnet_100``, ``ghostnetv2_100_fpn``,
@@ -22,9 +22,9 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection.backbone_utils import mobilenet_backbone
 
+from ghostdet.analysis.paper_figures import IMAGENET_BASELINES, IMAGENET_FAMILIES
 from ghostdet.models.family import get_family
 from ghostdet.models.registry import ModelEntry, list_models, model_entry
-from ghostdet.profiling.paper_figures import IMAGENET_BASELINES, IMAGENET_FAMILIES
 
 __all__ = ["BACKBONES", "DETECTION_BACKBONES", "BackboneSpec"]
 

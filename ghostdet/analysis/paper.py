@@ -1,10 +1,10 @@
 """The GhostNet paper's tables: our params/MACs counts next to the published figures.
 
-The figures are data in :mod:`ghostdet.profiling.paper_figures`; this module builds the models,
-counts them (:mod:`ghostdet.profiling.counting`) and renders the comparison. Ghost models are
-built with :func:`ghostdet.ghostify`, which itself counts with :mod:`ghostdet.profiling`, so
-this module sits above both and is not re-exported by ``ghostdet.profiling``: import it as
-``ghostdet.profiling.paper``.
+The figures are data in :mod:`ghostdet.analysis.paper_figures`; this module builds the models,
+counts them (:mod:`ghostdet.utils.counting`) and renders the comparison. Ghost models are
+built with :func:`ghostdet.ghostify`, which itself counts with :mod:`ghostdet.analysis`, so
+this module sits above both and is not re-exported by ``ghostdet.analysis``: import it as
+``ghostdet.analysis.paper``.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import torch
 import torchvision
 from torch import nn
 
-from ghostdet.ghostify import ghostify
+from ghostdet.analysis import paper_figures as paper
+from ghostdet.analysis.backbones import BACKBONES, BackboneSpec
 from ghostdet.models.cifar import resnet56_cifar, vgg16_cifar
 from ghostdet.models.fpn import ghostnet_fpn_backbone
-from ghostdet.profiling import paper_figures as paper
-from ghostdet.profiling.backbones import BACKBONES, BackboneSpec
-from ghostdet.profiling.counting import InputSize, count_macs, count_params, input_shape
+from ghostdet.models.ghostify import ghostify
+from ghostdet.utils.counting import InputSize, count_macs, count_params, input_shape
 
 __all__ = ["PaperRow", "fc_as_conv", "format_paper_tables", "paper_tables"]
 

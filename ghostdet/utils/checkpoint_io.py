@@ -22,12 +22,14 @@ from typing import Any
 
 import torch
 
+from ghostdet.errors import CheckpointError
+
 __all__ = ["CheckpointReadError", "checkpoint_backbone", "read_checkpoint"]
 
 _MAX_REASON = 300
 
 
-class CheckpointReadError(ValueError):
+class CheckpointReadError(CheckpointError):
     """A checkpoint file is missing or cannot be read; the message names the file."""
 
 

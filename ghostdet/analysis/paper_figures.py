@@ -2,8 +2,8 @@
 
 Every entry is ``(params in millions, MACs in millions)``, ``None`` where the source gives no
 figure. Unless noted, the source is the GhostNet paper (Han et al., CVPR 2020, arXiv:1911.11907).
-The models are built and counted in :mod:`ghostdet.profiling.paper` (the paper's tables) and
-:mod:`ghostdet.profiling.backbones` (the comparison table).
+The models are built and counted in :mod:`ghostdet.analysis.paper` (the paper's tables) and
+:mod:`ghostdet.analysis.backbones` (the comparison table).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ GHOST_RESNET56_CIFAR: Figures = (0.43, 63)
 # ImageNet, 224x224 inputs.
 RESNET50: Figures = (25.6, 4100)
 GHOST_RESNET50_BY_RATIO: dict[int, Figures] = {2: (13.0, 2200), 4: (6.5, 1200)}
-# The classifiers of ghostdet.profiling.BACKBONES: ghostdet's by (backbone family, width), the
+# The classifiers of ghostdet.analysis.BACKBONES: ghostdet's by (backbone family, width), the
 # torchvision baselines by row name. GhostNet 1.1x has no ImageNet row in the paper; its 164M is
 # from the COCO table. GhostNetV2 is from its paper (Tang et al., NeurIPS 2022, arXiv:2211.12905);
 # GhostNetV3's rows carry no figures. The paper lists MobileNetV2 with 3.4M params (torchvision's

@@ -1,6 +1,6 @@
 """Params, MACs and CPU latency of the comparison table's backbones, one row each.
 
-The rows are rendered by :mod:`ghostdet.profiling.report`.
+The rows are rendered by :mod:`ghostdet.analysis.report`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ghostdet.profiling.backbones import BACKBONES, DETECTION_BACKBONES
-from ghostdet.profiling.counting import count_macs, input_shape, profile, split_macs
-from ghostdet.profiling.latency import measure_latency
+from ghostdet.analysis.backbones import BACKBONES, DETECTION_BACKBONES
+from ghostdet.analysis.latency import measure_latency
+from ghostdet.utils.counting import count_macs, input_shape, profile, split_macs
 
 __all__ = ["ComparisonRow", "compare_backbones"]
 
@@ -24,7 +24,7 @@ class ComparisonRow:
 
     ``macs_224``/``thop_macs_224`` are for the full model at ``cls_size``; ``det_macs`` and
     ``det_latency_ms`` are keyed by ``"HxW"`` and measure the trunk (see
-    :meth:`~ghostdet.profiling.backbones.BackboneSpec.trunk`); for detection backbones
+    :meth:`~ghostdet.analysis.backbones.BackboneSpec.trunk`); for detection backbones
     ``det_body_macs`` holds the part of ``det_macs`` spent in the body (the rest is the FPN).
     Latencies are medians in milliseconds (``None`` if skipped).
     """

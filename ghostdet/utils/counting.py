@@ -17,7 +17,7 @@ Counts are for one forward pass of an input of the given size (batch included; t
 batch is 1). Operations called through ``torch.nn.functional`` instead of a module are not seen
 by the hooks and are not counted.
 
-This is the lowest layer of :mod:`ghostdet.profiling`: it imports nothing of ghostdet, so
+This is the lowest layer of :mod:`ghostdet.analysis`: it imports nothing of ghostdet, so
 model transforms such as :func:`ghostdet.ghostify` can count with it.
 """
 

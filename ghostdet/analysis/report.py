@@ -1,4 +1,4 @@
-"""Rendering :func:`~ghostdet.profiling.compare_backbones` rows: markdown table, CSV and plot."""
+"""Rendering :func:`~ghostdet.analysis.compare_backbones` rows: markdown table, CSV and plot."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import csv
 from collections.abc import Callable, Sequence
 from os import PathLike
 
-from ghostdet.profiling.comparison import ComparisonRow
+from ghostdet.analysis.comparison import ComparisonRow
 
 __all__ = ["format_markdown", "plot_macs_latency", "write_csv"]
 

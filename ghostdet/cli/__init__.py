@@ -20,10 +20,9 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
-import torch
-
-from ghostdet.errors import GhostdetError
-from ghostdet.models.registry import detector_aliases, list_models, model_entry
+from ghostdet.errors import GhostdetError, one_line
+from ghostdet.models.registry import detector_aliases, list_models, resolve_detector_name
+from ghostdet.utils.devices import resolve_device
 
 __all__ = [
     "ARG_FLAGS",
@@ -182,7 +181,7 @@ def add_detector_args(parser: argparse.ArgumentParser | Any) -> None:
 
     ``--checkpoint``, ``--model``, ``--weights``, ``--width``, ``--num-classes``, ``--min-size``,
     ``--max-size``, ``--device``, ``--threads``; :func:`detector_kwargs` turns them into keyword
-    arguments for :func:`ghostdet.inference.load_detector`-based entry points.
+    arguments for :func:`ghostdet.models.loading.load_detector`-based entry points.
     """
     parser.add_argument(
         "--checkpoint",
@@ -204,8 +203,8 @@ def add_detector_args(parser: argparse.ArgumentParser | Any) -> None:
         default=None,
         help="classes incl. background of --model (default: from weights)",
     )
-    from ghostdet.config import TrainConfig
-    from ghostdet.recipe import flag_type
+    from ghostdet.config.detection import TrainConfig
+    from ghostdet.config.recipe import flag_type
 
     # the same declared ranges as the training recipe's min_size / max_size
     parser.add_argument(
@@ -232,56 +231,3 @@ def add_detector_args(parser: argparse.ArgumentParser | Any) -> None:
 def detector_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The :func:`add_detector_args` values of ``args`` as keyword arguments."""
     return {k: getattr(args, k) for k in DETECTOR_ARG_NAMES}
-
-
-def one_line(err: BaseException) -> str:
-    """A single-line, bounded description of ``err`` for tool error messages."""
-    text = "; ".join(s.strip() for s in str(err).splitlines() if s.strip()) or type(err).__name__
-    return text if len(text) <= 400 else text[:397] + "..."
-
-
-def resolve_detector_name(name: str) -> str:
-    """Registered detector name of an alias (``fasterrcnn``, ``retinanet``, ...) or of a detector name.
-
-    Raises:
-        ToolError: ``name`` is not a registered detector; the message lists the choices.
-    """
-    try:
-        entry = model_entry(name)
-    except ValueError:
-        entry = None
-    if entry is None or entry.kind != "detector":
-        choices = [*detector_aliases(), *list_models("detector")]
-        raise ToolError(f"unknown detector {name!r}; choose from {', '.join(choices)}")
-    return entry.name
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``None``/``"auto"`` -> cuda if available else cpu; otherwise a checked ``torch.device(device)``.
-
-    Only ``cpu``, ``cuda`` and ``cuda:N`` of a GPU that exists are accepted: the tools run on
-    nothing else (``mps``, ``xpu``, ... and ``meta``, which holds no data, are refused).
-
-    Raises:
-        ToolError: an unknown or unsupported device, CUDA asked for but not available, or a
-            GPU index beyond the GPUs there are.
-    """
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ToolError(f"bad --device {device!r}: use auto, cpu, cuda or cuda:N") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ToolError(f"unsupported --device {device!r}: use auto, cpu, cuda or cuda:N")
-    if dev.type == "cpu" and dev.index not in (None, 0):
-        raise ToolError(f"bad --device {device!r}: use cpu (there is one CPU device)")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ToolError(f"--device {device} requested but CUDA is not available")
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise ToolError(
-                f"--device {device}: there are {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
-            )
-    return dev
