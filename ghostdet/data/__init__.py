@@ -1,7 +1,8 @@
 """Detection data: COCO-format datasets and their validation, augmentation, grouped batching, embedded
 synthetic data.
 
-Classification data (ImageFolder / CIFAR readers, a generated shapes set): :mod:`ghostdet.data.classification`.
+Classification data (ImageFolder / CIFAR readers, a generated shapes set):
+:mod:`ghostdet.data.classification`.
 """
 
 from ghostdet.data.coco import (
