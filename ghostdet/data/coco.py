@@ -70,8 +70,10 @@ import torch
 from pycocotools.coco import COCO
 from torch import Tensor
 
+from ghostdet.data.formats import SplitSource, detect_format, read_split
 from ghostdet.data.images import ImageReadError, read_rgb_array
 from ghostdet.data.validation import LENIENT_PROBLEMS, PROBLEMS, DataError, DataReport, read_annotations
+from ghostdet.errors import InputError
 
 __all__ = [
     "COCO_LAYOUT_HINT",
@@ -91,9 +93,9 @@ __all__ = [
 ]
 
 COCO_LAYOUT_HINT = (
-    "for a COCO 2017 root use --data-path with train2017/, val2017/ and "
-    "annotations/instances_{train,val}2017.json; for any other COCO-format set pass "
-    "--train-images/--train-ann/--val-images/--val-ann"
+    "for a COCO 2017 root give data_path with train2017/, val2017/ and "
+    "annotations/instances_{train,val}2017.json; for any other COCO-format set give "
+    "train_images, train_ann, val_images and val_ann"
 )
 
 # transforms(image HWC uint8, boxes (N,4) float32 xyxy, labels (N,) int64, indices (N,) int64)
@@ -135,15 +137,15 @@ def collate_fn(batch: Sequence[Any]) -> Batch:
     return Batch(images, targets, skipped)
 
 
-def _missing(kind: str, path: Path, expected: str) -> FileNotFoundError:
-    return FileNotFoundError(f"{kind} not found: {path} (expected {expected}; {COCO_LAYOUT_HINT})")
+def _missing(kind: str, path: Path, expected: str, argument: str | None = None) -> InputError:
+    return InputError(f"{kind} not found: {path} (expected {expected}; {COCO_LAYOUT_HINT})", argument=argument)
 
 
 def _load_coco(
-    ann_file: Path, images_dir: Path, min_box_size: float, strict: bool
+    ann_file: Path, images_dir: Path, min_box_size: float, strict: bool, parsed: dict[str, Any] | None = None
 ) -> tuple[COCO, DataReport]:
     """pycocotools ``COCO`` of the valid entries (without its prints) and the :class:`DataReport`."""
-    data, report = read_annotations(ann_file, images_dir, min_box_size, strict)
+    data, report = read_annotations(ann_file, images_dir, min_box_size, strict, parsed=parsed)
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
@@ -209,6 +211,9 @@ class CocoDetection(torch.utils.data.Dataset):
         strict: raise :class:`DataError` instead of skipping invalid entries (every class of
             :data:`PROBLEMS` except crowd and tiny boxes); also checks that every image file
             exists.
+        source: a YOLO or VOC split read by :func:`ghostdet.data.formats.read_split`, used
+            instead of ``images_dir`` and ``ann_file`` (pass ``None`` for both); its images
+            without a label file are counted as negatives.
 
     Attributes:
         report: the :class:`DataReport` of ``ann_file`` (counts and example ids of what was
@@ -221,21 +226,25 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        images_dir: str | PathLike,
-        ann_file: str | PathLike,
+        images_dir: str | PathLike | None,
+        ann_file: str | PathLike | None,
         transforms: TransformFn | None = None,
         drop_empty: bool = False,
         min_box_size: float = 1.0,
         strict: bool = False,
+        source: SplitSource | None = None,
     ):
-        self.images_dir = Path(images_dir)
-        self.ann_file = Path(ann_file)
-        if not self.ann_file.is_file():
+        self.images_dir = Path(images_dir) if source is None else source.images_dir
+        self.ann_file = Path(ann_file) if source is None else Path(source.name)
+        if source is None and not self.ann_file.is_file():
             raise _missing("annotation file", self.ann_file, "a COCO-format instances JSON")
         if not self.images_dir.is_dir():
             raise _missing("image folder", self.images_dir, "a folder with the JSON's file_name images")
         self.min_box_size = float(min_box_size)
-        self.coco, self.report = _load_coco(self.ann_file, self.images_dir, self.min_box_size, strict)
+        parsed = source.data if source is not None else None
+        self.coco, self.report = _load_coco(self.ann_file, self.images_dir, self.min_box_size, strict, parsed)
+        for img_id in source.without_labels if source is not None else ():
+            self.report.add("no_label_file", img_id)
         self.transforms = transforms
         self.drop_empty = drop_empty
         self.skipped = 0
@@ -341,7 +350,7 @@ def resolve_coco_paths(
     if data_path is not None:
         root = Path(data_path)
         if not root.is_dir():
-            raise _missing("dataset root", root, "a folder")
+            raise _missing("dataset root", root, "a folder", "data_path")
         coco_style = {
             "train_images": root / "train2017",
             "train_ann": root / "annotations" / "instances_train2017.json",
@@ -369,15 +378,16 @@ def resolve_coco_paths(
         elif key in derived:
             paths[key] = derived[key]
         else:
-            flag = "--" + key.replace("_", "-")
-            raise ValueError(
-                f"no {key.replace('_', ' ')} given: pass {flag} or --data-path ({COCO_LAYOUT_HINT})"
+            raise InputError(
+                f"no {key.replace('_', ' ')} given: give {key} or data_path ({COCO_LAYOUT_HINT})", argument=key
             )
     for split in ("train", "val"):
         if not paths[f"{split}_ann"].is_file():
-            raise _missing(f"{split} annotation file", paths[f"{split}_ann"], "a COCO-format instances JSON")
+            raise _missing(
+                f"{split} annotation file", paths[f"{split}_ann"], "a COCO-format instances JSON", f"{split}_ann"
+            )
         if not paths[f"{split}_images"].is_dir():
-            raise _missing(f"{split} image folder", paths[f"{split}_images"], "a folder of images")
+            raise _missing(f"{split} image folder", paths[f"{split}_images"], "a folder of images", f"{split}_images")
     return paths
 
 
@@ -429,6 +439,8 @@ def build_coco_datasets(
     drop_empty_train: bool = False,
     min_box_size: float = 1.0,
     strict: bool = False,
+    data_format: str | None = None,
+    difficult: str = "crowd",
 ) -> tuple[CocoDetection, CocoDetection]:
     """Build the train and val datasets from a dataset root and/or explicit paths.
 
@@ -446,6 +458,10 @@ def build_coco_datasets(
         drop_empty_train: drop train images without boxes (val keeps every image).
         min_box_size: see :class:`CocoDetection`.
         strict: see :class:`CocoDetection` (both splits).
+        data_format: the layout of ``data_path``: ``"coco"``, ``"yolo"`` (a ``data.yaml`` or its
+            folder) or ``"voc"`` (see :mod:`ghostdet.data.formats`); ``None`` detects it. A YOLO
+            or VOC dataset is given by ``data_path`` alone.
+        difficult: VOC ``difficult`` objects: ``"crowd"`` (ignored, the default) or ``"object"``.
 
     Returns:
         ``(train_dataset, val_dataset)``; their ``report`` attributes say what was skipped.
@@ -455,7 +471,19 @@ def build_coco_datasets(
             without images, a val split of which not one image can be read (checked here, so
             training never runs to score nothing), or different categories in the two splits.
     """
-    p = resolve_coco_paths(data_path, train_images, train_ann, val_images, val_ann)
+    fmt = data_format or (detect_format(data_path) if data_path is not None else "coco")
+    if fmt == "coco":
+        p = resolve_coco_paths(data_path, train_images, train_ann, val_images, val_ann)
+        sources: dict[str, Any] = {"train": None, "val": None}
+    else:  # YOLO / VOC: both splits from data_path, read into COCO-format annotations
+        explicit = {"train_images": train_images, "train_ann": train_ann, "val_images": val_images}
+        given = [k for k, v in {**explicit, "val_ann": val_ann}.items() if v is not None]
+        if data_path is None or given:
+            why = f"not with {', '.join(given)}" if given else "none was given"
+            raise InputError(f"a {fmt} dataset is given by data_path alone ({why})", argument="data_path")
+        kw = {"difficult": difficult} if fmt == "voc" else {}
+        sources = {split: read_split(data_path, split, fmt, **kw) for split in ("train", "val")}
+        p = {f"{s}_{k}": None for s in ("train", "val") for k in ("images", "ann")}
     train = CocoDetection(
         p["train_images"],
         p["train_ann"],
@@ -463,10 +491,11 @@ def build_coco_datasets(
         drop_empty=drop_empty_train,
         min_box_size=min_box_size,
         strict=strict,
+        source=sources["train"],
     )
     val = CocoDetection(
         p["val_images"], p["val_ann"], val_transforms, drop_empty=False, min_box_size=min_box_size,
-        strict=strict,
+        strict=strict, source=sources["val"],
     )  # fmt: skip
     for split, ds in (("train", train), ("val", val)):
         if len(ds) == 0:
@@ -475,7 +504,7 @@ def build_coco_datasets(
         raise DataError(
             f"train and val annotation files have different categories "
             f"({sorted(train.cat_id_to_label)} vs {sorted(val.cat_id_to_label)}): "
-            f"{p['train_ann']}, {p['val_ann']}"
+            f"{train.ann_file}, {val.ann_file}"
         )
     _check_readable(val, "val")
     return train, val

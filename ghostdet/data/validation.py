@@ -36,6 +36,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from ghostdet.errors import GhostdetError
+
 __all__ = [
     "LENIENT_PROBLEMS",
     "PROBLEMS",
@@ -47,7 +49,7 @@ __all__ = [
 ]
 
 
-class DataError(ValueError):
+class DataError(GhostdetError, ValueError):
     """A dataset file is malformed, or holds invalid entries under ``strict``; the message names the file."""
 
 
@@ -71,9 +73,10 @@ PROBLEMS: dict[str, tuple[str, str, str]] = {
     "crowd": ("annotation", "crowd annotations", "not trained on, kept for evaluation"),
     "tiny": ("annotation", "tiny boxes", "a side below min_box_size pixels after clipping"),
     "lost_all_boxes": ("image", "images lost all their boxes", "kept as negatives unless drop_empty"),
+    "no_label_file": ("image", "images without a label file", "YOLO/VOC: kept as negatives"),
 }
 #: Classes that are normal COCO content (or a consequence of other classes): counted, never an error.
-LENIENT_PROBLEMS = frozenset({"crowd", "tiny", "lost_all_boxes"})
+LENIENT_PROBLEMS = frozenset({"crowd", "tiny", "lost_all_boxes", "no_label_file"})
 _MAX_EXAMPLES = 5
 
 
@@ -197,13 +200,14 @@ def _load_json(path: Path, what: str) -> Any:
         raise DataError(f"{path} is not {what}: not valid JSON ({e})") from None
 
 
-def _read_json(ann_file: Path, image_list_ok: bool = False) -> dict[str, Any]:
+def _read_json(ann_file: Path, image_list_ok: bool = False, parsed: Any = None) -> dict[str, Any]:
     """The parsed instances JSON, with the top-level structure and categories checked.
 
     With ``image_list_ok`` only ``images`` is required; a missing ``categories`` is read as an
-    empty list (``annotations`` stays missing: the caller decides whether it needs it).
+    empty list (``annotations`` stays missing: the caller decides whether it needs it). With
+    ``parsed`` (annotations read from another format) the file is not read.
     """
-    data = _load_json(ann_file, "a COCO-format JSON file")
+    data = _load_json(ann_file, "a COCO-format JSON file") if parsed is None else parsed
     keys = ("images",) if image_list_ok else ("images", "annotations", "categories")
     if not isinstance(data, dict) or not set(keys) <= set(data):
         have = f"has keys {sorted(data)[:6]}" if isinstance(data, dict) else f"is a JSON {_json_kind(data)}"
@@ -348,6 +352,7 @@ def read_annotations(
     *,
     check_files: bool | None = None,
     image_list_ok: bool = False,
+    parsed: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], DataReport]:
     """Read and validate a COCO instances JSON (see the module docstring for the rules).
 
@@ -364,6 +369,8 @@ def read_annotations(
             COCO's ``image_info_test-dev2017.json``), as evaluation without scoring does; its
             images then need only an ``id`` and a ``file_name``, and the returned dict has no
             ``annotations`` either.
+        parsed: the annotations already in memory (a YOLO or VOC split read by
+            :mod:`ghostdet.data.formats`); ``ann_file`` then only names their source.
 
     Returns:
         ``(data, report)``: the JSON dict with only the valid image and annotation entries
@@ -375,7 +382,7 @@ def read_annotations(
     """
     files = strict if check_files is None else check_files
     data, report = _validate(
-        _read_json(ann_file, image_list_ok), ann_file, images_dir, min_box_size, check_files=files
+        _read_json(ann_file, image_list_ok, parsed), ann_file, images_dir, min_box_size, check_files=files
     )
     if strict:
         report.check()
