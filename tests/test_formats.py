@@ -246,3 +246,31 @@ def test_writers_refuse_an_existing_split_and_never_touch_inputs(tmp_path, shape
     assert (tmp_path / "y" / "data.yaml").read_bytes() == before
     with pytest.raises(OutputError, match=r"refusing to write"):
         write_coco_json(tmp_path / "y", tmp_path / "y" / "data.yaml", split="val")
+
+
+def test_eval_of_a_yolo_val_split_equals_the_coco_json(tmp_path, shapes):
+    import torch
+
+    from ghostdet.evaluation.evaluate import run_eval
+    from tests.test_bad_input import _tiny_detector_checkpoint
+
+    torch.set_num_threads(1)
+    ck = _tiny_detector_checkpoint(tmp_path / "ck.pth")
+    write_yolo(shapes["val_ann"], shapes["val_images"], tmp_path / "yolo", split="val")
+    common = {"checkpoint": ck, "device": "cpu", "progress": False, "log": lambda s: None, "workers": 0}
+    common["score_threshold"] = 0.0
+    from_json = run_eval(
+        val_images=shapes["val_images"], val_ann=shapes["val_ann"], output_dir=tmp_path / "a", **common
+    )
+    from_yolo = run_eval(data_path=tmp_path / "yolo", output_dir=tmp_path / "b", **common)
+    # YOLO has no 'area' (COCO's small/medium/large split): the box area stands in for it, so the
+    # size-free stats equal the original JSON's, and all twelve equal the converted JSON's
+    for key in ("AP", "AP50", "AP75", "AR1", "AR10", "AR100"):
+        assert from_yolo[key] == pytest.approx(from_json[key], abs=1e-9), key
+    conv = write_coco_json(tmp_path / "yolo", tmp_path / "conv.json", split="val")
+    from_conv = run_eval(
+        val_images=conv["images_dir"], val_ann=tmp_path / "conv.json", output_dir=tmp_path / "c", **common
+    )
+    assert from_yolo["stats"] == pytest.approx(from_conv["stats"], abs=1e-9)
+    n_dets = len(json.loads((tmp_path / "a" / "detections.json").read_text()))
+    assert n_dets > 0 and n_dets == len(json.loads((tmp_path / "b" / "detections.json").read_text()))

@@ -80,6 +80,9 @@ class SplitSource:
     format: str
     without_labels: list[int] = field(default_factory=list)
 
+    def __str__(self) -> str:
+        return self.name
+
 
 def detect_format(path: str | PathLike) -> str:
     """The layout of a dataset path: ``"yolo"`` (a ``*.yaml`` file, or a folder holding

@@ -32,6 +32,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 
 from ghostdet.data.coco import BadImageWarning
+from ghostdet.data.formats import SplitSource, detect_format, read_split
 from ghostdet.data.images import IMAGE_EXTENSIONS, ImageReadError, read_rgb_tensor
 from ghostdet.data.validation import DataReport, read_annotations, read_results
 from ghostdet.errors import InputError
@@ -204,7 +205,7 @@ def format_per_category(rows: Sequence[tuple[int, str, float]]) -> str:
 
 
 def _read_annotations(
-    ann_file: str | PathLike,
+    ann_file: str | PathLike | SplitSource,
     images_dir: str | PathLike | None = None,
     strict: bool = False,
     log: Callable[[str], None] = print,
@@ -218,13 +219,15 @@ def _read_annotations(
         DataError: the file is not a COCO-format JSON, or ``strict`` and invalid entries.
     """
     check_files = strict and images_dir is not None
+    source = ann_file if isinstance(ann_file, SplitSource) else None  # a YOLO/VOC split in memory
     data, report = read_annotations(
-        Path(ann_file),
+        Path(source.name if source is not None else ann_file),
         None if images_dir is None else Path(images_dir),
         1.0,
         strict,
         check_files=check_files,
         image_list_ok=True,
+        parsed=None if source is None else source.data,
     )
     lines = report.problem_lines(lenient=False)
     if lines:
@@ -246,7 +249,7 @@ def _json_safe(x: float) -> float | None:
 def evaluate_detector(
     detector: LoadedDetector,
     images_dir: str | PathLike,
-    ann_file: str | PathLike | None,
+    ann_file: str | PathLike | SplitSource | None,
     output_dir: str | PathLike,
     device: torch.device | str = "cpu",
     batch_size: int = 2,
@@ -290,7 +293,8 @@ def evaluate_detector(
     say = log if rank == 0 else (lambda _msg: None)
     device = torch.device(device)
     names = (RESULTS_NAME, METRICS_NAME, *((IMAGES_NAME,) if results_only else ()))
-    protected = _refuse_overwriting_inputs(output_dir, names, [ann_file, detector.source])
+    ann_path = ann_file.name if isinstance(ann_file, SplitSource) else ann_file
+    protected = _refuse_overwriting_inputs(output_dir, names, [ann_path, detector.source])
     coco, report, dataset = _eval_images(images_dir, ann_file, results_only, limit, strict_data, say)
     all_entries = list(dataset.entries)
     dataset.entries = dataset.entries[rank::world]
@@ -349,7 +353,7 @@ def evaluate_detector(
 
 def _eval_images(
     images_dir: str | PathLike,
-    ann_file: str | PathLike | None,
+    ann_file: str | PathLike | SplitSource | None,
     results_only: bool,
     limit: int | None,
     strict: bool = False,
@@ -507,6 +511,8 @@ def run_eval(
     max_size: int | None = None,
     threads: int | None = None,
     strict_data: bool = False,
+    data_format: str | None = None,
+    difficult: str = "crowd",
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Everything ``tools/eval_det.py`` does: resolve data, join torchrun, load, evaluate, write.
@@ -528,6 +534,10 @@ def run_eval(
         threads: ``torch.set_num_threads`` for this process (``None`` keeps torch's default).
         strict_data: invalid ground-truth entries are an error instead of being left out and
             counted (as ``tools/train_det.py --strict-data``).
+        data_format: the layout of ``data_path`` (``coco``, ``yolo``, ``voc``; ``None``:
+            detected); a YOLO or VOC set is scored on its ``val`` split.
+        difficult: VOC ``difficult`` objects: ``"crowd"`` (ignored, as VOC scoring does) or
+            ``"object"``.
         **kwargs: passed to :func:`evaluate_detector` (batch_size, workers, score_threshold,
             max_dets, limit, results_only, progress, log).
     """
@@ -541,7 +551,13 @@ def run_eval(
         return rescore_results(
             results, ann, output_dir, log=kwargs.get("log", print), strict_data=strict_data
         )
-    images_dir, ann_file = resolve_eval_data(data_path, val_images, val_ann, results_only)
+    fmt = data_format or (detect_format(data_path) if data_path is not None else "coco")
+    if fmt != "coco" and val_images is None and val_ann is None:  # a YOLO/VOC set: its val split
+        kw = {"difficult": difficult} if fmt == "voc" else {}
+        source = read_split(data_path, "val", fmt, **kw)
+        images_dir, ann_file = source.images_dir, source
+    else:
+        images_dir, ann_file = resolve_eval_data(data_path, val_images, val_ann, results_only)
     if threads:
         torch.set_num_threads(threads)
     info = init_distributed(resolve_device(device))
