@@ -21,6 +21,7 @@ from ghostdet.config.detection import (
 )
 from ghostdet.config.recipe import save_config
 from ghostdet.engine.solver import LRSchedule
+from ghostdet.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,7 +133,7 @@ def test_types_and_values_are_checked(tmp_path):
     p.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(p)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InputError, match=r"missing\.yaml"):
         load_config(tmp_path / "missing.yaml")
 
 

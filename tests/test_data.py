@@ -29,6 +29,7 @@ from ghostdet.data import (
     make_synthetic_coco,
     quantize_aspect_ratios,
 )
+from ghostdet.errors import InputError
 
 COCO128 = Path(__file__).resolve().parents[2] / "shared/data/coco128"
 needs_coco128 = pytest.mark.skipif(not COCO128.is_dir(), reason="../shared/data/coco128 not present")
@@ -241,23 +242,25 @@ def test_exif_orientation(tmp_path):
 
 # ------------------------------------------------------------------- errors and bad images
 def test_missing_files_give_clear_errors(tmp_path, small_synth):
-    with pytest.raises(FileNotFoundError, match="annotation file not found") as e:
+    with pytest.raises(InputError, match="annotation file not found") as e:
         CocoDetection(small_synth["train_images"], tmp_path / "nope.json")
     assert "nope.json" in str(e.value) and "instances_{train,val}2017.json" in str(e.value)
-    with pytest.raises(FileNotFoundError, match="image folder not found") as e:
+    with pytest.raises(InputError, match="image folder not found") as e:
         CocoDetection(tmp_path / "noimgs", small_synth["train_ann"])
     assert "noimgs" in str(e.value) and "train2017/" in str(e.value)
     with pytest.raises(
-        FileNotFoundError, match=r"train annotation file not found: .*instances_train2017\.json"
-    ):
+        InputError, match=r"train annotation file not found: .*instances_train2017\.json"
+    ) as e:
         build_coco_datasets(data_path=tmp_path)
-    with pytest.raises(FileNotFoundError, match="val image folder not found"):
+    assert e.value.argument == "train_ann"
+    with pytest.raises(InputError, match="val image folder not found"):
         build_coco_datasets(
             train_images=small_synth["train_images"], train_ann=small_synth["train_ann"],
             val_images=tmp_path / "missing", val_ann=small_synth["val_ann"],
         )  # fmt: skip
-    with pytest.raises(ValueError, match="--val-ann"):
+    with pytest.raises(InputError, match="no val images given: give val_images or data_path") as e:
         build_coco_datasets(train_images=small_synth["train_images"], train_ann=small_synth["train_ann"])
+    assert e.value.argument == "val_images"
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a COCO instances JSON"):
         CocoDetection(small_synth["train_images"], tmp_path / "list.json")

@@ -16,6 +16,7 @@ from pycocotools.coco import COCO
 
 from ghostdet.data import synthetic
 from ghostdet.data.synthetic import SHAPE_CATEGORIES, ensure_synthetic_coco, make_synthetic_coco
+from ghostdet.errors import OutputError
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"num_train": 8, "num_val": 4, "image_size": 96, "object_size": (20, 40)}
@@ -134,7 +135,7 @@ def test_ensure_generates_once_and_regenerates_on_change(tmp_path):
 
 def test_ensure_refuses_foreign_folder(tmp_path):
     (tmp_path / "mine.txt").write_text("do not delete")
-    with pytest.raises(FileExistsError, match=r"mine\.txt"):
+    with pytest.raises(OutputError, match=r"mine\.txt"):
         ensure_synthetic_coco(tmp_path, **SMALL)
     assert (tmp_path / "mine.txt").read_text() == "do not delete"
 
@@ -154,7 +155,7 @@ def test_a_real_dataset_folder_is_never_replaced(tmp_path, call):
     root = tmp_path / "coco"
     before = _real_dataset(root)
     fn = ensure_synthetic_coco if call == "ensure" else make_synthetic_coco
-    with pytest.raises(FileExistsError, match=r"annotations, train, val.*left untouched"):
+    with pytest.raises(OutputError, match=r"annotations, train, val.*left untouched"):
         fn(root, **SMALL)
     assert {str(p): p.read_bytes().hex() for p in sorted(root.rglob("*")) if p.is_file()} == before
 

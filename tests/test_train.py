@@ -26,6 +26,7 @@ from ghostdet.engine import NonFiniteLossError, build_datasets, train
 from ghostdet.engine import state as state_module
 from ghostdet.engine.solver import LRSchedule, build_optimizer
 from ghostdet.engine.state import best_entry, match_param_layout
+from ghostdet.errors import InputError
 from ghostdet.evaluation import COCO_STAT_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -268,7 +269,7 @@ def test_synthetic_data_is_generated_from_the_recipe(tmp_path):
 
 def test_missing_data_is_a_clear_error_before_training(tiny_data, tmp_path):
     cfg = tiny_cfg(tiny_data, tmp_path / "x", train_ann=str(tmp_path / "nope.json"))
-    with pytest.raises(FileNotFoundError, match=r"nope\.json"):
+    with pytest.raises(InputError, match=r"nope\.json"):
         train(cfg)
     assert not (tmp_path / "x" / "checkpoint.pth").exists()
 

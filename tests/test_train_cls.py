@@ -27,6 +27,7 @@ from ghostdet.data.classification import (
 )
 from ghostdet.engine.checkpoint import load_checkpoint
 from ghostdet.engine.train_cls import build_classifier, load_classifier, topk_correct, train_classifier
+from ghostdet.errors import InputError
 from ghostdet.models import IMAGENET_URLS, WeightsMismatchError, ghostnet
 from ghostdet.models.weights import resolve_weights
 
@@ -116,12 +117,13 @@ def test_cifar10_reader_on_torchvision_format(tmp_path, monkeypatch):
 
 
 def test_cifar_missing_is_one_error_naming_files_and_download(tmp_path):
-    with pytest.raises(FileNotFoundError) as e:
+    with pytest.raises(InputError) as e:
         build_classification_datasets("cifar10", tmp_path, 32)
     msg = str(e.value)
     assert (
-        "cifar-10-batches-py" in msg and "data_batch_1" in msg and "test_batch" in msg and "--download" in msg
+        "cifar-10-batches-py" in msg and "data_batch_1" in msg and "test_batch" in msg and "download" in msg
     )
+    assert e.value.argument == "data_path"
 
 
 def _tool(name: str):
@@ -149,7 +151,7 @@ def test_cli_keeps_md5_check_for_made_up_cifar(tmp_path, capsys):
 
 
 def test_imagefolder_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train/ and val/"):
+    with pytest.raises(InputError, match="train/ and val/"):
         build_classification_datasets("imagefolder", tmp_path, 32)
     make_synthetic_classification(tmp_path / "a", num_classes=2, num_train=1, num_val=1, image_size=16)
     (tmp_path / "a" / "val" / "circle").rename(tmp_path / "a" / "val" / "blob")

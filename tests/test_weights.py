@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ghostdet.errors import ArgumentError, InputError
 from ghostdet.models import IMAGENET_URLS, WeightsMismatchError, ghostnet
 from ghostdet.models.weights import cached_weights_path, clean_state_dict, load_state_dict_file
 from ghostdet.utils.checkpoint_io import CheckpointReadError
@@ -103,9 +104,10 @@ def test_clean_state_dict_rejects_non_dicts() -> None:
 
 
 def test_missing_file_and_unpublished_width(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
+    with pytest.raises(InputError, match=r"nope\.pth") as e:
         ghostnet(weights=tmp_path / "nope.pth")
-    with pytest.raises(ValueError, match=r"no published ImageNet weights for GhostNet width 1\.3"):
+    assert e.value.argument == "weights"
+    with pytest.raises(ArgumentError, match=r"no published ImageNet weights for GhostNet width 1\.3"):
         ghostnet(width=1.3, weights="imagenet")
 
 

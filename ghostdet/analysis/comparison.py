@@ -13,6 +13,7 @@ from torch import nn
 
 from ghostdet.analysis.backbones import BACKBONES, DETECTION_BACKBONES
 from ghostdet.analysis.latency import measure_latency
+from ghostdet.errors import ArgumentError
 from ghostdet.utils.counting import count_macs, input_shape, profile, split_macs
 
 __all__ = ["ComparisonRow", "compare_backbones"]
@@ -74,9 +75,9 @@ def compare_backbones(
     names = list(BACKBONES) if names is None else list(names)
     unknown = [n for n in names if n not in specs]
     if unknown:
-        raise ValueError(f"unknown backbone(s) {unknown}; available: {', '.join(specs)}")
+        raise ArgumentError(f"unknown backbone(s) {unknown}; available: {', '.join(specs)}", argument="names")
     if not names:
-        raise ValueError("no backbones selected")
+        raise ArgumentError("no backbones selected", argument="names")
     det_sizes = [tuple(int(v) for v in hw) for hw in det_sizes]
     for hw in det_sizes:
         input_shape(hw)  # validates

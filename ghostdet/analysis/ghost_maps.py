@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ghostdet.data.classification import IMAGENET_MEAN, IMAGENET_STD
 from ghostdet.data.images import ImageReadError, read_rgb_tensor
-from ghostdet.errors import InputError
+from ghostdet.errors import ArgumentError, GhostdetError, InputError
 from ghostdet.models import GhostModule, get_model, list_models, model_entry
 from ghostdet.models.ghostnetv3 import GhostModuleV3, reparameterize
 from ghostdet.models.loading import load_detector
@@ -155,7 +155,7 @@ def capture_ghost_maps(
     for n in names:
         gm = modules[n]
         if not isinstance(gm, GHOST_MODULES):
-            raise ValueError(f"{n} is a {type(gm).__name__}, not a GhostModule")
+            raise ArgumentError(f"{n} is a {type(gm).__name__}, not a GhostModule", argument="names")
 
         def keep(key: str, n: str = n):
             def hook(_m: nn.Module, _inp: Any, out: Tensor) -> None:
@@ -350,8 +350,8 @@ def run_visualize(
 
         try:
             net, ckpt = load_classifier(checkpoint, device=dev)
-        except ValueError as e:
-            raise InputError(str(e)) from None
+        except GhostdetError as e:
+            raise InputError(str(e), argument="checkpoint") from None
         prepare, mean, std = int(ckpt["image_size"]), ckpt["mean"], ckpt["std"]
     elif checkpoint is not None:
         net = load_detector(checkpoint, device=dev).model
@@ -359,13 +359,14 @@ def run_visualize(
     else:
         choices = [m for m in list_models("classifier") if model_entry(m).family is not None]
         if model not in choices:
-            raise InputError(f"--model must be one of {', '.join(choices)}, got {model!r}")
+            raise InputError(f"model must be one of {', '.join(choices)}, got {model!r}", argument="model")
         kw: dict[str, Any] = {"width": width} if width is not None else {}
         try:
             net = get_model(model, weights=weights, progress=False, **kw)
-        except (FileNotFoundError, ValueError, RuntimeError) as e:
+        except GhostdetError as e:
             raise InputError(
-                f"could not load weights {weights} into {model}: {e}".splitlines()[0][:400]
+                f"could not load weights {weights} into {model}: {e}".splitlines()[0][:400],
+                argument="weights",
             ) from None
         net = net.to(dev).eval()
         prepare = size

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ghostdet.errors import ArgumentError
+
 try:
     import resource
 except ImportError:  # Windows has no resource module: page faults are not counted there
@@ -51,9 +53,9 @@ class Timings:
 
 def _check_repetitions(runs: int, warmup: int, threads: int | None) -> None:
     if runs < 1 or warmup < 0:
-        raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+        raise ArgumentError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise ArgumentError(f"threads must be >= 1, got {threads}", argument="threads")
 
 
 def _minor_faults() -> int:

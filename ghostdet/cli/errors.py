@@ -2,16 +2,17 @@
 
 Every tool parses its flags with :class:`ToolArgumentParser` (which adds ``--debug``) and runs its
 one library call through :func:`run_tool`. An error about the user's input -- a
-:class:`~ghostdet.errors.GhostdetError` (or a :class:`ToolError` of the CLI itself) -- becomes one
-line and exit status 2; the library parameter it names (``err.argument``) is spelled as the
-tool's flag. Anything else is a bug and keeps its traceback; ``--debug`` prints the traceback of
-user errors too.
+:class:`~ghostdet.errors.GhostdetError`, :class:`ToolError` (the CLI's own) included -- becomes
+one line and exit status 2. The library names the parameter at fault (``err.argument``); this
+module is the one place that spells it as the tool's flag (:data:`ARG_FLAGS`, plus a tool's own
+``argument_flags``), leading the line with it. Anything else -- a builtin ``ValueError`` or
+``OSError`` included -- is a bug and keeps its traceback (exit status 1); ``--debug`` prints the
+traceback of user errors too.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import traceback
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ __all__ = [
     "USER_ERROR_STATUS",
     "ToolArgumentParser",
     "ToolError",
+    "argument_flag",
     "run_tool",
     "user_message",
 ]
@@ -34,27 +36,41 @@ __all__ = [
 USER_ERROR_STATUS = 2
 
 
-class ToolError(Exception):
-    """A user-facing error (bad path, wrong checkpoint, bad flag): the tools print it as one line."""
+class ToolError(GhostdetError):
+    """An error the CLI itself finds in the user's input: the tools print it as one line."""
 
 
-#: The errors :func:`run_tool` reports as one line: the library raises ValueError subclasses
-#: (ConfigError, DataError, CheckpointReadError, WeightsMismatchError) for bad content and
-#: OSError subclasses (FileNotFoundError, a failed download) for files it cannot get.
-USER_ERRORS: tuple[type[BaseException], ...] = (GhostdetError, ToolError, ValueError, OSError)
+#: The errors :func:`run_tool` reports as one line: the project's errors about the user's input
+#: (every library user error derives from :class:`~ghostdet.errors.GhostdetError`). A builtin
+#: exception is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (GhostdetError, ToolError)
 
-#: Library argument (and config key) names -> the flag that sets them in the tools.
+#: Library parameter names (``err.argument``) -> the flag that sets them in the tools, for the
+#: parameters the tools' entry points take under the flag's name. A tool adds or overrides
+#: entries with ``argument_flags`` (e.g. every config key of a training tool); a parameter no
+#: mapping names is left to the message, which names it.
 ARG_FLAGS: dict[str, str] = {
-    "weights_backbone": "--weights-backbone",
-    "weights": "--weights",
-    "checkpoint": "--checkpoint",
-    "num_classes": "--num-classes",
-    "trainable_backbone_layers": "--trainable-backbone-layers",
-    "strict_data": "--strict-data",
-    "output_dir": "--output-dir",
-    "min_size": "--min-size",
-    "max_size": "--max-size",
+    "backbone": "--backbone",
     "batch_size": "--batch-size",
+    "checkpoint": "--checkpoint",
+    "data_path": "--data-path",
+    "device": "--device",
+    "max_size": "--max-size",
+    "min_size": "--min-size",
+    "model": "--model",
+    "num_classes": "--num-classes",
+    "output_dir": "--output-dir",
+    "results": "--results",
+    "resume": "--resume",
+    "strict_data": "--strict-data",
+    "train_ann": "--train-ann",
+    "train_images": "--train-images",
+    "trainable_backbone_layers": "--trainable-backbone-layers",
+    "val_ann": "--val-ann",
+    "val_images": "--val-images",
+    "weights": "--weights",
+    "weights_backbone": "--weights-backbone",
+    "width": "--width",
 }
 
 
@@ -79,44 +95,42 @@ class ToolArgumentParser(argparse.ArgumentParser):
         self.exit(USER_ERROR_STATUS, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _spell_flags(text: str, flags: Mapping[str, str]) -> str:
-    """``weights_backbone='x'`` -> ``--weights-backbone x`` and bare ``num_classes`` -> ``--num-classes``.
+def argument_flag(
+    err: BaseException, flags: Mapping[str, str] = ARG_FLAGS, argument_flags: Mapping[str, str] | None = None
+) -> str | None:
+    """The flag of the parameter ``err`` names (``err.argument``), ``None`` if none or no flag sets it.
 
-    A ``(known keys: ...)`` list is left as it is: it names config keys, not flags.
+    Args:
+        err: the error.
+        flags: library parameter names -> flags.
+        argument_flags: more names -> flags, taking precedence over ``flags``.
     """
-    text, sep, keys = text.partition("(known keys:")
-    for name, flag in flags.items():
-        name = re.escape(name)
-        pattern = rf"(?<![\w.-])(?<!--set ){name}=(?:'([^']*)'|(\S+))"  # "--set KEY=VALUE" stays
-        text = re.sub(pattern, lambda m, f=flag: f"{f} {m[1] or m[2]}", text)
-        if "_" in name:  # plain words such as "weights" stay words
-            text = re.sub(rf"(?<![\w.-]){name}(?![\w=])", flag, text)
-    return text + sep + keys
+    argument = getattr(err, "argument", None)
+    if not argument:
+        return None
+    return {**flags, **(argument_flags or {})}.get(argument)
 
 
 def user_message(
     err: BaseException, flags: Mapping[str, str] = ARG_FLAGS, argument_flags: Mapping[str, str] | None = None
 ) -> str:
-    """The one-line message of a user error, library argument names spelled as flags.
+    """The one-line message of a user error, led by the flag of the parameter it names.
 
-    An error raised about one argument may carry its name as ``err.argument`` (see
-    :func:`ghostdet.models.weights.argument_context`); the flag then leads the message.
+    The message is the error's own (its lines joined, see :func:`ghostdet.errors.one_line`); when
+    the error names a parameter (``err.argument``) that a flag sets, the line starts with that
+    flag (``--weights-backbone: ...``), in place of a leading ``argument: `` of the message.
+    Nothing in the message itself is rewritten.
 
     Args:
         err: the error.
-        flags: names spelled as flags wherever the message uses them.
-        argument_flags: more names -> flags, used only for ``err.argument`` (e.g. every config
-            key of the training tool, whose plain words such as ``epochs`` are not rewritten).
+        flags: library parameter names -> flags (:data:`ARG_FLAGS`).
+        argument_flags: more names -> flags (e.g. every config key of a training tool).
     """
-    argument = getattr(err, "argument", None)
-    every = {**flags, **(argument_flags or {})}
-    flag = every.get(argument, "--" + argument.replace("_", "-")) if argument else None
-    if flag is not None and argument.startswith("weights"):  # weight loaders call every file "weights"
-        flags = {**flags, "weights": flag}
-    text = _spell_flags(one_line(err), flags)
-    if flag is not None and not text.startswith(flag):
-        text = f"{flag}: {text.removeprefix(f'{argument}: ')}"
-    return text
+    text = one_line(err)
+    flag = argument_flag(err, flags, argument_flags)
+    if flag is None or text.startswith(f"{flag}:"):
+        return text
+    return f"{flag}: {text.removeprefix(f'{err.argument}: ')}"
 
 
 def run_tool(
@@ -133,8 +147,8 @@ def run_tool(
         body: the call; returns the exit status (anything but an int: 0).
         prog: the tool's name for the message (``train_det.py``).
         debug: also print the traceback of a user error (the tools' ``--debug``).
-        flags: library argument names -> flags, for :func:`user_message`.
-        expected: more error types that are the user's (e.g. the export tool's ``ExportError``).
+        flags: library parameter names -> flags, for :func:`user_message`.
+        expected: more error types that are the user's (e.g. ``ImportError`` for a missing extra).
         argument_flags: see :func:`user_message`.
 
     Returns:

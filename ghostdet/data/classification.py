@@ -33,6 +33,8 @@ from torch.utils.data import Dataset
 
 from ghostdet.data.coco import BadImageWarning
 from ghostdet.data.images import ImageReadError, open_rgb
+from ghostdet.data.validation import DataError
+from ghostdet.errors import ArgumentError, InputError
 
 __all__ = [
     "CIFAR_FILES",
@@ -221,10 +223,11 @@ def _cifar(dataset: str, root: Path, download: bool, image_size: int) -> tuple[D
         val = cls(str(root), train=False, download=False,
                   transform=build_classification_transforms(False, dataset, image_size))  # fmt: skip
     except RuntimeError as e:
-        raise FileNotFoundError(
+        raise InputError(
             f"{dataset} not found or corrupted under {root}: expected {root / folder}/ holding "
-            f"{', '.join(files)} (torchvision's python version, md5-checked); pass --download "
-            f"to fetch it ({' '.join(str(e).split())})"
+            f"{', '.join(files)} (torchvision's python version, md5-checked); download=True "
+            f"fetches it ({' '.join(str(e).split())})",
+            argument="data_path",
         ) from None
     return train, val, list(train.classes)
 
@@ -232,9 +235,10 @@ def _cifar(dataset: str, root: Path, download: bool, image_size: int) -> tuple[D
 def _imagefolder(root: Path, image_size: int) -> tuple[Dataset, Dataset, list[str]]:
     for split in ("train", "val"):
         if not (root / split).is_dir():
-            raise FileNotFoundError(
-                f"ImageFolder data: {root / split} is not a folder; --data-path must hold train/ and val/, "
-                "each with one sub-folder of images per class (the ImageNet layout)"
+            raise InputError(
+                f"ImageFolder data: {root / split} is not a folder; data_path must hold train/ and val/, "
+                "each with one sub-folder of images per class (the ImageNet layout)",
+                argument="data_path",
             )
     try:
         train = SkippingImageFolder(
@@ -244,11 +248,13 @@ def _imagefolder(root: Path, image_size: int) -> tuple[Dataset, Dataset, list[st
             root / "val", build_classification_transforms(False, "imagefolder", image_size)
         )
     except (FileNotFoundError, RuntimeError) as e:
-        raise FileNotFoundError(f"ImageFolder data under {root}: {' '.join(str(e).split())}") from None
+        raise InputError(
+            f"ImageFolder data under {root}: {' '.join(str(e).split())}", argument="data_path"
+        ) from None
     if val.class_to_idx != train.class_to_idx:
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))
-        raise ValueError(
+        raise DataError(
             f"{root}: train/ and val/ must hold the same class folders (only in train: {only_train}, "
             f"only in val: {only_val})"
         )
@@ -267,20 +273,22 @@ def build_classification_datasets(
         download: CIFAR only: download into ``data_path`` when missing.
 
     Raises:
-        FileNotFoundError: missing or corrupt data (the message names the expected files and,
-            for CIFAR, the ``--download`` flag).
-        ValueError: an unknown dataset, or train/val class folders that differ.
+        InputError: missing or corrupt data (the message names the expected files).
+        ArgumentError: an unknown dataset, or ``download`` for a dataset that cannot be downloaded.
+        DataError: train/val class folders that differ.
     """
     if data_path is None:
-        raise FileNotFoundError(f"no --data-path given for the {dataset} dataset")
+        raise InputError(f"no data_path given for the {dataset} dataset", argument="data_path")
     root = Path(data_path).expanduser()
     if dataset in CIFAR_FILES:
         return _cifar(dataset, root, download, image_size)
     if dataset == "imagefolder":
         if download:
-            raise ValueError("--download only works for cifar10/cifar100")
+            raise ArgumentError("download only works for cifar10/cifar100", argument="download")
         return _imagefolder(root, image_size)
-    raise ValueError(f"unknown dataset {dataset!r} (use imagefolder, cifar10 or cifar100)")
+    raise ArgumentError(
+        f"unknown dataset {dataset!r} (use imagefolder, cifar10 or cifar100)", argument="dataset"
+    )
 
 
 def _render_shape(rng: np.random.Generator, name: str, size: int) -> np.ndarray:
@@ -320,9 +328,11 @@ def make_synthetic_classification(
     from ghostdet.data.synthetic import SHAPE_CATEGORIES
 
     if not 1 <= num_classes <= len(SHAPE_CATEGORIES):
-        raise ValueError(f"num_classes must be in 1..{len(SHAPE_CATEGORIES)}, got {num_classes}")
+        raise ArgumentError(
+            f"num_classes must be in 1..{len(SHAPE_CATEGORIES)}, got {num_classes}", argument="num_classes"
+        )
     if image_size < 8:
-        raise ValueError(f"image_size must be >= 8, got {image_size}")
+        raise ArgumentError(f"image_size must be >= 8, got {image_size}", argument="image_size")
     root = Path(root)
     rng = np.random.default_rng(seed)
     for split, n in (("train", num_train), ("val", num_val)):

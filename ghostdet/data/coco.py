@@ -138,7 +138,9 @@ def collate_fn(batch: Sequence[Any]) -> Batch:
 
 
 def _missing(kind: str, path: Path, expected: str, argument: str | None = None) -> InputError:
-    return InputError(f"{kind} not found: {path} (expected {expected}; {COCO_LAYOUT_HINT})", argument=argument)
+    return InputError(
+        f"{kind} not found: {path} (expected {expected}; {COCO_LAYOUT_HINT})", argument=argument
+    )
 
 
 def _load_coco(
@@ -220,7 +222,7 @@ class CocoDetection(torch.utils.data.Dataset):
             skipped; ``report.summary()`` is logged at the start of training).
 
     Raises:
-        FileNotFoundError: ``ann_file`` or ``images_dir`` is missing (message names the layout).
+        InputError: ``ann_file`` or ``images_dir`` is missing (message names the layout).
         DataError: ``ann_file`` is not a COCO instances JSON, or ``strict`` and invalid entries.
     """
 
@@ -343,8 +345,8 @@ def resolve_coco_paths(
     the ones derived from it.
 
     Raises:
-        ValueError: nothing given, or a path is missing and cannot be derived.
-        FileNotFoundError: a resolved path does not exist (message names the expected layout).
+        InputError: nothing given, or a path is missing and cannot be derived (``argument`` names it).
+        InputError: a resolved path does not exist (message names the expected layout).
     """
     derived: dict[str, Path] = {}
     if data_path is not None:
@@ -379,15 +381,21 @@ def resolve_coco_paths(
             paths[key] = derived[key]
         else:
             raise InputError(
-                f"no {key.replace('_', ' ')} given: give {key} or data_path ({COCO_LAYOUT_HINT})", argument=key
+                f"no {key.replace('_', ' ')} given: give {key} or data_path ({COCO_LAYOUT_HINT})",
+                argument=key,
             )
     for split in ("train", "val"):
         if not paths[f"{split}_ann"].is_file():
             raise _missing(
-                f"{split} annotation file", paths[f"{split}_ann"], "a COCO-format instances JSON", f"{split}_ann"
+                f"{split} annotation file",
+                paths[f"{split}_ann"],
+                "a COCO-format instances JSON",
+                f"{split}_ann",
             )
         if not paths[f"{split}_images"].is_dir():
-            raise _missing(f"{split} image folder", paths[f"{split}_images"], "a folder of images", f"{split}_images")
+            raise _missing(
+                f"{split} image folder", paths[f"{split}_images"], "a folder of images", f"{split}_images"
+            )
     return paths
 
 

@@ -45,6 +45,8 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from ghostdet.errors import GhostdetError
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "EXIF_ORIENTATION",
@@ -64,7 +66,7 @@ EXIF_ORIENTATION = 0x0112
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
 
 
-class ImageReadError(OSError):
+class ImageReadError(GhostdetError, OSError):
     """An image file that cannot be used; the message names the file.
 
     Attributes:

@@ -25,6 +25,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from ghostdet.errors import ArgumentError
+
 __all__ = ["GroupedBatchSampler", "create_aspect_ratio_groups", "quantize_aspect_ratios"]
 
 
@@ -50,7 +52,7 @@ def create_aspect_ratio_groups(aspect_ratios: Sequence[float], k: int = 3) -> li
         k: groups per side of ratio 1.
     """
     if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
+        raise ArgumentError(f"k must be >= 0, got {k}", argument="k")
     if k == 0:
         return [0] * len(aspect_ratios)
     edges = (2.0 ** np.linspace(-1.0, 1.0, 2 * k)).tolist()
@@ -78,7 +80,9 @@ class GroupedBatchSampler(Sampler[list[int]]):
         mixed_leftovers: bool = False,
     ):
         if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+            raise ArgumentError(
+                f"batch_size must be a positive int, got {batch_size!r}", argument="batch_size"
+            )
         self.sampler = sampler
         self.group_ids = [int(g) for g in group_ids]
         self.batch_size = batch_size

@@ -39,6 +39,7 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ghostdet.errors import ArgumentError, OutputError
 from ghostdet.utils.files import atomic_write_text
 from ghostdet.utils.locking import FileLock
 
@@ -79,7 +80,7 @@ _OPTION_DEFAULTS: dict[str, Any] = {
 def _int(name: str, value: Any, low: int, why: str = "") -> int:
     """``value`` as an int, or a ValueError naming ``name`` when it is not an integer >= ``low``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}{why}, got {value!r}")
+        raise ArgumentError(f"{name} must be an integer >= {low}{why}, got {value!r}", argument=name)
     return int(value)
 
 
@@ -88,10 +89,12 @@ def _hw(image_size: SizeLike) -> tuple[int, int]:
         h = w = int(image_size)
     else:
         if not isinstance(image_size, Sequence) or len(image_size) != 2:
-            raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
+            raise ArgumentError(
+                f"image_size must be an int or (H, W), got {image_size!r}", argument="image_size"
+            )
         h, w = (_int("image_size", v, 32) for v in image_size)
     if h < 32 or w < 32:
-        raise ValueError(f"image_size must be at least 32x32, got {(h, w)}")
+        raise ArgumentError(f"image_size must be at least 32x32, got {(h, w)}", argument="image_size")
     return h, w
 
 
@@ -331,18 +334,24 @@ def _params(
     h, w = _hw(image_size)
     seed = _int("seed", seed, 0)
     if _int("num_categories", num_categories, 1) > len(SHAPE_CATEGORIES):
-        raise ValueError(f"num_categories must be in 1..{len(SHAPE_CATEGORIES)}, got {num_categories}")
+        raise ArgumentError(
+            f"num_categories must be in 1..{len(SHAPE_CATEGORIES)}, got {num_categories}",
+            argument="num_categories",
+        )
     if not isinstance(object_size, Sequence) or len(object_size) != 2:
-        raise ValueError(f"object_size must be (min, max), got {object_size!r}")
+        raise ArgumentError(f"object_size must be (min, max), got {object_size!r}", argument="object_size")
     lo, hi = (_int("object_size", v, 8) for v in object_size)
     if lo > hi:
-        raise ValueError(f"object_size must be (min, max) with 8 <= min <= max, got {object_size!r}")
+        raise ArgumentError(
+            f"object_size must be (min, max) with 8 <= min <= max, got {object_size!r}",
+            argument="object_size",
+        )
     max_objects = _int("max_objects", max_objects, 1)
     for name, p in (("empty_prob", empty_prob), ("max_overlap_iou", max_overlap_iou)):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            raise ValueError(f"{name} must be a number in [0, 1], got {p!r}")
+            raise ArgumentError(f"{name} must be a number in [0, 1], got {p!r}", argument=name)
     if not 1 <= _int("jpeg_quality", jpeg_quality, 1) <= 100:
-        raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality!r}")
+        raise ArgumentError(f"jpeg_quality must be in 1..100, got {jpeg_quality!r}", argument="jpeg_quality")
     return {
         "format_version": _FORMAT_VERSION,
         "num_train": int(num_train),
@@ -398,7 +407,7 @@ def make_synthetic_coco(
     Raises:
         ValueError: an argument of the wrong type or out of range (an empty split, a negative
             size or seed, a probability outside [0, 1]); the message names it. Nothing is written.
-        FileExistsError: ``root`` holds files this module did not write; nothing is written.
+        OutputError: ``root`` holds files this module did not write; nothing is written.
     """
     params = _params(
         num_train, num_val, image_size, seed, num_categories, object_size, max_objects, empty_prob,
@@ -437,17 +446,20 @@ def _refuse_foreign(root: Path) -> None:
     annotations/`` layout included -- is never modified.
 
     Raises:
-        FileExistsError: ``root`` is a file, or a non-empty folder without the manifest.
+        OutputError: ``root`` is a file, or a non-empty folder without the manifest.
     """
     if root.exists() and not root.is_dir():
-        raise FileExistsError(f"synthetic dataset folder {root} is a file; choose another folder")
+        raise OutputError(
+            f"synthetic dataset folder {root} is a file; choose another folder", argument="root"
+        )
     if not root.is_dir() or not any(root.iterdir()) or isinstance(_read_manifest(root), dict):
         return
     held = sorted(p.name for p in root.iterdir())
-    raise FileExistsError(
+    raise OutputError(
         f"{root} holds files not written by ghostdet's synthetic-data generator ({', '.join(held[:4])}"
         f"{', ...' if len(held) > 4 else ''}); it is left untouched: choose another folder for the "
-        "synthetic dataset"
+        "synthetic dataset",
+        argument="root",
     )
 
 
@@ -479,7 +491,7 @@ def ensure_synthetic_coco(
     The dataset is (re)generated when ``root``'s manifest is missing or records different
     parameters (or expected files are missing). Stale generated folders are removed first; a
     non-empty ``root`` without this module's manifest (say, a real dataset) is never touched
-    (``FileExistsError``).
+    (``OutputError``).
     Concurrent callers (e.g. several ``torchrun`` ranks) are serialised with a lock file next to
     ``root``.
 

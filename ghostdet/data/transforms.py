@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ghostdet.errors import ArgumentError
+
 __all__ = ["AugConfig", "DetectionTransform", "ToTensorTransform", "build_transforms", "clip_boxes"]
 
 
@@ -90,16 +92,16 @@ class AugConfig:
         for name in ("hflip_prob", "crop_prob", "scale_prob", "color_prob", "min_visibility"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
-                raise ValueError(f"AugConfig.{name} must be in [0, 1], got {v}")
+                raise ArgumentError(f"AugConfig.{name} must be in [0, 1], got {v}", argument=name)
         self.scale_range = tuple(float(v) for v in self.scale_range)  # type: ignore[assignment]
         self.color_jitter = tuple(float(v) for v in self.color_jitter)  # type: ignore[assignment]
         lo, hi = self.scale_range
         if not 0.0 < lo <= hi:
-            raise ValueError(
+            raise ArgumentError(
                 f"AugConfig.scale_range must be (min, max) with 0 < min <= max, got {self.scale_range}"
             )
         if len(self.color_jitter) != 4 or min(self.color_jitter) < 0 or self.color_jitter[3] > 0.5:
-            raise ValueError(
+            raise ArgumentError(
                 f"AugConfig.color_jitter must be 4 values >= 0 with hue <= 0.5, got {self.color_jitter}"
             )
 
@@ -110,7 +112,7 @@ class AugConfig:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(
+            raise ArgumentError(
                 f"unknown augmentation option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
             )
         return cls(**d)

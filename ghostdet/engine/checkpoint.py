@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ghostdet.errors import CheckpointError, InputError
 from ghostdet.utils.checkpoint_io import checkpoint_backbone, read_checkpoint
 from ghostdet.utils.files import atomic_write_bytes
 
@@ -99,11 +100,11 @@ def load_checkpoint(path: str | PathLike) -> dict[str, Any]:
 
     Raises:
         CheckpointReadError: the file is missing or unreadable (a ``ValueError``).
-        ValueError: the file is not a training checkpoint.
+        CheckpointError: the file is not a training checkpoint.
     """
     ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "epoch" not in ckpt:
-        raise ValueError(f"{path} is not a tools/train_det.py checkpoint (no 'model'/'epoch' entries)")
+        raise CheckpointError(f"{path} is not a tools/train_det.py checkpoint (no 'model'/'epoch' entries)")
     return ckpt
 
 
@@ -116,7 +117,7 @@ def resolve_resume_path(resume: str | None, output_dir: str | PathLike) -> Path 
         output_dir: the run's output folder.
 
     Raises:
-        FileNotFoundError: an explicit path that does not exist.
+        InputError: an explicit path that does not exist (``argument="resume"``).
     """
     if resume is None or resume == "":
         return None
@@ -127,5 +128,5 @@ def resolve_resume_path(resume: str | None, output_dir: str | PathLike) -> Path 
     if p.is_dir():
         p = p / "checkpoint.pth"
     if not p.is_file():
-        raise FileNotFoundError(f"--resume checkpoint not found: {p}")
+        raise InputError(f"resume checkpoint not found: {p}", argument="resume")
     return p

@@ -51,6 +51,7 @@ from ghostdet.engine.run import (
 )
 from ghostdet.engine.solver import autocast, backward_step, build_solver
 from ghostdet.engine.state import best_entry, restore_training_state, training_state, unwrap_model
+from ghostdet.errors import CheckpointError
 from ghostdet.models.weights import WeightsMismatchError
 from ghostdet.utils.distributed import DistInfo, all_gather_objects, barrier, reduce_mean
 
@@ -365,9 +366,10 @@ def _check_resumable(
         numbers = isinstance(saved, (int, float)) and isinstance(wanted, (int, float))
         if numbers and math.isclose(saved, wanted):
             continue
-        raise ValueError(
+        raise CheckpointError(
             f"cannot resume from {path}: it was trained with {what} {saved!r}, this run has {wanted!r}: "
-            "resume with the checkpoint's settings, or start anew (another --output-dir or --resume none)"
+            "resume with the checkpoint's settings, or start anew (another output_dir, or no resume)",
+            argument="resume",
         )
 
 
@@ -409,7 +411,9 @@ def _resume(run: _Run, path: Path | None, ckpt: Mapping[str, Any]) -> None:
             ckpt, run.model, run.optimizer, run.scheduler, run.scaler
         )
     except WeightsMismatchError as e:
-        raise ValueError(f"cannot resume from {path}: its weights do not fit this run's model: {e}") from None
+        raise CheckpointError(
+            f"cannot resume from {path}: its weights do not fit this run's model: {e}", argument="resume"
+        ) from None
     run.history = list(ckpt.get("history", []))
     run.metrics = dict(ckpt.get("metrics", {}))
     run.best = best_entry(ckpt, run.history, "AP")

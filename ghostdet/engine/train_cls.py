@@ -47,6 +47,7 @@ from ghostdet.engine.run import (
 )
 from ghostdet.engine.solver import autocast, backward_step, build_solver
 from ghostdet.engine.state import best_entry, restore_training_state, training_state
+from ghostdet.errors import CheckpointError, InputError
 from ghostdet.utils.distributed import (
     DistInfo,
     all_gather_objects,
@@ -232,8 +233,9 @@ def _loaders(cfg: ClsConfig, info: DistInfo, train_ds: Any, val_ds: Any) -> tupl
         drop_last=True, collate_fn=collate_skipping,
     ))  # fmt: skip
     if len(train_loader) == 0:
-        raise ValueError(
-            f"batch_size {cfg.batch_size} is larger than the {len(sampler)} training images per process"
+        raise InputError(
+            f"batch_size {cfg.batch_size} is larger than the {len(sampler)} training images per process",
+            argument="batch_size",
         )
     # Every rank evaluates a disjoint stride of the val set (no padding, so every image counts once).
     val_part = Subset(val_ds, range(info.rank, len(val_ds), info.world_size))
@@ -269,7 +271,8 @@ def train_classifier(cfg: ClsConfig) -> dict[str, Any]:
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf (nothing is written for that epoch).
-        FileNotFoundError / ValueError / ConfigError: bad data, checkpoint or config.
+        GhostdetError: bad data, checkpoint or config (an InputError, DataError, CheckpointError,
+            ConfigError, ...).
         KeyboardInterrupt: Ctrl-C, or :class:`~ghostdet.engine.signals.Terminated` for SIGTERM;
             a checkpoint being written is removed, the last complete one is kept.
     """
@@ -281,7 +284,7 @@ def _train_classifier(cfg: ClsConfig, info: DistInfo) -> dict[str, Any]:
 
     out_dir, log, resume_path, ckpt = begin_run(cfg, info)
     if ckpt is not None and ckpt.get("task") != TASK:
-        raise ValueError(f"{resume_path} is not a tools/train_cls.py checkpoint")
+        raise CheckpointError(f"{resume_path} is not a tools/train_cls.py checkpoint", argument="resume")
 
     if cfg.download and not info.is_main:
         barrier()  # rank 0 downloads first
@@ -292,9 +295,10 @@ def _train_classifier(cfg: ClsConfig, info: DistInfo) -> dict[str, Any]:
         barrier()
     if ckpt is not None and ckpt.get("num_classes") not in (None, len(classes)):
         # refused before config.yaml is written
-        raise ValueError(
+        raise CheckpointError(
             f"cannot resume from {resume_path}: it was trained with {ckpt['num_classes']} classes, this "
-            f"run's data has {len(classes)}: resume with the same data, or start anew"
+            f"run's data has {len(classes)}: resume with the same data, or start anew",
+            argument="resume",
         )
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -415,16 +419,18 @@ def load_classifier(
         ``(model, checkpoint dict)``.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: not a ``train_cls`` checkpoint, or weights that do not match its config.
+        CheckpointError: no such file, not a ``train_cls`` checkpoint, or weights that do not match
+            its config.
     """
     ckpt = load_checkpoint(path)
     if ckpt.get("task") != TASK:
-        raise ValueError(f"{path} is not a tools/train_cls.py checkpoint (no task: {TASK!r} entry)")
+        raise CheckpointError(f"{path} is not a tools/train_cls.py checkpoint (no task: {TASK!r} entry)")
     cfg = config_from_dict({**ckpt["config"], "weights": None}, cls=ClsConfig)
     model = build_classifier(cfg, int(ckpt["num_classes"]))
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not match its {cfg.model} config: {str(e)[:300]}") from None
+        raise CheckpointError(
+            f"{path}: weights do not match its {cfg.model} config: {str(e)[:300]}"
+        ) from None
     return model.to(device).eval(), ckpt

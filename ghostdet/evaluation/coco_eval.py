@@ -25,6 +25,7 @@ from pycocotools.cocoeval import COCOeval
 from torch import Tensor, nn
 
 from ghostdet.data.validation import read_results
+from ghostdet.errors import ArgumentError, InputError
 from ghostdet.utils.distributed import all_gather_objects
 from ghostdet.utils.files import atomic_write_json
 
@@ -88,7 +89,7 @@ def load_coco(ann_file: str | PathLike) -> COCO:
     """
     path = Path(ann_file)
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+        raise InputError(f"annotation file not found: {path}", argument="ann_file")
     with contextlib.redirect_stdout(io.StringIO()):
         return COCO(str(path))
 
@@ -98,7 +99,9 @@ def _load_results(results: ResultsLike, coco_gt: COCO | None = None) -> list[dic
     if isinstance(results, (str, PathLike)):
         return read_results(results, None if coco_gt is None else set(coco_gt.getImgIds()))[0]
     if not isinstance(results, list):
-        raise ValueError("COCO results must be a JSON list of {image_id, category_id, bbox, score}")
+        raise ArgumentError(
+            "COCO results must be a JSON list of {image_id, category_id, bbox, score}", argument="results"
+        )
     # loadRes adds keys (area, id, segmentation) in place: hand it copies.
     return [dict(r) for r in results]
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ghostdet.deploy import fuse, is_fused
+from ghostdet.errors import ArgumentError, GhostdetError
 from ghostdet.export.portable import PortableGhostNet, _resolve_align, portable_model
 from ghostdet.utils.files import ProtectedFiles
 
@@ -45,7 +46,7 @@ __all__ = [
 EXTRA_MESSAGE = "ONNX export needs the optional extra: pip install 'ghostdet[export]' (onnx, onnxruntime)"
 
 
-class ExportError(RuntimeError):
+class ExportError(GhostdetError, RuntimeError):
     """Export or verification failed (missing extra, mismatching outputs, ...)."""
 
 
@@ -474,7 +475,9 @@ def _build(
     except ValueError:
         entry = None
     if entry is None or entry.kind != "detector":
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(export_names())}")
+        raise ArgumentError(
+            f"unknown model {name!r}; choose from {', '.join(export_names())}", argument="models"
+        )
     recorded = _checkpoint_model(weights)
     family = family or recorded.get("backbone")
     if family is not None:

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from ghostdet.deploy.backend import fold_bn
 from ghostdet.deploy.native import _cpu_flags
+from ghostdet.errors import ArgumentError
 from ghostdet.models.fpn import GhostNetFeatures
 from ghostdet.models.ghostnet import ConvBnAct, GhostBottleneck, GhostModule, GhostNet
 from ghostdet.models.ghostnetv2 import GhostModuleV2, GhostNetV2
@@ -82,7 +83,9 @@ def _resolve_align(align: int | None) -> int:
     if align is None:
         return nchwc_block()
     if isinstance(align, bool) or not isinstance(align, int) or align < 1:
-        raise ValueError(f"align must be an int >= 1 or None (this machine's NCHWc block), got {align!r}")
+        raise ArgumentError(
+            f"align must be an int >= 1 or None (this machine's NCHWc block), got {align!r}", argument="align"
+        )
     return align
 
 

@@ -12,6 +12,8 @@ import math
 from os import PathLike
 from typing import Any
 
+from ghostdet.errors import ArgumentError
+
 __all__ = ["check_builder_args"]
 
 
@@ -64,4 +66,4 @@ def check_builder_args(builder: str, num_stages: int | None = None, **values: An
         else:
             continue
         if not ok:
-            raise ValueError(f"{builder}: {name} must be {rule}, got {value!r}")
+            raise ArgumentError(f"{builder}: {name} must be {rule}, got {value!r}", argument=name)

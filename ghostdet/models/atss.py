@@ -25,6 +25,8 @@ from torch import Tensor, nn
 from torchvision.models.detection import RetinaNet
 from torchvision.ops import box_iou
 
+from ghostdet.errors import ArgumentError
+
 __all__ = ["ATSSRetinaNet", "atss_match"]
 
 
@@ -46,7 +48,7 @@ def atss_match(boxes: Tensor, anchors: Tensor, anchors_per_level: Sequence[int],
             f"anchors_per_level sums to {sum(anchors_per_level)}, but there are {anchors.shape[0]} anchors"
         )
     if topk < 1:
-        raise ValueError(f"topk must be >= 1, got {topk}")
+        raise ArgumentError(f"topk must be >= 1, got {topk}", argument="topk")
     matched = torch.full((anchors.shape[0],), -1, dtype=torch.int64, device=anchors.device)
     if boxes.shape[0] == 0 or anchors.shape[0] == 0:
         return matched
@@ -86,7 +88,7 @@ class ATSSRetinaNet(RetinaNet):
     def __init__(self, *args: Any, atss_topk: int = 9, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if atss_topk < 1:
-            raise ValueError(f"atss_topk must be >= 1, got {atss_topk}")
+            raise ArgumentError(f"atss_topk must be >= 1, got {atss_topk}", argument="atss_topk")
         self.atss_topk = atss_topk
         self._grid_sizes: list[tuple[int, int]] = []
         self.head.register_forward_pre_hook(self._record_grid_sizes)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ghostdet.errors import ArgumentError
 from ghostdet.models.arguments import check_builder_args
 from ghostdet.models.registry import register_model
 
@@ -147,9 +148,9 @@ class CifarResNet(nn.Module):
     ) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
+            raise ArgumentError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}", argument="depth")
         if shortcut not in ("A", "B"):
-            raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
+            raise ArgumentError(f"shortcut must be 'A' or 'B', got {shortcut!r}", argument="shortcut")
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])

@@ -20,6 +20,7 @@ from torchvision.ops.feature_pyramid_network import (
     LastLevelP6P7,
 )
 
+from ghostdet.errors import ArgumentError, CheckpointError, InputError
 from ghostdet.models.arguments import check_builder_args
 from ghostdet.models.atss import ATSSRetinaNet
 from ghostdet.models.family import get_family
@@ -65,16 +66,17 @@ def _load_detector_weights(
     """The checkpoint's state dict and class count; ``box_key``: the box predictor's weight, 4 rows
     per anchor, whose anchor count must be ``per_anchor``."""
     if str(weights).lower() == "imagenet":
-        raise ValueError(
-            "there are no published GhostNet detector weights; use weights_backbone='imagenet' for an "
-            "ImageNet-pretrained trunk, or weights=<checkpoint written by tools/train_det.py>"
+        raise InputError(
+            "there are no published GhostNet detector weights: 'imagenet' is for weights_backbone (an "
+            "ImageNet-pretrained trunk); weights takes a checkpoint written by tools/train_det.py",
+            argument="weights",
         )
     state = load_state_dict_file(resolve_weights(weights, width=0.0, progress=progress))
     if class_key not in state:
-        raise ValueError(f"{weights} is not a checkpoint of this detector (no '{class_key}' entry)")
+        raise CheckpointError(f"{weights} is not a checkpoint of this detector (no '{class_key}' entry)")
     box = None if box_key is None else state.get(box_key)
     if box is not None and box.shape[0] != 4 * per_anchor:
-        raise ValueError(
+        raise CheckpointError(
             f"the checkpoint {weights} predicts {box.shape[0] // 4} anchors per location, this model "
             f"{per_anchor}; a retinanet_ghostnet_320_fpn checkpoint from before its ATSS default (9 "
             "anchors) loads with anchor_scale=4, scales_per_octave=3, aspect_ratios=(0.5, 1.0, 2.0), "
@@ -82,7 +84,7 @@ def _load_detector_weights(
         )
     found = state[class_key].shape[0] // per_anchor
     if num_classes is not None and num_classes != found:
-        raise ValueError(f"num_classes={num_classes} but the checkpoint {weights} has {found} classes")
+        raise CheckpointError(f"the checkpoint {weights} has {found} classes, not num_classes {num_classes}")
     return state, found
 
 
@@ -103,7 +105,10 @@ def _checked_detector(builder: Callable[..., nn.Module]) -> Callable[..., nn.Mod
         given = args.arguments
         family = given.get("backbone", "ghostnet")
         if not isinstance(family, str):
-            raise ValueError(f"{builder.__name__}: backbone must be a family name (str), got {family!r}")
+            raise ArgumentError(
+                f"{builder.__name__}: backbone must be a family name (str), got {family!r}",
+                argument="backbone",
+            )
         checked = {k: given[k] for k in _DETECTOR_CHECKED if k in given}
         check_builder_args(builder.__name__, get_family(family).num_stages, **checked)
         source = "weights" if given.get("weights") is not None else "weights_backbone"
@@ -180,7 +185,9 @@ def fasterrcnn_ghostnet_fpn(
         MultiScaleRoIAlign([str(i) for i in range(n_maps)], output_size=7, sampling_ratio=2),
     )
     if representation_size < 1:
-        raise ValueError(f"representation_size must be >= 1, got {representation_size}")
+        raise ArgumentError(
+            f"representation_size must be >= 1, got {representation_size}", argument="representation_size"
+        )
     if "box_head" not in kwargs:
         side = kwargs["box_roi_pool"].output_size[0]
         kwargs["box_head"] = TwoMLPHead(fpn_channels * side * side, representation_size)
@@ -344,9 +351,14 @@ def _retinanet_ghostnet(
 ) -> RetinaNet:
     """RetinaNet on GhostNet-FPN, every structural choice explicit (see :func:`retinanet_ghostnet_fpn`)."""
     if extra_levels not in EXTRA_LEVELS:
-        raise ValueError(f"extra_levels must be one of {', '.join(EXTRA_LEVELS)}, got {extra_levels!r}")
+        raise ArgumentError(
+            f"extra_levels must be one of {', '.join(EXTRA_LEVELS)}, got {extra_levels!r}",
+            argument="extra_levels",
+        )
     if matcher not in MATCHERS:
-        raise ValueError(f"matcher must be one of {', '.join(MATCHERS)}, got {matcher!r}")
+        raise ArgumentError(
+            f"matcher must be one of {', '.join(MATCHERS)}, got {matcher!r}", argument="matcher"
+        )
     anchor_gen: AnchorGenerator | None = kwargs.pop("anchor_generator", None)
     if anchor_gen is not None:
         per_anchor = anchor_gen.num_anchors_per_location()[0]
@@ -382,12 +394,13 @@ def _retinanet_ghostnet(
         strides = backbone.body.strides
         strides = strides + [strides[-1] * 2**i for i in range(1, EXTRA_LEVELS[extra_levels] + 1)]
         if anchor_scale <= 0:
-            raise ValueError(f"anchor_scale must be > 0, got {anchor_scale}")
+            raise ArgumentError(f"anchor_scale must be > 0, got {anchor_scale}", argument="anchor_scale")
         if anchor_sizes is None:
             anchor_sizes = [round(anchor_scale * s) for s in strides]  # 4: 32-512 for P3-P7, the paper
         if len(anchor_sizes) != len(strides):
-            raise ValueError(
-                f"{len(anchor_sizes)} anchor_sizes for the {len(strides)} levels (strides {strides})"
+            raise ArgumentError(
+                f"{len(anchor_sizes)} anchor_sizes for the {len(strides)} levels (strides {strides})",
+                argument="anchor_sizes",
             )
         anchor_gen = retinanet_anchors(anchor_sizes, scales_per_octave, aspect_ratios)
     if "head" not in kwargs:

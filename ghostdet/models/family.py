@@ -24,6 +24,8 @@ from typing import Any
 from torch import nn
 
 __all__ = ["BackboneFamily", "PretrainedWeights", "get_family", "list_families", "register_family"]
+from ghostdet.errors import ArgumentError
+
 
 
 @dataclass(frozen=True)
@@ -146,10 +148,9 @@ class BackboneFamily:
         found = self.weights.get(float(width))
         if found is None:
             published = ", ".join(f"{w:g}" for w in self.weights) or "none"
-            raise ValueError(
+            raise ArgumentError(
                 f"no published ImageNet weights for {self.title} width {width:g} (published: {published}). "
-                "Train from scratch (weights=None; train_det.py: --weights-backbone none), or pass a "
-                "checkpoint file (weights=FILE; train_det.py: --weights-backbone FILE), e.g. a width "
+                "Train from scratch (no weights), or give a checkpoint file instead, e.g. a width "
                 f"{width:g} ImageNet classifier from tools/train_cls.py --model {self.name} "
                 f"--width {width:g}."
             )
@@ -185,6 +186,6 @@ def get_family(name: str) -> BackboneFamily:
     try:
         return _FAMILIES[name]
     except KeyError:
-        raise ValueError(
+        raise ArgumentError(
             f"unknown backbone family {name!r}; available: {', '.join(list_families())}"
         ) from None

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork, LastLevelMaxPool
 
+from ghostdet.errors import ArgumentError
 from ghostdet.models.arguments import check_builder_args
 from ghostdet.models.family import BackboneFamily, get_family
 from ghostdet.models.registry import register_model
@@ -156,17 +157,23 @@ def ghostnet_fpn_backbone(
         returned_layers = range(max(1, num_stages - 2), num_stages + 1)
     returned_layers = list(returned_layers)
     if not returned_layers or any(s not in fam.stage_blocks for s in returned_layers):
-        raise ValueError(
-            f"returned_layers must be a non-empty subset of 1..{num_stages}, got {returned_layers}"
+        raise ArgumentError(
+            f"returned_layers must be a non-empty subset of 1..{num_stages}, got {returned_layers}",
+            argument="returned_layers",
         )
     if trainable_layers is None:
         trainable_layers = 3 if weights is not None else num_stages
     if not 0 <= trainable_layers <= num_stages:
-        raise ValueError(f"trainable_layers must be in [0, {num_stages}], got {trainable_layers}")
+        raise ArgumentError(
+            f"trainable_layers must be in [0, {num_stages}], got {trainable_layers}",
+            argument="trainable_layers",
+        )
     if norm_layer is None:
         norm_layer = FrozenBatchNorm2d if weights is not None else nn.BatchNorm2d
     if norm_layer not in (nn.BatchNorm2d, FrozenBatchNorm2d):
-        raise ValueError(f"norm_layer must be nn.BatchNorm2d or FrozenBatchNorm2d, got {norm_layer}")
+        raise ArgumentError(
+            f"norm_layer must be nn.BatchNorm2d or FrozenBatchNorm2d, got {norm_layer}", argument="norm_layer"
+        )
 
     net = fam.build_trunk(width=width)
     if weights is not None:

@@ -43,6 +43,7 @@ from typing import Union
 
 from torch import nn
 
+from ghostdet.errors import ArgumentError
 from ghostdet.models.ghostnet import GhostModule
 from ghostdet.utils.counting import InputSize, count_macs, count_params, input_shape
 
@@ -169,20 +170,24 @@ def ghostify(
     if not isinstance(model, nn.Module):
         raise TypeError(f"ghostify expects an nn.Module, got {type(model).__name__}")
     if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 2:
-        raise ValueError(f"ratio must be an integer >= 2, got {ratio!r}")
+        raise ArgumentError(f"ratio must be an integer >= 2, got {ratio!r}", argument="ratio")
     if isinstance(dw_size, bool) or not isinstance(dw_size, int) or dw_size < 1 or dw_size % 2 == 0:
-        raise ValueError(f"dw_size must be an odd positive integer, got {dw_size!r}")
+        raise ArgumentError(f"dw_size must be an odd positive integer, got {dw_size!r}", argument="dw_size")
     if skip is None:
         skip = ()
     elif isinstance(skip, str):
         skip = (skip,)
     skip = tuple(skip)
     if not all(isinstance(s, str) and s for s in skip):
-        raise ValueError(f"skip must be a module name/pattern or a sequence of them, got {skip!r}")
+        raise ArgumentError(
+            f"skip must be a module name/pattern or a sequence of them, got {skip!r}", argument="skip"
+        )
     all_names = [n for n, _ in model.named_modules() if n]
     unmatched = [s for s in skip if not any(_matches(n, s) for n in all_names)]
     if unmatched:
-        raise ValueError(f"skip entries match no module of {type(model).__name__}: {unmatched}")
+        raise ArgumentError(
+            f"skip entries match no module of {type(model).__name__}: {unmatched}", argument="skip"
+        )
 
     summary = GhostifySummary(params_before=count_params(model))
     if input_size is not None:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ghostdet.errors import ArgumentError
 from ghostdet.models.arguments import check_builder_args
 from ghostdet.models.family import BackboneFamily, PretrainedWeights, register_family
 from ghostdet.models.fpn import GhostNetFeatures
@@ -206,11 +207,13 @@ class GhostModule(nn.Module):
     ) -> None:
         super().__init__()
         if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 2:
-            raise ValueError(f"GhostModule ratio must be an integer >= 2, got {ratio!r}")
+            raise ArgumentError(f"GhostModule ratio must be an integer >= 2, got {ratio!r}", argument="ratio")
         if isinstance(dw_size, bool) or not isinstance(dw_size, int) or dw_size < 1 or dw_size % 2 == 0:
-            raise ValueError(f"GhostModule dw_size must be an odd positive integer, got {dw_size!r}")
+            raise ArgumentError(
+                f"GhostModule dw_size must be an odd positive integer, got {dw_size!r}", argument="dw_size"
+            )
         if inp < 1 or oup < 1:
-            raise ValueError(f"GhostModule channels must be positive, got inp={inp}, oup={oup}")
+            raise ArgumentError(f"GhostModule channels must be positive, got inp={inp}, oup={oup}")
         self.oup = oup
         self.ratio = ratio
         init_channels = math.ceil(oup / ratio)
@@ -259,7 +262,7 @@ class GhostBottleneck(nn.Module):
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
-            raise ValueError(f"GhostBottleneck stride must be 1 or 2, got {stride}")
+            raise ArgumentError(f"GhostBottleneck stride must be 1 or 2, got {stride}", argument="stride")
         self.stride = stride
         pad = (dw_kernel_size - 1) // 2
         self.ghost1 = GhostModule(in_chs, mid_chs, relu=True)
@@ -310,9 +313,9 @@ class GhostNet(nn.Module):
     ) -> None:
         super().__init__()
         if not width > 0:
-            raise ValueError(f"width must be a positive number, got {width!r}")
+            raise ArgumentError(f"width must be a positive number, got {width!r}", argument="width")
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise ArgumentError(f"num_classes must be >= 1, got {num_classes}", argument="num_classes")
         self.width = width
         self.dropout = dropout
         out_chs = make_divisible(16 * width, 4)

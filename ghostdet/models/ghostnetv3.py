@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ghostdet.errors import ArgumentError
 from ghostdet.models.arguments import check_builder_args
 from ghostdet.models.dfc import dfc_branch, dfc_gate
 from ghostdet.models.family import BackboneFamily, PretrainedWeights, register_family
@@ -176,9 +177,13 @@ class GhostModuleV3(nn.Module):
     ) -> None:
         super().__init__()
         if dw_size < 1 or dw_size % 2 == 0:
-            raise ValueError(f"GhostModuleV3 dw_size must be an odd positive integer, got {dw_size!r}")
+            raise ArgumentError(
+                f"GhostModuleV3 dw_size must be an odd positive integer, got {dw_size!r}", argument="dw_size"
+            )
         if num_branches < 1:
-            raise ValueError(f"GhostModuleV3 needs at least one branch, got {num_branches}")
+            raise ArgumentError(
+                f"GhostModuleV3 needs at least one branch, got {num_branches}", argument="num_branches"
+            )
         self.oup = oup
         init = math.ceil(oup / 2)
         self.primary_rpr_conv = nn.ModuleList(ConvBn(inp, init, 1) for _ in range(num_branches))
@@ -248,7 +253,7 @@ class GhostBottleneckV3(nn.Module):
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
-            raise ValueError(f"GhostBottleneckV3 stride must be 1 or 2, got {stride}")
+            raise ArgumentError(f"GhostBottleneckV3 stride must be 1 or 2, got {stride}", argument="stride")
         self.stride = stride
         self.ghost1 = GhostModuleV3(
             in_chs, mid_chs, relu=True, attention=attention, num_branches=num_branches

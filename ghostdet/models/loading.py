@@ -138,7 +138,7 @@ def load_detector(
         if "model" not in ckpt or "detector" not in ckpt:
             raise CheckpointError(
                 f"{path} is not a tools/train_det.py checkpoint (needs 'model' and 'detector' entries); "
-                "for a plain state dict use --model NAME --weights FILE"
+                "a plain state dict loads as weights, with a model name"
             )
         # the checkpoint's backbone family (V1 for checkpoints that do not record one)
         backbone = checkpoint_backbone(ckpt)
@@ -196,7 +196,7 @@ def _num_classes_from_state(
     probe = get_model(name, width=width, **kwargs)
     key = model_entry(name).class_key
     if key is None or key not in state:
-        raise KeyError(f"no '{key}' entry: not a checkpoint of this detector")
+        raise CheckpointError(f"no '{key}' entry: not a checkpoint of this detector")
     anchors = probe.anchor_generator.num_anchors_per_location()[0] if key.startswith("head.") else 1
     return int(state[key].shape[0]) // anchors
 

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from ghostdet.errors import InputError
+from ghostdet.errors import ArgumentError, InputError
 
 __all__ = [
     "KINDS",
@@ -100,7 +100,7 @@ def register_model(
         ValueError: unknown kind, or a name or alias that is already taken.
     """
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        raise ArgumentError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}", argument="kind")
 
     def wrap(builder: F) -> F:
         for n in (name, *aliases):
@@ -123,7 +123,7 @@ def list_models(kind: str | None = None) -> list[str]:
         kind: only names of this kind (one of :data:`KINDS`); ``None``: all.
     """
     if kind is not None and kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        raise ArgumentError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}", argument="kind")
     return sorted(n for n, e in _ENTRIES.items() if kind is None or e.kind == kind)
 
 
@@ -136,7 +136,7 @@ def model_entry(name: str) -> ModelEntry:
     entry = _ENTRIES.get(_ALIASES.get(name, name))
     if entry is None:
         known = ", ".join([*list_models(), *sorted(_ALIASES)])
-        raise ValueError(f"unknown model {name!r}; available: {known}")
+        raise ArgumentError(f"unknown model {name!r}; available: {known}")
     return entry
 
 
@@ -178,7 +178,7 @@ def family_variant(name: str, family: str) -> str:
         return wanted
     others = sorted(n for n, e in _ENTRIES.items() if e.family == family and e.kind == entry.kind)
     listed = ", ".join(others) or "none"
-    raise ValueError(f"{entry.name} has no variant on backbone {family!r} (its {entry.kind}s: {listed})")
+    raise ArgumentError(f"{entry.name} has no variant on backbone {family!r} (its {entry.kind}s: {listed})")
 
 
 def resolve_detector_name(name: str) -> str:

@@ -28,6 +28,8 @@ from torchvision.ops import (
 )
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 
+from ghostdet.errors import ArgumentError
+
 __all__ = [
     "BOX_LOSSES",
     "CLS_LOSSES",
@@ -78,15 +80,23 @@ def retinanet_head(
         cls_loss: one of :data:`CLS_LOSSES` (see :class:`BatchedLossHead`).
     """
     if not 0 <= num_convs <= 4:
-        raise ValueError(f"num_convs must be in 0..4, got {num_convs}")
+        raise ArgumentError(f"num_convs must be in 0..4, got {num_convs}", argument="num_convs")
     if box_loss not in BOX_LOSSES:
-        raise ValueError(f"box_loss must be one of {', '.join(BOX_LOSSES)}, got {box_loss!r}")
+        raise ArgumentError(
+            f"box_loss must be one of {', '.join(BOX_LOSSES)}, got {box_loss!r}", argument="box_loss"
+        )
     if not 0.0 < prior_probability < 1.0:
-        raise ValueError(f"prior_probability must be in (0, 1), got {prior_probability}")
+        raise ArgumentError(
+            f"prior_probability must be in (0, 1), got {prior_probability}", argument="prior_probability"
+        )
     if separable_kernel < 1 or separable_kernel % 2 == 0:
-        raise ValueError(f"separable_kernel must be odd and >= 1, got {separable_kernel}")
+        raise ArgumentError(
+            f"separable_kernel must be odd and >= 1, got {separable_kernel}", argument="separable_kernel"
+        )
     if group_norm is not None and (group_norm < 1 or in_channels % group_norm):
-        raise ValueError(f"group_norm={group_norm} groups do not divide in_channels={in_channels}")
+        raise ArgumentError(
+            f"group_norm={group_norm} groups do not divide in_channels={in_channels}", argument="group_norm"
+        )
     norm_layer = None if group_norm is None else partial(nn.GroupNorm, group_norm)
     head = BatchedLossHead(in_channels, num_anchors, num_classes, norm_layer=norm_layer, cls_loss=cls_loss)
     for branch in (head.classification_head, head.regression_head):
@@ -121,7 +131,9 @@ class BatchedLossHead(RetinaNetHead):
 
     def __init__(self, *args: Any, cls_loss: str = "focal", **kwargs: Any) -> None:
         if cls_loss not in CLS_LOSSES:
-            raise ValueError(f"cls_loss must be one of {', '.join(CLS_LOSSES)}, got {cls_loss!r}")
+            raise ArgumentError(
+                f"cls_loss must be one of {', '.join(CLS_LOSSES)}, got {cls_loss!r}", argument="cls_loss"
+            )
         super().__init__(*args, **kwargs)
         self.cls_loss = cls_loss
 

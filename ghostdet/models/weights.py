@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
+from ghostdet.errors import ArgumentError, CheckpointError, GhostdetError, InputError
 from ghostdet.utils.checkpoint_io import read_checkpoint
 
 __all__ = [
@@ -55,30 +56,36 @@ _URL_KEY_DIGITS = 16
 DOWNLOAD_TIMEOUT_S = 60.0
 
 
-class WeightsMismatchError(ValueError, RuntimeError):
+class WeightsMismatchError(CheckpointError, RuntimeError):
     """A checkpoint does not match the model it is loaded into (bad input: a ``ValueError``)."""
 
 
-class NotAStateDictError(TypeError, ValueError):
+class NotAStateDictError(CheckpointError, TypeError):
     """A checkpoint file holds something other than a dict of tensors."""
 
 
-class WeightsDownloadError(OSError, RuntimeError):
+class WeightsDownloadError(InputError, OSError, RuntimeError):
     """Weights could not be downloaded (offline, bad URL); the message names the URL."""
 
 
 @contextlib.contextmanager
-def argument_context(name: str) -> Iterator[None]:
-    """Tag the bad-weights errors raised inside with the argument they came from (``err.argument``).
+def argument_context(name: str, replaces: Iterable[str] = ("weights",)) -> Iterator[None]:
+    """Tag the user errors raised inside with the argument they came from (``err.argument``).
 
     Builders wrap the loading of one argument's weights (``weights_backbone``, ``weights``) in it,
-    so a tool can name its flag; the message itself is unchanged. An error already tagged keeps
-    its tag.
+    so a tool can name its flag; the message itself is unchanged. An error tagged with another
+    argument keeps its tag (``width``, say); one tagged with a name in ``replaces`` -- the
+    ``weights`` parameter of :func:`load_ghostnet_weights`, which the argument was passed on
+    as -- is tagged ``name`` instead.
+
+    Args:
+        name: the argument the weights came from.
+        replaces: the names of inner parameters it was passed on as.
     """
     try:
         yield
-    except (ValueError, OSError) as e:
-        if getattr(e, "argument", None) is None:
+    except GhostdetError as e:
+        if e.argument is None or e.argument in replaces:
             e.argument = name
         raise
 
@@ -113,7 +120,7 @@ def _check_sha256(sha256: str | None) -> str | None:
     if sha256 is None:
         return None
     if not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
-        raise ValueError(f"sha256 must be 64 hex digits or None, got {sha256!r}")
+        raise ArgumentError(f"sha256 must be 64 hex digits or None, got {sha256!r}", argument="sha256")
     return sha256.lower()
 
 
@@ -261,7 +268,7 @@ def load_state_dict_file(path: str | PathLike) -> dict[str, Tensor]:
 
     Raises:
         CheckpointReadError: the file is missing or unreadable (the message names it).
-        NotAStateDictError / ValueError: the file holds no state dict (the message names it).
+        NotAStateDictError: the file holds no state dict (the message names it).
         WeightsDownloadError: ``path`` is in the download cache (``$TORCH_HOME/hub/checkpoints``)
             and cannot be read as weights (e.g. truncated by an interrupted download of an
             older version): one line naming the file to delete.
@@ -272,9 +279,7 @@ def load_state_dict_file(path: str | PathLike) -> dict[str, Tensor]:
             return clean_state_dict(obj)
         except NotAStateDictError as e:
             raise NotAStateDictError(f"{path}: {e}") from None
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
-    except ValueError as e:  # CheckpointReadError and NotAStateDictError are ValueErrors
+    except CheckpointError as e:  # CheckpointReadError, NotAStateDictError
         if not _in_download_cache(path):
             raise
         reason = str(e).removeprefix(f"could not read checkpoint {path}: ").removeprefix(f"{path}: ")
@@ -315,7 +320,7 @@ def clean_state_dict(obj: object) -> dict[str, Tensor]:
             k = k[len("module.") :]
         out[k] = v
     if not out:
-        raise ValueError("checkpoint contains no tensors")
+        raise NotAStateDictError("checkpoint contains no tensors")
     return out
 
 
@@ -342,9 +347,9 @@ def resolve_weights(
         return download_weights(s, progress=progress)
     path = Path(s).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise InputError(
             f"weights file not found: {path}. Expected 'imagenet', an http(s) URL or a local "
-            f"file ({', '.join(_SUFFIXES)})."
+            f"file ({', '.join(_SUFFIXES)}).",
         )
     return path
 
@@ -403,18 +408,23 @@ def load_ghostnet_weights(
         skip_classifier: leave ``classifier.*`` out of loading. ``None`` skips it only when the
             checkpoint's classifier has a different number of classes than the model.
         family: backbone family of the model (for ``"imagenet"``).
+
+    Raises:
+        GhostdetError: the weights cannot be got or do not fit (an ``InputError``,
+            ``CheckpointError`` or ``ArgumentError`` tagged ``argument="weights"``).
     """
     from ghostdet.models.family import get_family
 
-    state_dict = load_state_dict_file(resolve_weights(weights, width, progress=progress, family=family))
-    rename = get_family(family).rename
-    if rename is not None:
-        state_dict = rename(state_dict)
-    if skip_classifier is None:
-        ck = state_dict.get("classifier.weight")
-        own = model.state_dict().get("classifier.weight")
-        skip_classifier = ck is not None and own is not None and ck.shape[0] != own.shape[0]
-    try:
-        load_strict(model, state_dict, skip=("classifier.",) if skip_classifier else ())
-    except WeightsMismatchError as e:
-        raise WeightsMismatchError(f"{weights}: {e}") from None
+    with argument_context("weights"):
+        state_dict = load_state_dict_file(resolve_weights(weights, width, progress=progress, family=family))
+        rename = get_family(family).rename
+        if rename is not None:
+            state_dict = rename(state_dict)
+        if skip_classifier is None:
+            ck = state_dict.get("classifier.weight")
+            own = model.state_dict().get("classifier.weight")
+            skip_classifier = ck is not None and own is not None and ck.shape[0] != own.shape[0]
+        try:
+            load_strict(model, state_dict, skip=("classifier.",) if skip_classifier else ())
+        except WeightsMismatchError as e:
+            raise WeightsMismatchError(f"{weights}: {e}") from None

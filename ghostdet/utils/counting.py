@@ -35,6 +35,8 @@ from typing import Any, Union
 import torch
 from torch import Tensor, nn
 
+from ghostdet.errors import ArgumentError
+
 __all__ = [
     "InputSize",
     "Profile",
@@ -58,22 +60,30 @@ def input_shape(input_size: InputSize) -> tuple[int, int, int, int]:
             ``(N, C, H, W)``. All entries must be positive integers.
     """
     if isinstance(input_size, bool):
-        raise ValueError(f"input_size must be an int or a sequence of ints, got {input_size!r}")
+        raise ArgumentError(
+            f"input_size must be an int or a sequence of ints, got {input_size!r}", argument="input_size"
+        )
     if isinstance(input_size, int):
         dims: tuple[int, ...] = (1, 3, input_size, input_size)
     else:
         try:
             dims = tuple(input_size)
         except TypeError:
-            raise ValueError(f"input_size must be an int or a sequence of ints, got {input_size!r}") from None
+            raise ArgumentError(
+                f"input_size must be an int or a sequence of ints, got {input_size!r}", argument="input_size"
+            ) from None
         if len(dims) == 2:
             dims = (1, 3, *dims)
         elif len(dims) == 3:
             dims = (1, *dims)
         elif len(dims) != 4:
-            raise ValueError(f"input_size must have 1, 2, 3 or 4 entries, got {input_size!r}")
+            raise ArgumentError(
+                f"input_size must have 1, 2, 3 or 4 entries, got {input_size!r}", argument="input_size"
+            )
     if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
-        raise ValueError(f"input_size entries must be positive integers, got {input_size!r}")
+        raise ArgumentError(
+            f"input_size entries must be positive integers, got {input_size!r}", argument="input_size"
+        )
     return dims  # type: ignore[return-value]
 
 
@@ -179,7 +189,7 @@ def split_macs(
     """
     for part in parts:
         if not isinstance(getattr(model, part, None), nn.Module):
-            raise ValueError(f"{type(model).__name__} has no submodule {part!r}")
+            raise ArgumentError(f"{type(model).__name__} has no submodule {part!r}", argument="parts")
     result = dict.fromkeys(parts, 0)
     result["other"] = 0
     for name, macs in layer_macs(model, input_size).items():

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ghostdet.errors import InputError
+
 __all__ = [
     "DistInfo",
     "all_gather_objects",
@@ -82,11 +84,15 @@ def _parse_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+        raise InputError(
+            f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)", argument="device"
+        ) from None
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r} (use auto, cpu, cuda or cuda:N)")
+        raise InputError(f"unsupported device {device!r} (use auto, cpu, cuda or cuda:N)", argument="device")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
+        raise InputError(
+            f"device {device!r} requested but CUDA is not available (use cpu)", argument="device"
+        )
     return dev
 
 
