@@ -140,8 +140,11 @@ def ghostnetv2(
 
 
 _RELEASE = "https://github.com/huawei-noah/Efficient-AI-Backbones/releases/download/GhostNetV2"
+_SOURCE = "https://github.com/huawei-noah/Efficient-AI-Backbones/tree/master/ghostnetv2_pytorch"
 
-#: GhostNetV2 as a backbone family: the authors' ImageNet checkpoints at 1.0x, 1.3x and 1.6x.
+#: GhostNetV2 as a backbone family: the authors' ImageNet checkpoints at 1.0x, 1.3x and 1.6x (top-1
+#: from the GhostNetV2 paper, NeurIPS 2022, as the release's README plots them; the release states
+#: no licence, so ``license`` is ``None``).
 GHOSTNETV2 = register_family(
     BackboneFamily(
         name="ghostnetv2",
@@ -149,9 +152,27 @@ GHOSTNETV2 = register_family(
         cfg=GHOSTNETV2_CFG,
         build_trunk=GhostNetV2,
         weights={
-            1.0: PretrainedWeights(f"{_RELEASE}/ck_ghostnetv2_10.pth.tar", top1=75.3),
-            1.3: PretrainedWeights(f"{_RELEASE}/ck_ghostnetv2_13.pth.tar", top1=76.9),
-            1.6: PretrainedWeights(f"{_RELEASE}/ck_ghostnetv2_16.pth.tar", top1=77.8),
+            1.0: PretrainedWeights(
+                f"{_RELEASE}/ck_ghostnetv2_10.pth.tar",
+                top1=75.3,
+                params=6_156_908,
+                macs=167_048_288,
+                source=_SOURCE,
+            ),
+            1.3: PretrainedWeights(
+                f"{_RELEASE}/ck_ghostnetv2_13.pth.tar",
+                top1=76.9,
+                params=8_960_404,
+                macs=269_322_976,
+                source=_SOURCE,
+            ),
+            1.6: PretrainedWeights(
+                f"{_RELEASE}/ck_ghostnetv2_16.pth.tar",
+                top1=77.8,
+                params=12_392_698,
+                macs=398_607_224,
+                source=_SOURCE,
+            ),
         },
         # the trunk and the bottlenecks are V1's classes (the DFC gate is converted with them)
         deploy=GHOSTNET.deploy,
