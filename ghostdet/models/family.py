@@ -15,6 +15,7 @@ The trunk contract: ``build_trunk(width=...)`` returns a module with a ``conv_st
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,20 +24,34 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["BackboneFamily", "PretrainedWeights", "get_family", "list_families", "register_family"]
 from ghostdet.errors import ArgumentError
 
+__all__ = ["BackboneFamily", "PretrainedWeights", "get_family", "list_families", "register_family"]
 
 
 @dataclass(frozen=True)
 class PretrainedWeights:
-    """A published checkpoint of a family at one width.
+    """A published checkpoint of a family at one width, and what is known of it.
+
+    The counts are ours, recomputed by the tests with :mod:`ghostdet.utils.counting`; the
+    accuracy, the licence and the hash are the publisher's (``None`` where no public source gives
+    them: never a guess).
 
     Attributes:
         url: http(s) address of the checkpoint.
-        top1: its published ImageNet top-1 accuracy (%), ``None`` if not published.
+        top1: its published ImageNet-1k top-1 accuracy (%), ``None`` if not published.
         sha256: the sha256 of the file at ``url`` (64 hex digits), checked on download and on the
-            cached file; ``None`` where no public source gives it (never a guess).
+            cached file; ``None`` where no public source gives it (then the strict load, every
+            key and shape, is the check).
+        params: parameters of the classifier the checkpoint loads into (1000 classes, the form
+            the file holds: GhostNetV3's training form), by
+            :func:`~ghostdet.utils.counting.count_params`.
+        macs: multiply-adds of one 224x224 image through that classifier in its family's
+            inference form (:attr:`BackboneFamily.inference_form`), paper convention
+            (:func:`~ghostdet.utils.counting.count_macs`).
+        source: the page that publishes the checkpoint (and its accuracy, where ``top1`` comes
+            from there).
+        license: the licence the publisher states for it (SPDX id), ``None`` if none is stated.
 
     Raises:
         ValueError: ``sha256`` is not 64 hex digits.
@@ -45,10 +60,20 @@ class PretrainedWeights:
     url: str
     top1: float | None = None
     sha256: str | None = None
+    params: int | None = None
+    macs: int | None = None
+    source: str | None = None
+    license: str | None = None
 
     def __post_init__(self) -> None:
         if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
             raise ValueError(f"{self.url}: sha256 must be 64 lower-case hex digits, got {self.sha256!r}")
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The metadata as a plain dict (``url``, ``top1``, ``sha256``, ``params``, ``macs``,
+        ``source``, ``license``), like torchvision's ``Weights.meta``."""
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True, eq=False)

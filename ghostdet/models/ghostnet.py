@@ -394,7 +394,8 @@ def ghostnet(
 
 _DEPLOY = "ghostdet.deploy.ghost"
 
-#: GhostNet V1 as a backbone family: the authors' published checkpoint at 1.0x (top-1 73.98%).
+#: GhostNet V1 as a backbone family: the authors' published checkpoint at 1.0x (top-1 73.98%, the
+#: figure their README gives for this file; the paper's 0.5x and 1.3x have no published weights).
 #: Its deploy conversion covers the classifier, the FPN body of every family's trunk
 #: (``GhostNetFeatures``) and the bottlenecks.
 GHOSTNET = register_family(
@@ -407,6 +408,10 @@ GHOSTNET = register_family(
             1.0: PretrainedWeights(
                 "https://github.com/huawei-noah/CV-backbones/releases/download/ghostnet_pth/ghostnet_1x.pth",
                 top1=73.98,
+                params=5_182_508,
+                macs=141_150_512,
+                source="https://github.com/huawei-noah/Efficient-AI-Backbones/tree/master/ghostnet_pytorch",
+                license="Apache-2.0",
             ),
         },
         deploy={

@@ -418,6 +418,9 @@ def ghostnetv3(
 
 #: GhostNetV3 as a backbone family (trained in the multi-branch form): the authors' ImageNet
 #: checkpoint at 1.0x, whose branch BatchNorms are renamed on loading (:func:`rename_release_keys`).
+#: Top-1 77.1% is the GhostNetV3 paper's (arXiv 2404.11202) for 1.0x; its params count the
+#: training form the file holds (6,147,588 once re-parameterised), its MACs the inference form.
+#: The release states no licence (``license`` is ``None``).
 GHOSTNETV3 = register_family(
     BackboneFamily(
         name="ghostnetv3",
@@ -429,6 +432,9 @@ GHOSTNETV3 = register_family(
                 "https://github.com/huawei-noah/Efficient-AI-Backbones/releases/download/GhostNetV3/"
                 "ghostnetv3-1.0.pth.tar",
                 top1=77.1,
+                params=8_129_028,
+                macs=167_048_288,
+                source="https://github.com/huawei-noah/Efficient-AI-Backbones/tree/master/ghostnetv3_pytorch",
             ),
         },
         rename=rename_release_keys,
