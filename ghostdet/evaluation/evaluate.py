@@ -36,6 +36,7 @@ from ghostdet.data.formats import SplitSource, detect_format, read_split
 from ghostdet.data.images import IMAGE_EXTENSIONS, ImageReadError, read_rgb_tensor
 from ghostdet.data.validation import DataReport, read_annotations, read_results
 from ghostdet.errors import InputError
+from ghostdet.evaluation.analysis import ANALYSIS_FILES, write_analysis
 from ghostdet.evaluation.coco_eval import (
     COCO_STAT_NAMES,
     CocoEvaluator,
@@ -261,6 +262,9 @@ def evaluate_detector(
     progress: bool = True,
     log: Callable[[str], None] = print,
     strict_data: bool = False,
+    analysis: bool = True,
+    confusion_score: float | None = None,
+    error_images: int = 8,
 ) -> dict[str, Any]:
     """Evaluate a loaded detector on a COCO-format set (sharded across torch.distributed ranks).
 
@@ -282,9 +286,17 @@ def evaluate_detector(
         log: printer for the report (called on rank 0 only).
         strict_data: invalid ground-truth entries (and image files missing from ``images_dir``)
             are a :class:`~ghostdet.data.DataError` instead of being left out and counted.
+        analysis: after scoring, write the error analysis next to ``metrics.json`` (PR curves,
+            best-F1 thresholds, confusion matrix, worst images; see
+            ``ghostdet.evaluation.analysis``) and record the best-F1 thresholds in
+            ``metrics.json`` under ``best_f1`` (rank 0 only).
+        confusion_score: score threshold of the confusion matrix and the error images
+            (``None``: the global best-F1 threshold).
+        error_images: images drawn for most false positives and for most false negatives.
 
     Returns:
-        The metrics dict written to ``metrics.json`` (on every rank; only rank 0 writes files).
+        The metrics dict written to ``metrics.json`` (on every rank; only rank 0 writes files,
+        and only rank 0's has ``best_f1`` and ``analysis``).
 
     Raises:
         DataError: ``ann_file`` is not a COCO-format JSON, or ``strict_data`` and invalid entries.
@@ -292,7 +304,11 @@ def evaluate_detector(
     rank, world = rank_world()
     say = log if rank == 0 else (lambda _msg: None)
     device = torch.device(device)
-    names = (RESULTS_NAME, METRICS_NAME, *((IMAGES_NAME,) if results_only else ()))
+    names = (
+        RESULTS_NAME,
+        METRICS_NAME,
+        *((IMAGES_NAME,) if results_only else (ANALYSIS_FILES if analysis else ())),
+    )
     ann_path = ann_file.name if isinstance(ann_file, SplitSource) else ann_file
     protected = _refuse_overwriting_inputs(output_dir, names, [ann_path, detector.source])
     coco, report, dataset = _eval_images(images_dir, ann_file, results_only, limit, strict_data, say)
@@ -336,14 +352,30 @@ def evaluate_detector(
         "seconds": seconds,
         "images_per_s": n_done / seconds if seconds > 0 else 0.0,
     }
+    coco_eval = None
     if has_gt:
-        metrics.update(_score(coco, evaluator, say))
+        scored, coco_eval = _score(coco, evaluator, say)
+        metrics.update(scored)
     if metrics["skipped_images"]:
         say(f"skipped {metrics['skipped_images']} unreadable image(s)")
     say(
         f"{n_done} images in {seconds:.1f} s: {metrics['images_per_s']:.2f} images/s on {device}"
         + (f" x {world} processes" if world > 1 else "")
     )
+    if rank == 0 and has_gt and analysis:
+        _analyse(
+            metrics,
+            output_dir,
+            coco,
+            coco_eval,
+            evaluator.results,
+            evaluator.img_ids,
+            images_dir,
+            confusion_score,
+            error_images,
+            protected,
+            say,
+        )
     if rank == 0:
         _write_outputs(
             Path(output_dir), evaluator, metrics, all_entries if results_only else None, say, protected
@@ -382,8 +414,11 @@ def _eval_images(
     return coco, report, dataset
 
 
-def _score(coco: Any, evaluator: CocoEvaluator, say: Callable[[str], None]) -> dict[str, Any]:
-    """COCOeval of the gathered results: the metrics entries, with the tables printed."""
+def _score(
+    coco: Any, evaluator: CocoEvaluator, say: Callable[[str], None]
+) -> tuple[dict[str, Any], Any | None]:
+    """COCOeval of the gathered results: the metrics entries (with the tables printed) and the
+    evaluated COCOeval (``None`` without detections)."""
     stats, coco_eval, table = run_cocoeval(coco, evaluator.results, evaluator.img_ids)
     per_cat = per_category_ap(coco_eval)
     warning = no_ground_truth_warning(coco, evaluator.img_ids)
@@ -398,6 +433,42 @@ def _score(coco: Any, evaluator: CocoEvaluator, say: Callable[[str], None]) -> d
         "stats": stats,
         **{k: stats[k] for k in COCO_STAT_NAMES},
         "per_category_ap": [{"id": c, "name": n, "AP": _json_safe(ap)} for c, n, ap in per_cat],
+    }, coco_eval
+
+
+def _analyse(
+    metrics: dict[str, Any],
+    output_dir: str | PathLike,
+    coco: Any,
+    coco_eval: Any | None,
+    results: Sequence[Mapping[str, Any]],
+    img_ids: Sequence[int],
+    images_dir: str | PathLike | None,
+    confusion_score: float | None,
+    error_images: int,
+    protected: ProtectedFiles,
+    say: Callable[[str], None],
+) -> None:
+    """Write the error analysis and record it in ``metrics`` (``best_f1``: the thresholds, read
+    back by ``--score-threshold best`` as ``best_f1.global.threshold``; ``analysis``: the files)."""
+    done = write_analysis(
+        output_dir,
+        coco,
+        coco_eval,
+        results,
+        img_ids,
+        images_dir,
+        confusion_score,
+        error_images,
+        protected,
+        say,
+    )
+    metrics["best_f1"] = done["best_f1"]
+    metrics["analysis"] = {
+        "confusion_score": done["confusion_score"],
+        "files": done["files"],
+        "plots": done["plots"],
+        **({"note": done["note"]} if done["note"] else {}),
     }
 
 
@@ -441,6 +512,10 @@ def rescore_results(
     output_dir: str | PathLike | None = None,
     log: Callable[[str], None] = print,
     strict_data: bool = False,
+    analysis: bool = True,
+    confusion_score: float | None = None,
+    error_images: int = 8,
+    images_dir: str | PathLike | None = None,
 ) -> dict[str, Any]:
     """Score an existing COCO results JSON (no model): print the table and per-category AP.
 
@@ -455,6 +530,12 @@ def rescore_results(
         log: printer.
         strict_data: invalid ground-truth entries are a :class:`~ghostdet.data.DataError`
             instead of being left out and counted.
+        analysis: with ``output_dir``, also write the error analysis there (as
+            :func:`evaluate_detector`).
+        confusion_score: score threshold of the confusion matrix and the error images
+            (``None``: the global best-F1 threshold).
+        error_images: images listed for most false positives and for most false negatives.
+        images_dir: the image folder, to draw those images (``None``: listed, not drawn).
 
     Raises:
         InputError: ``results_file`` is missing.
@@ -467,7 +548,8 @@ def rescore_results(
         raise InputError(f"results file not found: {path}")
     protected = None
     if output_dir is not None:
-        protected = _refuse_overwriting_inputs(output_dir, [METRICS_NAME], [path, ann_file])
+        names = [METRICS_NAME, *(ANALYSIS_FILES if analysis else ())]
+        protected = _refuse_overwriting_inputs(output_dir, names, [path, ann_file])
     coco, report = _read_annotations(ann_file, None, strict_data, log)
     if "annotations" not in coco.dataset:
         raise InputError(
@@ -488,6 +570,21 @@ def rescore_results(
     metrics["skipped_ground_truth"] = report.errors()
     metrics["dropped_detections"] = dropped
     metrics["per_category_ap"] = [{"id": c, "name": n, "AP": _json_safe(ap)} for c, n, ap in per_cat]
+    if output_dir is not None and protected is not None and analysis:
+        ids = sorted(coco.getImgIds())
+        _analyse(
+            metrics,
+            output_dir,
+            coco,
+            coco_eval,
+            dets,
+            ids,
+            images_dir,
+            confusion_score,
+            error_images,
+            protected,
+            log,
+        )
     if output_dir is not None and protected is not None:
         protected.check(Path(output_dir) / METRICS_NAME)
         atomic_write_json(Path(output_dir) / METRICS_NAME, metrics)
@@ -513,6 +610,9 @@ def run_eval(
     strict_data: bool = False,
     data_format: str | None = None,
     difficult: str = "crowd",
+    analysis: bool = True,
+    confusion_score: float | None = None,
+    error_images: int = 8,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Everything ``tools/eval_det.py`` does: resolve data, join torchrun, load, evaluate, write.
@@ -538,6 +638,11 @@ def run_eval(
             detected); a YOLO or VOC set is scored on its ``val`` split.
         difficult: VOC ``difficult`` objects: ``"crowd"`` (ignored, as VOC scoring does) or
             ``"object"``.
+        analysis: write the error analysis next to ``metrics.json`` (see
+            :func:`evaluate_detector`).
+        confusion_score: score threshold of the confusion matrix and the error images
+            (``None``: the global best-F1 threshold).
+        error_images: images drawn for most false positives and for most false negatives.
         **kwargs: passed to :func:`evaluate_detector` (batch_size, workers, score_threshold,
             max_dets, limit, results_only, progress, log).
     """
@@ -548,8 +653,17 @@ def run_eval(
         ann = Path(val_ann) if val_ann else Path(data_path) / "annotations" / "instances_val2017.json"
         if not ann.is_file():
             raise InputError(f"annotation file not found: {ann}")
+        images = Path(val_images) if val_images else (Path(data_path) / "val2017" if data_path else None)
         return rescore_results(
-            results, ann, output_dir, log=kwargs.get("log", print), strict_data=strict_data
+            results,
+            ann,
+            output_dir,
+            log=kwargs.get("log", print),
+            strict_data=strict_data,
+            analysis=analysis,
+            confusion_score=confusion_score,
+            error_images=error_images,
+            images_dir=images if images is not None and images.is_dir() else None,
         )
     fmt = data_format or (detect_format(data_path) if data_path is not None else "coco")
     if fmt != "coco" and val_images is None and val_ann is None:  # a YOLO/VOC set: its val split
@@ -566,7 +680,16 @@ def run_eval(
             checkpoint, model, weights, width, num_classes, min_size, max_size, device=info.device
         )
         return evaluate_detector(
-            detector, images_dir, ann_file, output_dir, device=info.device, strict_data=strict_data, **kwargs
+            detector,
+            images_dir,
+            ann_file,
+            output_dir,
+            device=info.device,
+            strict_data=strict_data,
+            analysis=analysis,
+            confusion_score=confusion_score,
+            error_images=error_images,
+            **kwargs,
         )
     finally:
         cleanup_distributed(info)
