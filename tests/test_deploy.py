@@ -388,26 +388,6 @@ def test_tune_malloc_stops_page_faults_on_large_maps():
     assert faults < 500, res.stdout
 
 
-def test_fused_conv_unpickles_the_state_of_an_older_ghostdet():
-    """A FusedConv2d pickled before the caches were merged (``_gemm_weight`` / ``_native_weight``)
-    and with the removed ``use_mkldnn`` switch loads without them and computes the same conv."""
-    torch.manual_seed(3)
-    weight, bias = torch.randn(8, 1, 3, 3), torch.randn(8)
-    conv = FusedConv2d(weight, bias, padding=(1, 1), groups=8, relu=True)
-    state = dict(conv.__getstate__())
-    del state["_flat"]
-    state.update(use_mkldnn=True, _gemm_weight=None, _native_weight=("stale", torch.zeros(1)))
-    old = FusedConv2d.__new__(FusedConv2d)
-    old.__setstate__(state)
-    assert not any(hasattr(old, k) for k in ("use_mkldnn", "_gemm_weight", "_native_weight"))
-    x = torch.randn(1, 8, 9, 9).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        got = old(x)
-    torch.testing.assert_close(
-        got, torch.relu(torch.nn.functional.conv2d(x, weight, bias, padding=1, groups=8))
-    )
-
-
 def test_fused_model_survives_copy_pickle_and_weight_reload(tmp_path):
     """Backend weight caches (oneDNN-packed, GEMM, native depthwise) are rebuilt after a deepcopy,
     a torch.save/torch.load round trip, and an in-place load_state_dict with new weights."""

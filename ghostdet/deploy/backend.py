@@ -34,8 +34,6 @@ __all__ = [
 BN_TYPES = (nn.BatchNorm2d, FrozenBatchNorm2d)
 # FusedConv2d attributes holding weights derived for a kernel; never copied or pickled.
 _CACHE_SLOTS = ("_packed", "_flat")
-# Cache attributes of models pickled by an older ghostdet (dropped on unpickling).
-_OLD_CACHE_SLOTS = ("_gemm_weight", "_native_weight")
 
 # 1x1 convolutions whose output has at most this many pixels (N*H*W) run as a GEMM; larger ones
 # as a prepacked oneDNN convolution. Measured on a 2-core x86 CPU (benchmarks/bench_cpu.py): with
@@ -215,18 +213,6 @@ class FusedConv2d(DeployModule):
         super()._load_from_state_dict(*args, **kwargs)
         for slot in _CACHE_SLOTS:
             setattr(self, slot, None)
-
-    def __setstate__(self, state: dict) -> None:
-        # models pickled by an older ghostdet: before the native kernels, with other cache slots
-        # and with the (always on) use_mkldnn switch
-        for key in (*_OLD_CACHE_SLOTS, "use_mkldnn"):
-            state.pop(key, None)
-        state.setdefault("is_native_dw", False)
-        state.setdefault("is_native_stem", False)
-        state.setdefault("use_native", True)
-        for slot in _CACHE_SLOTS:
-            state[slot] = None
-        self.__dict__.update(state)
 
     def __deepcopy__(self, memo: dict) -> FusedConv2d:
         new = self.__class__.__new__(self.__class__)

@@ -214,11 +214,6 @@ class DeployGhostModule(DeployModule):
         total = self.primary_conv.weight.shape[0] + self.cheap_operation.weight.shape[0]
         self.needs_slice = total != self.oup
 
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        if "dfc" not in self._modules:  # pickled by a ghostdet without the DFC gate
-            self.__dict__.setdefault("dfc", None)
-
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         return self.run(x, fast_path_ok(x), residual)
 
@@ -382,8 +377,8 @@ class DeployBottleneck(DeployModule):
         self._plan()
 
     def _plan(self) -> None:
-        """Decide which execution paths fit this block (again on unpickling, so a model saved by
-        an older ghostdet gets this version's paths)."""
+        """Decide which execution paths fit this block (again on unpickling, from the modules as
+        loaded)."""
         self.can_fuse_block = self._fusable()
         self.can_fuse_block_s2 = self._fusable_s2()
         self.can_fuse_block_se = self._fusable_se()
