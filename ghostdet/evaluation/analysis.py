@@ -497,7 +497,7 @@ def _font(size: int) -> Any:
 
 
 def draw_errors(image: Image.Image, record: Mapping[str, Any], names: Mapping[int, str]) -> Image.Image:
-    """Draw one image's ground truth (green) and detections (red) with their outcomes.
+    """Draw one image's detections (red) and, over them, its ground truth (green) with their outcomes.
 
     Small images are enlarged (by a whole factor, up to 4) so the captions stay legible.
 
@@ -526,16 +526,16 @@ def draw_errors(image: Image.Image, record: Mapping[str, Any], names: Mapping[in
         draw.rectangle([x, ty, x + tw + 2, ty + th], fill=colour)
         draw.text((x + 1, ty - top + 1), caption, fill=(255, 255, 255), font=font)
 
-    for g in record["gt"]:
-        name = names.get(g["category_id"], str(g["category_id"]))
-        tag = {"missed": " MISSED", "confused": " CONFUSED", "crowd": " crowd"}.get(g["outcome"], "")
-        box(g["bbox"], GT_COLOUR, name + tag, below=True)
     for d in record["dets"]:
         name = names.get(d["category_id"], str(d["category_id"]))
         tag = {"false": " FP", "crowd": " (crowd)"}.get(d["outcome"], "")
         if d["outcome"] == "confused":
             tag = f" (is {names.get(d['truth'], d['truth'])})"
         box(d["bbox"], DET_COLOUR, f"{name} {d['score']:.2f}{tag}", below=False)
+    for g in record["gt"]:
+        name = names.get(g["category_id"], str(g["category_id"]))
+        tag = {"missed": " MISSED", "confused": " CONFUSED", "crowd": " crowd"}.get(g["outcome"], "")
+        box(g["bbox"], GT_COLOUR, name + tag, below=True)
     return img
 
 
@@ -756,7 +756,7 @@ def write_analysis(
     log(
         f"error analysis in {out}: best-F1 score threshold {best}; confusion matrix at "
         + ("all detections" if score is None else f"score >= {score:.4f}")
-        + f"; {len(errors['drawn'])} error image(s) in {out / 'errors'}"
+        + f"; {errors['summary']}"
     )
     return {
         "best_f1": record,
@@ -847,4 +847,11 @@ def _write_error_images(
         **{k: [entry(i) for i in v] for k, v in lists.items()},
     }
     put("errors.json", record)
-    return {"drawn": [v for v in drawn.values() if v is not None]}
+    n_drawn = sum(v is not None for v in drawn.values())
+    if n_drawn or not drawn:
+        summary = f"{n_drawn} error image(s) drawn in {out / 'errors'}"
+    else:
+        summary = f"{len(drawn)} error image(s) listed in errors.json" + (
+            " (not drawn: no image folder)" if images_dir is None else " (not drawn: unreadable)"
+        )
+    return {"summary": summary}
