@@ -1,0 +1,275 @@
+"""Running a model where users deploy it: one entry point, :func:`compile`, over four runtimes.
+
+=============== ==================================================================================
+runtime         what runs
+=============== ==================================================================================
+``eager``       the eval model itself, in PyTorch
+``torch``       :func:`ghostdet.deploy.fuse`: BatchNorm folded, channels_last, the native kernels
+``onnxruntime`` the ONNX export (:func:`ghostdet.export.onnx.export_onnx`, portable form) in an
+                onnxruntime session with ``intra_op_num_threads=threads``
+``openvino``    the same ONNX file read and compiled by OpenVINO for the CPU
+                (``PERFORMANCE_HINT=LATENCY``, ``NUM_STREAMS=1``, ``INFERENCE_NUM_THREADS=threads``)
+=============== ==================================================================================
+
+``runtime="auto"`` measures every runtime that is installed on the example input (the same
+process, interleaved rounds, median) and keeps the fastest; on a CUDA model it keeps PyTorch. It
+never falls back silently: the compiled model's ``repr`` and ``report`` say which runtime runs
+and what each measured. A runtime that is asked for by name and is not installed is an
+:class:`~ghostdet.errors.InputError` naming the extra that brings it.
+
+A detector exported to ONNX takes one image per call, so those runtimes run a list image by
+image; PyTorch runs it as one batch, padded to one size as torchvision does (the same images one
+by one give the per-image results).
+
+The compiled model takes what the eval model takes (a ``(N, 3, H, W)`` tensor for classifiers
+and backbones; a list of CHW tensors for detectors) and returns what it returns (logits; an
+ordered dict of feature maps; a list of ``{boxes, labels, scores}`` dicts), within 1e-3 of the
+output's scale (detections: the same count, and at least 98% of them matched by label and box
+within 1e-3, the rule :func:`ghostdet.export.onnx.export_onnx` verifies with).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ghostdet.deploy import fuse
+from ghostdet.errors import InputError
+from ghostdet.export.onnx import _kind, export_onnx
+
+__all__ = ["RUNTIMES", "CompiledModel", "available_runtimes", "compile_model"]
+
+#: The runtimes :func:`compile_model` knows, in the order ``auto`` tries them.
+RUNTIMES = ("eager", "torch", "onnxruntime", "openvino")
+_EXTRAS = {"onnxruntime": "export", "openvino": "openvino"}
+
+
+def _installed(name: str) -> bool:
+    try:
+        if name == "onnxruntime":
+            import onnx
+            import onnxruntime  # noqa: F401
+        elif name == "openvino":
+            import onnx  # noqa: F401 - the ONNX file is written by torch's exporter, checked with onnx
+            import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def available_runtimes() -> list[str]:
+    """The runtimes installed here, in :data:`RUNTIMES` order."""
+    return [r for r in RUNTIMES if r in ("eager", "torch") or _installed(r)]
+
+
+class CompiledModel:
+    """A model compiled for one runtime; call it as the eval model.
+
+    Attributes:
+        runtime: the runtime that runs it.
+        kind: ``classifier``, ``backbone`` or ``detector``.
+        threads: CPU threads it was compiled for (``None``: the runtime's default).
+        precision: ``fp32``.
+        report: how it was chosen: ``{"runtime", "measured_ms": {runtime: median ms}}`` with
+            ``auto``, ``{"runtime"}`` otherwise; ``onnx`` holds the ONNX file's path where one was
+            written.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[Any], Any],
+        runtime: str,
+        kind: str,
+        threads: int | None,
+        precision: str,
+        report: dict[str, Any],
+        keep: Any = None,
+    ) -> None:
+        self._fn = fn
+        self.runtime = runtime
+        self.kind = kind
+        self.threads = threads
+        self.precision = precision
+        self.report = report
+        self._keep = keep  # a temporary folder holding the ONNX file, kept alive with the model
+
+    @torch.inference_mode()
+    def __call__(self, inputs: Any) -> Any:
+        return self._fn(inputs)
+
+    def __repr__(self) -> str:
+        return (
+            f"CompiledModel(runtime={self.runtime!r}, kind={self.kind!r}, threads={self.threads}, "
+            f"precision={self.precision!r})"
+        )
+
+
+# ----------------------------------------------------------------------------- the runtimes
+def _torch_fn(model: nn.Module, threads: int | None) -> Callable[[Any], Any]:
+    def run(inputs: Any) -> Any:
+        if threads:
+            torch.set_num_threads(threads)
+        return model(inputs)
+
+    return run
+
+
+def _to_outputs(kind: str, names: Sequence[str], outs: Sequence[Any]) -> Any:
+    tensors = [torch.from_numpy(o) if not isinstance(o, Tensor) else o for o in outs]
+    if kind == "classifier":
+        return tensors[0]
+    if kind == "backbone":
+        return OrderedDict((n.removeprefix("feat_"), t) for n, t in zip(names, tensors))
+    return dict(zip(names, tensors))
+
+
+def _session_fn(kind: str, names: Sequence[str], run_one: Callable[[Tensor], Sequence[Any]]) -> Callable:
+    """A callable over a per-input ``run_one`` (detectors: one image per call, as exported)."""
+    if kind == "detector":
+        return lambda images: [_to_outputs(kind, names, run_one(img)) for img in images]
+    return lambda x: _to_outputs(kind, names, run_one(x))
+
+
+def _onnxruntime_fn(path: Path, kind: str, threads: int | None) -> Callable[[Any], Any]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    in_name = sess.get_inputs()[0].name
+    names = [o.name for o in sess.get_outputs()]
+    return _session_fn(kind, names, lambda x: sess.run(None, {in_name: x.detach().contiguous().numpy()}))
+
+
+def _openvino_fn(path: Path, kind: str, threads: int | None) -> Callable[[Any], Any]:
+    import openvino as ov
+
+    core = ov.Core()
+    # f32: on CPUs with bf16 units OpenVINO would otherwise run bf16 (about 1e-2 off)
+    config: dict[str, Any] = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": "1",
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+    request = compiled.create_infer_request()
+    names = [o.get_any_name() for o in compiled.outputs]
+
+    def run_one(x: Tensor) -> list[Any]:
+        result = request.infer({0: x.detach().contiguous().numpy()})
+        return [result[o].copy() for o in compiled.outputs]
+
+    return _session_fn(kind, names, run_one)
+
+
+def _example_image(example: Any) -> Tensor:
+    """The CHW image export_onnx traces with: the first image of the example input (a batch
+    tensor or a list of images)."""
+    return example[0]
+
+
+def _time(fn: Callable[[Any], Any], example: Any, rounds: int) -> list[float]:
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn(example)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def compile_model(
+    model: nn.Module,
+    example: Any,
+    runtime: str = "auto",
+    threads: int | None = None,
+    precision: str = "fp32",
+    calibration: Any = None,
+    rounds: int = 5,
+    log: Callable[[str], None] | None = None,
+) -> CompiledModel:
+    """Compile an eval-mode GhostNet classifier, backbone or detector for a runtime.
+
+    Args:
+        model: the eval model (a ghostdet classifier, GhostNet-FPN backbone or detector).
+        example: an input it takes: a ``(N, 3, H, W)`` tensor (classifier, backbone) or a list of
+            CHW tensors (detector); the ONNX export traces with it and ``auto`` times on it.
+        runtime: ``eager``, ``torch``, ``onnxruntime``, ``openvino`` or ``auto`` (the fastest
+            installed runtime on ``example``; PyTorch for a model on a CUDA device).
+        threads: CPU threads of the runtime (``None``: its default).
+        precision: ``fp32`` (int8 is not offered: it is not yet measured to win within the
+            accuracy budget).
+        calibration: reserved for int8 (must be ``None``).
+        rounds: timed rounds per runtime for ``auto`` (after one warm-up call).
+        log: called with one line saying which runtime was picked and why.
+
+    Returns:
+        the :class:`CompiledModel`.
+
+    Raises:
+        InputError: an unknown runtime (``argument="runtime"``), one that is not installed
+            (naming the extra to install), or a precision other than ``fp32``.
+    """
+    if runtime not in (*RUNTIMES, "auto"):
+        raise InputError(
+            f"unknown runtime {runtime!r}; choose from auto, {', '.join(RUNTIMES)}", argument="runtime"
+        )
+    if precision != "fp32" or calibration is not None:
+        raise InputError(f"precision {precision!r} is not offered; use fp32", argument="precision")
+    if runtime not in ("auto", "eager", "torch") and not _installed(runtime):
+        raise InputError(
+            f"runtime {runtime!r} is not installed: pip install 'ghostdet[{_EXTRAS[runtime]}]'",
+            argument="runtime",
+        )
+    model = model.eval()
+    kind = _kind(model)
+    on_cuda = any(p.is_cuda for p in model.parameters())
+    candidates = [runtime] if runtime != "auto" else (["eager"] if on_cuda else available_runtimes())
+    tmp: tempfile.TemporaryDirectory | None = None
+    onnx_path: Path | None = None
+    fns: dict[str, Callable[[Any], Any]] = {}
+    for name in candidates:
+        if name == "eager":
+            fns[name] = _torch_fn(model, threads)
+        elif name == "torch":
+            fns[name] = _torch_fn(fuse(model), threads)
+        else:
+            if onnx_path is None:
+                tmp = tempfile.TemporaryDirectory(prefix="ghostdet-compile-")
+                onnx_path = Path(tmp.name) / "model.onnx"
+                export_onnx(model, onnx_path, image=_example_image(example), verify=False)
+            fns[name] = (_onnxruntime_fn if name == "onnxruntime" else _openvino_fn)(onnx_path, kind, threads)
+    report: dict[str, Any] = {"runtime": candidates[0]}
+    if len(fns) > 1:
+        with torch.inference_mode():
+            for fn in fns.values():
+                fn(example)  # warm-up
+            samples: dict[str, list[float]] = {n: [] for n in fns}
+            for _ in range(rounds):  # interleaved rounds: each runtime sees the same machine state
+                for n, fn in fns.items():
+                    samples[n] += _time(fn, example, 1)
+        measured = {n: statistics.median(v) for n, v in samples.items()}
+        best = min(measured, key=measured.__getitem__)
+        report = {"runtime": best, "measured_ms": measured}
+        if log is not None:
+            others = ", ".join(f"{n} {ms:.1f}" for n, ms in sorted(measured.items(), key=lambda kv: kv[1]))
+            log(f"runtime auto: {best} is the fastest here on the example input (median ms: {others})")
+    chosen = report["runtime"]
+    if onnx_path is not None and chosen in ("onnxruntime", "openvino"):
+        report["onnx"] = str(onnx_path)
+    keep = tmp if chosen in ("onnxruntime", "openvino") else None
+    if tmp is not None and keep is None:
+        tmp.cleanup()
+    return CompiledModel(fns[chosen], chosen, kind, threads, precision, report, keep)

@@ -1,0 +1,149 @@
+"""compile(): every runtime gives the eval model's outputs; auto picks only what is installed.
+
+Outputs are compared with the eval model's on the same input: classifiers and backbones within
+1e-3 of the output's scale, detections by the rule :func:`ghostdet.export.onnx.export_onnx` verifies with.
+onnxruntime and OpenVINO cases skip where the runtime is not installed (the extras).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from ghostdet.errors import InputError
+from ghostdet.export import runtimes
+from ghostdet.export.onnx import matched_fraction, randomize_heads
+from ghostdet.export.runtimes import available_runtimes, compile_model
+from ghostdet.models import get_model
+
+HAVE = {name: importlib.util.find_spec(name) is not None for name in ("onnxruntime", "openvino")}
+HAVE["onnxruntime"] = HAVE["onnxruntime"] and importlib.util.find_spec("onnx") is not None
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _runtime(name: str):
+    marks = (
+        [] if name in ("eager", "torch") or HAVE[name] else [pytest.mark.skip(reason=f"{name} not installed")]
+    )
+    return pytest.param(name, marks=marks, id=name)
+
+
+RUNTIMES = [_runtime(n) for n in ("eager", "torch", "onnxruntime", "openvino")]
+
+
+def _model(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    kwargs = {"width": 0.5}
+    if "fpn" in name and not name.endswith("_fpn_backbone") and not name.startswith("ghostnet"):
+        kwargs["num_classes"] = 4
+    model = get_model(name, **kwargs).eval()
+    for m in model.modules():  # BatchNorm statistics away from the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    if "rcnn" in name or "retinanet" in name:
+        randomize_heads(model)
+    return model
+
+
+def _check(model: torch.nn.Module, example, runtime: str) -> None:
+    compiled = compile_model(model, example, runtime=runtime, threads=1)
+    assert compiled.runtime == runtime and runtime in repr(compiled)
+    with torch.inference_mode():
+        ref, got = model(example), compiled(example)
+        if isinstance(ref, list) and runtime in ("onnxruntime", "openvino"):
+            # exported detectors take one image per call; torchvision pads the images of a batch
+            # to one size, so the reference is the eval model on each image alone
+            ref = [model([img])[0] for img in example]
+    if isinstance(ref, list):  # detections
+        assert len(got) == len(ref)
+        for r, g in zip(ref, got):
+            # export_onnx's rule: the same count, and >= 98% of the detections with a same-label
+            # partner within 1e-3 (near-tied scores may swap a detection at the top-k cut)
+            assert r["boxes"].shape[0] > 0 and g["boxes"].shape == r["boxes"].shape
+            assert matched_fraction(r, g) >= 0.98
+    else:
+        refs = [ref] if isinstance(ref, torch.Tensor) else list(ref.values())
+        gots = [got] if isinstance(got, torch.Tensor) else list(got.values())
+        if not isinstance(ref, torch.Tensor):
+            assert list(got) == list(ref)  # the same feature-map names, in order
+        for r, g in zip(refs, gots):
+            assert g.shape == r.shape
+            assert (g - r).abs().max().item() <= 1e-3 * r.abs().max().item()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("name", ["ghostnet", "ghostnetv2", "ghostnetv3"])
+def test_classifiers(name, runtime):
+    _check(_model(name), torch.rand(2, 3, 160, 192), runtime)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_backbone(runtime):
+    _check(_model("ghostnet_fpn"), torch.rand(1, 3, 160, 224), runtime)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("name", ["fasterrcnn_ghostnet_320_fpn", "retinanet_ghostnet_320_fpn"])
+def test_320_presets(name, runtime):
+    _check(_model(name), [torch.rand(3, 240, 320), torch.rand(3, 180, 240)], runtime)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize(
+    "name",
+    [
+        "fasterrcnn_ghostnet_fpn",
+        "retinanet_ghostnet_fpn",
+        "fasterrcnn_ghostnetv2_320_fpn",
+        "retinanet_ghostnetv3_320_fpn",
+    ],
+)
+def test_full_size_and_v2_v3_detectors(name, runtime):
+    _check(_model(name), [torch.rand(3, 320, 416)], runtime)
+
+
+def test_auto_picks_only_installed_runtimes_and_says_which(monkeypatch):
+    monkeypatch.setattr(runtimes, "_installed", lambda name: False)
+    assert available_runtimes() == ["eager", "torch"]
+    lines: list[str] = []
+    model = _model("ghostnet")
+    compiled = compile_model(
+        model, torch.rand(1, 3, 128, 128), runtime="auto", threads=1, rounds=2, log=lines.append
+    )
+    assert compiled.runtime in ("eager", "torch") and set(compiled.report["measured_ms"]) == {
+        "eager",
+        "torch",
+    }
+    best = min(compiled.report["measured_ms"], key=compiled.report["measured_ms"].get)
+    assert compiled.runtime == best and lines == [lines[0]] and f"auto: {best} is the fastest" in lines[0]
+    assert (
+        repr(compiled) == f"CompiledModel(runtime={best!r}, kind='classifier', threads=1, precision='fp32')"
+    )
+
+
+@pytest.mark.parametrize("name,extra", [("openvino", "openvino"), ("onnxruntime", "export")])
+def test_a_missing_runtime_is_one_clear_error(monkeypatch, name, extra):
+    monkeypatch.setattr(runtimes, "_installed", lambda n: n != name)
+    with pytest.raises(
+        InputError, match=rf"runtime '{name}' is not installed: pip install 'ghostdet\[{extra}\]'"
+    ) as e:
+        compile_model(_model("ghostnet"), torch.rand(1, 3, 64, 64), runtime=name)
+    assert e.value.argument == "runtime"
+
+
+def test_bad_arguments():
+    with pytest.raises(InputError, match="unknown runtime 'tensorrt'"):
+        compile_model(_model("ghostnet"), torch.rand(1, 3, 64, 64), runtime="tensorrt")
+    with pytest.raises(InputError, match="precision 'int8' is not offered"):
+        compile_model(_model("ghostnet"), torch.rand(1, 3, 64, 64), precision="int8")
