@@ -37,4 +37,4 @@ bench: venv
 	$(PY) benchmarks/bench_cpu.py $(ARGS)
 
 clean:
-	rm -rf runs build *.egg-info .pytest_cache
+	rm -rf runs build dist *.egg-info .pytest_cache
