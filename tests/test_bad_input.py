@@ -381,7 +381,7 @@ def test_train_tool_subprocess_strict_error(tmp_path):
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert "train.json" in r.stderr and "NaN/inf" in r.stderr and "--strict-data is on" in r.stderr
+    assert "train.json" in r.stderr and "NaN/inf" in r.stderr and "strict_data is on" in r.stderr
     assert {k: v for k, v in _hashes(tmp_path).items() if "/run/" not in k} == before
 
 

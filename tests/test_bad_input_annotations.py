@@ -201,7 +201,7 @@ def _first_annotation(**change) -> dict:
 
 TRAIN_TOOL_CASES = [
     ("val_iscrowd_list_strict", "val", _bad_iscrowd_val(), ["--strict-data"],
-     ["val.json", "iscrowd not 0, 1 or a bool", "--strict-data is on"]),
+     ["val.json", "iscrowd not 0, 1 or a bool", "strict_data is on"]),
     ("train_iscrowd_no_strict", "train", _first_annotation(iscrowd="no"), ["--strict-data"],
      ["train.json", "11 (iscrowd not 0, 1 or a bool)"]),
     ("val_area_string_strict", "val", _first_annotation(area="big"), ["--strict-data"],
@@ -327,7 +327,7 @@ def test_eval_tool_ground_truth_left_out_and_counted(
 
     assert _load_tool("eval_det")(_eval_argv(tmp_path, "--strict-data")) == 2
     _one_error_line(capsys.readouterr().err, "eval_det.py: error:", str(tmp_path / "val.json"), example,
-                    "--strict-data is on")  # fmt: skip
+                    "strict_data is on")  # fmt: skip
     _inputs_unchanged(tmp_path, before)
 
 
