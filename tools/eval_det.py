@@ -1,128 +1,19 @@
 #!/usr/bin/env python
 """COCO bbox evaluation of a GhostNet detector (pycocotools COCOeval).
 
-Examples::
-
-    # a checkpoint written by tools/train_det.py on its synthetic val split
-    python tools/eval_det.py --checkpoint runs/retinanet/best.pth \\
-        --val-images data/synthetic/val --val-ann data/synthetic/annotations/instances_val.json
-
-    # COCO 2017 val, 2 processes
-    torchrun --nproc_per_node 2 tools/eval_det.py --checkpoint best.pth --data-path /data/coco
-
-    # a builder name + weights file; detections only for test-dev
-    python tools/eval_det.py --model fasterrcnn --weights frcnn.pth --width 1.1 \\
-        --val-images /data/coco/test2017 --val-ann /data/coco/annotations/image_info_test-dev2017.json \\
-        --results-only
+``python tools/eval_det.py ARGS`` is ``ghostdet eval ARGS``, under this script's name in
+its usage and error lines; the command is defined in ghostdet/cli/commands/eval.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from ghostdet.cli import ToolArgumentParser, add_detector_args, detector_kwargs, run_tool
-from ghostdet.evaluation.evaluate import run_eval
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ToolArgumentParser(
-        description="Evaluate a detector on a COCO-format set: prints the 12 COCO bbox stats, per-category "
-        "AP (worst first) and images/s; writes OUTPUT_DIR/metrics.json and OUTPUT_DIR/detections.json "
-        "(COCO results: real category ids, xywh boxes; pycocotools loadRes accepts it unchanged). "
-        "Run under torchrun to shard the images over processes.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    m = p.add_argument_group("model (a train_det checkpoint, or --model with --weights)")
-    add_detector_args(m)
-    d = p.add_argument_group("data")
-    d.add_argument("--data-path", help="COCO 2017 root with val2017/ and annotations/instances_val2017.json")
-    d.add_argument("--val-images", help="image folder (overrides ROOT/val2017)")
-    d.add_argument(
-        "--val-ann",
-        help="COCO annotation JSON (overrides ROOT/annotations/instances_val2017.json); "
-        "with --results-only an image-info JSON (e.g. image_info_test-dev2017.json) is enough",
-    )
-    d.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N images")
-    d.add_argument(
-        "--results-only",
-        action="store_true",
-        help="no scoring: write detections (and images.json: id -> file name) for a set without "
-        "annotations; without --val-ann every image of --val-images, ids from numeric file names (else 1..N)",
-    )
-    d.add_argument(
-        "--results",
-        metavar="JSON",
-        help="no model: score this existing COCO results JSON against --val-ann/--data-path",
-    )
-    d.add_argument(
-        "--strict-data",
-        action="store_true",
-        help="invalid ground-truth entries are an error instead of being left out and counted "
-        "(as tools/train_det.py --strict-data; crowd and tiny boxes are always kept)",
-    )
-    r = p.add_argument_group("run")
-    r.add_argument(
-        "--score-threshold",
-        type=float,
-        default=0.05,
-        help="drop detections scoring below this (default %(default)s, torchvision's usual cut)",
-    )
-    r.add_argument(
-        "--max-dets",
-        type=int,
-        default=100,
-        help="detections kept per image; COCOeval counts at most 100 (default %(default)s)",
-    )
-    r.add_argument(
-        "--batch-size", type=int, default=2, help="images per forward pass, per process (default %(default)s)"
-    )
-    r.add_argument(
-        "--workers",
-        type=int,
-        default=2,
-        help="DataLoader worker processes, per process (default %(default)s)",
-    )
-    r.add_argument(
-        "--output-dir",
-        default="runs/eval",
-        help="where metrics.json and detections.json go (default %(default)s)",
-    )
-    r.add_argument("--no-progress", action="store_true", help="disable the progress bar")
-    args = p.parse_args(argv)
-    if args.results is None and args.checkpoint is None and (args.model is None or args.weights is None):
-        p.error("give --checkpoint FILE, or --model NAME with --weights FILE (or --results JSON to re-score)")
-    for flag in ("limit", "batch_size", "max_dets"):
-        v = getattr(args, flag)
-        if v is not None and v < 1:
-            p.error(f"--{flag.replace('_', '-')} must be >= 1, got {v}")
-    if args.workers < 0 or args.threads < 0:
-        p.error("--workers and --threads must be >= 0")
-    return args
+from ghostdet.cli.main import run_script
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return run_tool(
-        lambda: run_eval(
-            **detector_kwargs(args),
-            data_path=args.data_path,
-            val_images=args.val_images,
-            val_ann=args.val_ann,
-            results=args.results,
-            output_dir=args.output_dir,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            score_threshold=args.score_threshold,
-            max_dets=args.max_dets,
-            limit=args.limit,
-            results_only=args.results_only,
-            progress=not args.no_progress,
-            strict_data=args.strict_data,
-        ),
-        "eval_det.py",
-        args.debug,
-    )
+    return run_script("eval", argv)
 
 
 if __name__ == "__main__":

@@ -1,53 +1,19 @@
 #!/usr/bin/env python
 """Params and MACs of the GhostNet paper's models, side by side with the paper's figures.
 
-Tables: CIFAR-10 VGG-16 vs Ghost-VGG-16 and its ratio (s) and kernel (d) ablations, ResNet-56
-vs Ghost-ResNet-56, ImageNet ResNet-50 vs Ghost-ResNet-50 (s=2, 4), and GhostNet widths vs
-MobileNetV2/V3. Ghost models are built with ghostdet.ghostify (every conv replaced, s=2, d=3
-unless stated). Each measured cell shows its deviation from the paper, e.g. "7.660M (-0.5%)".
-Rows starting with "what-if" are not the paper's models; they show which build choice would
-reproduce a figure the faithful conversion does not. MACs are conv+linear multiply-adds.
-
-Examples:
-    python tools/paper_tables.py --markdown
-    python tools/paper_tables.py --no-resnet50 --no-what-if
+``python tools/paper_tables.py ARGS`` is ``ghostdet paper-tables ARGS``, under this script's name in
+its usage and error lines; the command is defined in ghostdet/cli/commands/paper_tables.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from ghostdet.analysis.paper import format_paper_tables, paper_tables
-from ghostdet.cli import ToolArgumentParser, run_tool
-
-
-def build_parser() -> ToolArgumentParser:
-    p = ToolArgumentParser(
-        description=__doc__.split("\n\nExamples")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--markdown", action="store_true", help="print GitHub markdown tables instead of plain text"
-    )
-    p.add_argument(
-        "--no-resnet50", action="store_true", help="skip the ImageNet ResNet-50 rows (the slowest to count)"
-    )
-    p.add_argument("--no-mobilenets", action="store_true", help="skip GhostNet vs MobileNetV2/V3 at 224x224")
-    p.add_argument("--no-what-if", action="store_true", help="skip the explanatory what-if rows")
-    return p
+from ghostdet.cli.main import run_script
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_tool(lambda: _print_tables(args), "paper_tables.py", args.debug)
-
-
-def _print_tables(args: argparse.Namespace) -> None:
-    rows = paper_tables(
-        resnet50=not args.no_resnet50, mobilenets=not args.no_mobilenets, what_if=not args.no_what_if
-    )
-    print(format_paper_tables(rows, markdown=args.markdown), end="")
+    return run_script("paper-tables", argv)
 
 
 if __name__ == "__main__":

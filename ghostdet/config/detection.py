@@ -3,8 +3,11 @@
 A recipe is a flat YAML mapping whose keys are the fields of :class:`TrainConfig`, plus two
 nested mappings: ``synthetic`` (fields of :class:`SyntheticConfig`, the embedded default data)
 and ``augment`` (fields of :class:`ghostdet.data.AugConfig`). Keys left out keep their defaults;
-an unknown key is an error that names it. ``tools/train_det.py`` loads the recipe, then applies
-only the flags the user actually passed, and the trainer saves the resolved result as
+an unknown key is an error that names it. ``ghostdet train`` (``tools/train_det.py``) loads the
+recipe, then applies only the flags the user actually passed, then ``--set KEY=VALUE``; every
+field declared with a ``help`` is a flag (see :mod:`ghostdet.config.recipe`), and the solver and
+run fields are shared with classification (:class:`ghostdet.config.base.BaseTrainConfig`). The
+trainer saves the resolved result as
 ``config.yaml`` in the output directory (and inside every checkpoint), so a run can always be
 reproduced with ``--config OUTPUT_DIR/config.yaml``.
 
@@ -21,14 +24,15 @@ import math
 import re
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.resources import files
 from os import PathLike
 from pathlib import Path
 from typing import Any, Optional
 
 from ghostdet.config import recipe
-from ghostdet.config.recipe import OPTIMIZERS, SCHEDULERS, ConfigError, check_choice, check_value, setting
+from ghostdet.config.base import _SANE, DEVICE_PATTERN, MAX_SEED, BaseTrainConfig
+from ghostdet.config.recipe import ConfigError, check_choice, check_value, setting
 from ghostdet.models.family import list_families
 from ghostdet.models.registry import detector_aliases, family_variant
 
@@ -60,13 +64,7 @@ MAX_SYNTHETIC_IMAGE_SIZE = 4096
 #: Largest resize target of a detector (``min_size``, ``max_size``; a sane maximum).
 MAX_IMAGE_SIDE = 8192
 
-#: Largest random seed (torch takes 64-bit seeds; beyond this a seed is an overflow).
-MAX_SEED = 2**63 - 1
-
-#: The devices a recipe may name (whether CUDA is there is checked when the run starts).
-DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
-_DEVICE = {"pattern": DEVICE_PATTERN, "what": "auto, cpu, cuda or cuda:N"}
-_SANE = "the maximum is a sane limit"
+# MAX_SEED and DEVICE_PATTERN are declared in ghostdet.config.base (re-exported here).
 
 
 @dataclass
@@ -90,10 +88,13 @@ class SyntheticConfig:
         jpeg_quality: JPEG quality.
     """
 
-    root: str = "data/synthetic"
-    num_train: int = 480  # (>= 1: the generator's own check says why, before anything is written)
-    num_val: int = 80
-    image_size: int = setting(192, ge=32, le=MAX_SYNTHETIC_IMAGE_SIZE, why=_SANE)
+    root: str = setting("data/synthetic", help="folder of the synthetic dataset (default data/synthetic)")
+    # (num_* >= 1: the generator's own check says why, before anything is written)
+    num_train: int = setting(480, help="synthetic train images")
+    num_val: int = setting(80, help="synthetic val images")
+    image_size: int = setting(
+        192, ge=32, le=MAX_SYNTHETIC_IMAGE_SIZE, why=_SANE, help="side of the synthetic images in pixels"
+    )
     seed: int = setting(0, ge=0, le=MAX_SEED)
     num_categories: Optional[int] = setting(None, ge=1)
     object_size: Optional[list[int]] = setting(None, ge=8, le=MAX_SYNTHETIC_IMAGE_SIZE)  # noqa: RUF009
@@ -112,8 +113,11 @@ class SyntheticConfig:
 
 
 @dataclass
-class TrainConfig:
-    """Everything a training run depends on (one flat recipe; see the module docstring).
+class TrainConfig(BaseTrainConfig):
+    """Everything a detection training run depends on (one flat recipe; see the module docstring).
+
+    The solver and run fields (``epochs`` ... ``threads``, ``workers``) are those of
+    :class:`ghostdet.config.base.BaseTrainConfig`, with its defaults.
 
     Model:
         detector: ``fasterrcnn``, ``fasterrcnn_320`` or ``retinanet``.
@@ -141,92 +145,73 @@ class TrainConfig:
             :mod:`ghostdet.data.validation`).
         augment: training augmentation, fields of :class:`ghostdet.data.AugConfig`.
         aspect_ratio_group_factor: aspect-ratio groups per side of 1 for batching (0: no grouping).
-        workers: DataLoader worker processes per training process.
-
-    Solver:
-        epochs: training epochs.
-        batch_size: images per iteration PER PROCESS (the effective batch is
-            ``batch_size * world_size``; ``lr`` is meant for the effective batch).
-        lr: peak learning rate.
-        opt: ``sgd`` (momentum, weight decay) or ``adamw``.
-        momentum: SGD momentum.
-        weight_decay: weight decay (not applied to norm layers and biases).
-        lr_scheduler: ``multistep`` (x ``lr_gamma`` after each epoch in ``lr_steps``) or
-            ``cosine`` (to ``lr * min_lr_ratio`` at the end); both per iteration.
-        lr_steps: epochs after which the multistep schedule decays.
-        lr_gamma: multistep decay factor.
-        min_lr_ratio: final lr / lr of the cosine schedule.
-        warmup_iters: linear warm-up iterations (0: none).
-        warmup_factor: lr factor at iteration 0 of the warm-up.
-        clip_grad_norm: clip the gradient norm to this value (``None``: no clipping).
 
     Runtime:
-        device: ``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:N``.
-        amp: mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU.
-        channels_last: keep the model's weights and activations in the channels_last memory
-            format (faster convolutions, depthwise ones above all, in training on CPU and with AMP
-            on CUDA).
-        output_dir: where checkpoints, metrics, config and TensorBoard events go.
-        resume: checkpoint to resume from, or ``auto`` (OUTPUT_DIR/checkpoint.pth if present).
-        exist_ok: write a fresh run into an ``output_dir`` that holds another run (its results are
-            removed first); by default such a run takes the next free name (``runs/x2``).
         eval_every: evaluate every N epochs (the last epoch is always evaluated; 0: only the last).
-        seed: random seed (runs on CPU are reproducible).
-        print_freq: iterations between log lines (when stdout is not a terminal) and
-            TensorBoard loss points.
-        threads: torch intra-op threads per process (``None``: torch's default).
         vis_images: validation images drawn with their predicted boxes into TensorBoard.
         vis_score_thresh: score threshold of the drawn boxes.
     """
 
-    # model (each field's range is declared beside it, see ghostdet.config.recipe.setting)
-    detector: str = setting("retinanet", choices=lambda: tuple(DETECTORS))
-    backbone: str = setting("ghostnet", choices=list_families)
-    width: float = setting(1.0, gt=0)
-    weights_backbone: Optional[str] = None
-    trainable_backbone_layers: Optional[int] = setting(None, ge=0, le=5)
-    min_size: Optional[int] = setting(None, ge=1, le=MAX_IMAGE_SIDE, why=_SANE)
-    max_size: Optional[int] = setting(None, ge=1, le=MAX_IMAGE_SIDE, why=_SANE)
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # model (each field's range, help and section are declared beside it: ghostdet.config.recipe.setting)
+    detector: str = setting(
+        "retinanet", choices=lambda: tuple(DETECTORS), help="detector (default retinanet)", section="model"
+    )
+    backbone: str = setting(
+        "ghostnet", choices=list_families, section="model",
+        help="backbone family of the trunk (default ghostnet; ghostnetv3 trains in the multi-branch form)",
+    )  # fmt: skip
+    width: float = setting(
+        1.0, gt=0, help="GhostNet width multiplier (paper detectors: 1.1)", section="model"
+    )
+    weights_backbone: Optional[str] = setting(
+        None, section="model",
+        help="ImageNet weights of the trunk: imagenet, a URL, a file, or none (random init)",
+    )  # fmt: skip
+    trainable_backbone_layers: Optional[int] = setting(
+        None, ge=0, le=5, section="model",
+        help="trunk stages trained, from the top (0-5; default 3 with weights, 5 without)",
+    )  # fmt: skip
+    min_size: Optional[int] = setting(
+        None, ge=1, le=MAX_IMAGE_SIDE, why=_SANE, help="detector resize: shorter image side", section="model"
+    )
+    max_size: Optional[int] = setting(
+        None,
+        ge=1,
+        le=MAX_IMAGE_SIDE,
+        why=_SANE,
+        help="detector resize: cap of the longer side",
+        section="model",
+    )
+    model_kwargs: dict[str, Any] = setting(default_factory=dict, section="model")  # noqa: RUF009
     # data
-    data_path: Optional[str] = None
-    train_images: Optional[str] = None
-    train_ann: Optional[str] = None
-    val_images: Optional[str] = None
-    val_ann: Optional[str] = None
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    drop_empty: bool = False
-    strict_data: bool = False
-    augment: dict[str, Any] = field(default_factory=dict)
-    aspect_ratio_group_factor: int = setting(3, ge=0)
-    workers: int = setting(2, ge=0)
-    # solver
-    epochs: int = setting(12, ge=1)
-    batch_size: int = setting(2, ge=1)
-    lr: float = setting(0.02, gt=0)
-    opt: str = setting("sgd", choices=OPTIMIZERS)
-    momentum: float = setting(0.9, ge=0, lt=1)
-    weight_decay: float = setting(1e-4, ge=0)
-    lr_scheduler: str = setting("multistep", choices=SCHEDULERS)
-    lr_steps: list[int] = setting(default_factory=lambda: [8, 11], ge=1)  # noqa: RUF009 (a field())
-    lr_gamma: float = setting(0.1, ge=0, le=1)
-    min_lr_ratio: float = setting(0.0, ge=0, le=1)
-    warmup_iters: int = setting(1000, ge=0)
-    warmup_factor: float = setting(0.001, ge=0, le=1)
-    clip_grad_norm: Optional[float] = setting(None, gt=0)
+    data_path: Optional[str] = setting(
+        None, help="COCO 2017 root: train2017/, val2017/, annotations/instances_*2017.json", section="data"
+    )
+    train_images: Optional[str] = setting(
+        None, help="folder of training images (any COCO-format set)", section="data"
+    )
+    train_ann: Optional[str] = setting(
+        None, help="COCO instances JSON of the training images", section="data"
+    )
+    val_images: Optional[str] = setting(None, help="folder of validation images", section="data")
+    val_ann: Optional[str] = setting(
+        None, help="COCO instances JSON of the validation images", section="data"
+    )
+    synthetic: SyntheticConfig = setting(default_factory=SyntheticConfig, section="data")  # noqa: RUF009
+    drop_empty: bool = setting(False, section="data")
+    strict_data: bool = setting(
+        False, section="data",
+        help="invalid annotation/image entries are an error instead of being skipped and counted "
+        "(crowd and tiny boxes are always only counted)",
+    )  # fmt: skip
+    augment: dict[str, Any] = setting(default_factory=dict, section="data")  # noqa: RUF009
+    aspect_ratio_group_factor: int = setting(3, ge=0, section="data")
     # runtime
-    device: str = setting("auto", **_DEVICE)
-    amp: bool = False
-    channels_last: bool = False
-    output_dir: str = "runs/train"
-    resume: Optional[str] = None
-    exist_ok: bool = False
-    eval_every: int = setting(1, ge=0)
-    seed: int = setting(0, ge=0, le=MAX_SEED)
-    print_freq: int = setting(20, ge=1)
-    threads: Optional[int] = setting(None, ge=1)
-    vis_images: int = setting(4, ge=0)
-    vis_score_thresh: float = setting(0.3, ge=0, le=1)
+    eval_every: int = setting(
+        1, ge=0, help="evaluate every N epochs (the last is always evaluated)", section="run"
+    )
+    vis_images: int = setting(4, ge=0, section="run")
+    vis_score_thresh: float = setting(0.3, ge=0, le=1, section="run")
 
     @property
     def builder(self) -> str:
@@ -240,10 +225,6 @@ class TrainConfig:
             for k in ("data_path", "train_images", "train_ann", "val_images", "val_ann")
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (YAML/JSON/``torch.load(weights_only=True)`` safe)."""
-        return dataclasses.asdict(self)
-
     def validate(self) -> TrainConfig:
         """Check what the fields' declared ranges (:func:`ghostdet.config.recipe.check_fields`, applied
         before this) cannot: the keys across fields, ``augment`` and ``model_kwargs`` against
@@ -251,7 +232,7 @@ class TrainConfig:
         try:
             self.builder  # noqa: B018 (a family without this detector)
         except ValueError as e:
-            raise ConfigError(f"backbone: {e}", key="backbone") from None
+            raise ConfigError.about("backbone", str(e)) from None
         check_value("lr_steps", list(self.lr_steps) == sorted(self.lr_steps), "must be increasing")
         reserved = {"weights", "num_classes", "width", "weights_backbone", "trainable_backbone_layers"}
         reserved.add("backbone")
@@ -280,9 +261,8 @@ def check_augment(augment: Mapping[str, Any]) -> None:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
             hint = f"did you mean {' or '.join(close)}? " if close else ""
-            raise ConfigError(
-                f"augment.{name}: unknown augmentation option ({hint}known: {', '.join(known)})",
-                key=f"augment.{name}",
+            raise ConfigError.about(
+                f"augment.{name}", f"unknown augmentation option ({hint}known: {', '.join(known)})"
             )
     hints = typing.get_type_hints(AugConfig)
     for name, value in augment.items():
@@ -293,15 +273,13 @@ def check_augment(augment: Mapping[str, Any]) -> None:
         elif not isinstance(value, (list, tuple)) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
         ):
-            raise ConfigError(f"{key}: expected a list of finite numbers, got {value!r}", key=key)
+            raise ConfigError.about(key, f"expected a list of finite numbers, got {value!r}")
     try:
         AugConfig.from_dict(dict(augment))
     except (TypeError, ValueError) as e:
         named = re.search(r"AugConfig\.(\w+)", str(e))
         key = f"augment.{named[1]}" if named else "augment"
-        raise ConfigError(
-            f"{key}: {str(e).replace(f'AugConfig.{named[1]} ' if named else '', '')}", key=key
-        ) from None
+        raise ConfigError.about(key, str(e).replace(f"AugConfig.{named[1]} " if named else "", "")) from None
 
 
 def config_from_dict(
@@ -321,7 +299,7 @@ def load_config(path: str | PathLike | None, overrides: Mapping[str, Any] | None
     (:func:`ghostdet.config.recipe.load_config`).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        InputError: ``path`` is not a file.
         ConfigError: bad YAML, unknown key, wrong type or invalid value.
     """
     return recipe.load_config(path, overrides, cls=TrainConfig)

@@ -267,9 +267,9 @@ def check_model_kwargs(
             names = sorted(accepted.params)
             listed = f"it accepts {', '.join(names)}" if len(names) <= 12 else "see its documentation"
             hint = f"did you mean {' or '.join(close)}?" if close else listed
-            raise ConfigError(f"{k}: {label} accepts no keyword {name!r} ({hint})", key=k)
+            raise ConfigError.about(k, f"{label} accepts no keyword {name!r} ({hint})")
         annotation, default = accepted.params[name]
         tp = _expected_type(name, annotation, default)
         if tp is not None and not _fits(value, tp):
             owner = accepted.owners[name]
-            raise ConfigError(f"{k}: must be {_describe(tp)} (as {owner} takes it), got {value!r}", key=k)
+            raise ConfigError.about(k, f"must be {_describe(tp)} (as {owner} takes it), got {value!r}")

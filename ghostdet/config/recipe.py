@@ -5,14 +5,16 @@ Both training configs, :class:`ghostdet.config.TrainConfig` (detection) and
 recipe is a YAML mapping of their fields, every value is checked against the field's annotation
 (:func:`config_from_dict`), an unknown key is a :class:`ConfigError` that names it, and a tool's
 flags override only the keys the user passed (:func:`overrides_from_args`, ``--set KEY=VALUE``).
-The solver and run flags the two training tools share are defined once (:func:`add_solver_args`,
-:func:`add_run_args`).
 
-Ranges are declared with the fields: a field made with :func:`setting` carries a :class:`Check`
-(bounds, choices, a pattern) that :func:`check_fields` applies to every config, and every float
-field must be finite. A tool flag that sets no config key can reuse the same rules through
-:func:`ranged_type` (or :func:`flag_type` for a config field). An error names the key and where
-its value came from: the flag, ``--set ITEM`` or the recipe file.
+Everything about a field is declared beside it with :func:`setting`: its range (a :class:`Check`
+of bounds, choices or a pattern, which :func:`check_fields` applies to every config; every float
+field must be finite), its one-line ``help`` and its ``section`` (model, data, solver, run). The
+command line (``ghostdet.cli``) makes a flag ``--KEY-NAME`` of every field that has a ``help``
+(:func:`config_fields` lists them, nested fields too: ``synthetic.root`` is
+``--synthetic-root``); a flag whose name differs from its key says so with ``flag=``. A tool flag
+that sets no config key can reuse the same rules through :func:`ranged_type` (or
+:func:`flag_type` for a config field). An error carries its key, and names where the value came
+from: the flag, ``--set ITEM`` or the recipe file.
 """
 
 from __future__ import annotations
@@ -31,35 +33,44 @@ from typing import Any, Union
 
 import yaml
 
+from ghostdet.errors import GhostdetError, InputError
+
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULERS",
+    "SECTIONS",
     "Check",
     "ConfigError",
+    "ConfigField",
     "Overrides",
-    "add_run_args",
-    "add_solver_args",
     "check_choice",
     "check_config_key",
     "check_fields",
     "check_value",
     "coerce_value",
+    "config_fields",
     "config_from_dict",
     "flag_type",
     "load_config",
     "none_or_str",
     "overrides_from_args",
     "ranged_type",
+    "redefault",
     "save_config",
     "setting",
+    "to_dict",
 ]
 
 OPTIMIZERS = ("sgd", "adamw")
 
 SCHEDULERS = ("multistep", "cosine")
 
+#: The sections of a training config, in the order of its saved ``config.yaml`` and of a tool's
+#: ``--help``.
+SECTIONS = ("model", "data", "solver", "run")
 
-class ConfigError(ValueError):
+
+class ConfigError(GhostdetError, ValueError):
     """A recipe or override is invalid (unknown key, wrong type, value out of range).
 
     Args:
@@ -67,24 +78,33 @@ class ConfigError(ValueError):
         key: the config key it is about (``lr``, ``synthetic.image_size``, ``lr_steps[1]``,
             ``model_kwargs.score_thresh``), ``None`` for the recipe as a whole. It lets
             :func:`config_from_dict` say where the bad value came from.
+        problem: what is wrong with the key's value, without the key (``must be > 0, got -1``);
+            ``message`` is then ``KEY: PROBLEM``. A flag that set the key leads the message with
+            itself instead of the key (``--lr: must be > 0, got -1``).
     """
 
-    def __init__(self, message: str, key: str | None = None) -> None:
+    def __init__(self, message: str, key: str | None = None, problem: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+        self.problem = problem
+
+    @classmethod
+    def about(cls, key: str, problem: str) -> ConfigError:
+        """The error ``KEY: PROBLEM`` about one key."""
+        return cls(f"{key}: {problem}", key=key, problem=problem)
 
 
 def check_choice(key: str, value: Any, choices: Iterable[str]) -> None:
     """Raise :class:`ConfigError` ``key: VALUE is not one of ...`` unless ``value`` is in ``choices``."""
     choices = tuple(choices)
     if value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}", key=key)
+        raise ConfigError.about(key, f"{value!r} is not one of {', '.join(choices)}")
 
 
 def check_value(key: str, ok: bool, msg: str) -> None:
     """Raise :class:`ConfigError` ``key: msg`` unless ``ok``."""
     if not ok:
-        raise ConfigError(f"{key}: {msg}", key=key)
+        raise ConfigError.about(key, msg)
 
 
 def _num(v: float) -> str:
@@ -172,19 +192,116 @@ def setting(
     default: Any = dataclasses.MISSING,
     *,
     default_factory: Any = dataclasses.MISSING,
+    help: str | None = None,
+    section: str | None = None,
+    flag: str | None = None,
     **check: Any,
 ) -> Any:
-    """A dataclass field with its rule declared beside it: ``epochs: int = setting(12, ge=1)``.
+    """A dataclass field with everything about it declared beside it:
+    ``epochs: int = setting(12, ge=1, help="training epochs", section="solver")``.
 
     Args:
         default: the default value.
         default_factory: or a factory of it (lists, mappings).
+        help: one line on what the field does; a field with a ``help`` is a tool flag
+            (``--KEY-NAME``), one without is set by the recipe or ``--set KEY=VALUE`` only.
+        section: one of :data:`SECTIONS` (the fields of a nested config take their parent's).
+        flag: the flag's name when it is not ``--KEY-NAME``.
         **check: the :class:`Check` of the field (``ge``, ``gt``, ``le``, ``lt``, ``odd``,
             ``choices``, ``pattern``, ``what``, ``why``).
     """
-    return dataclasses.field(
-        default=default, default_factory=default_factory, metadata={"check": Check(**check)}
-    )
+    if section is not None and section not in SECTIONS:
+        raise ValueError(f"section must be one of {', '.join(SECTIONS)}, got {section!r}")
+    metadata = {"check": Check(**check), "help": help, "section": section, "flag": flag}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def redefault(
+    cls: type, name: str, default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING
+) -> Any:
+    """The field ``name`` of the config dataclass ``cls`` with another default, for a subclass
+    (its check, help and section stay as declared): ``epochs: int = redefault(Base, "epochs", 200)``.
+
+    Args:
+        cls: the dataclass that declares the field.
+        name: the field.
+        default: the new default.
+        default_factory: or a factory of it.
+    """
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=dict(f.metadata))
+
+
+@dataclass(frozen=True)
+class ConfigField:
+    """One field of a config dataclass, as :func:`config_fields` lists it.
+
+    Args:
+        key: the config key, dotted for a nested field (``synthetic.root``).
+        annotation: the field's type (``int``, ``Optional[str]``, ``list[int]``, ...).
+        help: its one-line help (``None``: no flag, see :func:`setting`).
+        section: its section (:data:`SECTIONS`).
+        flag: its flag (``--synthetic-root``; ``None`` without ``help``).
+        check: its declared rule.
+        default: its default value (a factory's value for lists and mappings).
+    """
+
+    key: str
+    annotation: Any
+    help: str | None
+    section: str
+    flag: str | None
+    check: Check
+    default: Any
+
+
+def config_fields(cls: type, prefix: str = "", section: str | None = None) -> list[ConfigField]:
+    """Every field of the config dataclass ``cls``, the fields of nested configs in its place
+    (``synthetic`` -> ``synthetic.root``, ``synthetic.num_train``, ...).
+
+    Args:
+        cls: the config dataclass.
+        prefix: key prefix of a nested config (``"synthetic."``).
+        section: the section of a nested config's fields (its parent field's).
+
+    Returns:
+        The fields, in declaration order (a base class's fields first).
+    """
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key, tp = prefix + f.name, hints[f.name]
+        sec = f.metadata.get("section") or section or "run"
+        if dataclasses.is_dataclass(tp):
+            out += config_fields(tp, key + ".", sec)
+            continue
+        help_ = f.metadata.get("help")
+        flag = (f.metadata.get("flag") or "--" + key.replace(".", "-").replace("_", "-")) if help_ else None
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        check = f.metadata.get("check", Check())
+        out.append(ConfigField(key, tp, help_, sec, flag, check, default))
+    return out
+
+
+def _names(cls: Any) -> list[str]:
+    """The field names of a config dataclass by section (:data:`SECTIONS`), as :func:`to_dict` has them."""
+    rank = {s: i for i, s in enumerate(SECTIONS)}
+    return [
+        f.name
+        for f in sorted(dataclasses.fields(cls), key=lambda f: rank[f.metadata.get("section") or "run"])
+    ]
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as a plain nested dict (YAML/JSON/``torch.load(weights_only=True)``
+    safe), its keys by section (:data:`SECTIONS`: model, data, solver, run), in declaration order
+    within one.
+
+    Args:
+        cfg: a config dataclass instance.
+    """
+    data = dataclasses.asdict(cfg)
+    return {name: data[name] for name in _names(cfg)}
 
 
 def check_fields(cfg: Any, prefix: str = "") -> None:
@@ -210,8 +327,7 @@ def check_fields(cfg: Any, prefix: str = "") -> None:
         for i, v in items:
             problem = check.problem(v)
             if problem is not None:
-                k = key if i is None else f"{key}[{i}]"
-                raise ConfigError(f"{k}: {problem}", key=k)
+                raise ConfigError.about(key if i is None else f"{key}[{i}]", problem)
 
 
 def ranged_type(base: type = int, **check: Any) -> Callable[[str], Any]:
@@ -274,42 +390,42 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if value is None:
         if optional:
             return None
-        raise ConfigError(f"{key}: must not be null", key=key)
+        raise ConfigError.about(key, "must not be null")
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}", key=key)
+            raise ConfigError.about(key, f"expected a mapping, got {value!r}")
         return _from_mapping(tp, value, prefix=f"{key}.")
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}", key=key)
+        raise ConfigError.about(key, f"expected true/false, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(f"{key}: expected an integer, got {value!r}", key=key)
+        raise ConfigError.about(key, f"expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}", key=key)
+        raise ConfigError.about(key, f"expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, (str, PathLike)):
             return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}", key=key)
+        raise ConfigError.about(key, f"expected a string, got {value!r}")
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}", key=key)
+            raise ConfigError.about(key, f"expected a list, got {value!r}")
         return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}", key=key)
+            raise ConfigError.about(key, f"expected a mapping, got {value!r}")
         return dict(value)
     return value
 
@@ -331,7 +447,7 @@ def coerce_value(key: str, value: Any, tp: Any) -> Any:
 
 def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = _names(cls)
     for key in data:
         if key not in names:
             raise ConfigError(
@@ -355,7 +471,7 @@ def check_config_key(key: str, cls: Any) -> None:
     for part in key.split("."):
         if not dataclasses.is_dataclass(cls):
             return
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = _names(cls)
         if part not in names:
             raise ConfigError(
                 f"unknown config key {(prefix + part)!r} (known keys: {', '.join(names)})", key=prefix + part
@@ -409,12 +525,12 @@ def _located(err: ConfigError, origins: Mapping[str, str], source: str) -> Confi
     origin = None if head is None else origins[head]
     text = str(err)
     if origin:  # "--set lr=-1: must be > 0", but "--lr-steps: lr_steps[1]: must be >= 1"
-        text = f"{origin}: {text.removeprefix(key + ': ') if key == head else text}"
+        text = f"{origin}: {err.problem if key == head and err.problem is not None else text}"
     elif origin is None and source:
         text = f"{source}: {text}"
     else:
         return err
-    return ConfigError(text, key=key)
+    return ConfigError(text, key=key, problem=err.problem)
 
 
 def _config_from_dict(data: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None, cls: type) -> Any:
@@ -424,7 +540,7 @@ def _config_from_dict(data: Mapping[str, Any] | None, overrides: Mapping[str, An
             head, sub = key.split(".", 1)
             merged.setdefault(head, {})
             if not isinstance(merged[head], dict):
-                raise ConfigError(f"{head}: expected a mapping", key=head)
+                raise ConfigError.about(head, "expected a mapping")
             merged[head][sub] = value
         elif key in ("synthetic", "augment", "model_kwargs") and isinstance(value, Mapping):
             merged[key] = {**merged.get(key, {}), **value}
@@ -444,7 +560,7 @@ def load_config(path: str | PathLike | None, overrides: Mapping[str, Any] | None
         cls: the config dataclass, see :func:`config_from_dict`.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        InputError: ``path`` does not exist.
         ConfigError: bad YAML (or not UTF-8 text), unknown key, wrong type or invalid value.
     """
     data = None
@@ -452,7 +568,7 @@ def load_config(path: str | PathLike | None, overrides: Mapping[str, Any] | None
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"config file not found: {p}")
+            raise InputError(f"config file not found: {p}")
         source = str(p)
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8"))
@@ -518,42 +634,6 @@ def overrides_from_args(given: Mapping[str, Any], keys: Mapping[str, str], cls: 
 def none_or_str(value: str) -> str | None:
     """argparse type: ``none``/``null``/empty -> ``None``, anything else unchanged."""
     return None if value.lower() in ("none", "null", "") else value
-
-
-def add_solver_args(group: Any) -> None:
-    """The solver flags both training tools share (``--epochs`` ... ``--warmup-iters``)."""
-    group.add_argument("--epochs", type=int, help="training epochs")
-    group.add_argument("--batch-size", type=int, help="images per iteration per process")
-    group.add_argument("--lr", type=float, help="peak learning rate (for batch-size x processes)")
-    group.add_argument("--opt", choices=list(OPTIMIZERS), help="optimizer")
-    group.add_argument("--lr-scheduler", choices=list(SCHEDULERS), help="per-iteration lr schedule")
-    group.add_argument("--warmup-iters", type=int, help="linear warm-up iterations")
-
-
-def add_run_args(group: Any) -> None:
-    """The runtime flags both training tools share (``--amp`` ... ``--print-freq``)."""
-    group.add_argument(
-        "--amp", action=argparse.BooleanOptionalAction,
-        help="mixed precision: float16 + GradScaler on CUDA, bfloat16 autocast on CPU",
-    )  # fmt: skip
-    group.add_argument(
-        "--channels-last", action=argparse.BooleanOptionalAction,
-        help="train in the channels_last memory format (faster convolutions on CPU and with CUDA AMP)",
-    )  # fmt: skip
-    group.add_argument("--device", help="auto (cuda if available), cpu, cuda or cuda:N")
-    group.add_argument("--threads", type=int, help="torch CPU threads per process")
-    group.add_argument("--output-dir", help="checkpoints, metrics.json, config.yaml, TensorBoard events")
-    group.add_argument(
-        "--resume", type=none_or_str,
-        help="checkpoint to resume from, a run folder, or 'auto' (OUTPUT_DIR/checkpoint.pth if present)",
-    )  # fmt: skip
-    group.add_argument(
-        "--exist-ok", action=argparse.BooleanOptionalAction,
-        help="start afresh in an --output-dir that holds another run (its results are removed); by "
-        "default a new run there takes the next free name (runs/x2) and says so",
-    )  # fmt: skip
-    group.add_argument("--seed", type=int, help="random seed (CPU runs are reproducible)")
-    group.add_argument("--print-freq", type=int, help="iterations between log lines / TensorBoard points")
 
 
 def save_config(cfg: Any, path: str | PathLike) -> Path:
