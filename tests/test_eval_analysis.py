@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ghostdet.evaluation.analysis import best_f1_thresholds, confusion_matrix, pr_curves
+from ghostdet.evaluation.analysis import best_f1_thresholds, confusion_matrix, pr_curves, write_analysis
 from ghostdet.models import get_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,6 +151,19 @@ def test_confusion_matrix_equals_a_hand_count():
     # without a threshold the low-scoring cat on image 2 finds its object
     everything = confusion_matrix(_coco(images, anns, cats), dets, score_threshold=None)
     assert everything.matrix.tolist() == [[2, 0, 0], [1, 0, 0], [1, 1, 0]]
+
+
+def test_detections_without_ground_truth_are_all_false(tmp_path):
+    images = [{"id": 1, "file_name": "1.jpg", "width": 50, "height": 50}]
+    dets = [
+        {"image_id": 1, "category_id": c, "bbox": [5, 5, 20, 20], "score": s} for c, s in ((3, 0.9), (7, 0.4))
+    ]
+    gt = _coco(images, [])
+    written = write_analysis(tmp_path, gt, _cocoeval(gt, dets), dets, log=lambda _m: None)
+    assert written["best_f1"]["global"]["threshold"] is None and written["confusion_score"] is None
+    cm = json.loads((tmp_path / "confusion_matrix.json").read_text())
+    assert cm["matrix"][-1] == [1, 1, 0, 0] and cm["false_detections"] == 2
+    assert all(c["ap"] is None for c in json.loads((tmp_path / "pr_curves.json").read_text())["classes"])
 
 
 # ----------------------------------------------------------------------------- best-F1 thresholds

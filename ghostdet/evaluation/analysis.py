@@ -623,8 +623,9 @@ def _plot_thresholds(figure: Any, thresholds: Mapping[str, Any]) -> bytes:
     if glob is not None and len(glob["thresholds"]):
         best = glob["best"]
         ax.plot(glob["thresholds"], glob["f1"], lw=2.5, color="black", label="all classes")
-        ax.axvline(best["threshold"], color="black", ls="--", lw=1)
-        ax.annotate(f" {best['threshold']:.3f}", (best["threshold"], best["f1"]), fontsize=8)
+        if best["threshold"] is not None:  # None without ground truth
+            ax.axvline(best["threshold"], color="black", ls="--", lw=1)
+            ax.annotate(f" {best['threshold']:.3f}", (best["threshold"], best["f1"]), fontsize=8)
     ax.set(
         xlabel="score threshold (keep >= t)", ylabel="F1 at IoU 0.5", ylim=(0, 1.02), title="F1 vs threshold"
     )
