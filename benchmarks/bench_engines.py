@@ -1,0 +1,292 @@
+#!/usr/bin/env python
+"""GhostNet against MobileNetV3 in every engine a CPU user deploys with.
+
+For each thread count (a fresh process each: onnxruntime and OpenVINO keep their thread pools for
+the life of a process), and each input size, the script times in one process, interleaved
+(every round runs every model once, in turn), batch 1, random weights:
+
+- ``backbones``: GhostNet 1.0x classifier against torchvision ``mobilenet_v3_large``;
+- ``detectors``: the two 320 presets at 480x640 against torchvision
+  ``fasterrcnn_mobilenet_v3_large_320_fpn`` and a RetinaNet on the same MobileNetV3-Large FPN;
+
+each in PyTorch eager (MobileNetV3: fx-fused BatchNorm, channels_last), ghostdet's deploy mode,
+onnxruntime and OpenVINO (FP32: ``INFERENCE_PRECISION_HINT=f32``, ``PERFORMANCE_HINT=LATENCY``,
+``NUM_STREAMS=1``). ghostdet's ONNX file is the portable form of :func:`ghostdet.export.onnx.
+export_onnx`; MobileNetV3's is torch's plain export. The summary row divides the fastest ghostdet
+engine's median by the fastest MobileNetV3 engine's median, and gives each model's share of the
+measured FP32 peak (``2 * MACs / time / peak``).
+
+``--processes N`` repeats the whole measurement in N fresh processes and prints each cell's
+median over them with its range. Run it on an otherwise idle machine.
+
+Examples::
+
+    python benchmarks/bench_engines.py --processes 5 --threads 1 2 --sizes 224 640
+    python benchmarks/bench_engines.py --sections detectors --processes 3 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ENGINES = ("eager", "deploy", "onnxruntime", "openvino")
+
+
+def _torch_onnx(model: torch.nn.Module, example: object, path: Path, detector: bool) -> Path:
+    args = (example,)
+    dyn = {"x": {1: "h", 2: "w"}} if detector else {"x": {2: "h", 3: "w"}}
+    torch.onnx.export(
+        model, args, str(path), opset_version=17, input_names=["x"], dynamic_axes=dyn, dynamo=False
+    )
+    return path
+
+
+def _ort(path: Path, threads: int) -> Callable[[object], object]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: x.numpy()})
+
+
+def _openvino(path: Path, threads: int) -> Callable[[object], object]:
+    import openvino as ov
+
+    core = ov.Core()
+    cfg = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": threads}
+    cfg["INFERENCE_PRECISION_HINT"] = "f32"
+    request = core.compile_model(core.read_model(str(path)), "CPU", cfg).create_infer_request()
+    return lambda x: request.infer({0: x.numpy()})
+
+
+def _have(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _generic(model: torch.nn.Module) -> torch.nn.Module:
+    from torch.fx.experimental.optimization import fuse as fx_fuse
+
+    return fx_fuse(model.eval()).to(memory_format=torch.channels_last)
+
+
+def backbone_cases(size: int, threads: int, tmp: Path) -> dict[str, dict[str, Callable[[], object]]]:
+    """model -> engine -> a call on a 1x3xSxS input."""
+    from torchvision.models import mobilenet_v3_large
+
+    from ghostdet.deploy import fuse
+    from ghostdet.export.onnx import export_onnx
+    from ghostdet.models import ghostnet
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, size, size)
+    g = ghostnet(1.0).eval()
+    m = mobilenet_v3_large().eval()
+    g_onnx = tmp / f"ghostnet_{size}.onnx"
+    export_onnx(g, g_onnx, image=torch.rand(3, 224, 224), verify=False)
+    m_onnx = _torch_onnx(m, x, tmp / f"mnv3_{size}.onnx", detector=False)
+    fused, generic = fuse(g), _generic(m)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    cases: dict[str, dict[str, Callable[[], object]]] = {
+        "GhostNet 1.0x": {"eager": lambda: g(x), "deploy": lambda: fused(x)},
+        "MobileNetV3-L": {"eager": lambda: generic(xc)},
+    }
+    for name, path in (("GhostNet 1.0x", g_onnx), ("MobileNetV3-L", m_onnx)):
+        if _have("onnxruntime"):
+            fn = _ort(path, threads)
+            cases[name]["onnxruntime"] = lambda fn=fn: fn(x)
+        if _have("openvino"):
+            fn = _openvino(path, threads)
+            cases[name]["openvino"] = lambda fn=fn: fn(x)
+    return cases
+
+
+def detector_cases(threads: int, tmp: Path) -> dict[str, dict[str, Callable[[], object]]]:
+    """model -> engine -> a call on one 480x640 image."""
+    from torchvision.models.detection import RetinaNet, fasterrcnn_mobilenet_v3_large_320_fpn
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import mobilenet_backbone
+
+    from ghostdet.deploy import fuse
+    from ghostdet.export.onnx import export_onnx
+    from ghostdet.models import get_model
+
+    torch.manual_seed(0)
+    img = torch.rand(3, 480, 640)
+    models = {
+        "FRCNN-320 GhostNet": get_model("fasterrcnn_ghostnet_320_fpn", num_classes=91).eval(),
+        "RetinaNet-320 GhostNet": get_model("retinanet_ghostnet_320_fpn", num_classes=91).eval(),
+        "FRCNN-320 MobileNetV3-L": fasterrcnn_mobilenet_v3_large_320_fpn(
+            weights=None, weights_backbone=None, num_classes=91
+        ).eval(),
+    }
+    # torchvision's MobileNetV3-Large FPN (two levels + a pooled one) under a RetinaNet head, with the
+    # anchors and input size of its Faster R-CNN 320 preset
+    bb = mobilenet_backbone(backbone_name="mobilenet_v3_large", fpn=True, weights=None, trainable_layers=6)
+    anchors = AnchorGenerator(((32, 64, 128, 256, 512),) * 3, ((0.5, 1.0, 2.0),) * 3)
+    retina = RetinaNet(bb, num_classes=91, anchor_generator=anchors, min_size=320, max_size=640)
+    models["RetinaNet-320 MobileNetV3-L"] = retina.eval()
+    cases: dict[str, dict[str, Callable[[], object]]] = {}
+    for name, model in models.items():
+        ghost = "GhostNet" in name
+        cases[name] = {"eager": lambda model=model: model([img])}
+        if ghost:
+            fused = fuse(model)
+            cases[name]["deploy"] = lambda fused=fused: fused([img])
+        path = tmp / f"{name.replace(' ', '_')}.onnx"
+        if ghost:
+            export_onnx(model, path, image=img, verify=False)
+        else:
+            _torch_onnx(model, [img], path, detector=True)
+        if _have("onnxruntime"):
+            fn = _ort(path, threads)
+            cases[name]["onnxruntime"] = lambda fn=fn: fn(img)
+        if _have("openvino"):
+            fn = _openvino(path, threads)
+            cases[name]["openvino"] = lambda fn=fn: fn(img)
+    return cases
+
+
+def _interleaved(
+    cases: dict[str, dict[str, Callable[[], object]]], reps: int, warmup: int
+) -> dict[str, dict[str, float]]:
+    flat = {(m, e): fn for m, engines in cases.items() for e, fn in engines.items()}
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in flat}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for fn in flat.values():
+                fn()
+        for _ in range(reps):
+            for k, fn in flat.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append((time.perf_counter() - t0) * 1e3)
+    out: dict[str, dict[str, float]] = {}
+    for (m, e), v in times.items():
+        out.setdefault(m, {})[e] = statistics.median(v)
+    return out
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """One process's measurement at ``args.threads[0]`` threads."""
+    from benchmarks.bench_cpu import backbone_macs, peak_fp32_gflops
+
+    threads = args.threads[0]
+    torch.set_num_threads(threads)
+    result: dict = {"threads": threads, "peak_gflops": peak_fp32_gflops(threads)}
+    with tempfile.TemporaryDirectory() as tmp:
+        if "backbones" in args.sections:
+            for size in args.sizes:
+                ms = _interleaved(backbone_cases(size, threads, Path(tmp)), args.reps, args.warmup)
+                macs = backbone_macs(size)
+                result[f"backbones {size}"] = {
+                    "ms": ms,
+                    "macs": {"GhostNet 1.0x": macs["ghost"], "MobileNetV3-L": macs["mnv3"]},
+                }
+        if "detectors" in args.sections:
+            result["detectors 480x640"] = {
+                "ms": _interleaved(detector_cases(threads, Path(tmp)), args.reps, args.warmup)
+            }
+    return result
+
+
+#: each ghostdet model and its MobileNetV3 counterpart
+PAIRS = {
+    "GhostNet 1.0x": "MobileNetV3-L",
+    "FRCNN-320 GhostNet": "FRCNN-320 MobileNetV3-L",
+    "RetinaNet-320 GhostNet": "RetinaNet-320 MobileNetV3-L",
+}
+
+
+def _summary(cell: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The fastest ghostdet engine's time over the fastest engine's time of the counterpart."""
+    return {
+        g: min(cell[g].values()) / min(cell[m].values()) for g, m in PAIRS.items() if g in cell and m in cell
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--sizes", type=int, nargs="+", default=[224, 640])
+    p.add_argument(
+        "--sections", nargs="+", default=["backbones", "detectors"], choices=["backbones", "detectors"]
+    )
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--processes", type=int, default=1, help="fresh processes per thread count (default 1)")
+    p.add_argument("--json", type=Path, default=None, help="write every process's results here")
+    p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args._child:
+        print(json.dumps(measure(args)))
+        return 0
+    runs: dict[int, list[dict]] = {}
+    for threads in args.threads:
+        for i in range(args.processes):
+            cmd = [sys.executable, __file__, "--_child", "--threads", str(threads), "--reps", str(args.reps)]
+            cmd += [
+                "--warmup",
+                str(args.warmup),
+                "--sizes",
+                *map(str, args.sizes),
+                "--sections",
+                *args.sections,
+            ]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                print(proc.stderr[-2000:], file=sys.stderr)
+                return 1
+            runs.setdefault(threads, []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(f"# {threads} thread(s), process {i + 1}/{args.processes} done", file=sys.stderr)
+    for threads, results in runs.items():
+        peak = statistics.median(r["peak_gflops"] for r in results)
+        head = f"{threads} thread(s), {len(results)} process(es), median (min-max) ms"
+        print(f"\n## {head}; FP32 peak {peak:.0f} GFLOP/s")
+        for key in [k for k in results[0] if k not in ("threads", "peak_gflops")]:
+            models = results[0][key]["ms"]
+            engines = [e for e in ENGINES if any(e in v for v in models.values())]
+            print(
+                f"\n### {key}\n\n| model | "
+                + " | ".join(engines)
+                + " | fastest / MobileNetV3's fastest | share of peak |"
+            )
+            print("|---|" + "---|" * (len(engines) + 2))
+            ratios = [_summary(r[key]["ms"]) for r in results]
+            for m in models:
+                cells = []
+                for e in engines:
+                    v = [r[key]["ms"][m][e] for r in results if e in r[key]["ms"][m]]
+                    cells.append(f"{statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" if v else "-")
+                rv = [x[m] for x in ratios if m in x]
+                ratio = f"**{statistics.median(rv):.2f}** ({min(rv):.2f}-{max(rv):.2f})" if rv else ""
+                share = ""
+                if "macs" in results[0][key]:
+                    best = statistics.median(min(r[key]["ms"][m].values()) for r in results)
+                    share = f"{100 * 2 * results[0][key]['macs'][m] / (best / 1e3) / (peak * 1e9):.0f}%"
+                print(f"| {m} | " + " | ".join(cells) + f" | {ratio} | {share} |")
+    if args.json:
+        args.json.write_text(json.dumps({str(k): v for k, v in runs.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
