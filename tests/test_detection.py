@@ -6,6 +6,7 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.ops import FrozenBatchNorm2d
 
+from ghostdet.errors import CheckpointError
 from ghostdet.models import (
     GhostNetFeatures,
     fasterrcnn_ghostnet_320_fpn,
@@ -215,7 +216,7 @@ def test_detector_weights_roundtrip(tmp_path: Path) -> None:
     assert loaded.head.classification_head.num_classes == 4
     for k, v in src.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
-    with pytest.raises(ValueError, match="num_classes=9 but the checkpoint"):
+    with pytest.raises(CheckpointError, match="has 4 classes, not num_classes 9"):
         get_model("retinanet_ghostnet_fpn", weights=tmp_path / "det.pth", width=0.5, num_classes=9)
     with pytest.raises(ValueError, match="not a checkpoint of this detector"):
         get_model("fasterrcnn_ghostnet_fpn", weights=tmp_path / "det.pth", width=0.5)

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from ghostdet.errors import InputError
 from ghostdet.utils.distributed import (
     DistInfo,
     all_gather_objects,
@@ -51,8 +52,9 @@ def test_single_process_init_creates_nothing(monkeypatch):
 
 @pytest.mark.parametrize(("device", "message"), [("tpu", "unknown device"), ("meta", "unsupported device")])
 def test_bad_device_strings(device, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputError, match=message) as e:
         init_distributed(device)
+    assert e.value.argument == "device"
 
 
 def _free_port() -> int:

@@ -20,7 +20,7 @@ from torchvision.ops.feature_pyramid_network import (
     LastLevelP6P7,
 )
 
-from ghostdet.errors import ArgumentError, CheckpointError, InputError
+from ghostdet.errors import ArgumentError, CheckpointError
 from ghostdet.models.arguments import check_builder_args
 from ghostdet.models.atss import ATSSRetinaNet
 from ghostdet.models.family import get_family
@@ -66,7 +66,7 @@ def _load_detector_weights(
     """The checkpoint's state dict and class count; ``box_key``: the box predictor's weight, 4 rows
     per anchor, whose anchor count must be ``per_anchor``."""
     if str(weights).lower() == "imagenet":
-        raise InputError(
+        raise ArgumentError(
             "there are no published GhostNet detector weights: 'imagenet' is for weights_backbone (an "
             "ImageNet-pretrained trunk); weights takes a checkpoint written by tools/train_det.py",
             argument="weights",
