@@ -27,7 +27,7 @@ from ghostdet.data.classification import (
 )
 from ghostdet.engine.checkpoint import load_checkpoint
 from ghostdet.engine.train_cls import build_classifier, load_classifier, topk_correct, train_classifier
-from ghostdet.errors import InputError
+from ghostdet.errors import ArgumentError, InputError
 from ghostdet.models import IMAGENET_URLS, WeightsMismatchError, ghostnet
 from ghostdet.models.weights import resolve_weights
 
@@ -147,7 +147,7 @@ def test_cli_keeps_md5_check_for_made_up_cifar(tmp_path, capsys):
     ]
     assert _tool("train_cls").main([*argv, "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "corrupted" in err[0] and "batches.meta" in err[0] and "--download" in err[0]
+    assert len(err) == 1 and "corrupted" in err[0] and "batches.meta" in err[0] and "download=True" in err[0]
 
 
 def test_imagefolder_errors(tmp_path):
@@ -334,11 +334,11 @@ def test_train_det_weights_backbone_file_uses_the_checkpoint(ckpt_110):
 
 
 # ----------------------------------------------------------------------------- recipes and messages
-def test_no_11_weights_message_names_both_flags():
-    with pytest.raises(ValueError, match=r"no published ImageNet weights for GhostNet width 1\.1") as e:
+def test_no_11_weights_message_names_both_ways_out():
+    with pytest.raises(ArgumentError, match=r"no published ImageNet weights for GhostNet width 1\.1") as e:
         resolve_weights("imagenet", 1.1)
-    assert "--weights-backbone none" in str(e.value) and "--weights-backbone FILE" in str(e.value)
-    assert "train_cls.py" in str(e.value)
+    assert "Train from scratch (no weights)" in str(e.value) and "give a checkpoint file" in str(e.value)
+    assert "train_cls.py --model ghostnet --width 1.1" in str(e.value)
 
 
 def test_default_coco_recipes_have_published_weights():
