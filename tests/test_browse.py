@@ -126,3 +126,38 @@ def test_browse_refuses_bad_arguments(tmp_path):
     with pytest.raises(ArgumentError) as e:
         browse_dataset(root, tmp_path / "o", num_images=0, log=None)
     assert e.value.argument == "num_images"
+
+
+def test_browse_command(tmp_path, capsys):
+    from ghostdet.cli.main import main
+
+    root = _coco(tmp_path / "data")
+    out = tmp_path / "browse"
+    assert main(["browse", "--data-path", str(root), "--num-images", "2", "--output-dir", str(out)]) == 0
+    assert "drew 2 of 5 image(s)" in capsys.readouterr().out
+    assert len(list(out.glob("*.png"))) == 2
+    for png in out.glob("*.png"):
+        _check_drawn(png)
+    # --augmented with a recipe's augment settings
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("augment:\n  hflip_prob: 1.0\n  crop_prob: 0.0\n  scale_prob: 0.0\n  color_prob: 0.0\n")
+    aug = tmp_path / "aug"
+    argv = [
+        "browse",
+        "--data-path",
+        str(root),
+        "--augmented",
+        "--config",
+        str(recipe),
+        "--output-dir",
+        str(aug),
+    ]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert len(list(aug.glob("*.png"))) == 5
+    for png in aug.glob("*.png"):
+        _check_drawn(png, mirrored=True)
+    # a user error is one line naming the flag
+    assert main(["browse", "--data-path", str(tmp_path / "nothing"), "--output-dir", str(aug)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ghostdet browse: error: --data-path")

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: subcommand -> its tools/ script (an independent list: the README's table)
 SCRIPTS = {
     "train": "train_det", "train-cls": "train_cls", "eval": "eval_det", "predict": "infer",
+    "browse": "browse_dataset",
     "export": "export_onnx", "compare": "compare_backbones", "visualize": "visualize_ghost_maps",
     "ablate": "ablate_ghost", "make-data": "make_synthetic_coco", "make-cls-data": "make_synthetic_cls",
     "paper-tables": "paper_tables",

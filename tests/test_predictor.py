@@ -250,3 +250,49 @@ def test_runtimes(ckpt, tmp_path):
     for a, b in zip(got, eager):
         assert len(a) == len(b)
         assert torch.allclose(a.boxes, b.boxes, atol=1e-3) and torch.allclose(a.scores, b.scores, atol=1e-3)
+
+
+def test_predict_command_batch_size_and_best(ckpt, tmp_path, capsys):
+    from ghostdet.cli.main import main
+
+    paths = _images(tmp_path / "imgs")
+    base = ["predict", str(ckpt), str(tmp_path / "imgs"), "--device", "cpu"]
+    one, four = tmp_path / "one", tmp_path / "four"
+    assert main([*base, "--score-threshold", "0", "--output-dir", str(one)]) == 0
+    assert main([*base, "--score-threshold", "0", "--output-dir", str(four), "--batch-size", "4"]) == 0
+    capsys.readouterr()
+    a = json.loads((one / "detections.json").read_text())
+    b = json.loads((four / "detections.json").read_text())
+    assert [e["file"] for e in a] == [e["file"] for e in b] == [str(p) for p in paths]
+    for ea, eb in zip(a, b):
+        assert len(ea["detections"]) == len(eb["detections"]) > 0
+        boxes_a = torch.tensor([d["box"] for d in ea["detections"]])
+        assert torch.allclose(boxes_a, torch.tensor([d["box"] for d in eb["detections"]]), atol=TOL)
+    # best: from a metrics.json, or one error line naming the flag
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"best_f1": {"global": {"threshold": 0.4995}}}))
+    out = tmp_path / "best"
+    argv = [*base, "--score-threshold", "best", "--thresholds-from", str(metrics), "--output-dir", str(out)]
+    assert main(argv) == 0
+    assert ">= 0.4995" in capsys.readouterr().out
+    assert all(
+        d["score"] >= 0.4995
+        for e in json.loads((out / "detections.json").read_text())
+        for d in e["detections"]
+    )
+    assert main([*base, "--score-threshold", "best", "--output-dir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ghostdet predict: error: --score-threshold:")
+    assert "eval" in err[0] and "give a number" in err[0]
+    for flags, words in (
+        (["--runtime", "onnx"], "--runtime: unknown runtime 'onnx'"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--score-threshold", "1.5"], "--score-threshold"),
+    ):
+        try:  # a flag's own check exits through argparse, a library refusal returns 2
+            code = main([*base, *flags, "--output-dir", str(tmp_path / "y")])
+        except SystemExit as e:
+            code = e.code
+        assert code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err

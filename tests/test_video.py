@@ -27,6 +27,7 @@ FRAMES, W, H, FPS = 7, 64, 48, 10
 def _clip(path: Path, frames: int = FRAMES, width: int = W, height: int = H) -> Path:
     av = pytest.importorskip("av")
     rng = np.random.default_rng(3)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as out:
         stream = out.add_stream("mpeg4", rate=FPS)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -145,3 +146,47 @@ def test_without_pyav_one_clear_error(predictor, tmp_path, monkeypatch):
             call()
         msg = str(e.value)
         assert "\n" not in msg and "PyAV" in msg and "pip install ghostdet[video]" in msg
+
+
+def test_predict_command_on_a_video(predictor, tmp_path, capsys):
+    pytest.importorskip("av")
+    from ghostdet.cli.main import main
+
+    ckpt = Path(predictor.detector.source)
+    src = _clip(tmp_path / "in" / "clip.avi", frames=4)
+    image = tmp_path / "in" / "still.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((40, 50, 3), 90, np.uint8)).save(image)
+    out = tmp_path / "out"
+    argv = ["predict", str(ckpt), str(src), str(image), "--output-dir", str(out), "--device", "cpu"]
+    code = main([*argv, "--score-threshold", "0", "--batch-size", "3", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "clip.jsonl", "clip.mp4", "detections.json", "still.json", "still.png"
+    ]  # fmt: skip
+    assert "4 frame(s)" in captured.out and "frames/s" in captured.out and "1 video(s)" in captured.out
+    docs = [json.loads(line) for line in (out / "clip.jsonl").read_text().splitlines()]
+    assert [d["frame"] for d in docs] == [0, 1, 2, 3]
+    for doc, (_, _, frame) in zip(docs, iter_frames(src)):
+        alone = predictor.predict(frame)[0]
+        assert torch.allclose(torch.tensor([d["box"] for d in doc["detections"]]), alone.boxes, atol=1e-4)
+    assert len(list(iter_frames(out / "clip.mp4"))) == 4
+    # the input folder as the output: refused, nothing written
+    assert main([*argv[:4], "--output-dir", str(tmp_path / "in"), "--device", "cpu"]) == 2
+    assert "holds the input image" in capsys.readouterr().err
+
+
+def test_predict_command_without_pyav(predictor, tmp_path, capsys, monkeypatch):
+    from ghostdet.cli.main import main
+
+    monkeypatch.setitem(sys.modules, "av", None)  # import av raises ImportError
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\0" * 64)
+    argv = ["predict", predictor.detector.source, str(clip), "--output-dir", str(tmp_path / "o")]
+    assert main([*argv, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ghostdet predict: error:")
+    assert "pip install ghostdet[video]" in err[0]
+    assert not (tmp_path / "o").exists()

@@ -668,25 +668,57 @@ class Predictor:
             InputError: a path that matches nothing, or no inputs.
             ArgumentError: an object that is not an image (a wrong type, shape or value range).
         """
-        size = self.batch_size if batch_size is None else _batch_size(batch_size)
-        entries = _expand(inputs)
-        results: dict[int, Detections] = {}
         skipped: list[str] = []
+        results = {slot: det for slot, det, _ in self.stream(inputs, batch_size, skipped)}
+        return Predictions((results[i] for i in sorted(results)), skipped)
+
+    def stream(
+        self, inputs: Any, batch_size: int | None = None, skipped: list[str] | None = None
+    ) -> Iterator[tuple[int, Detections, Tensor]]:
+        """:meth:`predict` one batch at a time, for callers that use each image as it is done.
+
+        Args:
+            inputs: as :meth:`predict` takes them.
+            batch_size: images per detector call (default: the predictor's).
+            skipped: a list the unreadable inputs are appended to (they are also warned about
+                and added to :attr:`skipped`).
+
+        Yields:
+            ``(position, detections, image)``: the image's position among the readable ones,
+            its :class:`Detections` and the ``(3, H, W)`` float image the detector saw. Batches
+            finish in the order they fill, so positions may come out of order.
+
+        Raises:
+            InputError: a path that matches nothing, or no inputs.
+            ArgumentError: an object that is not an image.
+        """
+        return self._stream(_expand(inputs), batch_size, skipped)
+
+    def stream_files(
+        self, paths: Sequence[str | PathLike], skipped: list[str] | None = None, batch_size: int | None = None
+    ) -> Iterator[tuple[int, Detections, Tensor]]:
+        """:meth:`stream` over image files taken as they are: no folder or glob expansion, no
+        video, and a missing file is skipped like an unreadable one (same arguments)."""
+        return self._stream([("file", Path(p)) for p in paths], batch_size, skipped)
+
+    def _stream(
+        self, entries: list[tuple[str, Any]], batch_size: int | None, skipped: list[str] | None
+    ) -> Iterator[tuple[int, Detections, Tensor]]:
+        size = self.batch_size if batch_size is None else _batch_size(batch_size)
         pending: dict[Hashable, list[tuple[int, _Item]]] = {}
         held = 0
 
-        def run(key: Hashable) -> int:
+        def run(key: Hashable) -> list[tuple[int, Detections, Tensor]]:
             group = pending.pop(key)
             dets = self._run([it for _, it in group])
-            for (slot, _), det in zip(group, dets):
-                results[slot] = det
-            return len(group)
+            return [(slot, det, it.image) for (slot, it), det in zip(group, dets)]  # type: ignore[misc]
 
         slot = 0
         for item in _items(entries):
             if item.error is not None:
                 what = item.source if isinstance(item.source, str) else f"#{item.source}"
-                skipped.append(what)
+                if skipped is not None:
+                    skipped.append(what)
                 self._skip(what, item.error)
                 continue
             assert item.image is not None
@@ -695,12 +727,15 @@ class Predictor:
             slot += 1
             held += 1
             if len(pending[key]) >= size:
-                held -= run(key)
+                done = run(key)
             elif held > 4 * size:  # many sizes: run the fullest group rather than hold them all
-                held -= run(max(pending, key=lambda k: len(pending[k])))
+                done = run(max(pending, key=lambda k: len(pending[k])))
+            else:
+                continue
+            held -= len(done)
+            yield from done
         for key in list(pending):
-            run(key)
-        return Predictions((results[i] for i in range(slot)), skipped)
+            yield from run(key)
 
     def predict_video(
         self,

@@ -52,7 +52,7 @@ OUTPUT_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi
 ENCODERS = ("libx264", "h264", "libopenh264", "mpeg4")
 
 
-class VideoReadError(GhostdetError, OSError):
+class VideoReadError(InputError, OSError):
     """A video file that cannot be opened or decoded (the message names it)."""
 
 
@@ -270,8 +270,9 @@ def predict_video(
         A :class:`VideoResult` with every frame's detections.
 
     Raises:
-        InputError: PyAV is missing (``pip install ghostdet[video]``), or the video cannot be
-            opened (``argument="source"``).
+        InputError: PyAV is missing (``pip install ghostdet[video]``).
+        VideoReadError: the video cannot be opened, or not one frame decodes
+            (``argument="source"``; an :class:`~ghostdet.errors.InputError`).
         OutputError: an output is the input video (under any name) or a folder, or cannot be
             written; nothing is left half-written.
         ArgumentError: an output extension that is not a video container, or both outputs the
@@ -288,7 +289,8 @@ def predict_video(
     try:
         container, stream = _open(av, src)
     except VideoReadError as e:
-        raise InputError(str(e), argument="source") from None
+        e.argument = "source"
+        raise
     rate = stream.average_rate or stream.guessed_rate or Fraction(25)
     total = stream.frames or None
     encoder = (codec or video_encoder()) if out_video is not None else None
@@ -339,7 +341,7 @@ def predict_video(
         flush()
         writer.close()
         if not result.frames:
-            raise InputError(f"no frame of {src} could be decoded", argument="source")
+            raise VideoReadError(f"no frame of {src} could be decoded", argument="source")
         result.height, result.width = result.frames[0].image_size
 
     try:
