@@ -31,7 +31,7 @@ SCRIPTS = {
     "browse": "browse_dataset",
     "export": "export_onnx", "compare": "compare_backbones", "visualize": "visualize_ghost_maps",
     "ablate": "ablate_ghost", "make-data": "make_synthetic_coco", "make-cls-data": "make_synthetic_cls",
-    "paper-tables": "paper_tables",
+    "paper-tables": "paper_tables", "convert": "convert_dataset",
 }  # fmt: skip
 ALL = [*SCRIPTS, "bench"]
 

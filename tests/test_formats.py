@@ -274,3 +274,62 @@ def test_eval_of_a_yolo_val_split_equals_the_coco_json(tmp_path, shapes):
     assert from_yolo["stats"] == pytest.approx(from_conv["stats"], abs=1e-9)
     n_dets = len(json.loads((tmp_path / "a" / "detections.json").read_text()))
     assert n_dets > 0 and n_dets == len(json.loads((tmp_path / "b" / "detections.json").read_text()))
+
+
+# ----------------------------------------------------------------------------- through the tools
+def _tool(name: str):
+    from tests.test_bad_input import _load_tool
+
+    return _load_tool(name)
+
+
+@pytest.mark.parametrize("fmt", ["yolo", "voc"])
+def test_train_det_trains_one_epoch_on_a_yolo_or_voc_set(tmp_path, shapes, capsys, fmt):
+    write = write_yolo if fmt == "yolo" else write_voc
+    for split in ("train", "val"):
+        write(shapes[f"{split}_ann"], shapes[f"{split}_images"], tmp_path / fmt, split=split)
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "retinanet_320_ghostnet_synthetic.yaml"
+    argv = ["--data-path", str(tmp_path / fmt), "--config", str(recipe), "--width", "0.5", "--epochs", "1"]
+    argv += [
+        "--batch-size",
+        "2",
+        "--warmup-iters",
+        "0",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    argv += ["--output-dir", str(tmp_path / "run"), "--set", "vis_images=0"]
+    assert _tool("train_det")(argv) == 0
+    out = capsys.readouterr().out
+    assert f"{len(json.loads(shapes['train_ann'].read_text())['images'])} train" in out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "AP" in metrics["final"]
+    ckpt = __import__("torch").load(tmp_path / "run" / "checkpoint.pth", weights_only=True)
+    names = [c["name"] for c in json.loads(shapes["val_ann"].read_text())["categories"]]
+    assert sorted(ckpt["category_names"].values()) == sorted(names)
+
+
+def test_convert_tool_round_trip_and_bad_yolo_is_one_line(tmp_path, shapes, capsys):
+    convert = _tool("convert_dataset")
+    argv = ["--to", "yolo", "--input", str(shapes["val_ann"]), "--images", str(shapes["val_images"]),
+            "--output", str(tmp_path / "y"), "--split", "val"]  # fmt: skip
+    assert convert(argv) == 0
+    assert convert(["--input", str(tmp_path / "y"), "--output", str(tmp_path / "back.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"relative to {(tmp_path / 'y').absolute()}" in out
+    back = json.loads((tmp_path / "back.json").read_text())
+    ref = json.loads(shapes["val_ann"].read_text())
+    assert [c["name"] for c in back["categories"]] == [c["name"] for c in ref["categories"]]
+    assert len(back["annotations"]) == len(ref["annotations"])
+    (tmp_path / "y" / "data.yaml").write_text("names: 3\nval: images/val\n")
+    before = (tmp_path / "y" / "data.yaml").read_bytes()
+    assert convert(["--input", str(tmp_path / "y"), "--output", str(tmp_path / "again.json")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "Traceback" not in err and len(err.strip().splitlines()) == 1 and "data.yaml: 'names' must be" in err
+    )
+    assert (tmp_path / "y" / "data.yaml").read_bytes() == before and not (tmp_path / "again.json").exists()

@@ -84,6 +84,8 @@ COMMANDS: dict[str, Command] = {
                 "visualize_ghost_maps.py"),
         Command("ablate", "sweep the Ghost module's s (ratio) and d (cheap kernel) on a classifier",
                 "ablate_ghost.py"),
+        Command("convert", "convert a dataset split: YOLO/VOC -> COCO JSON, or COCO JSON -> YOLO/VOC",
+                "convert_dataset.py"),
         Command("make-data", "write the synthetic shapes detection dataset (COCO format)",
                 "make_synthetic_coco.py"),
         Command("make-cls-data", "write a synthetic shapes classification set (ImageFolder layout)",

@@ -44,7 +44,19 @@ def build_parser(inv: Invocation) -> ToolArgumentParser:
     m = p.add_argument_group("model (a train_det checkpoint, or --model with --weights)")
     add_detector_args(m)
     d = p.add_argument_group("data")
-    d.add_argument("--data-path", help="COCO 2017 root with val2017/ and annotations/instances_val2017.json")
+    d.add_argument(
+        "--data-path",
+        help="COCO 2017 root with val2017/ and annotations/instances_val2017.json, or a YOLO data.yaml "
+        "(or its folder) or Pascal VOC root, scored on its val split",
+    )
+    d.add_argument(
+        "--data-format", choices=("coco", "yolo", "voc"), default=None,
+        help="the layout of --data-path (default: detected)",
+    )  # fmt: skip
+    d.add_argument(
+        "--difficult", choices=("crowd", "object"), default="crowd",
+        help="VOC 'difficult' objects: ignored like crowd boxes, as VOC scoring does (default), or scored",
+    )  # fmt: skip
     d.add_argument("--val-images", help="image folder (overrides ROOT/val2017)")
     d.add_argument(
         "--val-ann",
@@ -161,6 +173,8 @@ def run(args: argparse.Namespace, inv: Invocation) -> int:
             results_only=args.results_only,
             progress=not args.no_progress,
             strict_data=args.strict_data,
+            data_format=args.data_format,
+            difficult=args.difficult,
             analysis=args.analysis,
             confusion_score=args.confusion_score,
             error_images=args.error_images,
