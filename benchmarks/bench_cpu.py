@@ -605,11 +605,11 @@ def section_onnx(args: argparse.Namespace) -> dict:
         return child
     import tempfile
 
-    from ghostdet.export.portable import portable_ghostnet
+    from ghostdet.deploy.portable import portable_ghostnet
 
     # The deploy model exports its plain-conv fallback; onnxruntime then folds/fuses on its own,
     # as it does for the plain (BatchNorm) models. The portable form is what tools/export_onnx.py
-    # writes for a GhostNet classifier (ghostdet.export.portable: no concat/slice, parts padded to
+    # writes for a GhostNet classifier (ghostdet.deploy.portable: no concat/slice, parts padded to
     # onnxruntime's channel block).
     from ghostdet.models import ghostnet
 
@@ -818,7 +818,7 @@ def section_onnxprofile(args: argparse.Namespace) -> dict:
         return child
     import tempfile
 
-    from ghostdet.export.portable import portable_ghostnet
+    from ghostdet.deploy.portable import portable_ghostnet
     from ghostdet.models import ghostnet
 
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ the life of a process), and each input size, the script times in one process, in
 
 each in PyTorch eager (MobileNetV3: fx-fused BatchNorm, channels_last), ghostdet's deploy mode,
 onnxruntime and OpenVINO (FP32: ``INFERENCE_PRECISION_HINT=f32``, ``PERFORMANCE_HINT=LATENCY``,
-``NUM_STREAMS=1``). ghostdet's ONNX file is the portable form of :func:`ghostdet.export.onnx.
+``NUM_STREAMS=1``). ghostdet's ONNX file is the portable form of :func:`ghostdet.deploy.onnx.
 export_onnx`; MobileNetV3's is torch's plain export. The summary row divides the fastest ghostdet
 engine's median by the fastest MobileNetV3 engine's median, and gives each model's share of the
 measured FP32 peak (``2 * MACs / time / peak``).
@@ -93,7 +93,7 @@ def backbone_cases(size: int, threads: int, tmp: Path) -> dict[str, dict[str, Ca
     from torchvision.models import mobilenet_v3_large
 
     from ghostdet.deploy import fuse
-    from ghostdet.export.onnx import export_onnx
+    from ghostdet.deploy.onnx import export_onnx
     from ghostdet.models import ghostnet
 
     torch.manual_seed(0)
@@ -126,7 +126,7 @@ def detector_cases(threads: int, tmp: Path) -> dict[str, dict[str, Callable[[], 
     from torchvision.models.detection.backbone_utils import mobilenet_backbone
 
     from ghostdet.deploy import fuse
-    from ghostdet.export.onnx import export_onnx
+    from ghostdet.deploy.onnx import export_onnx
     from ghostdet.models import get_model
 
     torch.manual_seed(0)

@@ -30,7 +30,7 @@ The hierarchy (classes defined next to the code that raises them are re-exported
   - :class:`ghostdet.config.recipe.ConfigError` (also ``ValueError``): a recipe key or override.
   - :class:`ghostdet.data.validation.DataError` (also ``ValueError``): a malformed dataset file.
   - :class:`ghostdet.data.images.ImageReadError` (also ``OSError``): an image that cannot be used.
-  - :class:`ghostdet.export.onnx.ExportError` (also ``RuntimeError``): an export that cannot be done
+  - :class:`ghostdet.deploy.onnx.ExportError` (also ``RuntimeError``): an export that cannot be done
     or verified.
 
 Not user errors: :class:`ghostdet.engine.run.NonFiniteLossError` (a ``RuntimeError``) is how a

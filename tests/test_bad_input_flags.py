@@ -406,7 +406,7 @@ def test_export_refuses_an_opset_torch_cannot_write(tmp_path):
     pytest.importorskip("onnx")
     from torch.onnx import _constants
 
-    from ghostdet.export.onnx import ExportError, export_onnx, supported_opsets
+    from ghostdet.deploy.onnx import ExportError, export_onnx, supported_opsets
     from ghostdet.models import ghostnet
 
     lo, hi = supported_opsets()

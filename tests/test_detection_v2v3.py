@@ -13,7 +13,7 @@ from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.ops import FrozenBatchNorm2d
 
 from ghostdet.deploy import DeployDFCGate, fuse
-from ghostdet.export.onnx import randomize_heads
+from ghostdet.deploy.onnx import randomize_heads
 from ghostdet.models import (
     GHOSTNETV2,
     GHOSTNETV3,

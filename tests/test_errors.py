@@ -187,7 +187,7 @@ def test_user_errors_keep_the_builtin_bases_callers_rely_on():
     from ghostdet.config.recipe import ConfigError
     from ghostdet.data.images import ImageReadError
     from ghostdet.data.validation import DataError
-    from ghostdet.export.onnx import ExportError
+    from ghostdet.deploy.onnx import ExportError
     from ghostdet.models.weights import NotAStateDictError, WeightsDownloadError, WeightsMismatchError
     from ghostdet.utils.checkpoint_io import CheckpointReadError
 

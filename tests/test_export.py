@@ -1,4 +1,4 @@
-"""ONNX export (ghostdet.export, tools/export_onnx.py): outputs checked with onnxruntime."""
+"""ONNX export (ghostdet.deploy.onnx, tools/export_onnx.py): outputs checked with onnxruntime."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ghostdet.export.onnx import (
+from ghostdet.deploy.onnx import (
     ExportError,
     export_onnx,
     load_image,
@@ -111,7 +111,7 @@ def test_matched_fraction():
 @needs_onnx
 @pytest.mark.slow
 def test_fasterrcnn_320_export_on_real_image(tmp_path):
-    from ghostdet.export.onnx import calibrate_bn, randomize_heads
+    from ghostdet.deploy.onnx import calibrate_bn, randomize_heads
 
     images = sorted((COCO128 / "train2017").glob("*.jpg")) if COCO128.is_dir() else []
     img = load_image(images[0] if images else None)

@@ -9,7 +9,7 @@ import torch
 from helpers import randomise_bn
 from test_export import _tool, needs_onnx
 
-from ghostdet.export.onnx import build_for_export, export_onnx, load_image, run_onnx
+from ghostdet.deploy.onnx import build_for_export, export_onnx, load_image, run_onnx
 from ghostdet.models import get_model, ghostnetv2, ghostnetv3
 
 

@@ -3,8 +3,9 @@
 Lowest first; a module of one layer may import modules of its own layer's packages only when
 they are the same package (no package of a layer imports another of the same layer):
 
-    errors  ->  utils  ->  models  ->  data, deploy  ->  config  ->  evaluation  ->  engine
-    ->  analysis, predict, export  ->  cli
+    errors  ->  utils  ->  models  ->  data, deploy (ONNX export and runtimes too)  ->  config
+    ->  evaluation  ->  engine
+    ->  analysis, predict  ->  cli
 
 The imports are read from the source (every ``import`` statement, including those inside
 functions), so a lazy import cannot hide a cycle.
@@ -29,7 +30,7 @@ LAYERS: list[set[str]] = [
     {"config"},
     {"evaluation"},
     {"engine"},
-    {"analysis", "predict", "export"},
+    {"analysis", "predict"},
     {"cli"},
     {"__main__"},  # python -m ghostdet: the ghostdet command
 ]

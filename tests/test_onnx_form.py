@@ -9,7 +9,7 @@ import torch
 from helpers import randomise_bn
 from torch import nn
 
-from ghostdet.export.portable import (
+from ghostdet.deploy.portable import (
     Part,
     PortableFeatures,
     PortableGhostNet,
@@ -66,7 +66,7 @@ def test_padding_channels_stay_zero_and_layouts_are_aligned(align: int) -> None:
 def test_default_align_is_this_cpus_nchwc_block(monkeypatch, flags: set[str], block: int) -> None:
     """onnxruntime's NCHWc block is 16 floats with AVX-512F, else 8; the portable form pads to it
     unless told otherwise, and an explicit align wins."""
-    import ghostdet.export.portable as onnx_form
+    import ghostdet.deploy.portable as onnx_form
 
     monkeypatch.setattr(onnx_form, "_cpu_flags", lambda: flags)
     assert nchwc_block() == block
@@ -182,7 +182,7 @@ def test_refuses_what_it_cannot_represent() -> None:
 def test_exported_graph_has_no_concat_slice_or_reduce(tmp_path) -> None:
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from ghostdet.export.onnx import export_onnx
+    from ghostdet.deploy.onnx import export_onnx
 
     torch.manual_seed(0)
     model = randomise_bn(ghostnet(0.5))
@@ -217,7 +217,7 @@ def test_exported_graph_has_no_concat_slice_or_reduce(tmp_path) -> None:
 def test_backbone_export_is_portable_and_verified(tmp_path) -> None:
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from ghostdet.export.onnx import export_onnx
+    from ghostdet.deploy.onnx import export_onnx
 
     torch.manual_seed(0)
     backbone = randomise_bn(ghostnet_fpn_backbone(width=0.5))
@@ -233,7 +233,7 @@ def test_backbone_export_is_portable_and_verified(tmp_path) -> None:
 
 def test_static_shape_is_refused_for_detectors(tmp_path) -> None:
     pytest.importorskip("onnx")
-    from ghostdet.export.onnx import ExportError, export_onnx
+    from ghostdet.deploy.onnx import ExportError, export_onnx
     from ghostdet.models import fasterrcnn_ghostnet_320_fpn
 
     model = fasterrcnn_ghostnet_320_fpn(num_classes=3, width=0.5).eval()

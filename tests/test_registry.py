@@ -166,7 +166,7 @@ def test_fpn_backbone_and_detectors_take_another_family(monkeypatch: pytest.Monk
 
 
 def test_export_names_come_from_the_registry() -> None:
-    from ghostdet.export.onnx import build_for_export, export_names
+    from ghostdet.deploy.onnx import build_for_export, export_names
 
     assert export_names() == (
         "classifier",

@@ -212,7 +212,7 @@ def test_head_and_anchor_helpers() -> None:
 @needs_onnx
 @pytest.mark.slow
 def test_preset_exports_to_onnx(tmp_path) -> None:
-    from ghostdet.export.onnx import calibrate_bn, export_onnx, load_image, randomize_heads
+    from ghostdet.deploy.onnx import calibrate_bn, export_onnx, load_image, randomize_heads
 
     img = load_image(None, (240, 320))
     torch.manual_seed(0)

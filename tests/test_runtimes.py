@@ -1,7 +1,7 @@
 """compile(): every runtime gives the eval model's outputs; auto picks only what is installed.
 
 Outputs are compared with the eval model's on the same input: classifiers and backbones within
-1e-3 of the output's scale, detections by the rule :func:`ghostdet.export.onnx.export_onnx` verifies with.
+1e-3 of the output's scale, detections by the rule :func:`ghostdet.deploy.onnx.export_onnx` verifies with.
 onnxruntime and OpenVINO cases skip where the runtime is not installed (the extras).
 """
 
@@ -12,10 +12,10 @@ import importlib.util
 import pytest
 import torch
 
+from ghostdet.deploy import runtimes
+from ghostdet.deploy.onnx import matched_fraction, randomize_heads
+from ghostdet.deploy.runtimes import available_runtimes, compile_model
 from ghostdet.errors import InputError
-from ghostdet.export import runtimes
-from ghostdet.export.onnx import matched_fraction, randomize_heads
-from ghostdet.export.runtimes import available_runtimes, compile_model
 from ghostdet.models import get_model
 
 HAVE = {name: importlib.util.find_spec(name) is not None for name in ("onnxruntime", "openvino")}

@@ -1,4 +1,12 @@
-"""Deploy (inference) mode for GhostNet classifiers, backbones and detectors.
+"""Running GhostNet classifiers, backbones and detectors where users deploy them.
+
+:func:`compile` is the entry point: it returns the model compiled for one runtime -- PyTorch
+eager, the fused deploy mode below, or the ONNX export (:mod:`ghostdet.deploy.onnx`, in the
+portable form of :mod:`ghostdet.deploy.portable`) in onnxruntime or OpenVINO -- and with
+``runtime="auto"`` picks the fastest of those installed, by measurement
+(:mod:`ghostdet.deploy.runtimes`).
+
+The fused deploy mode:
 
 :func:`fuse` turns an eval-mode model into an inference-only copy that computes the same function
 with fewer and cheaper operations on CPU:
@@ -70,6 +78,8 @@ Example::
     fast = ghostdet.deploy.fuse(model)   # new model; ``model`` itself is unchanged
 """
 
+from typing import Any
+
 from ghostdet.deploy.backend import GEMM_MAX_PIXELS, FusedConv2d, fold_bn
 from ghostdet.deploy.convert import fuse, is_fused
 from ghostdet.deploy.ghost import (
@@ -89,6 +99,7 @@ from ghostdet.utils.runtime import tune_malloc
 
 __all__ = [
     "FUSED_BLOCK_MAX_CHANNELS",
+    "compile",
     "FUSED_WIDE_MIN_PIXELS",
     "GEMM_MAX_PIXELS",
     "SMALL_BLOCK_MAX_PIXELS",
@@ -106,3 +117,33 @@ __all__ = [
     "is_fused",
     "tune_malloc",
 ]
+
+
+def compile(
+    model: Any,
+    example: Any,
+    runtime: str = "auto",
+    threads: int | None = None,
+    precision: str = "fp32",
+    calibration: Any = None,
+) -> Any:
+    """Compile an eval-mode classifier, backbone or detector for the fastest (or a named) runtime.
+
+    See :func:`ghostdet.deploy.runtimes.compile_model`, which this calls.
+
+    Args:
+        model: the eval model.
+        example: an input it takes (a ``(N, 3, H, W)`` tensor, or a list of CHW images for a
+            detector).
+        runtime: ``auto``, ``eager``, ``torch``, ``onnxruntime`` or ``openvino``.
+        threads: CPU threads of the runtime (``None``: its default).
+        precision: ``fp32``.
+        calibration: reserved for int8 (must be ``None``).
+
+    Returns:
+        a :class:`ghostdet.deploy.runtimes.CompiledModel`: call it as the eval model; its
+        ``runtime`` (and ``repr``) says which runtime runs it.
+    """
+    from ghostdet.deploy.runtimes import compile_model
+
+    return compile_model(model, example, runtime, threads, precision, calibration, log=print)

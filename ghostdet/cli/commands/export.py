@@ -9,7 +9,7 @@ from pathlib import Path
 from ghostdet.cli.commands import COMMANDS, Invocation
 from ghostdet.cli.errors import ToolArgumentParser, run_tool
 from ghostdet.config.recipe import ranged_type
-from ghostdet.export.onnx import export_names, supported_opsets
+from ghostdet.deploy.onnx import export_names, supported_opsets
 from ghostdet.models.family import list_families
 
 __all__ = ["build_parser", "parse_args", "run"]
@@ -110,14 +110,14 @@ def parse_args(argv: list[str] | None = None, inv: Invocation | None = None) -> 
 
 
 def run(args: argparse.Namespace, inv: Invocation) -> int:
-    """Export (``ghostdet.export.onnx.export_models``), printing one line per model."""
-    from ghostdet.export.onnx import ExportError
+    """Export (``ghostdet.deploy.onnx.export_models``), printing one line per model."""
+    from ghostdet.deploy.onnx import ExportError
 
     return run_tool(lambda: _export(args), inv.prog, args.debug, expected=(ExportError,))
 
 
 def _export(args: argparse.Namespace) -> None:
-    from ghostdet.export.onnx import export_models
+    from ghostdet.deploy.onnx import export_models
 
     for line in export_models(
         models=export_names() if args.model == "all" else (args.model,),

@@ -5,7 +5,7 @@ runtime         what runs
 =============== ==================================================================================
 ``eager``       the eval model itself, in PyTorch
 ``torch``       :func:`ghostdet.deploy.fuse`: BatchNorm folded, channels_last, the native kernels
-``onnxruntime`` the ONNX export (:func:`ghostdet.export.onnx.export_onnx`, portable form) in an
+``onnxruntime`` the ONNX export (:func:`ghostdet.deploy.onnx.export_onnx`, portable form) in an
                 onnxruntime session with ``intra_op_num_threads=threads``
 ``openvino``    the same ONNX file read and compiled by OpenVINO for the CPU
                 (``PERFORMANCE_HINT=LATENCY``, ``NUM_STREAMS=1``, ``INFERENCE_NUM_THREADS=threads``)
@@ -25,7 +25,7 @@ The compiled model takes what the eval model takes (a ``(N, 3, H, W)`` tensor fo
 and backbones; a list of CHW tensors for detectors) and returns what it returns (logits; an
 ordered dict of feature maps; a list of ``{boxes, labels, scores}`` dicts), within 1e-3 of the
 output's scale (detections: the same count, and at least 98% of them matched by label and box
-within 1e-3, the rule :func:`ghostdet.export.onnx.export_onnx` verifies with).
+within 1e-3, the rule :func:`ghostdet.deploy.onnx.export_onnx` verifies with).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ import torch
 from torch import Tensor, nn
 
 from ghostdet.deploy import fuse
+from ghostdet.deploy.onnx import _kind, export_onnx
 from ghostdet.errors import InputError
-from ghostdet.export.onnx import _kind, export_onnx
 
 __all__ = ["RUNTIMES", "CompiledModel", "available_runtimes", "compile_model"]
 

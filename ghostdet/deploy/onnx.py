@@ -5,7 +5,7 @@ the fused convolutions trace as plain ``Conv`` nodes) with the TorchScript-based
 (``torch.onnx.export(..., dynamo=False)``), which handles torchvision's detection post-processing.
 Height and width are dynamic axes for every model (and batch for the classifier/backbone) unless
 ``static_shape=True``; torchvision detectors take ONE image per call in ONNX. GhostNet (V1)
-trunks are exported in their portable form (:mod:`ghostdet.export.portable`: no concat, slice or
+trunks are exported in their portable form (:mod:`ghostdet.deploy.portable`: no concat, slice or
 ``ReduceMean``, channel parts padded to onnxruntime's block), which onnxruntime runs faster.
 
 Needs the optional extra ``pip install 'ghostdet[export]'`` (onnx, onnxruntime).
@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from ghostdet.deploy import fuse, is_fused
+from ghostdet.deploy.portable import PortableGhostNet, _resolve_align, portable_model
 from ghostdet.errors import ArgumentError, GhostdetError
-from ghostdet.export.portable import PortableGhostNet, _resolve_align, portable_model
 from ghostdet.utils.files import ProtectedFiles
 
 __all__ = [
@@ -225,7 +225,7 @@ def export_onnx(
             Float differences of ~1e-6 can flip a top-k or NMS decision between nearly tied
             boxes, which replaces a detection by another one; that is not an export error.
         portable: export the V1 GhostNet parts (a classifier, or the trunk of a GhostNet-FPN
-            backbone or detector) in their portable form (:func:`ghostdet.export.portable.portable_model`),
+            backbone or detector) in their portable form (:func:`ghostdet.deploy.portable.portable_model`),
             the rest fused; models without V1 parts (GhostNetV2/V3) are exported fused.
         static_shape: classifier/backbone only: fix the input shape to the tracing input's
             (1x3x224x224) instead of dynamic batch, height and width. onnxruntime then knows every
@@ -233,7 +233,7 @@ def export_onnx(
             wraps them in reshapes instead); the file only accepts that shape.
         align: the portable form's channel padding, onnxruntime's NCHWc block on the CPU that
             will run the file (16 with AVX-512, 8 with AVX2); ``None``: this machine's
-            (:func:`ghostdet.export.portable.nchwc_block`).
+            (:func:`ghostdet.deploy.portable.nchwc_block`).
 
     Returns:
         A report dict: ``path``, ``kind``, ``form`` (``"portable"`` or ``"fused"``), ``align``

@@ -32,7 +32,7 @@ MobileNetV3's onnxruntime time to 0.94-0.99x (1 thread, A/B runs in one process)
 V2's DFC gate runs part by part too (pool, projection, depthwise pair, sigmoid, upsampling,
 product). Only the ratio-2 Ghost modules of GhostNet V1/V2 (all of their published widths) are
 supported; anything else (GhostNetV3's modules, other ratios) is refused with a ``ValueError``,
-and :func:`ghostdet.export.export_onnx` exports it fused instead.
+and :func:`ghostdet.deploy.onnx.export_onnx` exports it fused instead.
 """
 
 from __future__ import annotations
