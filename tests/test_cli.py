@@ -152,7 +152,7 @@ def test_ghostdet_train_writes_what_train_det_writes(tmp_path):
     b = yaml.safe_load((tmp_path / "tool" / "config.yaml").read_text())
     assert (a.pop("output_dir"), b.pop("output_dir")) == (str(tmp_path / "cmd"), str(tmp_path / "tool"))
     assert a == b
-    assert (a["seed"], a["width"], a["min_size"], a["epochs"], a["vis_images"]) == (3, 0.5, 48, 1, 0)
+    assert (a["seed"], a["width"], a["min_size"], a["epochs"], a["vis_images"]) == (3, 0.5, [48], 1, 0)
     assert a["train_ann"] == str(tmp_path / "train.json")
     assert list(a) == [k for k in TrainConfig().to_dict() if k != "output_dir"]  # the format of config.yaml
 
@@ -299,12 +299,14 @@ def test_shared_fields_are_declared_once_with_each_task_defaults():
     assert issubclass(TrainConfig, BaseTrainConfig) and issubclass(ClsConfig, BaseTrainConfig)
     det, cls = TrainConfig(), ClsConfig()
     # the defaults the two configs had before they shared a base
+    # (lr: none, scaled from base_lr to the effective batch since the recipe-parity change)
     assert (det.epochs, det.batch_size, det.lr, det.weight_decay, det.lr_scheduler, det.lr_steps) == (
-        12, 2, 0.02, 1e-4, "multistep", [8, 11])  # fmt: skip
+        12, 2, None, 1e-4, "multistep", [8, 11])  # fmt: skip
     assert (det.warmup_iters, det.output_dir, det.print_freq, det.workers) == (1000, "runs/train", 20, 2)
     assert (cls.epochs, cls.batch_size, cls.lr, cls.weight_decay, cls.lr_scheduler, cls.lr_steps) == (
-        200, 128, 0.1, 5e-4, "cosine", [])  # fmt: skip
-    assert (cls.warmup_iters, cls.output_dir, cls.print_freq, cls.workers) == (0, "runs/train_cls", 50, 2)
+        200, 128, None, 5e-4, "cosine", [])  # fmt: skip
+    assert (det.base_lr, cls.base_lr) == (0.16, 0.1)
+    assert (cls.warmup_iters, cls.output_dir, cls.print_freq, cls.workers) == (30, "runs/train_cls", 50, 2)
     for c in (det, cls):
         assert (c.opt, c.momentum, c.lr_gamma, c.min_lr_ratio, c.warmup_factor, c.clip_grad_norm) == (
             "sgd", 0.9, 0.1, 0.0, 0.001, None)  # fmt: skip

@@ -56,7 +56,7 @@ def test_paper_coco_recipes(name, detector, lr):
     assert cfg.epochs == 12
     assert cfg.lr_scheduler == "multistep" and cfg.lr_steps == [8, 11] and cfg.lr_gamma == 0.1
     assert cfg.opt == "sgd" and cfg.lr == lr
-    assert (cfg.min_size, cfg.max_size) == (800, 1333)
+    assert (cfg.min_size, cfg.max_size) == ([800], 1333)  # one size (a list: multi-scale training)
     assert cfg.warmup_iters > 0
     assert cfg.batch_size * 8 == 16  # per process, for 8 processes
 
@@ -86,7 +86,7 @@ def test_default_recipe_selection():
         assert cfg.uses_synthetic()
         assert cfg.weights_backbone is None  # must run without a download
     coco = load_config(default_config_path("retinanet", real_data=True))
-    assert coco.weights_backbone == "imagenet" and coco.min_size == 800
+    assert coco.weights_backbone == "imagenet" and coco.min_size == [800]
     assert coco.width == 1.0  # the published checkpoint's width (1.1x needs a train_cls.py checkpoint)
     with pytest.raises(ConfigError, match="detector"):
         default_config_path("yolo")

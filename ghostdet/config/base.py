@@ -33,8 +33,14 @@ class BaseTrainConfig:
     Solver:
         epochs: training epochs.
         batch_size: images per iteration PER PROCESS (the effective batch is
-            ``batch_size * world_size``; ``lr`` is meant for the effective batch).
-        lr: peak learning rate.
+            ``batch_size * world_size * accum_steps``; ``lr`` is meant for the effective batch).
+        lr: peak learning rate (``None``: ``base_lr`` scaled to the effective batch).
+        base_lr: the SGD peak lr of an effective batch of 256 images, scaled linearly to the
+            effective batch when ``lr`` is not set (AdamW without ``lr`` uses 1e-3, torch's
+            default, unscaled).
+        accum_steps: batches whose gradients are accumulated into one optimizer step (the
+            loss of each is divided by the batches of its group; the lr schedule and the
+            warm-up count optimizer steps).
         opt: ``sgd`` (momentum, weight decay) or ``adamw``.
         momentum: SGD momentum.
         weight_decay: weight decay (not applied to norm layers and biases).
@@ -46,6 +52,13 @@ class BaseTrainConfig:
         warmup_iters: linear warm-up iterations (0: none).
         warmup_factor: lr factor at iteration 0 of the warm-up.
         clip_grad_norm: clip the gradient norm to this value (``None``: no clipping).
+        ema: keep an exponential moving average of the weights (:class:`ghostdet.engine.ema.ModelEma`),
+            evaluated beside the raw weights; ``best.pth`` holds the better of the two.
+        ema_decay: the EMA's decay, in (0, 1).
+        ema_warmup: the time constant of the decay's warm-up in optimizer steps
+            (``decay * (1 - exp(-step / ema_warmup))``; 0: none).
+        patience: stop after this many evaluations without a better score (detection: AP,
+            classification: top-1; of the EMA or the raw weights); ``None``: never.
 
     Data:
         workers: DataLoader worker processes per training process.
@@ -53,6 +66,8 @@ class BaseTrainConfig:
     Runtime:
         device: ``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:N``.
         amp: mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU.
+        sync_bn: BatchNorm statistics over the whole batch of a ``torchrun`` job
+            (``nn.SyncBatchNorm``; CUDA only, refused in a single process).
         channels_last: keep the model's weights and activations in the channels_last memory
             format (faster convolutions, depthwise ones above all, in training on CPU and with AMP
             on CUDA).
@@ -70,7 +85,15 @@ class BaseTrainConfig:
     # solver
     epochs: int = setting(12, ge=1, help="training epochs", section="solver")
     batch_size: int = setting(2, ge=1, help="images per iteration per process", section="solver")
-    lr: float = setting(0.02, gt=0, help="peak learning rate (for batch-size x processes)", section="solver")
+    lr: Optional[float] = setting(
+        None, gt=0, section="solver",
+        help="peak learning rate for the effective batch (default: base_lr x effective batch / 256)",
+    )  # fmt: skip
+    base_lr: float = setting(
+        0.16, gt=0, section="solver",
+        help="SGD lr per 256 images when --lr is not given, scaled to batch-size x processes x accum-steps",
+    )  # fmt: skip
+    accum_steps: int = setting(1, ge=1, help="batches accumulated into one optimizer step", section="solver")
     opt: str = setting("sgd", choices=OPTIMIZERS, help="optimizer", section="solver")
     momentum: float = setting(0.9, ge=0, lt=1, help="SGD momentum", section="solver")
     weight_decay: float = setting(
@@ -92,6 +115,18 @@ class BaseTrainConfig:
     clip_grad_norm: Optional[float] = setting(
         None, gt=0, help="clip the gradient norm to this value (default: no clipping)", section="solver"
     )
+    ema: bool = setting(
+        False, help="keep an EMA of the weights, evaluated beside them (best.pth: the better)",
+        section="solver",
+    )  # fmt: skip
+    ema_decay: float = setting(0.9998, gt=0, lt=1, help="EMA decay", section="solver")
+    ema_warmup: int = setting(
+        2000, ge=0, help="EMA decay warm-up time constant in optimizer steps (0: none)", section="solver"
+    )
+    patience: Optional[int] = setting(
+        None, ge=1, section="solver",
+        help="stop after this many evaluations without a better AP / top-1 (default: never)",
+    )  # fmt: skip
     # data
     workers: int = setting(2, ge=0, help="DataLoader worker processes per training process", section="data")
     # runtime
@@ -100,6 +135,9 @@ class BaseTrainConfig:
     )
     amp: bool = setting(
         False, help="mixed precision: float16 + GradScaler on CUDA, bfloat16 autocast on CPU", section="run"
+    )
+    sync_bn: bool = setting(
+        False, help="SyncBatchNorm across the processes of a torchrun job (CUDA)", section="run"
     )
     channels_last: bool = setting(
         False, section="run",

@@ -64,6 +64,9 @@ MAX_SYNTHETIC_IMAGE_SIZE = 4096
 #: Largest resize target of a detector (``min_size``, ``max_size``; a sane maximum).
 MAX_IMAGE_SIDE = 8192
 
+#: The step of a ``min_size_range`` that names none (torchvision's and detectron2's multi-scale step).
+MIN_SIZE_STEP = 32
+
 # MAX_SEED and DEVICE_PATTERN are declared in ghostdet.config.base (re-exported here).
 
 
@@ -130,6 +133,12 @@ class TrainConfig(BaseTrainConfig):
         trainable_backbone_layers: trunk stages trained, counted from the top (0-5; ``None``:
             3 with pretrained weights, 5 without).
         min_size: the detector's resize target for the shorter side (``None``: builder default).
+            Several sizes train at multiple scales: torchvision's ``GeneralizedRCNNTransform``
+            draws one of them for each training image and evaluates at the last one (a single
+            number in a recipe is a one-entry list).
+        min_size_range: ``[MIN, MAX]`` or ``[MIN, MAX, STEP]`` (STEP default 32): train at the
+            sizes ``MIN, MIN + STEP, ...`` below ``MAX``, and ``MAX``; evaluate at ``MAX``.
+            Instead of ``min_size``.
         max_size: cap of the longer side (``None``: builder default).
         model_kwargs: more builder keyword arguments with plain values (e.g. ``score_thresh``,
             ``detections_per_img``, ``box_detections_per_img``, ``fg_iou_thresh``).
@@ -171,8 +180,14 @@ class TrainConfig(BaseTrainConfig):
         None, ge=0, le=5, section="model",
         help="trunk stages trained, from the top (0-5; default 3 with weights, 5 without)",
     )  # fmt: skip
-    min_size: Optional[int] = setting(
-        None, ge=1, le=MAX_IMAGE_SIDE, why=_SANE, help="detector resize: shorter image side", section="model"
+    min_size: Optional[list[int]] = setting(  # noqa: RUF009 (a field())
+        None, ge=1, le=MAX_IMAGE_SIDE, why=_SANE, section="model",
+        help="detector resize: shorter image side; several: one drawn per training image, "
+        "evaluation at the last",
+    )  # fmt: skip
+    # (no flag: --set min_size_range=[MIN,MAX,STEP])
+    min_size_range: Optional[list[int]] = setting(  # noqa: RUF009 (a field())
+        None, ge=1, le=MAX_IMAGE_SIDE, why=_SANE, section="model"
     )
     max_size: Optional[int] = setting(
         None,
@@ -218,6 +233,15 @@ class TrainConfig(BaseTrainConfig):
         """Builder name in :mod:`ghostdet.models` of ``detector`` on ``backbone``."""
         return family_variant(DETECTORS[self.detector], self.backbone)
 
+    @property
+    def train_min_sizes(self) -> Optional[tuple[int, ...]]:
+        """The detector's ``min_size``: the sizes training draws from, the last the evaluation's
+        (``min_size_range`` expanded; ``None``: the builder's default)."""
+        if self.min_size_range is not None:
+            lo, hi, step = [*self.min_size_range, MIN_SIZE_STEP][:3]
+            return (*range(lo, hi, step), hi)
+        return None if self.min_size is None else tuple(self.min_size)
+
     def uses_synthetic(self) -> bool:
         """True when no data path is configured (the embedded synthetic data is used)."""
         return all(
@@ -234,6 +258,14 @@ class TrainConfig(BaseTrainConfig):
         except ValueError as e:
             raise ConfigError.about("backbone", str(e)) from None
         check_value("lr_steps", list(self.lr_steps) == sorted(self.lr_steps), "must be increasing")
+        check_value("min_size", self.min_size is None or len(self.min_size) > 0, "must not be empty")
+        if self.min_size_range is not None:
+            r = self.min_size_range
+            check_value(
+                "min_size_range", len(r) in (2, 3) and r[0] < r[1],
+                f"must be [MIN, MAX] or [MIN, MAX, STEP] with MIN < MAX, got {r}",
+            )  # fmt: skip
+            check_value("min_size_range", self.min_size is None, "set min_size or min_size_range, not both")
         reserved = {"weights", "num_classes", "width", "weights_backbone", "trainable_backbone_layers"}
         reserved.add("backbone")
         bad = sorted(reserved & set(self.model_kwargs))

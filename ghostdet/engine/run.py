@@ -20,9 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ghostdet.config.recipe import ConfigError
 from ghostdet.engine.checkpoint import atomic_save, load_checkpoint, resolve_resume_path
 from ghostdet.engine.logger import RunLogger
 from ghostdet.engine.signals import Terminated, sigterm_as_interrupt
+from ghostdet.engine.solver import resolve_lr
 from ghostdet.utils.distributed import DistInfo, all_gather_objects, cleanup_distributed, init_distributed
 from ghostdet.utils.files import atomic_write_json, same_folder, write_failure
 from ghostdet.utils.run_dir import RunFolder, claim_run_dir
@@ -31,9 +33,12 @@ __all__ = [
     "NonFiniteLossError",
     "TensorBoardWriter",
     "begin_run",
+    "check_sync_bn",
     "claim_output_dir",
     "config_differences",
     "configure_threads",
+    "convert_sync_bn",
+    "describe_options",
     "finish_run",
     "open_tensorboard",
     "run_in_process_group",
@@ -49,7 +54,7 @@ T = TypeVar("T")
 # Config keys that may change between a run and its resumption without breaking "exact" resume.
 _RESUME_FREE_KEYS = {
     "epochs", "output_dir", "resume", "exist_ok", "print_freq", "workers", "device", "eval_every", "threads",
-    "vis_images", "vis_score_thresh", "strict_data",
+    "vis_images", "vis_score_thresh", "strict_data", "patience",
 }  # fmt: skip
 
 
@@ -75,7 +80,13 @@ def configure_threads(threads: int | None, info: DistInfo) -> None:
 
 def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Config keys (other than those free to change on resume) whose values differ, sorted."""
-    return sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE_KEYS and old.get(k) != new.get(k))
+
+    def same(a: Any, b: Any) -> bool:  # min_size 320 of an older checkpoint is today's [320]
+        return a == b or [a] == b or a == [b]
+
+    return sorted(
+        k for k in set(old) | set(new) if k not in _RESUME_FREE_KEYS and not same(old.get(k), new.get(k))
+    )
 
 
 def begin_run(cfg: Any, info: DistInfo) -> tuple[Path, RunLogger, Path | None, dict[str, Any] | None]:
@@ -90,6 +101,7 @@ def begin_run(cfg: Any, info: DistInfo) -> tuple[Path, RunLogger, Path | None, d
     Returns:
         ``(output_dir, log, resume_path or None, checkpoint dict or None)``.
     """
+    check_sync_bn(cfg, info)
     out_dir = Path(cfg.output_dir)
     log = RunLogger(out_dir / "log.txt", enabled=info.is_main)
     configure_threads(cfg.threads, info)
@@ -104,6 +116,58 @@ def begin_run(cfg: Any, info: DistInfo) -> tuple[Path, RunLogger, Path | None, d
     if diffs:
         log(f"warning: resuming with a config that differs from the checkpoint's in: {', '.join(diffs)}")
     return out_dir, log, resume_path, ckpt
+
+
+def check_sync_bn(cfg: Any, info: DistInfo) -> None:
+    """Refuse ``sync_bn`` where torch's SyncBatchNorm cannot synchronise anything.
+
+    Raises:
+        ConfigError: ``sync_bn`` in a single process, or on a CPU device (torch has SyncBatchNorm
+            kernels for CUDA only).
+    """
+    if not getattr(cfg, "sync_bn", False):
+        return
+    if not info.distributed:
+        raise ConfigError.about(
+            "sync_bn",
+            "synchronises BatchNorm across the processes of a torchrun job; this run is a single "
+            "process (launch it with torchrun --nproc-per-node N, or leave sync_bn off)",
+        )
+    if info.device.type != "cuda":
+        raise ConfigError.about(
+            "sync_bn", f"torch's SyncBatchNorm runs on CUDA devices only; this run is on {info.device.type}"
+        )
+
+
+def convert_sync_bn(model: nn.Module, cfg: Any, info: DistInfo) -> nn.Module:
+    """``model`` with its BatchNorm layers made ``nn.SyncBatchNorm`` when ``cfg.sync_bn`` (see
+    :func:`check_sync_bn`; the parameters and buffers are the same tensors, and the state dict
+    keys are those of BatchNorm, so checkpoints load into plain models)."""
+    if not getattr(cfg, "sync_bn", False):
+        return model
+    check_sync_bn(cfg, info)
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def describe_options(cfg: Any, info: DistInfo) -> str:
+    """One line on the solver options a run resolved: the lr (and how it was scaled), gradient
+    accumulation, EMA, multi-scale sizes, SyncBN, early stopping."""
+    batch = cfg.batch_size * info.world_size * cfg.accum_steps
+    lr = resolve_lr(cfg, info.world_size)
+    how = "" if cfg.lr is not None or cfg.opt == "adamw" else f" (base_lr {cfg.base_lr:g} x {batch} / 256)"
+    parts = [f"lr {lr:.4g}{how}, effective batch {batch}"]
+    if cfg.accum_steps > 1:
+        parts.append(f"{cfg.accum_steps} batches accumulated per optimizer step")
+    if cfg.ema:
+        parts.append(f"EMA decay {cfg.ema_decay:g} warm-up {cfg.ema_warmup}")
+    sizes = getattr(cfg, "train_min_sizes", None)
+    if sizes is not None and len(sizes) > 1:
+        parts.append(f"multi-scale min_size {list(sizes)} (evaluation at {sizes[-1]})")
+    if cfg.sync_bn:
+        parts.append("SyncBatchNorm")
+    if cfg.patience is not None:
+        parts.append(f"early stopping after {cfg.patience} evaluations without improvement")
+    return "; ".join(parts)
 
 
 def wrap_for_training(model: nn.Module, info: DistInfo) -> nn.Module:
@@ -183,16 +247,25 @@ def _kept(out_dir: Path) -> str:
     return f"the last checkpoint {last} is intact" if last.is_file() else "no checkpoint was written yet"
 
 
-def save_epoch(out_dir: Path, ckpt_doc: dict[str, Any], improved: bool, metrics_doc: dict[str, Any]) -> None:
+def save_epoch(
+    out_dir: Path,
+    ckpt_doc: dict[str, Any],
+    improved: bool,
+    metrics_doc: dict[str, Any],
+    best_doc: dict[str, Any] | None = None,
+) -> None:
     """Rank 0's end-of-epoch files: ``checkpoint.pth``, ``best.pth`` if improved, ``metrics.json``.
+
+    ``best.pth`` is ``best_doc`` (default: ``ckpt_doc``; see :func:`ghostdet.engine.state.best_checkpoint`).
 
     Raises:
         OutputError: a file could not be written (disk full, a file-size limit); the message
             names it and says that the last complete checkpoint is intact.
     """
+    best = ckpt_doc if best_doc is None else best_doc
     for name, write in (
         ("checkpoint.pth", lambda p: atomic_save(ckpt_doc, p)),
-        ("best.pth", lambda p: atomic_save(ckpt_doc, p) if improved else None),
+        ("best.pth", lambda p: atomic_save(best, p) if improved else None),
         ("metrics.json", lambda p: atomic_write_json(p, metrics_doc)),
     ):
         try:

@@ -17,7 +17,17 @@ from torch import Tensor, nn
 from ghostdet.engine.checkpoint import CHECKPOINT_FORMAT, get_rng_state, set_rng_state
 from ghostdet.models.weights import load_strict
 
-__all__ = ["best_entry", "match_param_layout", "restore_training_state", "training_state", "unwrap_model"]
+__all__ = [
+    "best_checkpoint",
+    "best_entry",
+    "entry_score",
+    "evaluations_since_best",
+    "match_param_layout",
+    "patience_spent",
+    "restore_training_state",
+    "training_state",
+    "unwrap_model",
+]
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -110,5 +120,45 @@ def best_entry(
     if not history:
         return None
     if "best_epoch" not in ckpt:
-        return max(history, key=lambda h: h[metric])
+        return max(history, key=lambda h: entry_score(h, metric)[0])
     return next((h for h in history if h["epoch"] == ckpt["best_epoch"]), None)
+
+
+def entry_score(entry: Mapping[str, Any], metric: str) -> tuple[float, str]:
+    """``(score, source)`` of an evaluation entry: its ``metric``, or its EMA's (``entry["ema"]``)
+    where that is higher; ``source`` is ``"ema"`` or ``"model"``."""
+    raw = float(entry[metric])
+    ema = (entry.get("ema") or {}).get(metric)
+    if ema is not None and float(ema) > raw:
+        return float(ema), "ema"
+    return raw, "model"
+
+
+def evaluations_since_best(history: list[Mapping[str, Any]], best: Mapping[str, Any] | None) -> int:
+    """Evaluations of ``history`` after the ``best`` one (all of them when there is none)."""
+    if best is None:
+        return len(history)
+    last = max((i for i, h in enumerate(history) if h["epoch"] == best["epoch"]), default=-1)
+    return len(history) - 1 - last
+
+
+def patience_spent(
+    patience: int | None, history: list[Mapping[str, Any]], best: Mapping[str, Any] | None
+) -> bool:
+    """Whether ``patience`` evaluations have passed without a better one (early stopping)."""
+    return patience is not None and bool(history) and evaluations_since_best(history, best) >= patience
+
+
+def best_checkpoint(ckpt_doc: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The ``best.pth`` document of an epoch's checkpoint whose best weights are ``source``.
+
+    With ``"ema"`` it is the checkpoint itself: the loaders read ``state_dict_ema`` first
+    (:func:`ghostdet.models.weights.clean_state_dict`). With ``"model"`` the EMA entries are left
+    out, so that they read the raw ``model``. ``best_source`` says which.
+    """
+    doc = dict(ckpt_doc)
+    if source != "ema":
+        doc.pop("state_dict_ema", None)
+        doc.pop("ema_updates", None)
+    doc["best_source"] = source
+    return doc

@@ -14,9 +14,11 @@ schedule, AMP step), :mod:`~ghostdet.engine.state` (the resumable state) and
 Output directory::
 
     config.yaml        resolved config (re-run with --config OUTPUT_DIR/config.yaml)
-    checkpoint.pth     latest epoch (model, optimizer, lr_scheduler, scaler, epoch, rng, ...)
-    best.pth           the checkpoint with the best COCO AP so far
-    metrics.json       12 COCO stats per evaluation, "final" and "best"
+    checkpoint.pth     latest epoch (model, optimizer, lr_scheduler, scaler, epoch, rng, ...;
+                       with ``ema``: state_dict_ema, ema_updates)
+    best.pth           the checkpoint with the best COCO AP so far (of the raw or the EMA
+                       weights: best_source says which, and the loaders read those)
+    metrics.json       12 COCO stats per evaluation (and the EMA's), "final", "best", "stopped_early"
     detections.json    COCO results of the last evaluation (dataset category ids)
     log.txt            the console log
     tensorboard/       losses, lr, AP metrics, validation images with predicted boxes
@@ -39,18 +41,30 @@ from ghostdet.config.detection import TrainConfig
 from ghostdet.config.recipe import save_config
 from ghostdet.engine.checkpoint import checkpoint_backbone
 from ghostdet.engine.detection_data import CountingLoader, build_datasets, make_loaders, steps_this_epoch
+from ghostdet.engine.ema import ModelEma, build_ema, restore_ema
 from ghostdet.engine.logger import ProgressLog, RunLogger, stdout_is_tty
 from ghostdet.engine.run import (
     NonFiniteLossError,
     begin_run,
+    convert_sync_bn,
+    describe_options,
     finish_run,
     open_tensorboard,
     run_in_process_group,
     save_epoch,
     wrap_for_training,
 )
-from ghostdet.engine.solver import autocast, backward_step, build_solver
-from ghostdet.engine.state import best_entry, restore_training_state, training_state, unwrap_model
+from ghostdet.engine.solver import Updater, autocast, build_solver
+from ghostdet.engine.state import (
+    best_checkpoint,
+    best_entry,
+    entry_score,
+    evaluations_since_best,
+    patience_spent,
+    restore_training_state,
+    training_state,
+    unwrap_model,
+)
 from ghostdet.errors import CheckpointError
 from ghostdet.models.weights import WeightsMismatchError
 from ghostdet.utils.distributed import DistInfo, all_gather_objects, barrier, reduce_mean
@@ -78,8 +92,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     from ghostdet.models import get_model
 
     kwargs: dict[str, Any] = dict(cfg.model_kwargs)
-    if cfg.min_size is not None:
-        kwargs["min_size"] = cfg.min_size
+    if cfg.train_min_sizes is not None:  # several sizes: torchvision draws one per training image
+        kwargs["min_size"] = cfg.train_min_sizes
     if cfg.max_size is not None:
         kwargs["max_size"] = cfg.max_size
     return get_model(
@@ -99,9 +113,7 @@ def _to_device(targets: Sequence[Mapping[str, Any]], device: torch.device) -> li
 # ----------------------------------------------------------------------------- epoch loops
 def train_one_epoch(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
+    updater: Updater,
     loader: Any,
     info: DistInfo,
     epoch: int,
@@ -114,13 +126,12 @@ def train_one_epoch(
 
     Args:
         model: the (possibly DDP-wrapped) detector in train mode.
-        optimizer: stepped every iteration.
-        scheduler: lr schedule, stepped per iteration.
-        scaler: AMP gradient scaler, stepped every iteration.
+        updater: the update of each batch (optimizer, lr schedule, AMP scaler, gradient
+            accumulation and EMA; :class:`ghostdet.engine.solver.Updater`).
         loader: yields ``(images, targets)``; ``len(loader)`` iterations are run.
         info: process placement.
         epoch: 1-based epoch number (for logs).
-        cfg: uses ``epochs``, ``amp``, ``clip_grad_norm``, ``print_freq``.
+        cfg: uses ``epochs``, ``amp``, ``print_freq``.
         log: logger (main rank).
         writer: TensorBoard SummaryWriter or ``None``.
         global_step: iterations done before this epoch (TensorBoard x axis).
@@ -140,28 +151,30 @@ def train_one_epoch(
     progress = ProgressLog(
         loader, len(loader), f"epoch {epoch}/{cfg.epochs}", log, cfg.print_freq, enabled=info.is_main
     )
-    for images, targets in progress:
+    updater.start_epoch(len(loader))
+    for batch, (images, targets) in enumerate(progress):
         if len(images) == 0:  # every image of the batch was unreadable
+            updater.skip(batch)
             continue
         images = [img.to(info.device, non_blocking=True) for img in images]
         targets_d = _to_device(targets, info.device)
-        with autocast(info.device, cfg.amp):
-            loss_dict = model(images, targets_d)
-        loss_dict = {k: v.float() for k, v in loss_dict.items()}
-        losses = sum(loss_dict.values())
-        reduced = reduce_mean(loss_dict)
-        loss_value = float(sum(reduced.values()))
-        if not math.isfinite(loss_value):
-            ids = [i for r in all_gather_objects([int(t["image_id"]) for t in targets]) for i in r]
-            terms = ", ".join(f"{k}={float(v):.4g}" for k, v in reduced.items())
-            raise NonFiniteLossError(
-                f"non-finite loss {loss_value} at epoch {epoch}, iteration {n_iters + 1} ({terms}); "
-                f"batch image ids: {ids}. Training stopped; the last good checkpoint is kept "
-                "(try a lower --lr, more --warmup-iters or clip_grad_norm)"
-            )
-        backward_step(losses, model, optimizer, scaler, cfg.clip_grad_norm)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+        with updater.context(batch):
+            with autocast(info.device, cfg.amp):
+                loss_dict = model(images, targets_d)
+            loss_dict = {k: v.float() for k, v in loss_dict.items()}
+            losses = sum(loss_dict.values())
+            reduced = reduce_mean(loss_dict)
+            loss_value = float(sum(reduced.values()))
+            if not math.isfinite(loss_value):
+                ids = [i for r in all_gather_objects([int(t["image_id"]) for t in targets]) for i in r]
+                terms = ", ".join(f"{k}={float(v):.4g}" for k, v in reduced.items())
+                raise NonFiniteLossError(
+                    f"non-finite loss {loss_value} at epoch {epoch}, iteration {n_iters + 1} ({terms}); "
+                    f"batch image ids: {ids}. Training stopped; the last good checkpoint is kept "
+                    "(try a lower --lr, more --warmup-iters or clip_grad_norm)"
+                )
+            updater.backward(losses, batch)
+        lr = updater.lr
 
         n_iters += 1
         n_images += len(images) * info.world_size
@@ -191,7 +204,7 @@ def train_one_epoch(
         images=float(n_images),
         seconds=seconds,
         images_per_s=n_images / seconds if seconds > 0 else 0.0,
-        lr=float(optimizer.param_groups[0]["lr"]),
+        lr=float(updater.optimizer.param_groups[0]["lr"]),
     )
     return out
 
@@ -253,8 +266,8 @@ def _log_val_images(
 class _Run:
     """The state of a training job that its steps share (built by :func:`_set_up`).
 
-    ``best`` is the ``history`` entry with the highest AP so far (``None`` before the first
-    evaluation); ``metrics`` are the stats of the last evaluation.
+    ``best`` is the ``history`` entry with the highest AP so far, of the raw or the EMA weights
+    (``None`` before the first evaluation); ``metrics`` are the stats of the last evaluation.
     """
 
     cfg: TrainConfig
@@ -270,23 +283,31 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
+    ema: ModelEma | None = None
     writer: Any = None
     start_epoch: int = 1
     global_step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     best: dict[str, Any] | None = None
+    stopped_early: bool = False
 
     @property
     def best_ap(self) -> float:
-        """AP of the best evaluation so far (-1 before the first)."""
-        return float(self.best["AP"]) if self.best is not None else -1.0
+        """AP of the best evaluation so far, raw or EMA (-1 before the first)."""
+        return entry_score(self.best, "AP")[0] if self.best is not None else -1.0
+
+    @property
+    def best_source(self) -> str:
+        """Which weights gave :attr:`best_ap`: ``"ema"`` or ``"model"``."""
+        return entry_score(self.best, "AP")[1] if self.best is not None else "model"
 
 
 def _checkpoint_dict(run: _Run, epoch: int) -> dict[str, Any]:
     train_ds = run.train_ds
     return {
         **training_state(run.model, run.optimizer, run.scheduler, run.scaler, epoch, run.global_step),
+        **(run.ema.state() if run.ema is not None else {}),
         "config": run.cfg.to_dict(),
         "detector": run.cfg.builder,
         "backbone": run.cfg.backbone,
@@ -298,15 +319,20 @@ def _checkpoint_dict(run: _Run, epoch: int) -> dict[str, Any]:
         "history": run.history,
         "best_ap": run.best_ap,
         "best_epoch": int(run.best["epoch"]) if run.best is not None else 0,
+        "best_source": run.best_source,
     }
 
 
-def _metrics_doc(history: list[dict[str, Any]], best: dict[str, Any] | None, done: bool) -> dict[str, Any]:
+def _metrics_doc(
+    history: list[dict[str, Any]], best: dict[str, Any] | None, done: bool, stopped_early: bool = False
+) -> dict[str, Any]:
     doc: dict[str, Any] = {"evaluations": history}
     if best is not None:
         doc["best"] = best
+        doc["best_source"] = entry_score(best, "AP")[1]
     if done and history:
         doc["final"] = history[-1]
+    doc["stopped_early"] = bool(stopped_early)
     return doc
 
 
@@ -339,15 +365,32 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
         _resume(run, resume_path, ckpt)
     _start(run)
     try:
+        run.stopped_early = patience_spent(cfg.patience, run.history, run.best)
+        if run.stopped_early:  # a resumed run that had stopped early
+            _log_early_stop(run)
         for epoch in range(run.start_epoch, cfg.epochs + 1):
+            if run.stopped_early:
+                break
             stats, skipped = _train_epoch(run, epoch)
             due = epoch == cfg.epochs or (cfg.eval_every > 0 and epoch % cfg.eval_every == 0)
             improved = _evaluate_epoch(run, epoch, stats, skipped) if due else False
+            run.stopped_early = due and patience_spent(cfg.patience, run.history, run.best)
+            if run.stopped_early:
+                _log_early_stop(run)
             _save_epoch(run, epoch, improved)
     finally:
         if run.writer is not None:
             run.writer.close()
     return _report(run)
+
+
+def _log_early_stop(run: _Run) -> None:
+    best = run.best or {}
+    run.log(
+        f"stopping early: {evaluations_since_best(run.history, run.best)} evaluation(s) without a better AP "
+        f"(patience {run.cfg.patience}); the best, AP {run.best_ap:.4f} of the {run.best_source} weights at "
+        f"epoch {best.get('epoch')}, is in best.pth"
+    )
 
 
 def _check_resumable(
@@ -392,13 +435,15 @@ def _set_up(cfg: TrainConfig, info: DistInfo) -> tuple[_Run, Path | None, dict[s
         f"batch {cfg.batch_size}/process, {torch.get_num_threads()} threads, output {out_dir}"
     )
 
-    model = build_model(cfg, train_ds.num_classes).to(info.device)
+    model = convert_sync_bn(build_model(cfg, train_ds.num_classes), cfg, info).to(info.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer, scheduler, scaler = build_solver(cfg, model, steps_this_epoch(batch_sampler, 0))
+    iters = steps_this_epoch(batch_sampler, 0)
+    optimizer, scheduler, scaler = build_solver(cfg, model, iters, info.world_size)
+    log(describe_options(cfg, info))
     run = _Run(
         cfg, info, out_dir, log, train_ds, val_ds, batch_sampler, train_loader, val_loader, model, optimizer,
-        scheduler, scaler,
+        scheduler, scaler, build_ema(cfg, model),
     )  # fmt: skip
     return run, resume_path, ckpt
 
@@ -417,7 +462,9 @@ def _resume(run: _Run, path: Path | None, ckpt: Mapping[str, Any]) -> None:
     run.history = list(ckpt.get("history", []))
     run.metrics = dict(ckpt.get("metrics", {}))
     run.best = best_entry(ckpt, run.history, "AP")
-    run.log(f"resumed from {path} (epoch {ckpt['epoch']} done, step {run.global_step})")
+    ema = restore_ema(run.ema, ckpt, run.model)
+    done = f"resumed from {path} (epoch {ckpt['epoch']} done, step {run.global_step})"
+    run.log(done + (f"; {ema}" if ema else ""))
 
 
 def _start(run: _Run) -> None:
@@ -430,10 +477,10 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, float], int]:
     """Step 3: one training epoch and its log line; returns its stats and the images skipped."""
     cfg, info, writer = run.cfg, run.info, run.writer
     loader = CountingLoader(run.train_loader, steps_this_epoch(run.batch_sampler, epoch - 1))
-    stats = train_one_epoch(
-        run.model, run.optimizer, run.scheduler, run.scaler, loader, info, epoch, cfg, run.log, writer,
-        run.global_step,
-    )  # fmt: skip
+    updater = Updater(
+        run.model, run.optimizer, run.scheduler, run.scaler, cfg.clip_grad_norm, cfg.accum_steps, run.ema
+    )
+    stats = train_one_epoch(run.model, updater, loader, info, epoch, cfg, run.log, writer, run.global_step)
     run.global_step += int(stats["iters"])
     skipped = int(sum(all_gather_objects(loader.skipped)))
     run.log(
@@ -455,9 +502,14 @@ def _evaluate_epoch(run: _Run, epoch: int, stats: Mapping[str, float], skipped: 
     val_loader = CountingLoader(run.val_loader)
     metrics, evaluator, speed = evaluate(unwrap_model(run.model), val_loader, run.val_ds, info, run.cfg.amp)
     val_skipped = int(sum(all_gather_objects(val_loader.skipped)))
+    ema_metrics = None
+    if run.ema is not None:  # the same images: the val loader's order does not change
+        loader = CountingLoader(run.val_loader)
+        ema_metrics, _, _ = evaluate(run.ema.module, loader, run.val_ds, info, run.cfg.amp)
     entry = {
         "epoch": epoch,
         **{k: float(v) for k, v in metrics.items()},
+        **({"ema": {k: float(v) for k, v in ema_metrics.items()}} if ema_metrics is not None else {}),
         "train_loss": float(stats["loss"]),
         "train_images_per_s": float(stats["images_per_s"]),
         "eval_images_per_s": float(speed["images_per_s"] * info.world_size),
@@ -467,7 +519,7 @@ def _evaluate_epoch(run: _Run, epoch: int, stats: Mapping[str, float], skipped: 
     }
     run.metrics = metrics
     run.history.append(entry)
-    improved = metrics["AP"] > run.best_ap
+    improved = entry_score(entry, "AP")[0] > run.best_ap
     if improved:
         run.best = entry
     run.log(
@@ -476,12 +528,19 @@ def _evaluate_epoch(run: _Run, epoch: int, stats: Mapping[str, float], skipped: 
         f"APl {metrics['APl']:.3f} ({speed['images_per_s'] * info.world_size:.1f} img/s"
         + (f", skipped {val_skipped} unreadable" if val_skipped else "")
         + ")"
+        + (
+            f"; EMA AP {ema_metrics['AP']:.4f} AP50 {ema_metrics['AP50']:.4f}"
+            if ema_metrics is not None
+            else ""
+        )
     )
     if info.is_main:
         evaluator.write_results(run.out_dir / "detections.json")
         if writer is not None:
             for k, v in metrics.items():
                 writer.add_scalar(f"val/{k}", v, run.global_step)
+            for k, v in (ema_metrics or {}).items():
+                writer.add_scalar(f"val_ema/{k}", v, run.global_step)
             if run.cfg.vis_images:
                 _log_val_images(unwrap_model(run.model), run.val_ds, run.cfg, info, writer, run.global_step)
             writer.flush()
@@ -491,18 +550,22 @@ def _evaluate_epoch(run: _Run, epoch: int, stats: Mapping[str, float], skipped: 
 def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
     """Step 5: the epoch's checkpoint (and best.pth) and metrics.json, then wait for every rank."""
     if run.info.is_main:
-        metrics_doc = _metrics_doc(run.history, run.best, epoch == run.cfg.epochs)
-        save_epoch(run.out_dir, _checkpoint_dict(run, epoch), improved, metrics_doc)
+        done = epoch == run.cfg.epochs or run.stopped_early
+        metrics_doc = _metrics_doc(run.history, run.best, done, run.stopped_early)
+        ckpt_doc = _checkpoint_dict(run, epoch)
+        save_epoch(run.out_dir, ckpt_doc, improved, metrics_doc, best_checkpoint(ckpt_doc, run.best_source))
     barrier()
 
 
 def _report(run: _Run) -> dict[str, Any]:
     """Step 6: the final metrics.json and summary line; returns the metrics document."""
-    doc = _metrics_doc(run.history, run.best, True)
+    doc = _metrics_doc(run.history, run.best, True, run.stopped_early)
     finish_run(run.info, run.log, run.out_dir, doc, run.start_epoch, run.cfg.epochs)
     if run.history:  # (log is silent off rank 0)
         f = run.history[-1]
+        stop = f", stopped early at epoch {f['epoch']}" if run.stopped_early else ""
         run.log(
-            f"done: final AP {f['AP']:.4f} AP50 {f['AP50']:.4f} (best AP {run.best_ap:.4f}), in {run.out_dir}"
+            f"done: final AP {f['AP']:.4f} AP50 {f['AP50']:.4f} (best AP {run.best_ap:.4f} of the "
+            f"{run.best_source} weights{stop}), in {run.out_dir}"
         )
     return doc

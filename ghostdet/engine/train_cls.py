@@ -10,9 +10,12 @@ epoch), logger, optimizer, per-iteration lr schedule, AMP and NaN/Inf guard.
 Output directory::
 
     config.yaml        resolved config (re-run with tools/train_cls.py --config OUTPUT_DIR/config.yaml)
-    checkpoint.pth     latest epoch (model, optimizer, lr_scheduler, scaler, epoch, rng, classes, ...)
-    best.pth           the checkpoint with the best val top-1 so far
-    metrics.json       top1 / top5 (fractions, val, last epoch), best, per-epoch history
+    checkpoint.pth     latest epoch (model, optimizer, lr_scheduler, scaler, epoch, rng, classes, ...;
+                       with ``ema``: state_dict_ema, ema_updates)
+    best.pth           the checkpoint with the best val top-1 so far (of the raw or the EMA
+                       weights: best_source says which, and the loaders read those)
+    metrics.json       top1 / top5 (fractions, val, last epoch), best, per-epoch history,
+                       stopped_early
     log.txt            the console log
     tensorboard/       train loss / lr / top-1, val loss / top-1 / top-5
 
@@ -35,18 +38,29 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from ghostdet.config.classification import ClsConfig
 from ghostdet.config.recipe import ConfigError, config_from_dict, save_config
 from ghostdet.engine.checkpoint import load_checkpoint
+from ghostdet.engine.ema import build_ema, restore_ema
 from ghostdet.engine.logger import ProgressLog, RunLogger
 from ghostdet.engine.run import (
     NonFiniteLossError,
     begin_run,
+    convert_sync_bn,
+    describe_options,
     finish_run,
     open_tensorboard,
     run_in_process_group,
     save_epoch,
     wrap_for_training,
 )
-from ghostdet.engine.solver import autocast, backward_step, build_solver
-from ghostdet.engine.state import best_entry, restore_training_state, training_state
+from ghostdet.engine.solver import Updater, autocast, build_solver
+from ghostdet.engine.state import (
+    best_checkpoint,
+    best_entry,
+    entry_score,
+    evaluations_since_best,
+    patience_spent,
+    restore_training_state,
+    training_state,
+)
 from ghostdet.errors import CheckpointError, InputError
 from ghostdet.utils.distributed import (
     DistInfo,
@@ -165,9 +179,7 @@ def evaluate_classifier(model: nn.Module, loader: Any, info: DistInfo, amp: bool
 def _train_epoch(
     model: nn.Module,
     criterion: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: torch.amp.GradScaler,
+    updater: Updater,
     loader: DataLoader,
     info: DistInfo,
     epoch: int,
@@ -183,21 +195,23 @@ def _train_epoch(
     progress = ProgressLog(
         loader, len(loader), f"epoch {epoch}/{cfg.epochs}", log, cfg.print_freq, enabled=info.is_main
     )
-    for images, labels in progress:
+    updater.start_epoch(len(loader))
+    for batch, (images, labels) in enumerate(progress):
         images = images.to(info.device, non_blocking=True)
         labels = labels.to(info.device, non_blocking=True)
-        with autocast(info.device, cfg.amp):
-            logits = model(images)
-        loss = criterion(logits.float(), labels)
-        loss_value = float(reduce_mean({"loss": loss})["loss"])
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(
-                f"non-finite loss {loss_value} at epoch {epoch}, iteration {n_iters + 1}. Training "
-                "stopped; the last good checkpoint is kept (try a lower --lr, warmup_iters or clip_grad_norm)"
-            )
-        backward_step(loss, model, optimizer, scaler, cfg.clip_grad_norm)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+        with updater.context(batch):
+            with autocast(info.device, cfg.amp):
+                logits = model(images)
+            loss = criterion(logits.float(), labels)
+            loss_value = float(reduce_mean({"loss": loss})["loss"])
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(
+                    f"non-finite loss {loss_value} at epoch {epoch}, iteration {n_iters + 1}. Training "
+                    "stopped; the last good checkpoint is kept (try a lower --lr, warmup_iters or "
+                    "clip_grad_norm)"
+                )
+            updater.backward(loss, batch)
+        lr = updater.lr
         n_iters += 1
         n_images += len(labels) * info.world_size
         hits += int((logits.detach().argmax(1) == labels).sum())
@@ -247,14 +261,28 @@ def _loaders(cfg: ClsConfig, info: DistInfo, train_ds: Any, val_ds: Any) -> tupl
 
 
 def _metrics_doc(
-    history: list[dict[str, Any]], best: dict[str, Any] | None, classes: list[str]
+    history: list[dict[str, Any]],
+    best: dict[str, Any] | None,
+    classes: list[str],
+    stopped_early: bool = False,
 ) -> dict[str, Any]:
     doc: dict[str, Any] = {"num_classes": len(classes), "history": history}
     if history:
         doc.update(top1=history[-1]["top1"], top5=history[-1]["top5"], epoch=history[-1]["epoch"])
     if best is not None:
-        doc["best"] = {k: best[k] for k in ("epoch", "top1", "top5")}
+        doc["best"] = _best_summary(best)
+    doc["stopped_early"] = bool(stopped_early)
     return doc
+
+
+def _best_summary(best: dict[str, Any]) -> dict[str, Any]:
+    """``epoch``, ``top1``, ``top5`` of the best evaluation, of its better weights (``source``
+    ``"ema"`` or ``"model"``, given when the run keeps an EMA)."""
+    score, source = entry_score(best, "top1")
+    if "ema" not in best:
+        return {k: best[k] for k in ("epoch", "top1", "top5")}
+    values = best["ema"] if source == "ema" else best
+    return {"epoch": best["epoch"], "top1": score, "top5": values["top5"], "source": source}
 
 
 def train_classifier(cfg: ClsConfig) -> dict[str, Any]:
@@ -304,7 +332,7 @@ def _train_classifier(cfg: ClsConfig, info: DistInfo) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
     sampler, train_loader, val_loader = _loaders(cfg, info, train_ds, val_ds)
-    model = build_classifier(cfg, len(classes)).to(info.device)
+    model = convert_sync_bn(build_classifier(cfg, len(classes)), cfg, info).to(info.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     n_params = sum(p.numel() for p in model.parameters())
@@ -316,7 +344,9 @@ def _train_classifier(cfg: ClsConfig, info: DistInfo) -> dict[str, Any]:
         f"{torch.get_num_threads()} threads, output {out_dir}"
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    optimizer, scheduler, scaler = build_solver(cfg, model, len(train_loader))
+    optimizer, scheduler, scaler = build_solver(cfg, model, len(train_loader), info.world_size)
+    log(describe_options(cfg, info))
+    ema = build_ema(cfg, model)
 
     start_epoch, global_step = 1, 0
     history: list[dict[str, Any]] = []
@@ -325,7 +355,11 @@ def _train_classifier(cfg: ClsConfig, info: DistInfo) -> dict[str, Any]:
         start_epoch, global_step = restore_training_state(ckpt, model, optimizer, scheduler, scaler)
         history = list(ckpt.get("history", []))
         best = best_entry(ckpt, history, "top1")
-        log(f"resumed from {resume_path} (epoch {ckpt['epoch']} done, step {global_step})")
+        ema_note = restore_ema(ema, ckpt, model)
+        log(
+            f"resumed from {resume_path} (epoch {ckpt['epoch']} done, step {global_step})"
+            + (f"; {ema_note}" if ema_note else "")
+        )
 
     train_model = wrap_for_training(model, info)
     writer = open_tensorboard(out_dir, info, global_step)
@@ -340,16 +374,24 @@ def _train_classifier(cfg: ClsConfig, info: DistInfo) -> dict[str, Any]:
         "mean": list(mean),
         "std": list(std),
     }
+    stopped_early = patience_spent(cfg.patience, history, best)
+    if stopped_early:  # a resumed run that had stopped early
+        _log_early_stop(log, cfg, history, best)
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
+            if stopped_early:
+                break
             sampler.set_epoch(epoch - 1)
             train_loader.skipped = val_loader.skipped = 0
+            updater = Updater(
+                train_model, optimizer, scheduler, scaler, cfg.clip_grad_norm, cfg.accum_steps, ema
+            )
             stats = _train_epoch(
-                train_model, criterion, optimizer, scheduler, scaler, train_loader, info, epoch, cfg, log,
-                writer, global_step,
-            )  # fmt: skip
+                train_model, criterion, updater, train_loader, info, epoch, cfg, log, writer, global_step
+            )
             global_step += int(stats["iters"])
             val = evaluate_classifier(model, val_loader, info, cfg.amp)
+            val_ema = evaluate_classifier(ema.module, val_loader, info, cfg.amp) if ema is not None else None
             skipped = [int(sum(all_gather_objects(ld.skipped))) for ld in (train_loader, val_loader)]
             entry = {
                 "epoch": epoch,
@@ -364,10 +406,13 @@ def _train_classifier(cfg: ClsConfig, info: DistInfo) -> dict[str, Any]:
                 "train_skipped_images": skipped[0],
                 "val_skipped_images": skipped[1],
             }
+            if val_ema is not None:
+                entry["ema"] = {k: val_ema[k] for k in ("top1", "top5", "loss")}
             history.append(entry)
-            improved = best is None or val["top1"] > best["top1"]
+            improved = best is None or entry_score(entry, "top1")[0] > entry_score(best, "top1")[0]
             if improved:
                 best = entry
+            stopped_early = patience_spent(cfg.patience, history, best)
             log(
                 f"epoch {epoch}/{cfg.epochs}: train loss {stats['loss']:.4f} top-1 {stats['top1']:.4f} "
                 f"({stats['images_per_s']:.1f} img/s), val top-1 {val['top1']:.4f} top-5 {val['top5']:.4f} "
@@ -377,37 +422,57 @@ def _train_classifier(cfg: ClsConfig, info: DistInfo) -> dict[str, Any]:
                     if any(skipped)
                     else ""
                 )
+                + (f"; EMA val top-1 {val_ema['top1']:.4f} top-5 {val_ema['top5']:.4f}" if val_ema else "")
             )
+            if stopped_early:
+                _log_early_stop(log, cfg, history, best)
             if info.is_main:
                 if writer is not None:
                     for k in ("top1", "top5", "loss"):
                         writer.add_scalar(f"val/{k}", val[k], global_step)
+                        if val_ema is not None:
+                            writer.add_scalar(f"val_ema/{k}", val_ema[k], global_step)
                     writer.add_scalar("train/epoch_loss", stats["loss"], global_step)
                     writer.add_scalar("train/top1", stats["top1"], global_step)
                     writer.flush()
+                score, source = entry_score(best, "top1") if best is not None else (-1.0, "model")
                 ckpt_doc = {
                     **training_state(model, optimizer, scheduler, scaler, epoch, global_step),
+                    **(ema.state() if ema is not None else {}),
                     **extra,
                     "config": cfg.to_dict(),
                     "metrics": dict(val),
                     "history": history,
-                    "best_top1": float(best["top1"]) if best is not None else -1.0,
+                    "best_top1": float(score),
                     "best_epoch": int(best["epoch"]) if best is not None else 0,
+                    "best_source": source,
                 }
-                save_epoch(out_dir, ckpt_doc, improved, _metrics_doc(history, best, classes))
+                metrics_doc = _metrics_doc(history, best, classes, stopped_early)
+                save_epoch(out_dir, ckpt_doc, improved, metrics_doc, best_checkpoint(ckpt_doc, source))
             barrier()
     finally:
         if writer is not None:
             writer.close()
 
-    doc = _metrics_doc(history, best, classes)
+    doc = _metrics_doc(history, best, classes, stopped_early)
     finish_run(info, log, out_dir, doc, start_epoch, cfg.epochs)
     if history and best is not None:
+        score, source = entry_score(best, "top1")
+        stop = f", stopped early at epoch {history[-1]['epoch']}" if stopped_early else ""
         log(
-            f"done: val top-1 {doc['top1']:.4f} top-5 {doc['top5']:.4f} (best {best['top1']:.4f}), "
-            f"in {out_dir}"
+            f"done: val top-1 {doc['top1']:.4f} top-5 {doc['top5']:.4f} (best {score:.4f} of the "
+            f"{source} weights{stop}), in {out_dir}"
         )
     return doc
+
+
+def _log_early_stop(log: RunLogger, cfg: ClsConfig, history: list[dict[str, Any]], best: Any) -> None:
+    score, source = entry_score(best, "top1")
+    log(
+        f"stopping early: {evaluations_since_best(history, best)} evaluation(s) without a better top-1 "
+        f"(patience {cfg.patience}); the best, top-1 {score:.4f} of the {source} weights at epoch "
+        f"{best['epoch']}, is in best.pth"
+    )
 
 
 def load_classifier(
@@ -427,8 +492,8 @@ def load_classifier(
         raise CheckpointError(f"{path} is not a tools/train_cls.py checkpoint (no task: {TASK!r} entry)")
     cfg = config_from_dict({**ckpt["config"], "weights": None}, cls=ClsConfig)
     model = build_classifier(cfg, int(ckpt["num_classes"]))
-    try:
-        model.load_state_dict(ckpt["model"])
+    try:  # the EMA weights where the checkpoint has them (best.pth: the better of the two)
+        model.load_state_dict(ckpt.get("state_dict_ema") or ckpt["model"])
     except RuntimeError as e:
         raise CheckpointError(
             f"{path}: weights do not match its {cfg.model} config: {str(e)[:300]}"

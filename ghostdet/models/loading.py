@@ -170,6 +170,10 @@ def load_detector(
     kwargs: dict[str, Any] = dict(cfg.get("model_kwargs") or {}) if isinstance(cfg, Mapping) else {}
     for key, val in (("min_size", min_size), ("max_size", max_size)):
         val = val if val is not None else _config_value(ckpt, key)
+        if val is None and key == "min_size" and _config_value(ckpt, "min_size_range"):
+            val = _config_value(ckpt, "min_size_range")[1]  # multi-scale training [MIN, MAX, STEP]: MAX
+        if isinstance(val, (list, tuple)):  # multi-scale training: evaluated at the last size
+            val = val[-1] if val else None
         if val is not None:
             kwargs[key] = int(val)
     try:
