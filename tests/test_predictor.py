@@ -45,7 +45,7 @@ def ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def predictor(ckpt) -> Predictor:
-    return Predictor(ckpt, device="cpu", score_threshold=0.0)
+    return Predictor(ckpt, runtime="eager", device="cpu", score_threshold=0.0)
 
 
 def _images(folder: Path, sizes=((64, 64), (48, 64), (80, 60))) -> list[Path]:
@@ -115,8 +115,8 @@ def test_batches_equal_one_by_one(tmp_path):
     ckpt = _checkpoint(tmp_path / "wide.pth", max_size=128)
     sizes = [(64, 64), (64, 128), (50, 50), (128, 64), (64, 120), (64, 64), (30, 90)]
     paths = _images(tmp_path / "imgs", sizes)
-    one = Predictor(ckpt, device="cpu", score_threshold=0.0, batch_size=1).predict(paths)
-    batched = Predictor(ckpt, device="cpu", score_threshold=0.0, batch_size=3)
+    one = Predictor(ckpt, runtime="eager", device="cpu", score_threshold=0.0, batch_size=1).predict(paths)
+    batched = Predictor(ckpt, runtime="eager", device="cpu", score_threshold=0.0, batch_size=3)
     for got in (batched.predict(paths), batched.predict(paths, batch_size=4)):
         assert [d.source for d in got] == [str(p) for p in paths]
         for a, b in zip(got, one):
@@ -134,7 +134,7 @@ def test_unreadable_inputs_are_counted_and_skipped(ckpt, tmp_path):
     trunc = tmp_path / "imgs" / "zz_trunc.png"
     trunc.write_bytes(paths[0].read_bytes()[:200])
     lines: list[str] = []
-    p = Predictor(ckpt, device="cpu", score_threshold=0.0, batch_size=2, warn=lines.append)
+    p = Predictor(ckpt, runtime="eager", device="cpu", score_threshold=0.0, batch_size=2, warn=lines.append)
     got = p.predict([tmp_path / "imgs", paths[1]])
     assert [d.source for d in got] == [str(x) for x in (*paths, paths[1])]
     assert got.skipped == [str(bad), str(trunc)] == p.skipped
@@ -143,7 +143,7 @@ def test_unreadable_inputs_are_counted_and_skipped(ckpt, tmp_path):
     p.predict([bad])
     assert p.skipped == [str(bad), str(trunc), str(bad)]  # the predictor keeps counting
     # default: a warning naming the file
-    q = Predictor(ckpt, device="cpu", score_threshold=0.0)
+    q = Predictor(ckpt, runtime="eager", device="cpu", score_threshold=0.0)
     with pytest.warns(SkippedInputWarning, match="zz_text.png"):
         assert q.predict([bad, paths[0]]).skipped == [str(bad)]
 
@@ -204,47 +204,49 @@ def test_draw_puts_the_boxes_on_the_image(predictor, tmp_path):
 def test_score_threshold_best(ckpt, tmp_path):
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({"bbox": {}, "best_f1": {"global": {"threshold": 0.4995, "f1": 0.5}}}))
-    best = Predictor(ckpt, device="cpu", score_threshold="best", thresholds_from=metrics)
+    best = Predictor(ckpt, runtime="eager", device="cpu", score_threshold="best", thresholds_from=metrics)
     assert best.score_threshold == 0.4995 == read_best_threshold(thresholds_from=metrics)
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     det = best.predict(image)[0]
     assert bool((det.scores >= 0.4995).all())
-    every = Predictor(ckpt, device="cpu", score_threshold=0.0).predict(image)[0]
+    every = Predictor(ckpt, runtime="eager", device="cpu", score_threshold=0.0).predict(image)[0]
     assert len(det) == int((every.scores >= 0.4995).sum())
     # recorded in the checkpoint
     with_metrics = _checkpoint(tmp_path / "m.pth", metrics={"best_f1": {"global": {"threshold": 0.25}}})
-    assert Predictor(with_metrics, device="cpu", score_threshold="best").score_threshold == 0.25
+    assert (
+        Predictor(with_metrics, runtime="eager", device="cpu", score_threshold="best").score_threshold == 0.25
+    )
     # nothing recorded: one clear error naming the parameter and what to do
     missing = tmp_path / "none.json"
     for kwargs, arg in (({}, "score_threshold"), ({"thresholds_from": missing}, "thresholds_from")):
         with pytest.raises(InputError) as e:
-            Predictor(ckpt, device="cpu", score_threshold="best", **kwargs)
+            Predictor(ckpt, runtime="eager", device="cpu", score_threshold="best", **kwargs)
         assert e.value.argument == arg
     metrics.write_text(json.dumps({"bbox": {"AP": 0.1}}))
     with pytest.raises(InputError, match=r"no best-F1 threshold.*eval.*or give a number"):
-        Predictor(ckpt, device="cpu", score_threshold="best", thresholds_from=metrics)
+        Predictor(ckpt, runtime="eager", device="cpu", score_threshold="best", thresholds_from=metrics)
     with pytest.raises(InputError, match=r"tiny.pth records no best-F1 threshold.*eval"):
-        Predictor(ckpt, device="cpu", score_threshold="best")
+        Predictor(ckpt, runtime="eager", device="cpu", score_threshold="best")
     for bad in (1.5, -0.1, "bestest", None):
         with pytest.raises(ArgumentError) as e:
-            Predictor(ckpt, device="cpu", score_threshold=bad)
+            Predictor(ckpt, runtime="eager", device="cpu", score_threshold=bad)
         assert e.value.argument == "score_threshold"
 
 
 def test_runtimes(ckpt, tmp_path):
-    assert {"torch", "deploy"} <= set(available_runtimes())
-    with pytest.raises(InputError, match="unknown runtime 'onnxruntime': available are torch, deploy") as e:
-        Predictor(ckpt, runtime="onnxruntime")
+    assert {"auto", "eager", "torch", "deploy", "onnxruntime", "openvino"} <= set(available_runtimes())
+    with pytest.raises(InputError, match="unknown runtime 'tensorrt': available are auto, eager") as e:
+        Predictor(ckpt, runtime="tensorrt")
     assert e.value.argument == "runtime"
     with pytest.raises(ArgumentError) as e:
-        Predictor(ckpt, device="cpu", batch_size=0)
+        Predictor(ckpt, runtime="eager", device="cpu", batch_size=0)
     assert e.value.argument == "batch_size"
     paths = _images(tmp_path / "imgs")
-    eager = Predictor(ckpt, device="cpu", score_threshold=0.0).predict(paths)
+    eager = Predictor(ckpt, runtime="eager", device="cpu", score_threshold=0.0).predict(paths)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a missing C compiler falls back to oneDNN, with a warning
         fused = Predictor(ckpt, runtime="deploy", score_threshold=0.0, batch_size=2)
-    assert fused.device.type == "cpu" and fused.runtime.name == "deploy"
+    assert fused.device.type == "cpu" and fused.runtime.name == "torch"  # deploy: the fused mode
     got = fused.predict(paths)
     assert isinstance(got, Predictions)
     for a, b in zip(got, eager):
@@ -296,3 +298,21 @@ def test_predict_command_batch_size_and_best(ckpt, tmp_path, capsys):
         assert code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0], err
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino", "auto"])
+def test_exported_runtimes_equal_eager_image_by_image(ckpt, tmp_path, runtime, capsys):
+    pytest.importorskip("onnxruntime")
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
+    paths = _images(tmp_path / "imgs")
+    eager = Predictor(ckpt, runtime="eager", device="cpu", score_threshold=0.0).predict(paths)
+    p = Predictor(ckpt, runtime=runtime, device="auto", score_threshold=0.0, batch_size=2)
+    got = p.predict(paths)
+    assert p.device.type == "cpu"
+    if runtime == "auto":  # it says what it picked, and runs it
+        line = capsys.readouterr().out
+        assert "runtime auto: " in line and p.runtime.name == f"auto:{p.runtime.compiled.runtime}"
+    for a, b in zip(got, eager):
+        assert len(a) == len(b) > 0
+        assert torch.allclose(a.boxes, b.boxes, atol=1e-3) and torch.allclose(a.scores, b.scores, atol=1e-3)

@@ -42,7 +42,7 @@ def _clip(path: Path, frames: int = FRAMES, width: int = W, height: int = H) -> 
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory) -> Predictor:
     ckpt = _checkpoint(tmp_path_factory.mktemp("ck") / "tiny.pth")
-    return Predictor(ckpt, device="cpu", score_threshold=0.0, batch_size=3)
+    return Predictor(ckpt, runtime="eager", device="cpu", score_threshold=0.0, batch_size=3)
 
 
 def test_predict_video_round_trip(predictor, tmp_path):
@@ -116,7 +116,7 @@ def test_unreadable_video_is_skipped_or_refused(predictor, tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all" * 20)
     lines: list[str] = []
-    p = Predictor(predictor.detector, device="cpu", score_threshold=0.0, warn=lines.append)
+    p = Predictor(predictor.detector, runtime="eager", device="cpu", score_threshold=0.0, warn=lines.append)
     got = p.predict([bad, np.zeros((32, 32, 3), np.uint8)])
     assert len(got) == 1 and got.skipped == [str(bad)]
     assert len(lines) == 1 and "bad.mp4" in lines[0]

@@ -189,7 +189,7 @@ def run_infer(
     log: Any = print,
     warn: Any = None,
     batch_size: int = 1,
-    runtime: str = "torch",
+    runtime: str = "auto",
     thresholds_from: str | PathLike | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:

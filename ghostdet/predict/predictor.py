@@ -18,8 +18,10 @@ list of images of different sizes). A batch only holds images that the detector 
 input size, so that every image's detections are those it gets alone: a larger padded canvas
 would change the features along the image's right and bottom edges.
 
-Runtimes: ``runtime`` picks how the detector runs: ``"torch"`` (eager PyTorch, any device) or
-``"deploy"`` (:func:`ghostdet.deploy.fuse`, the fused CPU inference mode). A runtime is a small
+Runtimes: ``runtime`` picks how the detector runs, by :func:`ghostdet.deploy.compile`: ``"auto"``
+(the default: on the CPU the fastest installed runtime, measured on the first images; on a GPU
+eager PyTorch), ``"eager"`` (PyTorch as it is, any device), ``"torch"`` (alias ``"deploy"``: the
+fused CPU inference mode), ``"onnxruntime"`` or ``"openvino"``. A runtime is a small
 adapter (:class:`Runtime`): a callable from a list of ``(3, H, W)`` float images to
 torchvision-style dicts (``boxes``, ``scores``, ``labels``); :func:`register_runtime` adds one.
 """
@@ -48,13 +50,12 @@ from ghostdet.utils.devices import resolve_device
 
 __all__ = [
     "VIDEO_EXTENSIONS",
-    "DeployRuntime",
+    "CompiledRuntime",
     "Detections",
     "Predictions",
     "Predictor",
     "Runtime",
     "SkippedInputWarning",
-    "TorchRuntime",
     "available_runtimes",
     "read_best_threshold",
     "register_runtime",
@@ -265,44 +266,67 @@ class Runtime:
         return height, width
 
 
-class TorchRuntime(Runtime):
-    """``runtime="torch"``: the PyTorch model as it is (eager mode), on any device."""
+class CompiledRuntime(Runtime):
+    """A detector compiled by :func:`ghostdet.deploy.compile` for one runtime.
 
-    name = "torch"
+    ``eager`` (the PyTorch model as it is, any device), ``torch`` (the fused deploy mode, CPU),
+    ``onnxruntime`` and ``openvino`` (the ONNX export, CPU), or ``auto``: on the CPU, the fastest
+    of those installed, measured on the first images it is given (it says which it picked); on a
+    GPU, eager PyTorch. The ONNX runtimes take one image per call, the PyTorch ones a batch.
 
-    def __init__(self, detector: LoadedDetector, device: torch.device) -> None:
+    Args:
+        detector: the loaded detector (its score threshold already set).
+        device: where it runs.
+        name: the runtime.
+    """
+
+    def __init__(self, detector: LoadedDetector, device: torch.device, name: str = "eager") -> None:
         super().__init__(detector, device)
+        if name != "eager" and device.type != "cpu":
+            raise InputError(
+                f"runtime {name!r} runs on the CPU, not {device}: use device cpu (or auto), or runtime eager",
+                argument="runtime",
+            )
+        self.name = name
         self.model = detector.model.eval().to(device)
+        self.compiled: Any = None
+        if name in ("eager", "torch"):  # nothing to measure: compile now (it needs no example)
+            self.compiled = self._compile(None)
+
+    def _compile(self, example: list[Tensor] | None) -> Any:
+        from ghostdet.deploy.runtimes import compile_model
+
+        example = example if example is not None else [torch.zeros(3, 64, 64)]
+        chosen = "eager" if self.device.type != "cpu" else self.name
+        log = self.say if chosen == "auto" else None
+        return compile_model(self.model, [im.to(self.device) for im in example], runtime=chosen, log=log)
+
+    def say(self, line: str) -> None:
+        print(line, flush=True)  # information, beside the per-image lines (stderr is for problems)
 
     def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        if self.compiled is None:
+            self.compiled = self._compile(images[:1])
+            self.name = self.compiled.runtime if self.name != "auto" else f"auto:{self.compiled.runtime}"
         with torch.inference_mode():
-            outs = self.model([im.to(self.device) for im in images])
+            outs = self.compiled([im.to(self.device) for im in images])
         return [{k: v.cpu() for k, v in o.items()} for o in outs]
 
     def batch_key(self, height: int, width: int) -> Hashable:
         return padded_input_size(self.model, height, width)
 
 
-class DeployRuntime(TorchRuntime):
-    """``runtime="deploy"``: the fused inference model of :func:`ghostdet.deploy.fuse` (CPU)."""
-
-    name = "deploy"
-
-    def __init__(self, detector: LoadedDetector, device: torch.device) -> None:
-        if device.type != "cpu":
-            raise InputError(
-                f"runtime 'deploy' runs on the CPU, not {device}: use device cpu (or auto), or runtime torch",
-                argument="runtime",
-            )
-        from ghostdet.deploy import fuse
-
-        Runtime.__init__(self, detector, device)
-        self.model = fuse(detector.model.eval().cpu())
+def _compiled(name: str) -> RuntimeFactory:
+    return lambda detector, device: CompiledRuntime(detector, device, name)
 
 
 RuntimeFactory = Callable[[LoadedDetector, torch.device], Runtime]
-_RUNTIMES: dict[str, RuntimeFactory] = {"torch": TorchRuntime, "deploy": DeployRuntime}
-_CPU_ONLY = {"deploy"}
+#: ``runtime`` names: those of :func:`ghostdet.deploy.compile` (``deploy`` is ``torch``, the fused mode)
+_RUNTIMES: dict[str, RuntimeFactory] = {
+    n: _compiled(n) for n in ("auto", "eager", "torch", "onnxruntime", "openvino")
+}
+_RUNTIMES["deploy"] = _compiled("torch")
+_CPU_ONLY = {"torch", "deploy", "onnxruntime", "openvino"}
 
 
 def register_runtime(name: str, factory: RuntimeFactory, cpu_only: bool = False) -> None:
@@ -514,8 +538,9 @@ class Predictor:
         checkpoint: a ``ghostdet train`` checkpoint, or a loaded
             :class:`~ghostdet.models.loading.LoadedDetector` (its score threshold is changed); or
             ``None`` with ``model`` and ``weights``.
-        runtime: how the detector runs: one of :func:`available_runtimes` (``"torch"``: eager
-            PyTorch; ``"deploy"``: :func:`ghostdet.deploy.fuse`'s fused CPU mode).
+        runtime: how the detector runs: one of :func:`available_runtimes` (``"auto"``: the
+            fastest measured here; ``"eager"``: PyTorch as it is; ``"torch"``/``"deploy"``:
+            :func:`ghostdet.deploy.fuse`'s fused CPU mode; ``"onnxruntime"``, ``"openvino"``).
         device: ``"auto"`` (CUDA when available; the CPU for CPU-only runtimes), ``"cpu"``,
             ``"cuda"`` or ``"cuda:N"``.
         score_threshold: keep detections scoring at least this, a number in ``[0, 1]``, or
@@ -546,7 +571,7 @@ class Predictor:
     def __init__(
         self,
         checkpoint: str | PathLike | LoadedDetector | None = None,
-        runtime: str = "torch",
+        runtime: str = "auto",
         device: str | torch.device | None = "auto",
         score_threshold: float | str = 0.5,
         batch_size: int = 1,
