@@ -147,3 +147,37 @@ def test_bad_arguments():
         compile_model(_model("ghostnet"), torch.rand(1, 3, 64, 64), runtime="tensorrt")
     with pytest.raises(InputError, match="precision 'int8' is not offered"):
         compile_model(_model("ghostnet"), torch.rand(1, 3, 64, 64), precision="int8")
+
+
+@pytest.mark.parametrize(
+    "runtime", [r for r in RUNTIMES if r.values[0] != "eager"] + [pytest.param("auto", id="auto")]
+)
+def test_eval_ap_through_a_runtime_equals_eager(tmp_path, runtime):
+    """The same twelve COCO stats within 1e-3 (one image per call, as the ONNX runtimes run)."""
+    from ghostdet.data import make_synthetic_coco
+    from ghostdet.evaluation.evaluate import run_eval
+    from tests.test_bad_input import _tiny_detector_checkpoint
+
+    data = make_synthetic_coco(tmp_path / "data", num_train=1, num_val=6, image_size=(64, 80), seed=5)
+    ck = _tiny_detector_checkpoint(tmp_path / "ck.pth")
+    common = {"checkpoint": ck, "val_images": data["val_images"], "val_ann": data["val_ann"], "device": "cpu"}
+    common.update(
+        progress=False, workers=0, batch_size=1, score_threshold=0.0, analysis=False, log=lambda s: None
+    )
+    ref = run_eval(output_dir=tmp_path / "eager", runtime="eager", **common)
+    got = run_eval(output_dir=tmp_path / runtime, runtime=runtime, **common)
+    assert ref["AP50"] > 0  # detections that score: the comparison is not between zeros
+    assert got["stats"] == pytest.approx(ref["stats"], abs=1e-3)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_detector_with_no_detection_gives_empty_outputs(runtime):
+    """OpenVINO returns an empty output as one row of zeros: the runtime must give zero rows."""
+    from ghostdet.models.loading import configure_postprocess
+
+    model = _model("fasterrcnn_ghostnet_320_fpn")
+    configure_postprocess(model, 1.0, None)  # nothing scores 1.0
+    out = compile_model(model, [torch.rand(3, 80, 96)], runtime=runtime, threads=1)([torch.rand(3, 80, 96)])[
+        0
+    ]
+    assert {k: tuple(v.shape) for k, v in out.items()} == {"boxes": (0, 4), "labels": (0,), "scores": (0,)}

@@ -105,6 +105,10 @@ class CompiledModel:
     def __call__(self, inputs: Any) -> Any:
         return self._fn(inputs)
 
+    def eval(self) -> CompiledModel:
+        """Nothing to do (a compiled model only runs inference); returns self, like ``nn.Module.eval``."""
+        return self
+
     def __repr__(self) -> str:
         return (
             f"CompiledModel(runtime={self.runtime!r}, kind={self.kind!r}, threads={self.threads}, "
@@ -170,7 +174,13 @@ def _openvino_fn(path: Path, kind: str, threads: int | None) -> Callable[[Any], 
 
     def run_one(x: Tensor) -> list[Any]:
         result = request.infer({0: x.detach().contiguous().numpy()})
-        return [result[o].copy() for o in compiled.outputs]
+        outs = [result[o].copy() for o in compiled.outputs]
+        if kind == "detector" and "labels" in names:
+            # OpenVINO returns an empty detection output as one row of zeros; torchvision never
+            # outputs label 0 (background), so such rows are dropped
+            keep = outs[names.index("labels")] != 0
+            outs = [o[keep] for o in outs]
+        return outs
 
     return _session_fn(kind, names, run_one)
 

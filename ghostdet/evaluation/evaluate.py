@@ -262,6 +262,7 @@ def evaluate_detector(
     progress: bool = True,
     log: Callable[[str], None] = print,
     strict_data: bool = False,
+    runtime: str = "eager",
     analysis: bool = True,
     confusion_score: float | None = None,
     error_images: int = 8,
@@ -286,6 +287,9 @@ def evaluate_detector(
         log: printer for the report (called on rank 0 only).
         strict_data: invalid ground-truth entries (and image files missing from ``images_dir``)
             are a :class:`~ghostdet.data.DataError` instead of being left out and counted.
+        runtime: how the detector runs (:func:`ghostdet.deploy.compile`: ``eager``, ``torch``,
+            ``onnxruntime``, ``openvino`` or ``auto``, the fastest measured on the first image);
+            on a GPU always eager PyTorch. The ONNX runtimes take one image per call.
         analysis: after scoring, write the error analysis next to ``metrics.json`` (PR curves,
             best-F1 thresholds, confusion matrix, worst images; see
             ``ghostdet.evaluation.analysis``) and record the best-F1 thresholds in
@@ -331,8 +335,9 @@ def evaluate_detector(
         collate_fn=image_list_collate,
         pin_memory=device.type == "cuda",
     )
+    model = _runtime_model(detector.model.to(device), dataset, runtime, device, say)
     start = time.perf_counter()
-    run_inference(detector.model.to(device), loader, device, evaluator, progress=progress and rank == 0)
+    run_inference(model, loader, device, evaluator, progress=progress and rank == 0)
     evaluator.synchronize()
     seconds = time.perf_counter() - start
     n_done = len(evaluator.img_ids)
@@ -470,6 +475,32 @@ def _analyse(
         "plots": done["plots"],
         **({"note": done["note"]} if done["note"] else {}),
     }
+
+
+def _runtime_model(
+    model: torch.nn.Module,
+    dataset: CocoImageList,
+    runtime: str,
+    device: torch.device,
+    say: Callable[[str], None],
+) -> Any:
+    """``model`` compiled for ``runtime`` (:func:`ghostdet.deploy.compile`; ``eager``: as it is).
+
+    The example input is the first readable image of ``dataset``; on a GPU every runtime is eager
+    PyTorch (the others run on the CPU)."""
+    if runtime == "eager" or device.type != "cpu":
+        return model
+    from ghostdet.deploy.runtimes import compile_model
+
+    example = next(
+        (item[0] for item in map(dataset.__getitem__, range(len(dataset))) if item is not None), None
+    )
+    if example is None:
+        return model
+    compiled = compile_model(model, [example], runtime=runtime, log=say)
+    if runtime != "auto":
+        say(f"runtime {compiled.runtime}")
+    return compiled
 
 
 def _refuse_overwriting_inputs(

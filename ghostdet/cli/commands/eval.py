@@ -83,6 +83,12 @@ def build_parser(inv: Invocation) -> ToolArgumentParser:
     )
     r = p.add_argument_group("run")
     r.add_argument(
+        "--runtime", choices=("auto", "eager", "torch", "onnxruntime", "openvino"), default="auto",
+        help="how the detector runs: auto (on a CPU the fastest installed runtime, measured on the first "
+        "image and named in a line; on a GPU eager PyTorch), eager, torch (the fused CPU mode), "
+        "onnxruntime or openvino (default %(default)s)",
+    )  # fmt: skip
+    r.add_argument(
         "--score-threshold",
         type=float,
         default=0.05,
@@ -175,6 +181,7 @@ def run(args: argparse.Namespace, inv: Invocation) -> int:
             strict_data=args.strict_data,
             data_format=args.data_format,
             difficult=args.difficult,
+            runtime=args.runtime,
             analysis=args.analysis,
             confusion_score=args.confusion_score,
             error_images=args.error_images,
