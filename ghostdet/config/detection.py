@@ -144,7 +144,13 @@ class TrainConfig(BaseTrainConfig):
             ``detections_per_img``, ``box_detections_per_img``, ``fg_iou_thresh``).
 
     Data:
-        data_path: COCO 2017 root (train2017/, val2017/, annotations/) or a synthetic-layout root.
+        data_path: COCO 2017 root (train2017/, val2017/, annotations/), a synthetic-layout root,
+            a YOLO ``data.yaml`` (or its folder) or a Pascal VOC root
+            (:mod:`ghostdet.data.formats`).
+        data_format: the layout of ``data_path``: ``coco``, ``yolo`` or ``voc`` (``None``:
+            detected).
+        difficult: VOC ``difficult`` objects: ``crowd`` (ignored, as VOC scoring does) or
+            ``object``.
         train_images, train_ann, val_images, val_ann: explicit COCO-format paths (override
             ``data_path``). With none of the data fields set, the synthetic dataset is used.
         synthetic: the embedded dataset (:class:`SyntheticConfig`).
@@ -200,8 +206,18 @@ class TrainConfig(BaseTrainConfig):
     model_kwargs: dict[str, Any] = setting(default_factory=dict, section="model")  # noqa: RUF009
     # data
     data_path: Optional[str] = setting(
-        None, help="COCO 2017 root: train2017/, val2017/, annotations/instances_*2017.json", section="data"
-    )
+        None, section="data",
+        help="the dataset: a COCO 2017 root (train2017/, val2017/, annotations/instances_*2017.json), a "
+        "YOLO data.yaml (or its folder) or a Pascal VOC root (Annotations/, JPEGImages/, ImageSets/Main/)",
+    )  # fmt: skip
+    data_format: Optional[str] = setting(
+        None, choices=("coco", "yolo", "voc"), section="data",
+        help="the layout of --data-path (default: detected)",
+    )  # fmt: skip
+    difficult: str = setting(
+        "crowd", choices=("crowd", "object"), section="data",
+        help="VOC 'difficult' objects: ignored like crowd boxes, as VOC scoring does (crowd), or trained on",
+    )  # fmt: skip
     train_images: Optional[str] = setting(
         None, help="folder of training images (any COCO-format set)", section="data"
     )

@@ -61,6 +61,8 @@ def build_datasets(cfg: TrainConfig, info: DistInfo | None = None, log: RunLogge
         val_transforms=build_transforms(False),
         drop_empty_train=cfg.drop_empty,
         strict=cfg.strict_data,
+        data_format=cfg.data_format,
+        difficult=cfg.difficult,
     )
     log(f"{train_ds.report.summary()}\n{val_ds.report.summary()}")  # what was skipped, by class
     return train_ds, val_ds
