@@ -305,7 +305,7 @@ def test_shared_fields_are_declared_once_with_each_task_defaults():
     assert (det.warmup_iters, det.output_dir, det.print_freq, det.workers) == (1000, "runs/train", 20, 2)
     assert (cls.epochs, cls.batch_size, cls.lr, cls.weight_decay, cls.lr_scheduler, cls.lr_steps) == (
         200, 128, None, 5e-4, "cosine", [])  # fmt: skip
-    assert (det.base_lr, cls.base_lr) == (0.16, 0.1)
+    assert (det.base_lr, cls.base_lr) == (0.16, 0.04)
     assert (cls.warmup_iters, cls.output_dir, cls.print_freq, cls.workers) == (30, "runs/train_cls", 50, 2)
     for c in (det, cls):
         assert (c.opt, c.momentum, c.lr_gamma, c.min_lr_ratio, c.warmup_factor, c.clip_grad_norm) == (

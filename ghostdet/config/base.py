@@ -3,8 +3,9 @@
 :class:`BaseTrainConfig` holds them; :class:`ghostdet.config.TrainConfig` (detection) and
 :class:`ghostdet.config.ClsConfig` (classification) derive from it and keep their own defaults
 where the tasks differ (:func:`ghostdet.config.recipe.redefault`: detection warms up for 1000
-iterations, classification for 30; their ``base_lr`` differ, ...). Each field declares its range, its one-line help
-(so it is a flag of both training tools) and its section (:func:`ghostdet.config.recipe.setting`).
+iterations, classification for 30; their ``base_lr`` differ, ...). Each field declares its range,
+its one-line help (so it is a flag of both training tools) and its section
+(:func:`ghostdet.config.recipe.setting`).
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class ClsConfig(BaseTrainConfig):
 
     Solver and runtime: the fields of :class:`ghostdet.config.base.BaseTrainConfig` (``epochs``
     ... ``threads``, ``workers``), with these defaults: 200 epochs, batch size 128, the lr
-    scaled from ``base_lr`` 0.1 per 256 images (0.05 for one process of 128), weight decay
+    scaled from ``base_lr`` 0.04 per 256 images (0.02 for one process of 128), weight decay
     5e-4, the cosine schedule after a 30-step linear warm-up, ``output_dir``
     ``runs/train_cls``, ``print_freq`` 50.
     """
@@ -66,7 +66,7 @@ class ClsConfig(BaseTrainConfig):
     # solver and run defaults of classification (the fields are BaseTrainConfig's)
     epochs: int = redefault(_B, "epochs", 200)
     batch_size: int = redefault(_B, "batch_size", 128)
-    base_lr: float = redefault(_B, "base_lr", 0.1)
+    base_lr: float = redefault(_B, "base_lr", 0.04)
     weight_decay: float = redefault(_B, "weight_decay", 5e-4)
     lr_scheduler: str = redefault(_B, "lr_scheduler", "cosine")
     lr_steps: list[int] = redefault(_B, "lr_steps", default_factory=list)  # noqa: RUF009
