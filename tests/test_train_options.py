@@ -146,10 +146,10 @@ def test_min_size_forms():
 def test_default_lr_scales_with_the_effective_batch():
     cls = ClsConfig()
     assert cls.lr is None and cls.warmup_iters > 0
-    assert resolve_lr(cls) == pytest.approx(0.1 * 128 / 256)
+    assert resolve_lr(cls) == pytest.approx(0.04 * 128 / 256)
     assert resolve_lr(
         load_cls_config(None, {"batch_size": 32, "accum_steps": 2}), world_size=4
-    ) == pytest.approx(0.1 * 32 * 2 * 4 / 256)
+    ) == pytest.approx(0.04 * 32 * 2 * 4 / 256)
     assert resolve_lr(load_cls_config(None, {"lr": 0.3})) == 0.3  # an explicit lr is kept
     assert resolve_lr(load_cls_config(None, {"opt": "adamw"})) == 1e-3  # Adam's does not scale linearly
     det = config_from_dict({})

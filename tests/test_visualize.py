@@ -216,7 +216,7 @@ def test_tool_detector_checkpoint(tool, image, tmp_path, capsys):
     [
         (["IMG", "--module", "blocks.99.0.ghost1", "--model", "ghostnet_050"], "no GhostModule named"),
         (["MISSING", "--model", "ghostnet_050"], "cannot read image"),
-        (["IMG", "--model", "resnet50"], "--model must be one of"),
+        (["IMG", "--model", "resnet50"], "--model: model must be one of"),
         (["IMG", "--model", "ghostnet_050", "--weights", "MISSING"], "could not load weights"),
     ],
 )
