@@ -59,6 +59,8 @@ def _ort(path: Path, threads: int) -> Callable[[object], object]:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # no spinning between calls: a session's idle pool would take a core from the model timed next
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     return lambda x: sess.run(None, {name: x.numpy()})
