@@ -1,14 +1,10 @@
-"""The command-line glue the tools share: one error path, the detector flags, device choice.
+"""The command line: the ``ghostdet`` command (:mod:`ghostdet.cli.main`), one module per subcommand
+(:mod:`ghostdet.cli.commands`), and the tools' one error path (:mod:`ghostdet.cli.errors`).
 
-Every tool in ``tools/`` parses its flags with :class:`ToolArgumentParser` (which adds
-``--debug``) and runs its one library call through :func:`run_tool`. An error about the user's
-input -- a :class:`ToolError`, any ``ValueError`` (``ConfigError``, ``DataError``,
-``CheckpointReadError``, ``WeightsMismatchError``, ...) or ``OSError`` (a missing file, a
-failed download) -- becomes one line ``prog: error: message`` and exit status 2; the library's
-argument names in the message are spelled as the tool's flags (:data:`ARG_FLAGS`). Anything
-else is a bug and keeps its traceback; ``--debug`` prints the traceback of user errors too.
-The eval and infer tools choose their detector with the flags of :func:`add_detector_args`;
-detector names resolve through the model registry.
+An error about the user's input is a :class:`~ghostdet.errors.GhostdetError` (or a :class:`ToolError`
+of the CLI itself): it becomes one line ``prog: error: message`` and exit status 2, led by the flag
+of the library parameter it names (``err.argument``). Anything else is a bug and keeps its
+traceback; ``--debug`` prints the traceback of user errors too.
 """
 
 from __future__ import annotations
