@@ -66,7 +66,7 @@ class Command:
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
-        Command("train", "train a GhostNet-FPN detector (Faster R-CNN, RetinaNet) on COCO-format data",
+        Command("train", "train a GhostNet-FPN detector (Faster R-CNN, RetinaNet) on COCO, YOLO or VOC data",
                 "train_det.py"),
         Command("train-cls", "train an image classifier (GhostNet, Ghost-VGG-16 / -ResNet-56, baselines)",
                 "train_cls.py"),
