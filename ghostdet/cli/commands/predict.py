@@ -8,6 +8,7 @@ import argparse
 from ghostdet.cli.commands import COMMANDS, Invocation
 from ghostdet.cli.common import add_detector_args, detector_kwargs
 from ghostdet.cli.errors import ToolArgumentParser, run_tool
+from ghostdet.config.recipe import ranged_type
 
 __all__ = ["build_parser", "parse_args", "run"]
 
@@ -50,16 +51,6 @@ def _threshold(text: str) -> float | str:
     return value
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def build_parser(inv: Invocation) -> ToolArgumentParser:
     """The flags of ``ghostdet predict``."""
     p = ToolArgumentParser(
@@ -90,7 +81,7 @@ def build_parser(inv: Invocation) -> ToolArgumentParser:
     )
     p.add_argument(
         "--batch-size",
-        type=_positive,
+        type=ranged_type(int, ge=1),
         default=1,
         help="images or video frames per detector call (default %(default)s; images are batched with "
         "others of the same input size, so results equal one-by-one prediction)",
