@@ -6,7 +6,7 @@ DFC gate alone, upsampled and multiplied in one pass) and
 ``csrc/stemconv.c`` (the dense stem conv on an RGB image) are compiled on first use into one
 library, ``ghostdet-kernels-<key>.so``, with the system C compiler (``$CC``, else ``cc``, ``gcc``
 or ``clang``) for this CPU (``-O3 -march=native``, with OpenMP when the compiler has it) and
-loaded with :mod:`ctypes`. The library is cached in ``$GHOSTDET_CACHE_DIR`` (default
+loaded with cffi (:class:`Kernels`). The library is cached in ``$GHOSTDET_CACHE_DIR`` (default
 ``~/.cache/ghostdet``), keyed by the sources, the compiler and the CPU, so later processes load it
 in milliseconds. Nothing here is needed for correctness: when no compiler is found, the build
 fails, or ``GHOSTDET_NATIVE=0`` is set, :func:`load` returns ``None`` (with one warning saying
@@ -18,10 +18,12 @@ their register tiles fit the machine's registers. Which kinds of kernel (stem, d
 blocks) the deploy models use is decided per kind and per CPU from measurements
 (:func:`kernel_choice`); a kind that loses to oneDNN on this CPU stays on oneDNN.
 
-The library's exported functions are declared for :mod:`ctypes` in ``_open`` and checked against
-its ABI version (``GHOSTDET_ABI`` in ``csrc/kernels.h``, :data:`ABI` here) before first use. This
-file is over 500 lines because it is one concept: each kernel's Python wrapper sits with the
-loader that declares its C signature, so the two are read and changed together.
+The library's exported functions are declared once, in ``csrc/ghostdet.h``: the C sources
+include it (the compiler checks each definition against it) and :class:`Kernels` hands the same
+text to cffi's ``cdef`` (each call is checked against it), with its ABI version
+(``GHOSTDET_ABI``) compared with the library's before first use. This file is over 500 lines
+because it is one concept: each kernel's Python wrapper sits with the loader, so the two are read
+and changed together.
 
 On Linux, torch ships ``libgomp.so.1``; the library built with ``-fopenmp`` binds to that same
 OpenMP runtime, so it shares PyTorch's threads and follows ``torch.set_num_threads``.
@@ -29,7 +31,6 @@ OpenMP runtime, so it shares PyTorch's threads and follows ``torch.set_num_threa
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import math
 import os
@@ -41,13 +42,16 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 __all__ = [
-    "ABI",
+    "API_HEADER",
+    "Kernels",
     "AVX2_DWCONV_MAX_MACS",
     "AVX2_KERNELS",
     "KINDS",
@@ -74,9 +78,9 @@ __all__ = [
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = tuple(_CSRC / f for f in ("dwconv.c", "ghostblock.c", "stemconv.c", "dfcgate.c", "smallblock.c"))
-HEADERS = tuple(_CSRC / f for f in ("kernels.h", "pointwise.h", "gate.h"))  # part of the cache key
-# The library ABI the declarations in _open are written for: GHOSTDET_ABI in csrc/kernels.h.
-ABI = 5
+#: the library's interface: its exported functions, declared once (see :class:`Kernels`)
+API_HEADER = _CSRC / "ghostdet.h"
+HEADERS = tuple(_CSRC / f for f in ("ghostdet.h", "kernels.h", "pointwise.h", "gate.h"))  # in the cache key
 KERNEL_SIZES = (3, 5, 7)
 # Below this many multiply-adds a call runs on one thread: waking a second one costs more.
 PARALLEL_MIN_MACS = 150_000
@@ -154,52 +158,55 @@ def _build(cc: list[str], target: Path) -> None:
     raise RuntimeError("could not compile the native kernels:\n" + "\n".join(errors))
 
 
-def _open(path: Path) -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(path))
-    abi = lib.ghostdet_abi()
-    if abi != ABI:
-        raise RuntimeError(f"{path} has ABI {abi}, expected {ABI}")
-    i, i64, p = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
-    fn = lib.ghostdet_dwconv2d
-    fn.restype = i
-    fn.argtypes = [p, i64, i, i, i, i, p, p, i, i, i, p, i64, i, i, i, i]
-    fn = lib.ghostdet_stem_conv
-    fn.restype = i
-    fn.argtypes = [p, i, i, i, i, p, p, i, i, i, i, p, i, i, i, i]
-    fn = lib.ghostdet_ghost_block_s1
-    fn.restype = i
-    fn.argtypes = [p, p, *[i] * 6, *[p] * 8, p, i, i, p, p, i, p, i]
-    lib.ghostdet_ghost_block_scratch.restype = i64
-    lib.ghostdet_ghost_block_scratch.argtypes = [i, i, i, i, i]
-    fn = lib.ghostdet_ghost_block_s2
-    fn.restype = i
-    fn.argtypes = [p, p, p, *[i] * 7, *[p] * 10, p, i, i, p, p, i, p, i]
-    lib.ghostdet_ghost_block_s2_scratch.restype = i64
-    lib.ghostdet_ghost_block_s2_scratch.argtypes = [i] * 7
-    fn = lib.ghostdet_ghost_front
-    fn.restype = i
-    fn.argtypes = [p, p, p, *[i] * 7, *[p] * 6, p, i, i, p, p, i, p, i]
-    lib.ghostdet_ghost_front_scratch.restype = i64
-    lib.ghostdet_ghost_front_scratch.argtypes = [i, i, i, i, i, i, i]
-    fn = lib.ghostdet_gate_mul
-    fn.restype = i
-    fn.argtypes = [p, i64, i, i, i, i, p, i64, i, i, p, p, i]
-    fn = lib.ghostdet_ghost_block_small
-    fn.restype = i
-    fn.argtypes = [p, p, *[i] * 8, *[p] * 6, i, *[p] * 8, i, *[p] * 5, i, i, p, p, p, i]
-    lib.ghostdet_ghost_block_small_scratch.restype = i64
-    lib.ghostdet_ghost_block_small_scratch.argtypes = [i] * 10
-    fn = lib.ghostdet_dfc_gate
-    fn.restype = i
-    fn.argtypes = [p, *[i] * 5, *[p] * 8, i]
-    lib.ghostdet_dfc_gate_scratch.restype = i64
-    lib.ghostdet_dfc_gate_scratch.argtypes = [i] * 5
-    fn = lib.ghostdet_ghost_back
-    fn.restype = i
-    fn.argtypes = [p, p, p, i, i, i, i, i, p, i64, p, p, p, i, p, i]
-    lib.ghostdet_ghost_back_scratch.restype = i64
-    lib.ghostdet_ghost_back_scratch.argtypes = [i, i, i]
-    return lib
+class Kernels:
+    """The built library's exported functions, declared once: by ``csrc/ghostdet.h``, which the C
+    sources include (so the compiler checks every definition against it) and which cffi's
+    ``cdef`` reads here (so every call is checked against it: argument count and types).
+
+    Each function is an attribute of the same name (``kernels.ghostdet_dwconv2d(...)``) that takes
+    plain ints for its pointer arguments (``tensor.data_ptr()``, ``0`` for NULL) and casts them to
+    the declared pointer types; the other arguments go to cffi as they are.
+
+    Args:
+        path: the built shared library.
+
+    Raises:
+        RuntimeError: when the library reports another ABI version than the header's
+            ``GHOSTDET_ABI`` (a library built from other sources).
+    """
+
+    def __init__(self, path: Path) -> None:
+        import cffi  # a dependency of ghostdet; imported here, on first use of the kernels
+
+        self.ffi = ffi = cffi.FFI()
+        ffi.cdef(API_HEADER.read_text())
+        self._lib = lib = ffi.dlopen(str(path))
+        self.abi = int(lib.GHOSTDET_ABI)
+        if lib.ghostdet_abi() != self.abi:
+            raise RuntimeError(f"{path} has ABI {lib.ghostdet_abi()}, the header {self.abi}")
+        self.functions = tuple(sorted(n for n in dir(lib) if n.startswith("ghostdet_")))
+        for name in self.functions:
+            setattr(self, name, _bind(ffi, name, getattr(lib, name)))
+
+
+def _bind(ffi: Any, name: str, fn: Any) -> Callable[..., int]:
+    """``fn`` (a cffi function) taking ints for its pointer arguments."""
+    ctype = ffi.typeof(fn)
+    if ctype.kind == "pointer":  # ABI mode gives function pointers
+        ctype = ctype.item
+    pointers = tuple((i, arg.cname) for i, arg in enumerate(ctype.args) if arg.kind == "pointer")
+    count, cast = len(ctype.args), ffi.cast
+
+    def call(*args: Any) -> int:
+        if len(args) != count:
+            raise TypeError(f"{name}() takes {count} arguments ({len(args)} given)")
+        args = list(args)  # type: ignore[assignment]
+        for i, cname in pointers:
+            args[i] = cast(cname, args[i])  # type: ignore[index]
+        return fn(*args)
+
+    call.__name__ = call.__qualname__ = name
+    return call
 
 
 def library_path() -> Path | None:
@@ -306,7 +313,7 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def load() -> ctypes.CDLL | None:
+def load() -> Kernels | None:
     """The native kernel library, built on first use; ``None`` when it cannot be had (see module doc)."""
     if "lib" in _state:
         return _state["lib"]  # type: ignore[return-value]
@@ -323,7 +330,7 @@ def load() -> ctypes.CDLL | None:
                     raise RuntimeError("no C compiler found (set CC)")
                 if not path.exists():
                     _build(_compiler(), path)  # type: ignore[arg-type]
-                lib = _open(path)
+                lib = Kernels(path)
             except Exception as e:  # any failure only means "use oneDNN instead"
                 warnings.warn(
                     f"ghostdet: native kernels unavailable, using oneDNN instead ({e})",
@@ -357,7 +364,7 @@ def conv_out_size(size: int, kernel_size: int, stride: int, padding: int) -> int
     return (size + 2 * padding - kernel_size) // stride + 1
 
 
-def _lib_for(x: Tensor) -> ctypes.CDLL | None:
+def _lib_for(x: Tensor) -> Kernels | None:
     """The native library when ``x`` is a 4-d float32 CPU tensor, else (or without it) ``None``."""
     if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
         return None

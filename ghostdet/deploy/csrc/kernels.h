@@ -1,16 +1,14 @@
 /* Shared by ghostdet's native kernels (dwconv.c, ghostblock.c, stemconv.c, built into one
- * library): the library's ABI version, the conv output-size formula, and vector types and helpers
+ * library): the exported declarations (ghostdet.h), the conv output-size formula, and vector types and helpers
  * (GCC/Clang vector extensions: the compiler lowers them to whatever SIMD width -march gives it). */
 #ifndef GHOSTDET_KERNELS_H
 #define GHOSTDET_KERNELS_H
 #include <stdint.h>
 #include <string.h>
 
-/* The library's ABI version, returned by ghostdet_abi(): bump it whenever an exported function's
- * signature or meaning changes, together with ABI in ghostdet/deploy/native.py (whose ctypes
- * argtypes are written for it; tests/test_native.py checks that the two agree). */
-#define GHOSTDET_ABI 5
-int ghostdet_abi(void);
+/* The exported functions and the ABI version: declared once, in ghostdet.h (which
+ * ghostdet/deploy/native.py also reads, for cffi). */
+#include "ghostdet.h"
 
 /* Output size of a convolution along one axis: input size, kernel, stride, zero padding. */
 static inline int conv_out_size(int size, int k, int s, int p) { return (size + 2 * p - k) / s + 1; }

@@ -21,10 +21,6 @@
 #include "pointwise.h"
 #include "gate.h"
 
-int ghostdet_dwconv2d(const float *in, int64_t in_pitch, int N, int H, int W, int C, const float *wt,
-                      const float *bias, int K, int S, int P, float *out, int64_t out_pitch, int OH, int OW,
-                      int relu, int nthreads);
-
 #define PW_CHUNK 48 /* pixels per 1x1-conv task (a multiple of the micro-kernel's 6 and 8) */
 
 /* out = act(in W + bias) for npix pixels (in: k floats used of each pixel's `pi`; out: `po`). */
