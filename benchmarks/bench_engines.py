@@ -41,7 +41,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ENGINES = ("eager", "deploy", "onnxruntime", "openvino")
+#: ``deploy-onednn`` is the deploy mode with ghostdet's native kernels off
+#: (``fuse(..., native_kernels=False)``): the row that says whether those kernels pay
+ENGINES = ("eager", "deploy", "deploy-onednn", "onnxruntime", "openvino")
 
 
 def _torch_onnx(model: torch.nn.Module, example: object, path: Path, detector: bool) -> Path:
@@ -90,8 +92,10 @@ def _generic(model: torch.nn.Module) -> torch.nn.Module:
     return fx_fuse(model.eval()).to(memory_format=torch.channels_last)
 
 
-def backbone_cases(size: int, threads: int, tmp: Path) -> dict[str, dict[str, Callable[[], object]]]:
-    """model -> engine -> a call on a 1x3xSxS input."""
+def backbone_cases(
+    size: int, threads: int, tmp: Path, engines: tuple[str, ...] = ENGINES
+) -> dict[str, dict[str, Callable[[], object]]]:
+    """model -> engine -> a call on a 1x3xSxS input, for the given engines."""
     from torchvision.models import mobilenet_v3_large
 
     from ghostdet.deploy import fuse
@@ -102,27 +106,54 @@ def backbone_cases(size: int, threads: int, tmp: Path) -> dict[str, dict[str, Ca
     x = torch.rand(1, 3, size, size)
     g = ghostnet(1.0).eval()
     m = mobilenet_v3_large().eval()
-    g_onnx = tmp / f"ghostnet_{size}.onnx"
-    export_onnx(g, g_onnx, image=torch.rand(3, 224, 224), verify=False)
-    m_onnx = _torch_onnx(m, x, tmp / f"mnv3_{size}.onnx", detector=False)
-    fused, generic = fuse(g), _generic(m)
+    generic = _generic(m)
     xc = x.contiguous(memory_format=torch.channels_last)
     cases: dict[str, dict[str, Callable[[], object]]] = {
-        "GhostNet 1.0x": {"eager": lambda: g(x), "deploy": lambda: fused(x)},
+        "GhostNet 1.0x": {"eager": lambda: g(x)},
         "MobileNetV3-L": {"eager": lambda: generic(xc)},
     }
-    for name, path in (("GhostNet 1.0x", g_onnx), ("MobileNetV3-L", m_onnx)):
-        if _have("onnxruntime"):
-            fn = _ort(path, threads)
-            cases[name]["onnxruntime"] = lambda fn=fn: fn(x)
-        if _have("openvino"):
-            fn = _openvino(path, threads)
-            cases[name]["openvino"] = lambda fn=fn: fn(x)
-    return cases
+    if "deploy" in engines:
+        fused = fuse(g)
+        cases["GhostNet 1.0x"]["deploy"] = lambda: fused(x)
+    if "deploy-onednn" in engines:
+        plain = fuse(g, native_kernels=False)
+        cases["GhostNet 1.0x"]["deploy-onednn"] = lambda: plain(x)
+    if {"onnxruntime", "openvino"} & set(engines):
+        g_onnx = tmp / f"ghostnet_{size}.onnx"
+        export_onnx(g, g_onnx, image=torch.rand(3, 224, 224), verify=False)
+        m_onnx = _torch_onnx(m, x, tmp / f"mnv3_{size}.onnx", detector=False)
+        for name, path in (("GhostNet 1.0x", g_onnx), ("MobileNetV3-L", m_onnx)):
+            cases[name].update(_engine_calls(path, threads, engines, x))
+    return _only(cases, engines)
 
 
-def detector_cases(threads: int, tmp: Path) -> dict[str, dict[str, Callable[[], object]]]:
-    """model -> engine -> a call on one 480x640 image."""
+def _engine_calls(
+    path: Path, threads: int, engines: tuple[str, ...], arg: object
+) -> dict[str, Callable[[], object]]:
+    """The ONNX file's calls on ``arg`` in the installed engines among ``engines``."""
+    calls: dict[str, Callable[[], object]] = {}
+    for engine, build in (("onnxruntime", _ort), ("openvino", _openvino)):
+        if engine in engines and _have(engine):
+            fn = build(path, threads)
+            calls[engine] = lambda fn=fn: fn(arg)
+    return calls
+
+
+def _only(
+    cases: dict[str, dict[str, Callable[[], object]]], engines: tuple[str, ...]
+) -> dict[str, dict[str, Callable[[], object]]]:
+    """The cases of the given engines (a model with none of them keeps its eager call)."""
+    out = {}
+    for name, by_engine in cases.items():
+        kept = {e: fn for e, fn in by_engine.items() if e in engines}
+        out[name] = kept or {"eager": by_engine["eager"]}
+    return out
+
+
+def detector_cases(
+    threads: int, tmp: Path, engines: tuple[str, ...] = ENGINES
+) -> dict[str, dict[str, Callable[[], object]]]:
+    """model -> engine -> a call on one 480x640 image, for the given engines."""
     from torchvision.models.detection import RetinaNet, fasterrcnn_mobilenet_v3_large_320_fpn
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.backbone_utils import mobilenet_backbone
@@ -150,21 +181,21 @@ def detector_cases(threads: int, tmp: Path) -> dict[str, dict[str, Callable[[], 
     for name, model in models.items():
         ghost = "GhostNet" in name
         cases[name] = {"eager": lambda model=model: model([img])}
-        if ghost:
+        if ghost and "deploy" in engines:
             fused = fuse(model)
             cases[name]["deploy"] = lambda fused=fused: fused([img])
+        if ghost and "deploy-onednn" in engines:
+            plain = fuse(model, native_kernels=False)
+            cases[name]["deploy-onednn"] = lambda plain=plain: plain([img])
+        if not {"onnxruntime", "openvino"} & set(engines):
+            continue
         path = tmp / f"{name.replace(' ', '_')}.onnx"
         if ghost:
             export_onnx(model, path, image=img, verify=False)
         else:
             _torch_onnx(model, [img], path, detector=True)
-        if _have("onnxruntime"):
-            fn = _ort(path, threads)
-            cases[name]["onnxruntime"] = lambda fn=fn: fn(img)
-        if _have("openvino"):
-            fn = _openvino(path, threads)
-            cases[name]["openvino"] = lambda fn=fn: fn(img)
-    return cases
+        cases[name].update(_engine_calls(path, threads, engines, img))
+    return _only(cases, engines)
 
 
 def _interleaved(
@@ -197,16 +228,16 @@ def measure(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         if "backbones" in args.sections:
             for size in args.sizes:
-                ms = _interleaved(backbone_cases(size, threads, Path(tmp)), args.reps, args.warmup)
+                cases = backbone_cases(size, threads, Path(tmp), tuple(args.engines))
+                ms = _interleaved(cases, args.reps, args.warmup)
                 macs = backbone_macs(size)
                 result[f"backbones {size}"] = {
                     "ms": ms,
                     "macs": {"GhostNet 1.0x": macs["ghost"], "MobileNetV3-L": macs["mnv3"]},
                 }
         if "detectors" in args.sections:
-            result["detectors 480x640"] = {
-                "ms": _interleaved(detector_cases(threads, Path(tmp)), args.reps, args.warmup)
-            }
+            cases = detector_cases(threads, Path(tmp), tuple(args.engines))
+            result["detectors 480x640"] = {"ms": _interleaved(cases, args.reps, args.warmup)}
     return result
 
 
@@ -232,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--sections", nargs="+", default=["backbones", "detectors"], choices=["backbones", "detectors"]
     )
+    p.add_argument(
+        "--engines", nargs="+", default=list(ENGINES), choices=ENGINES, help="engines to time (default: all)"
+    )
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--processes", type=int, default=1, help="fresh processes per thread count (default 1)")
@@ -252,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                 *map(str, args.sizes),
                 "--sections",
                 *args.sections,
+                "--engines",
+                *args.engines,
             ]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode != 0:

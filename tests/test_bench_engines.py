@@ -36,3 +36,26 @@ def test_a_tiny_run_prints_every_engine_row(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "| GhostNet 1.0x |" in r.stdout and "| MobileNetV3-L |" in r.stdout and "share of peak" in r.stdout
     assert (tmp_path / "r.json").is_file()
+
+
+def test_engine_filter_builds_only_the_named_engines(tmp_path):
+    """``--engines deploy deploy-onednn``: GhostNet's deploy mode with and without the native
+    kernels (both computing the eval model's output), MobileNetV3 by its eager call only."""
+    import torch
+
+    from ghostdet.models import ghostnet
+
+    bench = _bench()
+    cases = bench.backbone_cases(64, 1, tmp_path, ("deploy", "deploy-onednn"))
+    assert {k: set(v) for k, v in cases.items()} == {
+        "GhostNet 1.0x": {"deploy", "deploy-onednn"},
+        "MobileNetV3-L": {"eager"},
+    }
+    assert not list(tmp_path.iterdir())  # no ONNX file exported for engines not asked for
+    torch.manual_seed(0)  # as backbone_cases: the input, then the model
+    x = torch.rand(1, 3, 64, 64)
+    ref = ghostnet(1.0).eval()
+    with torch.inference_mode():
+        want = ref(x)
+        for engine in ("deploy", "deploy-onednn"):
+            torch.testing.assert_close(cases["GhostNet 1.0x"][engine](), want, rtol=1e-3, atol=1e-3)
