@@ -21,13 +21,24 @@ cores; the rest follow in later waves, so every model gets its cores to itself f
 budget (the issue's setting: one core per model). Otherwise the models run one after another in
 one process. The table's CPU-s column is each model's process CPU time spent training, which
 shows whether the budget was shared fairly. Models are given by name (see ``MODELS``) with
-optional builder overrides, e.g. ``retinanet_ghostnet_320_fpn:fpn_channels=96,anchor_sizes=[32,64,128]``.
+optional builder overrides, e.g. ``retinanet_ghostnet_320_fpn:fpn_channels=96,anchor_sizes=[32,64,128]``,
+and optional training variants after the name (``NAME+ema+ms:overrides``):
+
+- ``+ema``: keep an EMA of the weights (:class:`ghostdet.engine.ema.ModelEma`, the one
+  ``train_det.py --ema`` uses; decay ``--ema-decay``, warm-up ``--ema-warmup`` iterations) and
+  score the EMA model (the row's ``AP``; the raw weights' AP is in the JSON as ``ap_raw``);
+- ``+ms``: multi-scale training, as ``train_det.py`` does with a ``min_size`` list: each batch is
+  resized to a size drawn from ``0.75-1.25 x --size`` in steps of 32 (torchvision's
+  ``GeneralizedRCNNTransform`` draws it per batch); scoring stays at ``--size``.
 
 Usage::
 
     PYTHONPATH=$PWD python benchmarks/learn_budget.py --concurrent            # 480 s, all models
     PYTHONPATH=$PWD python benchmarks/learn_budget.py --budget 90 \\
         --models retinanet_ghostnet_320_fpn retinanet_ghostnet_320_fpn:group_norm=None
+    PYTHONPATH=$PWD python benchmarks/learn_budget.py --concurrent --clock cpu --budget 240 \\
+        --models retinanet_ghostnet_320_fpn retinanet_ghostnet_320_fpn+ema \\
+        retinanet_ghostnet_320_fpn+ms retinanet_ghostnet_320_fpn+ema+ms
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ghostdet.data.synthetic import ensure_synthetic_coco, synthetic_paths
+from ghostdet.engine.ema import ModelEma
 from ghostdet.evaluation import CocoEvaluator, load_coco
 
 REFERENCE = "tv_frcnn_mnv3_320"
@@ -114,8 +126,35 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 DEFAULT_MODELS = list(MODELS)
 
 
+#: the training variants a spec may name after its model (``NAME+ema+ms``)
+VARIANTS = ("ema", "ms")
+
+
+def parse_variants(spec: str) -> tuple[str, frozenset[str]]:
+    """``NAME+ema+ms:overrides`` -> (``NAME:overrides``, ``{"ema", "ms"}``).
+
+    Raises:
+        ValueError: for a variant not in :data:`VARIANTS`.
+    """
+    head, colon, rest = spec.partition(":")
+    name, *variants = head.split("+")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant {unknown[0]!r} in {spec!r}; available: {', '.join(VARIANTS)}")
+    return name + colon + rest, frozenset(variants)
+
+
+def multi_scale_sizes(size: int, step: int = 32) -> tuple[int, ...]:
+    """The ``+ms`` training sizes: ``0.75-1.25 x size`` in steps of ``step``, ``size`` last
+    (torchvision's transform scores at the last ``min_size``)."""
+    lo, hi = round(0.75 * size / step) * step, round(1.25 * size / step) * step
+    return (*[s for s in range(lo, hi + 1, step) if s != size], size)
+
+
 def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``name`` or ``name:key=value,key=value`` (values as Python literals) -> (name, overrides)."""
+    """``name`` or ``name:key=value,key=value`` (values as Python literals) -> (name, overrides);
+    variants (``+ema``) are checked and left out."""
+    spec, _ = parse_variants(spec)
     name, _, rest = spec.partition(":")
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
@@ -129,6 +168,17 @@ def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
         except (ValueError, SyntaxError):
             overrides[key] = value  # a bare string such as extra_levels=none
     return name, overrides
+
+
+def build_model(spec: str, num_classes: int, size: int) -> nn.Module:
+    """The model of ``spec`` (overrides applied) for ``size``-px images; with ``+ms`` its
+    transform draws each training batch's size from :func:`multi_scale_sizes`."""
+    name, overrides = parse_model_spec(spec)
+    model = MODELS[name](num_classes, size, **overrides)
+    if "ms" in parse_variants(spec)[1]:
+        sizes = multi_scale_sizes(size)
+        model.transform.min_size, model.transform.max_size = sizes, max(sizes)
+    return model
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -189,30 +239,35 @@ def train_and_eval(
     clock: str = "wall",
     cores: Sequence[int] | None = None,
     channels_last: bool = False,
+    ema_decay: float = 0.998,
+    ema_warmup: int = 100,
 ) -> dict[str, Any]:
-    """Train one model (``spec``, see :func:`parse_model_spec`) for ``budget`` seconds and score it.
+    """Train one model (``spec``, see :func:`parse_model_spec` and :func:`parse_variants`) for
+    ``budget`` seconds and score it.
 
     ``clock="cpu"`` counts the budget in this process's CPU seconds instead of wall-clock ones:
     on a machine busy with other jobs it gives each model the same compute, not the same time.
     ``cores`` pins this process to those CPUs first (Linux only; ignored elsewhere).
     ``channels_last`` converts the model to that memory format before training.
+    ``ema_decay``/``ema_warmup``: the ``+ema`` variant's EMA.
 
     Returns a dict with ``model``, ``ap``, ``ap50``, ``iters``, ``train_s`` (on ``clock``),
     ``cpu_s`` (process CPU seconds spent training), ``ms_per_img`` (inference, batch 1) and
-    ``params``.
+    ``params``; with ``+ema`` also ``ap_raw`` and ``ap50_raw`` (the trained weights themselves).
     """
     if cores is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, set(cores))
     torch.set_num_threads(threads)
-    name, overrides = parse_model_spec(spec)
+    _, variants = parse_variants(spec)
     paths = synthetic_paths(data_root)  # generated by run()
     train_x, train_t, _, label_to_cat = load_split(paths, "train")
     val_x, _, val_ids, _ = load_split(paths, "val")
     size = train_x.shape[-1]
     torch.manual_seed(seed)
-    model = MODELS[name](len(label_to_cat) + 1, size, **overrides)
+    model = build_model(spec, len(label_to_cat) + 1, size)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    ema = ModelEma(model, ema_decay, ema_warmup) if "ema" in variants else None
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
@@ -239,17 +294,13 @@ def train_and_eval(
         loss.backward()
         nn.utils.clip_grad_norm_(params, 10.0)
         opt.step()
+        if ema is not None:
+            ema.update_parameters(model)
         it += 1
     train_s, cpu_s = now() - start, time.process_time() - cpu_start
-    model.eval()
-    evaluator = CocoEvaluator(load_coco(paths["val_ann"]), label_to_cat)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for i, img_id in enumerate(val_ids):
-            evaluator.update(model([val_x[i].float() / 255]), [img_id])
-    ms = 1000 * (time.perf_counter() - t0) / max(len(val_ids), 1)
-    stats = evaluator.evaluate()
-    return {
+    scored = model if ema is None else ema.module
+    stats, ms = _score(scored, paths, val_x, val_ids, label_to_cat)
+    result = {
         "model": spec,
         "ap": stats["AP"],
         "ap50": stats["AP50"],
@@ -259,6 +310,24 @@ def train_and_eval(
         "ms_per_img": round(ms, 1),
         "params": sum(p.numel() for p in model.parameters()),
     }
+    if ema is not None:
+        raw, _ = _score(model, paths, val_x, val_ids, label_to_cat)
+        result.update(ap_raw=raw["AP"], ap50_raw=raw["AP50"])
+    return result
+
+
+def _score(
+    model: nn.Module, paths: dict[str, str], val_x: Tensor, val_ids: list[int], label_to_cat: dict
+) -> tuple[dict[str, float], float]:
+    """pycocotools stats of ``model`` on the val split, and its inference ms per image (batch 1)."""
+    model.eval()
+    evaluator = CocoEvaluator(load_coco(paths["val_ann"]), label_to_cat)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for i, img_id in enumerate(val_ids):
+            evaluator.update(model([val_x[i].float() / 255]), [img_id])
+    ms = 1000 * (time.perf_counter() - t0) / max(len(val_ids), 1)
+    return evaluator.evaluate(), ms
 
 
 def default_jobs(threads: int = 1) -> int:
@@ -318,6 +387,8 @@ def run(
     object_size: tuple[int, int] = (20, 100),
     jobs: int | None = None,
     channels_last: bool = False,
+    ema_decay: float = 0.998,
+    ema_warmup: int = 100,
 ) -> list[dict[str, Any]]:
     """Generate (once) the data set under ``data_root`` and run :func:`train_and_eval` per model.
 
@@ -333,6 +404,7 @@ def run(
         size, num_train, num_val, object_size: the data set (shape sizes in pixels).
         jobs: models at once with ``concurrent`` (default :func:`default_jobs`).
         channels_last: train (and score) every model in channels_last memory format.
+        ema_decay, ema_warmup: the EMA of the ``+ema`` variants.
 
     Returns:
         one result dict per model, in ``specs`` order, with ``ratio`` (AP / the reference's AP)
@@ -346,6 +418,7 @@ def run(
     options = {**DATA_OPTIONS, "object_size": tuple(object_size)}
     ensure_synthetic_coco(data_root, num_train, num_val, size, verbose=True, **options)
     call = (data_root, budget, threads, batch, lr, seed, clock)
+    kw = {"channels_last": channels_last, "ema_decay": ema_decay, "ema_warmup": ema_warmup}
     if concurrent:
         results = []
         ctx = multiprocessing.get_context("spawn")
@@ -353,12 +426,11 @@ def run(
             # a fresh pool per wave: the next wave starts when the whole wave is done
             with ProcessPoolExecutor(max_workers=len(wave), mp_context=ctx) as pool:
                 futures = [
-                    pool.submit(train_and_eval, spec, *call, cores=cores, channels_last=channels_last)
-                    for spec, cores in wave
+                    pool.submit(train_and_eval, spec, *call, cores=cores, **kw) for spec, cores in wave
                 ]
                 results += [f.result() for f in futures]
     else:
-        results = [train_and_eval(spec, *call, channels_last=channels_last) for spec in specs]
+        results = [train_and_eval(spec, *call, **kw) for spec in specs]
     ref = next((r["ap"] for r in results if r["model"] == REFERENCE), None)
     for r in results:
         r["ratio"] = r["ap"] / ref if ref else None
@@ -397,6 +469,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val", type=int, default=50, help="held-out images scored")
     p.add_argument("--object-size", type=int, nargs=2, default=(20, 100), help="min/max shape size (px)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ema-decay", type=float, default=0.998, help="decay of the +ema variants")
+    p.add_argument("--ema-warmup", type=int, default=100, help="EMA warm-up time constant (iterations)")
     p.add_argument(
         "--channels-last", action="store_true", help="train every model in channels_last memory format"
     )
@@ -409,6 +483,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for key in ("budget", "jobs", "threads", "batch", "lr", "size", "num_train", "val"):
         if getattr(args, key) is not None and getattr(args, key) <= 0:
             p.error(f"--{key.replace('_', '-')} must be > 0")
+    if not 0 < args.ema_decay < 1 or args.ema_warmup < 0:
+        p.error("--ema-decay must be in (0, 1) and --ema-warmup >= 0")
     if args.jobs is None:
         args.jobs = default_jobs(args.threads)
     args.specs = list(args.models)
@@ -427,13 +503,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(
         args.specs, args.budget, args.data, args.concurrent, args.threads, args.batch, args.lr, args.size,
         args.num_train, args.val, args.seed, args.clock, tuple(args.object_size), args.jobs,
-        args.channels_last,
+        args.channels_last, args.ema_decay, args.ema_warmup,
     )  # fmt: skip
     if args.concurrent:
         mode = f"concurrently in waves of {args.jobs}, {args.threads} thread(s) each"
     else:
         mode = f"one after another, {args.threads} thread(s) each"
-    recipe = f"{args.size}px, batch {args.batch}, lr {args.lr:g}"
+    recipe = f"{args.size}px, batch {args.batch}, lr {args.lr:g}, seed {args.seed}"
+    if any("+ema" in spec for spec in args.specs):
+        recipe += f", EMA decay {args.ema_decay:g} (warm-up {args.ema_warmup})"
     if args.channels_last:
         recipe += ", channels_last"
     print(f"budget {args.budget:g} {args.clock} s per model, {mode}, {recipe}")

@@ -45,6 +45,25 @@ def test_model_specs(bench) -> None:
     }  # fmt: skip
 
 
+def test_variants(bench) -> None:
+    spec = "retinanet_ghostnet_320_fpn+ema+ms:fpn_channels=96"
+    assert bench.parse_variants(spec) == ("retinanet_ghostnet_320_fpn:fpn_channels=96", {"ema", "ms"})
+    assert bench.parse_model_spec(spec) == ("retinanet_ghostnet_320_fpn", {"fpn_channels": 96})
+    with pytest.raises(ValueError, match="unknown variant 'swa'"):
+        bench.parse_model_spec("retinanet_ghostnet_320_fpn+swa")
+    # 0.75-1.25 x in steps of 32, the scoring size last (torchvision scores at min_size[-1])
+    assert bench.multi_scale_sizes(256) == (192, 224, 288, 320, 256)
+    assert bench.multi_scale_sizes(128) == (96, 160, 128)
+    plain = bench.build_model("retinanet_ghostnet_320_fpn", 5, 128)
+    multi = bench.build_model("retinanet_ghostnet_320_fpn+ms", 5, 128)
+    assert (plain.transform.min_size, plain.transform.max_size) == ((128,), 128)
+    assert (multi.transform.min_size, multi.transform.max_size) == ((96, 160, 128), 160)
+    multi.eval()
+    with torch.no_grad():  # scored at the last size: a 128 px image is not resized
+        images, _ = multi.transform([torch.rand(3, 128, 128)])
+    assert images.image_sizes == [(128, 128)]
+
+
 def test_parse_args(bench, capsys) -> None:
     args = bench.parse_args([])
     assert (args.budget, args.threads, args.batch, args.lr, args.size, args.val) == (480, 1, 8, 1e-3, 256, 50)
@@ -54,7 +73,7 @@ def test_parse_args(bench, capsys) -> None:
     assert bench.parse_args(["--threads", "2"]).jobs == max(1, len(os.sched_getaffinity(0)) // 2)
     assert bench.parse_args(["--jobs", "3"]).jobs == 3
     bad_args = (["--budget", "0"], ["--threads", "0"], ["--jobs", "0"], ["--models", "resnet"])
-    bad_args += (["--clock", "gpu"],)
+    bad_args += (["--clock", "gpu"], ["--ema-decay", "1"], ["--models", "tv_frcnn_mnv3_320+swa"])
     for bad in bad_args:
         with pytest.raises(SystemExit):
             bench.parse_args(bad)
@@ -108,7 +127,8 @@ def test_builders_match_their_names(bench) -> None:
 
 def test_ten_second_budget_end_to_end(bench, tmp_path, capsys) -> None:
     out = tmp_path / "res.json"
-    argv = ["--budget", "10", "--models", "tv_frcnn_mnv3_320", "retinanet_ghostnet_320_fpn:head_convs=1"]
+    specs = ["tv_frcnn_mnv3_320", "retinanet_ghostnet_320_fpn+ema+ms:head_convs=1"]
+    argv = ["--budget", "10", "--models", *specs, "--ema-decay", "0.9", "--ema-warmup", "0"]
     argv += [
         "--size",
         "128",
@@ -123,10 +143,13 @@ def test_ten_second_budget_end_to_end(bench, tmp_path, capsys) -> None:
     ]
     assert bench.main([*argv, "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "| tv_frcnn_mnv3_320 |" in text and "| retinanet_ghostnet_320_fpn:head_convs=1 |" in text
+    assert "| tv_frcnn_mnv3_320 |" in text and f"| {specs[1]} |" in text
     assert "| CPU-s (train) |" in text and "one after another" in text and "wave" not in text
+    assert "EMA decay 0.9 (warm-up 0)" in text
     results = json.loads(out.read_text())
-    assert [r["model"] for r in results] == ["tv_frcnn_mnv3_320", "retinanet_ghostnet_320_fpn:head_convs=1"]
+    assert [r["model"] for r in results] == specs
+    # the +ema row scores the EMA and also the raw weights; the plain row only its weights
+    assert "ap_raw" not in results[0] and 0 <= results[1]["ap_raw"] <= results[1]["ap50_raw"] <= 1
     for r in results:
         assert r["iters"] >= 1 and r["train_s"] >= 10 and 0 <= r["ap"] <= r["ap50"] <= 1
         assert r["cpu_s"] > 0
