@@ -1036,14 +1036,14 @@ def _kernel_kind(module: torch.nn.Module, x: torch.Tensor | None = None) -> str 
     at all when ``x`` is None."""
     from ghostdet.deploy import FusedConv2d
     from ghostdet.deploy.ghost import DeployBottleneck
+    from ghostdet.deploy.plan import BlockPath
 
     if isinstance(module, FusedConv2d):
         k, s = module.weight.shape[-1], module.stride[0]
         return "stem" if module.is_native_stem else f"dw k{k} s{s}" if module.is_native_dw else None
     if isinstance(module, DeployBottleneck):
         if x is None:
-            fits = ("can_run_small", "can_fuse_block", "can_fuse_block_s2", "can_fuse_block_se")
-            return "block" if any(getattr(module, f) for f in fits) else None
+            return "block" if module.plan.fits - {BlockPath.SPLIT} else None
         kernels = module.block_kernels(x)
         return f"block {kernels[0]}" if kernels else None
     return None

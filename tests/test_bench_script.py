@@ -169,7 +169,7 @@ def test_kernel_calls_time_each_native_call_against_onednn(bench):
     rows = bench.kernel_calls(64, threads=(1, 2), reps=1, warmup=0, width=0.5)
     kinds = {r["kind"] for r in rows}  # 0.5x: blocks that fit no block kernel run their depthwise convs
     assert rows[0]["layer"] == "stem" and rows[0]["input"] == "3x64x64"
-    # 1.0x at 160 px: maps above SMALL_BLOCK_MAX_PIXELS (the band kernels) and below (whole blocks)
+    # 1.0x at 160 px: maps above THRESHOLDS.small_block_max_pixels (the band kernels) and below (whole blocks)
     large = bench.kernel_calls(160, threads=(1,), reps=1, warmup=0, width=1.0)
     assert {"stem", "block s1", "block s2", "block se", "block small", "dw k3 s1"} <= kinds | {
         r["kind"] for r in large

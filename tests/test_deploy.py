@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from ghostdet.deploy import (
     fuse,
 )
 from ghostdet.deploy.conversions import family_converter
+from ghostdet.deploy.plan import BAND_PATHS, BlockPath
 from ghostdet.models import (
     GHOSTNET_CFG,
     BackboneFamily,
@@ -138,9 +140,9 @@ def test_split_and_concat_paths_both_match(split_min_numel):
     model = _trained_bn_classifier()
     fused = fuse(model)
     blocks = [m for m in fused.modules() if isinstance(m, DeployBottleneck)]
-    assert blocks and all(b.can_split for b in blocks)
+    assert blocks and all(BlockPath.SPLIT in b.plan.fits for b in blocks)
     for b in blocks:
-        b.split_min_numel = split_min_numel
+        b.plan = dataclasses.replace(b.plan, split_min_numel=split_min_numel)
     x = torch.randn(1, 3, 128, 96)
     with torch.inference_mode():
         assert _rel_err(model(x), fused(x)) < 1e-4
@@ -201,7 +203,8 @@ def test_native_and_onednn_depthwise_paths_both_match(native):
     dw = [m for m in fused.modules() if isinstance(m, FusedConv2d) and m.is_native_dw]
     assert dw and all(m.use_native is native for m in dw)
     assert fused.stem.is_native_stem and fused.stem.use_native is native
-    for size in [(1, 3, 32, 32), (2, 3, 128, 96)]:  # all-small maps, and maps above GEMM_MAX_PIXELS
+    # all-small maps, and maps above THRESHOLDS.gemm_max_pixels
+    for size in [(1, 3, 32, 32), (2, 3, 128, 96)]:
         x = torch.randn(size)
         with torch.inference_mode():
             assert _rel_err(model(x), fused(x)) < 1e-4
@@ -437,15 +440,14 @@ def test_block_kernels_read_replaced_weight_parameters():
 
 
 def test_unpickled_blocks_plan_their_paths_again():
-    """A DeployBottleneck pickled without some path flags (an older ghostdet) gets them back."""
+    """A DeployBottleneck pickled without its plan (an older ghostdet) plans its paths again."""
     import pickle
 
     from ghostdet.deploy import DeployBottleneck
 
     fused = fuse(_trained_bn_classifier())
     blocks = [m for m in fused.modules() if isinstance(m, DeployBottleneck)]
-    flags = ("can_fuse_block", "can_fuse_block_s2", "can_fuse_block_se", "ghost2_by_parts", "can_split")
-    flags += ("fuse_min_pixels", "fused_band", "small_max_pixels")
+    flags = ("plan", "ghost2_by_parts")
     expected = [[getattr(b, f) for f in flags] for b in blocks]
     for b in blocks:
         for f in flags:
@@ -453,7 +455,7 @@ def test_unpickled_blocks_plan_their_paths_again():
     loaded = pickle.loads(pickle.dumps(fused))
     got = [[getattr(b, f) for f in flags] for b in loaded.modules() if isinstance(b, DeployBottleneck)]
     assert got == expected
-    assert any(row[2] for row in got)  # some blocks take the fused SE path
+    assert {row[0].band for row in got} >= {BlockPath.S1, BlockPath.S2, BlockPath.SE}
 
 
 def test_fuse_inside_inference_mode_and_inference_tensor_weights():
@@ -474,19 +476,19 @@ def test_fuse_inside_inference_mode_and_inference_tensor_weights():
 def test_fused_block_matches_separate_ops_and_only_takes_eligible_blocks():
     """The native fused stride-1 bottleneck (ghostdet/deploy/csrc/ghostblock.c) gives the same output as
     the block's separate deploy ops, on odd sizes, tiny maps and a batch of two."""
-    from ghostdet.deploy import FUSED_BLOCK_MAX_CHANNELS, DeployBottleneck
+    from ghostdet.deploy import THRESHOLDS, DeployBottleneck
     from ghostdet.deploy import native as _native
 
     model = _trained_bn_classifier()
     fused = fuse(model)
     blocks = [m for m in fused.modules() if isinstance(m, DeployBottleneck)]
-    eligible = [b for b in blocks if b.can_fuse_block]
+    eligible = [b for b in blocks if BlockPath.S1 in b.plan.fits]
     # GhostNet's first stride-1 blocks (16 and 24 channels) and the 160-channel ones without SE
     widths = {2 * b.ghost2.primary_conv.weight.shape[0] for b in eligible}
-    assert min(widths) <= FUSED_BLOCK_MAX_CHANNELS < max(widths)
+    assert min(widths) <= THRESHOLDS.fused_block_max_channels < max(widths)
     for b in blocks:  # stride 2, SE or conv shortcut: never the one-pass stride-1 kernel
         if b.conv_dw is not None or b.se is not None or b.shortcut_pw is not None:
-            assert not b.can_fuse_block
+            assert BlockPath.S1 not in b.plan.fits
     if _native.load() is None:
         pytest.skip("no C compiler to build the native kernels")
     g = torch.Generator().manual_seed(0)
@@ -496,9 +498,9 @@ def test_fused_block_matches_separate_ops_and_only_takes_eligible_blocks():
             x = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
                 got = _native.ghost_block_s1(x, b._fused_weights())
-                b.can_fuse_block = False
+                plan, b.plan = b.plan, b.plan.without(BlockPath.S1)
                 ref = b.run(x, True)
-                b.can_fuse_block = True
+                b.plan = plan
             assert got is not None and got.shape == ref.shape
             assert _rel_err(ref, got) < 1e-5
         # an NCHW input is declined (the block then takes the separate-ops path)
@@ -518,9 +520,9 @@ def test_fused_stride2_block_matches_separate_ops():
     model = _trained_bn_classifier()
     fused = fuse(model)
     blocks = [m for m in fused.modules() if isinstance(m, DeployBottleneck)]
-    eligible = [b for b in blocks if b.can_fuse_block_s2]
+    eligible = [b for b in blocks if BlockPath.S2 in b.plan.fits]
     assert eligible and all(b.conv_dw is not None and b.se is None for b in eligible)
-    assert not any(b.can_fuse_block_s2 for b in blocks if b.se is not None or b.conv_dw is None)
+    assert not any(BlockPath.S2 in b.plan.fits for b in blocks if b.se is not None or b.conv_dw is None)
     if _native.load() is None:
         pytest.skip("no C compiler to build the native kernels")
     g = torch.Generator().manual_seed(1)
@@ -530,9 +532,9 @@ def test_fused_stride2_block_matches_separate_ops():
             x = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
                 got = b.run(x, True)
-                b.can_fuse_block_s2 = False
+                plan, b.plan = b.plan, b.plan.without(BlockPath.S2)
                 ref = b.run(x, True)
-                b.can_fuse_block_s2 = True
+                b.plan = plan
             assert got.shape == ref.shape
             assert _rel_err(ref, got) < 1e-5
         res = torch.zeros(1, 2 * b.ghost2.primary_conv.weight.shape[0], 4, 4)
@@ -556,11 +558,10 @@ def test_fused_blocks_any_band_and_thread_count(band, threads):
         pytest.skip("no C compiler to build the native kernels")
     fused = fuse(_trained_bn_classifier())
     blocks = [m for m in fused.modules() if isinstance(m, DeployBottleneck)]
-    s1 = next(b for b in blocks if b.can_fuse_block)
-    s2 = next(b for b in blocks if b.can_fuse_block_s2)
-    se1 = next(b for b in blocks if b.can_fuse_block_se and b.conv_dw is None)
-    se2 = next(b for b in blocks if b.can_fuse_block_se and b.conv_dw is not None)
-    flags = ("can_fuse_block", "can_fuse_block_s2", "can_fuse_block_se")
+    s1 = next(b for b in blocks if BlockPath.S1 in b.plan.fits)
+    s2 = next(b for b in blocks if BlockPath.S2 in b.plan.fits)
+    se1 = next(b for b in blocks if BlockPath.SE in b.plan.fits and b.conv_dw is None)
+    se2 = next(b for b in blocks if BlockPath.SE in b.plan.fits and b.conv_dw is not None)
     g = torch.Generator().manual_seed(band)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -570,13 +571,10 @@ def test_fused_blocks_any_band_and_thread_count(band, threads):
                 c = b.ghost1.primary_conv.weight.shape[1]
                 x = torch.randn((shape[0], c, *shape[1:]), generator=g)
                 x = x.contiguous(memory_format=torch.channels_last)
-                saved = [getattr(b, f) for f in flags]
                 with torch.inference_mode():
-                    for f in flags:
-                        setattr(b, f, False)
+                    plan, b.plan = b.plan, b.plan.without(*BAND_PATHS)
                     ref = b.run(x, True)
-                    for f, v in zip(flags, saved):
-                        setattr(b, f, v)
+                    b.plan = plan
                     if b is s1:
                         got = _native.ghost_block_s1(x, b._fused_weights(), band=band)
                     elif b is s2:
@@ -593,27 +591,23 @@ def test_fused_blocks_any_band_and_thread_count(band, threads):
 
 def test_fused_se_blocks_take_every_se_block_and_check_inputs():
     """The two-pass SE kernels take GhostNet's SE blocks (stride 1, and stride 2 with a 5x5
-    depthwise conv): the narrow ones on every map, the wide ones from FUSED_WIDE_MIN_PIXELS on;
-    bad arguments are clear errors."""
-    from ghostdet.deploy import (
-        FUSED_BLOCK_MAX_CHANNELS,
-        FUSED_WIDE_MIN_PIXELS,
-        WIDE_BLOCK_BAND,
-        DeployBottleneck,
-    )
+    depthwise conv): the narrow ones on every map, the wide ones from
+    ``THRESHOLDS.fused_wide_min_pixels`` on; bad arguments are clear errors."""
+    from ghostdet.deploy import THRESHOLDS as T
+    from ghostdet.deploy import DeployBottleneck
     from ghostdet.deploy import native as _native
 
     fused = fuse(_trained_bn_classifier())
     blocks = [m for m in fused.modules() if isinstance(m, DeployBottleneck)]
-    se = [b for b in blocks if b.can_fuse_block_se]
+    se = [b for b in blocks if BlockPath.SE in b.plan.fits]
     assert {b.conv_dw is None for b in se} == {True, False}
     assert se == [b for b in blocks if b.se is not None]
-    assert all(not (b.can_fuse_block or b.can_fuse_block_s2) for b in se)
+    assert all(b.plan.band is BlockPath.SE for b in se)
     for b in blocks:
-        wide = 2 * b.ghost2.primary_conv.weight.shape[0] > FUSED_BLOCK_MAX_CHANNELS
-        want = (FUSED_WIDE_MIN_PIXELS, WIDE_BLOCK_BAND) if wide else (0, 8)
-        assert (b.fuse_min_pixels, b.fused_band) == want
-    assert {b.fuse_min_pixels for b in se} == {0, FUSED_WIDE_MIN_PIXELS}
+        wide = 2 * b.ghost2.primary_conv.weight.shape[0] > T.fused_block_max_channels
+        want = (T.fused_wide_min_pixels, T.wide_block_band) if wide else (0, T.narrow_block_band)
+        assert (b.plan.band_min_pixels, b.plan.band_rows) == want
+    assert {b.plan.band_min_pixels for b in se} == {0, T.fused_wide_min_pixels}
     if _native.load() is None:
         pytest.skip("no C compiler to build the native kernels")
     b = next(b for b in se if b.conv_dw is not None)
@@ -635,16 +629,12 @@ def test_fused_se_blocks_take_every_se_block_and_check_inputs():
 @pytest.mark.parametrize("threads", [1, 2])
 def test_map_size_picks_each_blocks_kernel(monkeypatch, threads):
     """In a model, each bottleneck runs whole (csrc/smallblock.c) on maps up to its
-    ``small_max_pixels`` (SMALL_BLOCK_MAX_PIXELS, or WIDE_SMALL_BLOCK_MAX_PIXELS when wider than
-    FUSED_BLOCK_MAX_CHANNELS), on the band kernels above that (a wide one from
-    FUSED_WIDE_MIN_PIXELS on); whatever ran, the output equals the eval model's."""
-    from ghostdet.deploy import (
-        FUSED_BLOCK_MAX_CHANNELS,
-        FUSED_WIDE_MIN_PIXELS,
-        SMALL_BLOCK_MAX_PIXELS,
-        WIDE_SMALL_BLOCK_MAX_PIXELS,
-        DeployBottleneck,
-    )
+    plan's ``small_max_pixels`` (``THRESHOLDS.small_block_max_pixels``, or
+    ``wide_small_block_max_pixels`` when wider than ``fused_block_max_channels``), on the band
+    kernels above that (a wide one from ``fused_wide_min_pixels`` on); whatever ran, the output
+    equals the eval model's."""
+    from ghostdet.deploy import THRESHOLDS as T
+    from ghostdet.deploy import DeployBottleneck
     from ghostdet.deploy import native as _native
 
     if _native.load() is None:
@@ -655,7 +645,7 @@ def test_map_size_picks_each_blocks_kernel(monkeypatch, threads):
     # a block is known by its ghost1 weight as the kernels get it (cached: same storage each call)
     wide_by_weight = {
         b.ghost1.primary_conv.flat_weight().data_ptr(): 2 * b.ghost2.primary_conv.weight.shape[0]
-        > FUSED_BLOCK_MAX_CHANNELS
+        > T.fused_block_max_channels
         for b in blocks
     }
     assert set(wide_by_weight.values()) == {True, False}
@@ -685,10 +675,10 @@ def test_map_size_picks_each_blocks_kernel(monkeypatch, threads):
             with torch.no_grad():
                 assert _rel_err(model(x), fused(x)) < 1e-4
             for kernel, wide, px in calls:
-                limit = WIDE_SMALL_BLOCK_MAX_PIXELS if wide else SMALL_BLOCK_MAX_PIXELS
+                limit = T.wide_small_block_max_pixels if wide else T.small_block_max_pixels
                 assert (kernel == "ghost_block_small") == (px <= limit), (side, kernel, wide, px)
                 if wide and kernel != "ghost_block_small":
-                    assert px >= FUSED_WIDE_MIN_PIXELS
+                    assert px >= T.fused_wide_min_pixels
             kinds = {(k == "ghost_block_small", wide) for k, wide, _ in calls}
             # (whole-block, wide): the narrow 22x22 blocks run whole, the narrow 66x66 ones do not
             want = {(True, True), (False, False), (True, False) if side == 352 else (False, True)}

@@ -4,6 +4,8 @@ its upsample-and-multiply (``gate_mul``), and the two-pass fused bottlenecks wit
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,7 @@ from helpers import randomise_bn
 
 from ghostdet.deploy import DeployBottleneck, fuse, native
 from ghostdet.deploy.ghost import DeployDFCGate
+from ghostdet.deploy.plan import BAND_PATHS, BlockPath
 from ghostdet.models import ghostnetv2, ghostnetv3
 from ghostdet.models.dfc import dfc_branch
 
@@ -99,7 +102,7 @@ def _gated_blocks(builder) -> list[tuple[DeployBottleneck, torch.nn.Module]]:
     ours = [b for stage in deployed.blocks for b in stage if isinstance(b, DeployBottleneck)]
     theirs = [b for stage in model.blocks for b in stage if hasattr(b, "ghost1")]
     assert len(ours) == len(theirs)
-    return [(d, m) for d, m in zip(ours, theirs) if d.ghost1.dfc is not None and d.can_fuse_block_se]
+    return [(d, m) for d, m in zip(ours, theirs) if d.ghost1.dfc is not None and BlockPath.SE in d.plan.fits]
 
 
 @pytest.mark.parametrize("builder", [ghostnetv2, ghostnetv3])
@@ -120,16 +123,17 @@ def test_gated_blocks_on_the_front_kernel_match_the_model(builder, threads, band
                 ref = m.eval()(x)
                 got = [d._run_fused_se(x, True, band=band)]
                 gate = d.ghost1.dfc.values(x, x.shape[-2:])
-                if d.can_fuse_block:  # no SE: also the one-pass kernels
+                if BlockPath.S1 in d.plan.fits:  # no SE: also the one-pass kernels
                     got.append(native.ghost_block_s1(x, d._fused_weights(), band=band, gate=gate))
-                if d.can_fuse_block_s2:
+                if BlockPath.S2 in d.plan.fits:
                     res = d.shortcut_pw.run(d.shortcut_dw.run(x, True), True)
                     k = d.conv_dw.weight.shape[-1]
                     got.append(native.ghost_block_s2(x, res, d._fused_weights(), k, band=band, gate=gate))
             for y in got:
                 assert y is not None and y.shape == ref.shape
                 assert _rel_err(ref, y) < 1e-5, (shape, type(m).__name__)
-    assert any(d.can_fuse_block for d, _ in pairs) and any(d.can_fuse_block_s2 for d, _ in pairs)
+    assert any(BlockPath.S1 in d.plan.fits for d, _ in pairs)
+    assert any(BlockPath.S2 in d.plan.fits for d, _ in pairs)
 
 
 @pytest.mark.parametrize("builder", [ghostnetv2, ghostnetv3])
@@ -176,11 +180,11 @@ def test_deployed_v2_v3_use_the_gate_kernels(builder, monkeypatch):
     with torch.no_grad():
         ref, got = model(x), deployed(x)
     assert _rel_err(ref, got) < 1e-4
-    small = [b for b in front if b.can_run_small and pixels[id(b)] <= b.small_max_pixels]
-    banded = [b for b in front if b not in small and pixels[id(b)] >= b.fuse_min_pixels]
-    n_s1 = sum(b.can_fuse_block for b in banded)  # no SE: the one-pass kernels
-    n_s2 = sum(b.can_fuse_block_s2 for b in banded)
-    n_two = sum(b.can_fuse_block_se and not (b.can_fuse_block or b.can_fuse_block_s2) for b in banded)
+    small = [b for b in front if BlockPath.SMALL in b.plan.fits and pixels[id(b)] <= b.plan.small_max_pixels]
+    banded = [b for b in front if b not in small and pixels[id(b)] >= b.plan.band_min_pixels]
+    n_s1 = sum(b.plan.band is BlockPath.S1 for b in banded)  # no SE: the one-pass kernels
+    n_s2 = sum(b.plan.band is BlockPath.S2 for b in banded)
+    n_two = sum(b.plan.band is BlockPath.SE for b in banded)
     assert calls == {
         "dfc_gate": len(gates),
         "ghost_block_small": len(small),
@@ -190,9 +194,9 @@ def test_deployed_v2_v3_use_the_gate_kernels(builder, monkeypatch):
     }  # and no gate_mul
     assert min(len(small), n_s1, n_s2, n_two) > 0 and len(small) + n_s1 + n_s2 + n_two == len(front)
     # the wide blocks kept off every fused kernel: ghost1 on the per-op path, gated by gate_mul
-    wide = [b for b in front if b.fuse_min_pixels > 0]
+    wide = [b for b in front if b.plan.band_min_pixels > 0]
     for b in wide:
-        b.small_max_pixels, b.fuse_min_pixels = 0, 1 << 40
+        b.plan = b.plan.without(BlockPath.SMALL, *BAND_PATHS)
     calls.clear()
     with torch.no_grad():
         assert _rel_err(ref, deployed(x)) < 1e-4
@@ -234,13 +238,12 @@ def test_gated_split_path_gates_both_halves(monkeypatch):
     its channel slice of the gate (gate_mul on a sliced gate), and the output stays the model's."""
     model = randomise_bn(ghostnetv2(0.5).eval(), seed=11)
     deployed = fuse(model)
-    split = [
-        b for b in deployed.modules() if isinstance(b, DeployBottleneck) and b.can_split and b.ghost1.dfc
-    ]
+    blocks = [b for b in deployed.modules() if isinstance(b, DeployBottleneck)]
+    split = [b for b in blocks if BlockPath.SPLIT in b.plan.fits and b.ghost1.dfc]
     assert split
     for b in split:
-        b.split_min_numel = 0
-        b.small_max_pixels, b.fuse_min_pixels = 0, 1 << 40  # the op path, not a fused kernel
+        # the op path (not a fused kernel), split at any size
+        b.plan = dataclasses.replace(b.plan.without(BlockPath.SMALL, *BAND_PATHS), split_min_numel=0)
     sliced: list[int] = []
     real = native.gate_mul
     monkeypatch.setattr(native, "gate_mul", lambda t, g, *a: sliced.append(g.shape[1]) or real(t, g, *a))

@@ -332,7 +332,7 @@ def test_kernel_pays_off_follows_a_changed_environment_and_rejects_unknown_kinds
 
 
 def test_avx2_runs_only_small_depthwise_calls_natively(monkeypatch):
-    """On AVX2 a depthwise conv above AVX2_DWCONV_MAX_MACS goes to oneDNN (same result), a
+    """On AVX2 a depthwise conv above ``THRESHOLDS.avx2_dwconv_max_macs`` goes to oneDNN (same result), a
     smaller one to the native kernel; GHOSTDET_NATIVE=1 sends both to the native kernel."""
     from ghostdet.deploy import FusedConv2d
 
@@ -341,7 +341,7 @@ def test_avx2_runs_only_small_depthwise_calls_natively(monkeypatch):
     monkeypatch.setattr(native.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(native, "_cpu_flags", lambda: {"avx2", "fma"})
     monkeypatch.setitem(native._state, "choice", None)
-    limit = native.AVX2_DWCONV_MAX_MACS
+    limit = native.THRESHOLDS.avx2_dwconv_max_macs
     conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=True).eval()
     fused = FusedConv2d.from_conv(conv)
     calls: list[int] = []
@@ -373,7 +373,7 @@ def test_kinds_that_do_not_pay_run_on_onednn_with_the_same_result(monkeypatch):
     torch.manual_seed(0)
     net = ghostnet(1.0).eval()
     fused = fuse(net, native_kernels=True)
-    x = torch.randn(1, 3, 160, 160)  # maps above SMALL_BLOCK_MAX_PIXELS (band kernels) and below
+    x = torch.randn(1, 3, 160, 160)  # maps above THRESHOLDS.small_block_max_pixels (band kernels) and below
     calls: list[str] = []
     kernels = (
         "stem_conv",

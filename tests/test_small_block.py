@@ -8,13 +8,7 @@ import pytest
 import torch
 from helpers import randomise_bn
 
-from ghostdet.deploy import (
-    SMALL_BLOCK_MAX_PIXELS,
-    WIDE_SMALL_BLOCK_MAX_PIXELS,
-    DeployBottleneck,
-    fuse,
-    native,
-)
+from ghostdet.deploy import THRESHOLDS, BlockPath, DeployBottleneck, fuse, native
 from ghostdet.models import ghostnet, ghostnetv2, ghostnetv3
 
 pytestmark = pytest.mark.skipif(native.load() is None, reason="no C compiler to build the native kernels")
@@ -41,7 +35,7 @@ def test_every_block_runs_whole_on_small_maps(builder, threads):
     torch.set_num_threads(threads)
     try:
         pairs = _pairs(builder)
-        assert all(d.can_run_small for d, _ in pairs)
+        assert all(BlockPath.SMALL in d.plan.fits for d, _ in pairs)
         kinds = {
             (d.conv_dw is None, d.se is None, d.shortcut_pw is None, d.ghost1.dfc is None) for d, _ in pairs
         }
@@ -61,13 +55,15 @@ def test_every_block_runs_whole_on_small_maps(builder, threads):
 
 
 def test_small_maps_take_the_whole_block_kernel(monkeypatch):
-    """In a model, the blocks on maps up to their ``small_max_pixels`` go through the one call,
-    the narrow ones up to SMALL_BLOCK_MAX_PIXELS, the wide ones up to WIDE_SMALL_BLOCK_MAX_PIXELS
+    """In a model, the blocks on maps up to their plan's ``small_max_pixels`` go through the one
+    call, the narrow ones up to ``THRESHOLDS.small_block_max_pixels``, the wide ones up to
+    ``THRESHOLDS.wide_small_block_max_pixels``
     (larger maps do not); outputs equal the model's."""
     model = randomise_bn(ghostnet().eval(), seed=9)
     deployed = fuse(model)
     blocks = [b for b in deployed.modules() if isinstance(b, DeployBottleneck)]
-    assert {b.small_max_pixels for b in blocks} == {SMALL_BLOCK_MAX_PIXELS, WIDE_SMALL_BLOCK_MAX_PIXELS}
+    limits = {THRESHOLDS.small_block_max_pixels, THRESHOLDS.wide_small_block_max_pixels}
+    assert {b.plan.small_max_pixels for b in blocks} == limits
     sizes: list[int] = []
     real = native.ghost_block_small
     monkeypatch.setattr(
@@ -83,7 +79,7 @@ def test_small_maps_take_the_whole_block_kernel(monkeypatch):
         # 224: every block from 28x28 down; 640: the 40x40 wide ones and the 20x20 ones
         want = [28 * 28] * 2 + [14 * 14] * 6 + [7 * 7] * 4 if side == 224 else [40 * 40] * 3 + [20 * 20] * 4
         assert sorted(sizes, reverse=True) == want
-        assert all(s <= WIDE_SMALL_BLOCK_MAX_PIXELS for s in sizes)
+        assert all(s <= THRESHOLDS.wide_small_block_max_pixels for s in sizes)
 
 
 def test_whole_block_kernel_checks_its_inputs():

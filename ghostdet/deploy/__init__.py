@@ -18,8 +18,8 @@ with fewer and cheaper operations on CPU:
   the residual addition) fused in, on weights that are reordered into oneDNN's blocked layout once
   instead of on every call (``torch.ops.mkldnn._convolution_pointwise``, the kernel PyTorch's own
   compiler emits); activations stay ``channels_last`` so depthwise convs need no layout change;
-* 1x1 convolutions on small maps (at most ``GEMM_MAX_PIXELS`` output pixels, 56x56 for one
-  image) run as one BLAS GEMM on the channels_last data instead: a oneDNN call has a fixed set-up
+* 1x1 convolutions on small maps (at most ``THRESHOLDS.gemm_max_pixels`` output pixels, 56x56 for
+  one image) run as one BLAS GEMM on the channels_last data instead: a oneDNN call has a fixed set-up
   cost of ~25 us, which dominates on 7x7-28x28 maps, a GEMM call costs a few us, and a GEMM can
   write its result into a channel slice of a wider tensor (see the Ghost module below);
 * depthwise convolutions (3x3 / 5x5 / 7x7, channels a multiple of 4) run on ghostdet's own
@@ -29,15 +29,16 @@ with fewer and cheaper operations on CPU:
   module's output; on small maps the primary half is written there by its GEMM, so no
   concatenation copy is left. Without a C compiler, oneDNN runs them (``fuse(...,
   native_kernels=False)`` or ``GHOSTDET_NATIVE=0`` choose that on purpose);
-* bottlenecks with at most ``FUSED_BLOCK_MAX_CHANNELS`` output channels (GhostNet's memory-bound
-  blocks on the large maps), and wider ones on maps of at least ``FUSED_WIDE_MIN_PIXELS`` pixels,
+* bottlenecks with at most ``THRESHOLDS.fused_block_max_channels`` output channels (GhostNet's
+  memory-bound blocks on the large maps), and wider ones on maps of at least
+  ``THRESHOLDS.fused_wide_min_pixels`` pixels,
   run fused on native kernels (``csrc/ghostblock.c``): without SE, one
   call per block, row bands streaming through per-thread scratch so only the block's input is
   read and its output written; with SE (whose gate needs the whole map's mean) or a DFC gate, a
   front call (ghost1, the strided depthwise conv, channel sums) and a back call (ghost2, residual)
   around the gate;
-* on maps of at most ``SMALL_BLOCK_MAX_PIXELS`` pixels (32x32), and for bottlenecks wider than
-  ``FUSED_BLOCK_MAX_CHANNELS`` up to ``WIDE_SMALL_BLOCK_MAX_PIXELS`` (64x64), every bottleneck
+* on maps of at most ``THRESHOLDS.small_block_max_pixels`` pixels (32x32), and for wide
+  bottlenecks up to ``THRESHOLDS.wide_small_block_max_pixels`` (64x64), every bottleneck
   runs whole in one native call (``csrc/smallblock.c``): on the 7x7-14x14 maps its ~20 separate
   ops cost more in per-call overhead than in arithmetic, and up to those limits the whole-map
   stages measured faster than the band kernels;
@@ -69,8 +70,10 @@ The package, one concept per module: :mod:`~ghostdet.deploy.convert` (:func:`fus
 model), :mod:`~ghostdet.deploy.conversions` (which modules the backbone families declare
 convertible, and into what), :mod:`~ghostdet.deploy.backend` (:class:`FusedConv2d`, BatchNorm folding),
 :mod:`~ghostdet.deploy.ghost` (the Ghost deploy modules), :mod:`~ghostdet.deploy.convfuse`
-(generic torchvision conv fusion) and :mod:`~ghostdet.deploy.native` (building and calling the
-C kernels in ``csrc/``). ``tune_malloc`` lives in :mod:`ghostdet.utils.runtime` and is re-exported here.
+(generic torchvision conv fusion), :mod:`~ghostdet.deploy.plan` (the measured thresholds
+:data:`THRESHOLDS` and the planner that names each bottleneck's path, :class:`BlockPlan`) and
+:mod:`~ghostdet.deploy.native` (building and calling the C kernels in ``csrc/``).
+``tune_malloc`` lives in :mod:`ghostdet.utils.runtime` and is re-exported here.
 
 Example::
 
@@ -80,14 +83,9 @@ Example::
 
 from typing import Any
 
-from ghostdet.deploy.backend import GEMM_MAX_PIXELS, FusedConv2d, fold_bn
+from ghostdet.deploy.backend import FusedConv2d, fold_bn
 from ghostdet.deploy.convert import fuse, is_fused
 from ghostdet.deploy.ghost import (
-    FUSED_BLOCK_MAX_CHANNELS,
-    FUSED_WIDE_MIN_PIXELS,
-    SMALL_BLOCK_MAX_PIXELS,
-    WIDE_BLOCK_BAND,
-    WIDE_SMALL_BLOCK_MAX_PIXELS,
     DeployBottleneck,
     DeployDFCGate,
     DeployGhostModule,
@@ -95,16 +93,14 @@ from ghostdet.deploy.ghost import (
     DeployGhostNetFeatures,
     DeploySqueezeExcite,
 )
+from ghostdet.deploy.plan import THRESHOLDS, BlockPath, BlockPlan
 from ghostdet.utils.runtime import tune_malloc
 
 __all__ = [
-    "FUSED_BLOCK_MAX_CHANNELS",
+    "THRESHOLDS",
+    "BlockPath",
+    "BlockPlan",
     "compile",
-    "FUSED_WIDE_MIN_PIXELS",
-    "GEMM_MAX_PIXELS",
-    "SMALL_BLOCK_MAX_PIXELS",
-    "WIDE_BLOCK_BAND",
-    "WIDE_SMALL_BLOCK_MAX_PIXELS",
     "DeployBottleneck",
     "DeployDFCGate",
     "DeployGhostModule",

@@ -20,10 +20,10 @@ from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from ghostdet.deploy import native
+from ghostdet.deploy.plan import THRESHOLDS
 
 __all__ = [
     "BN_TYPES",
-    "GEMM_MAX_PIXELS",
     "DeployModule",
     "FusedConv2d",
     "check_image_batch",
@@ -34,11 +34,6 @@ __all__ = [
 BN_TYPES = (nn.BatchNorm2d, FrozenBatchNorm2d)
 # FusedConv2d attributes holding weights derived for a kernel; never copied or pickled.
 _CACHE_SLOTS = ("_packed", "_flat")
-
-# 1x1 convolutions whose output has at most this many pixels (N*H*W) run as a GEMM; larger ones
-# as a prepacked oneDNN convolution. Measured on a 2-core x86 CPU (benchmarks/bench_cpu.py): with
-# the native depthwise kernel, 3136 (56x56) beat 1024 by ~5% at 224x224 and was neutral at 640x640.
-GEMM_MAX_PIXELS = 3136
 
 
 def fold_bn(conv: nn.Conv2d, bn: nn.Module | None) -> tuple[Tensor, Tensor]:
@@ -176,7 +171,7 @@ class FusedConv2d(DeployModule):
             and self.padding == [0, 0]
             and self.dilation == [1, 1]
         )
-        self.gemm_max_pixels = GEMM_MAX_PIXELS if is_pointwise else 0
+        self.gemm_max_pixels = THRESHOLDS.gemm_max_pixels if is_pointwise else 0
         # Depthwise convolutions run on ghostdet's own kernel (see ghostdet.deploy.native) when it
         # is available: no per-call set-up, and it can write into a channel slice of a wider tensor.
         self.is_native_dw = native.supports(weight, self.stride, self.padding, self.dilation, groups)

@@ -10,8 +10,9 @@ a :class:`~ghostdet.deploy.backend.FusedConv2d`; bottlenecks that fit ghostdet's
 kernels (``ghostdet/deploy/csrc/ghostblock.c``) run as one or two calls each.
 
 One concept, the deploy form of the Ghost modules, hence ~500 lines: :class:`DeployBottleneck`'s
-paths (fused native block, SE front/back calls, per-op kernels) and the rules that choose between
-them are most of it, and they only make sense beside the modules they run.
+paths (whole-block and band native kernels, per-op kernels) are most of it; which of them a call
+takes is its :class:`~ghostdet.deploy.plan.BlockPlan` (``ghostdet.deploy.plan``: the planner and
+the measured thresholds), made from what the block's modules allow.
 """
 
 from __future__ import annotations
@@ -34,16 +35,12 @@ from ghostdet.deploy.backend import (
     fold_bn,
 )
 from ghostdet.deploy.conversions import family_converter
+from ghostdet.deploy.plan import BlockPath, plan_block
 from ghostdet.models.fpn import GhostNetFeatures
 from ghostdet.models.ghostnet import ConvBnAct, GhostBottleneck, GhostModule, GhostNet, SqueezeExcite
 from ghostdet.models.ghostnetv3 import GhostBottleneckV3, GhostModuleV3
 
 __all__ = [
-    "FUSED_BLOCK_MAX_CHANNELS",
-    "FUSED_WIDE_MIN_PIXELS",
-    "SMALL_BLOCK_MAX_PIXELS",
-    "WIDE_BLOCK_BAND",
-    "WIDE_SMALL_BLOCK_MAX_PIXELS",
     "DeployBottleneck",
     "DeployDFCGate",
     "DeployGhostModule",
@@ -51,37 +48,6 @@ __all__ = [
     "DeployGhostNetFeatures",
     "DeploySqueezeExcite",
 ]
-
-# Bottlenecks without SE (stride 1, or stride 2 with a conv shortcut) with at most this many
-# output channels run as one fused native call (csrc/ghostblock.c) on maps of any size, those
-# with SE as two calls. Measured against the separate ops on a 2-core x86 CPU at 640x640
-# (224x224): 16 and 24 channels ~0.4x-0.55x, 40-channel stride 2 0.72x (0.90x), 80 channels
-# 0.77-0.85x (0.84-0.87x).
-FUSED_BLOCK_MAX_CHANNELS = 80
-
-# Wider bottlenecks run on the same fused kernels only on maps of at least this many pixels
-# (their input map), in bands of WIDE_BLOCK_BAND rows. Measured 2026-12-03 on a 2-core AVX-512 VM,
-# fused / separate ops per block, A/B in one process: 112-channel SE blocks 0.65-0.84x on 40x40
-# (1 and 2 threads), 0.74-0.84x on 50x50, 0.86-0.97x on 20x20-30x30; 160 channels 0.65-0.83x on
-# 25x25 but 1.0-1.1x on 20x20 (1.3-2x below that). The whole-block kernel below beats both up to
-# WIDE_SMALL_BLOCK_MAX_PIXELS, so the band kernels take the wide blocks on larger maps only.
-FUSED_WIDE_MIN_PIXELS = 512
-# Rows per task of the wide fused blocks: 40 rows in bands of 8 give two threads 3 + 2 bands; at
-# 2 threads bands of 4 took 0.80-0.93x the time of bands of 8 there (narrow blocks keep 8).
-WIDE_BLOCK_BAND = 4
-
-# Bottlenecks of any width on maps of at most this many pixels (H*W, up to 32x32) run whole in
-# one native call (csrc/smallblock.c), and those wider than FUSED_BLOCK_MAX_CHANNELS on maps up
-# to WIDE_SMALL_BLOCK_MAX_PIXELS: each stage over the whole map, intermediates in scratch. On
-# the 7x7-14x14 maps the ~20 separate ops of a block cost more in dispatch than in arithmetic;
-# on larger maps the stages still beat the band kernels and the separate ops. Measured
-# 2026-12-03 on a 2-core AVX-512 VM, per block in one process, against what ran before (band
-# kernels, or separate ops for the wide blocks below FUSED_WIDE_MIN_PIXELS), 1 / 2 threads:
-# narrow blocks on 14x14-30x30 maps 0.70-0.85x / 0.65-1.0x, on 40x40 0.74-1.26x (so not there);
-# wide ones on 20x20-30x30 0.61-0.81x / 0.66-0.85x, 40x40 0.80-0.91x / 0.78-1.16x (0.87x / 0.95x
-# summed), 50x50 0.79-0.91x / 0.70-0.79x, 63x63 0.75-0.96x / 0.74-1.05x.
-SMALL_BLOCK_MAX_PIXELS = 1024
-WIDE_SMALL_BLOCK_MAX_PIXELS = 4096
 
 
 def _fused_op(seq: nn.Sequential) -> FusedConv2d:
@@ -348,10 +314,13 @@ class DeployBottleneck(DeployModule):
 
     Args:
         block: the eval-mode GhostBottleneck to convert.
-        split_min_numel: threshold for the split path (``0`` always, a huge number never).
+        split_min_numel: threshold for the split path (``0`` always, a huge number never;
+            ``None``: ``THRESHOLDS.split_min_numel``).
     """
 
-    def __init__(self, block: GhostBottleneck | GhostBottleneckV3, split_min_numel: int = 200_000) -> None:
+    def __init__(
+        self, block: GhostBottleneck | GhostBottleneckV3, split_min_numel: int | None = None
+    ) -> None:
         super().__init__()
         if isinstance(block, GhostBottleneckV3):
             block.reparameterize()
@@ -377,25 +346,24 @@ class DeployBottleneck(DeployModule):
         self._plan()
 
     def _plan(self) -> None:
-        """Decide which execution paths fit this block (again on unpickling, from the modules as
+        """Make :attr:`plan` from what the modules allow (again on unpickling, from the modules as
         loaded)."""
-        self.can_fuse_block = self._fusable()
-        self.can_fuse_block_s2 = self._fusable_s2()
-        self.can_fuse_block_se = self._fusable_se()
-        self.can_run_small = self._small_fits()
-        # the fused kernels run narrow blocks on any map, wide ones on large maps only
-        wide = 2 * self.ghost2.primary_conv.weight.shape[0] > FUSED_BLOCK_MAX_CHANNELS
-        self.fuse_min_pixels = FUSED_WIDE_MIN_PIXELS if wide else 0
-        self.fused_band = WIDE_BLOCK_BAND if wide else 8
-        self.small_max_pixels = WIDE_SMALL_BLOCK_MAX_PIXELS if wide else SMALL_BLOCK_MAX_PIXELS
+        fits = {
+            BlockPath.SMALL: self._small_fits(),
+            BlockPath.S1: self._fusable(),
+            BlockPath.S2: self._fusable_s2(),
+            BlockPath.SE: self._fusable_se(),
+        }
         # ghost2's primary is a 1x1 conv: it can take its input in parts (see concat_parts)
         # (a gated ghost2 would need its whole input: never in parts; a gated ghost1 gates its halves)
         self.ghost2_by_parts = self.ghost2.primary_conv.gemm_max_pixels > 0 and self.ghost2.dfc is None
-        self.can_split = (
+        fits[BlockPath.SPLIT] = (
             not self.ghost1.needs_slice
             and self.ghost2_by_parts
             and (self.conv_dw is None or hasattr(self, "conv_dw_a"))
         )
+        out_channels = 2 * self.ghost2.primary_conv.weight.shape[0]
+        self.plan = plan_block([p for p, ok in fits.items() if ok], out_channels, self.split_min_numel)
         # Plain references for the per-call path (each nn.Module attribute lookup there costs
         # ~1.5 us, and a native block call made ~30), in tuples so that nn.Module does not
         # register them as submodules: the fused kernels' convs in their weight order, and
@@ -424,7 +392,7 @@ class DeployBottleneck(DeployModule):
         ``csrc/smallblock.c``): 1x1 primaries and 3x3 depthwise cheap ops (ReLU in ghost1 only),
         no channel slicing, channel counts multiples of 4, and no DFC gate on ghost2 (one on
         ghost1 is applied by the kernels). Whether they pay off for a block's width on a given
-        map is decided per call (``fuse_min_pixels``)."""
+        map is decided per call (the plan's ``band_min_pixels``)."""
         p1, c1 = self.ghost1.primary_conv, self.ghost1.cheap_operation
         p2, c2 = self.ghost2.primary_conv, self.ghost2.cheap_operation
         m1, m2 = p1.weight.shape[0], p2.weight.shape[0]
@@ -500,8 +468,7 @@ class DeployBottleneck(DeployModule):
         )
 
     def _run_small(self, x: Tensor) -> Tensor | None:
-        """The whole block in one native call (:data:`SMALL_BLOCK_MAX_PIXELS`,
-        :data:`WIDE_SMALL_BLOCK_MAX_PIXELS`)."""
+        """The whole block in one native call (:attr:`BlockPath.SMALL`)."""
         _, m, short, (stride, k) = self._block_extras
         se = None if m is None else m.native_weights()
         shortcut, sk = None, 3
@@ -556,48 +523,38 @@ class DeployBottleneck(DeployModule):
         return native.ghost_back(z, res, [w2, *w[nf + 1 :]], band, trusted_weights=True)
 
     def block_kernels(self, x: Tensor) -> tuple[str, ...]:
-        """The native block kernels a fast-path call on ``x`` tries, in order (the next one when a
-        kernel declines the input; none left: the per-op path): ``"small"`` (the whole block,
-        ``csrc/smallblock.c``) on maps up to ``small_max_pixels``, then, from ``fuse_min_pixels``
-        on, one band kernel (``csrc/ghostblock.c``): ``"s1"``, ``"s2"`` or ``"se"`` (two-pass)."""
-        pixels = x.shape[2] * x.shape[3]
-        kernels = ("small",) if self.can_run_small and pixels <= self.small_max_pixels else ()
-        if pixels >= self.fuse_min_pixels:
-            for flag, kind in (
-                ("can_fuse_block", "s1"),
-                ("can_fuse_block_s2", "s2"),
-                ("can_fuse_block_se", "se"),
-            ):
-                if getattr(self, flag):
-                    return (*kernels, kind)
-        return kernels
+        """The native block kernels a fast-path call on ``x`` tries, in order (the plan's
+        :meth:`~ghostdet.deploy.plan.BlockPlan.native_paths`, by name)."""
+        return tuple(p.value for p in self.plan.native_paths(x.shape[2] * x.shape[3]))
 
-    def _run_block_kernel(self, kind: str, x: Tensor, fast: bool) -> Tensor | None:
-        """One native block kernel of :meth:`block_kernels` on ``x`` (``None``: it declined)."""
-        if kind == "small":
+    def _run_block_kernel(self, path: BlockPath, x: Tensor, fast: bool) -> Tensor | None:
+        """One native block kernel of the plan on ``x`` (``None``: it declined)."""
+        band = self.plan.band_rows
+        if path is BlockPath.SMALL:
             return self._run_small(x)
-        if kind == "se":
-            return self._run_fused_se(x, fast, self.fused_band)
-        if kind == "s1":
+        if path is BlockPath.SE:
+            return self._run_fused_se(x, fast, band)
+        if path is BlockPath.S1:
             return native.ghost_block_s1(
-                x, self._fused_weights(), self.fused_band, gate=self._gate_values(x), trusted_weights=True
+                x, self._fused_weights(), band, gate=self._gate_values(x), trusted_weights=True
             )
         res = self.shortcut_pw.run(self.shortcut_dw.run(x, fast), fast)
         k = self._block_extras[3][1]
         return native.ghost_block_s2(
-            x, res, self._fused_weights(), k, self.fused_band, gate=self._gate_values(x), trusted_weights=True
+            x, res, self._fused_weights(), k, band, gate=self._gate_values(x), trusted_weights=True
         )
 
     def run(self, x: Tensor, fast: bool) -> Tensor:
         """``forward`` with the fast-path eligibility decided by the caller."""
+        pixels = x.shape[2] * x.shape[3]
         if fast and self._fused_convs[1].use_native and native.kernel_pays_off("block"):
-            for kind in self.block_kernels(x):
-                y = self._run_block_kernel(kind, x, fast)
+            for path in self.plan.native_paths(pixels):
+                y = self._run_block_kernel(path, x, fast)
                 if y is not None:
                     return y
         # ghost1's primary conv keeps the map size (stride 1, "same" padding)
         # (only on the fast path: a traced/exported graph then has no size-dependent branch)
-        split = fast and self.can_split and 2 * self.m * x.shape[2] * x.shape[3] >= self.split_min_numel
+        split = fast and self.plan.op_path(2 * self.m * pixels) is BlockPath.SPLIT
         if split:  # ghost1's halves are never concatenated
             a = self.ghost1.primary_conv.run(x, fast)
             b = self.ghost1.cheap_operation.run(a, fast)

@@ -49,13 +49,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ghostdet.deploy.plan import THRESHOLDS
+
 __all__ = [
     "API_HEADER",
     "Kernels",
-    "AVX2_DWCONV_MAX_MACS",
     "AVX2_KERNELS",
     "KINDS",
-    "PARALLEL_MIN_MACS",
     "cache_dir",
     "conv_out_size",
     "dfc_gate",
@@ -82,8 +82,6 @@ SOURCES = tuple(_CSRC / f for f in ("dwconv.c", "ghostblock.c", "stemconv.c", "d
 API_HEADER = _CSRC / "ghostdet.h"
 HEADERS = tuple(_CSRC / f for f in ("ghostdet.h", "kernels.h", "pointwise.h", "gate.h"))  # in the cache key
 KERNEL_SIZES = (3, 5, 7)
-# Below this many multiply-adds a call runs on one thread: waking a second one costs more.
-PARALLEL_MIN_MACS = 150_000
 
 _lock = threading.Lock()
 # "lib": CDLL | None once loading was attempted; "choice": (GHOSTDET_NATIVE, *_decide())
@@ -231,16 +229,11 @@ KINDS = ("stem", "dwconv", "block")
 #: VM with ``benchmarks/bench_cpu.py --sections kernels`` (each call vs the same module on oneDNN,
 #: GhostNet-1.0 at 224 and 640, 1 thread; the shared machine's 2-thread figures were too noisy):
 #: the fused blocks took 0.35-0.8x oneDNN's time; the stem 1.03-1.2x (oneDNN has a good AVX2
-#: kernel for it), so it stays on oneDNN; the depthwise convs see :data:`AVX2_DWCONV_MAX_MACS`.
+#: kernel for it), so it stays on oneDNN; the depthwise convs see
+#: ``THRESHOLDS.avx2_dwconv_max_macs`` (:mod:`ghostdet.deploy.plan`).
 #: Re-measured 2026-12-04 after the row-streamed band kernels (same VM kind, 1 and 2 threads):
 #: blocks 0.40-0.71x, stem 0.98-1.64x, the 640x640 depthwise shortcuts 1.18-1.34x: the same choice.
 AVX2_KERNELS = {"stem": False, "dwconv": True, "block": True}
-
-#: On AVX2, depthwise convs of at most this many multiply-adds per call run natively: there
-#: oneDNN's fixed set-up cost dominates and the native kernel took 0.4-0.95x its time (every
-#: depthwise call at 224x224; 56x40x40 and 80x20x20 at 640x640). Larger ones (480x20x20, 336x40x40,
-#: the 640x640 shortcuts) took 1.1-1.7x oneDNN's time, so they run on oneDNN.
-AVX2_DWCONV_MAX_MACS = 1_000_000
 
 
 def _decide() -> tuple[dict[str, bool], dict[str, float]]:
@@ -258,7 +251,7 @@ def _decide() -> tuple[dict[str, bool], dict[str, float]]:
     if "avx512f" in flags:
         return every, unlimited
     if {"avx2", "fma"} <= flags:
-        return dict(AVX2_KERNELS), {**unlimited, "dwconv": AVX2_DWCONV_MAX_MACS}
+        return dict(AVX2_KERNELS), {**unlimited, "dwconv": THRESHOLDS.avx2_dwconv_max_macs}
     return none, unlimited
 
 
@@ -267,10 +260,11 @@ def kernel_choice() -> dict[str, bool]:
 
     On an x86 CPU with AVX-512 all of them (README, *Benchmark*: there they beat oneDNN); with
     AVX2 and FMA but no AVX-512 those in :data:`AVX2_KERNELS` (the depthwise kernel only for calls
-    up to :data:`AVX2_DWCONV_MAX_MACS`); on older x86 CPUs none (not measured, and their vectors
-    are narrower still). On other machines all of them. ``GHOSTDET_NATIVE=1`` forces all on
-    (whatever the call's size), ``GHOSTDET_NATIVE=0`` all off. A deploy module whose
-    ``use_native`` is off (``fuse(..., native_kernels=False)``) uses none whatever this says.
+    up to ``THRESHOLDS.avx2_dwconv_max_macs``, :mod:`ghostdet.deploy.plan`); on older x86 CPUs
+    none (not measured, and their vectors are narrower still). On other machines all of them.
+    ``GHOSTDET_NATIVE=1`` forces all on (whatever the call's size), ``GHOSTDET_NATIVE=0`` all off.
+    A deploy module whose ``use_native`` is off (``fuse(..., native_kernels=False)``) uses none
+    whatever this says.
     """
     return _decide()[0]
 
@@ -371,9 +365,11 @@ def _lib_for(x: Tensor) -> Kernels | None:
     return load()
 
 
-def _threads(macs: int, min_macs: int = PARALLEL_MIN_MACS) -> int:
-    """torch's thread count for a call of ``macs`` multiply-adds, one thread below ``min_macs``."""
-    return torch.get_num_threads() if macs >= min_macs else 1
+def _threads(macs: int, min_macs: int | None = None) -> int:
+    """torch's thread count for a call of ``macs`` multiply-adds, one thread below ``min_macs``
+    (default ``THRESHOLDS.parallel_min_macs``)."""
+    limit = THRESHOLDS.parallel_min_macs if min_macs is None else min_macs
+    return torch.get_num_threads() if macs >= limit else 1
 
 
 def _check_weights(weights: list[Tensor], shapes: list[tuple[int, ...]]) -> None:
@@ -556,7 +552,7 @@ def ghost_block_s1(
     if gate_args is None:
         return None
     macs = n * h * w * (c * m1 + 9 * m1 + 2 * m1 * m2 + 9 * m2)
-    threads = _threads(macs, 4 * PARALLEL_MIN_MACS)
+    threads = _threads(macs, 4 * THRESHOLDS.parallel_min_macs)
     y = torch.empty_like(x, memory_format=torch.channels_last)
     # per-thread scratch from torch's allocator (no malloc inside the kernel)
     per_thread = lib.ghostdet_ghost_block_scratch(w, m1, m2, band, int(gate is not None))
@@ -613,7 +609,7 @@ def ghost_block_s2(
     if gate_args is None:
         return None
     macs = n * h * w * (cin * m1 + 9 * m1) + n * oh * ow * (2 * m1 * k * k + 2 * m1 * m2 + 9 * m2)
-    threads = _threads(macs, 4 * PARALLEL_MIN_MACS)
+    threads = _threads(macs, 4 * THRESHOLDS.parallel_min_macs)
     y = torch.empty((n, 2 * m2, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
     per_thread = lib.ghostdet_ghost_block_s2_scratch(w, ow, m1, m2, k, band, int(gate is not None))
     scratch = torch.empty(threads * per_thread, dtype=torch.float32)
@@ -780,7 +776,7 @@ def ghost_block_small(
     if oh < 1 or ow < 1:
         return None
     macs = n * h * w * cin * m1 + n * oh * ow * 2 * m1 * m2
-    threads = _threads(macs, 4 * PARALLEL_MIN_MACS)
+    threads = _threads(macs, 4 * THRESHOLDS.parallel_min_macs)
     y = torch.empty((n, 2 * m2, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
     size = lib.ghostdet_ghost_block_small_scratch(
         n, h, w, cin, m1, m2, stride, k, r, int(shortcut is not None)
@@ -841,7 +837,7 @@ def ghost_front(
         return None
     oh, ow = (conv_out_size(h, k, 2, k // 2), conv_out_size(w, k, 2, k // 2)) if stride == 2 else (h, w)
     macs = n * h * w * (cin * m1 + 9 * m1) + (n * oh * ow * 2 * m1 * k * k if stride == 2 else 0)
-    threads = _threads(macs, 4 * PARALLEL_MIN_MACS)
+    threads = _threads(macs, 4 * THRESHOLDS.parallel_min_macs)
     z = torch.empty((n, 2 * m1, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
     sums = torch.empty((n, 2 * m1), dtype=x.dtype)
     per_thread = lib.ghostdet_ghost_front_scratch(n, w, m1, k, stride, band, int(gate is not None))
@@ -884,7 +880,7 @@ def ghost_back(
     if _pixel_pitch(z) != c2 or res.shape != (n, 2 * m2, oh, ow) or _pixel_pitch(res) != 2 * m2:
         return None
     macs = n * oh * ow * (c2 * m2 + 9 * m2)
-    threads = _threads(macs, 4 * PARALLEL_MIN_MACS)
+    threads = _threads(macs, 4 * THRESHOLDS.parallel_min_macs)
     y = torch.empty((n, 2 * m2, oh, ow), dtype=z.dtype, memory_format=torch.channels_last)
     scratch = torch.empty(threads * lib.ghostdet_ghost_back_scratch(ow, m2, band), dtype=z.dtype)
     rc = lib.ghostdet_ghost_back(
