@@ -145,8 +145,107 @@ def test_a_missing_runtime_is_one_clear_error(monkeypatch, name, extra):
 def test_bad_arguments():
     with pytest.raises(InputError, match="unknown runtime 'tensorrt'"):
         compile_model(_model("ghostnet"), torch.rand(1, 3, 64, 64), runtime="tensorrt")
-    with pytest.raises(InputError, match="precision 'int8' is not offered"):
-        compile_model(_model("ghostnet"), torch.rand(1, 3, 64, 64), precision="int8")
+    x = torch.rand(1, 3, 64, 64)
+    with pytest.raises(InputError, match="unknown precision 'fp16'") as e:
+        compile_model(_model("ghostnet"), x, precision="fp16")
+    assert e.value.argument == "precision"
+    with pytest.raises(InputError, match="int8 runs in onnxruntime or OpenVINO, not in the 'torch'") as e:
+        compile_model(_model("ghostnet"), x, runtime="torch", precision="int8", calibration=[x])
+    assert e.value.argument == "runtime"
+    with pytest.raises(InputError, match="calibration is for precision='int8'") as e:
+        compile_model(_model("ghostnet"), x, calibration=[x])
+    assert e.value.argument == "calibration"
+
+
+@pytest.mark.skipif(not HAVE["onnxruntime"], reason="onnxruntime not installed")
+def test_int8_needs_a_readable_calibration(tmp_path):
+    x = torch.rand(1, 3, 64, 64)
+    for calibration, message in (
+        (None, "int8 needs calibration"),
+        (tmp_path / "missing", "does not exist"),
+        (tmp_path, "holds no image"),
+    ):
+        with pytest.raises(InputError, match=message) as e:
+            compile_model(
+                _model("ghostnet"), x, runtime="onnxruntime", precision="int8", calibration=calibration
+            )
+        assert e.value.argument == "calibration"
+
+
+def _dequantized_weights(model) -> set[str]:
+    """The initializers an int8 QDQ model feeds through DequantizeLinear (quantized weights)."""
+    return {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+
+
+@pytest.mark.skipif(not HAVE["onnxruntime"], reason="onnxruntime not installed")
+@pytest.mark.parametrize("float_depthwise", [True, False])
+def test_quantize_onnx_keeps_depthwise_convs_float_when_asked(tmp_path, float_depthwise):
+    import onnx
+
+    from ghostdet.deploy.onnx import export_onnx
+    from ghostdet.deploy.quantize import depthwise_conv_nodes, quantize_onnx
+
+    model = _model("ghostnet")
+    fp32 = tmp_path / "m.onnx"
+    # the fused form: one ONNX conv per model conv, channels as the model's (the portable form pads)
+    export_onnx(model, fp32, image=torch.rand(3, 64, 64), verify=False, portable=False)
+    graph = onnx.load(str(fp32))
+    depthwise = depthwise_conv_nodes(graph)
+    # an independent count: the model's convs with one input channel per group
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(depthwise) == sum(1 for m in convs if m.groups > 1 and m.groups == m.in_channels) > 0
+    calib = [torch.randn(1, 3, 64, 64) for _ in range(4)]
+    q = onnx.load(str(quantize_onnx(fp32, tmp_path / "q.onnx", calib, float_depthwise=float_depthwise)))
+    dq = _dequantized_weights(q)
+    convs = [n for n in q.graph.node if n.op_type == "Conv"]
+    dw_weights = {n.input[1] for n in convs if n.name in set(depthwise)}
+    dense_weights = {n.input[1] for n in convs} - dw_weights
+    assert len(dw_weights) == len(depthwise)
+    # dense convs read dequantized int8 weights; depthwise ones float weights (or int8 too)
+    assert dense_weights <= {n.output[0] for n in q.graph.node if n.op_type == "DequantizeLinear"}
+    dequantized_out = {n.output[0] for n in q.graph.node if n.op_type == "DequantizeLinear"}
+    assert (dw_weights.isdisjoint(dequantized_out)) == float_depthwise
+    assert dq  # something was quantized
+
+
+@pytest.mark.skipif(not HAVE["onnxruntime"], reason="onnxruntime not installed")
+@pytest.mark.parametrize("runtime", [r for r in RUNTIMES if r.values[0] in ("onnxruntime", "openvino")])
+def test_int8_classifier_stays_close_to_fp32(runtime):
+    """int8 with calibration on inputs like the test's: the logits keep their ranking on most
+    inputs (random weights, so the bar is agreement with FP32, not accuracy)."""
+    torch.manual_seed(1)
+    model = _model("ghostnet")
+    calib = [torch.randn(2, 3, 64, 64) for _ in range(8)]
+    x = torch.randn(16, 3, 64, 64)
+    compiled = compile_model(model, x[:1], runtime=runtime, threads=1, precision="int8", calibration=calib)
+    assert compiled.runtime == runtime and compiled.precision == "int8" and "int8" in repr(compiled)
+    with torch.inference_mode():
+        ref, got = model(x), compiled(x)
+    assert got.shape == ref.shape
+    err = ((got - ref).abs().max() / ref.abs().max()).item()
+    assert err < 0.2, err
+    assert (got.argmax(1) == ref.argmax(1)).float().mean() >= 0.75
+
+
+@pytest.mark.skipif(not HAVE["onnxruntime"], reason="onnxruntime not installed")
+def test_int8_detector_calibrates_on_an_image_folder(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(3):
+        pixels = (torch.rand(96, 128, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"{i}.jpg")
+    model = _model("fasterrcnn_ghostnet_320_fpn")
+    img = torch.rand(3, 96, 128)
+    compiled = compile_model(
+        model, [img], runtime="onnxruntime", threads=1, precision="int8", calibration=folder
+    )
+    assert compiled.precision == "int8"
+    with torch.inference_mode():
+        (out,) = compiled([img])
+    assert set(out) == {"boxes", "labels", "scores"} and out["boxes"].shape[1:] == (4,)
 
 
 @pytest.mark.parametrize(

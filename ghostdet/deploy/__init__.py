@@ -133,8 +133,8 @@ def compile(
             detector).
         runtime: ``auto``, ``eager``, ``torch``, ``onnxruntime`` or ``openvino``.
         threads: CPU threads of the runtime (``None``: its default).
-        precision: ``fp32``.
-        calibration: reserved for int8 (must be ``None``).
+        precision: ``fp32`` or ``int8`` (onnxruntime / OpenVINO, post-training static quantization).
+        calibration: for int8: a folder of images, a list of image files or of input tensors.
 
     Returns:
         a :class:`ghostdet.deploy.runtimes.CompiledModel`: call it as the eval model; its

@@ -17,6 +17,11 @@ never falls back silently: the compiled model's ``repr`` and ``report`` say whic
 and what each measured. A runtime that is asked for by name and is not installed is an
 :class:`~ghostdet.errors.InputError` naming the extra that brings it.
 
+``precision="int8"`` quantizes the ONNX export with onnxruntime's own post-training static
+quantization (:mod:`ghostdet.deploy.quantize`: QDQ, per-channel int8 weights, activation ranges
+calibrated on ``calibration``, depthwise convolutions left in float) and runs it in onnxruntime or
+OpenVINO (``auto``: the faster of the two installed); PyTorch runtimes are FP32 only.
+
 A detector exported to ONNX takes one image per call, so those runtimes run a list image by
 image; PyTorch runs it as one batch, padded to one size as torchvision does (the same images one
 by one give the per-image results).
@@ -43,13 +48,16 @@ from torch import Tensor, nn
 
 from ghostdet.deploy import fuse
 from ghostdet.deploy.onnx import _kind, export_onnx
+from ghostdet.deploy.quantize import calibration_inputs, quantize_onnx
 from ghostdet.errors import InputError
 
-__all__ = ["RUNTIMES", "CompiledModel", "available_runtimes", "compile_model"]
+__all__ = ["PRECISIONS", "RUNTIMES", "CompiledModel", "available_runtimes", "compile_model"]
 
 #: The runtimes :func:`compile_model` knows, in the order ``auto`` tries them.
 RUNTIMES = ("eager", "torch", "onnxruntime", "openvino")
 _EXTRAS = {"onnxruntime": "export", "openvino": "openvino"}
+#: The precisions :func:`compile_model` offers.
+PRECISIONS = ("fp32", "int8")
 
 
 def _installed(name: str) -> bool:
@@ -77,7 +85,7 @@ class CompiledModel:
         runtime: the runtime that runs it.
         kind: ``classifier``, ``backbone`` or ``detector``.
         threads: CPU threads it was compiled for (``None``: the runtime's default).
-        precision: ``fp32``.
+        precision: ``fp32`` or ``int8``.
         report: how it was chosen: ``{"runtime", "measured_ms": {runtime: median ms}}`` with
             ``auto``, ``{"runtime"}`` otherwise; ``onnx`` holds the ONNX file's path where one was
             written.
@@ -219,9 +227,9 @@ def compile_model(
         runtime: ``eager``, ``torch``, ``onnxruntime``, ``openvino`` or ``auto`` (the fastest
             installed runtime on ``example``; PyTorch for a model on a CUDA device).
         threads: CPU threads of the runtime (``None``: its default).
-        precision: ``fp32`` (int8 is not offered: it is not yet measured to win within the
-            accuracy budget).
-        calibration: reserved for int8 (must be ``None``).
+        precision: ``fp32`` or ``int8`` (onnxruntime and OpenVINO only; see the module doc).
+        calibration: for int8, the calibration inputs: a folder of images, a list of image
+            files or a list of input tensors (:func:`ghostdet.deploy.quantize.calibration_inputs`).
         rounds: timed rounds per runtime for ``auto`` (after one warm-up call).
         log: called with one line saying which runtime was picked and why.
 
@@ -230,14 +238,25 @@ def compile_model(
 
     Raises:
         InputError: an unknown runtime (``argument="runtime"``), one that is not installed
-            (naming the extra to install), or a precision other than ``fp32``.
+            (naming the extra to install); a precision other than ``fp32`` or ``int8``
+            (``argument="precision"``), int8 on a PyTorch runtime or without an ONNX runtime,
+            int8 without calibration or with an unreadable one (``argument="calibration"``).
     """
     if runtime not in (*RUNTIMES, "auto"):
         raise InputError(
             f"unknown runtime {runtime!r}; choose from auto, {', '.join(RUNTIMES)}", argument="runtime"
         )
-    if precision != "fp32" or calibration is not None:
-        raise InputError(f"precision {precision!r} is not offered; use fp32", argument="precision")
+    if precision not in PRECISIONS:
+        raise InputError(
+            f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}", argument="precision"
+        )
+    int8 = precision == "int8"
+    if int8 and runtime in ("eager", "torch"):
+        raise InputError(
+            f"int8 runs in onnxruntime or OpenVINO, not in the {runtime!r} runtime", argument="runtime"
+        )
+    if not int8 and calibration is not None:
+        raise InputError("calibration is for precision='int8'", argument="calibration")
     if runtime not in ("auto", "eager", "torch") and not _installed(runtime):
         raise InputError(
             f"runtime {runtime!r} is not installed: pip install 'ghostdet[{_EXTRAS[runtime]}]'",
@@ -247,6 +266,14 @@ def compile_model(
     kind = _kind(model)
     on_cuda = any(p.is_cuda for p in model.parameters())
     candidates = [runtime] if runtime != "auto" else (["eager"] if on_cuda else available_runtimes())
+    if int8:
+        candidates = [c for c in candidates if c in ("onnxruntime", "openvino")]
+        if not candidates:
+            raise InputError(
+                "int8 needs onnxruntime or OpenVINO: pip install 'ghostdet[export]' or 'ghostdet[openvino]'",
+                argument="precision",
+            )
+        inputs = calibration_inputs(calibration, kind, example)
     tmp: tempfile.TemporaryDirectory | None = None
     onnx_path: Path | None = None
     fns: dict[str, Callable[[Any], Any]] = {}
@@ -260,6 +287,8 @@ def compile_model(
                 tmp = tempfile.TemporaryDirectory(prefix="ghostdet-compile-")
                 onnx_path = Path(tmp.name) / "model.onnx"
                 export_onnx(model, onnx_path, image=_example_image(example), verify=False)
+                if int8:
+                    onnx_path = quantize_onnx(onnx_path, onnx_path.with_name("model-int8.onnx"), inputs)
             fns[name] = (_onnxruntime_fn if name == "onnxruntime" else _openvino_fn)(onnx_path, kind, threads)
     report: dict[str, Any] = {"runtime": candidates[0]}
     if len(fns) > 1:

@@ -1,0 +1,153 @@
+"""INT8 post-training static quantization of the ONNX export, with onnxruntime's own tool.
+
+:func:`quantize_onnx` runs ``onnxruntime.quantization.quantize_static`` on the FP32 export: QDQ
+format (QuantizeLinear/DequantizeLinear pairs around each quantized op, the form onnxruntime and
+OpenVINO both execute in int8), per-channel int8 weights, uint8 activations whose ranges come from
+running the FP32 model on the calibration inputs (MinMax). Convolutions and matrix products are
+quantized; the detector's pre- and post-processing (resize, anchors, NMS) stay in float.
+
+``float_depthwise=True`` keeps the depthwise convolutions (one input channel per group) in float:
+their 9 or 25 weights per channel quantize coarsely, and GhostNet has one in every Ghost module.
+
+:func:`calibration_inputs` turns what a user has into the model's inputs: a folder of images (or
+a list of image files) is read with :func:`ghostdet.data.images.read_rgb_tensor`; detectors take
+the ``[0, 1]`` images as they are (their transform resizes and normalises), classifiers and
+backbones the images resized to the example's size and normalised with the ImageNet mean and
+std (ghostdet's ImageNet evaluation transform). Tensors are taken as given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ghostdet.data.classification import IMAGENET_MEAN, IMAGENET_STD
+from ghostdet.data.images import IMAGE_EXTENSIONS, read_rgb_tensor
+from ghostdet.errors import InputError
+
+__all__ = ["MAX_CALIBRATION_IMAGES", "calibration_inputs", "depthwise_conv_nodes", "quantize_onnx"]
+
+#: images read from a calibration folder (the first ones in name order)
+MAX_CALIBRATION_IMAGES = 64
+
+
+def _image_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    if isinstance(source, (str, os.PathLike)):
+        folder = Path(source)
+        if not folder.is_dir():
+            raise InputError(f"calibration folder {folder} does not exist", argument="calibration")
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise InputError(f"calibration folder {folder} holds no image", argument="calibration")
+        return files[:MAX_CALIBRATION_IMAGES]
+    return [Path(p) for p in source]
+
+
+def calibration_inputs(calibration: Any, kind: str, example: Any) -> list[Tensor]:
+    """The model inputs to calibrate with (see the module doc).
+
+    Args:
+        calibration: a folder of images, a list of image files, or a list of input tensors
+            (detector: CHW images in ``[0, 1]``; classifier/backbone: ``(N, 3, H, W)`` batches or
+            ``(3, H, W)`` images, already normalised).
+        kind: ``classifier``, ``backbone`` or ``detector``.
+        example: the example input of :func:`ghostdet.deploy.compile` (its size is the
+            classifier's and backbone's calibration size).
+
+    Raises:
+        InputError: no calibration given, an empty or missing folder, an unreadable image.
+    """
+    if calibration is None:
+        raise InputError(
+            "int8 needs calibration: a folder of images or a list of inputs", argument="calibration"
+        )
+    items = list(calibration) if not isinstance(calibration, (str, os.PathLike)) else []
+    if items and all(isinstance(t, Tensor) for t in items):
+        tensors = items
+    else:
+        tensors = [read_rgb_tensor(p) for p in _image_files(calibration)]
+        if kind != "detector":
+            h, w = example.shape[-2:]
+            mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+            std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+            tensors = [
+                (torch.nn.functional.interpolate(t[None], (h, w), mode="bilinear", antialias=True)[0] - mean)
+                / std
+                for t in tensors
+            ]
+    if not tensors:
+        raise InputError("calibration holds no input", argument="calibration")
+    if kind != "detector":
+        tensors = [t if t.dim() == 4 else t[None] for t in tensors]
+    return [t.detach().float().contiguous() for t in tensors]
+
+
+def depthwise_conv_nodes(model: Any) -> list[str]:
+    """Names of the depthwise Conv nodes of an ONNX model (``group`` equal to the input channels,
+    one input channel per group), naming unnamed nodes first (``dwconv_<i>``)."""
+    weights = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    names = []
+    for i, node in enumerate(model.graph.node):
+        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in weights:
+            continue
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        shape = weights[node.input[1]]
+        if group > 1 and len(shape) == 4 and shape[1] == 1 and shape[0] == group:
+            if not node.name:
+                node.name = f"dwconv_{i}"
+            names.append(node.name)
+    return names
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader over a list of tensors (one model call each)."""
+
+    def __init__(self, name: str, inputs: Sequence[Tensor]) -> None:
+        self._items: Iterator[dict[str, Any]] = iter([{name: t.numpy()} for t in inputs])
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._items, None)
+
+
+def quantize_onnx(
+    src: str | os.PathLike, dst: str | os.PathLike, inputs: Sequence[Tensor], float_depthwise: bool = True
+) -> Path:
+    """Write ``src`` (an FP32 ONNX model) quantized to int8 at ``dst`` (see the module doc).
+
+    Args:
+        src: the FP32 ONNX file.
+        dst: where the int8 (QDQ) model is written.
+        inputs: the calibration inputs, one model call each (:func:`calibration_inputs`).
+        float_depthwise: keep depthwise convolutions in float.
+
+    Returns:
+        ``dst``.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    model = onnx.load(str(src))
+    exclude = depthwise_conv_nodes(model) if float_depthwise else []
+    named = Path(dst).with_suffix(".fp32-named.onnx")
+    onnx.save(model, str(named))  # the nodes named, so they can be excluded by name
+    try:
+        quantize_static(
+            str(named),
+            str(dst),
+            _Reader(model.graph.input[0].name, inputs),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    finally:
+        named.unlink(missing_ok=True)
+    return Path(dst)
