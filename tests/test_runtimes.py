@@ -280,3 +280,29 @@ def test_a_detector_with_no_detection_gives_empty_outputs(runtime):
         0
     ]
     assert {k: tuple(v.shape) for k, v in out.items()} == {"boxes": (0, 4), "labels": (0,), "scores": (0,)}
+
+
+@pytest.mark.skipif(not HAVE["onnxruntime"], reason="onnxruntime not installed")
+def test_eval_command_runs_int8_with_a_calibration_folder(tmp_path):
+    """``ghostdet eval --precision int8 --calibration DIR`` scores the int8 model; without
+    --calibration it is one line naming the flag."""
+    import json
+    import subprocess
+    import sys
+
+    from ghostdet.data import make_synthetic_coco
+    from tests.test_bad_input import _tiny_detector_checkpoint
+
+    data = make_synthetic_coco(tmp_path / "data", num_train=3, num_val=4, image_size=(64, 80), seed=5)
+    ck = _tiny_detector_checkpoint(tmp_path / "ck.pth")
+    cmd = [sys.executable, "-m", "ghostdet", "eval", "--checkpoint", str(ck), "--device", "cpu"]
+    cmd += ["--val-images", str(data["val_images"]), "--val-ann", str(data["val_ann"]), "--workers", "0"]
+    cmd += ["--runtime", "onnxruntime", "--precision", "int8", "--no-progress", "--no-analysis"]
+    bad = subprocess.run([*cmd, "--output-dir", str(tmp_path / "bad")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--calibration" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    run = [*cmd, "--calibration", str(data["train_images"]), "--output-dir", str(tmp_path / "q")]
+    ok = subprocess.run(run, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "runtime onnxruntime, int8" in ok.stdout
+    metrics = json.loads((tmp_path / "q" / "metrics.json").read_text())
+    assert 0.0 <= metrics["AP"] <= 1.0

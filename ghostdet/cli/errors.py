@@ -52,6 +52,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (GhostdetError, ToolError)
 ARG_FLAGS: dict[str, str] = {
     "backbone": "--backbone",
     "batch_size": "--batch-size",
+    "calibration": "--calibration",
     "checkpoint": "--checkpoint",
     "data_path": "--data-path",
     "device": "--device",
@@ -60,8 +61,10 @@ ARG_FLAGS: dict[str, str] = {
     "model": "--model",
     "num_classes": "--num-classes",
     "output_dir": "--output-dir",
+    "precision": "--precision",
     "results": "--results",
     "resume": "--resume",
+    "runtime": "--runtime",
     "strict_data": "--strict-data",
     "train_ann": "--train-ann",
     "train_images": "--train-images",

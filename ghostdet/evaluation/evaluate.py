@@ -266,6 +266,8 @@ def evaluate_detector(
     analysis: bool = True,
     confusion_score: float | None = None,
     error_images: int = 8,
+    precision: str = "fp32",
+    calibration: Any = None,
 ) -> dict[str, Any]:
     """Evaluate a loaded detector on a COCO-format set (sharded across torch.distributed ranks).
 
@@ -297,6 +299,9 @@ def evaluate_detector(
         confusion_score: score threshold of the confusion matrix and the error images
             (``None``: the global best-F1 threshold).
         error_images: images drawn for most false positives and for most false negatives.
+        precision: ``fp32`` or ``int8`` (onnxruntime / OpenVINO only; see
+            :func:`ghostdet.deploy.compile`).
+        calibration: for int8, a folder of images (or files, or tensors) to calibrate with.
 
     Returns:
         The metrics dict written to ``metrics.json`` (on every rank; only rank 0 writes files,
@@ -335,7 +340,7 @@ def evaluate_detector(
         collate_fn=image_list_collate,
         pin_memory=device.type == "cuda",
     )
-    model = _runtime_model(detector.model.to(device), dataset, runtime, device, say)
+    model = _runtime_model(detector.model.to(device), dataset, runtime, device, say, precision, calibration)
     start = time.perf_counter()
     run_inference(model, loader, device, evaluator, progress=progress and rank == 0)
     evaluator.synchronize()
@@ -483,12 +488,15 @@ def _runtime_model(
     runtime: str,
     device: torch.device,
     say: Callable[[str], None],
+    precision: str = "fp32",
+    calibration: Any = None,
 ) -> Any:
-    """``model`` compiled for ``runtime`` (:func:`ghostdet.deploy.compile`; ``eager``: as it is).
+    """``model`` compiled for ``runtime`` and ``precision`` (:func:`ghostdet.deploy.compile`;
+    ``eager`` FP32: as it is).
 
     The example input is the first readable image of ``dataset``; on a GPU every runtime is eager
     PyTorch (the others run on the CPU)."""
-    if runtime == "eager" or device.type != "cpu":
+    if (runtime == "eager" and precision == "fp32") or device.type != "cpu":
         return model
     from ghostdet.deploy.runtimes import compile_model
 
@@ -497,9 +505,11 @@ def _runtime_model(
     )
     if example is None:
         return model
-    compiled = compile_model(model, [example], runtime=runtime, log=say)
-    if runtime != "auto":
-        say(f"runtime {compiled.runtime}")
+    compiled = compile_model(
+        model, [example], runtime=runtime, precision=precision, calibration=calibration, log=say
+    )
+    if runtime != "auto" or precision != "fp32":
+        say(f"runtime {compiled.runtime}, {compiled.precision}")
     return compiled
 
 
@@ -674,6 +684,9 @@ def run_eval(
         confusion_score: score threshold of the confusion matrix and the error images
             (``None``: the global best-F1 threshold).
         error_images: images drawn for most false positives and for most false negatives.
+        precision: ``fp32`` or ``int8`` (onnxruntime / OpenVINO only; see
+            :func:`ghostdet.deploy.compile`).
+        calibration: for int8, a folder of images (or files, or tensors) to calibrate with.
         **kwargs: passed to :func:`evaluate_detector` (batch_size, workers, score_threshold,
             max_dets, limit, results_only, progress, log).
     """

@@ -89,6 +89,15 @@ def build_parser(inv: Invocation) -> ToolArgumentParser:
         "onnxruntime or openvino (default %(default)s)",
     )  # fmt: skip
     r.add_argument(
+        "--precision", choices=("fp32", "int8"), default="fp32",
+        help="int8: post-training static quantization of the ONNX export, run in onnxruntime or "
+        "OpenVINO (needs --calibration; default %(default)s)",
+    )  # fmt: skip
+    r.add_argument(
+        "--calibration", default=None, metavar="DIR",
+        help="folder of images to calibrate int8 with (e.g. training images; up to 64 are read)",
+    )  # fmt: skip
+    r.add_argument(
         "--score-threshold",
         type=float,
         default=0.05,
@@ -182,6 +191,8 @@ def run(args: argparse.Namespace, inv: Invocation) -> int:
             data_format=args.data_format,
             difficult=args.difficult,
             runtime=args.runtime,
+            precision=args.precision,
+            calibration=args.calibration,
             analysis=args.analysis,
             confusion_score=args.confusion_score,
             error_images=args.error_images,
