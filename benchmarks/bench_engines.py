@@ -36,14 +36,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 #: ``deploy-onednn`` is the deploy mode with ghostdet's native kernels off
-#: (``fuse(..., native_kernels=False)``): the row that says whether those kernels pay
-ENGINES = ("eager", "deploy", "deploy-onednn", "onnxruntime", "openvino")
+#: (``fuse(..., native_kernels=False)``): the row that says whether those kernels pay;
+#: ``*-int8``: both models' ONNX files quantized alike by :func:`ghostdet.deploy.quantize.quantize_onnx`
+#: (calibrated on ``--calibration``), in that engine
+ENGINES = ("eager", "deploy", "deploy-onednn", "onnxruntime", "openvino", "onnxruntime-int8", "openvino-int8")
+INT8 = ("onnxruntime-int8", "openvino-int8")
 
 
 def _torch_onnx(model: torch.nn.Module, example: object, path: Path, detector: bool) -> Path:
@@ -56,26 +60,17 @@ def _torch_onnx(model: torch.nn.Module, example: object, path: Path, detector: b
 
 
 def _ort(path: Path, threads: int) -> Callable[[object], object]:
-    import onnxruntime as ort
+    from ghostdet.deploy.runtimes import onnxruntime_runner
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    # no spinning between calls: a session's idle pool would take a core from the model timed next
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x.numpy()})
+    run, _ = onnxruntime_runner(path, threads)
+    return lambda x: run(x.numpy())
 
 
 def _openvino(path: Path, threads: int) -> Callable[[object], object]:
-    import openvino as ov
+    from ghostdet.deploy.runtimes import openvino_runner
 
-    core = ov.Core()
-    cfg = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": threads}
-    cfg["INFERENCE_PRECISION_HINT"] = "f32"
-    request = core.compile_model(core.read_model(str(path)), "CPU", cfg).create_infer_request()
-    return lambda x: request.infer({0: x.numpy()})
+    run, _ = openvino_runner(path, threads)
+    return lambda x: run(x.numpy())
 
 
 def _have(module: str) -> bool:
@@ -93,9 +88,10 @@ def _generic(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def backbone_cases(
-    size: int, threads: int, tmp: Path, engines: tuple[str, ...] = ENGINES
+    size: int, threads: int, tmp: Path, engines: tuple[str, ...] = ENGINES, int8: Int8 | None = None
 ) -> dict[str, dict[str, Callable[[], object]]]:
-    """model -> engine -> a call on a 1x3xSxS input, for the given engines."""
+    """model -> engine -> a call on a 1x3xSxS input, for the given engines (``int8``: how the
+    ``*-int8`` engines' models are quantized)."""
     from torchvision.models import mobilenet_v3_large
 
     from ghostdet.deploy import fuse
@@ -118,24 +114,44 @@ def backbone_cases(
     if "deploy-onednn" in engines:
         plain = fuse(g, native_kernels=False)
         cases["GhostNet 1.0x"]["deploy-onednn"] = lambda: plain(x)
-    if {"onnxruntime", "openvino"} & set(engines):
+    if {"onnxruntime", "openvino", *INT8} & set(engines):
         g_onnx = tmp / f"ghostnet_{size}.onnx"
         export_onnx(g, g_onnx, image=torch.rand(3, 224, 224), verify=False)
         m_onnx = _torch_onnx(m, x, tmp / f"mnv3_{size}.onnx", detector=False)
         for name, path in (("GhostNet 1.0x", g_onnx), ("MobileNetV3-L", m_onnx)):
-            cases[name].update(_engine_calls(path, threads, engines, x))
+            cases[name].update(_engine_calls(path, threads, engines, x, int8, "classifier"))
     return _only(cases, engines)
 
 
+class Int8(NamedTuple):
+    """How the ``*-int8`` engines' models are quantized: calibration images, depthwise in float."""
+
+    calibration: str
+    float_depthwise: bool = True
+
+
 def _engine_calls(
-    path: Path, threads: int, engines: tuple[str, ...], arg: object
+    path: Path,
+    threads: int,
+    engines: tuple[str, ...],
+    arg: object,
+    int8: Int8 | None = None,
+    kind: str = "classifier",
 ) -> dict[str, Callable[[], object]]:
-    """The ONNX file's calls on ``arg`` in the installed engines among ``engines``."""
+    """The ONNX file's calls on ``arg`` in the installed engines among ``engines``; the
+    ``*-int8`` engines run the file quantized as ``int8`` says (skipped without it)."""
     calls: dict[str, Callable[[], object]] = {}
-    for engine, build in (("onnxruntime", _ort), ("openvino", _openvino)):
-        if engine in engines and _have(engine):
-            fn = build(path, threads)
-            calls[engine] = lambda fn=fn: fn(arg)
+    files = {"": path}
+    if int8 is not None and set(INT8) & set(engines):
+        from ghostdet.deploy.quantize import calibration_inputs, quantize_onnx
+
+        inputs = calibration_inputs(int8.calibration, kind, arg if kind != "detector" else [arg])
+        files["-int8"] = quantize_onnx(path, path.with_suffix(".int8.onnx"), inputs, int8.float_depthwise)
+    for suffix, file in files.items():
+        for engine, build in (("onnxruntime", _ort), ("openvino", _openvino)):
+            if engine + suffix in engines and _have(engine):
+                fn = build(file, threads)
+                calls[engine + suffix] = lambda fn=fn: fn(arg)
     return calls
 
 
@@ -151,7 +167,7 @@ def _only(
 
 
 def detector_cases(
-    threads: int, tmp: Path, engines: tuple[str, ...] = ENGINES
+    threads: int, tmp: Path, engines: tuple[str, ...] = ENGINES, int8: Int8 | None = None
 ) -> dict[str, dict[str, Callable[[], object]]]:
     """model -> engine -> a call on one 480x640 image, for the given engines."""
     from torchvision.models.detection import RetinaNet, fasterrcnn_mobilenet_v3_large_320_fpn
@@ -187,14 +203,14 @@ def detector_cases(
         if ghost and "deploy-onednn" in engines:
             plain = fuse(model, native_kernels=False)
             cases[name]["deploy-onednn"] = lambda plain=plain: plain([img])
-        if not {"onnxruntime", "openvino"} & set(engines):
+        if not {"onnxruntime", "openvino", *INT8} & set(engines):
             continue
         path = tmp / f"{name.replace(' ', '_')}.onnx"
         if ghost:
             export_onnx(model, path, image=img, verify=False)
         else:
             _torch_onnx(model, [img], path, detector=True)
-        cases[name].update(_engine_calls(path, threads, engines, img))
+        cases[name].update(_engine_calls(path, threads, engines, img, int8, "detector"))
     return _only(cases, engines)
 
 
@@ -218,6 +234,10 @@ def _interleaved(
     return out
 
 
+def _int8(args: argparse.Namespace) -> Int8 | None:
+    return Int8(args.calibration, not args.int8_depthwise) if args.calibration else None
+
+
 def measure(args: argparse.Namespace) -> dict:
     """One process's measurement at ``args.threads[0]`` threads."""
     from benchmarks.bench_cpu import backbone_macs, peak_fp32_gflops
@@ -228,7 +248,7 @@ def measure(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         if "backbones" in args.sections:
             for size in args.sizes:
-                cases = backbone_cases(size, threads, Path(tmp), tuple(args.engines))
+                cases = backbone_cases(size, threads, Path(tmp), tuple(args.engines), _int8(args))
                 ms = _interleaved(cases, args.reps, args.warmup)
                 macs = backbone_macs(size)
                 result[f"backbones {size}"] = {
@@ -236,7 +256,7 @@ def measure(args: argparse.Namespace) -> dict:
                     "macs": {"GhostNet 1.0x": macs["ghost"], "MobileNetV3-L": macs["mnv3"]},
                 }
         if "detectors" in args.sections:
-            cases = detector_cases(threads, Path(tmp), tuple(args.engines))
+            cases = detector_cases(threads, Path(tmp), tuple(args.engines), _int8(args))
             result["detectors 480x640"] = {"ms": _interleaved(cases, args.reps, args.warmup)}
     return result
 
@@ -249,10 +269,25 @@ PAIRS = {
 }
 
 
+def _fastest_fp32(times: dict[str, float]) -> float:
+    return min(v for e, v in times.items() if e not in INT8)
+
+
 def _summary(cell: dict[str, dict[str, float]]) -> dict[str, float]:
-    """The fastest ghostdet engine's time over the fastest engine's time of the counterpart."""
+    """The fastest ghostdet FP32 engine's time over the fastest FP32 engine's time of the counterpart."""
     return {
-        g: min(cell[g].values()) / min(cell[m].values()) for g, m in PAIRS.items() if g in cell and m in cell
+        g: _fastest_fp32(cell[g]) / _fastest_fp32(cell[m])
+        for g, m in PAIRS.items()
+        if g in cell and m in cell
+    }
+
+
+def _same_engine(cell: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """ghostdet's time over its counterpart's in each engine both ran (int8 against int8)."""
+    return {
+        g: {e: cell[g][e] / cell[m][e] for e in cell[g] if e in cell[m]}
+        for g, m in PAIRS.items()
+        if g in cell and m in cell
     }
 
 
@@ -264,7 +299,12 @@ def main(argv: list[str] | None = None) -> int:
         "--sections", nargs="+", default=["backbones", "detectors"], choices=["backbones", "detectors"]
     )
     p.add_argument(
-        "--engines", nargs="+", default=list(ENGINES), choices=ENGINES, help="engines to time (default: all)"
+        "--engines", nargs="+", default=[e for e in ENGINES if e not in INT8], choices=ENGINES,
+        help="engines to time (default: every FP32 one; the *-int8 ones need --calibration)",
+    )  # fmt: skip
+    p.add_argument("--calibration", default=None, help="image folder the *-int8 engines calibrate on")
+    p.add_argument(
+        "--int8-depthwise", action="store_true", help="quantize depthwise convs too (default: left in float)"
     )
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
@@ -272,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write every process's results here")
     p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if set(INT8) & set(args.engines) and not args.calibration:
+        p.error("the *-int8 engines need --calibration DIR")
     if args._child:
         print(json.dumps(measure(args)))
         return 0
@@ -289,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
                 "--engines",
                 *args.engines,
             ]
+            if args.calibration:
+                cmd += ["--calibration", args.calibration] + (
+                    ["--int8-depthwise"] if args.int8_depthwise else []
+                )
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 print(proc.stderr[-2000:], file=sys.stderr)
@@ -318,9 +364,16 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = f"**{statistics.median(rv):.2f}** ({min(rv):.2f}-{max(rv):.2f})" if rv else ""
                 share = ""
                 if "macs" in results[0][key]:
-                    best = statistics.median(min(r[key]["ms"][m].values()) for r in results)
+                    best = statistics.median(_fastest_fp32(r[key]["ms"][m]) for r in results)
                     share = f"{100 * 2 * results[0][key]['macs'][m] / (best / 1e3) / (peak * 1e9):.0f}%"
                 print(f"| {m} | " + " | ".join(cells) + f" | {ratio} | {share} |")
+            same = [_same_engine(r[key]["ms"]) for r in results]
+            for g in [g for g in PAIRS if g in same[0] and same[0][g]]:
+                parts = []
+                for e in same[0][g]:
+                    v = [x[g][e] for x in same if e in x[g]]
+                    parts.append(f"{e} {statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f})")
+                print(f"\n{g} / {PAIRS[g]}, same engine: " + ", ".join(parts))
     if args.json:
         args.json.write_text(json.dumps({str(k): v for k, v in runs.items()}, indent=1))
     return 0

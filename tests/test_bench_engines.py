@@ -26,6 +26,35 @@ def test_summary_is_the_fastest_ghostdet_engine_over_the_counterparts_fastest():
         "FRCNN-320 GhostNet": {"eager": 200.0},
     }
     assert _bench()._summary(cell) == {"GhostNet 1.0x": pytest.approx(0.9)}  # no counterpart: no ratio
+    # int8 engines are not in the FP32 summary; the same-engine ratios pair each engine
+    cell["GhostNet 1.0x"]["onnxruntime-int8"] = 1.0
+    cell["MobileNetV3-L"]["onnxruntime-int8"] = 4.0
+    assert _bench()._summary(cell) == {"GhostNet 1.0x": pytest.approx(0.9)}
+    assert _bench()._same_engine(cell) == {
+        "GhostNet 1.0x": {"eager": 1.5, "onnxruntime": 0.9, "onnxruntime-int8": 0.25}
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime not installed")
+def test_a_tiny_int8_run_prints_same_engine_ratios(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "calib").mkdir()
+    for i in range(2):
+        Image.new("RGB", (80, 60), (40 * i, 90, 200)).save(tmp_path / "calib" / f"{i}.png")
+    cmd = [sys.executable, str(REPO / "benchmarks" / "bench_engines.py"), "--threads", "1", "--sizes", "64"]
+    cmd += ["--sections", "backbones", "--reps", "1", "--warmup", "0", "--engines", "onnxruntime"]
+    cmd += ["onnxruntime-int8", "--calibration", str(tmp_path / "calib")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| onnxruntime | onnxruntime-int8 |" in r.stdout
+    assert (
+        "GhostNet 1.0x / MobileNetV3-L, same engine: onnxruntime " in r.stdout
+        and ", onnxruntime-int8 " in r.stdout
+    )
+    no_calib = subprocess.run(cmd[: cmd.index("--calibration")], capture_output=True, text=True, check=False)
+    assert no_calib.returncode == 2 and "need --calibration" in no_calib.stderr
 
 
 @pytest.mark.slow

@@ -306,3 +306,25 @@ def test_eval_command_runs_int8_with_a_calibration_folder(tmp_path):
     assert "runtime onnxruntime, int8" in ok.stdout
     metrics = json.loads((tmp_path / "q" / "metrics.json").read_text())
     assert 0.0 <= metrics["AP"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("background", "score", "label", "kept"),
+    [
+        (True, 0.9, 0, 0),  # two-stage: label 0 is the background, never a detection
+        (False, 1.8e-43, 0, 0),  # RetinaNet: below its threshold, OpenVINO's empty-output row
+        (False, 0.9, 0, 1),  # RetinaNet: label 0 is a class, a real detection
+        (True, 0.9, 2, 1),
+    ],
+)
+def test_openvino_empty_output_row_is_dropped_and_only_it(monkeypatch, background, score, label, kept):
+    import numpy as np
+
+    def runner(path, threads):
+        outs = [np.zeros((1, 4), np.float32), np.array([score], np.float32), np.array([label])]
+        return (lambda x: outs), ["boxes", "scores", "labels"]
+
+    monkeypatch.setattr(runtimes, "openvino_runner", runner)
+    fn = runtimes._openvino_fn("unused.onnx", "detector", 1, (0.05, background))
+    (out,) = fn([torch.rand(3, 8, 8)])
+    assert out["scores"].shape == (kept,) and out["boxes"].shape == (kept, 4)

@@ -51,7 +51,15 @@ from ghostdet.deploy.onnx import _kind, export_onnx
 from ghostdet.deploy.quantize import calibration_inputs, quantize_onnx
 from ghostdet.errors import InputError
 
-__all__ = ["PRECISIONS", "RUNTIMES", "CompiledModel", "available_runtimes", "compile_model"]
+__all__ = [
+    "PRECISIONS",
+    "RUNTIMES",
+    "CompiledModel",
+    "available_runtimes",
+    "compile_model",
+    "onnxruntime_runner",
+    "openvino_runner",
+]
 
 #: The runtimes :func:`compile_model` knows, in the order ``auto`` tries them.
 RUNTIMES = ("eager", "torch", "onnxruntime", "openvino")
@@ -150,7 +158,13 @@ def _session_fn(kind: str, names: Sequence[str], run_one: Callable[[Tensor], Seq
     return lambda x: _to_outputs(kind, names, run_one(x))
 
 
-def _onnxruntime_fn(path: Path, kind: str, threads: int | None) -> Callable[[Any], Any]:
+def onnxruntime_runner(
+    path: str | Path, threads: int | None = None
+) -> tuple[Callable[[Any], list[Any]], list[str]]:
+    """An onnxruntime CPU session on an ONNX file: ``(run, output names)``, ``run(array)`` giving
+    the outputs as arrays. ``threads`` intra-op threads, one inter-op thread; the pool does not
+    spin between calls (an idle spinning pool takes a core from whatever runs next, e.g. the
+    other runtimes ``auto`` measures)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -158,17 +172,22 @@ def _onnxruntime_fn(path: Path, kind: str, threads: int | None) -> Callable[[Any
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     in_name = sess.get_inputs()[0].name
-    names = [o.name for o in sess.get_outputs()]
-    return _session_fn(kind, names, lambda x: sess.run(None, {in_name: x.detach().contiguous().numpy()}))
+    return (lambda x: sess.run(None, {in_name: x})), [o.name for o in sess.get_outputs()]
 
 
-def _openvino_fn(path: Path, kind: str, threads: int | None) -> Callable[[Any], Any]:
+def openvino_runner(
+    path: str | Path, threads: int | None = None
+) -> tuple[Callable[[Any], list[Any]], list[str]]:
+    """OpenVINO's CPU plugin on an ONNX file: ``(run, output names)``, ``run(array)`` giving the
+    outputs as arrays (``PERFORMANCE_HINT=LATENCY``, ``NUM_STREAMS=1``, ``threads`` inference
+    threads, and f32 inference precision: on CPUs with bf16 units OpenVINO would otherwise run
+    FP32 models in bf16, about 1e-2 off; an int8 model's quantized ops still run in int8)."""
     import openvino as ov
 
     core = ov.Core()
-    # f32: on CPUs with bf16 units OpenVINO would otherwise run bf16 (about 1e-2 off)
     config: dict[str, Any] = {
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": "1",
@@ -178,16 +197,42 @@ def _openvino_fn(path: Path, kind: str, threads: int | None) -> Callable[[Any], 
         config["INFERENCE_NUM_THREADS"] = int(threads)
     compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
     request = compiled.create_infer_request()
-    names = [o.get_any_name() for o in compiled.outputs]
+
+    def run(x: Any) -> list[Any]:
+        result = request.infer({0: x})
+        return [result[o].copy() for o in compiled.outputs]
+
+    return run, [o.get_any_name() for o in compiled.outputs]
+
+
+def _onnxruntime_fn(path: Path, kind: str, threads: int | None) -> Callable[[Any], Any]:
+    run, names = onnxruntime_runner(path, threads)
+    return _session_fn(kind, names, lambda x: run(x.detach().contiguous().numpy()))
+
+
+def _score_rule(model: nn.Module) -> tuple[float, bool]:
+    """A detector's score threshold (its outputs score above it) and whether label 0 is its
+    background (two-stage detectors never output it; RetinaNet's label 0 is a class)."""
+    heads = getattr(model, "roi_heads", None)
+    thresh = getattr(heads if heads is not None else model, "score_thresh", 0.0)
+    return float(thresh), heads is not None
+
+
+def _openvino_fn(
+    path: Path, kind: str, threads: int | None, rule: tuple[float, bool] = (0.0, False)
+) -> Callable[[Any], Any]:
+    run, names = openvino_runner(path, threads)
+    min_score, background = rule
 
     def run_one(x: Tensor) -> list[Any]:
-        result = request.infer({0: x.detach().contiguous().numpy()})
-        outs = [result[o].copy() for o in compiled.outputs]
-        if kind == "detector" and "labels" in names:
-            # OpenVINO returns an empty detection output as one row of zeros; torchvision never
-            # outputs label 0 (background), so such rows are dropped
-            keep = outs[names.index("labels")] != 0
-            outs = [o[keep] for o in outs]
+        outs = run(x.detach().contiguous().numpy())
+        if kind == "detector" and {"scores", "labels"} <= set(names):
+            # OpenVINO returns an empty detection output as one row of uninitialised values
+            # (label 0): a row with the background label, or scoring outside [threshold, 1],
+            # is that row, not a detection
+            scores, labels = outs[names.index("scores")], outs[names.index("labels")]
+            if len(scores) == 1 and labels[0] == 0 and (background or not min_score <= scores[0] <= 1):
+                outs = [o[:0] for o in outs]
         return outs
 
     return _session_fn(kind, names, run_one)
@@ -289,7 +334,10 @@ def compile_model(
                 export_onnx(model, onnx_path, image=_example_image(example), verify=False)
                 if int8:
                     onnx_path = quantize_onnx(onnx_path, onnx_path.with_name("model-int8.onnx"), inputs)
-            fns[name] = (_onnxruntime_fn if name == "onnxruntime" else _openvino_fn)(onnx_path, kind, threads)
+            if name == "onnxruntime":
+                fns[name] = _onnxruntime_fn(onnx_path, kind, threads)
+            else:
+                fns[name] = _openvino_fn(onnx_path, kind, threads, _score_rule(model))
     report: dict[str, Any] = {"runtime": candidates[0]}
     if len(fns) > 1:
         with torch.inference_mode():
