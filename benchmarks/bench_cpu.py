@@ -55,11 +55,16 @@ Sections (``--sections``, comma separated):
   each other's cores), at 224x224 and 640x640; the GhostNet portable form is padded to this
   machine's NCHWc block (16 floats with AVX-512, else 8); skipped when onnxruntime is not
   installed (``pip install -e ".[export]"``).
+* ``engines``  - GhostNet 1.0x against ``mobilenet_v3_large`` (224 and 640) and both 320 presets
+  against their MobileNetV3-Large FPN counterparts (480x640), each in every engine installed:
+  PyTorch eager, ghostdet's deploy mode with and without its native kernels, onnxruntime and
+  OpenVINO, interleaved in one fresh process per thread count, with the fastest-against-fastest
+  ratio (``benchmarks/bench_engines.py``'s measurement; that script repeats it over processes).
 
 Usage::
 
     python benchmarks/bench_cpu.py                 # everything, 2 threads (this machine's cores)
-    python benchmarks/bench_cpu.py --quick         # few repetitions, for a smoke test
+    python benchmarks/bench_cpu.py --quick         # few repetitions, for a smoke test (no compile, engines)
     python benchmarks/bench_cpu.py --sections backbone,detector --threads 1 --reps 50
     python benchmarks/bench_cpu.py --sections backbone,throughput --threads 1 2 4
 
@@ -97,6 +102,7 @@ SECTIONS = (
     "compile",
     "onnx",
     "onnxprofile",
+    "engines",
 )
 # sections that vary the thread count themselves: run once, not once per --threads value
 ONCE = ("scaling", "kernels")
@@ -803,6 +809,22 @@ def format_node_profile(profiles: dict[str, dict[str, dict[str, float]]]) -> str
     return "\n".join(lines)
 
 
+def section_engines(args: argparse.Namespace) -> dict:
+    """GhostNet against MobileNetV3 in every engine (``benchmarks/bench_engines.py``'s
+    measurement: eager, deploy, deploy without native kernels, onnxruntime, OpenVINO), the
+    backbones at 224 and 640 and both 320 presets at 480x640, in one fresh process at this thread
+    count."""
+    from benchmarks import bench_engines
+
+    reps = max(5, args.reps // 4)
+    result = bench_engines.run_child(
+        args.threads, reps, min(3, args.warmup), [224, 640], ["backbones", "detectors"],
+        [e for e in bench_engines.ENGINES if e not in bench_engines.INT8],
+    )  # fmt: skip
+    print(bench_engines.format_runs({args.threads: [result]}))
+    return result
+
+
 def section_onnxprofile(args: argparse.Namespace) -> dict:
     """onnxruntime's per-node profile of the exported GhostNet 1.0x (portable form, static
     shapes: what ``--static-shape`` writes) and MobileNetV3-Large at each size: where the time
@@ -1279,7 +1301,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "detector reps/2 and the training step reps/5 (each at least 4-5) (default: %(default)s)",
     )
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up repetitions (default: %(default)s)")
-    p.add_argument("--quick", action="store_true", help="smoke test: --reps 8 --warmup 2, no compile section")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke test: --reps 8 --warmup 2, no compile or engines"
+    )
     p.add_argument(
         "--sections",
         default=",".join(SECTIONS),
@@ -1312,8 +1336,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown section(s) {bad}; choose from {','.join(SECTIONS)}")
     if args.quick:
         args.reps, args.warmup = 8, 2
-        if args.sections == ",".join(SECTIONS):
-            sections = [s for s in sections if s != "compile"]
+        if args.sections == ",".join(SECTIONS):  # the smoke test leaves out the slowest sections
+            sections = [s for s in sections if s not in ("compile", "engines")]
     args.section_list = sections
     return args
 

@@ -291,6 +291,80 @@ def _same_engine(cell: dict[str, dict[str, float]]) -> dict[str, dict[str, float
     }
 
 
+def format_runs(runs: dict[int, list[dict]]) -> str:
+    """Markdown tables of :func:`measure`'s results, per thread count (median and range over
+    the processes), with the summary and same-engine ratios."""
+    out: list[str] = []
+    for threads, results in runs.items():
+        peak = statistics.median(r["peak_gflops"] for r in results)
+        head = f"{threads} thread(s), {len(results)} process(es), median (min-max) ms"
+        out.append(f"\n## {head}; FP32 peak {peak:.0f} GFLOP/s")
+        for key in [k for k in results[0] if k not in ("threads", "peak_gflops")]:
+            models = results[0][key]["ms"]
+            engines = [e for e in ENGINES if any(e in v for v in models.values())]
+            out.append(
+                f"\n### {key}\n\n| model | "
+                + " | ".join(engines)
+                + " | fastest / MobileNetV3's fastest | share of peak |"
+            )
+            out.append("|---|" + "---|" * (len(engines) + 2))
+            ratios = [_summary(r[key]["ms"]) for r in results]
+            for m in models:
+                cells = []
+                for e in engines:
+                    v = [r[key]["ms"][m][e] for r in results if e in r[key]["ms"][m]]
+                    cells.append(f"{statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" if v else "-")
+                rv = [x[m] for x in ratios if m in x]
+                ratio = f"**{statistics.median(rv):.2f}** ({min(rv):.2f}-{max(rv):.2f})" if rv else ""
+                share = ""
+                if "macs" in results[0][key]:
+                    best = statistics.median(_fastest_fp32(r[key]["ms"][m]) for r in results)
+                    share = f"{100 * 2 * results[0][key]['macs'][m] / (best / 1e3) / (peak * 1e9):.0f}%"
+                out.append(f"| {m} | " + " | ".join(cells) + f" | {ratio} | {share} |")
+            same = [_same_engine(r[key]["ms"]) for r in results]
+            for g in [g for g in PAIRS if g in same[0] and same[0][g]]:
+                parts = []
+                for e in same[0][g]:
+                    v = [x[g][e] for x in same if e in x[g]]
+                    parts.append(f"{e} {statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f})")
+                out.append(f"\n{g} / {PAIRS[g]}, same engine: " + ", ".join(parts))
+    return "\n".join(out)
+
+
+def run_child(
+    threads: int,
+    reps: int,
+    warmup: int,
+    sizes: list[int],
+    sections: list[str],
+    engines: list[str],
+    int8: Int8 | None = None,
+) -> dict:
+    """:func:`measure` in a fresh process at ``threads`` threads (onnxruntime and OpenVINO keep
+    their thread pools for the life of a process); its result dict.
+
+    Raises:
+        RuntimeError: the process failed (its stderr's end is the message).
+    """
+    cmd = [sys.executable, __file__, "--_child", "--threads", str(threads), "--reps", str(reps)]
+    cmd += [
+        "--warmup",
+        str(warmup),
+        "--sizes",
+        *map(str, sizes),
+        "--sections",
+        *sections,
+        "--engines",
+        *engines,
+    ]
+    if int8 is not None:
+        cmd += ["--calibration", int8.calibration] + ([] if int8.float_depthwise else ["--int8-depthwise"])
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -320,60 +394,16 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[int, list[dict]] = {}
     for threads in args.threads:
         for i in range(args.processes):
-            cmd = [sys.executable, __file__, "--_child", "--threads", str(threads), "--reps", str(args.reps)]
-            cmd += [
-                "--warmup",
-                str(args.warmup),
-                "--sizes",
-                *map(str, args.sizes),
-                "--sections",
-                *args.sections,
-                "--engines",
-                *args.engines,
-            ]
-            if args.calibration:
-                cmd += ["--calibration", args.calibration] + (
-                    ["--int8-depthwise"] if args.int8_depthwise else []
+            try:
+                result = run_child(
+                    threads, args.reps, args.warmup, args.sizes, args.sections, args.engines, _int8(args)
                 )
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                print(proc.stderr[-2000:], file=sys.stderr)
+            except RuntimeError as e:
+                print(e, file=sys.stderr)
                 return 1
-            runs.setdefault(threads, []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            runs.setdefault(threads, []).append(result)
             print(f"# {threads} thread(s), process {i + 1}/{args.processes} done", file=sys.stderr)
-    for threads, results in runs.items():
-        peak = statistics.median(r["peak_gflops"] for r in results)
-        head = f"{threads} thread(s), {len(results)} process(es), median (min-max) ms"
-        print(f"\n## {head}; FP32 peak {peak:.0f} GFLOP/s")
-        for key in [k for k in results[0] if k not in ("threads", "peak_gflops")]:
-            models = results[0][key]["ms"]
-            engines = [e for e in ENGINES if any(e in v for v in models.values())]
-            print(
-                f"\n### {key}\n\n| model | "
-                + " | ".join(engines)
-                + " | fastest / MobileNetV3's fastest | share of peak |"
-            )
-            print("|---|" + "---|" * (len(engines) + 2))
-            ratios = [_summary(r[key]["ms"]) for r in results]
-            for m in models:
-                cells = []
-                for e in engines:
-                    v = [r[key]["ms"][m][e] for r in results if e in r[key]["ms"][m]]
-                    cells.append(f"{statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" if v else "-")
-                rv = [x[m] for x in ratios if m in x]
-                ratio = f"**{statistics.median(rv):.2f}** ({min(rv):.2f}-{max(rv):.2f})" if rv else ""
-                share = ""
-                if "macs" in results[0][key]:
-                    best = statistics.median(_fastest_fp32(r[key]["ms"][m]) for r in results)
-                    share = f"{100 * 2 * results[0][key]['macs'][m] / (best / 1e3) / (peak * 1e9):.0f}%"
-                print(f"| {m} | " + " | ".join(cells) + f" | {ratio} | {share} |")
-            same = [_same_engine(r[key]["ms"]) for r in results]
-            for g in [g for g in PAIRS if g in same[0] and same[0][g]]:
-                parts = []
-                for e in same[0][g]:
-                    v = [x[g][e] for x in same if e in x[g]]
-                    parts.append(f"{e} {statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f})")
-                print(f"\n{g} / {PAIRS[g]}, same engine: " + ", ".join(parts))
+    print(format_runs(runs))
     if args.json:
         args.json.write_text(json.dumps({str(k): v for k, v in runs.items()}, indent=1))
     return 0

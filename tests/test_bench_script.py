@@ -38,6 +38,7 @@ def test_parse_args_sections_and_errors(bench, capsys):
     args = bench.parse_args(["--quick"])
     assert args.reps == 8 and args.warmup == 2
     assert "compile" not in args.section_list and "backbone" in args.section_list
+    assert "engines" not in args.section_list and "engines" in bench.parse_args([]).section_list
     assert bench.parse_args(["--sections", "onnx,backbone"]).section_list == ["onnx", "backbone"]
     for bad in (["--sections", "backbone,nope"], ["--threads", "0"], ["--reps", "0"]):
         with pytest.raises(SystemExit):
