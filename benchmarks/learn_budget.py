@@ -27,9 +27,9 @@ and optional training variants after the name (``NAME+ema+ms:overrides``):
 - ``+ema``: keep an EMA of the weights (:class:`ghostdet.engine.ema.ModelEma`, the one
   ``train_det.py --ema`` uses; decay ``--ema-decay``, warm-up ``--ema-warmup`` iterations) and
   score the EMA model (the row's ``AP``; the raw weights' AP is in the JSON as ``ap_raw``);
-- ``+ms``: multi-scale training, as ``train_det.py`` does with a ``min_size`` list: each batch is
-  resized to a size drawn from ``0.75-1.25 x --size`` in steps of 32 (torchvision's
-  ``GeneralizedRCNNTransform`` draws it per batch); scoring stays at ``--size``.
+- ``+ms``: multi-scale training, as ``train_det.py`` does with a ``min_size`` list: each training
+  image is resized to a size drawn from ``0.75-1.25 x --size`` in steps of 32 (torchvision's
+  ``GeneralizedRCNNTransform`` draws one per image); scoring stays at ``--size``.
 
 Usage::
 
@@ -172,7 +172,7 @@ def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 def build_model(spec: str, num_classes: int, size: int) -> nn.Module:
     """The model of ``spec`` (overrides applied) for ``size``-px images; with ``+ms`` its
-    transform draws each training batch's size from :func:`multi_scale_sizes`."""
+    transform draws each training image's size from :func:`multi_scale_sizes`."""
     name, overrides = parse_model_spec(spec)
     model = MODELS[name](num_classes, size, **overrides)
     if "ms" in parse_variants(spec)[1]:
