@@ -490,6 +490,22 @@ def _build(
     return entry.build(**kw).eval()
 
 
+def _write_int8(model: nn.Module, path: Path, img: Tensor, calibration: str | PathLike, name: str) -> str:
+    """Quantize the FP32 file at ``path`` to ``<stem>-int8.onnx`` beside it; its report line."""
+    from ghostdet.deploy.quantize import calibration_inputs, quantize_onnx
+
+    kind = _kind(model)
+    # the calibration images at the size each kind is traced with (a classifier at 224x224)
+    example = (
+        [img] if kind == "detector" else torch.zeros(1, 3, 224, 224) if kind == "classifier" else img[None]
+    )
+    inputs = calibration_inputs(calibration, kind, example)
+    dst = path.with_name(f"{path.stem}-int8.onnx")
+    ProtectedFiles([path]).check(dst)
+    quantize_onnx(path, dst, inputs)
+    return f"{name}: wrote {dst} (int8 QDQ, calibrated on {len(inputs)} input(s) from {calibration})"
+
+
 def export_models(
     models: Sequence[str],
     out: str | PathLike | None = None,
@@ -503,6 +519,7 @@ def export_models(
     backbone: str | None = None,
     static_shape: bool = False,
     align: int | None = None,
+    int8_calibration: str | PathLike | None = None,
 ):
     """Export several models (see :func:`build_for_export`), yielding one report line per model.
 
@@ -522,6 +539,8 @@ def export_models(
             :func:`export_onnx`); detectors keep their dynamic size.
         align: the portable form's channel padding (see :func:`export_onnx`; ``None``: this
             machine's NCHWc block).
+        int8_calibration: also write each model quantized to int8 (``<file>-int8.onnx``, see
+            :mod:`ghostdet.deploy.quantize`), calibrated on this folder of images.
     """
     require_onnx()
     img_path = Path(image) if image is not None else _default_image()
@@ -541,6 +560,8 @@ def export_models(
         form = f"{rep['form']} form" + (f", aligned to {rep['align']}" if "align" in rep else "")
         if not verify:
             yield f"{name}: wrote {path} ({form}, opset {opset}, not verified)"
+            if int8_calibration is not None:
+                yield _write_int8(model, path, img, int8_calibration, name)
             continue
         if rep["kind"] == "detector":
             checks = "; ".join(
@@ -556,3 +577,5 @@ def export_models(
         yield (
             f"{name}: wrote {path} ({form}, opset {opset}); onnxruntime matches PyTorch on {source}: {checks}"
         )
+        if int8_calibration is not None:
+            yield _write_int8(model, path, img, int8_calibration, name)

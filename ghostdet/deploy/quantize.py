@@ -19,6 +19,7 @@ std (ghostdet's ImageNet evaluation transform). Tensors are taken as given.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -126,19 +127,21 @@ def quantize_onnx(
         float_depthwise: keep depthwise convolutions in float.
 
     Returns:
-        ``dst``.
+        ``dst``, written whole or not at all (a temporary file in its folder, renamed).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     model = onnx.load(str(src))
     exclude = depthwise_conv_nodes(model) if float_depthwise else []
-    named = Path(dst).with_suffix(".fp32-named.onnx")
-    onnx.save(model, str(named))  # the nodes named, so they can be excluded by name
-    try:
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".ghostdet-quantize-") as tmp:
+        named, out = Path(tmp) / "named.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, str(named))  # the nodes named, so they can be excluded by name
         quantize_static(
             str(named),
-            str(dst),
+            str(out),
             _Reader(model.graph.input[0].name, inputs),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["Conv", "MatMul", "Gemm"],
@@ -148,6 +151,5 @@ def quantize_onnx(
             nodes_to_exclude=exclude,
             calibrate_method=CalibrationMethod.MinMax,
         )
-    finally:
-        named.unlink(missing_ok=True)
-    return Path(dst)
+        os.replace(out, dst)
+    return dst

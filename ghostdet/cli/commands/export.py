@@ -82,6 +82,11 @@ def build_parser(inv: Invocation) -> ToolArgumentParser:
     )  # fmt: skip
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison")
     p.add_argument(
+        "--int8-calibration", type=Path, default=None, metavar="DIR",
+        help="also write <model>-int8.onnx: onnxruntime's post-training static quantization, "
+        "calibrated on the images of DIR (up to 64; depthwise convs stay float)",
+    )  # fmt: skip
+    p.add_argument(
         "--static-shape",
         action="store_true",
         help="classifier/backbone: export for a fixed 1x3x224x224 input (onnxruntime then fuses "
@@ -132,5 +137,6 @@ def _export(args: argparse.Namespace) -> None:
         backbone=args.backbone,
         static_shape=args.static_shape,
         align=args.align,
+        int8_calibration=args.int8_calibration,
     ):
         print(line)
