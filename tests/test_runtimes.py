@@ -269,17 +269,30 @@ def test_eval_ap_through_a_runtime_equals_eager(tmp_path, runtime):
     assert got["stats"] == pytest.approx(ref["stats"], abs=1e-3)
 
 
+@pytest.mark.parametrize("name", ["fasterrcnn_ghostnet_320_fpn", "retinanet_ghostnet_320_fpn"])
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_a_detector_with_no_detection_gives_empty_outputs(runtime):
-    """OpenVINO returns an empty output as one row of zeros: the runtime must give zero rows."""
+def test_a_detector_with_no_detection_gives_empty_outputs(runtime, name):
+    """No box above the score threshold: every runtime gives zero rows (OpenVINO returns one row
+    of garbage for an empty output; torchvision's box clipping, traced, was a reshape that
+    onnxruntime cannot run on an empty pyramid level)."""
     from ghostdet.models.loading import configure_postprocess
 
-    model = _model("fasterrcnn_ghostnet_320_fpn")
+    model = _model(name)
     configure_postprocess(model, 1.0, None)  # nothing scores 1.0
-    out = compile_model(model, [torch.rand(3, 80, 96)], runtime=runtime, threads=1)([torch.rand(3, 80, 96)])[
-        0
-    ]
+    compiled = compile_model(model, [torch.rand(3, 80, 96)], runtime=runtime, threads=1)
+    out = compiled([torch.rand(3, 80, 96)])[0]
     assert {k: tuple(v.shape) for k, v in out.items()} == {"boxes": (0, 4), "labels": (0,), "scores": (0,)}
+
+
+def test_export_box_clipping_equals_torchvisions():
+    from torchvision.ops import boxes as box_ops
+
+    from ghostdet.deploy.onnx import _clip_boxes_to_image
+
+    boxes = torch.randn(50, 3, 4) * 100
+    want = box_ops.clip_boxes_to_image(boxes, (40, 60))
+    torch.testing.assert_close(_clip_boxes_to_image(boxes, (40, 60)), want)
+    assert _clip_boxes_to_image(torch.zeros(0, 4), (4, 4)).shape == (0, 4)
 
 
 @pytest.mark.skipif(not HAVE["onnxruntime"], reason="onnxruntime not installed")

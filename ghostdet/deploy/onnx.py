@@ -13,8 +13,9 @@ Needs the optional extra ``pip install 'ghostdet[export]'`` (onnx, onnxruntime).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -275,7 +276,7 @@ def export_onnx(
     args, input_names, output_names, dynamic_axes = _trace_spec(fused, kind, image)
     if static_shape:
         dynamic_axes = {}
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _empty_safe_box_clipping():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             fused,
@@ -297,6 +298,35 @@ def export_onnx(
     elif verify:
         _verify_tensors(fused, path, args[0], kind, rtol, report["checks"], other_size=not static_shape)
     return report
+
+
+def _clip_boxes_to_image(boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    """torchvision's ``clip_boxes_to_image`` without its final ``reshape``: traced, that reshape
+    becomes ``Reshape(boxes, [N, -1])``, which onnxruntime cannot run on an empty tensor (no box
+    left in a pyramid level after the score threshold), so the exported detector failed on such
+    an image. The same clamps, the coordinates stacked back instead."""
+    height, width = size
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    lo = torch.tensor(0, dtype=boxes.dtype, device=boxes.device)
+    w = torch.tensor(width, dtype=boxes.dtype, device=boxes.device)
+    h = torch.tensor(height, dtype=boxes.dtype, device=boxes.device)
+    xs = [torch.min(torch.max(v, lo), w) for v in (x0, x1)]
+    ys = [torch.min(torch.max(v, lo), h) for v in (y0, y1)]
+    return torch.stack((xs[0], ys[0], xs[1], ys[1]), dim=-1)
+
+
+@contextlib.contextmanager
+def _empty_safe_box_clipping() -> Iterator[None]:
+    """While exporting, torchvision's detectors clip boxes with :func:`_clip_boxes_to_image`
+    (they call it as ``torchvision.ops.boxes.clip_boxes_to_image``)."""
+    from torchvision.ops import boxes as box_ops
+
+    original = box_ops.clip_boxes_to_image
+    box_ops.clip_boxes_to_image = _clip_boxes_to_image
+    try:
+        yield
+    finally:
+        box_ops.clip_boxes_to_image = original
 
 
 def _trace_spec(fused: nn.Module, kind: str, image: Tensor) -> tuple[tuple, list[str], list[str], dict]:
