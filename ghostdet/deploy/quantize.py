@@ -6,8 +6,13 @@ OpenVINO both execute in int8), per-channel int8 weights, uint8 activations whos
 running the FP32 model on the calibration inputs (MinMax). Convolutions and matrix products are
 quantized; the detector's pre- and post-processing (resize, anchors, NMS) stay in float.
 
-``float_depthwise=True`` keeps the depthwise convolutions (one input channel per group) in float:
-their 9 or 25 weights per channel quantize coarsely, and GhostNet has one in every Ghost module.
+``float_depthwise=True`` keeps the depthwise convolutions (one input channel per group) in float,
+the advice users get for GhostNet (their 9 or 25 weights per channel quantize coarsely). Measured
+on 2026-12-07 (AVX-512 VM, ``benchmarks/bench_engines.py`` and ``benchmarks/int8_accuracy.py``,
+docs/deploy.md) it lost speed and gained no accuracy: OpenVINO ran GhostNet 1.0x at 640x640 in
+34.3 ms with float depthwise convs against 28.4 ms all-int8 (FP32: 41.9), and the trained
+classifier's top-1 moved by the same single image of 40 either way. So the default quantizes
+every convolution.
 
 :func:`calibration_inputs` turns what a user has into the model's inputs: a folder of images (or
 a list of image files) is read with :func:`ghostdet.data.images.read_rgb_tensor`; detectors take
@@ -116,7 +121,7 @@ class _Reader:
 
 
 def quantize_onnx(
-    src: str | os.PathLike, dst: str | os.PathLike, inputs: Sequence[Tensor], float_depthwise: bool = True
+    src: str | os.PathLike, dst: str | os.PathLike, inputs: Sequence[Tensor], float_depthwise: bool = False
 ) -> Path:
     """Write ``src`` (an FP32 ONNX model) quantized to int8 at ``dst`` (see the module doc).
 

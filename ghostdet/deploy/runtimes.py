@@ -19,7 +19,7 @@ and what each measured. A runtime that is asked for by name and is not installed
 
 ``precision="int8"`` quantizes the ONNX export with onnxruntime's own post-training static
 quantization (:mod:`ghostdet.deploy.quantize`: QDQ, per-channel int8 weights, activation ranges
-calibrated on ``calibration``, depthwise convolutions left in float) and runs it in onnxruntime or
+calibrated on ``calibration``, every convolution int8) and runs it in onnxruntime or
 OpenVINO (``auto``: the faster of the two installed); PyTorch runtimes are FP32 only.
 
 A detector exported to ONNX takes one image per call, so those runtimes run a list image by

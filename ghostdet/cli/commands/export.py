@@ -84,7 +84,7 @@ def build_parser(inv: Invocation) -> ToolArgumentParser:
     p.add_argument(
         "--int8-calibration", type=Path, default=None, metavar="DIR",
         help="also write <model>-int8.onnx: onnxruntime's post-training static quantization, "
-        "calibrated on the images of DIR (up to 64; depthwise convs stay float)",
+        "calibrated on the images of DIR (up to 64)",
     )  # fmt: skip
     p.add_argument(
         "--static-shape",
