@@ -149,15 +149,18 @@ def test_bad_arguments():
     with pytest.raises(InputError, match="unknown precision 'fp16'") as e:
         compile_model(_model("ghostnet"), x, precision="fp16")
     assert e.value.argument == "precision"
-    with pytest.raises(InputError, match="int8 runs in onnxruntime or OpenVINO, not in the 'torch'") as e:
-        compile_model(_model("ghostnet"), x, runtime="torch", precision="int8", calibration=[x])
-    assert e.value.argument == "runtime"
+    for runtime in ("torch", "eager", "onnxruntime"):
+        with pytest.raises(
+            InputError, match=f"int8 is offered in OpenVINO only, not in the '{runtime}'"
+        ) as e:
+            compile_model(_model("ghostnet"), x, runtime=runtime, precision="int8", calibration=[x])
+        assert e.value.argument == "runtime"
     with pytest.raises(InputError, match="calibration is for precision='int8'") as e:
         compile_model(_model("ghostnet"), x, calibration=[x])
     assert e.value.argument == "calibration"
 
 
-@pytest.mark.skipif(not HAVE["onnxruntime"], reason="onnxruntime not installed")
+@pytest.mark.skipif(not HAVE["openvino"], reason="openvino not installed")
 def test_int8_needs_a_readable_calibration(tmp_path):
     x = torch.rand(1, 3, 64, 64)
     for calibration, message in (
@@ -167,7 +170,7 @@ def test_int8_needs_a_readable_calibration(tmp_path):
     ):
         with pytest.raises(InputError, match=message) as e:
             compile_model(
-                _model("ghostnet"), x, runtime="onnxruntime", precision="int8", calibration=calibration
+                _model("ghostnet"), x, runtime="openvino", precision="int8", calibration=calibration
             )
         assert e.value.argument == "calibration"
 
@@ -208,8 +211,8 @@ def test_quantize_onnx_keeps_depthwise_convs_float_when_asked(tmp_path, float_de
     assert dq  # something was quantized
 
 
-@pytest.mark.skipif(not HAVE["onnxruntime"], reason="onnxruntime not installed")
-@pytest.mark.parametrize("runtime", [r for r in RUNTIMES if r.values[0] in ("onnxruntime", "openvino")])
+@pytest.mark.skipif(not HAVE["onnxruntime"], reason="onnxruntime not installed (it quantizes)")
+@pytest.mark.parametrize("runtime", [r for r in RUNTIMES if r.values[0] == "openvino"] + ["auto"])
 def test_int8_classifier_stays_close_to_fp32(runtime):
     """int8 with calibration on inputs like the test's: the logits keep their ranking on most
     inputs (random weights, so the bar is agreement with FP32, not accuracy)."""
@@ -218,7 +221,7 @@ def test_int8_classifier_stays_close_to_fp32(runtime):
     calib = [torch.randn(2, 3, 64, 64) for _ in range(8)]
     x = torch.randn(16, 3, 64, 64)
     compiled = compile_model(model, x[:1], runtime=runtime, threads=1, precision="int8", calibration=calib)
-    assert compiled.runtime == runtime and compiled.precision == "int8" and "int8" in repr(compiled)
+    assert compiled.runtime == "openvino" and compiled.precision == "int8" and "int8" in repr(compiled)
     with torch.inference_mode():
         ref, got = model(x), compiled(x)
     assert got.shape == ref.shape
@@ -227,7 +230,7 @@ def test_int8_classifier_stays_close_to_fp32(runtime):
     assert (got.argmax(1) == ref.argmax(1)).float().mean() >= 0.75
 
 
-@pytest.mark.skipif(not HAVE["onnxruntime"], reason="onnxruntime not installed")
+@pytest.mark.skipif(not (HAVE["onnxruntime"] and HAVE["openvino"]), reason="needs onnxruntime and openvino")
 def test_int8_detector_calibrates_on_an_image_folder(tmp_path):
     from PIL import Image
 
@@ -240,7 +243,7 @@ def test_int8_detector_calibrates_on_an_image_folder(tmp_path):
     model = _model("fasterrcnn_ghostnet_320_fpn")
     img = torch.rand(3, 96, 128)
     compiled = compile_model(
-        model, [img], runtime="onnxruntime", threads=1, precision="int8", calibration=folder
+        model, [img], runtime="openvino", threads=1, precision="int8", calibration=folder
     )
     assert compiled.precision == "int8"
     with torch.inference_mode():
@@ -295,7 +298,7 @@ def test_export_box_clipping_equals_torchvisions():
     assert _clip_boxes_to_image(torch.zeros(0, 4), (4, 4)).shape == (0, 4)
 
 
-@pytest.mark.skipif(not HAVE["onnxruntime"], reason="onnxruntime not installed")
+@pytest.mark.skipif(not (HAVE["onnxruntime"] and HAVE["openvino"]), reason="needs onnxruntime and openvino")
 def test_eval_command_runs_int8_with_a_calibration_folder(tmp_path):
     """``ghostdet eval --precision int8 --calibration DIR`` scores the int8 model; without
     --calibration it is one line naming the flag."""
@@ -310,13 +313,13 @@ def test_eval_command_runs_int8_with_a_calibration_folder(tmp_path):
     ck = _tiny_detector_checkpoint(tmp_path / "ck.pth")
     cmd = [sys.executable, "-m", "ghostdet", "eval", "--checkpoint", str(ck), "--device", "cpu"]
     cmd += ["--val-images", str(data["val_images"]), "--val-ann", str(data["val_ann"]), "--workers", "0"]
-    cmd += ["--runtime", "onnxruntime", "--precision", "int8", "--no-progress", "--no-analysis"]
+    cmd += ["--runtime", "openvino", "--precision", "int8", "--no-progress", "--no-analysis"]
     bad = subprocess.run([*cmd, "--output-dir", str(tmp_path / "bad")], capture_output=True, text=True)
     assert bad.returncode == 2 and "--calibration" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
     run = [*cmd, "--calibration", str(data["train_images"]), "--output-dir", str(tmp_path / "q")]
     ok = subprocess.run(run, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    assert "runtime onnxruntime, int8" in ok.stdout
+    assert "runtime openvino, int8" in ok.stdout
     metrics = json.loads((tmp_path / "q" / "metrics.json").read_text())
     assert 0.0 <= metrics["AP"] <= 1.0
 

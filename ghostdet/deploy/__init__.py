@@ -133,7 +133,7 @@ def compile(
             detector).
         runtime: ``auto``, ``eager``, ``torch``, ``onnxruntime`` or ``openvino``.
         threads: CPU threads of the runtime (``None``: its default).
-        precision: ``fp32`` or ``int8`` (onnxruntime / OpenVINO, post-training static quantization).
+        precision: ``fp32`` or ``int8`` (OpenVINO, post-training static quantization).
         calibration: for int8: a folder of images, a list of image files or of input tensors.
 
     Returns:

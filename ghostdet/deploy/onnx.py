@@ -32,6 +32,7 @@ __all__ = [
     "TRUNK_KINDS",
     "ExportError",
     "build_for_export",
+    "empty_safe_box_clipping",
     "export_names",
     "export_onnx",
     "load_image",
@@ -276,7 +277,7 @@ def export_onnx(
     args, input_names, output_names, dynamic_axes = _trace_spec(fused, kind, image)
     if static_shape:
         dynamic_axes = {}
-    with warnings.catch_warnings(), torch.no_grad(), _empty_safe_box_clipping():
+    with warnings.catch_warnings(), torch.no_grad(), empty_safe_box_clipping():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             fused,
@@ -316,9 +317,10 @@ def _clip_boxes_to_image(boxes: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 @contextlib.contextmanager
-def _empty_safe_box_clipping() -> Iterator[None]:
-    """While exporting, torchvision's detectors clip boxes with :func:`_clip_boxes_to_image`
-    (they call it as ``torchvision.ops.boxes.clip_boxes_to_image``)."""
+def empty_safe_box_clipping() -> Iterator[None]:
+    """Within this context torchvision's detectors clip boxes with :func:`_clip_boxes_to_image`
+    (they call it as ``torchvision.ops.boxes.clip_boxes_to_image``): export a torchvision
+    detector inside it and its graph runs on images with an empty pyramid level."""
     from torchvision.ops import boxes as box_ops
 
     original = box_ops.clip_boxes_to_image

@@ -19,8 +19,8 @@ and what each measured. A runtime that is asked for by name and is not installed
 
 ``precision="int8"`` quantizes the ONNX export with onnxruntime's own post-training static
 quantization (:mod:`ghostdet.deploy.quantize`: QDQ, per-channel int8 weights, activation ranges
-calibrated on ``calibration``, every convolution int8) and runs it in onnxruntime or
-OpenVINO (``auto``: the faster of the two installed); PyTorch runtimes are FP32 only.
+calibrated on ``calibration``, every convolution int8) and runs it in OpenVINO, the one runtime
+where it measured faster than FP32 (:data:`INT8_RUNTIMES`); the others are FP32 only.
 
 A detector exported to ONNX takes one image per call, so those runtimes run a list image by
 image; PyTorch runs it as one batch, padded to one size as torchvision does (the same images one
@@ -52,6 +52,7 @@ from ghostdet.deploy.quantize import calibration_inputs, quantize_onnx
 from ghostdet.errors import InputError
 
 __all__ = [
+    "INT8_RUNTIMES",
     "PRECISIONS",
     "RUNTIMES",
     "CompiledModel",
@@ -66,6 +67,10 @@ RUNTIMES = ("eager", "torch", "onnxruntime", "openvino")
 _EXTRAS = {"onnxruntime": "export", "openvino": "openvino"}
 #: The precisions :func:`compile_model` offers.
 PRECISIONS = ("fp32", "int8")
+#: Where int8 is offered: where it measured faster than FP32 within the accuracy budget
+#: (docs/benchmarks.md, *INT8*). onnxruntime (1.32, x86 AVX-512) ran the quantized GhostNet
+#: graphs 1.4-2.3x slower than their FP32 form, so it is not offered there.
+INT8_RUNTIMES = ("openvino",)
 
 
 def _installed(name: str) -> bool:
@@ -272,7 +277,7 @@ def compile_model(
         runtime: ``eager``, ``torch``, ``onnxruntime``, ``openvino`` or ``auto`` (the fastest
             installed runtime on ``example``; PyTorch for a model on a CUDA device).
         threads: CPU threads of the runtime (``None``: its default).
-        precision: ``fp32`` or ``int8`` (onnxruntime and OpenVINO only; see the module doc).
+        precision: ``fp32`` or ``int8`` (OpenVINO only, :data:`INT8_RUNTIMES`; see the module doc).
         calibration: for int8, the calibration inputs: a folder of images, a list of image
             files or a list of input tensors (:func:`ghostdet.deploy.quantize.calibration_inputs`).
         rounds: timed rounds per runtime for ``auto`` (after one warm-up call).
@@ -284,7 +289,7 @@ def compile_model(
     Raises:
         InputError: an unknown runtime (``argument="runtime"``), one that is not installed
             (naming the extra to install); a precision other than ``fp32`` or ``int8``
-            (``argument="precision"``), int8 on a PyTorch runtime or without an ONNX runtime,
+            (``argument="precision"``), int8 in another runtime than OpenVINO or without it,
             int8 without calibration or with an unreadable one (``argument="calibration"``).
     """
     if runtime not in (*RUNTIMES, "auto"):
@@ -296,9 +301,11 @@ def compile_model(
             f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}", argument="precision"
         )
     int8 = precision == "int8"
-    if int8 and runtime in ("eager", "torch"):
+    if int8 and runtime not in (*INT8_RUNTIMES, "auto"):
         raise InputError(
-            f"int8 runs in onnxruntime or OpenVINO, not in the {runtime!r} runtime", argument="runtime"
+            f"int8 is offered in OpenVINO only, not in the {runtime!r} runtime (onnxruntime ran the "
+            "quantized GhostNet graphs slower than FP32: docs/benchmarks.md)",
+            argument="runtime",
         )
     if not int8 and calibration is not None:
         raise InputError("calibration is for precision='int8'", argument="calibration")
@@ -312,12 +319,9 @@ def compile_model(
     on_cuda = any(p.is_cuda for p in model.parameters())
     candidates = [runtime] if runtime != "auto" else (["eager"] if on_cuda else available_runtimes())
     if int8:
-        candidates = [c for c in candidates if c in ("onnxruntime", "openvino")]
+        candidates = [c for c in candidates if c in INT8_RUNTIMES]
         if not candidates:
-            raise InputError(
-                "int8 needs onnxruntime or OpenVINO: pip install 'ghostdet[export]' or 'ghostdet[openvino]'",
-                argument="precision",
-            )
+            raise InputError("int8 runs in OpenVINO: pip install 'ghostdet[openvino]'", argument="precision")
         inputs = calibration_inputs(calibration, kind, example)
     tmp: tempfile.TemporaryDirectory | None = None
     onnx_path: Path | None = None
