@@ -69,7 +69,7 @@ _EXTRAS = {"onnxruntime": "export", "openvino": "openvino"}
 PRECISIONS = ("fp32", "int8")
 #: Where int8 is offered: where it measured faster than FP32 within the accuracy budget
 #: (docs/benchmarks.md, *INT8*). onnxruntime (1.32, x86 AVX-512) ran the quantized GhostNet
-#: graphs 1.4-2.3x slower than their FP32 form, so it is not offered there.
+#: graphs 1.4-2.2x slower than their FP32 form, so it is not offered there.
 INT8_RUNTIMES = ("openvino",)
 
 
