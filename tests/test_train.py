@@ -356,6 +356,29 @@ def test_two_process_gloo_run(tiny_data, tmp_path):
     assert {d["image_id"] for d in dets} <= {im["id"] for im in val["images"]}
 
 
+@pytest.mark.slow
+def test_two_process_gloo_run_with_the_training_options_resumes(tiny_data, tmp_path):
+    """EMA, accumulation, multi-scale sizes and patience under torchrun (2 gloo processes), then
+    resumed for one more epoch: optimizer steps, EMA updates and the schedule count together."""
+    out = tmp_path / "ddp_opts"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    opts = ["--device", "cpu", "--ema", "--ema-decay", "0.9", "--ema-warmup", "1", "--accum-steps", "2"]
+    opts += ["--patience", "5", "--set", "min_size=[64,96]", "--set", "max_size=128"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    launch += ["--master_port", "29519"]
+    for extra in (["--epochs", "2"], ["--epochs", "3", "--resume", "auto"]):
+        args = _tool_args(tiny_data, out, *extra, *opts)
+        r = subprocess.run([*launch, *args], capture_output=True, text=True, timeout=900, env=env)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "2 process(es)" in r.stdout and "EMA decay 0.9" in r.stdout
+    ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
+    # 16 train images over 2 ranks, 2 per batch per rank: 4 batches an epoch, 2 optimizer steps
+    assert ckpt["epoch"] == 3 and ckpt["global_step"] == 12
+    assert ckpt["ema_updates"] == ckpt["lr_scheduler"]["last_epoch"] == 6
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["final"]["epoch"] == 3 and "ema" in doc["evaluations"][-1] and doc["stopped_early"] is False
+
+
 def test_adamw_is_fused_and_steps_like_the_per_tensor_loop() -> None:
     from types import SimpleNamespace
 
