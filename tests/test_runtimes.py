@@ -160,6 +160,15 @@ def test_bad_arguments():
     assert e.value.argument == "calibration"
 
 
+def test_int8_names_the_extras_it_needs(monkeypatch):
+    x = torch.rand(1, 3, 64, 64)
+    for missing, extra in (("openvino", "ghostdet[openvino]"), ("onnxruntime", "ghostdet[export]")):
+        monkeypatch.setattr(runtimes, "_installed", lambda name, _m=missing: name != _m)
+        with pytest.raises(InputError, match=extra.replace("[", r"\[")) as e:
+            compile_model(_model("ghostnet"), x, precision="int8", calibration=[x])
+        assert e.value.argument == "precision"
+
+
 @pytest.mark.skipif(not HAVE["openvino"], reason="openvino not installed")
 def test_int8_needs_a_readable_calibration(tmp_path):
     x = torch.rand(1, 3, 64, 64)

@@ -322,6 +322,10 @@ def compile_model(
         candidates = [c for c in candidates if c in INT8_RUNTIMES]
         if not candidates:
             raise InputError("int8 runs in OpenVINO: pip install 'ghostdet[openvino]'", argument="precision")
+        if not _installed("onnxruntime"):  # its quantization tool writes the int8 model
+            raise InputError(
+                "int8 quantizes with onnxruntime: pip install 'ghostdet[export]'", argument="precision"
+            )
         inputs = calibration_inputs(calibration, kind, example)
     tmp: tempfile.TemporaryDirectory | None = None
     onnx_path: Path | None = None
