@@ -88,3 +88,30 @@ def test_engine_filter_builds_only_the_named_engines(tmp_path):
         want = ref(x)
         for engine in ("deploy", "deploy-onednn"):
             torch.testing.assert_close(cases["GhostNet 1.0x"][engine](), want, rtol=1e-3, atol=1e-3)
+
+
+def test_profile_conv_classes_and_their_multiply_adds():
+    spec = importlib.util.spec_from_file_location(
+        "profile_engines", REPO / "benchmarks" / "profile_engines.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def args(weight, out, op="Conv"):
+        x = {"float": [1, weight[1] * 1, out[2], out[3]]}
+        return {
+            "op_name": op,
+            "input_type_shape": [x, {"float": weight}],
+            "output_type_shape": [{"float": out}],
+        }
+
+    # depthwise 3x3 on 32 channels, 10x10 output: 32 * 9 * 100
+    assert mod._conv_kind(args([32, 1, 3, 3], [1, 32, 10, 10])) == ("conv: depthwise", 28800)
+    # 1x1, 16 -> 96 channels on 8x8, batch 2
+    assert mod._conv_kind(args([96, 16, 1, 1], [2, 96, 8, 8])) == (
+        "conv: 1x1, > 64 out channels",
+        2 * 64 * 96 * 16,
+    )
+    assert mod._conv_kind(args([48, 16, 1, 1], [1, 48, 4, 4]))[0] == "conv: 1x1, <= 64 out channels"
+    assert mod._conv_kind(args([16, 3, 3, 3], [1, 16, 4, 4]))[0] == "conv: other"
+    assert mod._conv_kind(args([16, 3, 3, 3], [1, 16, 4, 4], op="Gemm")) == (None, 0)

@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""Where the time goes, per operator type: GhostNet 1.0x against MobileNetV3-Large in onnxruntime
+(its profiler) and OpenVINO (``PERF_COUNT``), batch 1, FP32, one thread count.
+
+Both models are exported as :mod:`benchmarks.bench_engines` exports them (GhostNet: ghostdet's
+portable form; MobileNetV3: torch's plain export); each engine runs ``--reps`` inferences after a
+warm-up, and the per-node times are summed by operator type (OpenVINO: the node type after its
+graph fusions, with its kernel; onnxruntime: the op type after its fusions) and divided by the
+repetitions. The table gives ms per inference and the share of the summed node time; the sum is
+below the wall time by the engine's own overhead.
+
+Example::
+
+    python benchmarks/profile_engines.py --size 224 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def openvino_profile(path: Path, x: torch.Tensor, threads: int, reps: int) -> dict[str, float]:
+    """ms per inference by OpenVINO node type (``type/kernel``)."""
+    import openvino as ov
+
+    core = ov.Core()
+    cfg = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": threads}
+    cfg.update({"INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": "YES"})
+    request = core.compile_model(core.read_model(str(path)), "CPU", cfg).create_infer_request()
+    totals: collections.Counter = collections.Counter()
+    for i in range(reps + 3):
+        request.infer({0: x.numpy()})
+        if i < 3:
+            continue
+        for p in request.get_profiling_info():
+            if p.status == p.Status.EXECUTED:
+                kernel = p.exec_type.split("_")[0]
+                totals[f"{p.node_type}/{kernel}"] += p.real_time.total_seconds() * 1e3
+    return {k: v / reps for k, v in totals.items()}
+
+
+def onnxruntime_profile(path: Path, x: torch.Tensor, threads: int, reps: int) -> dict[str, float]:
+    """ms per inference by onnxruntime op type."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "ort")
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        for _ in range(reps + 3):
+            sess.run(None, {name: x.numpy()})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    totals: collections.Counter = collections.Counter()
+    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    start = runs[3]["ts"] if len(runs) > 3 else 0  # after the warm-up runs
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= start:
+            totals[e["args"]["op_name"]] += e["dur"] / 1e3
+            kind, macs = _conv_kind(e["args"])
+            if kind is not None:  # also by conv class, with its multiply-adds
+                totals[f"{kind} (MMACs)"] += macs / 1e6
+                totals[kind] += e["dur"] / 1e3
+    return {k: v / reps for k, v in totals.items()}
+
+
+def _conv_kind(args: dict) -> tuple[str | None, int]:
+    """A Conv node's class (depthwise / 1x1 by output channels / other) and multiply-adds, from
+    onnxruntime's recorded shapes (the weight: output channels, input channels per group, kernel)."""
+    if args.get("op_name") != "Conv":
+        return None, 0
+    shapes = [next(iter(d.values())) for d in args.get("input_type_shape", [])]
+    out = [next(iter(d.values())) for d in args.get("output_type_shape", [])]
+    if len(shapes) < 2 or not out or len(shapes[1]) != 4 or len(out[0]) < 4:
+        return None, 0
+    cout, cin_g, kh, kw = shapes[1]
+    y = out[0]
+    macs = y[0] * y[2] * y[3] * cout * cin_g * kh * kw
+    if cin_g == 1:
+        return "conv: depthwise", macs
+    if kh == kw == 1:
+        return f"conv: 1x1, {'<= 64' if cout <= 64 else '> 64'} out channels", macs
+    return "conv: other", macs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--reps", type=int, default=30)
+    p.add_argument("--top", type=int, default=10, help="operator types listed per model and engine")
+    args = p.parse_args(argv)
+    from torchvision.models import mobilenet_v3_large
+
+    from benchmarks.bench_engines import _have, _torch_onnx
+    from ghostdet.deploy.onnx import export_onnx
+    from ghostdet.models import ghostnet
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, args.size, args.size)
+    engines = {
+        n: fn for n, fn in (("onnxruntime", onnxruntime_profile), ("openvino", openvino_profile)) if _have(n)
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        g_path, m_path = Path(tmp) / "ghostnet.onnx", Path(tmp) / "mnv3.onnx"
+        export_onnx(ghostnet(1.0).eval(), g_path, image=torch.rand(3, 224, 224), verify=False)
+        _torch_onnx(mobilenet_v3_large().eval(), x, m_path, detector=False)
+        for engine, profile in engines.items():
+            for model, path in (("GhostNet 1.0x", g_path), ("MobileNetV3-L", m_path)):
+                ms = profile(path, x, args.threads, args.reps)
+                convs = {k: ms.pop(k) for k in [k for k in ms if k.startswith("conv: ")]}
+                total = sum(ms.values())
+                head = f"{engine}, {model}, {args.size}², {args.threads} thread(s)"
+                print(f"\n### {head}: {total:.2f} ms in nodes\n")
+                print("| operator | ms | share |\n|---|---|---|")
+                for op, v in sorted(ms.items(), key=lambda kv: -kv[1])[: args.top]:
+                    print(f"| {op} | {v:.3f} | {100 * v / total:.0f}% |")
+                rows = sorted(k for k in convs if not k.endswith("(MMACs)"))
+                if rows:
+                    print("\n| conv class | ms | MMACs | GMAC/s |\n|---|---|---|---|")
+                    for k in rows:
+                        t, m = convs[k], convs[f"{k} (MMACs)"]
+                        print(f"| {k.removeprefix('conv: ')} | {t:.3f} | {m:.1f} | {m / t:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
