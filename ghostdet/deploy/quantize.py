@@ -17,8 +17,9 @@ every convolution.
 :func:`calibration_inputs` turns what a user has into the model's inputs: a folder of images (or
 a list of image files) is read with :func:`ghostdet.data.images.read_rgb_tensor`; detectors take
 the ``[0, 1]`` images as they are (their transform resizes and normalises), classifiers and
-backbones the images resized to the example's size and normalised with the ImageNet mean and
-std (ghostdet's ImageNet evaluation transform). Tensors are taken as given.
+backbones the images through ghostdet's ImageNet evaluation transform
+(:func:`ghostdet.data.classification.build_classification_transforms`: resize, centre crop to the
+example's shorter side, ImageNet mean and std). Tensors are taken as given.
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from ghostdet.data.classification import IMAGENET_MEAN, IMAGENET_STD
-from ghostdet.data.images import IMAGE_EXTENSIONS, read_rgb_tensor
+from ghostdet.data.classification import build_classification_transforms
+from ghostdet.data.images import IMAGE_EXTENSIONS, open_rgb, read_rgb_tensor
 from ghostdet.errors import InputError
 
 __all__ = ["MAX_CALIBRATION_IMAGES", "calibration_inputs", "depthwise_conv_nodes", "quantize_onnx"]
@@ -62,7 +62,7 @@ def calibration_inputs(calibration: Any, kind: str, example: Any) -> list[Tensor
             (detector: CHW images in ``[0, 1]``; classifier/backbone: ``(N, 3, H, W)`` batches or
             ``(3, H, W)`` images, already normalised).
         kind: ``classifier``, ``backbone`` or ``detector``.
-        example: the example input of :func:`ghostdet.deploy.compile` (its size is the
+        example: the example input of :func:`ghostdet.deploy.compile` (its shorter side is the
             classifier's and backbone's calibration size).
 
     Raises:
@@ -76,16 +76,12 @@ def calibration_inputs(calibration: Any, kind: str, example: Any) -> list[Tensor
     if items and all(isinstance(t, Tensor) for t in items):
         tensors = items
     else:
-        tensors = [read_rgb_tensor(p) for p in _image_files(calibration)]
-        if kind != "detector":
-            h, w = example.shape[-2:]
-            mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-            std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-            tensors = [
-                (torch.nn.functional.interpolate(t[None], (h, w), mode="bilinear", antialias=True)[0] - mean)
-                / std
-                for t in tensors
-            ]
+        files = _image_files(calibration)
+        if kind == "detector":
+            tensors = [read_rgb_tensor(p) for p in files]
+        else:  # the ImageNet evaluation transform, at the example's (shorter) side
+            tf = build_classification_transforms(False, "imagefolder", min(example.shape[-2:]))
+            tensors = [tf(open_rgb(p)) for p in files]
     if not tensors:
         raise InputError("calibration holds no input", argument="calibration")
     if kind != "detector":
