@@ -53,11 +53,11 @@ INT8 = ("onnxruntime-int8", "openvino-int8")
 def _torch_onnx(model: torch.nn.Module, example: object, path: Path, detector: bool) -> Path:
     """torch's plain export (no fusion, no portable form), with the box clipping ghostdet's export
     uses (the same graph after the heads: it runs on images with an empty pyramid level)."""
-    from ghostdet.deploy.onnx import empty_safe_box_clipping
+    from ghostdet.deploy.onnx import torchvision_export_fixes
 
     args = (example,)
     dyn = {"x": {1: "h", 2: "w"}} if detector else {"x": {2: "h", 3: "w"}}
-    with empty_safe_box_clipping():
+    with torchvision_export_fixes():
         torch.onnx.export(
             model, args, str(path), opset_version=17, input_names=["x"], dynamic_axes=dyn, dynamo=False
         )

@@ -95,7 +95,9 @@ def test_backbone(runtime):
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("name", ["fasterrcnn_ghostnet_320_fpn", "retinanet_ghostnet_320_fpn"])
 def test_320_presets(name, runtime):
-    _check(_model(name), [torch.rand(3, 240, 320), torch.rand(3, 180, 240)], runtime)
+    # 200x320: the size the traced resize once made 319x511 (eager: 320x512)
+    images = [torch.rand(3, 240, 320), torch.rand(3, 200, 320), torch.rand(3, 180, 240)]
+    _check(_model(name), images, runtime)
 
 
 @pytest.mark.slow
@@ -305,6 +307,53 @@ def test_export_box_clipping_equals_torchvisions():
     want = box_ops.clip_boxes_to_image(boxes, (40, 60))
     torch.testing.assert_close(_clip_boxes_to_image(boxes, (40, 60)), want)
     assert _clip_boxes_to_image(torch.zeros(0, 4), (4, 4)).shape == (0, 4)
+
+
+class _Resize(torch.nn.Module):
+    """The detectors' transform up to the resize (no padding to a multiple of 32)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+        self.t = GeneralizedRCNNTransform(320, 640, [0.0] * 3, [1.0] * 3, size_divisible=1)
+
+    def forward(self, image):
+        return self.t([image])[0].tensors
+
+
+@pytest.mark.parametrize("runtime", [r for r in RUNTIMES if r.id in ("onnxruntime", "openvino")])
+def test_exported_resize_gives_eagers_size_on_every_input(tmp_path, runtime):
+    """Traced, torchvision's resize computed its output size in float32 and made a 200x320 image
+    319x511 instead of eager's 320x512 (one size in nine), so every detection moved. Exported
+    within ``torchvision_export_fixes`` the graph gives eager's size and pixels on every shape
+    tried, in both engines: among them the sizes where eager's double arithmetic lands a pixel
+    below the exact quotient (77, 154) and an exact tie of that rounding (134x154)."""
+    from ghostdet.deploy.onnx import torchvision_export_fixes
+
+    model, path = _Resize().eval(), tmp_path / "resize.onnx"
+    with torchvision_export_fixes(), torch.no_grad():
+        torch.onnx.export(
+            model,
+            (torch.rand(3, 200, 320),),
+            str(path),
+            input_names=["x"],
+            dynamic_axes={"x": {1: "h", 2: "w"}},
+            dynamo=False,
+            opset_version=17,
+        )
+    run = getattr(runtimes, f"{runtime}_runner")(path, threads=1)[0]
+    sizes = [(h, w) for h in range(20, 1100, 7) for w in (77, 154, 320, 427, 640, 1333)]
+    sizes += [(200, 320), (77, 120), (134, 154), (536, 640), (640, 638)]
+    wrong = []
+    for h, w in sizes:
+        x = torch.zeros(3, h, w)
+        want, got = tuple(model(x).shape), run(x.numpy())[0].shape
+        if tuple(got[-3:]) != want[-3:]:
+            wrong.append(((h, w), want, got))
+    assert not wrong, wrong[:5]
+    x = torch.rand(3, 200, 320)
+    torch.testing.assert_close(torch.from_numpy(run(x.numpy())[0]), model(x), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.skipif(not (HAVE["onnxruntime"] and HAVE["openvino"]), reason="needs onnxruntime and openvino")

@@ -14,14 +14,17 @@ Needs the optional extra ``pip install 'ghostdet[export]'`` (onnx, onnxruntime).
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Iterator, Sequence
+from fractions import Fraction
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.detection import transform as _tv_transform
 
 from ghostdet.deploy import fuse, is_fused
 from ghostdet.deploy.portable import PortableGhostNet, _resolve_align, portable_model
@@ -32,7 +35,7 @@ __all__ = [
     "TRUNK_KINDS",
     "ExportError",
     "build_for_export",
-    "empty_safe_box_clipping",
+    "torchvision_export_fixes",
     "export_names",
     "export_onnx",
     "load_image",
@@ -277,7 +280,7 @@ def export_onnx(
     args, input_names, output_names, dynamic_axes = _trace_spec(fused, kind, image)
     if static_shape:
         dynamic_axes = {}
-    with warnings.catch_warnings(), torch.no_grad(), empty_safe_box_clipping():
+    with warnings.catch_warnings(), torch.no_grad(), torchvision_export_fixes():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             fused,
@@ -316,19 +319,92 @@ def _clip_boxes_to_image(boxes: Tensor, size: tuple[int, int]) -> Tensor:
     return torch.stack((xs[0], ys[0], xs[1], ys[1]), dim=-1)
 
 
+#: torchvision's own resize, which :func:`torchvision_export_fixes` swaps out while tracing.
+_TORCHVISION_RESIZE = _tv_transform._resize_image_and_masks
+
+
+#: Longest image side (on the side whose size limit binds) for which the exported resize
+#: reproduces eager's double rounding; beyond it the size is the exact quotient.
+RESIZE_TABLE_SIDES = 8192
+
+
+@functools.lru_cache(maxsize=8)
+def _double_rounding_table(num: int) -> Tensor:
+    """Per divisor ``d``, how far below ``num / d`` Python's double ``num / d`` lies, in units of
+    2**-53 relative (0 where it is not below): what decides whether eager's
+    ``floor(n * (num / d))`` falls a pixel short of an exact whole quotient."""
+    table = [0.0]
+    for d in range(1, RESIZE_TABLE_SIDES + 1):
+        exact = Fraction(num, d)
+        below = (exact - Fraction(num / d)) / exact
+        table.append(float(max(below, Fraction(0)) * 2**53))
+    return torch.tensor(table)  # built from Python numbers: one constant when traced
+
+
+def _resize_like_eager(
+    image: Tensor,
+    self_min_size: int,
+    self_max_size: int,
+    target: dict[str, Tensor] | None = None,
+    fixed_size: tuple[int, int] | None = None,
+) -> tuple[Tensor, dict[str, Tensor] | None]:
+    """torchvision's ``_resize_image_and_masks`` for tracing, with the output size the eager model
+    computes on every input, in every runtime.
+
+    Eager, torchvision sizes a side ``floor(side * (limit / ref))`` in Python doubles (``limit /
+    ref`` the binding one of ``min_size / shortest`` and ``max_size / longest``). Traced, that
+    became float32 ``Reciprocal`` and ``Mul``, which sized a 200x320 image 319x511 instead of
+    320x512 (one size in nine came out a pixel short), and OpenVINO runs doubles as float32. Here
+    the size is the exact integer quotient, and where it is whole (where the double product can
+    round below it) one pixel less when eager's does: the product ``k * (1 + e)`` of a whole
+    ``k`` and the double quotient's relative error ``e < 0`` rounds below ``k`` exactly when
+    ``k * |e| * 2**53`` exceeds the largest power of two below ``k`` (equal: a tie, kept), with ``|e| * 2**53`` from
+    :func:`_double_rounding_table`. Integer and float32 operations only, so onnxruntime and
+    OpenVINO agree with eager up to :data:`RESIZE_TABLE_SIDES`."""
+    if target is not None or fixed_size is not None or not torch.jit.is_tracing():
+        return _TORCHVISION_RESIZE(image, self_min_size, self_max_size, target, fixed_size)
+    hw = torch.onnx.operators.shape_as_tensor(image)[-2:]
+    lo, hi = hw.min(), hw.max()
+    use_min = self_min_size * hi <= self_max_size * lo  # the shorter side's limit binds
+    num = torch.where(use_min, self_min_size, self_max_size).reshape(1)
+    den = torch.where(use_min, lo, hi).reshape(1)
+    product = hw * num
+    exact = product // den
+    whole = product % den == 0
+    index = den.clamp(max=RESIZE_TABLE_SIDES)
+    below = torch.where(
+        use_min,
+        _double_rounding_table(self_min_size)[index],
+        _double_rounding_table(self_max_size)[index],
+    ) * (den <= RESIZE_TABLE_SIDES)
+    k = exact.to(torch.float32)
+    power = torch.pow(2.0, torch.floor(torch.log2(k - 0.5)))  # largest power of two below k
+    # exactly at the power of two the double product ties and rounds to k (even): the margin
+    # keeps float32 rounding of the table or of OpenVINO's pow and log from breaking that tie
+    # (no case off a tie is within 1e-4 of it over sides up to 4,000 and limits 320..1,333)
+    size = exact - (whole & (k * below > power * (1 + 2**-14))).to(exact.dtype)
+    out = torch.nn.functional.interpolate(
+        image[None], size=[size[0], size[1]], mode="bilinear", align_corners=False
+    )[0]
+    return out, target
+
+
 @contextlib.contextmanager
-def empty_safe_box_clipping() -> Iterator[None]:
-    """Within this context torchvision's detectors clip boxes with :func:`_clip_boxes_to_image`
-    (they call it as ``torchvision.ops.boxes.clip_boxes_to_image``): export a torchvision
-    detector inside it and its graph runs on images with an empty pyramid level."""
+def torchvision_export_fixes() -> Iterator[None]:
+    """Export a torchvision detector inside this context and its graph computes what the eager
+    model does on every input: boxes are clipped with :func:`_clip_boxes_to_image` (runs on an
+    empty pyramid level) and images are resized with :func:`_resize_like_eager` (eager's output
+    size). Both are looked up by torchvision at call time, so the context swaps them."""
     from torchvision.ops import boxes as box_ops
 
-    original = box_ops.clip_boxes_to_image
+    clip = box_ops.clip_boxes_to_image
     box_ops.clip_boxes_to_image = _clip_boxes_to_image
+    _tv_transform._resize_image_and_masks = _resize_like_eager
     try:
         yield
     finally:
-        box_ops.clip_boxes_to_image = original
+        box_ops.clip_boxes_to_image = clip
+        _tv_transform._resize_image_and_masks = _TORCHVISION_RESIZE
 
 
 def _trace_spec(fused: nn.Module, kind: str, image: Tensor) -> tuple[tuple, list[str], list[str], dict]:
