@@ -309,6 +309,33 @@ def test_export_box_clipping_equals_torchvisions():
     assert _clip_boxes_to_image(torch.zeros(0, 4), (4, 4)).shape == (0, 4)
 
 
+@pytest.mark.parametrize("runtime", [r for r in RUNTIMES if r.id in ("onnxruntime", "openvino")])
+def test_a_recurring_input_shape_runs_on_a_session_of_its_own(tmp_path, runtime, monkeypatch):
+    """The runners give a shape its own fixed-shape session on its SPECIALIZE_AFTER-th call, at
+    most SPECIALIZED_SHAPES of them; every call, specialised or not, gives the model's outputs."""
+    from ghostdet.deploy.onnx import export_onnx
+
+    monkeypatch.setattr(runtimes, "SPECIALIZED_SHAPES", 2)
+    model = _model("retinanet_ghostnet_320_fpn")
+    path = tmp_path / "det.onnx"
+    export_onnx(model, path, image=torch.rand(3, 96, 128), verify=False)
+    run, names = getattr(runtimes, f"{runtime}_runner")(path, threads=1)
+    images = [torch.rand(3, 96, 128), torch.rand(3, 96, 128), torch.rand(3, 80, 64), torch.rand(3, 80, 64)]
+    images += [torch.rand(3, 64, 96), torch.rand(3, 64, 96), torch.rand(3, 96, 128)]
+    shapes_after = []
+    for img in images:
+        got = dict(zip(names, map(torch.from_numpy, run(img.numpy()))))
+        with torch.inference_mode():
+            ref = model([img])[0]
+        assert ref["boxes"].shape[0] > 0 and got["boxes"].shape == ref["boxes"].shape
+        assert matched_fraction(ref, got) >= 0.98
+        shapes_after.append(sorted(run.specialized))
+    first, second = (3, 96, 128), (3, 80, 64)
+    assert shapes_after[0] == [] and shapes_after[1] == [first]  # on its second call
+    assert shapes_after[3] == sorted([first, second])
+    assert shapes_after[-1] == sorted([first, second])  # the limit: (3, 64, 96) stays dynamic
+
+
 class _Resize(torch.nn.Module):
     """The detectors' transform up to the resize (no padding to a multiple of 32)."""
 
