@@ -172,20 +172,16 @@ def _only(
     return out
 
 
-def detector_cases(
-    threads: int, tmp: Path, engines: tuple[str, ...] = ENGINES, int8: Int8 | None = None
-) -> dict[str, dict[str, Callable[[], object]]]:
-    """model -> engine -> a call on one 480x640 image, for the given engines."""
+def detector_models() -> dict[str, torch.nn.Module]:
+    """The two 320 presets (random weights, 91 classes) and their MobileNetV3-Large
+    counterparts, in eval mode, by name."""
     from torchvision.models.detection import RetinaNet, fasterrcnn_mobilenet_v3_large_320_fpn
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.backbone_utils import mobilenet_backbone
 
-    from ghostdet.deploy import fuse
-    from ghostdet.deploy.onnx import export_onnx
     from ghostdet.models import get_model
 
     torch.manual_seed(0)
-    img = torch.rand(3, 480, 640)
     models = {
         "FRCNN-320 GhostNet": get_model("fasterrcnn_ghostnet_320_fpn", num_classes=91).eval(),
         "RetinaNet-320 GhostNet": get_model("retinanet_ghostnet_320_fpn", num_classes=91).eval(),
@@ -199,6 +195,19 @@ def detector_cases(
     anchors = AnchorGenerator(((32, 64, 128, 256, 512),) * 3, ((0.5, 1.0, 2.0),) * 3)
     retina = RetinaNet(bb, num_classes=91, anchor_generator=anchors, min_size=320, max_size=640)
     models["RetinaNet-320 MobileNetV3-L"] = retina.eval()
+    return models
+
+
+def detector_cases(
+    threads: int, tmp: Path, engines: tuple[str, ...] = ENGINES, int8: Int8 | None = None
+) -> dict[str, dict[str, Callable[[], object]]]:
+    """model -> engine -> a call on one 480x640 image, for the given engines."""
+    from ghostdet.deploy import fuse
+    from ghostdet.deploy.onnx import export_onnx
+
+    torch.manual_seed(0)
+    img = torch.rand(3, 480, 640)
+    models = detector_models()
     cases: dict[str, dict[str, Callable[[], object]]] = {}
     for name, model in models.items():
         ghost = "GhostNet" in name

@@ -1,17 +1,24 @@
 #!/usr/bin/env python
-"""Where the time goes, per operator type: GhostNet 1.0x against MobileNetV3-Large in onnxruntime
-(its profiler) and OpenVINO (``PERF_COUNT``), batch 1, FP32, one thread count.
+"""Where the time goes, per operator type and per part of the model: GhostNet against
+MobileNetV3-Large in onnxruntime (its profiler) and OpenVINO (``PERF_COUNT``), batch 1, FP32, one
+thread count. ``--model backbone`` (default): GhostNet 1.0x against ``mobilenet_v3_large`` on a
+square input; ``--model retinanet_320`` / ``fasterrcnn_320``: a 320 preset against its
+MobileNetV3-Large FPN counterpart (:func:`benchmarks.bench_engines.detector_models`) on one
+480x640 image.
 
 Both models are exported as :mod:`benchmarks.bench_engines` exports them (GhostNet: ghostdet's
 portable form; MobileNetV3: torch's plain export); each engine runs ``--reps`` inferences after a
 warm-up, and the per-node times are summed by operator type (OpenVINO: the node type after its
 graph fusions, with its kernel; onnxruntime: the op type after its fusions) and divided by the
-repetitions. The table gives ms per inference and the share of the summed node time; the sum is
-below the wall time by the engine's own overhead.
+repetitions, and by part: the first component of the node's name (``backbone/body``, ``backbone/fpn``, ``head``,
+``rpn``, ``roi_heads``, ``transform``; ``(top)`` for the post-processing written at the top level).
+The tables give ms per inference and the share of the summed node time; the sum is below the wall
+time by the engine's own overhead.
 
 Example::
 
     python benchmarks/profile_engines.py --size 224 --threads 1
+    python benchmarks/profile_engines.py --model retinanet_320 --threads 2
 """
 
 from __future__ import annotations
@@ -44,7 +51,9 @@ def openvino_profile(path: Path, x: torch.Tensor, threads: int, reps: int) -> di
         for p in request.get_profiling_info():
             if p.status == p.Status.EXECUTED:
                 kernel = p.exec_type.split("_")[0]
-                totals[f"{p.node_type}/{kernel}"] += p.real_time.total_seconds() * 1e3
+                ms = p.real_time.total_seconds() * 1e3
+                totals[f"{p.node_type}/{kernel}"] += ms
+                totals[_part(p.node_name)] += ms
     return {k: v / reps for k, v in totals.items()}
 
 
@@ -69,11 +78,21 @@ def onnxruntime_profile(path: Path, x: torch.Tensor, threads: int, reps: int) ->
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= start:
             totals[e["args"]["op_name"]] += e["dur"] / 1e3
+            totals[_part(e["name"].removesuffix("_kernel_time"))] += e["dur"] / 1e3
             kind, macs = _conv_kind(e["args"])
             if kind is not None:  # also by conv class, with its multiply-adds
                 totals[f"{kind} (MMACs)"] += macs / 1e6
                 totals[kind] += e["dur"] / 1e3
     return {k: v / reps for k, v in totals.items()}
+
+
+def _part(node_name: str) -> str:
+    """``part: X``, X the first component of an exported node's scoped name (the first two
+    under ``backbone``: its trunk and its FPN)."""
+    parts = node_name.strip("/").split("/")
+    if len(parts) < 2:
+        return "part: (top)"
+    return f"part: {'/'.join(parts[:2]) if parts[0] == 'backbone' and len(parts) > 2 else parts[0]}"
 
 
 def _conv_kind(args: dict) -> tuple[str | None, int]:
@@ -95,39 +114,71 @@ def _conv_kind(args: dict) -> tuple[str | None, int]:
     return "conv: other", macs
 
 
+def _exports(args: argparse.Namespace, tmp: Path) -> tuple[object, dict[str, Path]]:
+    """The profiled input and ``{model name: ONNX file}``, exported as bench_engines does."""
+    from benchmarks.bench_engines import _torch_onnx, detector_models
+    from ghostdet.deploy.onnx import export_onnx
+
+    torch.manual_seed(0)
+    if args.model == "backbone":
+        from torchvision.models import mobilenet_v3_large
+
+        from ghostdet.models import ghostnet
+
+        x = torch.rand(1, 3, args.size, args.size)
+        paths = {"GhostNet 1.0x": tmp / "ghostnet.onnx", "MobileNetV3-L": tmp / "mnv3.onnx"}
+        export_onnx(ghostnet(1.0).eval(), paths["GhostNet 1.0x"], image=torch.rand(3, 224, 224), verify=False)
+        _torch_onnx(mobilenet_v3_large().eval(), x, paths["MobileNetV3-L"], detector=False)
+        return x, paths
+    x = torch.rand(3, 480, 640)
+    prefix = {"retinanet_320": "RetinaNet-320", "fasterrcnn_320": "FRCNN-320"}[args.model]
+    paths = {}
+    for name, model in detector_models().items():
+        if name.startswith(prefix):
+            paths[name] = tmp / f"{name.replace(' ', '_')}.onnx"
+            if "GhostNet" in name:
+                export_onnx(model, paths[name], image=x, verify=False)
+            else:
+                _torch_onnx(model, [x], paths[name], detector=True)
+    return x, paths
+
+
+def _table(rows: dict[str, float], total: float, head: str, top: int) -> None:
+    print(f"| {head} | ms | share |\n|---|---|---|")
+    for op, v in sorted(rows.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"| {op} | {v:.3f} | {100 * v / total:.0f}% |")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--model", choices=("backbone", "retinanet_320", "fasterrcnn_320"), default="backbone")
+    p.add_argument("--size", type=int, default=224, help="backbone input side (detectors: one 480x640 image)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--top", type=int, default=10, help="operator types listed per model and engine")
     args = p.parse_args(argv)
-    from torchvision.models import mobilenet_v3_large
-
-    from benchmarks.bench_engines import _have, _torch_onnx
-    from ghostdet.deploy.onnx import export_onnx
-    from ghostdet.models import ghostnet
+    from benchmarks.bench_engines import _have
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    x = torch.rand(1, 3, args.size, args.size)
     engines = {
         n: fn for n, fn in (("onnxruntime", onnxruntime_profile), ("openvino", openvino_profile)) if _have(n)
     }
+    size = f"{args.size}²" if args.model == "backbone" else "480x640"
     with tempfile.TemporaryDirectory() as tmp:
-        g_path, m_path = Path(tmp) / "ghostnet.onnx", Path(tmp) / "mnv3.onnx"
-        export_onnx(ghostnet(1.0).eval(), g_path, image=torch.rand(3, 224, 224), verify=False)
-        _torch_onnx(mobilenet_v3_large().eval(), x, m_path, detector=False)
+        x, paths = _exports(args, Path(tmp))
         for engine, profile in engines.items():
-            for model, path in (("GhostNet 1.0x", g_path), ("MobileNetV3-L", m_path)):
+            for model, path in paths.items():
                 ms = profile(path, x, args.threads, args.reps)
                 convs = {k: ms.pop(k) for k in [k for k in ms if k.startswith("conv: ")]}
+                parts = {
+                    k.removeprefix("part: "): ms.pop(k) for k in [k for k in ms if k.startswith("part: ")]
+                }
                 total = sum(ms.values())
-                head = f"{engine}, {model}, {args.size}², {args.threads} thread(s)"
-                print(f"\n### {head}: {total:.2f} ms in nodes\n")
-                print("| operator | ms | share |\n|---|---|---|")
-                for op, v in sorted(ms.items(), key=lambda kv: -kv[1])[: args.top]:
-                    print(f"| {op} | {v:.3f} | {100 * v / total:.0f}% |")
+                print(f"\n### {engine}, {model}, {size}, {args.threads} thread(s): {total:.2f} ms in nodes\n")
+                _table(ms, total, "operator", args.top)
+                if len(parts) > 1:
+                    print()
+                    _table(parts, total, "part", len(parts))
                 rows = sorted(k for k in convs if not k.endswith("(MMACs)"))
                 if rows:
                     print("\n| conv class | ms | MMACs | GMAC/s |\n|---|---|---|---|")
