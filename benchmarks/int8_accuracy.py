@@ -101,7 +101,7 @@ def classifier_accuracy(checkpoint: Path, data: Path, calibration: Path | None, 
     rows = []
     with torch.inference_mode():
         ref = model(x)
-    rows.append({"model": "fp32 eager", "top1": (ref.argmax(1) == y).float().mean().item()})
+    rows.append({"model": "fp32 eager", "top1": (ref.argmax(1) == y).float().mean().item(), "n": len(y)})
     from ghostdet.deploy.onnx import export_onnx
     from ghostdet.deploy.quantize import quantize_onnx
     from ghostdet.deploy.runtimes import onnxruntime_runner, openvino_runner
@@ -119,8 +119,21 @@ def classifier_accuracy(checkpoint: Path, data: Path, calibration: Path | None, 
                     "model": f"int8 {runtime}, depthwise {'float' if float_dw else 'int8'}",
                     "top1": (got.argmax(1) == y).float().mean().item(),
                     "agree_fp32": (got.argmax(1) == ref.argmax(1)).float().mean().item(),
+                    **paired_change(ref.argmax(1) == y, got.argmax(1) == y),
                 })  # fmt: skip
     return rows
+
+
+def paired_change(before: torch.Tensor, after: torch.Tensor) -> dict[str, Any]:
+    """The top-1 change between two classifiers scored on the same images (``before``/``after``:
+    per image, right or not): images ``fixed`` and ``broken``, and the 95% interval of the change
+    (the normal approximation to the paired difference that McNemar's test uses)."""
+    n = len(before)
+    fixed = int((~before & after).sum())
+    broken = int((before & ~after).sum())
+    diff = (fixed - broken) / n
+    half = 1.96 * max(fixed + broken - n * diff**2, 0.0) ** 0.5 / n
+    return {"fixed": fixed, "broken": broken, "change": diff, "ci95": (diff - half, diff + half)}
 
 
 def detector_ap(
@@ -158,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--classes", type=int, default=5)
     c.add_argument("--min-side", type=int, default=32)
+    c.add_argument("--per-class", type=int, default=80, help="crops per category at most")
+    c.add_argument("--val-every", type=int, default=4, help="every N-th crop of a category goes to val/")
     k = sub.add_parser("classifier")
     k.add_argument("checkpoint", type=Path)
     k.add_argument("--data", type=Path, required=True, help="ImageFolder root with train/ and val/")
@@ -174,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if args.cmd == "crops":
-        print(json.dumps(make_crops(args.coco, args.out, args.classes, args.min_side), indent=1))
+        counts = make_crops(args.coco, args.out, args.classes, args.min_side, args.per_class, args.val_every)
+        print(json.dumps(counts, indent=1))
         return 0
     if args.cmd == "classifier":
         rows = classifier_accuracy(args.checkpoint, args.data, args.calibration, args.threads)
@@ -183,10 +199,19 @@ def main(argv: list[str] | None = None) -> int:
         rows = detector_ap(args.checkpoint, args.val_images, args.val_ann, args.calibration, args.threads)
         key = "AP"
     base = rows[0][key]
-    print(f"| model | {key} | {key} - fp32 eager |" + (" argmax = fp32 |" if key == "top1" else ""))
-    print("|---|---|---|" + ("---|" if key == "top1" else ""))
+    top1 = key == "top1"
+    if top1:
+        print(f"{rows[0]['n']} images")
+    print(
+        f"| model | {key} | {key} - fp32 eager |"
+        + (" argmax = fp32 | fixed / broken | 95% interval |" if top1 else "")
+    )
+    print("|---|---|---|" + ("---|---|---|" if top1 else ""))
     for r in rows:
-        extra = f" {r['agree_fp32']:.3f} |" if "agree_fp32" in r else (" |" if key == "top1" else "")
+        extra = " | | |" if top1 else ""
+        if "agree_fp32" in r:
+            lo, hi = r["ci95"]
+            extra = f" {r['agree_fp32']:.3f} | {r['fixed']} / {r['broken']} | {lo:+.3f} .. {hi:+.3f} |"
         print(f"| {r['model']} | {r[key]:.4f} | {r[key] - base:+.4f} |{extra}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -115,3 +115,32 @@ def test_profile_conv_classes_and_their_multiply_adds():
     assert mod._conv_kind(args([48, 16, 1, 1], [1, 48, 4, 4]))[0] == "conv: 1x1, <= 64 out channels"
     assert mod._conv_kind(args([16, 3, 3, 3], [1, 16, 4, 4]))[0] == "conv: other"
     assert mod._conv_kind(args([16, 3, 3, 3], [1, 16, 4, 4], op="Gemm")) == (None, 0)
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_profile_parts_are_the_scopes_of_the_exported_names():
+    part = _load("profile_engines")._part
+    assert part("/backbone/body/blocks.3/conv/Conv") == "part: backbone/body"
+    assert part("/backbone/fpn/layer_blocks.0/Conv") == "part: backbone/fpn"
+    assert part("/head/classification_head/conv.0/Conv") == "part: head"
+    assert part("/TopK_3") == "part: (top)"
+    assert part("Conv_12") == "part: (top)"  # an engine's own node name, outside every scope
+
+
+def test_paired_top1_change_and_its_interval():
+    import torch
+
+    before = torch.tensor([1, 1, 0, 0, 1, 0, 1, 1, 1, 0], dtype=torch.bool)
+    after = torch.tensor([1, 0, 1, 0, 1, 0, 0, 1, 1, 1], dtype=torch.bool)
+    got = _load("int8_accuracy").paired_change(before, after)
+    d = after.float() - before.float()  # per image: +1 fixed, -1 broken
+    half = 1.96 * d.std(unbiased=False).item() / len(d) ** 0.5
+    assert (got["fixed"], got["broken"]) == (2, 2)
+    assert got["change"] == pytest.approx(after.float().mean().item() - before.float().mean().item())
+    assert got["ci95"] == pytest.approx((d.mean().item() - half, d.mean().item() + half))
