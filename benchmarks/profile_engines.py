@@ -7,18 +7,21 @@ MobileNetV3-Large FPN counterpart (:func:`benchmarks.bench_engines.detector_mode
 480x640 image.
 
 Both models are exported as :mod:`benchmarks.bench_engines` exports them (GhostNet: ghostdet's
-portable form; MobileNetV3: torch's plain export); each engine runs ``--reps`` inferences after a
-warm-up, and the per-node times are summed by operator type (OpenVINO: the node type after its
-graph fusions, with its kernel; onnxruntime: the op type after its fusions) and divided by the
-repetitions, and by part: the first component of the node's name (``backbone/body``, ``backbone/fpn``, ``head``,
-``rpn``, ``roi_heads``, ``transform``; ``(top)`` for the post-processing written at the top level).
-The tables give ms per inference and the share of the summed node time; the sum is below the wall
-time by the engine's own overhead.
+portable form; MobileNetV3: torch's plain export); each engine runs ``--reps`` inferences after
+a warm-up on a session for the input's shape (as :func:`ghostdet.deploy.runtimes.onnxruntime_runner`
+and ``openvino_runner`` run a recurring shape). The per-node times are summed by operator type
+(OpenVINO: the node type after its graph fusions, with its kernel; onnxruntime: the op type after
+its fusions) and by part, the first component of the node's name (``backbone/body``,
+``backbone/fpn``, ``head``, ``rpn``, ``roi_heads``, ``transform``; ``(top)``: what is written at
+the top level, such as the post-processing), and divided by the repetitions. The tables give ms
+per inference and the share of the summed node time; the sum is below the wall time by the
+engine's own overhead.
 
 Example::
 
     python benchmarks/profile_engines.py --size 224 --threads 1
     python benchmarks/profile_engines.py --model retinanet_320 --threads 2
+    python benchmarks/profile_engines.py --size 640 --int8 ../shared/data/coco128/train2017
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ def openvino_profile(path: Path, x: torch.Tensor, threads: int, reps: int) -> di
     core = ov.Core()
     cfg = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": threads}
     cfg.update({"INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": "YES"})
-    request = core.compile_model(core.read_model(str(path)), "CPU", cfg).create_infer_request()
+    model = core.read_model(str(path))
+    model.reshape({0: list(x.shape)})  # as the runner runs a recurring shape
+    request = core.compile_model(model, "CPU", cfg).create_infer_request()
     totals: collections.Counter = collections.Counter()
     for i in range(reps + 3):
         request.infer({0: x.numpy()})
@@ -64,6 +69,12 @@ def onnxruntime_profile(path: Path, x: torch.Tensor, threads: int, reps: int) ->
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    for dim, size in zip(dims, x.shape):
+        if dim.dim_param:  # fixed, as the runner runs a recurring shape
+            opts.add_free_dimension_override_by_name(dim.dim_param, int(size))
     with tempfile.TemporaryDirectory() as tmp:
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "ort")
@@ -156,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--top", type=int, default=10, help="operator types listed per model and engine")
+    p.add_argument(
+        "--int8",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="profile both files int8 (as bench_engines' *-int8 engines), calibrated on this image folder",
+    )
     args = p.parse_args(argv)
     from benchmarks.bench_engines import _have
 
@@ -166,6 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     size = f"{args.size}²" if args.model == "backbone" else "480x640"
     with tempfile.TemporaryDirectory() as tmp:
         x, paths = _exports(args, Path(tmp))
+        if args.int8 is not None:
+            from ghostdet.deploy.quantize import calibration_inputs, quantize_onnx
+
+            kind = "classifier" if args.model == "backbone" else "detector"
+            inputs = calibration_inputs(args.int8, kind, x if kind == "classifier" else [x])
+            paths = {
+                f"{m} int8": quantize_onnx(f, f.with_suffix(".int8.onnx"), inputs) for m, f in paths.items()
+            }
         for engine, profile in engines.items():
             for model, path in paths.items():
                 ms = profile(path, x, args.threads, args.reps)

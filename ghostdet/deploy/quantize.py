@@ -36,7 +36,13 @@ from ghostdet.data.classification import build_classification_transforms
 from ghostdet.data.images import IMAGE_EXTENSIONS, open_rgb, read_rgb_tensor
 from ghostdet.errors import InputError
 
-__all__ = ["MAX_CALIBRATION_IMAGES", "calibration_inputs", "depthwise_conv_nodes", "quantize_onnx"]
+__all__ = [
+    "MAX_CALIBRATION_IMAGES",
+    "calibration_inputs",
+    "depthwise_conv_nodes",
+    "own_parameters",
+    "quantize_onnx",
+]
 
 #: images read from a calibration folder (the first ones in name order)
 MAX_CALIBRATION_IMAGES = 64
@@ -116,6 +122,45 @@ class _Reader:
         return next(self._items, None)
 
 
+def own_parameters(model: Any) -> int:
+    """Give every Conv, Gemm and MatMul its own weight and bias initializers, in place; returns
+    how many it copied.
+
+    torch's exporter stores equal tensors once and feeds the other users through ``Identity``
+    nodes (untrained BatchNorm folds to many equal biases, all zeros). onnxruntime's quantizer
+    quantizes only a bias that is an initializer of its own, and left every other convolution in
+    float around DequantizeLinear/QuantizeLinear pairs: in onnxruntime that ran 1.4-2.2x slower than
+    FP32 (depthwise convs at 3.7 GMAC/s on the dequantized tensors, against 24.5 in FP32; per-node
+    profile, 2026-12-07)."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    aliases = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity" and n.input[0] in inits}
+    uses: dict[str, int] = {}
+    for n in graph.node:
+        for name in n.input:
+            uses[aliases.get(name, name)] = uses.get(aliases.get(name, name), 0) + 1
+    copied = 0
+    for n in graph.node:
+        if n.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        for k in range(1, len(n.input)):
+            source = aliases.get(n.input[k], n.input[k])
+            if source not in inits or (source == n.input[k] and uses[source] == 1):
+                continue
+            name = f"{n.name or n.output[0]}.param{k}"
+            graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[source]), name))
+            uses[source] -= 1
+            n.input[k] = name
+            copied += 1
+    used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
+    for n in [n for n in graph.node if n.op_type == "Identity" and n.output[0] in aliases]:
+        if n.output[0] not in used:
+            graph.node.remove(n)
+    return copied
+
+
 def quantize_onnx(
     src: str | os.PathLike, dst: str | os.PathLike, inputs: Sequence[Tensor], float_depthwise: bool = False
 ) -> Path:
@@ -134,6 +179,7 @@ def quantize_onnx(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     model = onnx.load(str(src))
+    own_parameters(model)
     exclude = depthwise_conv_nodes(model) if float_depthwise else []
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
