@@ -358,9 +358,9 @@ def _resize_like_eager(
     the size is the exact integer quotient, and where it is whole (where the double product can
     round below it) one pixel less when eager's does: the product ``k * (1 + e)`` of a whole
     ``k`` and the double quotient's relative error ``e < 0`` rounds below ``k`` exactly when
-    ``k * |e| * 2**53`` exceeds the largest power of two below ``k`` (equal: a tie, kept), with ``|e| * 2**53`` from
-    :func:`_double_rounding_table`. Integer and float32 operations only, so onnxruntime and
-    OpenVINO agree with eager up to :data:`RESIZE_TABLE_SIDES`."""
+    ``k * |e| * 2**53`` exceeds the largest power of two below ``k`` (equal: a tie, kept), with
+    ``|e| * 2**53`` from :func:`_double_rounding_table`. Integer and float32 operations only,
+    so onnxruntime and OpenVINO agree with eager up to :data:`RESIZE_TABLE_SIDES`."""
     if target is not None or fixed_size is not None or not torch.jit.is_tracing():
         return _TORCHVISION_RESIZE(image, self_min_size, self_max_size, target, fixed_size)
     hw = torch.onnx.operators.shape_as_tensor(image)[-2:]

@@ -9,10 +9,10 @@ quantized; the detector's pre- and post-processing (resize, anchors, NMS) stay i
 ``float_depthwise=True`` keeps the depthwise convolutions (one input channel per group) in float,
 the advice users get for GhostNet (their 9 or 25 weights per channel quantize coarsely). Measured
 on 2026-12-07 (AVX-512 VM, ``benchmarks/bench_engines.py`` and ``benchmarks/int8_accuracy.py``,
-docs/deploy.md) it lost speed and gained no accuracy: OpenVINO ran GhostNet 1.0x at 640x640 in
-34.3 ms with float depthwise convs against 28.4 ms all-int8 (FP32: 41.9), and the trained
-classifier's top-1 moved by the same single image of 40 either way. So the default quantizes
-every convolution.
+docs/benchmarks.md) it lost speed and gained no measurable accuracy: OpenVINO ran GhostNet 1.0x
+at 640x640 in 34.3 ms with float depthwise convs against 28.4 ms all-int8 (FP32: 41.9), and the
+trained classifiers' top-1 moved by one image of 40, and of 224, either way. So the default
+quantizes every convolution.
 
 :func:`calibration_inputs` turns what a user has into the model's inputs: a folder of images (or
 a list of image files) is read with :func:`ghostdet.data.images.read_rgb_tensor`; detectors take
@@ -129,9 +129,10 @@ def own_parameters(model: Any) -> int:
     torch's exporter stores equal tensors once and feeds the other users through ``Identity``
     nodes (untrained BatchNorm folds to many equal biases, all zeros). onnxruntime's quantizer
     quantizes only a bias that is an initializer of its own, and left every other convolution in
-    float around DequantizeLinear/QuantizeLinear pairs: in onnxruntime that ran 1.4-2.2x slower than
-    FP32 (depthwise convs at 3.7 GMAC/s on the dequantized tensors, against 24.5 in FP32; per-node
-    profile, 2026-12-07)."""
+    float around DequantizeLinear/QuantizeLinear pairs: in onnxruntime GhostNet's int8 graph took
+    83 ms of node time at 640x640 against 34 in FP32 (depthwise convs at 3.7 GMAC/s on the
+    dequantized tensors, against 24.5 in FP32; ``benchmarks/profile_engines.py --int8``,
+    2026-12-07); with its own initializers, 35."""
     from onnx import numpy_helper
 
     graph = model.graph
@@ -158,6 +159,10 @@ def own_parameters(model: Any) -> int:
     for n in [n for n in graph.node if n.op_type == "Identity" and n.output[0] in aliases]:
         if n.output[0] not in used:
             graph.node.remove(n)
+    used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
+    used |= {i.name for i in graph.input}  # an initializer that is also an input stays
+    for init in [i for i in graph.initializer if i.name in uses and i.name not in used]:
+        graph.initializer.remove(init)  # every user has its own copy now
     return copied
 
 

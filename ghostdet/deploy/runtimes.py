@@ -19,8 +19,9 @@ and what each measured. A runtime that is asked for by name and is not installed
 
 ``precision="int8"`` quantizes the ONNX export with onnxruntime's own post-training static
 quantization (:mod:`ghostdet.deploy.quantize`: QDQ, per-channel int8 weights, activation ranges
-calibrated on ``calibration``, every convolution int8) and runs it in OpenVINO, the one runtime
-where it measured faster than FP32 (:data:`INT8_RUNTIMES`); the others are FP32 only.
+calibrated on ``calibration``, every convolution int8) and runs it where it measured faster than
+FP32 (:data:`INT8_RUNTIMES`): OpenVINO for every model, onnxruntime for detectors; the others are
+FP32 only.
 
 A detector exported to ONNX takes one image per call, so those runtimes run a list image by
 image; PyTorch runs it as one batch, padded to one size as torchvision does (the same images one
@@ -65,12 +66,18 @@ __all__ = [
 #: The runtimes :func:`compile_model` knows, in the order ``auto`` tries them.
 RUNTIMES = ("eager", "torch", "onnxruntime", "openvino")
 _EXTRAS = {"onnxruntime": "export", "openvino": "openvino"}
+_NAMES = {"onnxruntime": "onnxruntime", "openvino": "OpenVINO"}
 #: The precisions :func:`compile_model` offers.
 PRECISIONS = ("fp32", "int8")
-#: Where int8 is offered: where it measured faster than FP32 within the accuracy budget
-#: (docs/benchmarks.md, *INT8*). onnxruntime (1.32, x86 AVX-512) ran the quantized GhostNet
-#: graphs 1.4-2.2x slower than their FP32 form, so it is not offered there.
-INT8_RUNTIMES = ("openvino",)
+#: Where int8 is offered, by kind of model: where it measured faster than FP32 within the
+#: accuracy budget (docs/benchmarks.md, *INT8*; AVX-512 VM, 2026-12-07). OpenVINO: 0.55-0.85x
+#: the FP32 time on every model. onnxruntime (1.32): 0.70-0.96x on the two 320 presets, but
+#: 0.99-1.15x on the classifier trunk, so classifiers and backbones are not offered there.
+INT8_RUNTIMES: dict[str, tuple[str, ...]] = {
+    "classifier": ("openvino",),
+    "backbone": ("openvino",),
+    "detector": ("onnxruntime", "openvino"),
+}
 
 
 def _installed(name: str) -> bool:
@@ -343,7 +350,8 @@ def compile_model(
         runtime: ``eager``, ``torch``, ``onnxruntime``, ``openvino`` or ``auto`` (the fastest
             installed runtime on ``example``; PyTorch for a model on a CUDA device).
         threads: CPU threads of the runtime (``None``: its default).
-        precision: ``fp32`` or ``int8`` (OpenVINO only, :data:`INT8_RUNTIMES`; see the module doc).
+        precision: ``fp32`` or ``int8`` (OpenVINO, and onnxruntime for detectors:
+            :data:`INT8_RUNTIMES`; see the module doc).
         calibration: for int8, the calibration inputs: a folder of images, a list of image
             files or a list of input tensors (:func:`ghostdet.deploy.quantize.calibration_inputs`).
         rounds: timed rounds per runtime for ``auto`` (after :data:`SPECIALIZE_AFTER` warm-up calls).
@@ -355,7 +363,8 @@ def compile_model(
     Raises:
         InputError: an unknown runtime (``argument="runtime"``), one that is not installed
             (naming the extra to install); a precision other than ``fp32`` or ``int8``
-            (``argument="precision"``), int8 in another runtime than OpenVINO or without it,
+            (``argument="precision"``), int8 in a runtime :data:`INT8_RUNTIMES` does not offer
+            for the model or without one installed,
             int8 without calibration or with an unreadable one (``argument="calibration"``).
     """
     if runtime not in (*RUNTIMES, "auto"):
@@ -367,10 +376,9 @@ def compile_model(
             f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}", argument="precision"
         )
     int8 = precision == "int8"
-    if int8 and runtime not in (*INT8_RUNTIMES, "auto"):
+    if int8 and runtime in ("eager", "torch"):
         raise InputError(
-            f"int8 is offered in OpenVINO only, not in the {runtime!r} runtime (onnxruntime ran the "
-            "quantized GhostNet graphs slower than FP32: docs/benchmarks.md)",
+            f"int8 runs in OpenVINO or onnxruntime (an exported model), not in the {runtime!r} runtime",
             argument="runtime",
         )
     if not int8 and calibration is not None:
@@ -382,12 +390,22 @@ def compile_model(
         )
     model = model.eval()
     kind = _kind(model)
+    if int8 and runtime != "auto" and runtime not in INT8_RUNTIMES[kind]:
+        raise InputError(
+            f"int8 {kind}s run in {' or '.join(_NAMES[r] for r in INT8_RUNTIMES[kind])}, not in "
+            f"{runtime!r}: there the "
+            f"quantized {kind} ran no faster than FP32 (docs/benchmarks.md, INT8)",
+            argument="runtime",
+        )
     on_cuda = any(p.is_cuda for p in model.parameters())
     candidates = [runtime] if runtime != "auto" else (["eager"] if on_cuda else available_runtimes())
     if int8:
-        candidates = [c for c in candidates if c in INT8_RUNTIMES]
+        candidates = [c for c in candidates if c in INT8_RUNTIMES[kind]]
         if not candidates:
-            raise InputError("int8 runs in OpenVINO: pip install 'ghostdet[openvino]'", argument="precision")
+            need = "OpenVINO: pip install 'ghostdet[openvino]'"
+            if kind == "detector":
+                need = "OpenVINO or onnxruntime: pip install 'ghostdet[openvino]' or 'ghostdet[export]'"
+            raise InputError(f"int8 {kind}s run in {need}", argument="precision")
         if not _installed("onnxruntime"):  # its quantization tool writes the int8 model
             raise InputError(
                 "int8 quantizes with onnxruntime: pip install 'ghostdet[export]'", argument="precision"

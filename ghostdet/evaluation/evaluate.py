@@ -299,7 +299,7 @@ def evaluate_detector(
         confusion_score: score threshold of the confusion matrix and the error images
             (``None``: the global best-F1 threshold).
         error_images: images drawn for most false positives and for most false negatives.
-        precision: ``fp32`` or ``int8`` (OpenVINO only; see
+        precision: ``fp32`` or ``int8`` (in OpenVINO or onnxruntime; see
             :func:`ghostdet.deploy.compile`).
         calibration: for int8, a folder of images (or files, or tensors) to calibrate with.
 
@@ -684,7 +684,7 @@ def run_eval(
         confusion_score: score threshold of the confusion matrix and the error images
             (``None``: the global best-F1 threshold).
         error_images: images drawn for most false positives and for most false negatives.
-        precision: ``fp32`` or ``int8`` (OpenVINO only; see
+        precision: ``fp32`` or ``int8`` (in OpenVINO or onnxruntime; see
             :func:`ghostdet.deploy.compile`).
         calibration: for int8, a folder of images (or files, or tensors) to calibrate with.
         **kwargs: passed to :func:`evaluate_detector` (batch_size, workers, score_threshold,

@@ -90,8 +90,8 @@ def build_parser(inv: Invocation) -> ToolArgumentParser:
     )  # fmt: skip
     r.add_argument(
         "--precision", choices=("fp32", "int8"), default="fp32",
-        help="int8: post-training static quantization of the ONNX export, run in OpenVINO "
-        "(--runtime openvino or auto; needs --calibration; default %(default)s)",
+        help="int8: post-training static quantization of the ONNX export, run in OpenVINO or "
+        "onnxruntime (--runtime openvino, onnxruntime or auto; needs --calibration; default %(default)s)",
     )  # fmt: skip
     r.add_argument(
         "--calibration", default=None, metavar="DIR",
