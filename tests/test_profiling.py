@@ -328,7 +328,7 @@ def test_compare_backbones_tool(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert out_csv.exists()
     for argv, msg in (
         (["--det-sizes", "80by60"], "expected HxW"),
-        (["--runs", "0"], "positive integer"),
+        (["--runs", "0"], "must be >= 1"),
         (["--models", "resnet18"], "invalid choice"),
         (["--plot", str(tmp_path / "x.png"), "--no-latency"], "--plot needs latency"),
     ):

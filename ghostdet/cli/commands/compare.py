@@ -30,6 +30,7 @@ from ghostdet.analysis import (
 )
 from ghostdet.cli.commands import COMMANDS, Invocation
 from ghostdet.cli.errors import ToolArgumentParser, run_tool
+from ghostdet.config.recipe import ranged_type
 
 __all__ = ["MAX_DET_SIDE", "build_parser", "parse_args", "run"]
 
@@ -55,24 +56,9 @@ def _size(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+#: argparse types of the count flags, by the config's one rule mechanism
+_positive = ranged_type(int, ge=1)
+_non_negative = ranged_type(int, ge=0)
 
 
 def build_parser(inv: Invocation) -> ToolArgumentParser:
