@@ -198,6 +198,17 @@ def detector_models() -> dict[str, torch.nn.Module]:
     return models
 
 
+def detector_macs() -> dict[str, int]:
+    """Paper-convention MACs (conv + linear) of each of :func:`detector_models` on the benchmark's
+    480x640 image, as the eager model runs it (resized by its transform; the Faster R-CNN heads
+    on the proposals that image gives)."""
+    from ghostdet.utils.counting import count_macs
+
+    torch.manual_seed(0)
+    img = torch.rand(3, 480, 640)
+    return {name: count_macs(model, inputs=[img]) for name, model in detector_models().items()}
+
+
 def detector_cases(
     threads: int, tmp: Path, engines: tuple[str, ...] = ENGINES, int8: Int8 | None = None
 ) -> dict[str, dict[str, Callable[[], object]]]:
@@ -272,7 +283,10 @@ def measure(args: argparse.Namespace) -> dict:
                 }
         if "detectors" in args.sections:
             cases = detector_cases(threads, Path(tmp), tuple(args.engines), _int8(args))
-            result["detectors 480x640"] = {"ms": _interleaved(cases, args.reps, args.warmup)}
+            result["detectors 480x640"] = {
+                "ms": _interleaved(cases, args.reps, args.warmup),
+                "macs": detector_macs(),
+            }
     return result
 
 

@@ -111,6 +111,27 @@ def test_conv_transpose_and_linear_on_sequences() -> None:
     assert count_macs(nn.Sequential(nn.MaxPool2d(2), nn.BatchNorm2d(3)), 8) == 0
 
 
+class _PerImage(nn.Module):
+    """A detector-like forward: a list of CHW images, one conv on each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [self.conv(img[None]) for img in images]
+
+
+def test_macs_of_a_model_called_with_its_own_inputs() -> None:
+    """``inputs=`` runs the model on what it takes (e.g. a detector's image list): every call counts."""
+    net = _PerImage()
+    images = [torch.rand(3, 10, 12), torch.rand(3, 7, 5)]
+    # a 3x3 conv without padding: (H-2)*(W-2) pixels x 4 outputs x 3*9 weights, per image
+    assert count_macs(net, inputs=images) == (8 * 10 + 5 * 3) * 4 * 27
+    conv = nn.Conv2d(3, 4, 3)
+    assert count_macs(conv, inputs=torch.rand(2, 3, 6, 6)) == count_macs(conv, (2, 3, 6, 6))
+
+
 class _Transpose(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.transpose(1, 2)

@@ -132,7 +132,9 @@ def _run_eval(model: nn.Module, x: Tensor) -> Any:
             m.training = training
 
 
-def layer_macs(model: nn.Module, input_size: InputSize = (1, 3, 224, 224)) -> OrderedDict[str, int]:
+def layer_macs(
+    model: nn.Module, input_size: InputSize = (1, 3, 224, 224), inputs: Any = None
+) -> OrderedDict[str, int]:
     """Paper-convention MACs of every conv/linear module, keyed by module name.
 
     The model is run once in eval mode under ``torch.no_grad()`` (BatchNorm statistics are not
@@ -141,8 +143,10 @@ def layer_macs(model: nn.Module, input_size: InputSize = (1, 3, 224, 224)) -> Or
     modules that are never called are absent.
 
     Args:
-        model: the network; its forward must accept one ``(N, C, H, W)`` tensor.
+        model: the network; its forward must accept one ``(N, C, H, W)`` tensor (or ``inputs``).
         input_size: see :func:`input_shape`.
+        inputs: what to call the model with instead of a random ``input_size`` tensor, e.g. a
+            detector's list of CHW images (its own transform then sets the size).
     """
     counts: OrderedDict[str, int] = OrderedDict()
     handles = []
@@ -154,21 +158,22 @@ def layer_macs(model: nn.Module, input_size: InputSize = (1, 3, 224, 224)) -> Or
         if isinstance(module, _COUNTED):
             handles.append(module.register_forward_hook(partial(hook, name)))
     try:
-        _run_eval(model, _make_input(model, input_size))
+        _run_eval(model, _make_input(model, input_size) if inputs is None else inputs)
     finally:
         for h in handles:
             h.remove()
     return counts
 
 
-def count_macs(model: nn.Module, input_size: InputSize = (1, 3, 224, 224)) -> int:
+def count_macs(model: nn.Module, input_size: InputSize = (1, 3, 224, 224), inputs: Any = None) -> int:
     """Paper-convention multiply-adds (conv + linear only) of one forward pass.
 
     Args:
-        model: the network; its forward must accept one ``(N, C, H, W)`` tensor.
+        model: the network; its forward must accept one ``(N, C, H, W)`` tensor (or ``inputs``).
         input_size: see :func:`input_shape`; default one 224x224 RGB image.
+        inputs: what to call the model with instead (see :func:`layer_macs`).
     """
-    return sum(layer_macs(model, input_size).values())
+    return sum(layer_macs(model, input_size, inputs).values())
 
 
 def split_macs(
