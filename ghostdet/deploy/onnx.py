@@ -35,7 +35,6 @@ __all__ = [
     "TRUNK_KINDS",
     "ExportError",
     "build_for_export",
-    "torchvision_export_fixes",
     "export_names",
     "export_onnx",
     "load_image",
@@ -46,6 +45,7 @@ __all__ = [
     "require_onnx",
     "run_onnx",
     "supported_opsets",
+    "torchvision_export_fixes",
 ]
 
 EXTRA_MESSAGE = "ONNX export needs the optional extra: pip install 'ghostdet[export]' (onnx, onnxruntime)"

@@ -70,7 +70,7 @@ _NAMES = {"onnxruntime": "onnxruntime", "openvino": "OpenVINO"}
 #: The precisions :func:`compile_model` offers.
 PRECISIONS = ("fp32", "int8")
 #: Where int8 is offered, by kind of model: where it measured faster than FP32 within the
-#: accuracy budget (docs/benchmarks.md, *INT8*; AVX-512 VM, 2026-12-07). OpenVINO: 0.55-0.85x
+#: accuracy budget (docs/benchmarks.md, *INT8*; AVX-512 VM, 2026-12-07). OpenVINO: 0.59-0.87x
 #: the FP32 time on every model. onnxruntime (1.32): 0.70-0.96x on the two 320 presets, but
 #: 0.99-1.15x on the classifier trunk, so classifiers and backbones are not offered there.
 INT8_RUNTIMES: dict[str, tuple[str, ...]] = {
